@@ -125,7 +125,13 @@ int errno_of(const std::error_code& ec) noexcept {
   if (category == std::system_category() || category == std::generic_category()) {
     return ec.value();
   }
-  // Other categories may say which errno they stand for through their default condition.
+  // Standalone Asio (1.22) keeps its own "asio.system" category for errno values and does
+  // not map it to the generic category; measured with libasio-dev on this machine.
+  if (std::strcmp(category.name(), "asio.system") == 0) {
+    return ec.value();
+  }
+  // Other categories may say which errno they stand for through their default condition
+  // (newer Asio versions do).
   const std::error_condition portable = ec.default_error_condition();
   return portable.category() == std::generic_category() ? portable.value() : 0;
 }

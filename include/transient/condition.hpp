@@ -2,8 +2,8 @@
 //
 // `transient::condition` is a std::error_condition enum. Compare any std::error_code
 // against it: `ec == transient::condition::fd_exhausted` holds for EMFILE and ENFILE from
-// std::system_category(), std::generic_category(), standalone Asio's error codes (which
-// use the system category on POSIX) and transient's own error codes. A code may match
+// std::system_category(), std::generic_category(), standalone Asio's error codes (its
+// "asio.system" and "asio.misc" categories) and transient's own error codes. A code may match
 // several conditions; predicates compose with || and &&.
 #pragma once
 

@@ -1,0 +1,160 @@
+// condition: `ec == transient::condition::X` for system, generic, Asio and transient codes.
+#include <gtest/gtest.h>
+
+#include <asio/error.hpp>
+#include <cerrno>
+#include <future>
+#include <set>
+#include <system_error>
+
+#include "transient/condition.hpp"
+#include "transient/error.hpp"
+
+namespace {
+
+using transient::condition;
+
+// The exact set of conditions a code matches, to compare with a written-out expectation.
+std::set<condition> matched(const std::error_code& ec) {
+  std::set<condition> found;
+  for (const condition c : transient::all_conditions) {
+    if (ec == c) {
+      found.insert(c);
+    }
+  }
+  return found;
+}
+
+std::error_code sys(int e) { return {e, std::system_category()}; }
+std::error_code gen(int e) { return {e, std::generic_category()}; }
+
+TEST(Condition, CategoryName) {
+  EXPECT_STREQ(transient::condition_category().name(), "transient");
+  EXPECT_STREQ(transient::error_category().name(), "transient.error");
+  const std::error_condition c = condition::fd_exhausted;
+  EXPECT_EQ(&c.category(), &transient::condition_category());
+  EXPECT_FALSE(c.message().empty());
+}
+
+TEST(Condition, OneCodeMatchesSeveralConditions) {
+  EXPECT_EQ(matched(sys(ENFILE)),
+            (std::set{condition::fd_exhausted, condition::system_fd_limit, condition::resource_exhausted}));
+  EXPECT_EQ(matched(sys(EMFILE)),
+            (std::set{condition::fd_exhausted, condition::process_fd_limit, condition::resource_exhausted}));
+  EXPECT_EQ(matched(sys(ENOBUFS)), (std::set{condition::memory_exhausted, condition::resource_exhausted}));
+  EXPECT_EQ(matched(sys(ENOMEM)), (std::set{condition::memory_exhausted, condition::resource_exhausted}));
+  EXPECT_EQ(matched(sys(EHOSTUNREACH)), (std::set{condition::connection_failed, condition::network_unreachable}));
+}
+
+TEST(Condition, ConditionsOfEveryErrorsMdRow) {
+  EXPECT_EQ(matched(sys(EAGAIN)), std::set{condition::would_block});
+  EXPECT_EQ(matched(sys(EWOULDBLOCK)), std::set{condition::would_block});
+  EXPECT_EQ(matched(sys(EINTR)), std::set{condition::interrupted});
+  EXPECT_EQ(matched(sys(EINPROGRESS)), std::set{condition::in_progress});
+  EXPECT_EQ(matched(sys(EALREADY)), std::set{condition::in_progress});
+  EXPECT_EQ(matched(sys(EISCONN)), std::set{condition::already_connected});
+  for (const int e : {ECONNABORTED, EPROTO, ENOPROTOOPT}) {
+    EXPECT_EQ(matched(sys(e)), std::set{condition::connection_failed}) << e;
+  }
+  for (const int e : {ENETDOWN, ENETUNREACH, EHOSTDOWN, EHOSTUNREACH, ENONET}) {
+    EXPECT_EQ(matched(sys(e)), (std::set{condition::connection_failed, condition::network_unreachable})) << e;
+  }
+  EXPECT_EQ(matched(sys(ECONNREFUSED)), std::set{condition::refused});
+  EXPECT_EQ(matched(sys(ETIMEDOUT)), std::set{condition::timed_out});
+  for (const int e : {ECONNRESET, EPIPE, ESHUTDOWN}) {
+    EXPECT_EQ(matched(sys(e)), std::set{condition::peer_gone}) << e;
+  }
+  EXPECT_EQ(matched(sys(ENOTCONN)), std::set{condition::not_connected});
+  EXPECT_EQ(matched(sys(EADDRINUSE)), std::set{condition::address_in_use});
+  EXPECT_EQ(matched(sys(EADDRNOTAVAIL)), std::set{condition::address_unavailable});
+  EXPECT_EQ(matched(sys(EPERM)), std::set{condition::permission_denied});
+  EXPECT_EQ(matched(sys(EACCES)), std::set{condition::permission_denied});
+  EXPECT_EQ(matched(sys(EINVAL)), std::set{condition::invalid_argument});
+  EXPECT_EQ(matched(sys(EOPNOTSUPP)), std::set{condition::not_supported});
+  for (const int e : {EBADF, ENOTSOCK, EFAULT, EAFNOSUPPORT}) {
+    EXPECT_EQ(matched(sys(e)), std::set{condition::programming_error}) << e;
+  }
+}
+
+TEST(Condition, GenericCategoryIsEquivalentToSystemCategory) {
+  for (int e = 1; e <= 140; ++e) {
+    EXPECT_EQ(matched(gen(e)), matched(sys(e))) << "errno " << e;
+  }
+  EXPECT_TRUE(std::make_error_code(std::errc::too_many_files_open) == condition::process_fd_limit);
+  EXPECT_TRUE(std::make_error_code(std::errc::too_many_files_open_in_system) == condition::system_fd_limit);
+  EXPECT_TRUE(std::make_error_code(std::errc::connection_reset) == condition::peer_gone);
+}
+
+TEST(Condition, AsioErrorCodes) {
+  // Standalone Asio 1.22's error codes are std::error_codes in its own "asio.system"
+  // category (errno values that it does not map to the generic category) and "asio.misc".
+  const std::error_code no_descriptors = asio::error::no_descriptors;
+  EXPECT_TRUE(no_descriptors == condition::fd_exhausted);
+  EXPECT_TRUE(no_descriptors == condition::process_fd_limit);
+  EXPECT_FALSE(no_descriptors == condition::system_fd_limit);
+  EXPECT_TRUE(std::error_code(asio::error::would_block) == condition::would_block);
+  EXPECT_TRUE(std::error_code(asio::error::connection_aborted) == condition::connection_failed);
+  EXPECT_TRUE(std::error_code(asio::error::connection_reset) == condition::peer_gone);
+  EXPECT_TRUE(std::error_code(asio::error::no_buffer_space) == condition::memory_exhausted);
+  EXPECT_TRUE(std::error_code(asio::error::address_in_use) == condition::address_in_use);
+  EXPECT_TRUE(std::error_code(asio::error::interrupted) == condition::interrupted);
+  EXPECT_TRUE(std::error_code(asio::error::eof) == condition::peer_gone);
+  EXPECT_FALSE(std::error_code(asio::error::eof) == condition::fd_exhausted);
+  EXPECT_EQ(matched(asio::error::already_open), std::set{condition::unclassified});
+}
+
+TEST(Condition, TransientErrors) {
+  EXPECT_EQ(matched(transient::error::stalled), std::set{condition::stalled});
+  EXPECT_EQ(matched(transient::error::duplicate_listener), std::set{condition::duplicate_listener});
+  EXPECT_EQ(matched(transient::error::not_listening), std::set{condition::not_listening});
+  EXPECT_EQ(matched(transient::error::port_range_exhausted), std::set{condition::address_in_use});
+  EXPECT_EQ(matched(transient::error::invalid_endpoint), std::set{condition::invalid_argument});
+  const std::error_code ec = transient::error::stalled;
+  EXPECT_FALSE(ec.message().empty());
+  EXPECT_EQ(transient::to_string(transient::error::port_range_exhausted), "port_range_exhausted");
+}
+
+TEST(Condition, CodeOutsideEveryConditionComparesFalse) {
+  EXPECT_TRUE(matched(std::error_code{}).empty());  // success
+  EXPECT_TRUE(matched(std::error_code(0, std::generic_category())).empty());
+  // A known errno outside the table matches only `unclassified`, nothing that invites a retry.
+  EXPECT_EQ(matched(sys(ENOENT)), std::set{condition::unclassified});
+  EXPECT_FALSE(sys(ENOENT) == condition::fd_exhausted);
+  EXPECT_FALSE(sys(EMFILE) == condition::system_fd_limit);
+  EXPECT_FALSE(sys(ECONNRESET) == condition::connection_failed);
+  EXPECT_EQ(matched(std::make_error_code(std::future_errc::broken_promise)), std::set{condition::unclassified});
+}
+
+TEST(Condition, PredicatesCompose) {
+  const auto retry_later = [](const std::error_code& ec) {
+    return ec == condition::fd_exhausted || ec == condition::memory_exhausted;
+  };
+  EXPECT_TRUE(retry_later(sys(EMFILE)));
+  EXPECT_TRUE(retry_later(gen(ENOBUFS)));
+  EXPECT_TRUE(retry_later(asio::error::no_memory));
+  EXPECT_FALSE(retry_later(sys(ECONNRESET)));
+  EXPECT_TRUE(transient::matches(sys(ENFILE), condition::resource_exhausted));
+}
+
+TEST(Condition, NamesRoundTrip) {
+  for (const condition c : transient::all_conditions) {
+    condition parsed{};
+    ASSERT_TRUE(transient::from_string(to_string(c), parsed)) << to_string(c);
+    EXPECT_EQ(parsed, c);
+  }
+  condition parsed{};
+  EXPECT_FALSE(transient::from_string("fd_exhaustion", parsed));
+  EXPECT_EQ(to_string(static_cast<condition>(999)), "unknown");
+  EXPECT_EQ(to_string(condition::fd_exhausted), "fd_exhausted");
+  EXPECT_EQ(to_string(condition::unclassified), "unclassified");
+}
+
+TEST(Condition, ErrnoOf) {
+  EXPECT_EQ(transient::errno_of(sys(EMFILE)), EMFILE);
+  EXPECT_EQ(transient::errno_of(gen(EMFILE)), EMFILE);
+  EXPECT_EQ(transient::errno_of(asio::error::no_descriptors), EMFILE);
+  EXPECT_EQ(transient::errno_of(std::error_code{}), 0);
+  EXPECT_EQ(transient::errno_of(transient::error::stalled), 0);
+}
+
+}  // namespace
