@@ -1,0 +1,157 @@
+// verify(): is this socket really the kernel's one listener for its address?
+//
+// ERRORS.md (measured): SO_ACCEPTCONN is 1 only while listening; fstat(fd).st_ino equals the
+// inode of the LISTEN row (state 0A) for the address in /proc/net/tcp or /proc/net/tcp6, which
+// cover the caller's network namespace. Any other LISTEN row on the same address and port,
+// without SO_REUSEPORT, is a second listener. SO_COOKIE identifies a socket more safely than an
+// inode (it is never reused) but /proc/net/tcp does not show it, so the match is by inode and
+// the cookie is reported for callers that compare sockets over time.
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "detail/open_socket.hpp"
+#include "detail/proc_file.hpp"
+#include "detail/socket_owners.hpp"
+#include "detail/verify_socket.hpp"
+#include "transient/detail/throw_error.hpp"
+#include "transient/error.hpp"
+#include "transient/listener.hpp"
+
+namespace transient {
+namespace {
+
+bool same_address(const endpoint& a, const endpoint& b) noexcept {
+  return a.family() == b.family() && a.bytes() == b.bytes();
+}
+
+int int_option(int fd, int name, std::error_code& ec) noexcept {
+  int value = 0;
+  socklen_t length = sizeof value;
+  if (::getsockopt(fd, SOL_SOCKET, name, &value, &length) != 0) {
+    ec = detail::last_error();
+  }
+  return value;
+}
+
+verify_report& fail(verify_report& report, error e, std::string message) {
+  report.error = e;
+  report.message = std::move(message);
+  return report;
+}
+
+}  // namespace
+
+bool addresses_overlap(const endpoint& a, const endpoint& b) noexcept {
+  const endpoint x = a.unmapped();
+  const endpoint y = b.unmapped();
+  if (x.port() != y.port() || x.family() != y.family()) {
+    return false;
+  }
+  return same_address(x, y) || x.is_unspecified() || y.is_unspecified();
+}
+
+void verify_report::throw_if_failed() const {
+  if (error) {
+    throw std::system_error(error, message);
+  }
+}
+
+namespace detail {
+
+verify_report verify_socket(int fd, const endpoint& expected, bool reuse_port_allowed) {
+  verify_report report;
+  std::error_code ec;
+  const int type = int_option(fd, SO_TYPE, ec);
+  if (ec) {
+    report.error = ec;
+    report.message = "cannot inspect descriptor " + std::to_string(fd) + ": " + ec.message();
+    return report;
+  }
+  report.stream = type == SOCK_STREAM;
+  report.accepting = int_option(fd, SO_ACCEPTCONN, ec) == 1;
+  report.actual = local_endpoint_of(fd, ec);
+  if (ec) {
+    report.error = ec;
+    report.message = "getsockname failed on descriptor " + std::to_string(fd) + ": " + ec.message();
+    return report;
+  }
+  report.address_matches =
+      same_address(report.actual, expected) && (expected.port() == 0 || expected.port() == report.actual.port());
+  struct stat status {};
+  if (::fstat(fd, &status) == 0) {
+    report.inode = static_cast<std::uint64_t>(status.st_ino);
+  }
+  std::uint64_t cookie = 0;
+  socklen_t cookie_length = sizeof cookie;
+  if (::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cookie_length) == 0) {
+    report.cookie = cookie;
+  }
+
+  if (!report.stream) {
+    return fail(report, error::not_stream, report.actual.to_string() + " is not a stream (TCP) socket");
+  }
+  if (!report.accepting) {
+    return fail(report, error::not_listening,
+                report.actual.to_string() + " is bound but not listening (SO_ACCEPTCONN = 0)");
+  }
+  if (!report.address_matches) {
+    return fail(report, error::address_mismatch,
+                "socket is bound to " + report.actual.to_string() + ", not " + expected.to_string());
+  }
+
+  const auto rows = read_kernel_tcp_rows(ec);
+  if (ec) {
+    report.error = ec;
+    report.message = "cannot read /proc/net/tcp: " + ec.message();
+    return report;
+  }
+  std::vector<listen_entry> others;
+  for (const auto& row : rows) {
+    if (row.state != tcp_state_listen) {
+      continue;
+    }
+    if (row.inode == report.inode && same_address(row.local.unmapped(), report.actual.unmapped()) &&
+        row.local.port() == report.actual.port()) {
+      report.kernel_listener = true;
+    } else if (row.inode != report.inode && addresses_overlap(row.local, report.actual)) {
+      others.push_back(listen_entry{row.local, row.inode, row.uid, {}, 0});
+    }
+  }
+  report.unique = others.empty() || reuse_port_allowed;
+  if (!others.empty()) {
+    attach_owners(others);
+  }
+  report.others = std::move(others);
+
+  if (!report.kernel_listener) {
+    return fail(report, error::not_kernel_listener,
+                "no LISTEN row of /proc/net/tcp* has this socket's inode " + std::to_string(report.inode) + " for " +
+                    report.actual.to_string());
+  }
+  if (!report.unique) {
+    std::string message = "another socket also listens on " + report.actual.to_string() + ":";
+    for (const auto& other : report.others) {
+      message += " " + other.address.to_string() + " inode " + std::to_string(other.inode) + " held by " +
+                 describe_owners(other) + ";";
+    }
+    message.pop_back();
+    return fail(report, error::duplicate_listener, std::move(message));
+  }
+  return report;
+}
+
+}  // namespace detail
+
+verify_report verify(const listener& l) {
+  if (!l.is_open()) {
+    verify_report report;
+    report.error = std::make_error_code(std::errc::bad_file_descriptor);
+    report.message = "verify: the listener owns no socket";
+    return report;
+  }
+  return detail::verify_socket(l.native_handle(), l.local_endpoint(), l.reuse_port());
+}
+
+}  // namespace transient
