@@ -1,0 +1,108 @@
+// The /proc/net/tcp and tcp6 row parser, on lines recorded from this kernel's format.
+#include "detail/proc_net_tcp.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace {
+
+using transient::endpoint;
+using transient::detail::parse_tcp_row;
+using transient::detail::parse_tcp_table;
+
+constexpr const char* header =
+    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+
+TEST(ProcNetTcp, ParsesIpv4ListenRow) {
+  const auto row = parse_tcp_row(
+      "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1 "
+      "0000000000000000 100 0 0 10 0");
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->local, endpoint::v4({127, 0, 0, 1}, 8080));
+  EXPECT_EQ(row->remote, endpoint::v4({0, 0, 0, 0}, 0));
+  EXPECT_EQ(row->state, 0x0A);
+  EXPECT_EQ(row->uid, 1000u);
+  EXPECT_EQ(row->inode, 12345u);
+}
+
+TEST(ProcNetTcp, ParsesIpv4EstablishedRow) {
+  const auto row = parse_tcp_row(
+      "  12: 0201A8C0:D431 0101A8C0:01BB 01 00000000:00000000 02:000AFC8D 00000000     0        0 98765432 2 "
+      "ffff88810a1b2c00 20 4 30 10 -1");
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->local, endpoint::v4({192, 168, 1, 2}, 0xD431));
+  EXPECT_EQ(row->remote, endpoint::v4({192, 168, 1, 1}, 443));
+  EXPECT_EQ(row->state, 1);
+  EXPECT_EQ(row->inode, 98765432u);
+}
+
+TEST(ProcNetTcp, ParsesIpv6Rows) {
+  const auto loopback = parse_tcp_row(
+      "   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 "
+      "00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0");
+  ASSERT_TRUE(loopback);
+  EXPECT_EQ(loopback->local, endpoint::loopback_v6(80));
+  EXPECT_EQ(loopback->local.to_string(), "[::1]:80");
+  EXPECT_EQ(loopback->inode, 4242u);
+
+  const auto mapped = parse_tcp_row(
+      "   1: 0000000000000000FFFF00000100007F:2328 00000000000000000000000000000000:0000 0A 00000000:00000000 "
+      "00:00000000 00000000     0        0 77 1 0000000000000000 100 0 0 10 0");
+  ASSERT_TRUE(mapped);
+  EXPECT_EQ(mapped->local.to_string(), "[::ffff:127.0.0.1]:9000");
+  EXPECT_EQ(mapped->local.unmapped(), endpoint::v4({127, 0, 0, 1}, 9000));
+
+  const auto global = parse_tcp_row(
+      "   2: B80D0120000000000000000001000000:01BB 00000000000000000000000000000000:0000 0A 00000000:00000000 "
+      "00:00000000 00000000     0        0 5 1 0000000000000000 100 0 0 10 0");
+  ASSERT_TRUE(global);
+  EXPECT_EQ(global->local.to_string(), "[2001:db8::1]:443");
+}
+
+TEST(ProcNetTcp, HeaderIsNotARowAndNotAProblem) {
+  std::string problem = "stale";
+  EXPECT_FALSE(parse_tcp_row(header, &problem));
+  EXPECT_TRUE(problem.empty());
+}
+
+TEST(ProcNetTcp, MalformedLinesAreRejectedWithAReason) {
+  const char* const malformed[] = {
+      "",
+      "   0: 0100007F:1F90",
+      "   0: 0100007F:1F90 00000000:0000 0A",
+      "   0 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000 0 1 1",
+      "   0: 0100007G:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000 0 1 1",
+      "   0: 0100007F1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000 0 1 1",
+      "   0: 0100007F:1F9 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000 0 1 1",
+      "   0: 0100007F:1F90 00000000:0000 0AB 00000000:00000000 00:00000000 00000000  1000 0 1 1",
+      "   0: 0100007F:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1 1",
+      "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  x 0 1 1",
+      "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  4294967296 0 1 1",
+      "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 99999999999999999999 1",
+      "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 -1 1",
+  };
+  for (const char* line : malformed) {
+    std::string problem;
+    EXPECT_FALSE(parse_tcp_row(line, &problem)) << line;
+    if (line[0] != '\0') {
+      EXPECT_FALSE(problem.empty()) << line;
+    }
+  }
+}
+
+TEST(ProcNetTcp, TableCountsMalformedLines) {
+  const std::string text = std::string(header) +
+                           "\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 11 1\n"
+                           "   1: broken\n"
+                           "\n"
+                           "   2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 22 1";
+  std::size_t malformed = 99;
+  const auto rows = parse_tcp_table(text, &malformed);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].inode, 11u);
+  EXPECT_EQ(rows[1].local, endpoint::any_v4(22));
+  EXPECT_EQ(malformed, 1u);
+}
+
+}  // namespace
