@@ -236,7 +236,7 @@ verdict classify(operation op, std::error_code ec) noexcept {
   if (!ec) {
     return nothing_to_classify;
   }
-  const int value = errno_of(ec);
+  const int value = detail::errno_value(ec);
   if (value > 0 && value <= detail::errno_max) {
     return verdicts[row][static_cast<std::size_t>(value)];
   }

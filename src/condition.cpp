@@ -95,6 +95,18 @@ condition_set conditions_of_foreign(const std::error_code& ec) noexcept {
 
 }  // namespace
 
+int errno_of_foreign(const std::error_code& ec) noexcept {
+  // Standalone Asio (1.22) keeps its own "asio.system" category for errno values and does
+  // not map it to the generic category; measured with libasio-dev on this machine.
+  if (std::strcmp(ec.category().name(), "asio.system") == 0) {
+    return ec.value();
+  }
+  // Other categories may say which errno they stand for through their default condition
+  // (newer Asio versions do).
+  const std::error_condition portable = ec.default_error_condition();
+  return portable.category() == std::generic_category() ? portable.value() : 0;
+}
+
 condition_set conditions_of_errno(int value) noexcept {
   if (value >= 0 && value <= errno_max) {
     return errno_conditions[static_cast<std::size_t>(value)];
@@ -106,7 +118,7 @@ condition_set conditions_of(const std::error_code& ec) noexcept {
   if (!ec) {
     return 0;
   }
-  if (const int value = errno_of(ec); value != 0) {
+  if (const int value = errno_value(ec); value != 0) {
     return conditions_of_errno(value);
   }
   if (ec.category() == error_category()) {
@@ -117,24 +129,7 @@ condition_set conditions_of(const std::error_code& ec) noexcept {
 
 }  // namespace detail
 
-int errno_of(const std::error_code& ec) noexcept {
-  if (!ec) {
-    return 0;
-  }
-  const std::error_category& category = ec.category();
-  if (category == std::system_category() || category == std::generic_category()) {
-    return ec.value();
-  }
-  // Standalone Asio (1.22) keeps its own "asio.system" category for errno values and does
-  // not map it to the generic category; measured with libasio-dev on this machine.
-  if (std::strcmp(category.name(), "asio.system") == 0) {
-    return ec.value();
-  }
-  // Other categories may say which errno they stand for through their default condition
-  // (newer Asio versions do).
-  const std::error_condition portable = ec.default_error_condition();
-  return portable.category() == std::generic_category() ? portable.value() : 0;
-}
+int errno_of(const std::error_code& ec) noexcept { return detail::errno_value(ec); }
 
 namespace {
 

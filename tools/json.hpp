@@ -1,7 +1,6 @@
 // Minimal JSON string quoting for the tool's --json outputs.
 #pragma once
 
-#include <cstdio>
 #include <string>
 #include <string_view>
 
@@ -21,9 +20,10 @@ inline std::string json_quote(std::string_view text) {
       case '\t': out += "\\t"; break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
-          out += escaped;
+          constexpr std::string_view hex = "0123456789abcdef";
+          out += "\\u00";
+          out.push_back(hex[static_cast<unsigned char>(c) >> 4U]);
+          out.push_back(hex[static_cast<unsigned char>(c) & 0xFU]);
         } else {
           out.push_back(c);
         }

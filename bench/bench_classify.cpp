@@ -1,0 +1,83 @@
+// transient_bench_classify: the cost of classify() and of `ec == condition::X`.
+// Goal (issue 2): classify <= 3 ns per call, no heap allocation (counter allocs_per_call).
+#include <benchmark/benchmark.h>
+
+#include <array>
+#include <cerrno>
+#include <system_error>
+
+#include "support/allocation_counter.hpp"
+#include "transient/classify.hpp"
+
+namespace {
+
+// A mix of the codes an accept loop sees, so the table lookups are not one cached line.
+const std::array<std::error_code, 8> codes{
+    std::error_code(EAGAIN, std::system_category()),     std::error_code(EMFILE, std::system_category()),
+    std::error_code(ECONNRESET, std::system_category()), std::error_code(EINTR, std::system_category()),
+    std::error_code(ENFILE, std::generic_category()),    std::error_code(ENOBUFS, std::system_category()),
+    std::error_code(EINVAL, std::system_category()),     std::error_code(ENOENT, std::system_category()),
+};
+
+void report_allocations(benchmark::State& state, std::size_t before) {
+  const auto allocations = transient::bench::allocation_count.load() - before;
+  state.counters["allocs_per_call"] =
+      benchmark::Counter(static_cast<double>(allocations) / static_cast<double>(state.iterations()));
+}
+
+void BM_classify(benchmark::State& state) {
+  const auto before = transient::bench::allocation_count.load();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const auto& ec = codes[i++ & (codes.size() - 1)];
+    benchmark::DoNotOptimize(ec);
+    const transient::verdict v = transient::classify(transient::operation::accept, ec);
+    benchmark::DoNotOptimize(v);
+  }
+  report_allocations(state, before);
+}
+BENCHMARK(BM_classify);
+
+void BM_classify_every_operation(benchmark::State& state) {
+  const auto before = transient::bench::allocation_count.load();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const auto& ec = codes[i & (codes.size() - 1)];
+    const auto op = static_cast<transient::operation>(i % transient::operation_count);
+    ++i;
+    benchmark::DoNotOptimize(ec);
+    const transient::verdict v = transient::classify(op, ec);
+    benchmark::DoNotOptimize(v);
+  }
+  report_allocations(state, before);
+}
+BENCHMARK(BM_classify_every_operation);
+
+void BM_condition_equivalence(benchmark::State& state) {
+  const auto before = transient::bench::allocation_count.load();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const auto& ec = codes[i++ & (codes.size() - 1)];
+    benchmark::DoNotOptimize(ec);
+    const bool exhausted = ec == transient::condition::fd_exhausted;
+    benchmark::DoNotOptimize(exhausted);
+  }
+  report_allocations(state, before);
+}
+BENCHMARK(BM_condition_equivalence);
+
+// Reference: the cheapest possible check, a compare of the raw errno values.
+void BM_reference_errno_compare(benchmark::State& state) {
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const auto& ec = codes[i++ & (codes.size() - 1)];
+    benchmark::DoNotOptimize(ec);
+    const bool exhausted = ec.value() == EMFILE || ec.value() == ENFILE;
+    benchmark::DoNotOptimize(exhausted);
+  }
+}
+BENCHMARK(BM_reference_errno_compare);
+
+}  // namespace
+
+BENCHMARK_MAIN();

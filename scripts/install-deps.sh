@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages transient needs to build, test and benchmark, but only
+# those that are missing: on a machine that has them all it only asks dpkg and returns.
+set -euo pipefail
+packages=(
+  g++ cmake ninja-build pkgconf            # build
+  libgtest-dev libgmock-dev                # tests
+  libbenchmark-dev                         # micro-benchmarks
+  libasio-dev                              # the Asio adapter and its tests (standalone Asio)
+  clang clang-format clang-tidy libclang-rt-14-dev  # clang build, formatting, lint, libFuzzer
+)
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$package")
+  fi
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
