@@ -1,0 +1,215 @@
+// transient/accept_policy.hpp: the sans-IO state machine that decides every step of an
+// accept loop.
+//
+// The policy owns no descriptor, no thread and no clock. A driver (the epoll server, the
+// Asio adapter, a user's own loop) feeds it events, each with the time `now` from the
+// driver's steady_clock, and does what the returned decision says:
+//
+//   event (driver -> policy)                  decision (policy -> driver)
+//   on_ready         listener readable        accept             call accept4 now
+//   on_accepted      accept4 gave a socket    wait               re-arm the listener, wait for readiness
+//   on_accept_failed accept4 failed           pause_for_release  disarm; resume at the next release
+//   on_release       a permit was released    pause_until        disarm; resume at `until` or a release
+//   on_timer         the pause timer fired    shed               accept the pending connection and shed it
+//   on_stop          stop was requested       stop / fail        close the listener (fail: with `error`)
+//
+// A connection accepted under an `accept` decision comes with a permit (on_accepted fills
+// it); destroying the permit is the "released" event. Releases may happen on any thread:
+// the connection_budget then calls its waker (only if some loop is paused), and the driver
+// calls on_release() on the loop thread.
+//
+// Thread-safety: every member function must be called from one thread at a time (the
+// loop thread), except request_stop(), which any thread may call. The budget it uses may
+// be shared with other policies on other threads.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <system_error>
+
+#include "transient/backoff.hpp"
+#include "transient/condition.hpp"
+#include "transient/connection_budget.hpp"
+#include "transient/peer_limit.hpp"
+#include "transient/policy_events.hpp"
+#include "transient/policy_metrics.hpp"
+
+namespace transient {
+
+/// What a driver does with connections it cannot serve (the budget is full or the peer
+/// has too many connections). The policy decides *when*; the driver does it.
+enum class shed_mode : unsigned char {
+  queue,    ///< Do not accept: clients wait in the kernel backlog (default). For an already
+            ///< accepted connection (per-peer cap) this means `close`.
+  close,    ///< Accept and close at once (the client sees an orderly close).
+  reset,    ///< Accept and close with SO_LINGER {1, 0} (the client sees a reset).
+  respond,  ///< Accept, let the user's callback write a refusal (e.g. HTTP 503), then close.
+};
+
+/// The name of a shed mode ("queue", ...).
+[[nodiscard]] std::string_view to_string(shed_mode mode) noexcept;
+
+/// The next thing a driver does.
+enum class step : unsigned char {
+  accept,             ///< Call accept now; report on_accepted or on_accept_failed.
+  wait,               ///< Wait until the listener is readable; report on_ready.
+  pause_for_release,  ///< Stop watching the listener until a permit is released (on_release).
+  pause_until,        ///< Stop watching the listener until `until` (on_timer) or a release (on_release).
+  shed,               ///< Accept the pending connection and shed it with `shed`; report as for accept.
+  stop,               ///< Stop cleanly.
+  fail,               ///< Stop with `error` (its condition says why); attach a diagnosis if you have one.
+};
+
+/// The name of a step ("accept", ...).
+[[nodiscard]] std::string_view to_string(step s) noexcept;
+
+/// A decision: a plain value, cheap to copy, no allocation.
+struct decision {
+  step next = step::wait;  ///< What to do next.
+  /// on_accepted only: the connection just accepted must not be served but shed with
+  /// `shed` (the permit was left empty).
+  bool shed_accepted = false;
+  /// step::wait only: the cap on accepts per ready event was reached; the listener is
+  /// probably still readable (a level-triggered driver sees it again at once; an
+  /// edge-triggered one must re-post the event itself).
+  bool yielded = false;
+  shed_mode shed = shed_mode::queue;              ///< How to shed (step::shed or shed_accepted).
+  shed_reason why_shed = shed_reason::budget;     ///< Why (step::shed or shed_accepted).
+  std::chrono::steady_clock::time_point until{};  ///< step::pause_until: when to call on_timer.
+  std::error_code error;                          ///< step::fail: why.
+
+  friend bool operator==(const decision&, const decision&) = default;
+};
+
+/// Settings of an accept policy. The defaults are those of the design.
+struct accept_policy_config {
+  std::uint32_t accepts_per_ready = 64;  ///< Accepts (and skips) per ready event, so one listener cannot starve a loop.
+  backoff_config backoff{};              ///< Delays while a resource is exhausted.
+  std::uint64_t seed = 0;                ///< Seed of the backoff jitter (0: random).
+  /// Stall watchdog: stop with condition::stalled after this long backing off with no
+  /// accept and no release. 0 disables it. Never applies to a full budget.
+  std::chrono::milliseconds stall_timeout = std::chrono::seconds(30);
+  shed_mode shed = shed_mode::queue;  ///< What to do at the budget.
+  peer_limit* peers = nullptr;        ///< Per-peer cap (nullptr: off). Not owned; may be shared.
+  std::chrono::milliseconds summary_interval = std::chrono::seconds(10);  ///< Summary lines while degraded (0: none).
+  policy_event_sink sink{};                                               ///< Receives events (empty: write_to_stderr).
+  /// The driver verified the listener (SO_ACCEPTCONN = 1, SO_TYPE = SOCK_STREAM): EOPNOTSUPP
+  /// from accept is then one connection's failure (skip), not a bug (fail). ERRORS.md.
+  bool listener_verified = false;
+};
+
+/// Checks a config: invalid_argument if accepts_per_ready is 0, a duration is negative,
+/// the shed mode is unknown or the backoff is invalid; else an empty code.
+[[nodiscard]] std::error_code validate(const accept_policy_config& config) noexcept;
+
+/// How accepting is going.
+enum class health_state : unsigned char {
+  accepting,     ///< Normal.
+  backpressure,  ///< The budget is full: paused (or shedding) until a release. Not an error.
+  degraded,      ///< A resource is exhausted: backing off until an accept succeeds.
+  stopped,       ///< Stopped (see error: empty for a clean stop).
+};
+
+/// The name of a health state ("accepting", ...).
+[[nodiscard]] std::string_view to_string(health_state s) noexcept;
+
+/// The answer of accept_policy::health().
+struct policy_health {
+  health_state state = health_state::accepting;   ///< The state.
+  std::error_code error;                          ///< degraded: the latest failure; stopped: why (empty: clean stop).
+  std::chrono::steady_clock::time_point since{};  ///< When the state began (the caller's clock).
+};
+
+/// The accept policy. See the file comment for the protocol.
+class accept_policy {
+ public:
+  /// The clock whose time points the events carry (the policy never reads it).
+  using clock = std::chrono::steady_clock;
+  /// A moment on that clock.
+  using time_point = clock::time_point;
+
+  /// A policy drawing permits from `budget` (which must outlive it). Throws
+  /// std::system_error (invalid_argument) if the config is invalid.
+  explicit accept_policy(connection_budget& budget, accept_policy_config config = {});
+  ~accept_policy();
+  accept_policy(const accept_policy&) = delete;
+  accept_policy& operator=(const accept_policy&) = delete;
+
+  /// The listener is readable.
+  [[nodiscard]] decision on_ready(time_point now) noexcept;
+  /// accept succeeded (after an accept or shed decision). `peer` is the client's key for
+  /// the per-peer cap (peer_key_of the address accept filled in; empty: not limited).
+  /// Fills `out` with the connection's permit, or leaves it empty and sets
+  /// decision::shed_accepted: then shed the connection. The decision is the next step.
+  [[nodiscard]] decision on_accepted(time_point now, permit& out, peer_key peer = {}) noexcept;
+  /// accept failed with `ec`.
+  [[nodiscard]] decision on_accept_failed(time_point now, std::error_code ec) noexcept;
+  /// A permit was released (call it when woken by the budget's waker; harmless otherwise).
+  [[nodiscard]] decision on_release(time_point now) noexcept;
+  /// The timer of a pause_until decision fired (early calls are harmless).
+  [[nodiscard]] decision on_timer(time_point now) noexcept;
+  /// Stop now: returns the stop decision (clean).
+  [[nodiscard]] decision on_stop(time_point now) noexcept;
+
+  /// Asks the policy to stop at its next event; the only call safe from any thread.
+  /// After it, an accept error (EINVAL after shutdown(SHUT_RD), as ERRORS.md measured) is a
+  /// clean stop, not a failure.
+  void request_stop() noexcept { stop_requested_.store(true, std::memory_order_relaxed); }
+
+  /// The decision in force (what the last event returned).
+  [[nodiscard]] decision current() const noexcept;
+  /// How accepting is going.
+  [[nodiscard]] policy_health health() const noexcept;
+  /// The counters (live/peak/max from the budget).
+  [[nodiscard]] policy_metrics metrics() const noexcept;
+
+  /// After a fail decision, the driver attaches its diagnosis (descriptor census, limits,
+  /// what to change). The policy never computes one. Reported to the sink as an event.
+  void attach_diagnosis(std::string text);
+  /// The attached diagnosis ("" if none).
+  [[nodiscard]] const std::string& diagnosis() const noexcept { return diagnosis_; }
+
+  /// Tells the policy whether the driver verified the listener (see accept_policy_config).
+  void set_listener_verified(bool verified) noexcept { config_.listener_verified = verified; }
+
+  /// The budget in use.
+  [[nodiscard]] const connection_budget& budget() const noexcept { return budget_; }
+
+ private:
+  enum class state : unsigned char { waiting, accepting, shedding, paused_capacity, paused_backoff, stopped };
+
+  decision begin_accept(time_point now) noexcept;
+  decision enter_backoff(time_point now, condition why, std::error_code ec) noexcept;
+  decision resume(time_point now) noexcept;
+  void leave_pause(time_point now) noexcept;
+  decision finish(time_point now, std::error_code ec, condition why) noexcept;
+  void end_pause(time_point now) noexcept;
+  [[nodiscard]] bool stalled(time_point now) const noexcept;
+  [[nodiscard]] shed_mode shed_for_accepted() const noexcept;
+  [[nodiscard]] policy_event base_event() const noexcept;
+  void emit(const std::optional<policy_event>& event) noexcept;
+
+  connection_budget& budget_;
+  accept_policy_config config_;
+  backoff backoff_;
+  degradation_log log_;
+  permit reservation_;  // the place taken for the accept in flight
+  state state_ = state::waiting;
+  std::uint32_t burst_ = 0;       // accepts decided since the last ready event
+  std::uint16_t generation_ = 0;  // the budget's release generation when the accept was decided
+  time_point pause_start_{};      // when the current pause began
+  time_point deadline_{};         // end of the current backoff pause
+  time_point stall_start_{};      // last progress seen while degraded
+  time_point accepting_since_{};  // when accepting last resumed
+  decision stop_{};               // the final decision, once stopped
+  time_point stopped_at_{};
+  condition stop_cause_ = condition::unclassified;
+  std::atomic<bool> stop_requested_{false};
+  policy_metrics counters_{};
+  std::string diagnosis_;
+};
+
+}  // namespace transient

@@ -1,0 +1,231 @@
+// transient/connection_budget.hpp: how many connections may be open at once, and the
+// permit that holds one place.
+//
+// The budget is taken *before* accept (as Go's netutil.LimitListener and HAProxy do): a
+// full server leaves clients in the kernel backlog instead of running out of descriptors
+// (ERRORS.md: EMFILE leaves the queued client in the backlog, but a loop that re-arms on
+// it spins). Each accepted connection carries a permit; destroying the permit gives the
+// place back.
+//
+// One budget may be shared by several loops (epoll threads, an Asio io_context run by
+// many threads), each with its own accept_policy, and permits may be released from any
+// thread. A loop that pauses for capacity or exhaustion registers as a waiter; a release
+// reports (and, with a waker installed, performs) a wake-up only when some loop waits, so
+// on a server that is not paused a release costs one atomic add and no system call.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <system_error>
+#include <utility>
+
+#include "transient/peer_limit.hpp"
+
+namespace transient {
+
+class accept_policy;
+class connection_budget;
+
+/// One place in a connection_budget (and, with a per-peer cap, one place for its peer).
+/// Move-only; destroying it releases the place. May be released from any thread.
+class permit {
+ public:
+  /// Holds nothing.
+  permit() noexcept = default;
+  permit(permit&& other) noexcept
+      : budget_(std::exchange(other.budget_, nullptr)),
+        peers_(std::exchange(other.peers_, nullptr)),
+        slot_(other.slot_) {}
+  permit& operator=(permit&& other) noexcept {
+    if (this != &other) {
+      release();
+      budget_ = std::exchange(other.budget_, nullptr);
+      peers_ = std::exchange(other.peers_, nullptr);
+      slot_ = other.slot_;
+    }
+    return *this;
+  }
+  permit(const permit&) = delete;
+  permit& operator=(const permit&) = delete;
+  ~permit() { release(); }
+
+  /// True if the permit holds a place.
+  explicit operator bool() const noexcept { return budget_ != nullptr; }
+
+  /// Gives the place back now (later calls do nothing). Returns true if a paused loop may
+  /// need a wake-up; the budget's waker, if installed, has then already been called.
+  bool release() noexcept;
+
+  /// The budget this permit counts against (nullptr if it holds nothing).
+  [[nodiscard]] const connection_budget* budget() const noexcept { return budget_; }
+
+ private:
+  friend class connection_budget;
+  friend class accept_policy;
+  explicit permit(connection_budget* budget) noexcept : budget_(budget) {}
+  bool cancel() noexcept;  // gives back a reservation whose accept failed (no descriptor was freed)
+
+  connection_budget* budget_ = nullptr;
+  peer_limit* peers_ = nullptr;
+  peer_slot slot_{};
+};
+
+/// Called by a release when some loop waits for one (see connection_budget::set_waker).
+/// Must be thread-safe and must not throw; typically it writes to an eventfd.
+struct waker {
+  void (*wake)(void* context) noexcept = nullptr;  ///< The function to call; nullptr: none.
+  void* context = nullptr;                         ///< Its argument.
+};
+
+/// A thread-safe count of live connections with a fixed maximum.
+///
+/// Everything lives in one 64-bit atomic word: live connections (bits 0-31), paused loops
+/// waiting for a release (bits 32-47) and a release generation (bits 48-63, wrapping).
+/// Because "register as a waiter unless a release already happened" and "release and look
+/// for waiters" are each a single read-modify-write of that one word, the modification
+/// order of the word decides every race: either the release comes first (the waiter's
+/// compare-exchange sees the new generation or the free place and does not pause) or the
+/// registration comes first (the release's fetch_add returns a word with waiters > 0 and
+/// wakes). No wake-up can be lost and no seq_cst fence is needed. acq_rel on the updates
+/// also orders a connection's teardown before the loop that reuses its place.
+class connection_budget {
+ public:
+  /// The largest max_connections (live connections occupy 32 bits of the state word).
+  static constexpr std::uint64_t max_limit = 0xffffffffULL;
+
+  /// A budget of `max_connections` places. `fd_limit` is the RLIMIT_NOFILE soft limit it
+  /// was derived from (0: unknown), kept for log lines and metrics. Throws
+  /// std::system_error (invalid_argument) if max_connections is 0 or above max_limit.
+  explicit connection_budget(std::uint64_t max_connections, std::uint64_t fd_limit = 0);
+
+  connection_budget(const connection_budget&) = delete;
+  connection_budget& operator=(const connection_budget&) = delete;
+
+  /// Takes a place if one is free; an empty permit if the budget is full. Thread-safe.
+  [[nodiscard]] permit try_acquire() noexcept {
+    std::uint64_t word = state_.load(std::memory_order_relaxed);
+    do {
+      if (live_of(word) >= max_) {
+        return permit{};
+      }
+    } while (!state_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+    note_peak(live_of(word) + 1);
+    return permit{this};
+  }
+
+  /// Installs the function a release calls when some loop waits. Not thread-safe: install
+  /// it before any permit can be released concurrently.
+  void set_waker(waker w) noexcept { waker_ = w; }
+
+  /// The maximum number of live connections.
+  [[nodiscard]] std::uint64_t max_connections() const noexcept { return max_; }
+  /// The RLIMIT_NOFILE soft limit the budget was derived from (0: unknown).
+  [[nodiscard]] std::uint64_t fd_limit() const noexcept { return fd_limit_; }
+  /// Places taken now (connections plus accepts in flight). Thread-safe.
+  [[nodiscard]] std::uint64_t live() const noexcept { return live_of(state_.load(std::memory_order_relaxed)); }
+  /// The most places ever taken at once. Thread-safe.
+  [[nodiscard]] std::uint64_t peak() const noexcept { return peak_.load(std::memory_order_relaxed); }
+  /// Loops paused until a release. Thread-safe.
+  [[nodiscard]] std::uint64_t waiters() const noexcept { return waiters_of(state_.load(std::memory_order_relaxed)); }
+
+ private:
+  friend class permit;
+  friend class accept_policy;
+
+  static constexpr std::uint64_t live_mask = 0xffffffffULL;
+  static constexpr std::uint64_t waiter_one = std::uint64_t{1} << 32U;
+  static constexpr std::uint64_t generation_one = std::uint64_t{1} << 48U;
+  static constexpr std::uint64_t live_of(std::uint64_t word) noexcept { return word & live_mask; }
+  static constexpr std::uint64_t waiters_of(std::uint64_t word) noexcept { return (word >> 32U) & 0xffffU; }
+  static constexpr std::uint16_t generation_of(std::uint64_t word) noexcept {
+    return static_cast<std::uint16_t>(word >> 48U);
+  }
+
+  void note_peak(std::uint64_t live) noexcept {
+    std::uint64_t seen = peak_.load(std::memory_order_relaxed);
+    while (live > seen && !peak_.compare_exchange_weak(seen, live, std::memory_order_relaxed)) {
+    }
+  }
+
+  bool wake_if(bool needed) noexcept {
+    if (needed && waker_.wake != nullptr) {
+      waker_.wake(waker_.context);
+    }
+    return needed;
+  }
+
+  // A connection ended: one place and (usually) one descriptor are free. Adding
+  // generation_one - 1 increments the generation and decrements live in one instruction
+  // (live >= 1, so the borrow stays inside the live field and the carry moves into the
+  // generation).
+  bool release_place() noexcept {
+    const std::uint64_t old = state_.fetch_add(generation_one - 1, std::memory_order_acq_rel);
+    return wake_if(waiters_of(old) != 0);
+  }
+
+  // An accept that held a reservation failed: the place is free again but no descriptor
+  // was freed, so only loops paused for capacity care, and only if the budget was full.
+  bool cancel_place() noexcept {
+    const std::uint64_t old = state_.fetch_sub(1, std::memory_order_acq_rel);
+    return wake_if(waiters_of(old) != 0 && live_of(old) >= max_);
+  }
+
+  // The waiting protocol used by accept_policy (see the class comment).
+  [[nodiscard]] std::uint16_t generation() const noexcept {
+    return generation_of(state_.load(std::memory_order_acquire));
+  }
+  // Takes a place, or registers as a waiter if the budget is full (one atomic decision).
+  bool acquire_or_wait(permit& out) noexcept;
+  // Registers as a waiter unless a release happened since `seen`; false: one did.
+  bool wait_for_release(std::uint16_t seen) noexcept;
+  // For a registered waiter: takes a place and unregisters if one is free.
+  bool resume_if_room(permit& out) noexcept;
+  // Unregisters a waiter.
+  void stop_waiting() noexcept { state_.fetch_sub(waiter_one, std::memory_order_acq_rel); }
+
+  std::atomic<std::uint64_t> state_{0};
+  std::atomic<std::uint64_t> peak_{0};
+  std::uint64_t max_;
+  std::uint64_t fd_limit_;
+  waker waker_{};
+};
+
+inline bool permit::release() noexcept {
+  if (budget_ == nullptr) {
+    return false;
+  }
+  if (peers_ != nullptr) {
+    peers_->release(slot_);
+    peers_ = nullptr;
+  }
+  return std::exchange(budget_, nullptr)->release_place();
+}
+
+inline bool permit::cancel() noexcept {
+  if (budget_ == nullptr) {
+    return false;
+  }
+  if (peers_ != nullptr) {
+    peers_->release(slot_);
+    peers_ = nullptr;
+  }
+  return std::exchange(budget_, nullptr)->cancel_place();
+}
+
+/// The default max_connections for a process whose RLIMIT_NOFILE soft limit is
+/// `soft_limit`: the limit minus a reserve of max(32, 5 %) descriptors for logs, files,
+/// listeners and the like. 0 if the reserve leaves nothing (a limit of 32 or less).
+/// RLIM_INFINITY (or anything above max_limit) counts as max_limit.
+[[nodiscard]] std::uint64_t max_connections_for(std::uint64_t soft_limit) noexcept;
+
+/// max_connections_for() the calling process's RLIMIT_NOFILE soft limit. On failure sets
+/// `ec` (getrlimit's errno, or EMFILE if the limit leaves no room for connections) and
+/// returns 0.
+[[nodiscard]] std::uint64_t default_max_connections(std::error_code& ec) noexcept;
+/// As above; throws std::system_error on failure.
+[[nodiscard]] std::uint64_t default_max_connections();
+
+/// The process's RLIMIT_NOFILE soft limit (RLIM_INFINITY as max_limit); 0 and `ec` set on failure.
+[[nodiscard]] std::uint64_t fd_soft_limit(std::error_code& ec) noexcept;
+
+}  // namespace transient
