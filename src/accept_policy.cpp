@@ -199,6 +199,11 @@ decision accept_policy::on_accept_failed(time_point now, std::error_code ec) noe
     case action::done: break;
   }
   ++counters_.failed[index];
+  if (v.why == condition::not_listening && ec != condition::not_listening) {
+    // EINVAL's own condition is invalid_argument; from accept (without a stop request) it
+    // means the socket does not listen (ERRORS.md), so the stop carries the code that says so.
+    return finish(now, make_error_code(transient::error::not_listening), v.why);
+  }
   return finish(now, ec, v.why);
 }
 

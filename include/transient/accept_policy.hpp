@@ -145,7 +145,9 @@ class accept_policy {
   /// Fills `out` with the connection's permit, or leaves it empty and sets
   /// decision::shed_accepted: then shed the connection. The decision is the next step.
   [[nodiscard]] decision on_accepted(time_point now, permit& out, peer_key peer = {}) noexcept;
-  /// accept failed with `ec`.
+  /// accept failed with `ec`, classified by classify(operation::accept, ec). A fail
+  /// decision carries `ec`, except for EINVAL, which becomes error::not_listening (its
+  /// condition is not_listening), and any error after request_stop(), which is a clean stop.
   [[nodiscard]] decision on_accept_failed(time_point now, std::error_code ec) noexcept;
   /// A permit was released (call it when woken by the budget's waker; harmless otherwise).
   [[nodiscard]] decision on_release(time_point now) noexcept;

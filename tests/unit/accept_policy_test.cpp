@@ -1,0 +1,613 @@
+// The accept policy, as a specification: event in, decision out, time advanced.
+// A fake clock (a time point the test moves) and scripted errno values; no sockets.
+#include "transient/accept_policy.hpp"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <chrono>
+#include <type_traits>
+#include <vector>
+
+#include "transient/error.hpp"
+
+namespace transient {
+namespace {
+
+using namespace std::chrono_literals;
+using time_point = accept_policy::time_point;
+
+std::error_code sys(int e) { return {e, std::system_category()}; }
+
+peer_key v4(const char* text) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  EXPECT_EQ(inet_pton(AF_INET, text, &a.sin_addr), 1);
+  return peer_key_of(reinterpret_cast<const sockaddr*>(&a), sizeof a);
+}
+
+// A policy on a fake clock, with events captured and deterministic delays (no jitter).
+class policy_spec : public ::testing::Test {
+ protected:
+  time_point now = time_point{} + 1000h;
+  std::vector<policy_event> events;
+
+  accept_policy_config config() {
+    accept_policy_config c;
+    c.backoff.mode = jitter::none;
+    c.seed = 1;
+    c.sink = [this](const policy_event& e) { events.push_back(e); };
+    return c;
+  }
+  void advance(std::chrono::nanoseconds d) { now += d; }
+  int count(policy_event_kind kind) const {
+    int n = 0;
+    for (const auto& e : events) {
+      n += e.kind == kind ? 1 : 0;
+    }
+    return n;
+  }
+};
+
+TEST_F(policy_spec, decisions_are_plain_values) {
+  static_assert(std::is_trivially_copyable_v<decision>);
+  static_assert(std::is_nothrow_move_constructible_v<permit>);
+  static_assert(!std::is_copy_constructible_v<permit>);
+}
+
+TEST_F(policy_spec, ready_with_room_decides_accept) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  EXPECT_EQ(policy.current().next, step::wait);
+  EXPECT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(budget.live(), 1U) << "the place is reserved before accept";
+}
+
+TEST_F(policy_spec, accepted_connection_gets_a_permit_and_the_loop_accepts_again) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  permit p;
+  const decision d = policy.on_accepted(now, p);
+  EXPECT_TRUE(p);
+  EXPECT_FALSE(d.shed_accepted);
+  EXPECT_EQ(d.next, step::accept);
+  EXPECT_EQ(budget.live(), 2U) << "one connection, one reservation for the next accept";
+  EXPECT_EQ(policy.metrics().accepted, 1U);
+}
+
+TEST_F(policy_spec, would_block_waits_for_readiness_and_gives_back_the_reservation) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  EXPECT_EQ(budget.live(), 0U);
+}
+
+TEST_F(policy_spec, destroying_a_permit_frees_its_place) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  {
+    permit p;
+    ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+    ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+    EXPECT_EQ(budget.live(), 1U);
+  }
+  EXPECT_EQ(budget.live(), 0U);
+}
+
+TEST_F(policy_spec, full_budget_pauses_until_a_release_and_never_trips_the_watchdog) {
+  connection_budget budget(2);
+  accept_policy_config c = config();
+  c.stall_timeout = 1s;
+  accept_policy policy(budget, c);
+  permit a;
+  permit b;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accepted(now, a).next, step::accept);
+  EXPECT_EQ(policy.on_accepted(now, b).next, step::pause_for_release) << "budget checked before accept";
+  EXPECT_EQ(policy.health().state, health_state::backpressure);
+
+  advance(1h);  // an hour at the budget is backpressure, not a stall
+  EXPECT_EQ(policy.on_timer(now).next, step::pause_for_release);
+  EXPECT_EQ(policy.on_ready(now).next, step::pause_for_release);
+  EXPECT_EQ(policy.health().state, health_state::backpressure);
+
+  EXPECT_TRUE(a.release()) << "a loop is paused: the release asks for a wake-up";
+  EXPECT_EQ(policy.on_release(now).next, step::accept) << "resumes the moment a permit is released";
+  EXPECT_EQ(policy.health().state, health_state::accepting);
+  const policy_metrics m = policy.metrics();
+  EXPECT_EQ(m.pauses[static_cast<std::size_t>(pause_reason::capacity)], 1U);
+  EXPECT_EQ(m.paused[static_cast<std::size_t>(pause_reason::capacity)], 1h);
+}
+
+TEST_F(policy_spec, release_needs_no_wake_up_when_no_loop_is_paused) {
+  connection_budget budget(10);
+  int wakes = 0;
+  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
+  accept_policy policy(budget, config());
+  permit p;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  EXPECT_FALSE(p.release());
+  EXPECT_EQ(wakes, 0);
+}
+
+TEST_F(policy_spec, release_calls_the_waker_once_when_a_loop_sharing_the_budget_is_paused) {
+  connection_budget budget(1);
+  int wakes = 0;
+  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
+  accept_policy first(budget, config());
+  accept_policy second(budget, config());
+  permit p;
+  ASSERT_EQ(first.on_ready(now).next, step::accept);
+  ASSERT_EQ(first.on_accepted(now, p).next, step::pause_for_release);
+  ASSERT_EQ(second.on_ready(now).next, step::pause_for_release);
+  EXPECT_EQ(budget.waiters(), 2U);
+  EXPECT_TRUE(p.release());
+  EXPECT_EQ(wakes, 1);
+  EXPECT_EQ(second.on_release(now).next, step::accept);
+  EXPECT_EQ(first.on_release(now).next, step::pause_for_release) << "the one free place went to the other loop";
+}
+
+TEST_F(policy_spec, dead_pending_connections_are_skipped_and_the_next_accepted_at_once) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(policy.on_accept_failed(now, sys(ECONNABORTED)).next, step::accept);
+  EXPECT_EQ(policy.on_accept_failed(now, sys(EPROTO)).next, step::accept);
+  EXPECT_EQ(policy.on_accept_failed(now, sys(EPERM)).next, step::accept);
+  const policy_metrics m = policy.metrics();
+  EXPECT_EQ(m.skipped[static_cast<std::size_t>(condition::connection_failed)], 2U);
+  EXPECT_EQ(m.skipped[static_cast<std::size_t>(condition::permission_denied)], 1U);
+}
+
+TEST_F(policy_spec, interrupted_accept_is_retried_at_once) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(policy.on_accept_failed(now, sys(EINTR)).next, step::accept);
+  EXPECT_EQ(policy.metrics().retried, 1U);
+}
+
+TEST_F(policy_spec, exhaustion_backs_off_exponentially_up_to_the_cap) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  const std::chrono::milliseconds expected[] = {1ms,   2ms,   4ms,   8ms,    16ms,   32ms,  64ms,
+                                                128ms, 256ms, 512ms, 1000ms, 1000ms, 1000ms};
+  for (const auto delay : expected) {
+    const decision d = policy.on_accept_failed(now, sys(EMFILE));
+    ASSERT_EQ(d.next, step::pause_until);
+    EXPECT_EQ(d.until - now, delay);
+    EXPECT_EQ(policy.health().state, health_state::degraded);
+    advance(delay);
+    ASSERT_EQ(policy.on_timer(now).next, step::accept);
+  }
+  EXPECT_EQ(policy.metrics().failed[static_cast<std::size_t>(condition::process_fd_limit)], 13U);
+}
+
+TEST_F(policy_spec, every_exhaustion_errno_backs_off) {
+  for (const int e : {EMFILE, ENFILE, ENOBUFS, ENOMEM}) {
+    connection_budget budget(10);
+    accept_policy policy(budget, config());
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    const decision d = policy.on_accept_failed(now, sys(e));
+    EXPECT_EQ(d.next, step::pause_until) << e;
+    EXPECT_EQ(d.until, now + 1ms) << e;
+  }
+}
+
+TEST_F(policy_spec, a_timer_that_fires_early_keeps_the_pause) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  const time_point until = policy.on_accept_failed(now, sys(ENFILE)).until;
+  advance(500us);
+  const decision d = policy.on_timer(now);
+  EXPECT_EQ(d.next, step::pause_until);
+  EXPECT_EQ(d.until, until);
+}
+
+TEST_F(policy_spec, backoff_starts_again_after_a_success) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  for (int i = 0; i < 4; ++i) {
+    const decision d = policy.on_accept_failed(now, sys(ENOBUFS));
+    advance(d.until - now);
+    ASSERT_EQ(policy.on_timer(now).next, step::accept);
+  }
+  permit p;
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  EXPECT_EQ(policy.health().state, health_state::accepting);
+  EXPECT_EQ(policy.on_accept_failed(now, sys(ENOBUFS)).until, now + 1ms);
+}
+
+TEST_F(policy_spec, a_release_during_a_backoff_pause_ends_it_at_once) {
+  connection_budget budget(10);
+  int wakes = 0;
+  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
+  accept_policy policy(budget, config());
+  permit p;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE)).next, step::pause_until);
+  advance(100us);
+  EXPECT_TRUE(p.release());
+  EXPECT_EQ(wakes, 1);
+  EXPECT_EQ(policy.on_release(now).next, step::accept);
+  EXPECT_EQ(policy.metrics().paused[static_cast<std::size_t>(pause_reason::backoff)], 100us);
+}
+
+TEST_F(policy_spec, a_release_during_the_failing_accept_retries_at_once) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  permit p;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  p.release();  // another thread closes a connection while accept4 is returning EMFILE
+  EXPECT_EQ(policy.on_accept_failed(now, sys(EMFILE)).next, step::accept);
+}
+
+TEST_F(policy_spec, a_cancelled_reservation_does_not_wake_a_loop_backing_off) {
+  connection_budget budget(10);
+  int wakes = 0;
+  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
+  accept_policy backing_off(budget, config());
+  accept_policy other(budget, config());
+  ASSERT_EQ(backing_off.on_ready(now).next, step::accept);
+  ASSERT_EQ(backing_off.on_accept_failed(now, sys(EMFILE)).next, step::pause_until);
+  ASSERT_EQ(other.on_ready(now).next, step::accept);
+  ASSERT_EQ(other.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  EXPECT_EQ(wakes, 0) << "no descriptor was freed";
+  EXPECT_EQ(backing_off.on_release(now).next, step::pause_until) << "a stray wake-up keeps the pause";
+}
+
+TEST_F(policy_spec, fail_errors_stop_with_that_error) {
+  for (const int e : {EBADF, ENOTSOCK, EFAULT, EINVAL, EOPNOTSUPP}) {
+    connection_budget budget(10);
+    accept_policy policy(budget, config());
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    const decision d = policy.on_accept_failed(now, sys(e));
+    EXPECT_EQ(d.next, step::fail) << e;
+    const std::error_code expected = e == EINVAL ? make_error_code(error::not_listening) : sys(e);
+    EXPECT_EQ(d.error, expected) << e;
+    EXPECT_EQ(policy.health().state, health_state::stopped);
+    EXPECT_EQ(policy.health().error, expected);
+    EXPECT_EQ(budget.live(), 0U);
+  }
+}
+
+TEST_F(policy_spec, einval_is_a_dead_listener_unless_stop_was_requested) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  const decision d = policy.on_accept_failed(now, sys(EINVAL));
+  EXPECT_EQ(d.next, step::fail);
+  EXPECT_TRUE(d.error == condition::not_listening);
+  EXPECT_EQ(d.error, make_error_code(error::not_listening));
+}
+
+TEST_F(policy_spec, einval_after_a_stop_request_is_a_clean_stop) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  policy.request_stop();  // another thread; the driver then calls shutdown(SHUT_RD)
+  const decision d = policy.on_accept_failed(now, sys(EINVAL));
+  EXPECT_EQ(d.next, step::stop);
+  EXPECT_FALSE(d.error);
+  EXPECT_EQ(policy.health().state, health_state::stopped);
+  EXPECT_FALSE(policy.health().error);
+}
+
+TEST_F(policy_spec, eopnotsupp_on_a_verified_listener_is_skipped) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.listener_verified = true;
+  accept_policy policy(budget, c);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(policy.on_accept_failed(now, sys(EOPNOTSUPP)).next, step::accept);
+  EXPECT_EQ(policy.metrics().skipped[static_cast<std::size_t>(condition::not_supported)], 1U);
+}
+
+TEST_F(policy_spec, accepts_per_ready_event_are_capped) {
+  connection_budget budget(100);
+  accept_policy_config c = config();
+  c.accepts_per_ready = 3;
+  accept_policy policy(budget, c);
+  permit p[3];
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accepted(now, p[0]).next, step::accept);
+  ASSERT_EQ(policy.on_accept_failed(now, sys(ECONNABORTED)).next, step::accept) << "skips count too";
+  const decision d = policy.on_accepted(now, p[1]);
+  EXPECT_EQ(d.next, step::wait);
+  EXPECT_TRUE(d.yielded);
+  EXPECT_EQ(budget.live(), 2U) << "no reservation is held while waiting";
+  EXPECT_EQ(policy.on_ready(now).next, step::accept) << "the next ready event starts a new burst";
+}
+
+TEST_F(policy_spec, the_default_cap_is_64_accepts_per_ready_event) {
+  connection_budget budget(1000);
+  accept_policy policy(budget, config());
+  std::vector<permit> permits(64);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  for (int i = 0; i < 63; ++i) {
+    ASSERT_EQ(policy.on_accepted(now, permits[static_cast<std::size_t>(i)]).next, step::accept);
+  }
+  EXPECT_EQ(policy.on_accepted(now, permits[63]).next, step::wait);
+}
+
+TEST_F(policy_spec, the_watchdog_stops_after_stall_timeout_without_progress) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.stall_timeout = 30s;
+  accept_policy policy(budget, c);
+  const time_point start = now;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(EMFILE));
+  for (int i = 0; i < 1000 && d.next == step::pause_until; ++i) {
+    now = d.until;
+    d = policy.on_timer(now);
+    if (d.next == step::accept) {
+      d = policy.on_accept_failed(now, sys(EMFILE));
+    }
+  }
+  EXPECT_EQ(d.next, step::fail);
+  EXPECT_TRUE(d.error == condition::stalled);
+  EXPECT_EQ(d.error, make_error_code(error::stalled));
+  EXPECT_EQ(now - start, 30s) << "stops exactly at the timeout";
+  policy.attach_diagnosis("12 descriptors are sockets; raise LimitNOFILE");
+  EXPECT_EQ(policy.diagnosis(), "12 descriptors are sockets; raise LimitNOFILE");
+  ASSERT_EQ(count(policy_event_kind::diagnosis), 1);
+  EXPECT_EQ(events.back().text, "12 descriptors are sockets; raise LimitNOFILE");
+}
+
+TEST_F(policy_spec, a_release_restarts_the_watchdog) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.stall_timeout = 30s;
+  c.backoff.initial = 1s;
+  accept_policy policy(budget, c);
+  permit p;
+  const time_point start = now;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(EMFILE));
+  for (int i = 0; i < 1000 && d.next != step::fail; ++i) {
+    if (now - start == 20s && p) {
+      p.release();
+      d = policy.on_release(now);
+    } else if (d.next == step::pause_until) {
+      now = d.until;
+      d = policy.on_timer(now);
+    } else {
+      ASSERT_EQ(d.next, step::accept);
+      d = policy.on_accept_failed(now, sys(EMFILE));
+    }
+  }
+  EXPECT_EQ(d.next, step::fail);
+  EXPECT_EQ(now - start, 50s);
+}
+
+TEST_F(policy_spec, a_zero_stall_timeout_disables_the_watchdog) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.stall_timeout = 0s;
+  accept_policy policy(budget, c);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(ENFILE));
+  for (int i = 0; i < 4000; ++i) {  // over an hour of exhaustion
+    ASSERT_EQ(d.next, step::pause_until);
+    now = d.until;
+    ASSERT_EQ(policy.on_timer(now).next, step::accept);
+    d = policy.on_accept_failed(now, sys(ENFILE));
+  }
+  EXPECT_EQ(d.next, step::pause_until);
+}
+
+TEST_F(policy_spec, queue_mode_leaves_clients_in_the_backlog_at_the_budget) {
+  connection_budget budget(1);
+  accept_policy policy(budget, config());
+  permit p;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(policy.on_accepted(now, p).next, step::pause_for_release);
+  EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::budget)], 0U);
+}
+
+TEST_F(policy_spec, other_shed_modes_shed_at_the_budget) {
+  for (const shed_mode mode : {shed_mode::close, shed_mode::reset, shed_mode::respond}) {
+    connection_budget budget(1);
+    accept_policy_config c = config();
+    c.shed = mode;
+    accept_policy policy(budget, c);
+    permit kept;
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    decision d = policy.on_accepted(now, kept);
+    ASSERT_TRUE(kept);
+    EXPECT_EQ(d.next, step::shed);
+    EXPECT_EQ(d.shed, mode);
+    EXPECT_EQ(policy.health().state, health_state::backpressure);
+
+    permit shed;
+    d = policy.on_accepted(now, shed);
+    EXPECT_FALSE(shed);
+    EXPECT_TRUE(d.shed_accepted);
+    EXPECT_EQ(d.shed, mode);
+    EXPECT_EQ(d.why_shed, shed_reason::budget);
+    EXPECT_EQ(d.next, step::shed);
+    EXPECT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+    EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::budget)], 1U);
+    EXPECT_EQ(budget.live(), 1U);
+  }
+}
+
+TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
+  connection_budget budget(100);
+  peer_limit peers(2, 1024, 42);
+  accept_policy_config c = config();
+  c.peers = &peers;
+  accept_policy policy(budget, c);
+  permit a1;
+  permit a2;
+  permit a3;
+  permit b1;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_FALSE(policy.on_accepted(now, a1, v4("10.0.0.1")).shed_accepted);
+  ASSERT_FALSE(policy.on_accepted(now, a2, v4("10.0.0.1")).shed_accepted);
+  const decision d = policy.on_accepted(now, a3, v4("10.0.0.1"));
+  EXPECT_TRUE(d.shed_accepted);
+  EXPECT_FALSE(a3);
+  EXPECT_EQ(d.shed, shed_mode::close) << "an accepted connection cannot be queued";
+  EXPECT_EQ(d.why_shed, shed_reason::peer_limit);
+  EXPECT_EQ(d.next, step::accept);
+  EXPECT_FALSE(policy.on_accepted(now, b1, v4("10.0.0.2")).shed_accepted);
+  EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::peer_limit)], 1U);
+
+  a1.release();
+  EXPECT_EQ(peers.count(v4("10.0.0.1")), 1U);
+  EXPECT_FALSE(policy.on_accepted(now, a3, v4("10.0.0.1")).shed_accepted);
+  EXPECT_TRUE(a3);
+}
+
+TEST_F(policy_spec, degraded_state_is_logged_once_summarised_and_recovered) {
+  connection_budget budget(10, 1024);
+  accept_policy_config c = config();
+  c.stall_timeout = 0s;
+  accept_policy policy(budget, c);
+  const time_point start = now;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(EMFILE));
+  ASSERT_EQ(count(policy_event_kind::degraded), 1);
+  EXPECT_EQ(events[0].cause, condition::process_fd_limit);
+  EXPECT_EQ(events[0].max_connections, 10U);
+  EXPECT_EQ(events[0].fd_limit, 1024U);
+  int failures = 1;
+  while (now - start < 25s) {  // 25 s of EMFILE: one line per 10 s, not one per failure
+    now = d.until;
+    ASSERT_EQ(policy.on_timer(now).next, step::accept);
+    d = policy.on_accept_failed(now, sys(EMFILE));
+    ++failures;
+  }
+  EXPECT_EQ(count(policy_event_kind::degraded), 1);
+  EXPECT_EQ(count(policy_event_kind::still_degraded), 2);
+  std::uint64_t summarised = 0;
+  for (const auto& e : events) {
+    summarised += e.kind == policy_event_kind::still_degraded ? e.failures : 0;
+  }
+  EXPECT_GT(summarised, 20U);
+  now = d.until;
+  ASSERT_EQ(policy.on_timer(now).next, step::accept);
+  permit p;
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  ASSERT_EQ(count(policy_event_kind::recovered), 1);
+  EXPECT_EQ(events.back().duration, now - start);
+  EXPECT_EQ(events.back().failures, static_cast<std::uint64_t>(failures));
+  EXPECT_EQ(events.size(), 4U);
+}
+
+TEST_F(policy_spec, event_lines_name_the_condition_and_the_load) {
+  policy_event e;
+  e.kind = policy_event_kind::degraded;
+  e.cause = condition::process_fd_limit;
+  e.error = sys(EMFILE);
+  e.live = 900;
+  e.max_connections = 1000;
+  e.fd_limit = 1024;
+  EXPECT_EQ(format(e),
+            "transient: accept degraded: process_fd_limit (Too many open files); live 900/1000, fd limit 1024; "
+            "backing off");
+  e.kind = policy_event_kind::recovered;
+  e.duration = 12300ms;
+  e.failures = 530;
+  EXPECT_EQ(format(e), "transient: accept recovered after 12.3 s (530 failures); live 900/1000, fd limit 1024");
+}
+
+TEST_F(policy_spec, stop_is_final) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(policy.on_stop(now).next, step::stop);
+  EXPECT_EQ(budget.live(), 0U) << "the reservation is given back";
+  EXPECT_EQ(policy.on_ready(now).next, step::stop);
+  EXPECT_EQ(policy.on_timer(now).next, step::stop);
+  EXPECT_EQ(policy.on_release(now).next, step::stop);
+  EXPECT_EQ(policy.on_accept_failed(now, sys(EMFILE)).next, step::stop);
+  permit late;
+  const decision d = policy.on_accepted(now, late);
+  EXPECT_EQ(d.next, step::stop);
+  EXPECT_TRUE(d.shed_accepted);
+  EXPECT_FALSE(late);
+  EXPECT_EQ(count(policy_event_kind::stopped), 1);
+}
+
+TEST_F(policy_spec, stopping_while_paused_unregisters_the_waiter) {
+  connection_budget budget(1);
+  accept_policy policy(budget, config());
+  permit p;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::pause_for_release);
+  EXPECT_EQ(budget.waiters(), 1U);
+  EXPECT_EQ(policy.on_stop(now).next, step::stop);
+  EXPECT_EQ(budget.waiters(), 0U);
+  EXPECT_FALSE(p.release()) << "nobody waits any more";
+}
+
+TEST_F(policy_spec, metrics_count_live_and_peak) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  permit a;
+  permit b;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accepted(now, a).next, step::accept);
+  ASSERT_EQ(policy.on_accepted(now, b).next, step::accept);
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  a.release();
+  const policy_metrics m = policy.metrics();
+  EXPECT_EQ(m.accepted, 2U);
+  EXPECT_EQ(m.live, 1U);
+  EXPECT_EQ(m.peak, 3U) << "two connections and the reservation for the third accept";
+  EXPECT_EQ(m.max_connections, 10U);
+}
+
+TEST_F(policy_spec, invalid_configs_are_refused) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.accepts_per_ready = 0;
+  EXPECT_THROW(accept_policy(budget, c), std::system_error);
+  c = config();
+  c.backoff.cap = 0ms;
+  EXPECT_THROW(accept_policy(budget, c), std::system_error);
+  c = config();
+  c.stall_timeout = -1ms;
+  EXPECT_EQ(validate(c), std::errc::invalid_argument);
+  EXPECT_THROW(connection_budget(0), std::system_error);
+}
+
+TEST(default_budget, the_reserve_is_the_larger_of_32_and_5_percent) {
+  EXPECT_EQ(max_connections_for(1024), 972U);
+  EXPECT_EQ(max_connections_for(65536), 62259U);
+  EXPECT_EQ(max_connections_for(100), 68U);
+  EXPECT_EQ(max_connections_for(33), 1U);
+  EXPECT_EQ(max_connections_for(32), 0U);
+  EXPECT_EQ(max_connections_for(0), 0U);
+}
+
+TEST(default_budget, follows_the_process_soft_limit) {
+  rlimit limit{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
+  ASSERT_NE(limit.rlim_cur, RLIM_INFINITY);
+  const std::uint64_t soft = limit.rlim_cur;
+  const std::uint64_t reserve = soft / 20 + (soft % 20 != 0 ? 1 : 0) > 32 ? soft / 20 + (soft % 20 != 0 ? 1 : 0) : 32;
+  std::error_code ec;
+  EXPECT_EQ(default_max_connections(ec), soft > reserve ? soft - reserve : 0);
+  EXPECT_EQ(static_cast<bool>(ec), soft <= reserve);
+}
+
+}  // namespace
+}  // namespace transient
