@@ -17,4 +17,7 @@ inline constexpr int exit_usage = 2;
 /// `transient explain`: what an errno means for an operation, or the whole table.
 int explain(arguments args);
 
+/// `transient who PORT`: the processes listening on a port; exit 1 on a duplicate listener.
+int who(arguments args);
+
 }  // namespace transient::tool

@@ -16,6 +16,7 @@ struct command_entry {
 
 constexpr std::array commands{
     command_entry{"explain", "what an errno means for a socket operation (or --table)", &transient::tool::explain},
+    command_entry{"who", "which processes listen on a port; flags duplicate listeners", &transient::tool::who},
 };
 
 void print_usage(std::ostream& out) {

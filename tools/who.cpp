@@ -1,0 +1,170 @@
+// `transient who PORT [--json]`: which processes listen on a port, and whether two sockets
+// listen on one address (a duplicate listener: exit 1).
+#include <algorithm>
+#include <iomanip>
+#include <iostream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "command.hpp"
+#include "json.hpp"
+#include "transient/listener.hpp"
+
+namespace transient::tool {
+namespace {
+
+constexpr std::string_view who_help =
+    "usage: transient who PORT [--json]\n"
+    "\n"
+    "Lists every LISTEN socket on PORT in this network namespace (from /proc/net/tcp and\n"
+    "/proc/net/tcp6) with the processes holding it (from /proc/PID/fd): address, pid,\n"
+    "command and socket inode. Processes that cannot be read (another user's, without\n"
+    "privilege) are reported as unknown owners.\n"
+    "\n"
+    "Exit status: 0 listeners listed (or none), 1 two sockets listen on one address\n"
+    "(a duplicate listener, e.g. a SO_REUSEPORT group nobody meant), 2 bad usage.\n"
+    "\n"
+    "  PORT    a TCP port, 1-65535\n"
+    "  --json  one JSON object: port, duplicate, listeners[address, inode, uid,\n"
+    "          duplicate, owners_unknown, owners[pid, command]]\n";
+
+int usage_error(const std::string& message) {
+  std::cerr << "transient who: " << message << '\n';
+  return exit_usage;
+}
+
+std::optional<std::uint16_t> parse_port(std::string_view text) {
+  if (text.empty() || text.size() > 5 ||
+      !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  const unsigned long value = std::stoul(std::string(text));
+  if (value < 1 || value > 65535) {
+    return std::nullopt;
+  }
+  return static_cast<std::uint16_t>(value);
+}
+
+// duplicate[i]: entry i shares its address (or overlaps it as wildcard/specific) with another.
+std::vector<bool> find_duplicates(const std::vector<listen_entry>& entries) {
+  std::vector<bool> duplicate(entries.size(), false);
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    for (std::size_t j = i + 1; j < entries.size(); ++j) {
+      if (addresses_overlap(entries[i].address, entries[j].address)) {
+        duplicate[i] = duplicate[j] = true;
+      }
+    }
+  }
+  return duplicate;
+}
+
+std::string unknown_owner_text(const listen_entry& entry) {
+  return entry.owners_unknown()
+             ? "(unknown: " + std::to_string(entry.unreadable_processes) + " processes could not be read)"
+             : "(no process found)";
+}
+
+void print_table(std::uint16_t port, const std::vector<listen_entry>& entries, const std::vector<bool>& duplicate) {
+  if (entries.empty()) {
+    std::cout << "nobody listens on port " << port << '\n';
+    return;
+  }
+  std::size_t width = 7;
+  std::size_t command_width = 7;
+  for (const auto& entry : entries) {
+    width = std::max(width, entry.address.to_string().size());
+    command_width = std::max(command_width, unknown_owner_text(entry).size());
+    for (const auto& owner : entry.owners) {
+      command_width = std::max(command_width, std::min<std::size_t>(owner.command.size(), 60));
+    }
+  }
+  const auto row = [&](const std::string& address, const std::string& pid, const std::string& command,
+                       const std::string& inode, bool flagged) {
+    const std::string shown = command.size() > 60 ? command.substr(0, 57) + "..." : command;
+    std::cout << std::left << std::setw(static_cast<int>(width) + 2) << address << std::setw(9) << pid
+              << std::setw(static_cast<int>(command_width) + 2) << shown << inode << (flagged ? "  DUPLICATE" : "")
+              << '\n';
+  };
+  row("ADDRESS", "PID", "COMMAND", "INODE", false);
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const auto& entry = entries[i];
+    const std::string inode = std::to_string(entry.inode);
+    if (entry.owners.empty()) {
+      row(entry.address.to_string(), "?", unknown_owner_text(entry), inode, duplicate[i]);
+    }
+    for (const auto& owner : entry.owners) {
+      row(entry.address.to_string(), std::to_string(owner.pid), owner.command, inode, duplicate[i]);
+    }
+  }
+}
+
+void print_json(std::uint16_t port, const std::vector<listen_entry>& entries, const std::vector<bool>& duplicate,
+                bool any_duplicate) {
+  std::ostringstream out;
+  out << "{\"port\":" << port << ",\"duplicate\":" << (any_duplicate ? "true" : "false") << ",\"listeners\":[";
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const auto& entry = entries[i];
+    out << (i == 0 ? "" : ",") << "{\"address\":" << json_quote(entry.address.to_string())
+        << ",\"inode\":" << entry.inode << ",\"uid\":" << entry.uid
+        << ",\"duplicate\":" << (duplicate[i] ? "true" : "false")
+        << ",\"owners_unknown\":" << (entry.owners_unknown() ? "true" : "false") << ",\"owners\":[";
+    for (std::size_t k = 0; k < entry.owners.size(); ++k) {
+      out << (k == 0 ? "" : ",") << "{\"pid\":" << entry.owners[k].pid
+          << ",\"command\":" << json_quote(entry.owners[k].command) << '}';
+    }
+    out << "]}";
+  }
+  out << "]}\n";
+  std::cout << out.str();
+}
+
+}  // namespace
+
+int who(arguments args) {
+  bool json = false;
+  std::optional<std::string_view> port_text;
+  for (const auto arg : args) {
+    if (arg == "--help" || arg == "-h") {
+      std::cout << who_help;
+      return 0;
+    }
+    if (arg == "--json") {
+      json = true;
+    } else if (arg.size() > 1 && arg[0] == '-' && (arg[1] < '0' || arg[1] > '9')) {  // -1 is a bad port
+      return usage_error("unknown option '" + std::string(arg) + "' (try 'transient who --help')");
+    } else if (port_text) {
+      return usage_error("expected one PORT, got '" + std::string(*port_text) + "' and '" + std::string(arg) + "'");
+    } else {
+      port_text = arg;
+    }
+  }
+  if (!port_text) {
+    return usage_error("missing PORT (usage: transient who PORT [--json])");
+  }
+  const auto port = parse_port(*port_text);
+  if (!port) {
+    return usage_error("'" + std::string(*port_text) + "' is not a TCP port (expected a number from 1 to 65535)");
+  }
+  std::error_code ec;
+  const auto entries = who_listens(*port, ec);
+  if (ec) {
+    std::cerr << "transient who: cannot read /proc/net/tcp: " << ec.message() << '\n';
+    return 1;
+  }
+  const auto duplicate = find_duplicates(entries);
+  const bool any_duplicate = std::find(duplicate.begin(), duplicate.end(), true) != duplicate.end();
+  if (json) {
+    print_json(*port, entries, duplicate, any_duplicate);
+  } else {
+    print_table(*port, entries, duplicate);
+    if (any_duplicate) {
+      std::cout << "duplicate listener: more than one socket listens on one address of port " << *port
+                << "; connections are split between them\n";
+    }
+  }
+  return any_duplicate ? 1 : 0;
+}
+
+}  // namespace transient::tool
