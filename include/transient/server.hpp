@@ -1,0 +1,164 @@
+// transient/server.hpp: the epoll driver. Runs an accept_policy over listeners and hands
+// each accepted connection to the user's handler.
+//
+// The loop never spins and never sleeps blindly: when the policy pauses (the budget is
+// full, or descriptors or memory are exhausted), the listener is removed from the epoll
+// set, because a level-triggered listener keeps reporting readable while accept fails with
+// EMFILE (ERRORS.md) and re-arming it would spin. Accepting resumes on a permit release
+// (an eventfd wake-up, which the budget performs only when a loop is paused) or when the
+// backoff delay ends (the epoll_wait timeout). When descriptors stay exhausted with no
+// progress for stall_timeout, run() ends with condition::stalled and a diagnosis that says
+// what holds the descriptors.
+//
+//   transient::server srv(std::move(listeners), [](transient::connection c) { ... });
+//   std::thread t([&] { srv.run(); });   // blocks; throws on a non-clean stop
+//   srv.stop();                          // any thread, or a signal handler
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "transient/accept_policy.hpp"
+#include "transient/connection.hpp"
+#include "transient/connection_budget.hpp"
+#include "transient/diagnostics.hpp"
+#include "transient/listener.hpp"
+#include "transient/syscalls.hpp"
+
+namespace transient {
+
+/// Receives each accepted connection, on the loop thread that accepted it. It may keep the
+/// connection, move it to another thread, or let it go (closing it). An exception it throws
+/// stops the server and propagates from run(), as in Asio.
+using connection_handler = std::function<void(connection)>;
+
+/// Writes a refusal (e.g. "HTTP/1.1 503 ...") on a connection shed with shed_mode::respond.
+/// The descriptor is non-blocking and closed right after; write what fits, do not wait.
+using refusal_writer = std::function<void(int fd, const endpoint& peer)>;
+
+/// Settings of a server.
+struct server_options {
+  /// The connection budget. 0: default_max_connections() (RLIMIT_NOFILE minus a reserve).
+  std::uint64_t max_connections = 0;
+  /// Loops (threads) sharing the listeners (EPOLLEXCLUSIVE) and one budget. run() uses the
+  /// calling thread for the first.
+  unsigned threads = 1;
+  /// The accept policy's settings (shed mode, backoff, stall timeout, event sink, per-peer
+  /// cap...). Each loop gets its own policy per listener with these settings.
+  accept_policy_config policy{};
+  /// Called for connections shed with shed_mode::respond (required for that mode).
+  refusal_writer refuse{};
+  /// Keep one spare descriptor (/dev/null) so that, under EMFILE, a pending connection can
+  /// still be accepted and shed (libuv's trick): used only when the shed mode is not
+  /// `queue`. Caveat with threads > 1: another thread may take the descriptor freed for a
+  /// moment, and the shed then fails with EMFILE like the accept before it.
+  bool emfile_reserve = true;
+  /// Keep /proc/self/fd and /proc/sys/fs/file-nr open so that a diagnosis can be written
+  /// when no descriptor is free (two descriptors).
+  bool diagnostics_reserve = true;
+  /// The system calls (tests replace some; see syscalls.hpp).
+  syscalls sys{};
+};
+
+/// Why run() returned.
+enum class stop_reason : unsigned char {
+  clean,              ///< stop() was called (or every listener stopped cleanly).
+  listener_dead,      ///< A listener stopped listening (condition::not_listening).
+  stalled,            ///< Descriptors or memory stayed exhausted with no progress (condition::stalled).
+  programming_error,  ///< EBADF, ENOTSOCK, EFAULT... from accept or epoll (a bug).
+  other_error,        ///< Any other failure (see the error code).
+};
+
+/// The name of a stop reason ("clean", ...).
+[[nodiscard]] std::string_view to_string(stop_reason r) noexcept;
+
+/// What run() reports.
+struct stop_info {
+  stop_reason reason = stop_reason::clean;  ///< Why it stopped.
+  std::error_code error;                    ///< Empty for a clean stop.
+  std::string diagnosis;                    ///< For stalled and dead listeners: what was found and what to change.
+
+  /// True for a clean stop.
+  explicit operator bool() const noexcept { return !error; }
+};
+
+/// The epoll server. Construct, run(), stop() from anywhere. Not copyable or movable.
+class server {
+ public:
+  /// A server over `listeners` (at least one, each open). Throws std::system_error:
+  /// invalid_argument for no listener, a closed one, threads == 0, shed_mode::respond without
+  /// `refuse`, or an invalid policy config; the error of default_max_connections(), epoll or
+  /// eventfd creation otherwise.
+  server(std::vector<listener> listeners, connection_handler handler, server_options options = {});
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// Runs the loops until stop() or a failure; returns the reason. A failure also sets `ec`
+  /// (to stop_info::error); a clean stop clears it. Exceptions from the handler propagate.
+  /// Every descriptor the server opened is closed when it returns; the listeners are closed
+  /// too (accepted connections still alive are the handler's). Call it once.
+  stop_info run(std::error_code& ec);
+  /// As above; throws std::system_error(error, diagnosis) unless the stop was clean.
+  stop_info run();
+
+  /// Stops the server: the loops wake within milliseconds and run() returns. Safe from any
+  /// thread and from a signal handler (async-signal-safe: atomic stores, shutdown(2) of the
+  /// listeners and write(2) to eventfds). Listeners are shut down for reading, which also
+  /// resets clients still waiting in their backlog.
+  void stop() noexcept;
+
+  /// The policies' counters, summed over loops and listeners. Thread-safe; the per-loop
+  /// counters are refreshed at least every 100 ms while the loops run, live and peak are current.
+  [[nodiscard]] policy_metrics metrics() const;
+  /// The health of the server: the worst state among its policies (stopped > degraded >
+  /// backpressure > accepting). Thread-safe, refreshed like metrics().
+  [[nodiscard]] policy_health health() const;
+  /// The budget all loops share.
+  [[nodiscard]] const connection_budget& budget() const noexcept;
+  /// The local endpoints of the listeners, in the order given.
+  [[nodiscard]] std::vector<endpoint> local_endpoints() const;
+
+ private:
+  struct loop;
+  struct watch;
+  struct shared;
+
+  static void wake_loops(void* context) noexcept;
+  void run_loop_guarded(loop& l);
+  void run_loop(loop& l);
+  void apply(loop& l, watch& w, decision d, std::chrono::steady_clock::time_point now);
+  void arm(loop& l, watch& w, bool on);
+  void shed(int fd, const endpoint& peer, shed_mode mode);
+  void shed_with_reserve(loop& l, watch& w);
+  std::string diagnose_failure(const loop& l, const watch& w, const std::error_code& ec);
+  static bool publish(loop& l, std::chrono::steady_clock::time_point now, bool force);
+  void record_failure(stop_info info, std::exception_ptr exception = nullptr);
+
+  std::vector<listener> listeners_;
+  connection_handler handler_;
+  server_options options_;
+  // The budget and what a permit release needs to wake the loops. Connections share its
+  // ownership, so a connection may outlive the server.
+  std::shared_ptr<shared> shared_;
+  std::vector<std::unique_ptr<loop>> loops_;
+  diagnostics_reserve diagnostics_;
+  std::mutex diagnostics_mutex_;  // one census at a time (they share the reserve's descriptors)
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> ran_{false};
+  std::atomic<std::uint64_t> reserve_sheds_{0};
+
+  mutable std::mutex mutex_;  // guards what follows
+  stop_info failure_;
+  std::exception_ptr handler_exception_;
+};
+
+}  // namespace transient

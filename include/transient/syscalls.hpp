@@ -1,0 +1,31 @@
+// transient/syscalls.hpp: the system calls the epoll server makes, as a seam for tests.
+//
+// The kernel will not produce ENFILE, ENOBUFS, EPROTO or EPERM from accept on demand. A
+// test (yours too) sets these function pointers to fakes that return any errno in any
+// sequence, and the server runs unchanged. Every member defaults to the real call.
+// Captureless lambdas convert to these pointer types; keep a fake's state in a static or
+// thread_local variable.
+#pragma once
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace transient {
+
+/// The system calls of the epoll driver. Copy it, replace what you need, pass it in
+/// server_options::sys. Each must behave like the call it replaces (return -1 and set errno).
+struct syscalls {
+  /// accept4(2) on a listener (the driver always passes SOCK_NONBLOCK | SOCK_CLOEXEC).
+  int (*accept4)(int fd, sockaddr* address, socklen_t* length, int flags) = ::accept4;
+  /// close(2) of accepted connections that are shed, and of the EMFILE reserve descriptor.
+  int (*close)(int fd) = ::close;
+  /// epoll_wait(2) of each loop.
+  int (*epoll_wait)(int epfd, epoll_event* events, int max_events, int timeout_ms) = ::epoll_wait;
+  /// epoll_ctl(2): arming and disarming listeners.
+  int (*epoll_ctl)(int epfd, int op, int fd, epoll_event* event) = ::epoll_ctl;
+  /// setsockopt(2): SO_LINGER {1, 0} before closing a connection shed with `reset`.
+  int (*setsockopt)(int fd, int level, int name, const void* value, socklen_t length) = ::setsockopt;
+};
+
+}  // namespace transient

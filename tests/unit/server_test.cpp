@@ -1,0 +1,266 @@
+// ctest-labels: threads
+// The epoll server on real loopback sockets: serving, the budget, stopping, threads.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "support/loopback.hpp"
+#include "transient/server.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using transient::connection;
+using transient::test::connect_to;
+using transient::test::read_some;
+
+transient::listener loopback_listener() { return transient::listen(transient::parse_endpoint("127.0.0.1:0")); }
+
+// Connections kept open by a handler, released by the test.
+struct held_connections {
+  std::mutex mutex;
+  std::deque<connection> held;
+
+  void keep(connection c) {
+    const std::lock_guard lock(mutex);
+    held.push_back(std::move(c));
+  }
+  std::size_t size() {
+    const std::lock_guard lock(mutex);
+    return held.size();
+  }
+  void release_one() {
+    const std::lock_guard lock(mutex);
+    held.pop_front();
+  }
+};
+
+// Runs a server on a thread; stops it and joins on destruction.
+struct running_server {
+  transient::server srv;
+  std::future<transient::stop_info> result;
+
+  running_server(std::vector<transient::listener> listeners, transient::connection_handler handler,
+                 transient::server_options options = {})
+      : srv(std::move(listeners), std::move(handler), std::move(options)) {
+    result = std::async(std::launch::async, [this] {
+      std::error_code ec;
+      return srv.run(ec);
+    });
+  }
+  ~running_server() {
+    srv.stop();
+    if (result.valid()) {
+      result.wait();
+    }
+  }
+  transient::stop_info stop_and_wait() {
+    srv.stop();
+    return result.get();
+  }
+};
+
+template <typename Predicate>
+bool eventually(Predicate p, std::chrono::milliseconds limit = 3s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (p()) {
+      return true;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return p();
+}
+
+TEST(Server, HandsEachConnectionToTheHandler) {
+  auto l = loopback_listener();
+  const auto where = l.local_endpoint();
+  std::vector<transient::listener> ls;
+  ls.push_back(std::move(l));
+  running_server s(std::move(ls), [](connection c) {
+    EXPECT_TRUE(c.is_open());
+    EXPECT_TRUE(c.peer().is_loopback());
+    ASSERT_EQ(::send(c.native_handle(), "hi", 2, MSG_NOSIGNAL), 2);
+  });
+  for (int i = 0; i < 20; ++i) {
+    const auto client = connect_to(where);
+    ASSERT_TRUE(client);
+    EXPECT_EQ(read_some(client.get(), 2s), "hi");
+  }
+  EXPECT_TRUE(eventually([&] { return s.srv.metrics().accepted == 20; }));
+  const transient::stop_info info = s.stop_and_wait();
+  EXPECT_TRUE(info);
+  EXPECT_EQ(info.reason, transient::stop_reason::clean);
+  EXPECT_EQ(s.srv.budget().live(), 0U);
+}
+
+TEST(Server, BudgetLeavesClientsInTheBacklogUntilARelease) {
+  auto l = loopback_listener();
+  const auto where = l.local_endpoint();
+  std::vector<transient::listener> ls;
+  ls.push_back(std::move(l));
+  held_connections held;
+  transient::server_options options;
+  options.max_connections = 2;
+  running_server s(
+      std::move(ls),
+      [&](connection c) {
+        ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
+        held.keep(std::move(c));
+      },
+      options);
+  std::vector<transient::unique_fd> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(connect_to(where));
+  }
+  EXPECT_EQ(read_some(clients[0].get(), 2s), "a");
+  EXPECT_EQ(read_some(clients[1].get(), 2s), "a");
+  EXPECT_EQ(read_some(clients[2].get(), 200ms), "") << "the third client was served over budget";
+  EXPECT_EQ(held.size(), 2U);
+  EXPECT_TRUE(eventually([&] { return s.srv.health().state == transient::health_state::backpressure; }));
+  held.release_one();  // from this thread: the budget wakes the paused loop
+  EXPECT_EQ(read_some(clients[2].get(), 2s), "a");
+  EXPECT_EQ(held.size(), 2U);
+  EXPECT_TRUE(s.stop_and_wait());
+}
+
+TEST(Server, StopsPromptlyWhileIdleOrPausedAndLeaksNothing) {
+  const int before = transient::test::open_descriptor_count();
+  for (const bool paused : {false, true}) {
+    auto l = loopback_listener();
+    const auto where = l.local_endpoint();
+    std::vector<transient::listener> ls;
+    ls.push_back(std::move(l));
+    held_connections held;
+    transient::server_options options;
+    options.max_connections = 1;
+    std::vector<transient::unique_fd> clients;
+    {
+      running_server s(
+          std::move(ls), [&](connection c) { held.keep(std::move(c)); }, options);
+      if (paused) {
+        clients.push_back(connect_to(where));
+        clients.push_back(connect_to(where));
+        ASSERT_TRUE(eventually([&] { return s.srv.health().state == transient::health_state::backpressure; }));
+      }
+      const auto start = std::chrono::steady_clock::now();
+      const transient::stop_info info = s.stop_and_wait();
+      const auto took = std::chrono::steady_clock::now() - start;
+      EXPECT_TRUE(info);
+      // The issue asks for <= 10 ms; the benchmark reports the figure. Here a generous bound
+      // that still fails if stop() waited for a timer or a client.
+      EXPECT_LT(took, 500ms) << (paused ? "paused" : "idle");
+    }
+    held.held.clear();
+    clients.clear();
+  }
+  EXPECT_EQ(transient::test::open_descriptor_count(), before);
+}
+
+TEST(Server, StopFromAnotherThreadBeforeRun) {
+  std::vector<transient::listener> ls;
+  ls.push_back(loopback_listener());
+  transient::server srv(std::move(ls), [](connection) {});
+  std::thread stopper([&] { srv.stop(); });
+  stopper.join();
+  const transient::stop_info info = srv.run();
+  EXPECT_EQ(info.reason, transient::stop_reason::clean);
+}
+
+TEST(Server, SeveralThreadsShareListenersAndOneBudget) {
+  auto a = loopback_listener();
+  auto b = loopback_listener();
+  const auto where_a = a.local_endpoint();
+  const auto where_b = b.local_endpoint();
+  std::vector<transient::listener> ls;
+  ls.push_back(std::move(a));
+  ls.push_back(std::move(b));
+  std::atomic<int> served{0};
+  transient::server_options options;
+  options.threads = 3;
+  options.max_connections = 8;
+  running_server s(
+      std::move(ls),
+      [&](connection c) {
+        ::send(c.native_handle(), "x", 1, MSG_NOSIGNAL);
+        served.fetch_add(1);
+      },
+      options);
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        const auto c = connect_to(t % 2 == 0 ? where_a : where_b);
+        EXPECT_EQ(read_some(c.get(), 2s), "x");
+      }
+    });
+  }
+  for (auto& t : clients) {
+    t.join();
+  }
+  EXPECT_EQ(served.load(), 200);
+  EXPECT_LE(s.srv.budget().peak(), 8U);
+  EXPECT_TRUE(s.stop_and_wait());
+  EXPECT_EQ(s.srv.metrics().accepted, 200U);
+}
+
+TEST(Server, HandlerExceptionStopsTheServerAndPropagates) {
+  auto l = loopback_listener();
+  const auto where = l.local_endpoint();
+  std::vector<transient::listener> ls;
+  ls.push_back(std::move(l));
+  transient::server srv(std::move(ls), [](connection) { throw std::runtime_error("handler failed"); });
+  std::thread client([&] { const auto c = connect_to(where); });
+  EXPECT_THROW(srv.run(), std::runtime_error);
+  client.join();
+}
+
+TEST(Server, RejectsBadConfiguration) {
+  const auto make = [](transient::server_options options, bool with_listener) {
+    std::vector<transient::listener> ls;
+    if (with_listener) {
+      ls.push_back(loopback_listener());
+    }
+    transient::server srv(
+        std::move(ls), [](connection) {}, std::move(options));
+  };
+  EXPECT_THROW(make({}, false), std::system_error);
+  transient::server_options no_threads;
+  no_threads.threads = 0;
+  EXPECT_THROW(make(no_threads, true), std::system_error);
+  transient::server_options respond;
+  respond.policy.shed = transient::shed_mode::respond;
+  EXPECT_THROW(make(respond, true), std::system_error);
+}
+
+TEST(Server, ShedModesRefuseClientsOverBudget) {
+  for (const auto mode : {transient::shed_mode::close, transient::shed_mode::reset, transient::shed_mode::respond}) {
+    auto l = loopback_listener();
+    const auto where = l.local_endpoint();
+    std::vector<transient::listener> ls;
+    ls.push_back(std::move(l));
+    held_connections held;
+    transient::server_options options;
+    options.max_connections = 1;
+    options.policy.shed = mode;
+    options.refuse = [](int fd, const transient::endpoint&) { ::send(fd, "busy", 4, MSG_NOSIGNAL); };
+    running_server s(
+        std::move(ls), [&](connection c) { held.keep(std::move(c)); }, options);
+    const auto first = connect_to(where);
+    ASSERT_TRUE(eventually([&] { return held.size() == 1; }));
+    const auto second = connect_to(where);
+    if (mode == transient::shed_mode::respond) {
+      EXPECT_EQ(read_some(second.get(), 2s), "busy");
+    }
+    EXPECT_TRUE(transient::test::closed_by_peer(second.get(), 2s)) << to_string(mode);
+    EXPECT_TRUE(eventually([&] { return s.srv.metrics().shed[0] == 1; })) << to_string(mode);
+    EXPECT_EQ(held.size(), 1U);
+  }
+}
+
+}  // namespace
