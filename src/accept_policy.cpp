@@ -104,7 +104,9 @@ decision accept_policy::on_ready(time_point now) noexcept {
   }
   // Paused: the driver should not be watching the listener; readiness changes nothing.
   // Accepting or shedding: the decision in force still holds.
-  emit(log_.tick(now, base_event()));
+  if (log_.degraded()) {
+    emit(log_.tick(now, base_event()));
+  }
   return current();
 }
 
@@ -117,8 +119,10 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
   }
   leave_pause(now);  // only if a driver reports an accept it was not asked for
   // Any successful accept is progress: the resource is available again.
-  backoff_.reset();
-  emit(log_.recovered(now, base_event()));
+  if (log_.degraded()) {  // checked first: building the event's figures costs atomic loads
+    backoff_.reset();
+    emit(log_.recovered(now, base_event()));
+  }
   ++burst_;
 
   decision shed_it;
@@ -155,10 +159,13 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
     ++counters_.shed[static_cast<std::size_t>(shed_it.why_shed)];
   }
   state_ = state::waiting;
-  decision next =
-      stop_requested_.load(std::memory_order_relaxed) ? finish(now, {}, condition::unclassified) : begin_accept(now);
-  next.shed_accepted = shed_it.shed_accepted;
+  const bool stopping = stop_requested_.load(std::memory_order_relaxed);
+  if (!shed_it.shed_accepted && !stopping) {
+    return begin_accept(now);  // the common path returns the decision untouched (no partial writes to copy)
+  }
+  decision next = stopping ? finish(now, {}, condition::unclassified) : begin_accept(now);
   if (shed_it.shed_accepted) {
+    next.shed_accepted = true;
     next.shed = shed_it.shed;
     next.why_shed = shed_it.why_shed;
   }
