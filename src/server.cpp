@@ -226,6 +226,12 @@ void server::stop() noexcept {
     return;
   }
   stopping_.store(true);
+  // Before the listeners are shut down: the EINVAL that accept then returns is a clean stop.
+  for (const auto& l : loops_) {
+    for (const watch& w : l->watches) {
+      w.policy->request_stop();
+    }
+  }
   // shutdown(SHUT_RD) wakes a thread blocked in accept (close() does not; ERRORS.md). Our
   // loops never block in accept, but users may share the listener; and it ends listening.
   for (const listener& l : listeners_) {

@@ -1,0 +1,261 @@
+// ctest-labels: threads
+// The server through the syscall seam: accept4 returns each errno of ERRORS.md's accept
+// column, and sequences of them, and the server does what the verdict says.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <deque>
+#include <future>
+#include <mutex>
+
+#include "support/loopback.hpp"
+#include "transient/server.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using transient::condition;
+using transient::stop_reason;
+
+// The scripted accept4: pops an errno per call while the script lasts, then calls the kernel.
+struct accept_script {
+  std::mutex mutex;
+  std::deque<int> errnos;
+  int calls_failed = 0;
+  transient::server* stop_on_call = nullptr;  // call stop() from inside accept (EINVAL after stop)
+};
+accept_script script;
+
+int scripted_accept4(int fd, sockaddr* address, socklen_t* length, int flags) {
+  transient::server* to_stop = nullptr;
+  int error = 0;
+  {
+    const std::lock_guard lock(script.mutex);
+    if (!script.errnos.empty()) {
+      error = script.errnos.front();
+      script.errnos.pop_front();
+      ++script.calls_failed;
+      to_stop = script.stop_on_call;
+    }
+  }
+  if (error == 0) {
+    return ::accept4(fd, address, length, flags);
+  }
+  if (to_stop != nullptr) {
+    to_stop->stop();
+  }
+  errno = error;
+  return -1;
+}
+
+void set_script(std::initializer_list<int> errnos, transient::server* stop_on_call = nullptr) {
+  const std::lock_guard lock(script.mutex);
+  script.errnos.assign(errnos);
+  script.calls_failed = 0;
+  script.stop_on_call = stop_on_call;
+}
+
+int failed_calls() {
+  const std::lock_guard lock(script.mutex);
+  return script.calls_failed;
+}
+
+// A server on 127.0.0.1 whose accept4 is scripted; counts the connections it is handed.
+struct scripted_server {
+  transient::endpoint where;
+  std::atomic<int> served{0};
+  std::unique_ptr<transient::server> srv;
+  std::future<transient::stop_info> result;
+
+  explicit scripted_server(std::initializer_list<int> errnos, bool stop_in_accept = false) {
+    auto l = transient::listen(transient::parse_endpoint("127.0.0.1:0"));
+    where = l.local_endpoint();
+    std::vector<transient::listener> ls;
+    ls.push_back(std::move(l));
+    transient::server_options options;
+    options.sys.accept4 = &scripted_accept4;
+    options.policy.stall_timeout = 0ms;
+    options.policy.sink = [](const transient::policy_event&) {};  // quiet
+    srv = std::make_unique<transient::server>(
+        std::move(ls),
+        [this](transient::connection c) {
+          ::send(c.native_handle(), "k", 1, MSG_NOSIGNAL);
+          served.fetch_add(1);
+        },
+        options);
+    set_script(errnos, stop_in_accept ? srv.get() : nullptr);
+    result = std::async(std::launch::async, [this] {
+      std::error_code ec;
+      return srv->run(ec);
+    });
+  }
+  ~scripted_server() {
+    srv->stop();
+    if (result.valid()) {
+      result.wait();
+    }
+    set_script({});
+  }
+
+  // Connects a client and says whether it was served (got the handler's byte) in time.
+  bool client_served() {
+    const auto client = transient::test::connect_to(where);
+    return transient::test::read_some(client.get(), 3s) == "k";
+  }
+  transient::stop_info stopped_by_itself(std::chrono::milliseconds limit = 3s) {
+    if (result.wait_for(limit) != std::future_status::ready) {
+      return {stop_reason::other_error, std::make_error_code(std::errc::timed_out), "did not stop"};
+    }
+    return result.get();
+  }
+  transient::policy_metrics metrics() {
+    srv->stop();
+    result.wait();
+    return srv->metrics();
+  }
+};
+
+std::uint64_t at(const transient::policy_metrics::by_condition& counts, condition c) {
+  return counts[static_cast<std::size_t>(c)];
+}
+
+struct served_case {
+  int error;
+  condition counted_as;
+};
+
+TEST(ServerSeam, SkipsConnectionsThatDiedAndServesTheNext) {
+  for (const served_case c : {served_case{ECONNABORTED, condition::connection_failed},
+                              {EPROTO, condition::connection_failed},
+                              {ENOPROTOOPT, condition::connection_failed},
+                              {ENETDOWN, condition::connection_failed},
+                              {ENETUNREACH, condition::connection_failed},
+                              {EHOSTDOWN, condition::connection_failed},
+                              {EHOSTUNREACH, condition::connection_failed},
+                              {ENONET, condition::connection_failed},
+                              {ECONNRESET, condition::peer_gone},
+                              {EPIPE, condition::peer_gone},
+                              {ESHUTDOWN, condition::peer_gone},
+                              {EPERM, condition::permission_denied},
+                              {EACCES, condition::permission_denied}}) {
+    scripted_server s({c.error});
+    EXPECT_TRUE(s.client_served()) << c.error;
+    const auto m = s.metrics();
+    EXPECT_EQ(at(m.skipped, c.counted_as), 1U) << c.error;
+    EXPECT_EQ(m.accepted, 1U) << c.error;
+    EXPECT_EQ(failed_calls(), 1) << c.error;
+  }
+}
+
+TEST(ServerSeam, BacksOffOnExhaustionThenServes) {
+  for (const served_case c : {served_case{EMFILE, condition::process_fd_limit},
+                              {ENFILE, condition::system_fd_limit},
+                              {ENOBUFS, condition::memory_exhausted},
+                              {ENOMEM, condition::memory_exhausted},
+                              {ENOENT, condition::unclassified}}) {
+    scripted_server s({c.error});
+    EXPECT_TRUE(s.client_served()) << c.error;
+    const auto m = s.metrics();
+    EXPECT_EQ(at(m.failed, c.counted_as), 1U) << c.error;
+    EXPECT_EQ(m.pauses[static_cast<std::size_t>(transient::pause_reason::backoff)], 1U) << c.error;
+    EXPECT_EQ(m.accepted, 1U) << c.error;
+  }
+}
+
+TEST(ServerSeam, WouldBlockWaitsForReadiness) {
+  scripted_server s({EAGAIN, EAGAIN});
+  EXPECT_TRUE(s.client_served());
+  const auto m = s.metrics();
+  EXPECT_EQ(m.accepted, 1U);
+  EXPECT_EQ(m.pauses[0] + m.pauses[1], 0U);
+  EXPECT_EQ(failed_calls(), 2);
+}
+
+TEST(ServerSeam, InterruptStormIsRetried) {
+  std::vector<int> storm(1000, EINTR);
+  scripted_server s({});
+  set_script({});
+  {
+    const std::lock_guard lock(script.mutex);
+    script.errnos.assign(storm.begin(), storm.end());
+  }
+  EXPECT_TRUE(s.client_served());
+  const auto m = s.metrics();
+  EXPECT_EQ(m.retried, 1000U);
+  EXPECT_EQ(m.accepted, 1U);
+}
+
+TEST(ServerSeam, MemoryBurstBacksOffRepeatedlyThenRecovers) {
+  scripted_server s({ENOBUFS, ENOBUFS, ENOBUFS, ENOBUFS, ENOBUFS});
+  EXPECT_TRUE(s.client_served());
+  const auto m = s.metrics();
+  EXPECT_EQ(at(m.failed, condition::memory_exhausted), 5U);
+  EXPECT_EQ(m.accepted, 1U);
+  EXPECT_GT(m.paused[static_cast<std::size_t>(transient::pause_reason::backoff)], 0ns);
+}
+
+TEST(ServerSeam, EinvalIsADeadListener) {
+  scripted_server s({EINVAL});
+  const auto client = transient::test::connect_to(s.where);
+  const transient::stop_info info = s.stopped_by_itself();
+  EXPECT_EQ(info.reason, stop_reason::listener_dead) << info.diagnosis;
+  EXPECT_TRUE(info.error == condition::not_listening);
+  EXPECT_NE(info.diagnosis.find("127.0.0.1:"), std::string::npos) << info.diagnosis;
+}
+
+TEST(ServerSeam, EinvalAfterStopIsACleanStop) {
+  scripted_server s({EINVAL}, /*stop_in_accept=*/true);
+  const auto client = transient::test::connect_to(s.where);
+  const transient::stop_info info = s.stopped_by_itself();
+  EXPECT_EQ(failed_calls(), 1);
+  EXPECT_EQ(info.reason, stop_reason::clean) << info.diagnosis;
+  EXPECT_FALSE(info.error);
+}
+
+TEST(ServerSeam, ProgrammingErrorsStop) {
+  for (const int error : {EBADF, ENOTSOCK, EFAULT, EOPNOTSUPP}) {
+    scripted_server s({error});
+    const auto client = transient::test::connect_to(s.where);
+    const transient::stop_info info = s.stopped_by_itself();
+    EXPECT_EQ(info.reason, stop_reason::programming_error) << error << ": " << info.diagnosis;
+    EXPECT_EQ(info.error.value(), error);
+    EXPECT_EQ(s.served.load(), 0);
+  }
+}
+
+TEST(ServerSeam, EpollWaitInterruptionsAreHarmless) {
+  static std::atomic<int> interruptions{0};
+  interruptions = 0;
+  auto l = transient::listen(transient::parse_endpoint("127.0.0.1:0"));
+  const auto where = l.local_endpoint();
+  std::vector<transient::listener> ls;
+  ls.push_back(std::move(l));
+  transient::server_options options;
+  options.sys.epoll_wait = [](int epfd, epoll_event* events, int max, int timeout) {
+    if (interruptions.fetch_add(1) % 2 == 0) {
+      errno = EINTR;
+      return -1;
+    }
+    return ::epoll_wait(epfd, events, max, timeout);
+  };
+  std::atomic<int> served{0};
+  transient::server srv(
+      std::move(ls),
+      [&](transient::connection c) {
+        ::send(c.native_handle(), "k", 1, MSG_NOSIGNAL);
+        served.fetch_add(1);
+      },
+      options);
+  auto result = std::async(std::launch::async, [&] { return srv.run(); });
+  for (int i = 0; i < 10; ++i) {
+    const auto client = transient::test::connect_to(where);
+    EXPECT_EQ(transient::test::read_some(client.get(), 3s), "k");
+  }
+  srv.stop();
+  EXPECT_TRUE(result.get());
+  EXPECT_EQ(served.load(), 10);
+  EXPECT_GE(interruptions.load(), 10);
+}
+
+}  // namespace
