@@ -20,4 +20,10 @@ int explain(arguments args);
 /// `transient who PORT`: the processes listening on a port; exit 1 on a duplicate listener.
 int who(arguments args);
 
+/// `transient serve`: an HTTP/1.1 keep-alive responder on transient's accept loop.
+int serve(arguments args);
+
+/// `transient drill`: runs `serve` children through named failure scenarios; exit 0 if all pass.
+int drill(arguments args);
+
 }  // namespace transient::tool

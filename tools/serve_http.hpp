@@ -1,0 +1,234 @@
+// The HTTP/1.1 request framing of `transient serve`, as a pure function: bytes in, a verdict
+// out (incomplete, one complete request, or a bad request). No I/O, no allocation beyond the
+// result, so every case is unit-tested without a socket (tests/unit/serve_http_test.cpp).
+//
+// `serve` answers every request with the same tiny response, so it only needs to frame
+// requests: find where one ends (the blank line, plus a Content-Length body if any), decide
+// whether the connection stays open, and refuse what it cannot frame safely (no CRLF, a
+// malformed request line or header, Transfer-Encoding, a missing Host in HTTP/1.1,
+// more than request_limit bytes) with 400 and a close, as RFC 9112 asks of a server.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace transient::tool {
+
+/// The largest request (request line, headers and body) serve accepts; larger ones get 400.
+inline constexpr std::size_t request_limit = 8192;
+
+/// What parse_request found at the start of a buffer.
+enum class parse_status : unsigned char {
+  incomplete,  ///< No full request yet (and not over the limit): read more.
+  complete,    ///< One request of `length` bytes; more may follow (pipelining).
+  bad,         ///< Malformed or too large: answer 400 and close. `problem` says why.
+};
+
+/// The verdict on the first request of a buffer.
+struct parsed_request {
+  parse_status status = parse_status::incomplete;  ///< See parse_status.
+  std::size_t length = 0;                          ///< complete: bytes of this request, body included.
+  std::string_view method;                         ///< complete: "GET", ... (a view into the buffer).
+  std::string_view target;                         ///< complete: "/metrics", ... (a view into the buffer).
+  bool keep_alive = true;                          ///< complete: the connection stays open afterwards.
+  std::string problem;                             ///< bad: one line saying what is wrong.
+};
+
+namespace detail {
+
+// RFC 9110 tchar: the characters of a token (method, header name).
+constexpr bool is_token_char(char c) noexcept {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+    return true;
+  }
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+constexpr bool is_token(std::string_view s) noexcept {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return is_token_char(c); });
+}
+
+constexpr char lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+constexpr bool iequals(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower(x) == lower(y); });
+}
+
+constexpr std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+// True if the comma-separated list `value` contains `option` (case-insensitive).
+constexpr bool has_option(std::string_view value, std::string_view option) noexcept {
+  while (!value.empty()) {
+    const std::size_t comma = value.find(',');
+    if (iequals(trim(value.substr(0, comma)), option)) {
+      return true;
+    }
+    value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+  }
+  return false;
+}
+
+inline parsed_request bad(std::string problem) {
+  parsed_request r;
+  r.status = parse_status::bad;
+  r.problem = std::move(problem);
+  return r;
+}
+
+}  // namespace detail
+
+/// Frames the first request in `buffer` (which may hold several, or part of one).
+inline parsed_request parse_request(std::string_view buffer) {
+  using detail::bad;
+  constexpr std::string_view end_of_head = "\r\n\r\n";
+  // RFC 9112 2.2: a server should ignore empty lines received before the request line.
+  std::size_t start = 0;
+  while (buffer.size() - start >= 2 && buffer.substr(start, 2) == "\r\n") {
+    start += 2;
+  }
+  const std::size_t head_end = buffer.find(end_of_head, start);
+  if (head_end == std::string_view::npos) {
+    if (buffer.size() >= request_limit) {
+      return bad("request head larger than " + std::to_string(request_limit) + " bytes");
+    }
+    return {};
+  }
+  const std::size_t head_length = head_end + end_of_head.size();
+  if (head_length > request_limit) {
+    return bad("request head larger than " + std::to_string(request_limit) + " bytes");
+  }
+  const std::string_view head = buffer.substr(start, head_end - start);
+  for (std::size_t i = 0; i < head.size(); ++i) {
+    const bool lf_alone = head[i] == '\n' && (i == 0 || head[i - 1] != '\r');
+    const bool cr_alone = head[i] == '\r' && (i + 1 == head.size() || head[i + 1] != '\n');
+    if (lf_alone || cr_alone) {
+      return bad("bare CR or LF in the request head (lines end with CRLF)");
+    }
+  }
+
+  // Request line: METHOD SP TARGET SP HTTP/1.x
+  const std::size_t line_end = head.find("\r\n");
+  const std::string_view line = head.substr(0, line_end);
+  const std::size_t sp1 = line.find(' ');
+  const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
+    return bad("malformed request line (expected METHOD TARGET HTTP/1.1)");
+  }
+  parsed_request r;
+  r.method = line.substr(0, sp1);
+  r.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string_view version = line.substr(sp2 + 1);
+  if (!detail::is_token(r.method)) {
+    return bad("malformed method");
+  }
+  if (r.target.empty() || std::any_of(r.target.begin(), r.target.end(),
+                                      [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
+    return bad("malformed request target");
+  }
+  if (version != "HTTP/1.1" && version != "HTTP/1.0") {
+    return bad("unsupported HTTP version (expected HTTP/1.1 or HTTP/1.0)");
+  }
+  const bool http11 = version == "HTTP/1.1";
+
+  // Header fields: NAME ":" OWS VALUE OWS, one per CRLF-terminated line.
+  bool host = false;
+  bool close = false;
+  bool keep_alive_asked = false;
+  bool have_length = false;
+  std::size_t body = 0;
+  std::string_view rest = line_end == std::string_view::npos ? std::string_view() : head.substr(line_end + 2);
+  while (!rest.empty()) {
+    const std::size_t eol = rest.find("\r\n");
+    const std::string_view field = rest.substr(0, eol);
+    rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 2);
+    if (field.empty() || field.front() == ' ' || field.front() == '\t') {
+      return bad("obsolete line folding or empty header line");
+    }
+    const std::size_t colon = field.find(':');
+    if (colon == std::string_view::npos || !detail::is_token(field.substr(0, colon))) {
+      return bad("malformed header field (expected NAME: VALUE)");
+    }
+    const std::string_view name = field.substr(0, colon);
+    const std::string_view value = detail::trim(field.substr(colon + 1));
+    if (detail::iequals(name, "host")) {
+      if (host) {
+        return bad("more than one Host header");
+      }
+      host = true;
+    } else if (detail::iequals(name, "connection")) {
+      close = close || detail::has_option(value, "close");
+      keep_alive_asked = keep_alive_asked || detail::has_option(value, "keep-alive");
+    } else if (detail::iequals(name, "transfer-encoding")) {
+      return bad("Transfer-Encoding is not supported");
+    } else if (detail::iequals(name, "content-length")) {
+      if (value.empty() || value.size() > 5 ||
+          !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        return bad("malformed Content-Length");
+      }
+      std::size_t n = 0;
+      for (const char c : value) {
+        n = n * 10 + static_cast<std::size_t>(c - '0');
+      }
+      if (have_length && n != body) {
+        return bad("conflicting Content-Length headers");
+      }
+      have_length = true;
+      body = n;
+    }
+  }
+  if (http11 && !host) {
+    return bad("HTTP/1.1 request without a Host header");
+  }
+  if (head_length + body > request_limit) {
+    return bad("request larger than " + std::to_string(request_limit) + " bytes");
+  }
+  if (buffer.size() < head_length + body) {
+    return {};  // the body has not all arrived
+  }
+  r.status = parse_status::complete;
+  r.length = head_length + body;
+  r.keep_alive = http11 ? !close : (keep_alive_asked && !close);
+  return r;
+}
+
+/// The response serve gives every request: 200, "ok" (no body for HEAD).
+inline std::string ok_response(const parsed_request& request) {
+  std::string out = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n";
+  out += request.keep_alive ? "\r\n" : "Connection: close\r\n\r\n";
+  if (request.method != "HEAD") {
+    out += "ok";
+  }
+  return out;
+}
+
+/// A response with `status` ("404 Not Found"), a content type and a body.
+inline std::string text_response(std::string_view status, std::string_view content_type, std::string_view body,
+                                 bool keep_alive) {
+  std::string out = "HTTP/1.1 ";
+  out += status;
+  out += "\r\nContent-Type: ";
+  out += content_type;
+  out += "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  out += keep_alive ? "\r\n" : "Connection: close\r\n\r\n";
+  out += body;
+  return out;
+}
+
+/// The 400 response to a bad request (the connection is closed after it).
+inline std::string bad_request_response(std::string_view problem) {
+  return text_response("400 Bad Request", "text/plain", std::string(problem) + "\n", false);
+}
+
+}  // namespace transient::tool

@@ -1,0 +1,55 @@
+// The command line of `transient serve`, parsed into plain settings (no I/O), so that every
+// bad flag gets one clear line and exit status 2 before anything is opened.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "command.hpp"
+#include "transient/accept_policy.hpp"
+#include "transient/endpoint.hpp"
+
+namespace transient::tool {
+
+/// Which accept loop serves.
+enum class serve_policy : unsigned char {
+  transient,  ///< transient's server: budget, pause without spinning, watchdog (default).
+  naive,      ///< A loop that re-arms on every error, as Asio's examples do (demonstration only).
+};
+
+/// The settings of `transient serve`.
+struct serve_settings {
+  endpoint listen_on = endpoint::loopback_v4(8080);                    ///< --listen (ignored with --port-range).
+  std::optional<std::pair<std::uint16_t, std::uint16_t>> port_range;   ///< --port-range FIRST-LAST.
+  std::uint64_t max_connections = 0;                                   ///< --max-connections (0: auto).
+  unsigned threads = 1;                                                ///< --threads.
+  shed_mode shed = shed_mode::queue;                                   ///< --shed (respond = "503").
+  std::chrono::milliseconds stall_timeout = std::chrono::seconds(30);  ///< --stall-timeout.
+  std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);   ///< --idle-timeout.
+  std::optional<endpoint> metrics;                                     ///< --metrics ADDRESS.
+  serve_policy policy = serve_policy::transient;                       ///< --policy.
+  /// Hidden test knob for `transient drill` (not in --help): descriptors leaked per accepted
+  /// connection, outside the budget, to show the stall watchdog and its diagnosis.
+  unsigned leak_per_connection = 0;
+};
+
+/// What parse_serve_arguments returns: settings, or help requested, or one line of problem.
+struct serve_parse_result {
+  serve_settings settings;  ///< Valid when problem is empty and help is false.
+  bool help = false;        ///< --help was given.
+  std::string problem;      ///< Non-empty: the usage error (one line, no newline).
+};
+
+/// Parses serve's arguments.
+[[nodiscard]] serve_parse_result parse_serve_arguments(arguments args);
+
+/// Parses a duration: "60s", "250ms", "2m", or a plain number of seconds. nullopt if invalid.
+[[nodiscard]] std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
+
+/// The text of `transient serve --help`.
+extern const std::string_view serve_help;
+
+}  // namespace transient::tool
