@@ -169,6 +169,24 @@ server::server(std::vector<listener> listeners, connection_handler handler, serv
   }
   shared_ = std::make_shared<shared>(max, fd_limit);
 
+  given_listeners_ = listeners_.size();
+  const bool shards = options_.reuse_port_shards && options_.threads > 1;
+  if (shards) {
+    for (std::size_t i = 0; i < given_listeners_; ++i) {
+      if (!listeners_[i].reuse_port()) {
+        throw std::system_error(invalid(""), "reuse_port_shards needs listeners opened with SO_REUSEPORT (" +
+                                                 listeners_[i].local_endpoint().to_string() + " was not)");
+      }
+    }
+    listen_options shard_options;
+    shard_options.reuse_port = true;
+    for (unsigned t = 1; t < options_.threads; ++t) {
+      for (std::size_t i = 0; i < given_listeners_; ++i) {
+        listeners_.push_back(listen(listeners_[i].local_endpoint(), shard_options));
+      }
+    }
+  }
+
   for (unsigned t = 0; t < options_.threads; ++t) {
     auto l = std::make_unique<loop>();
     l->epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
@@ -185,7 +203,9 @@ server::server(std::vector<listener> listeners, connection_handler handler, serv
     if (::epoll_ctl(l->epoll.get(), EPOLL_CTL_ADD, l->wake.get(), &event) != 0) {
       throw std::system_error(detail::last_error(), "epoll_ctl(eventfd)");
     }
-    for (std::size_t i = 0; i < listeners_.size(); ++i) {
+    // Shared listeners: every loop watches each one. Shards: loop t watches its own copies.
+    for (std::size_t k = 0; k < given_listeners_; ++k) {
+      const std::size_t i = shards ? t * given_listeners_ + k : k;
       watch w;
       w.fd = listeners_[i].native_handle();
       w.index = i;
@@ -213,8 +233,8 @@ const connection_budget& server::budget() const noexcept { return shared_->budge
 
 std::vector<endpoint> server::local_endpoints() const {
   std::vector<endpoint> out;
-  for (const listener& l : listeners_) {
-    out.push_back(l.local_endpoint());
+  for (std::size_t i = 0; i < given_listeners_ && i < listeners_.size(); ++i) {
+    out.push_back(listeners_[i].local_endpoint());
   }
   return out;
 }
@@ -317,7 +337,9 @@ void server::arm(loop& l, watch& w, bool on) {
     return;
   }
   epoll_event event{};
-  event.events = EPOLLIN | (loops_.size() > 1 ? EPOLLEXCLUSIVE : 0U);
+  // A listener shared by several loops wakes only one of them per connection.
+  const bool shared_listener = loops_.size() > 1 && !options_.reuse_port_shards;
+  event.events = EPOLLIN | (shared_listener ? EPOLLEXCLUSIVE : 0U);
   event.data.u64 = static_cast<std::uint64_t>(&w - l.watches.data());
   // EPOLLEXCLUSIVE cannot be modified in place (EPOLL_CTL_MOD gives EINVAL): pausing removes
   // the listener, resuming adds it again.

@@ -51,6 +51,11 @@ struct server_options {
   /// Loops (threads) sharing the listeners (EPOLLEXCLUSIVE) and one budget. run() uses the
   /// calling thread for the first.
   unsigned threads = 1;
+  /// Instead of sharing each listener between the loops, give every loop its own socket on
+  /// the same address (SO_REUSEPORT), so the kernel spreads connections over them. Needs
+  /// listeners opened with listen_options::reuse_port; the server opens threads - 1 more per
+  /// listener. Caveat (ERRORS.md): any process of the same user may join such a group.
+  bool reuse_port_shards = false;
   /// The accept policy's settings (shed mode, backoff, stall timeout, event sink, per-peer
   /// cap...). Each loop gets its own policy per listener with these settings.
   accept_policy_config policy{};
@@ -94,7 +99,8 @@ struct stop_info {
 class server {
  public:
   /// A server over `listeners` (at least one, each open). Throws std::system_error:
-  /// invalid_argument for no listener, a closed one, threads == 0, shed_mode::respond without
+  /// invalid_argument for no listener, a closed one, threads == 0, reuse_port_shards over a
+  /// listener without SO_REUSEPORT, shed_mode::respond without
   /// `refuse`, or an invalid policy config; the error of default_max_connections(), epoll or
   /// eventfd creation otherwise.
   server(std::vector<listener> listeners, connection_handler handler, server_options options = {});
@@ -143,7 +149,8 @@ class server {
   static bool publish(loop& l, std::chrono::steady_clock::time_point now, bool force);
   void record_failure(stop_info info, std::exception_ptr exception = nullptr);
 
-  std::vector<listener> listeners_;
+  std::vector<listener> listeners_;  // the caller's, then the shards the server opened
+  std::size_t given_listeners_ = 0;  // how many of listeners_ the caller gave
   connection_handler handler_;
   server_options options_;
   // The budget and what a permit release needs to wake the loops. Connections share its
