@@ -81,11 +81,32 @@ int open_descriptors() {
 
 // The hidden --leak-per-connection knob: descriptors opened and never closed, outside the
 // budget, so the drill can show the watchdog naming a leak. /dev/null: a "character device".
-void leak_descriptors(unsigned count) {
-  for (unsigned i = 0; i < count; ++i) {
-    [[maybe_unused]] const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // deliberately never closed
+// Each accepted connection owes `count` descriptors; what cannot be opened (the table is
+// full) is owed until a connection closes, whose freed descriptor the leak takes at once, as
+// a handler that opens a file per request and never closes it would.
+class descriptor_leak {
+ public:
+  explicit descriptor_leak(unsigned per_connection) : per_connection_(per_connection) {}
+  void on_accept() {
+    owed_.fetch_add(per_connection_);
+    pay();
   }
-}
+  void pay() {
+    unsigned owed = owed_.load();
+    while (owed > 0 && owed_.compare_exchange_weak(owed, owed - 1)) {
+      const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // deliberately never closed
+      if (fd < 0) {
+        owed_.fetch_add(1);
+        return;
+      }
+      owed = owed_.load();
+    }
+  }
+
+ private:
+  unsigned per_connection_;
+  std::atomic<unsigned> owed_{0};
+};
 
 listener open_listener(const serve_settings& s, std::string& problem) {
   listen_report report;
@@ -105,9 +126,12 @@ struct io_pool {
   std::vector<std::thread> threads;
   std::atomic<std::size_t> next{0};
 
-  io_pool(unsigned count, std::chrono::milliseconds idle) {
+  io_pool(unsigned count, std::chrono::milliseconds idle, descriptor_leak* leak = nullptr) {
     for (unsigned i = 0; i < count; ++i) {
       loops.push_back(std::make_unique<connection_io>(idle, [](const parsed_request& r) { return ok_response(r); }));
+      if (leak != nullptr) {
+        loops.back()->set_after_close([leak] { leak->pay(); });
+      }
     }
     for (auto& l : loops) {
       threads.push_back(thread_without_signals([io = l.get()] { io->run(); }));
@@ -153,7 +177,8 @@ std::unique_ptr<metrics_endpoint> start_metrics(const serve_settings& s, std::fu
 }
 
 int serve_transient(const serve_settings& s, listener l) {
-  io_pool pool(s.threads, s.idle_timeout);
+  descriptor_leak leak(s.leak_per_connection);
+  io_pool pool(s.threads, s.idle_timeout, s.leak_per_connection > 0 ? &leak : nullptr);
   server_options options;
   options.max_connections = s.max_connections;
   options.threads = s.threads;
@@ -173,13 +198,12 @@ int serve_transient(const serve_settings& s, listener l) {
       [[maybe_unused]] const ssize_t n = ::send(fd, refusal.data(), refusal.size(), MSG_NOSIGNAL);
     };
   }
-  const unsigned leak = s.leak_per_connection;
   std::vector<listener> listeners;
   listeners.push_back(std::move(l));
   server srv(
       std::move(listeners),
-      [&pool, leak](connection c) {
-        leak_descriptors(leak);
+      [&pool, &leak](connection c) {
+        leak.on_accept();
         pool.add(std::move(c));
       },
       std::move(options));

@@ -252,6 +252,9 @@ void connection_io::close_client(int fd) {
   idle_order_.erase(it->second->age);
   clients_.erase(it);  // closes the descriptor, then releases the permit (connection's order)
   open_.fetch_sub(1, std::memory_order_relaxed);
+  if (after_close_) {
+    after_close_();
+  }
 }
 
 // Timeouts: idle_timeout for every connection, linger_limit for one draining after a 400.

@@ -33,6 +33,8 @@ class connection_io {
   connection_io(const connection_io&) = delete;
   connection_io& operator=(const connection_io&) = delete;
 
+  /// Calls `hook` on the loop thread after each connection is closed (set before run()).
+  void set_after_close(std::function<void()> hook) { after_close_ = std::move(hook); }
   /// Hands a connection over (from the accept loop's thread). After stop(), it is closed.
   void add(connection c);
   /// Serves until stop(); closes every connection before returning.
@@ -69,6 +71,7 @@ class connection_io {
 
   std::chrono::milliseconds idle_timeout_;
   responder respond_;
+  std::function<void()> after_close_;
   unique_fd epoll_;
   unique_fd wake_;
   std::atomic<bool> stopping_{false};

@@ -1,0 +1,237 @@
+// Drill scenarios 1, 3 and 5: backpressure, a descriptor leak, and a port race.
+#include "drill_scenarios.hpp"
+
+#include <poll.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "drill_client.hpp"
+#include "transient/listener.hpp"
+
+namespace transient::tool {
+namespace {
+
+using clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+double seconds_since(clock::time_point start) { return std::chrono::duration<double>(clock::now() - start).count(); }
+
+void note(const drill_settings& s, const std::string& text) {
+  if (s.progress) {
+    s.progress(text);
+  }
+}
+
+// The value of a Prometheus sample `name` (without labels) in `text`; NAN if absent.
+double metric(const std::string& text, const std::string& name) {
+  const std::size_t at = text.find("\n" + name + " ");
+  return at == std::string::npos ? NAN : std::strtod(text.c_str() + at + name.size() + 2, nullptr);
+}
+
+}  // namespace
+
+scenario_result run_backpressure(const drill_settings& s) {
+  scenario_result r{"backpressure", false, "", {}, {}};
+  const std::size_t clients = s.quick ? 24 : 64;
+  constexpr int budget = 8;
+  constexpr milliseconds hold{20};  // each client keeps its connection this long after its answer
+  serve_child child(
+      {"--listen", "127.0.0.1:0", "--max-connections", std::to_string(budget), "--metrics", "127.0.0.1:0"},
+      child_fd_limit);
+  const auto at = child.wait_listening(std::chrono::seconds(5));
+  const auto metrics_at = child.wait_metrics(std::chrono::seconds(1));
+  if (!at || !metrics_at) {
+    r.detail = "serve did not start: " + child.stderr_text();
+    return r;
+  }
+  note(s, std::to_string(clients) + " clients at once against a budget of " + std::to_string(budget));
+  const auto start = clock::now();
+  struct client {
+    unique_fd fd;
+    std::string data;
+    std::optional<clock::time_point> answered;
+    bool done = false;
+  };
+  std::vector<client> all(clients);
+  for (auto& c : all) {
+    c.fd = connect_and_request(*at);  // all connected at once: the kernel queues what is not accepted
+  }
+  std::size_t served = 0;
+  std::size_t finished = 0;
+  const auto deadline = start + std::chrono::seconds(20);
+  while (finished < clients && clock::now() < deadline) {
+    std::vector<pollfd> fds;
+    std::vector<std::size_t> which;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      auto& c = all[i];
+      if (c.done) {
+        continue;
+      }
+      if (!c.fd) {
+        c.done = true;
+        ++finished;
+        continue;
+      }
+      if (c.answered && clock::now() - *c.answered >= hold) {
+        c.fd.reset();  // releases the server's place
+        c.done = true;
+        ++finished;
+        continue;
+      }
+      if (!c.answered) {
+        fds.push_back({c.fd.get(), POLLIN, 0});
+        which.push_back(i);
+      }
+    }
+    if (::poll(fds.data(), fds.size(), 5) <= 0) {
+      continue;
+    }
+    for (std::size_t k = 0; k < fds.size(); ++k) {
+      if ((fds[k].revents & (POLLIN | POLLHUP | POLLERR)) == 0) {
+        continue;
+      }
+      auto& c = all[which[k]];
+      char buffer[512];
+      const ssize_t n = ::recv(c.fd.get(), buffer, sizeof buffer, MSG_DONTWAIT);
+      if (n <= 0) {
+        c.fd.reset();  // closed or reset without an answer: lost
+        continue;
+      }
+      c.data.append(buffer, static_cast<std::size_t>(n));
+      if (c.data.find("\r\n\r\nok") != std::string::npos) {
+        c.answered = clock::now();
+        ++served;
+      }
+    }
+  }
+  const double seconds = seconds_since(start);
+  std::this_thread::sleep_for(milliseconds(150));  // server::metrics() is refreshed every 100 ms
+  const std::string text = get_body(*metrics_at, "/metrics", milliseconds(2000));
+  const double peak = metric(text, "transient_peak_connections");
+  const double pauses = metric(text, "transient_pauses_total{reason=\"capacity\"}");
+  r.figures = {{"clients", static_cast<double>(clients)},
+               {"budget", budget},
+               {"served", static_cast<double>(served)},
+               {"lost", static_cast<double>(clients - served)},
+               {"peak_connections", peak},
+               {"capacity_pauses", pauses},
+               {"seconds", seconds}};
+  r.passed = served == clients && peak <= budget;
+  r.detail = served != clients   ? std::to_string(clients - served) + " clients were not served"
+             : !(peak <= budget) ? "the server held more connections than its budget (or metrics were unreadable)"
+                                 : "every client served; the rest waited in the backlog, none lost";
+  child.send(SIGTERM);
+  child.wait_exit(std::chrono::seconds(2));
+  return r;
+}
+
+scenario_result run_leak(const drill_settings& s) {
+  scenario_result r{"leak", false, "", {}, {}};
+  const milliseconds stall(s.quick ? 1000 : 2000);
+  constexpr int leak_per_connection = 4;
+  serve_child child({"--listen", "127.0.0.1:0", "--stall-timeout", std::to_string(stall.count()) + "ms",
+                     "--leak-per-connection", std::to_string(leak_per_connection)},
+                    child_fd_limit);
+  const auto at = child.wait_listening(std::chrono::seconds(5));
+  if (!at) {
+    r.detail = "serve did not start: " + child.stderr_text();
+    return r;
+  }
+  note(s, "each connection leaks " + std::to_string(leak_per_connection) + " descriptors; stall timeout " +
+              std::to_string(stall.count()) + " ms");
+  // Short connections, one after another, until one is not answered: the leak filled the table.
+  int connections = 0;
+  unique_fd pending;
+  for (int i = 0; i < 100 && !pending; ++i) {
+    unique_fd fd = connect_and_request(*at);
+    if (!fd) {
+      break;
+    }
+    if (read_response(fd.get(), milliseconds(300)).empty()) {
+      pending = std::move(fd);
+    } else {
+      ++connections;
+    }
+  }
+  const auto stuck = clock::now() - milliseconds(300);  // the unanswered client waited this long already
+  if (!pending) {
+    r.detail = "the leak never exhausted the server's descriptors";
+    return r;
+  }
+  const auto status = child.wait_exit(stall + std::chrono::seconds(3));
+  const double stopped_after = status ? std::chrono::duration<double>(child.exited_at() - stuck).count() : NAN;
+  const std::string err = child.stderr_text();
+  const bool stalled = err.find("stopped: stalled") != std::string::npos;
+  const bool names_leak = err.find("likely descriptor leak") != std::string::npos;
+  const bool names_kind =
+      err.find("character device") != std::string::npos && err.find("/dev/null") != std::string::npos;
+  r.figures = {{"stall_timeout_s", static_cast<double>(stall.count()) / 1000.0},
+               {"stopped_after_s", stopped_after},
+               {"connections_before_stall", static_cast<double>(connections)},
+               {"leak_per_connection", leak_per_connection},
+               {"exit_status", status ? *status : NAN}};
+  const double bound = static_cast<double>(stall.count()) / 1000.0 + 1.0;
+  r.passed = status && *status != 0 && stalled && names_leak && names_kind && stopped_after <= bound;
+  r.detail = !status       ? "serve did not stop within stall timeout + 3 s"
+             : !stalled    ? "serve did not stop as stalled"
+             : !names_leak ? "the diagnosis did not call it a leak"
+             : !names_kind ? "the diagnosis did not name the leaked kind (character device, /dev/null)"
+             : stopped_after > bound
+                 ? "stopped later than stall timeout + 1 s"
+                 : "stopped as stalled; diagnosis: likely descriptor leak, /dev/null (character device)";
+  return r;
+}
+
+scenario_result run_port_race(const drill_settings& s) {
+  scenario_result r{"port race", false, "", {}, {}};
+  constexpr int processes = 16;
+  const std::string range = "9000-9099";
+  note(s, std::to_string(processes) + " serve processes hunting " + range + " at once");
+  const auto start = clock::now();
+  std::vector<std::unique_ptr<serve_child>> children;
+  for (int i = 0; i < processes; ++i) {
+    children.push_back(std::make_unique<serve_child>(
+        std::vector<std::string>{"--listen", "127.0.0.1:0", "--port-range", range}, child_fd_limit));
+  }
+  std::set<std::uint16_t> ports;
+  int started = 0;
+  int verified = 0;
+  for (auto& child : children) {
+    const auto at = child->wait_listening(std::chrono::seconds(5));
+    if (!at) {
+      continue;
+    }
+    ++started;
+    ports.insert(at->port());
+    // Verified from outside too: the kernel's only LISTEN socket on that port is this child's,
+    // and it answers.
+    const auto entries = who_listens(at->port());
+    const bool owned = entries.size() == 1 && std::any_of(entries[0].owners.begin(), entries[0].owners.end(),
+                                                          [&](const auto& o) { return o.pid == child->pid(); });
+    verified += owned && get_ok(*at, milliseconds(2000)) ? 1 : 0;
+  }
+  const double seconds = seconds_since(start);
+  int clean = 0;
+  for (auto& child : children) {
+    child->send(SIGTERM);
+  }
+  for (auto& child : children) {
+    const auto status = child->wait_exit(std::chrono::seconds(2));
+    clean += status && *status == 0 ? 1 : 0;
+  }
+  r.figures = {{"processes", processes},
+               {"started", static_cast<double>(started)},
+               {"distinct_ports", static_cast<double>(ports.size())},
+               {"verified", static_cast<double>(verified)},
+               {"clean_exits", static_cast<double>(clean)},
+               {"seconds", seconds}};
+  r.passed = started == processes && static_cast<int>(ports.size()) == processes && verified == processes &&
+             clean == processes;
+  r.detail = r.passed ? "every process got its own verified port" : "a port was shared, missing or unverified";
+  return r;
+}
+
+}  // namespace transient::tool
