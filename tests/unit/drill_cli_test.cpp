@@ -1,0 +1,62 @@
+// `transient drill --quick --json`: the whole demo runs (bounded) and every scenario passes.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <string>
+
+#include "support/run_command.hpp"
+
+namespace {
+
+using testing::HasSubstr;
+
+// The JSON object of the scenario named `name` (scenario objects hold no nested objects).
+std::string scenario_object(const std::string& json, const std::string& name) {
+  const std::size_t at = json.find("{\"name\":\"" + name + "\"");
+  if (at == std::string::npos) {
+    return {};
+  }
+  return json.substr(at, json.find('}', at) - at + 1);
+}
+
+TEST(DrillCli, QuickJsonReportsSixPassingScenariosWithFigures) {
+  const auto r =
+      transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--quick", "--json"}, std::chrono::seconds(90));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.rfind("{\"passed\":true,", 0), 0U) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one JSON object, one line";
+  const std::regex scenario_names("\\{\"name\":");
+  EXPECT_EQ(std::distance(std::sregex_iterator(r.out.begin(), r.out.end(), scenario_names), std::sregex_iterator()), 6);
+  // Each scenario: passed, and the figures it promises.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> expected{
+      {"backpressure", {"clients", "served", "lost\":0,", "peak_connections"}},
+      {"exhaustion and recovery",
+       {"recovery_median_ms", "recovery_max_ms", "cpu_percent_exhausted", "log_lines", "\"trials\":5,"}},
+      {"leak", {"stopped_after_s", "stall_timeout_s", "exit_status\":1"}},
+      {"naive contrast", {"transient_cpu_percent", "naive_cpu_percent", "naive_log_bytes_per_s"}},
+      {"port race", {"\"processes\":16,", "\"distinct_ports\":16,", "\"verified\":16,"}},
+      {"clean stop", {"exit_ms", "\"exit_status\":0,", "descriptors_at_start", "descriptors_at_exit"}},
+  };
+  for (const auto& [name, figures] : expected) {
+    const std::string object = scenario_object(r.out, name);
+    ASSERT_FALSE(object.empty()) << "no scenario " << name << " in " << r.out;
+    EXPECT_THAT(object, HasSubstr("\"passed\":true")) << object;
+    for (const auto& figure : figures) {
+      EXPECT_THAT(object, HasSubstr(figure)) << name;
+    }
+  }
+  // Progress went to stderr, not into the JSON.
+  EXPECT_THAT(r.err, HasSubstr("drill [6/6] clean stop: PASS"));
+}
+
+TEST(DrillCli, BadArgumentsGetOneLineAndExitTwo) {
+  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--fast"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "transient drill: unknown argument '--fast' (try 'transient drill --help')\n");
+  const auto svg = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--svg"});
+  EXPECT_EQ(svg.exit_code, 2);
+  EXPECT_THAT(svg.err, HasSubstr("--svg needs a FILE"));
+}
+
+}  // namespace

@@ -1,0 +1,296 @@
+// `transient serve` end to end: protocol conformance (pipelining, oversized and malformed
+// requests, idle timeout), bad flags, SIGTERM, and systemd's READY=1 after verification.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <poll.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "support/loopback.hpp"
+#include "support/run_command.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using testing::HasSubstr;
+using transient::unique_fd;
+
+constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+
+// A running `transient serve` with its stdout and stderr in pipes. Killed when destroyed.
+class serve_process {
+ public:
+  explicit serve_process(std::vector<std::string> args) {
+    int out[2];
+    int err[2];
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+      return;
+    }
+    args.insert(args.begin(), {TRANSIENT_CLI_PATH, "serve"});
+    std::vector<char*> argv;
+    for (auto& a : args) {
+      argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(out[1], 1);
+      ::dup2(err[1], 2);
+      ::execv(TRANSIENT_CLI_PATH, argv.data());
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+    out_.reset(out[0]);
+    err_.reset(err[0]);
+  }
+  ~serve_process() {
+    if (pid_ > 0 && !status_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  serve_process(const serve_process&) = delete;
+  serve_process& operator=(const serve_process&) = delete;
+
+  // The address of the first line "listening on ADDRESS (verified)", read within 5 s.
+  std::optional<transient::endpoint> listening() {
+    std::string line;
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{out_.get(), POLLIN, 0};
+      char buffer[512];
+      const ssize_t n = ::poll(&p, 1, 100) == 1 ? ::read(out_.get(), buffer, sizeof buffer) : 0;
+      if (n < 0 || (n == 0 && (p.revents & POLLHUP) != 0)) {
+        break;
+      }
+      line.append(buffer, static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+    }
+    const std::string prefix = "listening on ";
+    if (line.rfind(prefix, 0) != 0 || line.find(" (verified)\n") == std::string::npos) {
+      return std::nullopt;
+    }
+    std::error_code ec;
+    const auto at =
+        transient::parse_endpoint(line.substr(prefix.size(), line.find(' ', prefix.size()) - prefix.size()), ec);
+    return ec ? std::nullopt : std::optional(at);
+  }
+  void signal(int s) const { ::kill(pid_, s); }
+  // The exit status within `timeout` (nullopt: still running).
+  std::optional<int> wait(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!status_ && std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      } else {
+        ::usleep(1000);
+      }
+    }
+    return status_;
+  }
+  // Everything on stderr until it closes (after the process exited), within 2 s.
+  std::string stderr_text() {
+    std::string all;
+    for (int i = 0; i < 40; ++i) {
+      pollfd p{err_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) {
+        continue;
+      }
+      char buffer[4096];
+      const ssize_t n = ::read(err_.get(), buffer, sizeof buffer);
+      if (n <= 0) {
+        break;
+      }
+      all.append(buffer, static_cast<std::size_t>(n));
+    }
+    return all;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  unique_fd out_;
+  unique_fd err_;
+};
+
+bool send_text(int fd, std::string_view text) {
+  return ::send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+}
+
+// Reads until `bytes` bytes arrived or the peer closed or 2 s passed.
+std::string read_at_least(int fd, std::size_t bytes) {
+  std::string all;
+  for (int i = 0; i < 40 && all.size() < bytes; ++i) {
+    const std::string chunk = transient::test::read_some(fd, 50ms);
+    if (chunk.empty() && transient::test::closed_by_peer(fd, 1ms)) {
+      break;
+    }
+    all += chunk;
+  }
+  return all;
+}
+
+class ServeCli : public testing::Test {
+ protected:
+  void start(std::vector<std::string> extra = {}) {
+    extra.insert(extra.begin(), {"--listen", "127.0.0.1:0"});
+    server_ = std::make_unique<serve_process>(extra);
+    const auto at = server_->listening();
+    ASSERT_TRUE(at.has_value()) << server_->stderr_text();
+    at_ = *at;
+  }
+  std::unique_ptr<serve_process> server_;
+  transient::endpoint at_;
+};
+
+TEST_F(ServeCli, AnswersPipelinedRequestsInOrderOnOneConnection) {
+  start();
+  const unique_fd c = transient::test::connect_to(at_);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(send_text(
+      c.get(),
+      "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n"));
+  const std::string three = std::string(ok) + std::string(ok) + std::string(ok);
+  EXPECT_EQ(read_at_least(c.get(), three.size()), three);
+  // The connection stays open (keep-alive) for a fourth request, split across two writes.
+  ASSERT_TRUE(send_text(c.get(), "GET /4 HTTP/1.1\r\nHo"));
+  EXPECT_EQ(transient::test::read_some(c.get(), 100ms), "");
+  ASSERT_TRUE(send_text(c.get(), "st: a\r\n\r\n"));
+  EXPECT_EQ(read_at_least(c.get(), ok.size()), ok);
+}
+
+TEST_F(ServeCli, ConnectionCloseIsHonoured) {
+  start();
+  const unique_fd c = transient::test::connect_to(at_);
+  ASSERT_TRUE(send_text(c.get(), "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+  const std::string response = read_at_least(c.get(), 1000);
+  EXPECT_THAT(response, HasSubstr("Connection: close\r\n\r\nok"));
+  EXPECT_TRUE(transient::test::closed_by_peer(c.get(), 1000ms));
+}
+
+TEST_F(ServeCli, OversizedRequestGets400AndClose) {
+  start();
+  const unique_fd c = transient::test::connect_to(at_);
+  ASSERT_TRUE(send_text(c.get(), "GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(9000, 'a')));
+  const std::string response = read_at_least(c.get(), 1000);
+  EXPECT_EQ(response.rfind("HTTP/1.1 400 Bad Request\r\n", 0), 0U) << response;
+  EXPECT_THAT(response, HasSubstr("larger than 8192 bytes"));
+  EXPECT_TRUE(transient::test::closed_by_peer(c.get(), 2000ms));
+}
+
+TEST_F(ServeCli, MalformedRequestGets400AfterEarlierAnswers) {
+  start();
+  const unique_fd c = transient::test::connect_to(at_);
+  ASSERT_TRUE(send_text(c.get(), "GET / HTTP/1.1\r\nHost: a\r\n\r\nGARBAGE\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+  const std::string response = read_at_least(c.get(), 4000);
+  ASSERT_EQ(response.rfind(std::string(ok) + "HTTP/1.1 400 Bad Request\r\n", 0), 0U) << response;
+  EXPECT_THAT(response, HasSubstr("malformed request line"));
+  EXPECT_EQ(response.find("ok", ok.size()), std::string::npos) << "nothing is answered after a 400";
+  EXPECT_TRUE(transient::test::closed_by_peer(c.get(), 2000ms));
+}
+
+TEST_F(ServeCli, IdleConnectionIsClosedAfterTheTimeout) {
+  start({"--idle-timeout", "300ms"});
+  const unique_fd idle = transient::test::connect_to(at_);
+  const unique_fd busy = transient::test::connect_to(at_);
+  ASSERT_TRUE(idle && busy);
+  const auto start_time = std::chrono::steady_clock::now();
+  EXPECT_FALSE(transient::test::closed_by_peer(idle.get(), 150ms)) << "closed before the idle timeout";
+  EXPECT_TRUE(transient::test::closed_by_peer(idle.get(), 2000ms)) << "not closed after the idle timeout";
+  const auto elapsed = std::chrono::steady_clock::now() - start_time;
+  EXPECT_GE(elapsed, 290ms);
+  EXPECT_LT(elapsed, 1500ms);
+}
+
+TEST_F(ServeCli, SigtermStopsCleanly) {
+  start();
+  const unique_fd c = transient::test::connect_to(at_);
+  ASSERT_TRUE(send_text(c.get(), "GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+  EXPECT_EQ(read_at_least(c.get(), ok.size()), ok);
+  server_->signal(SIGTERM);
+  EXPECT_EQ(server_->wait(2000ms), 0);
+  EXPECT_TRUE(transient::test::closed_by_peer(c.get(), 1000ms)) << "open connections are closed at stop";
+  const std::string err = server_->stderr_text();
+  EXPECT_THAT(err, HasSubstr("transient serve: stopped cleanly"));
+  EXPECT_FALSE(transient::test::connect_to(at_)) << "nothing listens after the stop";
+}
+
+TEST_F(ServeCli, NotifiesSystemdOnlyAfterListening) {
+  const std::string path = "/tmp/transient-notify-" + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  const unique_fd sink(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  path.copy(address.sun_path, path.size());
+  ASSERT_EQ(::bind(sink.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ::setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  start();
+  ::unsetenv("NOTIFY_SOCKET");
+  const std::string message = transient::test::read_some(sink.get(), 2000ms);
+  ::unlink(path.c_str());
+  EXPECT_EQ(message, "READY=1");
+  // By the time READY=1 is sent the port really listens.
+  const unique_fd c = transient::test::connect_to(at_);
+  EXPECT_TRUE(c);
+}
+
+TEST_F(ServeCli, PortRangeHuntsAFreePort) {
+  server_ = std::make_unique<serve_process>(std::vector<std::string>{"--port-range", "9100-9199"});
+  const auto at = server_->listening();
+  ASSERT_TRUE(at.has_value()) << server_->stderr_text();
+  EXPECT_GE(at->port(), 9100);
+  EXPECT_LE(at->port(), 9199);
+  EXPECT_TRUE(at->is_loopback());
+}
+
+void expect_usage_error(const std::vector<std::string>& args, const std::string& names) {
+  std::vector<std::string> full{"serve"};
+  full.insert(full.end(), args.begin(), args.end());
+  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, full, 5000ms);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line expected: " << r.err;
+  EXPECT_THAT(r.err, HasSubstr("transient serve: "));
+  EXPECT_THAT(r.err, HasSubstr(names));
+}
+
+TEST(ServeCliUsage, BadFlagsGetOneLineAndExitTwo) {
+  expect_usage_error({"--bogus"}, "unknown option '--bogus'");
+  expect_usage_error({"--listen"}, "--listen needs a value");
+  expect_usage_error({"--listen", "127.0.0.1:99999"}, "out of range");
+  expect_usage_error({"--max-connections", "0"}, "--max-connections: '0'");
+  expect_usage_error({"--max-connections", "many"}, "'many' is not 'auto' or a number");
+  expect_usage_error({"--threads", "0"}, "--threads: '0'");
+  expect_usage_error({"--shed", "drop"}, "'drop' is not queue, close, reset or 503");
+  expect_usage_error({"--stall-timeout", "soon"}, "'soon' is not a duration");
+  expect_usage_error({"--idle-timeout", "0"}, "--idle-timeout");
+  expect_usage_error({"--port-range", "9100-9000"}, "not a range FIRST-LAST");
+  expect_usage_error({"--metrics", "0.0.0.0:9090"}, "not a loopback address");
+  expect_usage_error({"--policy", "clever"}, "'clever' is not transient or naive");
+  expect_usage_error({"--policy", "naive", "--threads", "2"}, "--policy naive");
+  expect_usage_error({"extra"}, "unexpected argument 'extra'");
+}
+
+TEST(ServeCliUsage, HelpNamesEveryOptionAndSaysNaiveIsForDemonstration) {
+  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"serve", "--help"}, 5000ms);
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* option : {"--listen", "--port-range", "--max-connections", "--threads", "--shed", "--stall-timeout",
+                             "--idle-timeout", "--metrics", "--policy"}) {
+    EXPECT_THAT(r.out, HasSubstr(option));
+  }
+  EXPECT_THAT(r.out, HasSubstr("demonstration only"));
+  EXPECT_THAT(r.out, testing::Not(HasSubstr("leak")));
+}
+
+}  // namespace
