@@ -18,7 +18,7 @@ constexpr std::string_view drill_help =
     "usage: transient drill [--quick] [--json] [--svg FILE]\n"
     "\n"
     "Runs `transient serve` children (loopback only, RLIMIT_NOFILE 64) through six scenarios\n"
-    "and prints a table; exit 0 only if every scenario passed. About 20 s; --quick about 10 s.\n"
+    "and prints a table; exit 0 only if every scenario passed. About 10 s; --quick about 5 s.\n"
     "\n"
     "  1 backpressure             more concurrent clients than the budget: all served, none lost\n"
     "  2 exhaustion and recovery  descriptors run out; a waiting client is served after one\n"
