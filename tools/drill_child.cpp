@@ -20,7 +20,7 @@
 namespace transient::tool {
 namespace {
 
-constexpr std::size_t kept_stderr = 256 * 1024;
+constexpr std::size_t kept_stderr = std::size_t{256} * 1024;
 constexpr std::size_t kept_lines = 1000;
 
 [[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::system_category(), what); }

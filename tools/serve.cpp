@@ -49,7 +49,7 @@ void install_signal_handlers() {
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, nullptr);
   ::sigaction(SIGTERM, &action, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);  // a reader of our stdout may go away; sockets use MSG_NOSIGNAL
+  (void)::signal(SIGPIPE, SIG_IGN);  // a reader of our stdout may go away; sockets use MSG_NOSIGNAL
 }
 
 // Runs `body` on a new thread with SIGINT and SIGTERM blocked (so they reach the main thread).

@@ -17,7 +17,7 @@ namespace {
 constexpr std::uint64_t wake_key = std::numeric_limits<std::uint64_t>::max();
 // Output queued beyond this stops reading from the client (a pipelining client that never
 // reads would otherwise make us buffer without bound).
-constexpr std::size_t output_high_water = 64 * 1024;
+constexpr std::size_t output_high_water = std::size_t{64} * 1024;
 // Reads per readiness event, so one busy client cannot starve the others.
 constexpr int reads_per_event = 4;
 // After a 400 the write side is shut and input discarded for at most this long before the
