@@ -2,6 +2,16 @@
 // The Asio adapter on an io_context run by four threads: two loops (two acceptors) share a
 // small budget, permits are released on three other threads, clients connect from two
 // more, and the loops are cancelled from outside. Run under TSan by the threads preset.
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 false positives in Asio's headers: its coroutine frame allocator looks like a
+// new/delete mismatch, and under -fsanitize=thread its fenced blocks (atomic_thread_fence)
+// are reported by -Wtsan. They must be silenced before the first include.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#if __GNUC__ >= 12
+#pragma GCC diagnostic ignored "-Wtsan"
+#endif
+#endif
+
 #include <gtest/gtest.h>
 
 #include <asio/bind_cancellation_slot.hpp>
@@ -82,9 +92,9 @@ TEST(AsioThreads, TwoLoopsOnFourThreadsShareOneBudgetReleasedFromOtherThreads) {
   options.socket_executor = [&io] { return asio::make_strand(io); };
   auto handler = [&](tasio::accepted_socket c) {
     EXPECT_LE(budget->budget().live(), 6U);
+    handled.fetch_add(1);  // before the answer: the client may check the count once it has it
     std::error_code ec;
     asio::write(c.socket, asio::buffer("hi", 2), ec);
-    handled.fetch_add(1);
     released.push(std::move(c));
   };
   auto completion = [&](std::error_code ec, tasio::loop_report) {
