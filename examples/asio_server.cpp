@@ -1,5 +1,5 @@
 // A minimal HTTP/1.1 keep-alive responder on standalone Asio, accepting through
-// transient::asio::accept_loop: the accept policy instead of a loop that re-arms
+// transient::asio::async_accept_loop: the accept policy instead of a loop that re-arms
 // async_accept on every error (and spins under EMFILE).
 //
 //   asio_server [PORT] [THREADS] [MAX_CONNECTIONS]     (defaults: 8080, 1, from RLIMIT_NOFILE)
@@ -9,28 +9,21 @@
 // stays open for further requests until the client closes it or sends "Connection: close".
 // Request bodies are not read: this responder is for GET-style requests only. SIGINT or
 // SIGTERM cancels the accept loop (a clean stop); connections end with their clients.
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 reports Asio's coroutine frame allocator as a new/delete mismatch (a false positive).
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-
 #ifndef ASIO_STANDALONE
 #define ASIO_STANDALONE 1
 #endif
 
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/read_until.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/strand.hpp>
-#include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -53,24 +46,36 @@ bool asks_to_close(std::string_view head) {
 }
 
 // One connection: answer each request until the client leaves. The accepted_socket keeps
-// its permit for as long as the session lives, so the budget counts it.
-asio::awaitable<void> session(transient::asio::accepted_socket connection) {
-  std::string buffer;
-  try {
-    for (;;) {
-      const std::size_t head = co_await asio::async_read_until(
-          connection.socket, asio::dynamic_buffer(buffer, max_request), "\r\n\r\n", asio::use_awaitable);
-      const bool close = asks_to_close(std::string_view(buffer).substr(0, head));
-      buffer.erase(0, head);
-      co_await asio::async_write(connection.socket, asio::buffer(response), asio::use_awaitable);
-      if (close) {
-        break;
-      }
-    }
-  } catch (const std::system_error&) {
-    // The client left (end of stream, reset) or sent more than max_request bytes of head.
+// its permit for as long as the session lives, so the budget counts it. Completion
+// handlers rather than coroutines, so that it builds wherever Asio does.
+class session : public std::enable_shared_from_this<session> {
+ public:
+  explicit session(transient::asio::accepted_socket connection) : connection_(std::move(connection)) {}
+
+  void read_request() {
+    asio::async_read_until(connection_.socket, asio::dynamic_buffer(buffer_, max_request), "\r\n\r\n",
+                           [self = shared_from_this()](std::error_code ec, std::size_t head) {
+                             if (!ec) {  // else the client left, or sent an oversized head
+                               self->answer(head);
+                             }
+                           });
   }
-}
+
+ private:
+  void answer(std::size_t head) {
+    const bool close = asks_to_close(std::string_view(buffer_).substr(0, head));
+    buffer_.erase(0, head);
+    asio::async_write(connection_.socket, asio::buffer(response),
+                      [self = shared_from_this(), close](std::error_code ec, std::size_t) {
+                        if (!ec && !close) {
+                          self->read_request();
+                        }
+                      });
+  }
+
+  transient::asio::accepted_socket connection_;
+  std::string buffer_;
+};
 
 unsigned long argument(int argc, char** argv, int index, unsigned long fallback) {
   return argc > index ? std::strtoul(argv[index], nullptr, 10) : fallback;
@@ -91,8 +96,7 @@ int main(int argc, char** argv) {
     options.socket_executor = [&io] { return asio::make_strand(io); };
 
     auto on_connection = [](transient::asio::accepted_socket connection) {
-      const auto executor = connection.socket.get_executor();
-      asio::co_spawn(executor, session(std::move(connection)), asio::detached);
+      std::make_shared<session>(std::move(connection))->read_request();
     };
 
     asio::cancellation_signal stop;
@@ -104,18 +108,15 @@ int main(int argc, char** argv) {
     });
 
     int status = 0;
-    asio::co_spawn(acceptor.get_executor(), transient::asio::accept_loop(acceptor, on_connection, options),
-                   asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e, transient::asio::loop_report) {
-                     signals.cancel();
-                     if (e) {
-                       try {
-                         std::rethrow_exception(e);
-                       } catch (const std::exception& failure) {
-                         std::fprintf(stderr, "asio_server: %s\n", failure.what());
-                       }
-                       status = 1;
-                     }
-                   }));
+    transient::asio::async_accept_loop(
+        acceptor, on_connection, options,
+        asio::bind_cancellation_slot(stop.slot(), [&](std::error_code ec, const transient::asio::loop_report& r) {
+          signals.cancel();
+          if (ec) {  // stalled, not listening...: say why and what to change
+            std::fprintf(stderr, "asio_server: %s\n%s\n", ec.message().c_str(), r.diagnosis.c_str());
+            status = 1;
+          }
+        }));
     std::fprintf(stderr, "asio_server: listening on 0.0.0.0:%u with %u thread(s)\n",
                  static_cast<unsigned>(acceptor.local_endpoint().port()), threads);
 

@@ -18,7 +18,8 @@
 //
 // Two forms, both completing with (std::error_code, loop_report):
 //
-//   // C++20 coroutine (throws std::system_error(error, diagnosis) unless the stop is clean):
+//   // C++20 coroutine, where Asio supports them (ASIO_HAS_CO_AWAIT); throws
+//   // std::system_error(error, diagnosis) unless the stop is clean:
 //   asio::co_spawn(ioc, transient::asio::accept_loop(acceptor, [](transient::asio::accepted_socket c) {
 //     std::make_shared<session>(std::move(c))->start();
 //   }), asio::detached);
@@ -119,6 +120,8 @@ auto async_accept_loop(Acceptor& acceptor, Handler&& handler, loop_options optio
       detail::initiate_accept_loop<Acceptor>{&acceptor}, token, std::forward<Handler>(handler), std::move(options));
 }
 
+#if defined(ASIO_HAS_CO_AWAIT)  // C++20 coroutines (g++ 12; not clang 14 with libstdc++)
+
 /// The coroutine form: `co_await accept_loop(acceptor, handler, options)`. Returns the report
 /// of a clean stop; throws std::system_error(error, diagnosis) for a failure, and rethrows
 /// what the handler threw. Cancel it through co_spawn's cancellation slot.
@@ -149,5 +152,7 @@ template <typename Acceptor, typename Handler>
   ec = result;
   co_return report;
 }
+
+#endif  // ASIO_HAS_CO_AWAIT
 
 }  // namespace transient::asio

@@ -61,6 +61,7 @@ tasio::loop_options quiet_options(std::uint64_t max_connections = 100) {
   return options;
 }
 
+#if defined(ASIO_HAS_CO_AWAIT)
 TEST(AsioAdapter, CoroutineFormServesUntilCancelledThenRunsNoHandlerAndLeaksNothing) {
   asio::io_context io;
   auto acceptor = loopback_acceptor(io);
@@ -109,6 +110,7 @@ TEST(AsioAdapter, CoroutineFormServesUntilCancelledThenRunsNoHandlerAndLeaksNoth
   held.clear();
   EXPECT_EQ(transient::test::open_descriptor_count(), before + 1) << "only the late client is still open";
 }
+#endif
 
 TEST(AsioAdapter, CompletionFormKeepsClientsInTheBacklogAtTheBudgetUntilARelease) {
   asio::io_context io;
@@ -266,6 +268,7 @@ TEST(AsioAdapter, ClosedAcceptorIsAProgrammingError) {
   EXPECT_EQ(outcome.error, transient::condition::programming_error) << outcome.error.message();
 }
 
+#if defined(ASIO_HAS_CO_AWAIT)
 TEST(AsioAdapter, HandlerExceptionStopsTheLoopAndTheCoroutineRethrowsIt) {
   asio::io_context io;
   auto acceptor = loopback_acceptor(io);
@@ -286,7 +289,9 @@ TEST(AsioAdapter, HandlerExceptionStopsTheLoopAndTheCoroutineRethrowsIt) {
   EXPECT_THROW(std::rethrow_exception(thrown), std::runtime_error);
   EXPECT_TRUE(closed_by_peer(client.get(), 1s)) << "the socket the handler dropped stays open";
 }
+#endif
 
+#if defined(ASIO_HAS_CO_AWAIT)
 TEST(AsioAdapter, CoroutineFormThrowsTheFailureWithItsDiagnosis) {
   asio::io_context io;
   tcp::acceptor acceptor(io);
@@ -316,6 +321,7 @@ TEST(AsioAdapter, CoroutineFormThrowsTheFailureWithItsDiagnosis) {
   }
   EXPECT_EQ(ec_form, transient::condition::not_listening);
 }
+#endif
 
 TEST(AsioAdapter, RejectsBadConfigurationAtOnce) {
   asio::io_context io;

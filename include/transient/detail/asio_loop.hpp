@@ -169,6 +169,7 @@ class loop_state final : public release_listener,
   // Installed in the completion handler's cancellation slot (co_spawn with a cancellation
   // signal, asio::bind_cancellation_slot...). Runs wherever the signal is emitted.
   struct cancel_handler {
+    explicit cancel_handler(std::weak_ptr<loop_state> l) noexcept : loop(std::move(l)) {}
     std::weak_ptr<loop_state> loop;
     void operator()(::asio::cancellation_type type) const {
       if (type == ::asio::cancellation_type::none) {
