@@ -78,7 +78,7 @@ decision make(step s) noexcept {
 
 }  // namespace
 
-accept_policy::accept_policy(connection_budget& budget, accept_policy_config config)
+accept_policy::accept_policy(connection_budget& budget, const accept_policy_config& config)
     : budget_(budget),
       config_(checked(config)),
       backoff_(config_.backoff, seed_or_random(config_.seed)),
@@ -422,7 +422,7 @@ policy_health accept_policy::health() const noexcept {
   switch (state_) {
     case state::stopped: return {health_state::stopped, stop_.error, stopped_at_};
     case state::paused_backoff: return {health_state::degraded, log_.last_error(), log_.since()};
-    case state::paused_capacity: return {health_state::backpressure, {}, pause_start_};
+    case state::paused_capacity:
     case state::shedding: return {health_state::backpressure, {}, pause_start_};
     default: break;
   }

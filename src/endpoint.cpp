@@ -22,9 +22,10 @@ std::string quoted(std::string_view text) {
   for (std::size_t i = 0; i < text.size() && i < max_shown; ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c < 0x20 || c >= 0x7f || c == '\'' || c == '\\') {
-      char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\x%02x", static_cast<unsigned>(c));
-      out += escaped;
+      constexpr std::string_view hex = "0123456789abcdef";
+      out += "\\x";
+      out.push_back(hex[c >> 4U]);
+      out.push_back(hex[c & 0xFU]);
     } else {
       out.push_back(static_cast<char>(c));
     }

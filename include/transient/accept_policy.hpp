@@ -133,7 +133,7 @@ class accept_policy {
 
   /// A policy drawing permits from `budget` (which must outlive it). Throws
   /// std::system_error (invalid_argument) if the config is invalid.
-  explicit accept_policy(connection_budget& budget, accept_policy_config config = {});
+  explicit accept_policy(connection_budget& budget, const accept_policy_config& config = {});
   ~accept_policy();
   accept_policy(const accept_policy&) = delete;
   accept_policy& operator=(const accept_policy&) = delete;
