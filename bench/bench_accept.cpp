@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "support/allocation_counter.hpp"
+#include "support/child_report.hpp"
 #include "transient/server.hpp"
 
 namespace {
@@ -132,18 +133,6 @@ server_run transient_run(std::chrono::milliseconds duration) {
 
 // ---- exhaustion, in a child with a low RLIMIT_NOFILE -------------------------------------
 
-void write_line(int fd, const std::string& line) {
-  const std::string text = line + "\n";
-  [[maybe_unused]] const ssize_t n = ::write(fd, text.data(), text.size());
-}
-
-std::uint64_t cpu_us() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  return static_cast<std::uint64_t>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000U +
-         static_cast<std::uint64_t>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
-}
-
 // The server side: holds every connection, releases the oldest on 'r', reports CPU on 'c'.
 [[noreturn]] void exhausted_child(int commands, int reports) {
   rlimit limit{};
@@ -155,7 +144,7 @@ std::uint64_t cpu_us() {
   std::deque<transient::connection> held;
   std::vector<transient::listener> ls;
   ls.push_back(transient::listen(transient::parse_endpoint("127.0.0.1:0")));
-  write_line(reports, "port " + std::to_string(ls[0].local_endpoint().port()));
+  transient::test::write_line(reports, "port " + std::to_string(ls[0].local_endpoint().port()));
   transient::server_options options;
   options.max_connections = 1000;  // above the limit: the kernel says EMFILE first
   options.policy.stall_timeout = 0ms;
@@ -179,7 +168,8 @@ std::uint64_t cpu_us() {
         const std::lock_guard lock(mutex);
         held.pop_front();
       } else if (command == 'c') {
-        write_line(reports, "cpu " + std::to_string(cpu_us()) + " events " + std::to_string(events.load()));
+        transient::test::write_line(reports, "cpu " + std::to_string(transient::test::cpu_microseconds()) + " events " +
+                                                 std::to_string(events.load()));
       }
     }
     srv.stop();

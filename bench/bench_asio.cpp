@@ -10,14 +10,7 @@
 //
 // Prints a table, then one JSON object as the last line. Bounded: about 25 s with defaults.
 // Usage: transient_bench_asio [--quick]
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 reports Asio's internals as a new/delete mismatch in some inlined paths (false positive).
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-
-#ifndef ASIO_STANDALONE
-#define ASIO_STANDALONE 1
-#endif
+#include "support/asio_warnings.hpp"  // first: before any Asio header
 
 #include <poll.h>
 #include <signal.h>
@@ -39,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/child_report.hpp"
 #include "transient/asio.hpp"
 
 namespace {
@@ -135,18 +129,6 @@ double measure(bool adapter, std::chrono::milliseconds duration) {
 
 // ---- exhaustion, in a child with a low RLIMIT_NOFILE -------------------------------------
 
-void write_line(int fd, const std::string& line) {
-  const std::string text = line + "\n";
-  [[maybe_unused]] const ssize_t n = ::write(fd, text.data(), text.size());
-}
-
-std::uint64_t cpu_us() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  return static_cast<std::uint64_t>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000U +
-         static_cast<std::uint64_t>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
-}
-
 std::uint64_t wall_us() {
   return static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now().time_since_epoch()).count());
@@ -160,7 +142,7 @@ std::uint64_t wall_us() {
   ::setrlimit(RLIMIT_NOFILE, &limit);
   asio::io_context io(1);
   auto acceptor = loopback_acceptor(io);
-  write_line(reports, std::to_string(acceptor.local_endpoint().port()));
+  transient::test::write_line(reports, std::to_string(acceptor.local_endpoint().port()));
   std::deque<tcp::socket> held_plain;
   std::deque<transient::asio::accepted_socket> held;
   asio::cancellation_signal cancel;
@@ -190,7 +172,8 @@ std::uint64_t wall_us() {
     char command = 0;
     while (::read(commands, &command, 1) == 1 && command != 'q') {
       if (command == 'c') {
-        write_line(reports, std::to_string(cpu_us()) + " " + std::to_string(wall_us()));
+        transient::test::write_line(
+            reports, std::to_string(transient::test::cpu_microseconds()) + " " + std::to_string(wall_us()));
       }
     }
     asio::post(io, [&] {

@@ -1,15 +1,7 @@
 // The Asio adapter on real loopback sockets, on one thread: serving in both forms, the
 // budget, stopping by cancellation and by closing the acceptor (no handler after, no
 // descriptor left), shed modes, and the failures that end a loop.
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 false positives in Asio's headers: its coroutine frame allocator looks like a
-// new/delete mismatch, and under -fsanitize=thread its fenced blocks (atomic_thread_fence)
-// are reported by -Wtsan. They must be silenced before the first include.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#if __GNUC__ >= 12
-#pragma GCC diagnostic ignored "-Wtsan"
-#endif
-#endif
+#include "support/asio_warnings.hpp"  // first: before any Asio header
 
 #include <gtest/gtest.h>
 

@@ -3,15 +3,7 @@
 // parameter) completes the first accepts with scripted error codes in Asio's own
 // "asio.system" category, then accepts for real. Each case checks what the policy made of
 // it: skip, retry, back off (and recover), or stop with the right condition.
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 false positives in Asio's headers: its coroutine frame allocator looks like a
-// new/delete mismatch, and under -fsanitize=thread its fenced blocks (atomic_thread_fence)
-// are reported by -Wtsan. They must be silenced before the first include.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#if __GNUC__ >= 12
-#pragma GCC diagnostic ignored "-Wtsan"
-#endif
-#endif
+#include "support/asio_warnings.hpp"  // first: before any Asio header
 
 #include <gtest/gtest.h>
 

@@ -7,15 +7,7 @@
 // time), the policy reports at most two lines per episode, a released connection lets the
 // next queued client in, and with nothing released the stall watchdog ends the loop with
 // condition::stalled and a diagnosis. Every wait is bounded; the child is killed if late.
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 false positives in Asio's headers: its coroutine frame allocator looks like a
-// new/delete mismatch, and under -fsanitize=thread its fenced blocks (atomic_thread_fence)
-// are reported by -Wtsan. They must be silenced before the first include.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#if __GNUC__ >= 12
-#pragma GCC diagnostic ignored "-Wtsan"
-#endif
-#endif
+#include "support/asio_warnings.hpp"  // first: before any Asio header
 
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -35,6 +27,7 @@
 #include <vector>
 
 #include "asio_support.hpp"
+#include "support/child_report.hpp"
 #include "support/loopback.hpp"
 #include "transient/asio.hpp"
 
@@ -43,15 +36,10 @@ namespace {
 using namespace std::chrono_literals;
 namespace tasio = transient::asio;
 using clock_type = std::chrono::steady_clock;
+using transient::test::cpu_microseconds;
 
 constexpr rlim_t child_fd_limit = 64;
 constexpr int clients_count = 80;  // more than the child can hold
-
-std::int64_t cpu_microseconds() {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000LL + usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
-}
 
 void write_all(int fd, const std::string& text) {
   std::size_t done = 0;

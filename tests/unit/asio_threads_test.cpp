@@ -2,15 +2,7 @@
 // The Asio adapter on an io_context run by four threads: two loops (two acceptors) share a
 // small budget, permits are released on three other threads, clients connect from two
 // more, and the loops are cancelled from outside. Run under TSan by the threads preset.
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 false positives in Asio's headers: its coroutine frame allocator looks like a
-// new/delete mismatch, and under -fsanitize=thread its fenced blocks (atomic_thread_fence)
-// are reported by -Wtsan. They must be silenced before the first include.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#if __GNUC__ >= 12
-#pragma GCC diagnostic ignored "-Wtsan"
-#endif
-#endif
+#include "support/asio_warnings.hpp"  // first: before any Asio header
 
 #include <gtest/gtest.h>
 

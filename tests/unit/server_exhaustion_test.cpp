@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 
+#include "support/child_report.hpp"
 #include "support/loopback.hpp"
 #include "transient/server.hpp"
 
@@ -26,22 +27,12 @@ namespace {
 
 using namespace std::chrono_literals;
 using transient::unique_fd;
+using transient::test::cpu_microseconds;
+using transient::test::write_line;
 
 constexpr rlim_t child_fd_limit = 64;
 
 // ---- the child: a server holding every connection until told to release one --------------
-
-void write_line(int fd, const std::string& line) {
-  const std::string text = line + "\n";
-  [[maybe_unused]] const ssize_t n = ::write(fd, text.data(), text.size());
-}
-
-std::uint64_t cpu_microseconds() {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  return static_cast<std::uint64_t>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000U +
-         static_cast<std::uint64_t>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
-}
 
 [[noreturn]] void run_holding_server(int commands, int reports) {
   rlimit limit{};

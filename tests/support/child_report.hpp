@@ -1,0 +1,27 @@
+// What a forked child (a server under a low RLIMIT_NOFILE) uses to report to the test or
+// benchmark that drives it: whole lines on a pipe, and its own CPU time.
+#pragma once
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+
+namespace transient::test {
+
+/// Writes `line` and a newline in one write(2) (atomic on a pipe below PIPE_BUF).
+inline void write_line(int fd, const std::string& line) {
+  const std::string text = line + "\n";
+  [[maybe_unused]] const ssize_t n = ::write(fd, text.data(), text.size());
+}
+
+/// CPU time (user + system) this process has used, in microseconds.
+inline std::int64_t cpu_microseconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<std::int64_t>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000 +
+         static_cast<std::int64_t>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
+
+}  // namespace transient::test
