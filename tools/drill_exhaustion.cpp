@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 #include <optional>
-#include <regex>
 
 #include "drill_client.hpp"
 #include "drill_scenarios.hpp"
@@ -295,10 +295,12 @@ scenario_result run_clean_stop(const drill_settings& s) {
   // "transient serve: stopped cleanly; descriptors open: A at start, B at exit"
   x.child->wait_stderr("at exit", milliseconds(500));
   const std::string err = x.child->stderr_text();
-  std::smatch m;
-  const bool counted = std::regex_search(err, m, std::regex("descriptors open: ([0-9]+) at start, ([0-9]+) at exit"));
-  const double at_start = counted ? std::stod(m[1]) : NAN;
-  const double at_exit = counted ? std::stod(m[2]) : NAN;
+  double at_start = NAN;
+  double at_exit = NAN;
+  const std::size_t found = err.find("descriptors open: ");
+  const bool counted =
+      found != std::string::npos &&
+      std::sscanf(err.c_str() + found, "descriptors open: %lf at start, %lf at exit", &at_start, &at_exit) == 2;
   r.figures = {{"exit_ms", exit_ms},
                {"exit_status", status ? *status : NAN},
                {"descriptors_at_start", at_start},
