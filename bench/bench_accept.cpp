@@ -28,13 +28,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "support/allocation_counter.hpp"
 #include "support/child_report.hpp"
+#include "support/holding_server.hpp"
 #include "transient/server.hpp"
 
 namespace {
@@ -133,52 +133,6 @@ server_run transient_run(std::chrono::milliseconds duration) {
 
 // ---- exhaustion, in a child with a low RLIMIT_NOFILE -------------------------------------
 
-// The server side: holds every connection, releases the oldest on 'r', reports CPU on 'c'.
-[[noreturn]] void exhausted_child(int commands, int reports) {
-  rlimit limit{};
-  ::getrlimit(RLIMIT_NOFILE, &limit);
-  limit.rlim_cur = 64;
-  ::setrlimit(RLIMIT_NOFILE, &limit);
-  std::atomic<int> events{0};
-  std::mutex mutex;
-  std::deque<transient::connection> held;
-  std::vector<transient::listener> ls;
-  ls.push_back(transient::listen(transient::parse_endpoint("127.0.0.1:0")));
-  transient::test::write_line(reports, "port " + std::to_string(ls[0].local_endpoint().port()));
-  transient::server_options options;
-  options.max_connections = 1000;  // above the limit: the kernel says EMFILE first
-  options.policy.stall_timeout = 0ms;
-  options.policy.sink = [&](const transient::policy_event& e) {
-    if (e.kind != transient::policy_event_kind::stopped) {
-      events.fetch_add(1);
-    }
-  };
-  transient::server srv(
-      std::move(ls),
-      [&](transient::connection c) {
-        ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
-        const std::lock_guard lock(mutex);
-        held.push_back(std::move(c));
-      },
-      options);
-  std::thread control([&] {
-    char command = 0;
-    while (::read(commands, &command, 1) == 1 && command != 'q') {
-      if (command == 'r') {
-        const std::lock_guard lock(mutex);
-        held.pop_front();
-      } else if (command == 'c') {
-        transient::test::write_line(reports, "cpu " + std::to_string(transient::test::cpu_microseconds()) + " events " +
-                                                 std::to_string(events.load()));
-      }
-    }
-    srv.stop();
-  });
-  srv.run();
-  control.join();
-  ::_exit(0);
-}
-
 struct exhaustion_figures {
   std::vector<double> recovery_ms;
   double cpu_percent = 0;
@@ -221,7 +175,7 @@ exhaustion_figures measure_exhaustion(int trials, std::chrono::milliseconds exha
   }
   const pid_t pid = ::fork();
   if (pid == 0) {
-    exhausted_child(down[0], up[1]);
+    transient::test::run_holding_server(down[0], up[1], 64);
   }
   ::close(down[0]);
   ::close(up[1]);

@@ -10,16 +10,14 @@
 
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <cstdio>
-#include <deque>
 #include <map>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "support/child_report.hpp"
+#include "support/holding_server.hpp"
 #include "support/loopback.hpp"
 #include "transient/server.hpp"
 
@@ -31,65 +29,6 @@ using transient::test::cpu_microseconds;
 using transient::test::write_line;
 
 constexpr rlim_t child_fd_limit = 64;
-
-// ---- the child: a server holding every connection until told to release one --------------
-
-[[noreturn]] void run_holding_server(int commands, int reports) {
-  rlimit limit{};
-  ::getrlimit(RLIMIT_NOFILE, &limit);
-  limit.rlim_cur = child_fd_limit;
-  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-    ::_exit(10);
-  }
-  const int fds_before = transient::test::open_descriptor_count();
-  std::array<std::atomic<int>, 5> events{};
-  {
-    std::mutex mutex;
-    std::deque<transient::connection> held;
-    std::vector<transient::listener> ls;
-    ls.push_back(transient::listen(transient::parse_endpoint("127.0.0.1:0")));
-    write_line(reports, "port " + std::to_string(ls[0].local_endpoint().port()));
-    transient::server_options options;
-    options.max_connections = 1000;  // above the limit: the kernel says EMFILE first
-    options.policy.stall_timeout = 0ms;
-    options.policy.sink = [&](const transient::policy_event& e) { events[static_cast<std::size_t>(e.kind)]++; };
-    transient::server srv(
-        std::move(ls),
-        [&](transient::connection c) {
-          ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
-          const std::lock_guard lock(mutex);
-          held.push_back(std::move(c));
-        },
-        options);
-    std::thread control([&] {
-      char command = 0;
-      while (::read(commands, &command, 1) == 1) {
-        if (command == 'r') {
-          const std::lock_guard lock(mutex);
-          if (!held.empty()) {
-            held.pop_front();
-          }
-        } else if (command == 'c') {
-          write_line(reports, "cpu " + std::to_string(cpu_microseconds()));
-        } else if (command == 'q') {
-          srv.stop();
-          return;
-        }
-      }
-      srv.stop();
-    });
-    const transient::stop_info info = srv.run();
-    control.join();
-    held.clear();
-    std::ostringstream done;
-    done << "done clean " << (info ? 1 : 0) << " accepted " << srv.metrics().accepted << " degraded " << events[0]
-         << " summaries " << events[1] << " recovered " << events[2];
-    write_line(reports, done.str());
-  }
-  write_line(reports,
-             "fds " + std::to_string(fds_before) + " " + std::to_string(transient::test::open_descriptor_count()));
-  ::_exit(0);
-}
 
 // ---- the parent: reads the child's lines ---------------------------------------------------
 
@@ -176,7 +115,8 @@ std::map<std::string, long> fields(const std::string& text) {
 }
 
 TEST(ServerExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
-  child_process child = start_child(&run_holding_server);
+  child_process child = start_child(
+      [](int commands, int reports) { transient::test::run_holding_server(commands, reports, child_fd_limit); });
   const std::string port = child.next("port");
   ASSERT_FALSE(port.empty());
   const auto where = transient::parse_endpoint("127.0.0.1:" + port);
@@ -198,7 +138,7 @@ TEST(ServerExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
 
   // Exhausted for a second: the child must sleep, not spin (issue: <= 5 % of wall time).
   child.send('c');
-  const long cpu_before = std::stol(child.next("cpu"));
+  const long cpu_before = std::stol(child.next("cpu"));  // "cpu US events N"
   const auto wall_start = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(1s);
   child.send('c');

@@ -1,0 +1,89 @@
+// A server for a forked child under a low RLIMIT_NOFILE, driven through pipes by a test or a
+// benchmark: it holds every connection it accepts (so descriptors run out and accept fails
+// with EMFILE) until told to release one.
+//
+// Protocol. The child writes "port N" first. Commands, one byte each: 'r' releases the oldest
+// connection; 'c' asks for "cpu MICROSECONDS events N" (its CPU time so far, and the policy
+// events that would be log lines: degraded, summaries, recovered); 'q' (or end of file) stops
+// the server. It then writes "done clean 0|1 accepted N degraded N summaries N recovered N"
+// and "fds BEFORE AFTER" (its descriptors before the server existed and after it was gone).
+#pragma once
+
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/child_report.hpp"
+#include "support/loopback.hpp"
+#include "transient/server.hpp"
+
+namespace transient::test {
+
+/// Runs the holding server in this (forked) process with a soft RLIMIT_NOFILE of `fd_limit`;
+/// reads commands from `commands`, writes reports to `reports`, then exits (status 10 if the
+/// limit could not be set, else 0).
+[[noreturn]] inline void run_holding_server(int commands, int reports, rlim_t fd_limit) {
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = fd_limit;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    ::_exit(10);
+  }
+  const int fds_before = open_descriptor_count();
+  std::array<std::atomic<int>, 5> events{};  // by policy_event_kind
+  {
+    std::mutex mutex;
+    std::deque<connection> held;
+    std::vector<listener> ls;
+    ls.push_back(listen(parse_endpoint("127.0.0.1:0")));
+    write_line(reports, "port " + std::to_string(ls[0].local_endpoint().port()));
+    server_options options;
+    options.max_connections = 1000;  // above the limit: the kernel says EMFILE first
+    options.policy.stall_timeout = std::chrono::milliseconds(0);
+    options.policy.sink = [&](const policy_event& e) { events[static_cast<std::size_t>(e.kind)]++; };
+    server srv(
+        std::move(ls),
+        [&](connection c) {
+          ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
+          const std::lock_guard lock(mutex);
+          held.push_back(std::move(c));
+        },
+        options);
+    std::thread control([&] {
+      char command = 0;
+      while (::read(commands, &command, 1) == 1 && command != 'q') {
+        if (command == 'r') {
+          const std::lock_guard lock(mutex);
+          if (!held.empty()) {
+            held.pop_front();
+          }
+        } else if (command == 'c') {
+          const int lines = events[0] + events[1] + events[2];
+          write_line(reports, "cpu " + std::to_string(cpu_microseconds()) + " events " + std::to_string(lines));
+        }
+      }
+      srv.stop();
+    });
+    const stop_info info = srv.run();
+    control.join();
+    held.clear();
+    std::ostringstream done;
+    done << "done clean " << (info ? 1 : 0) << " accepted " << srv.metrics().accepted << " degraded " << events[0]
+         << " summaries " << events[1] << " recovered " << events[2];
+    write_line(reports, done.str());
+  }
+  write_line(reports, "fds " + std::to_string(fds_before) + " " + std::to_string(open_descriptor_count()));
+  ::_exit(0);
+}
+
+}  // namespace transient::test
