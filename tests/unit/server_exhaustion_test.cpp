@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/child_report.hpp"
 #include "support/holding_server.hpp"

@@ -21,6 +21,14 @@ using transient::test::read_some;
 
 transient::listener loopback_listener() { return transient::listen(transient::parse_endpoint("127.0.0.1:0")); }
 
+// The listeners of a server with one loopback listener; `where` receives its address.
+std::vector<transient::listener> one_loopback_listener(transient::endpoint& where) {
+  std::vector<transient::listener> out;
+  out.push_back(loopback_listener());
+  where = out.front().local_endpoint();
+  return out;
+}
+
 // Connections kept open by a handler, released by the test.
 struct held_connections {
   std::mutex mutex;
@@ -78,10 +86,8 @@ bool eventually(Predicate p, std::chrono::milliseconds limit = 3s) {
 }
 
 TEST(Server, HandsEachConnectionToTheHandler) {
-  auto l = loopback_listener();
-  const auto where = l.local_endpoint();
-  std::vector<transient::listener> ls;
-  ls.push_back(std::move(l));
+  transient::endpoint where;
+  auto ls = one_loopback_listener(where);
   running_server s(std::move(ls), [](connection c) {
     EXPECT_TRUE(c.is_open());
     EXPECT_TRUE(c.peer().is_loopback());
@@ -100,10 +106,8 @@ TEST(Server, HandsEachConnectionToTheHandler) {
 }
 
 TEST(Server, BudgetLeavesClientsInTheBacklogUntilARelease) {
-  auto l = loopback_listener();
-  const auto where = l.local_endpoint();
-  std::vector<transient::listener> ls;
-  ls.push_back(std::move(l));
+  transient::endpoint where;
+  auto ls = one_loopback_listener(where);
   held_connections held;
   transient::server_options options;
   options.max_connections = 2;
@@ -132,10 +136,8 @@ TEST(Server, BudgetLeavesClientsInTheBacklogUntilARelease) {
 TEST(Server, StopsPromptlyWhileIdleOrPausedAndLeaksNothing) {
   const int before = transient::test::open_descriptor_count();
   for (const bool paused : {false, true}) {
-    auto l = loopback_listener();
-    const auto where = l.local_endpoint();
-    std::vector<transient::listener> ls;
-    ls.push_back(std::move(l));
+    transient::endpoint where;
+    auto ls = one_loopback_listener(where);
     held_connections held;
     transient::server_options options;
     options.max_connections = 1;
@@ -249,10 +251,8 @@ TEST(Server, ReusePortShardsNeedReusePortListeners) {
 }
 
 TEST(Server, HandlerExceptionStopsTheServerAndPropagates) {
-  auto l = loopback_listener();
-  const auto where = l.local_endpoint();
-  std::vector<transient::listener> ls;
-  ls.push_back(std::move(l));
+  transient::endpoint where;
+  auto ls = one_loopback_listener(where);
   transient::server srv(std::move(ls), [](connection) { throw std::runtime_error("handler failed"); });
   std::thread client([&] { const auto c = connect_to(where); });
   EXPECT_THROW(srv.run(), std::runtime_error);
@@ -279,10 +279,8 @@ TEST(Server, RejectsBadConfiguration) {
 
 TEST(Server, ShedModesRefuseClientsOverBudget) {
   for (const auto mode : {transient::shed_mode::close, transient::shed_mode::reset, transient::shed_mode::respond}) {
-    auto l = loopback_listener();
-    const auto where = l.local_endpoint();
-    std::vector<transient::listener> ls;
-    ls.push_back(std::move(l));
+    transient::endpoint where;
+    auto ls = one_loopback_listener(where);
     held_connections held;
     transient::server_options options;
     options.max_connections = 1;
