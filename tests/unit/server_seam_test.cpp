@@ -8,6 +8,7 @@
 #include <deque>
 #include <future>
 #include <mutex>
+#include <thread>
 
 #include "support/loopback.hpp"
 #include "transient/server.hpp"
@@ -68,7 +69,8 @@ struct scripted_server {
   std::unique_ptr<transient::server> srv;
   std::future<transient::stop_info> result;
 
-  explicit scripted_server(std::initializer_list<int> errnos, bool stop_in_accept = false) {
+  explicit scripted_server(std::initializer_list<int> errnos, bool stop_in_accept = false,
+                           transient::backoff_config backoff = {}) {
     auto l = transient::listen(transient::parse_endpoint("127.0.0.1:0"));
     where = l.local_endpoint();
     std::vector<transient::listener> ls;
@@ -76,6 +78,7 @@ struct scripted_server {
     transient::server_options options;
     options.sys.accept4 = &scripted_accept4;
     options.policy.stall_timeout = 0ms;
+    options.policy.backoff = backoff;
     options.policy.sink = [](const transient::policy_event&) {};  // quiet
     srv = std::make_unique<transient::server>(
         std::move(ls),
@@ -193,6 +196,29 @@ TEST(ServerSeam, MemoryBurstBacksOffRepeatedlyThenRecovers) {
   EXPECT_EQ(at(m.failed, condition::memory_exhausted), 5U);
   EXPECT_EQ(m.accepted, 1U);
   EXPECT_GT(m.paused[static_cast<std::size_t>(transient::pause_reason::backoff)], 0ns);
+}
+
+TEST(ServerSeam, StopsPromptlyWhileBackingOff) {
+  transient::backoff_config one_second;  // every pause lasts exactly 1 s
+  one_second.initial = 1s;
+  one_second.cap = 1s;
+  scripted_server s({ENOBUFS}, false, one_second);
+  const auto client = transient::test::connect_to(s.where);
+  const auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (failed_calls() < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(2ms);
+  }
+  ASSERT_EQ(failed_calls(), 1);
+  std::this_thread::sleep_for(20ms);  // well inside the 1 s pause
+  const auto start = std::chrono::steady_clock::now();
+  s.srv->stop();
+  const transient::stop_info info = s.stopped_by_itself();
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(info) << info.diagnosis;
+  EXPECT_EQ(s.served.load(), 0) << "the pause ended before stop()";
+  // The issue asks for <= 10 ms (transient_bench_accept reports it); this bound still fails
+  // if stop() waited for the backoff timer.
+  EXPECT_LT(took, 200ms);
 }
 
 TEST(ServerSeam, EinvalIsADeadListener) {
