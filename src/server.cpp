@@ -25,7 +25,7 @@ constexpr int max_events = 64;
 // How often a loop publishes its counters for metrics() and health().
 constexpr auto snapshot_interval = std::chrono::milliseconds(100);
 
-std::error_code invalid(const char*) { return std::make_error_code(std::errc::invalid_argument); }
+std::error_code invalid() { return std::make_error_code(std::errc::invalid_argument); }
 
 // Milliseconds until `until`, rounded up so the loop never wakes a little early and spins.
 int timeout_until(clock::time_point now, clock::time_point until) {
@@ -148,16 +148,16 @@ struct server::loop {
 server::server(std::vector<listener> listeners, connection_handler handler, server_options options)
     : listeners_(std::move(listeners)), handler_(std::move(handler)), options_(std::move(options)) {
   if (listeners_.empty() || !std::ranges::all_of(listeners_, [](const listener& l) { return l.is_open(); })) {
-    throw std::system_error(invalid(""), "transient::server needs at least one open listener");
+    throw std::system_error(invalid(), "transient::server needs at least one open listener");
   }
   if (options_.threads == 0) {
-    throw std::system_error(invalid(""), "transient::server needs threads >= 1");
+    throw std::system_error(invalid(), "transient::server needs threads >= 1");
   }
   if (!handler_) {
-    throw std::system_error(invalid(""), "transient::server needs a connection handler");
+    throw std::system_error(invalid(), "transient::server needs a connection handler");
   }
   if (options_.policy.shed == shed_mode::respond && !options_.refuse) {
-    throw std::system_error(invalid(""), "shed_mode::respond needs server_options::refuse");
+    throw std::system_error(invalid(), "shed_mode::respond needs server_options::refuse");
   }
   detail::throw_if(validate(options_.policy), "invalid accept policy configuration");
   std::error_code ec;
@@ -174,8 +174,8 @@ server::server(std::vector<listener> listeners, connection_handler handler, serv
   if (shards) {
     for (std::size_t i = 0; i < given_listeners_; ++i) {
       if (!listeners_[i].reuse_port()) {
-        throw std::system_error(invalid(""), "reuse_port_shards needs listeners opened with SO_REUSEPORT (" +
-                                                 listeners_[i].local_endpoint().to_string() + " was not)");
+        throw std::system_error(invalid(), "reuse_port_shards needs listeners opened with SO_REUSEPORT (" +
+                                               listeners_[i].local_endpoint().to_string() + " was not)");
       }
     }
     listen_options shard_options;
@@ -283,7 +283,7 @@ stop_info server::run() {
 
 stop_info server::run(std::error_code& ec) {
   if (ran_.exchange(true)) {
-    ec = invalid("");
+    ec = invalid();
     return {stop_reason::programming_error, ec, "transient::server::run() called twice"};
   }
   std::vector<std::thread> threads;
