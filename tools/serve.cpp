@@ -1,6 +1,5 @@
 // `transient serve`: an HTTP/1.1 keep-alive responder on transient's accept loop (or, for
 // demonstration, on a naive one). See serve_options.cpp for the command line.
-#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,6 +17,7 @@
 #include "serve_naive.hpp"
 #include "serve_notify.hpp"
 #include "serve_options.hpp"
+#include "transient/diagnostics.hpp"
 #include "transient/policy_metrics.hpp"
 #include "transient/server.hpp"
 
@@ -65,19 +65,8 @@ std::thread thread_without_signals(std::function<void()> body) {
   return t;
 }
 
-// Descriptors this process holds (the directory's own descriptor not counted).
-int open_descriptors() {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) {
-    return -1;
-  }
-  int count = 0;
-  while (const dirent* entry = ::readdir(dir)) {
-    count += entry->d_name[0] != '.' ? 1 : 0;
-  }
-  ::closedir(dir);
-  return count - 1;
-}
+// Descriptors this process holds (the census does not count the one it reads them through).
+int open_descriptors() { return static_cast<int>(take_fd_census().total); }
 
 // The hidden --leak-per-connection knob: descriptors opened and never closed, outside the
 // budget, so the drill can show the watchdog naming a leak. /dev/null: a "character device".
