@@ -187,23 +187,6 @@ std::uint64_t wall_us() {
   ::_exit(0);
 }
 
-std::string read_line(int fd, std::chrono::milliseconds timeout) {
-  std::string line;
-  const auto deadline = clock_type::now() + timeout;
-  while (clock_type::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 50) <= 0) {
-      continue;
-    }
-    char c = 0;
-    if (::read(fd, &c, 1) != 1 || c == '\n') {
-      return line;
-    }
-    line.push_back(c);
-  }
-  return line;
-}
-
 // The child's CPU while exhausted, % of wall time over `window`; negative on failure.
 double exhausted_cpu_percent(bool adapter, std::chrono::milliseconds window) {
   int commands[2];
@@ -222,7 +205,7 @@ double exhausted_cpu_percent(bool adapter, std::chrono::milliseconds window) {
   const unique_fd to_child(commands[1]);
   const unique_fd from_child(reports[0]);
   double percent = -1;
-  const std::string port = read_line(from_child.get(), 5s);
+  const std::string port = transient::test::read_line(from_child.get(), 5s);
   if (!port.empty()) {
     sockaddr_in address{};
     address.sin_family = AF_INET;
@@ -237,10 +220,10 @@ double exhausted_cpu_percent(bool adapter, std::chrono::milliseconds window) {
     std::this_thread::sleep_for(300ms);  // the child fills its table and starts failing
     const char c = 'c';
     [[maybe_unused]] ssize_t n = ::write(to_child.get(), &c, 1);
-    const std::string first = read_line(from_child.get(), 5s);
+    const std::string first = transient::test::read_line(from_child.get(), 5s);
     std::this_thread::sleep_for(window);
     n = ::write(to_child.get(), &c, 1);
-    const std::string second = read_line(from_child.get(), 5s);
+    const std::string second = transient::test::read_line(from_child.get(), 5s);
     unsigned long long cpu0 = 0;
     unsigned long long wall0 = 0;
     unsigned long long cpu1 = 0;

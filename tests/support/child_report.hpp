@@ -2,9 +2,11 @@
 // benchmark that drives it: whole lines on a pipe, and its own CPU time.
 #pragma once
 
+#include <poll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -22,6 +24,25 @@ inline std::int64_t cpu_microseconds() {
   ::getrusage(RUSAGE_SELF, &usage);
   return static_cast<std::int64_t>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000 +
          static_cast<std::int64_t>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
+
+/// Reads one line (without its newline) from `fd`, a byte at a time so nothing past it is
+/// consumed; what was read so far on timeout or end of file.
+inline std::string read_line(int fd, std::chrono::milliseconds timeout) {
+  std::string line;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) {
+      continue;
+    }
+    char c = 0;
+    if (::read(fd, &c, 1) != 1 || c == '\n') {
+      return line;
+    }
+    line.push_back(c);
+  }
+  return line;
 }
 
 }  // namespace transient::test

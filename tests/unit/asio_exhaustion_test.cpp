@@ -37,6 +37,7 @@ using namespace std::chrono_literals;
 namespace tasio = transient::asio;
 using clock_type = std::chrono::steady_clock;
 using transient::test::cpu_microseconds;
+using transient::test::read_line;
 
 constexpr rlim_t child_fd_limit = 64;
 constexpr int clients_count = 80;  // more than the child can hold
@@ -50,27 +51,6 @@ void write_all(int fd, const std::string& text) {
     }
     done += static_cast<std::size_t>(n);
   }
-}
-
-// Reads one line from `fd` within `timeout` ("" on timeout or end of file).
-std::string read_line(int fd, std::chrono::milliseconds timeout) {
-  std::string line;
-  const auto deadline = clock_type::now() + timeout;
-  while (clock_type::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 50) <= 0) {
-      continue;
-    }
-    char c = 0;
-    if (::read(fd, &c, 1) != 1) {
-      return line;
-    }
-    if (c == '\n') {
-      return line;
-    }
-    line.push_back(c);
-  }
-  return line;
 }
 
 // What the child measured, one "key=value" per field on one line.
