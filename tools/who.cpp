@@ -66,6 +66,27 @@ std::string unknown_owner_text(const listen_entry& entry) {
              : "(no process found)";
 }
 
+constexpr std::size_t max_command_width = 60;
+
+// A table cell for a command line. The program's name is what a reader looks for, so a long
+// command loses its directories first ("/very/long/path/prog --flag" -> ".../prog --flag") and
+// only then its tail. The JSON form always carries the whole command.
+std::string command_cell(const std::string& command) {
+  if (command.size() <= max_command_width) {
+    return command;
+  }
+  std::string shown = command;
+  const std::size_t program_end = std::min(command.find(' '), command.size());
+  const std::size_t slash = command.rfind('/', program_end == 0 ? 0 : program_end - 1);
+  if (slash != std::string::npos && slash < program_end) {
+    shown = ".../" + command.substr(slash + 1);
+  }
+  if (shown.size() > max_command_width) {
+    shown = shown.substr(0, max_command_width - 3) + "...";
+  }
+  return shown;
+}
+
 void print_table(std::uint16_t port, const std::vector<listen_entry>& entries, const std::vector<bool>& duplicate) {
   if (entries.empty()) {
     std::cout << "nobody listens on port " << port << '\n';
@@ -77,14 +98,13 @@ void print_table(std::uint16_t port, const std::vector<listen_entry>& entries, c
     width = std::max(width, entry.address.to_string().size());
     command_width = std::max(command_width, unknown_owner_text(entry).size());
     for (const auto& owner : entry.owners) {
-      command_width = std::max(command_width, std::min<std::size_t>(owner.command.size(), 60));
+      command_width = std::max(command_width, command_cell(owner.command).size());
     }
   }
   const auto row = [&](const std::string& address, const std::string& pid, const std::string& command,
                        const std::string& inode, bool flagged) {
-    const std::string shown = command.size() > 60 ? command.substr(0, 57) + "..." : command;
     std::cout << std::left << std::setw(static_cast<int>(width) + 2) << address << std::setw(9) << pid
-              << std::setw(static_cast<int>(command_width) + 2) << shown << inode << (flagged ? "  DUPLICATE" : "")
+              << std::setw(static_cast<int>(command_width) + 2) << command << inode << (flagged ? "  DUPLICATE" : "")
               << '\n';
   };
   row("ADDRESS", "PID", "COMMAND", "INODE", false);
@@ -95,7 +115,7 @@ void print_table(std::uint16_t port, const std::vector<listen_entry>& entries, c
       row(entry.address.to_string(), "?", unknown_owner_text(entry), inode, duplicate[i]);
     }
     for (const auto& owner : entry.owners) {
-      row(entry.address.to_string(), std::to_string(owner.pid), owner.command, inode, duplicate[i]);
+      row(entry.address.to_string(), std::to_string(owner.pid), command_cell(owner.command), inode, duplicate[i]);
     }
   }
 }

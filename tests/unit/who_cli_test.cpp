@@ -1,8 +1,10 @@
 // `transient who PORT`: runs the built tool against real listeners of this test process.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <string>
 
@@ -50,6 +52,38 @@ TEST(WhoCli, ListsOurListenerAndExitsZero) {
   EXPECT_NE(r.output.find(std::to_string(::getpid())), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("transient_test_who_cli"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("DUPLICATE"), std::string::npos) << r.output;
+}
+
+// A command longer than the column loses its directories before its program name, whatever the
+// length of the path this test runs from; the JSON form keeps the whole command.
+TEST(WhoCli, ALongCommandKeepsItsProgramName) {
+  const auto l = transient::listen(endpoint::loopback_v4(0));
+  const std::string port = std::to_string(l.local_endpoint().port());
+  const std::string program = "/a/directory/path/long/enough/to/overflow/the/command/column/of/who/long_named_sleeper";
+  int exec_done[2];  // close-on-exec: the read end sees EOF once the child has exec'd
+  ASSERT_EQ(::pipe2(exec_done, O_CLOEXEC), 0);
+  const pid_t child = ::fork();
+  ASSERT_NE(child, -1);
+  if (child == 0) {
+    // The child holds the listener too (descriptor kept across exec) under a long argv[0].
+    const int flags = ::fcntl(l.native_handle(), F_GETFD);
+    ::fcntl(l.native_handle(), F_SETFD, flags & ~FD_CLOEXEC);
+    const char* argv[] = {program.c_str(), "20", nullptr};
+    ::execv("/bin/sleep", const_cast<char* const*>(argv));
+    ::_exit(127);
+  }
+  ::close(exec_done[1]);
+  char byte = 0;
+  EXPECT_EQ(::read(exec_done[0], &byte, 1), 0);
+  ::close(exec_done[0]);
+  const auto r = run("who " + port);
+  const auto j = run("who --json " + port);
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(" .../long_named_sleeper 20 "), std::string::npos) << r.output;
+  EXPECT_NE(j.output.find("\"command\":\"" + program + " 20\""), std::string::npos) << j.output;
 }
 
 TEST(WhoCli, JsonNamesOwnerAndInode) {
