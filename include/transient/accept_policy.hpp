@@ -144,6 +144,10 @@ class accept_policy {
   /// the per-peer cap (peer_key_of the address accept filled in; empty: not limited).
   /// Fills `out` with the connection's permit, or leaves it empty and sets
   /// decision::shed_accepted: then shed the connection. The decision is the next step.
+  /// An accept that completes after request_stop() but before the policy stopped is served
+  /// like any other (it has a permit) and the next step is stop: the client was already
+  /// accepted by the kernel, as in a graceful shutdown. Once the policy has stopped, a late
+  /// accept is shed.
   [[nodiscard]] decision on_accepted(time_point now, permit& out, peer_key peer = {}) noexcept;
   /// accept failed with `ec`, classified by classify(operation::accept, ec). A fail
   /// decision carries `ec`, except for EINVAL, which becomes error::not_listening (its

@@ -546,6 +546,25 @@ TEST_F(policy_spec, stop_is_final) {
   EXPECT_EQ(count(policy_event_kind::stopped), 1);
 }
 
+TEST_F(policy_spec, an_accept_in_flight_when_stop_is_requested_is_served_then_the_policy_stops) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  policy.request_stop();  // another thread, while accept4 runs
+  permit served;
+  const decision d = policy.on_accepted(now, served);
+  EXPECT_EQ(d.next, step::stop);
+  EXPECT_FALSE(d.shed_accepted);
+  EXPECT_TRUE(served) << "the kernel had already accepted this client";
+  EXPECT_EQ(budget.live(), 1U);
+  EXPECT_EQ(policy.health().state, health_state::stopped);
+  permit late;
+  EXPECT_TRUE(policy.on_accepted(now, late).shed_accepted) << "after the stop, a late accept is shed";
+  EXPECT_FALSE(late);
+  served.release();
+  EXPECT_EQ(budget.live(), 0U);
+}
+
 TEST_F(policy_spec, stopping_while_paused_unregisters_the_waiter) {
   connection_budget budget(1);
   accept_policy policy(budget, config());
