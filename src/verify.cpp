@@ -1,18 +1,20 @@
 // verify(): is this socket really the kernel's one listener for its address?
 //
-// ERRORS.md (measured): SO_ACCEPTCONN is 1 only while listening; fstat(fd).st_ino equals the
-// inode of the LISTEN row (state 0A) for the address in /proc/net/tcp or /proc/net/tcp6, which
-// cover the caller's network namespace. Any other LISTEN row on the same address and port,
-// without SO_REUSEPORT, is a second listener. SO_COOKIE identifies a socket more safely than an
-// inode (it is never reused) but /proc/net/tcp does not show it, so the match is by inode and
-// the cookie is reported for callers that compare sockets over time.
+// ERRORS.md (measured): SO_ACCEPTCONN is 1 only while listening; the kernel's table of LISTEN
+// sockets for the caller's network namespace has one entry per listener, with its inode
+// (fstat(fd).st_ino). Any other LISTEN entry on the same address and port, without
+// SO_REUSEPORT, is a second listener. The table comes from an inet_diag netlink dump, which
+// also carries each socket's cookie, so our entry is matched by SO_COOKIE and inode: a cookie
+// is never reused, so a stale inode number cannot pass for ours. Where sock_diag is not
+// available the table comes from /proc/net/tcp and tcp6, which show no cookie, and the match
+// is by inode alone (listen_table.hpp).
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 
+#include "detail/listen_table.hpp"
 #include "detail/open_socket.hpp"
-#include "detail/proc_file.hpp"
 #include "detail/socket_owners.hpp"
 #include "detail/verify_socket.hpp"
 #include "transient/detail/throw_error.hpp"
@@ -60,7 +62,53 @@ void verify_report::throw_if_failed() const {
 
 namespace detail {
 
-verify_report verify_socket(int fd, const endpoint& expected, bool reuse_port_allowed) {
+void check_kernel_table(verify_report& report, const listen_table& table, bool reuse_port_allowed) {
+  const bool by_cookie = report.cookie != 0 && table.source == listen_source::sock_diag;
+  std::vector<listen_entry> others;
+  for (const auto& row : table.rows) {
+    // Our socket's entry: same inode, and the same cookie when the table has cookies.
+    const bool self = row.inode == report.inode && (!by_cookie || row.cookie == report.cookie);
+    if (self && same_address(row.local.unmapped(), report.actual.unmapped()) &&
+        row.local.port() == report.actual.port()) {
+      report.kernel_listener = true;
+      report.cookie_matched = by_cookie;
+    } else if (!self && addresses_overlap(row.local, report.actual)) {
+      listen_entry other;
+      other.address = row.local;
+      other.inode = row.inode;
+      other.uid = row.uid;
+      other.cookie = row.cookie;
+      others.push_back(std::move(other));
+    }
+  }
+  report.unique = others.empty() || reuse_port_allowed;
+  if (!others.empty()) {
+    attach_owners(others);
+  }
+  report.others = std::move(others);
+
+  if (!report.kernel_listener) {
+    std::string identity = "inode " + std::to_string(report.inode);
+    if (by_cookie) {
+      identity += " and cookie " + std::to_string(report.cookie);
+    }
+    fail(report, error::not_kernel_listener,
+         std::string("no LISTEN socket in the kernel's table (") + source_name(table.source) + ") has this socket's " +
+             identity + " for " + report.actual.to_string());
+    return;
+  }
+  if (!report.unique) {
+    std::string message = "another socket also listens on " + report.actual.to_string() + ":";
+    for (const auto& other : report.others) {
+      message += " " + other.address.to_string() + " inode " + std::to_string(other.inode) + " held by " +
+                 describe_owners(other) + ";";
+    }
+    message.pop_back();
+    fail(report, error::duplicate_listener, std::move(message));
+  }
+}
+
+verify_report verify_socket(int fd, const endpoint& expected, bool reuse_port_allowed, listen_source source) {
   verify_report report;
   std::error_code ec;
   const int type = int_option(fd, SO_TYPE, ec);
@@ -101,44 +149,14 @@ verify_report verify_socket(int fd, const endpoint& expected, bool reuse_port_al
                 "socket is bound to " + report.actual.to_string() + ", not " + expected.to_string());
   }
 
-  const auto rows = read_kernel_tcp_rows(ec);
+  const listen_table table = read_listen_table(source, ec);
   if (ec) {
     report.error = ec;
-    report.message = "cannot read /proc/net/tcp: " + ec.message();
+    report.message =
+        std::string("cannot read the kernel's LISTEN sockets (") + source_name(source) + "): " + ec.message();
     return report;
   }
-  std::vector<listen_entry> others;
-  for (const auto& row : rows) {
-    if (row.state != tcp_state_listen) {
-      continue;
-    }
-    if (row.inode == report.inode && same_address(row.local.unmapped(), report.actual.unmapped()) &&
-        row.local.port() == report.actual.port()) {
-      report.kernel_listener = true;
-    } else if (row.inode != report.inode && addresses_overlap(row.local, report.actual)) {
-      others.push_back(listen_entry{row.local, row.inode, row.uid, {}, 0});
-    }
-  }
-  report.unique = others.empty() || reuse_port_allowed;
-  if (!others.empty()) {
-    attach_owners(others);
-  }
-  report.others = std::move(others);
-
-  if (!report.kernel_listener) {
-    return fail(report, error::not_kernel_listener,
-                "no LISTEN row of /proc/net/tcp* has this socket's inode " + std::to_string(report.inode) + " for " +
-                    report.actual.to_string());
-  }
-  if (!report.unique) {
-    std::string message = "another socket also listens on " + report.actual.to_string() + ":";
-    for (const auto& other : report.others) {
-      message += " " + other.address.to_string() + " inode " + std::to_string(other.inode) + " held by " +
-                 describe_owners(other) + ";";
-    }
-    message.pop_back();
-    return fail(report, error::duplicate_listener, std::move(message));
-  }
+  check_kernel_table(report, table, reuse_port_allowed);
   return report;
 }
 

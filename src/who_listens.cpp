@@ -1,7 +1,8 @@
 // who_listens(): the LISTEN sockets on a port and the processes that hold them.
 //
-// The kernel's table (/proc/net/tcp*) gives address and inode; the owner is found by reading
-// every /proc/PID/fd/* link and matching "socket:[INODE]". Another user's processes cannot be
+// The kernel's table (an inet_diag dump, else /proc/net/tcp*: listen_table.hpp) gives address,
+// inode and, from sock_diag, cookie; the owner is found by reading every /proc/PID/fd/* link
+// and matching "socket:[INODE]". Another user's processes cannot be
 // read without privilege: they are counted and reported, never skipped silently.
 #include <dirent.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 
 #include "detail/proc_file.hpp"
 #include "detail/socket_owners.hpp"
+#include "detail/who_listens.hpp"
 #include "transient/detail/throw_error.hpp"
 #include "transient/listener.hpp"
 
@@ -166,27 +168,36 @@ std::string describe_owners(const listen_entry& entry) {
   return text;
 }
 
-}  // namespace detail
-
-std::vector<listen_entry> who_listens(std::uint16_t port, std::error_code& ec) {
-  const auto rows = detail::read_kernel_tcp_rows(ec);
+std::vector<listen_entry> who_listens(std::uint16_t port, listen_source source, std::error_code& ec) {
+  const listen_table table = read_listen_table(source, ec);
   if (ec) {
     return {};
   }
   std::vector<listen_entry> entries;
-  for (const auto& row : rows) {
-    if (row.state == detail::tcp_state_listen && row.local.port() == port) {
-      entries.push_back(listen_entry{row.local, row.inode, row.uid, {}, 0});
+  for (const auto& row : table.rows) {
+    if (row.local.port() == port) {
+      listen_entry entry;
+      entry.address = row.local;
+      entry.inode = row.inode;
+      entry.uid = row.uid;
+      entry.cookie = row.cookie;
+      entries.push_back(std::move(entry));
     }
   }
-  detail::attach_owners(entries);
+  attach_owners(entries);
   return entries;
+}
+
+}  // namespace detail
+
+std::vector<listen_entry> who_listens(std::uint16_t port, std::error_code& ec) {
+  return detail::who_listens(port, detail::listen_source::automatic, ec);
 }
 
 std::vector<listen_entry> who_listens(std::uint16_t port) {
   std::error_code ec;
   auto entries = who_listens(port, ec);
-  detail::throw_if(ec, "who_listens: cannot read /proc/net/tcp");
+  detail::throw_if(ec, "who_listens: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
   return entries;
 }
 

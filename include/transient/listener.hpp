@@ -1,7 +1,8 @@
 // transient/listener.hpp: listening sockets you can trust.
 //
-// `listen` opens a TCP listener and, by default, verifies it against the kernel's own table
-// (/proc/net/tcp, /proc/net/tcp6): it is listening, it is the kernel's LISTEN entry for its
+// `listen` opens a TCP listener and, by default, verifies it against the kernel's own table of
+// LISTEN sockets (an inet_diag netlink dump, or /proc/net/tcp and tcp6 where netlink socket
+// diagnostics are not available): it is listening, it is the kernel's LISTEN entry for its
 // address, and nobody else listens there. `listen_in_range` hunts for a free port safely when
 // many processes hunt at once. `who_listens` says which processes listen on a port.
 // `listeners_from_systemd` takes sockets passed by systemd socket activation.
@@ -100,6 +101,9 @@ struct listen_entry {
   /// Processes whose descriptors could not be read (another user's, without privilege): the
   /// owner may be among them. Reported, never skipped silently.
   std::size_t unreadable_processes = 0;
+  /// SO_COOKIE of the socket (a number the kernel never reuses, unlike an inode), or 0 when the
+  /// table was read from /proc/net/tcp, which does not show it (netlink sock_diag unavailable).
+  std::uint64_t cookie = 0;
   /// True when no owner was found and some processes could not be read.
   [[nodiscard]] bool owners_unknown() const noexcept { return owners.empty() && unreadable_processes > 0; }
 };
@@ -115,7 +119,7 @@ struct verify_report {
   bool stream = false;               ///< SO_TYPE is SOCK_STREAM.
   bool accepting = false;            ///< SO_ACCEPTCONN is 1 (the socket listens).
   bool address_matches = false;      ///< getsockname() equals the expected endpoint.
-  bool kernel_listener = false;      ///< Our inode is the kernel's LISTEN row for the address.
+  bool kernel_listener = false;      ///< We are the kernel's LISTEN socket for the address (see cookie_matched).
   bool unique = false;               ///< No other LISTEN row overlaps the address (or SO_REUSEPORT was asked for).
   endpoint actual;                   ///< What getsockname() returned.
   std::uint64_t inode = 0;           ///< fstat(fd).st_ino.
@@ -124,6 +128,10 @@ struct verify_report {
   std::error_code error;             ///< The first failed check: error::not_stream, not_listening, address_mismatch,
                                      ///< not_kernel_listener, duplicate_listener, or a system error.
   std::string message;               ///< One line: what failed, naming the other owner when found. Empty if ok.
+  /// True when kernel_listener was decided by SO_COOKIE as well as the inode (the table came from
+  /// netlink sock_diag, which shows cookies); false when only the inode was compared
+  /// (/proc/net/tcp fallback, or SO_COOKIE unavailable).
+  bool cookie_matched = false;
 
   /// True if every check passed.
   explicit operator bool() const noexcept { return !error; }
@@ -131,10 +139,11 @@ struct verify_report {
   void throw_if_failed() const;
 };
 
-/// Verifies `l`: SO_TYPE stream, SO_ACCEPTCONN 1, getsockname equals l.local_endpoint(), its
-/// inode is the kernel's LISTEN row for that address in /proc/net/tcp or tcp6, and no other
-/// LISTEN row overlaps it unless l.reuse_port(). Findings go in the report; it never throws
-/// except std::bad_alloc. Use report.throw_if_failed() for the throwing form.
+/// Verifies `l`: SO_TYPE stream, SO_ACCEPTCONN 1, getsockname equals l.local_endpoint(), it is
+/// the kernel's LISTEN socket for that address (matched by cookie and inode in an inet_diag
+/// netlink dump; by inode in /proc/net/tcp or tcp6 where netlink sock_diag is unavailable), and
+/// no other LISTEN socket overlaps it unless l.reuse_port(). Findings go in the report; it never
+/// throws except std::bad_alloc. Use report.throw_if_failed() for the throwing form.
 [[nodiscard]] verify_report verify(const listener& l);
 
 /// One port a hunt tried, and what happened.
@@ -186,7 +195,8 @@ struct listen_report {
 
 /// Every LISTEN socket on `port` in this network namespace, with the processes that hold it.
 [[nodiscard]] std::vector<listen_entry> who_listens(std::uint16_t port);
-/// As above; on failure (cannot read /proc/net/tcp) sets `ec` and returns nothing.
+/// As above; on failure (neither netlink sock_diag nor /proc/net/tcp readable) sets `ec` and
+/// returns nothing.
 [[nodiscard]] std::vector<listen_entry> who_listens(std::uint16_t port, std::error_code& ec);
 
 /// How listeners_from_systemd treats the environment.
