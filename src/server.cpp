@@ -132,6 +132,7 @@ struct server::loop {
   unique_fd epoll;
   unique_fd wake;  // eventfd: permit releases while paused, and stop()
   std::vector<watch> watches;
+  bool wants_reserve = false;  // emfile_reserve, for a shed mode that is not queue
   unique_fd emfile_reserve;
   std::error_code last_accept_error;  // what exhausted us, for the diagnosis
 
@@ -212,9 +213,8 @@ server::server(std::vector<listener> listeners, connection_handler handler, serv
       w.policy = std::make_unique<accept_policy>(shared_->budget, options_.policy);
       l->watches.push_back(std::move(w));
     }
-    if (options_.emfile_reserve && options_.policy.shed != shed_mode::queue) {
-      l->emfile_reserve.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    }
+    l->wants_reserve = options_.emfile_reserve && options_.policy.shed != shed_mode::queue;
+    take_reserve(*l);
     shared_->wake_fds.push_back(l->wake.get());
     loops_.push_back(std::move(l));
   }
@@ -362,10 +362,21 @@ void server::shed(int fd, const endpoint& peer, shed_mode mode) {
   options_.sys.close(fd);
 }
 
+// Takes the reserve descriptor if the loop wants one and lacks it. It can fail (EMFILE) only
+// when something took the number shed_with_reserve freed; the loop then tries again before
+// each accept, so the reserve comes back first when a descriptor is free, as it was first at
+// start (a client that would have taken that descriptor is shed instead, as the mode says).
+void server::take_reserve(loop& l) {
+  if (l.wants_reserve && !l.emfile_reserve) {
+    l.emfile_reserve.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  }
+}
+
 // libuv's trick, used only when a shed mode asks for it: under EMFILE no descriptor is free
 // for accept, so a queued client would wait for the whole episode. Give up the reserve for a
-// moment, accept that one client, shed it, and take the reserve again. With several loops,
-// another thread may grab the freed number first; the accept then fails like the one before.
+// moment, accept that one client, shed it, and take the reserve again. With several loops (or
+// a handler thread opening files), another thread may grab the freed number first; the
+// accept then fails like the one before, and the reserve is taken again later (take_reserve).
 void server::shed_with_reserve(loop& l, watch& w) {
   l.emfile_reserve.reset();
   sockaddr_storage address{};
@@ -377,7 +388,7 @@ void server::shed_with_reserve(loop& l, watch& w) {
     shed(fd, endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&address), length, ignored), options_.policy.shed);
     reserve_sheds_.fetch_add(1, std::memory_order_relaxed);
   }
-  l.emfile_reserve.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  take_reserve(l);
 }
 
 std::string server::diagnose_failure(const loop& l, const watch& w, const std::error_code& ec) {
@@ -403,6 +414,7 @@ void server::apply(loop& l, watch& w, decision d, clock::time_point now) {
     switch (d.next) {
       case step::accept:
       case step::shed: {
+        take_reserve(l);  // a no-op unless a shed under EMFILE lost it
         sockaddr_storage address{};
         socklen_t length = sizeof address;
         const int fd =

@@ -64,7 +64,8 @@ struct server_options {
   /// Keep one spare descriptor (/dev/null) so that, under EMFILE, a pending connection can
   /// still be accepted and shed (libuv's trick): used only when the shed mode is not
   /// `queue`. Caveat with threads > 1: another thread may take the descriptor freed for a
-  /// moment, and the shed then fails with EMFILE like the accept before it.
+  /// moment, and the shed then fails with EMFILE like the accept before it; the loop takes
+  /// its reserve again before its next accept once a descriptor is free.
   bool emfile_reserve = true;
   /// Keep /proc/self/fd and /proc/sys/fs/file-nr open so that a diagnosis can be written
   /// when no descriptor is free (two descriptors).
@@ -144,6 +145,7 @@ class server {
   void apply(loop& l, watch& w, decision d, std::chrono::steady_clock::time_point now);
   void arm(loop& l, watch& w, bool on);
   void shed(int fd, const endpoint& peer, shed_mode mode);
+  static void take_reserve(loop& l);
   void shed_with_reserve(loop& l, watch& w);
   std::string diagnose_failure(const loop& l, const watch& w, const std::error_code& ec);
   static bool publish(loop& l, std::chrono::steady_clock::time_point now, bool force);

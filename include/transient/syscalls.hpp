@@ -18,7 +18,7 @@ namespace transient {
 struct syscalls {
   /// accept4(2) on a listener (the driver always passes SOCK_NONBLOCK | SOCK_CLOEXEC).
   int (*accept4)(int fd, sockaddr* address, socklen_t* length, int flags) = ::accept4;
-  /// close(2) of accepted connections that are shed, and of the EMFILE reserve descriptor.
+  /// close(2) of accepted connections that are shed.
   int (*close)(int fd) = ::close;
   /// epoll_wait(2) of each loop.
   int (*epoll_wait)(int epfd, epoll_event* events, int max_events, int timeout_ms) = ::epoll_wait;

@@ -5,8 +5,10 @@
 // Protocol. The child writes "port N" first. Commands, one byte each: 'r' releases the oldest
 // connection; 'c' asks for "cpu MICROSECONDS events N" (its CPU time so far, and the policy
 // events that would be log lines: degraded, summaries, recovered); 'q' (or end of file) stops
-// the server. It then writes "done clean 0|1 accepted N degraded N summaries N recovered N"
-// and "fds BEFORE AFTER" (its descriptors before the server existed and after it was gone).
+// the server. It then writes "done clean 0|1 accepted N shed N degraded N summaries N
+// recovered N" and "fds BEFORE AFTER" (its descriptors before the server existed and after it
+// was gone). A test may see every command first (holding_config::on_command), e.g. to drive
+// a syscall seam it installed.
 #pragma once
 
 #include <sys/resource.h>
@@ -29,13 +31,21 @@
 
 namespace transient::test {
 
-/// Runs the holding server in this (forked) process with a soft RLIMIT_NOFILE of `fd_limit`;
-/// reads commands from `commands`, writes reports to `reports`, then exits (status 10 if the
-/// limit could not be set, else 0).
-[[noreturn]] inline void run_holding_server(int commands, int reports, rlim_t fd_limit) {
+/// How the holding server runs.
+struct holding_config {
+  rlim_t fd_limit = 64;                ///< Its soft RLIMIT_NOFILE.
+  shed_mode shed = shed_mode::queue;   ///< Not queue: the EMFILE reserve sheds waiting clients.
+  syscalls sys{};                      ///< The server's syscall seam.
+  void (*on_command)(char) = nullptr;  ///< Sees every command byte before the server does.
+};
+
+/// Runs the holding server in this (forked) process as `config` says; reads commands from
+/// `commands`, writes reports to `reports`, then exits (status 10 if the limit could not be
+/// set, else 0).
+[[noreturn]] inline void run_holding_server(int commands, int reports, const holding_config& config) {
   rlimit limit{};
   ::getrlimit(RLIMIT_NOFILE, &limit);
-  limit.rlim_cur = fd_limit;
+  limit.rlim_cur = config.fd_limit;
   if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
     ::_exit(10);
   }
@@ -51,6 +61,8 @@ namespace transient::test {
     options.max_connections = 1000;  // above the limit: the kernel says EMFILE first
     options.policy.stall_timeout = std::chrono::milliseconds(0);
     options.policy.sink = [&](const policy_event& e) { events[static_cast<std::size_t>(e.kind)]++; };
+    options.policy.shed = config.shed;
+    options.sys = config.sys;
     server srv(
         std::move(ls),
         [&](connection c) {
@@ -62,6 +74,9 @@ namespace transient::test {
     std::thread control([&] {
       char command = 0;
       while (::read(commands, &command, 1) == 1 && command != 'q') {
+        if (config.on_command != nullptr) {
+          config.on_command(command);
+        }
         if (command == 'r') {
           const std::lock_guard lock(mutex);
           if (!held.empty()) {
@@ -78,12 +93,21 @@ namespace transient::test {
     control.join();
     held.clear();
     std::ostringstream done;
-    done << "done clean " << (info ? 1 : 0) << " accepted " << srv.metrics().accepted << " degraded " << events[0]
-         << " summaries " << events[1] << " recovered " << events[2];
+    const policy_metrics metrics = srv.metrics();
+    done << "done clean " << (info ? 1 : 0) << " accepted " << metrics.accepted << " shed "
+         << metrics.shed[static_cast<std::size_t>(shed_reason::budget)] << " degraded " << events[0] << " summaries "
+         << events[1] << " recovered " << events[2];
     write_line(reports, done.str());
   }
   write_line(reports, "fds " + std::to_string(fds_before) + " " + std::to_string(open_descriptor_count()));
   ::_exit(0);
+}
+
+/// run_holding_server with the default configuration and a soft limit of `fd_limit`.
+[[noreturn]] inline void run_holding_server(int commands, int reports, rlim_t fd_limit) {
+  holding_config config;
+  config.fd_limit = fd_limit;
+  run_holding_server(commands, reports, config);
 }
 
 }  // namespace transient::test

@@ -178,6 +178,110 @@ TEST(ServerExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
   EXPECT_EQ(before, after) << "descriptors leaked by the server";
 }
 
+// ---- the EMFILE reserve, and taking it back ----------------------------------------------
+
+// The child's accept4 (one loop, so calls come in order). After an EMFILE with the reserve
+// held, the server's next call is the reserve's: it has just freed a descriptor number. When
+// armed by command 's', the seam takes that number first, as another thread of the process
+// could, so the reserve cannot be re-opened; command 'g' gives the number back.
+namespace theft {
+std::atomic<bool> armed{false};
+std::atomic<int> stolen{-1};
+bool after_emfile = false;  // the loop thread only
+
+int accept4(int fd, sockaddr* address, socklen_t* length, int flags) {
+  if (after_emfile && armed.exchange(false)) {
+    stolen = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  const int result = ::accept4(fd, address, length, flags);
+  after_emfile = result < 0 && errno == EMFILE;
+  return result;
+}
+
+void on_command(char command) {
+  if (command == 's') {
+    armed = true;
+  } else if (command == 'g') {
+    const int fd = stolen.exchange(-1);
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  }
+}
+}  // namespace theft
+
+enum class fate { served, shed, waiting };
+
+void PrintTo(fate f, std::ostream* out) {  // for gtest's messages
+  *out << (f == fate::served ? "served" : f == fate::shed ? "shed" : "waiting");
+}
+
+// What the child did with a new client within `limit`: served it (the holding server's byte),
+// shed it (closed without a byte), or left it waiting in the backlog.
+fate fate_of(int client, std::chrono::milliseconds limit) {
+  pollfd p{client, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(limit.count())) <= 0) {
+    return fate::waiting;
+  }
+  char byte = 0;
+  return ::recv(client, &byte, 1, MSG_DONTWAIT) == 1 ? fate::served : fate::shed;
+}
+
+TEST(ServerExhaustion, TheEmfileReserveShedsWaitingClientsAndIsTakenBackAfterATheft) {
+  child_process child = start_child([](int commands, int reports) {
+    transient::test::holding_config config;
+    config.fd_limit = child_fd_limit;
+    config.shed = transient::shed_mode::close;
+    config.sys.accept4 = theft::accept4;
+    config.on_command = theft::on_command;
+    transient::test::run_holding_server(commands, reports, config);
+  });
+  const std::string port = child.next("port");
+  ASSERT_FALSE(port.empty());
+  const auto where = transient::parse_endpoint("127.0.0.1:" + port);
+
+  // Fill the child: once its descriptors run out, a new client is shed at once (real EMFILE,
+  // the reserve freed for a moment), not left waiting.
+  std::vector<unique_fd> served;
+  fate last = fate::served;
+  for (int i = 0; i < 100 && last == fate::served; ++i) {
+    unique_fd client = transient::test::connect_to(where);
+    ASSERT_TRUE(client);
+    last = fate_of(client.get(), 2s);
+    if (last == fate::served) {
+      served.push_back(std::move(client));
+    }
+  }
+  ASSERT_EQ(last, fate::shed) << "after " << served.size() << " clients";
+  ASSERT_GT(served.size(), 20U);
+  EXPECT_EQ(fate_of(transient::test::connect_to(where).get(), 2s), fate::shed) << "the reserve was taken back";
+
+  // Another thread takes the number the reserve frees: the next client waits (no reserve).
+  child.send('s');
+  child.send('c');  // commands run in order: the answer says the theft is armed
+  ASSERT_FALSE(child.next("cpu").empty());
+  const unique_fd robbed = transient::test::connect_to(where);
+  ASSERT_EQ(fate_of(robbed.get(), 500ms), fate::waiting);
+  // The number comes back: the loop takes its reserve before its next accept, so the waiting
+  // client is shed as the mode says, not served on the reserve's descriptor.
+  child.send('g');
+  EXPECT_EQ(fate_of(robbed.get(), 3s), fate::shed);
+  EXPECT_EQ(fate_of(transient::test::connect_to(where).get(), 2s), fate::shed);
+
+  child.send('q');
+  const auto done = fields(child.next("done"));
+  const auto fds = child.next("fds");
+  EXPECT_EQ(child.wait_exit(), 0);
+  EXPECT_EQ(done.at("clean"), 1);
+  EXPECT_EQ(done.at("accepted"), static_cast<long>(served.size()));
+  EXPECT_EQ(done.at("shed"), 4);
+  std::istringstream in(fds);  // "before after"
+  int before = -1;
+  int after = -2;
+  in >> before >> after;
+  EXPECT_EQ(before, after) << "descriptors leaked by the server";
+}
+
 // The handler leaks descriptors outside the budget until accept meets EMFILE; the watchdog must
 // stop the server with `stalled` and a diagnosis that names regular files and the file.
 [[noreturn]] void run_leaking_server(int /*commands*/, int reports) {

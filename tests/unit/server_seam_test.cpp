@@ -70,7 +70,8 @@ struct scripted_server {
   std::future<transient::stop_info> result;
 
   explicit scripted_server(std::initializer_list<int> errnos, bool stop_in_accept = false,
-                           transient::backoff_config backoff = {}) {
+                           transient::backoff_config backoff = {},
+                           transient::shed_mode shed = transient::shed_mode::queue) {
     auto l = transient::listen(transient::parse_endpoint("127.0.0.1:0"));
     where = l.local_endpoint();
     std::vector<transient::listener> ls;
@@ -79,6 +80,7 @@ struct scripted_server {
     options.sys.accept4 = &scripted_accept4;
     options.policy.stall_timeout = 0ms;
     options.policy.backoff = backoff;
+    options.policy.shed = shed;
     options.policy.sink = [](const transient::policy_event&) {};  // quiet
     srv = std::make_unique<transient::server>(
         std::move(ls),
@@ -163,6 +165,22 @@ TEST(ServerSeam, BacksOffOnExhaustionThenServes) {
     EXPECT_EQ(at(m.failed, c.counted_as), 1U) << c.error;
     EXPECT_EQ(m.pauses[static_cast<std::size_t>(transient::pause_reason::backoff)], 1U) << c.error;
     EXPECT_EQ(m.accepted, 1U) << c.error;
+  }
+}
+
+// A shed mode other than queue keeps a reserve descriptor: under EMFILE the server frees it,
+// accepts the waiting client, sheds it at once (instead of leaving it for the whole episode)
+// and takes the reserve back.
+TEST(ServerSeam, UnderEmfileTheReserveShedsTheWaitingClient) {
+  for (const auto mode : {transient::shed_mode::close, transient::shed_mode::reset}) {
+    scripted_server s({EMFILE}, false, {}, mode);
+    const auto client = transient::test::connect_to(s.where);
+    EXPECT_TRUE(transient::test::closed_by_peer(client.get(), 3s)) << to_string(mode);
+    EXPECT_TRUE(s.client_served()) << to_string(mode) << ": the next client is served as usual";
+    const auto m = s.metrics();
+    EXPECT_EQ(m.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 1U) << to_string(mode);
+    EXPECT_EQ(m.accepted, 1U) << to_string(mode);
+    EXPECT_EQ(at(m.failed, condition::process_fd_limit), 1U) << to_string(mode);
   }
 }
 
