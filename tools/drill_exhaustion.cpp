@@ -286,12 +286,15 @@ scenario_result run_clean_stop(const drill_settings& s) {
   note(s, "exhausted; sending SIGTERM");
   const auto sent = clock::now();
   x.child->send(SIGTERM);
-  const auto status = x.child->wait_exit(std::chrono::seconds(3));
-  const double exit_ms = status ? std::chrono::duration<double, std::milli>(x.child->exited_at() - sent).count() : NAN;
+  // The stop is what clients see: every connection closed. The process exit comes after
+  // (and, in a sanitizer build, after the leak check), so it is judged apart, more loosely.
   std::size_t closed = 0;
   for (const auto& fd : x.held) {
     closed += wait_closed(fd.get(), milliseconds(500)) ? 1 : 0;
   }
+  const double stop_ms = std::chrono::duration<double, std::milli>(clock::now() - sent).count();
+  const auto status = x.child->wait_exit(std::chrono::seconds(3));
+  const double exit_ms = status ? std::chrono::duration<double, std::milli>(x.child->exited_at() - sent).count() : NAN;
   // "transient serve: stopped cleanly; descriptors open: A at start, B at exit"
   x.child->wait_stderr("at exit", milliseconds(500));
   const std::string err = x.child->stderr_text();
@@ -301,19 +304,22 @@ scenario_result run_clean_stop(const drill_settings& s) {
   const bool counted =
       found != std::string::npos &&
       std::sscanf(err.c_str() + found, "descriptors open: %lf at start, %lf at exit", &at_start, &at_exit) == 2;
-  r.figures = {{"exit_ms", exit_ms},
+  r.figures = {{"stop_ms", stop_ms},
+               {"exit_ms", exit_ms},
                {"exit_status", status ? *status : NAN},
                {"descriptors_at_start", at_start},
                {"descriptors_at_exit", at_exit},
                {"clients_closed", static_cast<double>(closed)},
                {"clients", static_cast<double>(x.held.size())}};
-  r.passed = status && *status == 0 && exit_ms <= 100.0 && counted && at_start == at_exit && closed == x.held.size();
+  r.passed = status && *status == 0 && closed == x.held.size() && stop_ms <= 100.0 && exit_ms <= 1000.0 && counted &&
+             at_start == at_exit;
   r.detail = !status                   ? "serve did not exit within 3 s of SIGTERM"
              : *status != 0            ? "serve exited with status " + std::to_string(*status)
-             : exit_ms > 100.0         ? "serve took more than 100 ms to exit"
+             : closed != x.held.size() ? "some clients' connections were not closed"
+             : stop_ms > 100.0         ? "serve took more than 100 ms to close its connections"
+             : exit_ms > 1000.0        ? "serve took more than 1 s to exit"
              : !counted                ? "serve did not report its descriptors at exit"
              : at_start != at_exit     ? "descriptors leaked: more open at exit than at start"
-             : closed != x.held.size() ? "some clients' connections were not closed"
                                        : "stopped within 100 ms while exhausted; every descriptor closed";
   return r;
 }

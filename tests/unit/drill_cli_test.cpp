@@ -43,7 +43,7 @@ TEST(DrillCli, QuickJsonReportsSixPassingScenariosWithFigures) {
       {"leak", {"stopped_after_s", "stall_timeout_s", "exit_status\":1"}},
       {"naive contrast", {"transient_cpu_percent", "naive_cpu_percent", "naive_log_bytes_per_s"}},
       {"port race", {"\"processes\":16,", "\"distinct_ports\":16,", "\"verified\":16,"}},
-      {"clean stop", {"exit_ms", "\"exit_status\":0,", "descriptors_at_start", "descriptors_at_exit"}},
+      {"clean stop", {"stop_ms", "exit_ms", "\"exit_status\":0,", "descriptors_at_start", "descriptors_at_exit"}},
   };
   for (const auto& [name, figures] : expected) {
     const std::string object = scenario_object(r.out, name);
