@@ -299,7 +299,9 @@ TEST(ServerSeam, EpollWaitInterruptionsAreHarmless) {
   srv.stop();
   EXPECT_TRUE(result.get());
   EXPECT_EQ(served.load(), 10);
-  EXPECT_GE(interruptions.load(), 10);
+  // The first call is interrupted, so serving anyone took a second call. (How many calls
+  // there were depends on timing: a loop may find the next client in the same accept burst.)
+  EXPECT_GE(interruptions.load(), 2);
 }
 
 }  // namespace
