@@ -4,20 +4,23 @@
 // its cost grows with the connections; an inet_diag dump asks for LISTEN sockets only.
 //
 // After Google Benchmark's table it prints one line per connection count with the ratio
-// (/proc time over sock_diag time). RLIMIT_NOFILE's soft limit is raised to the hard limit;
-// counts that would not fit are skipped with a message.
-// Usage: transient_bench_verify [Google Benchmark flags]
+// (/proc time over sock_diag time; medians with --benchmark_repetitions). RLIMIT_NOFILE's soft limit is raised to the
+// hard limit; counts that would not fit are skipped with a message. Usage: transient_bench_verify [Google Benchmark
+// flags]
 #include <benchmark/benchmark.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "detail/listen_table.hpp"
+#include "detail/proc_file.hpp"
 #include "detail/verify_socket.hpp"
 #include "support/loopback.hpp"
 #include "transient/listener.hpp"
@@ -91,6 +94,10 @@ void run_verify(benchmark::State& state, listen_source source) {
     state.SkipWithError(why.c_str());
     return;
   }
+  // Every TCP socket of the namespace (TIME_WAIT ones of other programs included): what
+  // printing /proc/net/tcp walks.
+  std::error_code ec;
+  state.counters["tcp_sockets"] = static_cast<double>(transient::detail::read_kernel_tcp_rows(ec).size());
   const auto& l = target();
   for (auto _ : state) {
     auto report = transient::detail::verify_socket(l.native_handle(), l.local_endpoint(), false, source);
@@ -111,10 +118,20 @@ BENCHMARK(BM_verify_proc)->ArgName("connections")->Arg(0)->Arg(500)->Arg(2000)->
 // The console table, and each run's time kept to print the ratios afterwards.
 class ratio_reporter : public benchmark::ConsoleReporter {
  public:
+  // Colours only on a terminal (a custom display reporter does not see --benchmark_color).
+  ratio_reporter() : ConsoleReporter(::isatty(STDOUT_FILENO) != 0 ? OO_ColorTabular : OO_Tabular) {}
+
   void ReportRuns(const std::vector<Run>& runs) override {
+    // One time per benchmark: the median when repetitions are asked for, else the single run.
     for (const auto& run : runs) {
-      if (run.run_type == Run::RT_Iteration && !run.error_occurred) {
-        times_[run.benchmark_name()] = run.GetAdjustedRealTime();
+      if (run.error_occurred) {
+        continue;
+      }
+      if (run.run_type == Run::RT_Iteration && medians_.count(run.run_name.str()) == 0) {
+        times_[run.run_name.str()] = run.GetAdjustedRealTime();
+      } else if (run.run_type == Run::RT_Aggregate && run.aggregate_name == "median") {
+        times_[run.run_name.str()] = run.GetAdjustedRealTime();
+        medians_.insert(run.run_name.str());
       }
     }
     ConsoleReporter::ReportRuns(runs);
@@ -135,6 +152,7 @@ class ratio_reporter : public benchmark::ConsoleReporter {
 
  private:
   std::map<std::string, double> times_;
+  std::set<std::string> medians_;
 };
 
 // 2,000 connections take 4,000 descriptors: lift the soft limit to the hard one.
