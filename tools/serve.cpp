@@ -139,9 +139,9 @@ struct io_pool {
   void add(connection c) { loops[next.fetch_add(1, std::memory_order_relaxed) % loops.size()]->add(std::move(c)); }
 };
 
-// Only now, with the listener verified (listen() checked it against /proc/net/tcp) and the
-// server built, may a supervisor hear that we are ready: a service must never announce itself
-// on a port it does not really hold.
+// Only now, with the listener verified (listen() checked it against the kernel's LISTEN table)
+// and the server built, may a supervisor hear that we are ready: a service must never announce
+// itself on a port it does not really hold.
 void announce(const endpoint& where) {
   std::cout << "listening on " << where.to_string() << " (verified)" << std::endl;
   std::error_code ec;

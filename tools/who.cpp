@@ -18,10 +18,10 @@ namespace {
 constexpr std::string_view who_help =
     "usage: transient who PORT [--json]\n"
     "\n"
-    "Lists every LISTEN socket on PORT in this network namespace (from /proc/net/tcp and\n"
-    "/proc/net/tcp6) with the processes holding it (from /proc/PID/fd): address, pid,\n"
-    "command and socket inode. Processes that cannot be read (another user's, without\n"
-    "privilege) are reported as unknown owners.\n"
+    "Lists every LISTEN socket on PORT in this network namespace (from a netlink sock_diag\n"
+    "dump, or /proc/net/tcp and tcp6 where that is unavailable) with the processes holding\n"
+    "it (from /proc/PID/fd): address, pid, command and socket inode. Processes that\n"
+    "cannot be read (another user's, without privilege) are reported as unknown owners.\n"
     "\n"
     "Exit status: 0 listeners listed (or none), 1 two sockets listen on one address\n"
     "(a duplicate listener, e.g. a SO_REUSEPORT group nobody meant), 2 bad usage.\n"
@@ -170,7 +170,8 @@ int who(arguments args) {
   std::error_code ec;
   const auto entries = who_listens(*port, ec);
   if (ec) {
-    std::cerr << "transient who: cannot read /proc/net/tcp: " << ec.message() << '\n';
+    std::cerr << "transient who: cannot read the kernel's LISTEN sockets (sock_diag, /proc/net/tcp): " << ec.message()
+              << '\n';
     return 1;
   }
   const auto duplicate = find_duplicates(entries);
