@@ -174,11 +174,14 @@ scenario_result run_leak(const drill_settings& s) {
                {"leak_per_connection", leak_per_connection},
                {"exit_status", status ? *status : NAN}};
   const double bound = static_cast<double>(stall.count()) / 1000.0 + 1.0;
-  r.passed = status && *status != 0 && stalled && names_leak && names_kind && stopped_after <= bound;
-  r.detail = !status       ? "serve did not stop within stall timeout + 3 s"
-             : !stalled    ? "serve did not stop as stalled"
-             : !names_leak ? "the diagnosis did not call it a leak"
-             : !names_kind ? "the diagnosis did not name the leaked kind (character device, /dev/null)"
+  // serve exits 1 when the server stops on an error; anything else (a crash, a sanitizer's
+  // report) is a failure of its own.
+  r.passed = status && *status == 1 && stalled && names_leak && names_kind && stopped_after <= bound;
+  r.detail = !status        ? "serve did not stop within stall timeout + 3 s"
+             : *status != 1 ? "serve exited with status " + std::to_string(*status) + ", not 1 (stopped on an error)"
+             : !stalled     ? "serve did not stop as stalled"
+             : !names_leak  ? "the diagnosis did not call it a leak"
+             : !names_kind  ? "the diagnosis did not name the leaked kind (character device, /dev/null)"
              : stopped_after > bound
                  ? "stopped later than stall timeout + 1 s"
                  : "stopped as stalled; diagnosis: likely descriptor leak, /dev/null (character device)";
