@@ -1,3 +1,4 @@
+// ctest-labels: threads
 // `transient drill --quick --json`: the whole demo runs (bounded) and every scenario passes.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

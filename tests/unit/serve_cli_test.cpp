@@ -1,3 +1,4 @@
+// ctest-labels: threads
 // `transient serve` end to end: protocol conformance (pipelining, oversized and malformed
 // requests, idle timeout), bad flags, SIGTERM, and systemd's READY=1 after verification.
 #include <gmock/gmock.h>
