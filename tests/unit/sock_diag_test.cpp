@@ -470,9 +470,8 @@ TEST_P(SourceTest, WhoListensGivesTheSameEntries) {
 
 // A listener made in a fresh network namespace (a child: as root, a network namespace alone;
 // otherwise with its own user namespace, which needs no privilege) and passed back over a Unix
-// socket: it listens, but not in our
-// namespace's table, so it is not the kernel's listener here. Returns an empty descriptor and
-// a reason if the system forbids unprivileged user namespaces.
+// socket: it listens, but not in our namespace's table, so it is not the kernel's listener
+// here. Returns an empty descriptor and a reason if the system forbids both.
 unique_fd listener_from_another_namespace(std::string& why) {
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
