@@ -27,8 +27,8 @@ constexpr std::string_view who_help =
     "(a duplicate listener, e.g. a SO_REUSEPORT group nobody meant), 2 bad usage.\n"
     "\n"
     "  PORT    a TCP port, 1-65535\n"
-    "  --json  one JSON object: port, duplicate, listeners[address, inode, uid,\n"
-    "          duplicate, owners_unknown, owners[pid, command]]\n";
+    "  --json  one JSON object: port, duplicate, listeners[address, inode, cookie (0:\n"
+    "          unknown, from /proc), uid, duplicate, owners_unknown, owners[pid, command]]\n";
 
 int usage_error(const std::string& message) {
   std::cerr << "transient who: " << message << '\n';
@@ -127,7 +127,7 @@ void print_json(std::uint16_t port, const std::vector<listen_entry>& entries, co
   for (std::size_t i = 0; i < entries.size(); ++i) {
     const auto& entry = entries[i];
     out << (i == 0 ? "" : ",") << "{\"address\":" << json_quote(entry.address.to_string())
-        << ",\"inode\":" << entry.inode << ",\"uid\":" << entry.uid
+        << ",\"inode\":" << entry.inode << ",\"cookie\":" << entry.cookie << ",\"uid\":" << entry.uid
         << ",\"duplicate\":" << (duplicate[i] ? "true" : "false")
         << ",\"owners_unknown\":" << (entry.owners_unknown() ? "true" : "false") << ",\"owners\":[";
     for (std::size_t k = 0; k < entry.owners.size(); ++k) {

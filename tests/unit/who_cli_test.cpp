@@ -89,11 +89,13 @@ TEST(WhoCli, ALongCommandKeepsItsProgramName) {
 TEST(WhoCli, JsonNamesOwnerAndInode) {
   const auto l = transient::listen(endpoint::loopback_v6(0));
   const std::string port = std::to_string(l.local_endpoint().port());
-  const auto inode = transient::verify(l).inode;
+  const auto report = transient::verify(l);
+  ASSERT_NE(report.cookie, 0U);
   const auto r = run("who --json " + port);
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(r.output.rfind("{\"port\":" + port + ",\"duplicate\":false,\"listeners\":[{\"address\":\"[::1]:" + port +
-                               "\",\"inode\":" + std::to_string(inode),
+                               "\",\"inode\":" + std::to_string(report.inode) +
+                               ",\"cookie\":" + std::to_string(report.cookie) + ",",
                            0),
             0u)
       << r.output;
