@@ -73,12 +73,7 @@ void check_kernel_table(verify_report& report, const listen_table& table, bool r
       report.kernel_listener = true;
       report.cookie_matched = by_cookie;
     } else if (!self && addresses_overlap(row.local, report.actual)) {
-      listen_entry other;
-      other.address = row.local;
-      other.inode = row.inode;
-      other.uid = row.uid;
-      other.cookie = row.cookie;
-      others.push_back(std::move(other));
+      others.push_back(entry_of(row));
     }
   }
   report.unique = others.empty() || reuse_port_allowed;

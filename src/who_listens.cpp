@@ -176,12 +176,7 @@ std::vector<listen_entry> who_listens(std::uint16_t port, listen_source source, 
   std::vector<listen_entry> entries;
   for (const auto& row : table.rows) {
     if (row.local.port() == port) {
-      listen_entry entry;
-      entry.address = row.local;
-      entry.inode = row.inode;
-      entry.uid = row.uid;
-      entry.cookie = row.cookie;
-      entries.push_back(std::move(entry));
+      entries.push_back(entry_of(row));
     }
   }
   attach_owners(entries);

@@ -55,6 +55,15 @@ listen_table read_listen_table(listen_source source, std::error_code& ec) {
   return table;
 }
 
+listen_entry entry_of(const listen_row& row) {
+  listen_entry entry;
+  entry.address = row.local;
+  entry.inode = row.inode;
+  entry.uid = row.uid;
+  entry.cookie = row.cookie;
+  return entry;
+}
+
 const char* source_name(listen_source source) noexcept {
   switch (source) {
     case listen_source::sock_diag: return "sock_diag";

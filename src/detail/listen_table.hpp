@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "transient/endpoint.hpp"
+#include "transient/listener.hpp"
 
 namespace transient::detail {
 
@@ -40,6 +41,9 @@ struct listen_table {
 /// malformed reply): /proc gives the same rows, so a failure of the fast path costs only
 /// time. On failure of the source used, sets `ec` and returns an empty table.
 [[nodiscard]] listen_table read_listen_table(listen_source source, std::error_code& ec);
+
+/// The row as a public listen_entry (no owners yet).
+[[nodiscard]] listen_entry entry_of(const listen_row& row);
 
 /// "sock_diag" or "/proc/net/tcp", for messages.
 [[nodiscard]] const char* source_name(listen_source source) noexcept;

@@ -115,6 +115,22 @@ std::map<std::string, long> fields(const std::string& text) {
   return out;
 }
 
+// Stops the holding server and returns its "done" fields, having checked that it stopped
+// cleanly and holds as many descriptors after the server as before it.
+std::map<std::string, long> quit_and_check(child_process& child) {
+  child.send('q');
+  auto done = fields(child.next("done"));
+  const std::string fds = child.next("fds");
+  EXPECT_EQ(child.wait_exit(), 0);
+  EXPECT_EQ(done["clean"], 1);
+  std::istringstream in(fds);  // "before after"
+  int before = -1;
+  int after = -2;
+  in >> before >> after;
+  EXPECT_EQ(before, after) << "descriptors leaked by the server";
+  return done;
+}
+
 TEST(ServerExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
   child_process child = start_child(
       [](int commands, int reports) { transient::test::run_holding_server(commands, reports, child_fd_limit); });
@@ -158,11 +174,7 @@ TEST(ServerExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
     pending = transient::test::connect_to(where);
     ASSERT_TRUE(pending);
   }
-  child.send('q');
-  const auto done = fields(child.next("done"));
-  const auto fds = child.next("fds");
-  EXPECT_EQ(child.wait_exit(), 0);
-  EXPECT_EQ(done.at("clean"), 1);
+  const auto done = quit_and_check(child);
   EXPECT_EQ(done.at("accepted"), static_cast<long>(served.size()));
   // One line when degraded, one on recovery; no summary within these few seconds.
   const long lines = done.at("degraded") + done.at("summaries") + done.at("recovered");
@@ -171,11 +183,6 @@ TEST(ServerExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
   // few merge: a release that lands while an accept is failing is retried within the
   // episode, so not every release ends one.)
   EXPECT_GE(done.at("degraded"), episodes / 2);
-  std::istringstream in(fds);  // "before after"
-  int before = -1;
-  int after = -2;
-  in >> before >> after;
-  EXPECT_EQ(before, after) << "descriptors leaked by the server";
 }
 
 // ---- the EMFILE reserve, and taking it back ----------------------------------------------
@@ -268,18 +275,9 @@ TEST(ServerExhaustion, TheEmfileReserveShedsWaitingClientsAndIsTakenBackAfterATh
   EXPECT_EQ(fate_of(robbed.get(), 3s), fate::shed);
   EXPECT_EQ(fate_of(transient::test::connect_to(where).get(), 2s), fate::shed);
 
-  child.send('q');
-  const auto done = fields(child.next("done"));
-  const auto fds = child.next("fds");
-  EXPECT_EQ(child.wait_exit(), 0);
-  EXPECT_EQ(done.at("clean"), 1);
+  const auto done = quit_and_check(child);
   EXPECT_EQ(done.at("accepted"), static_cast<long>(served.size()));
   EXPECT_EQ(done.at("shed"), 4);
-  std::istringstream in(fds);  // "before after"
-  int before = -1;
-  int after = -2;
-  in >> before >> after;
-  EXPECT_EQ(before, after) << "descriptors leaked by the server";
 }
 
 // The handler leaks descriptors outside the budget until accept meets EMFILE; the watchdog must
