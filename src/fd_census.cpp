@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <map>
@@ -107,12 +108,17 @@ struct census_builder {
   // fair census). ThreadSanitizer models descriptors as memory and would report fstat() here
   // as a race with the thread that opened the descriptor; the raw statx system call is not
   // intercepted, so a TSan build of a threaded server can be diagnosed without noise.
+  // Kernels before 4.11 have no statx (ENOSYS): fstat() then.
   static std::optional<unsigned> file_type(int fd) {
     struct statx status {};
-    if (::syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_TYPE, &status) != 0) {
-      return std::nullopt;
+    if (::syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_TYPE, &status) == 0) {
+      return status.stx_mode & S_IFMT;
     }
-    return status.stx_mode & S_IFMT;
+    struct stat fallback {};
+    if (errno == ENOSYS && ::fstat(fd, &fallback) == 0) {
+      return fallback.st_mode & S_IFMT;
+    }
+    return std::nullopt;
   }
 
   static fd_kind kind_of(int fd, std::string_view target) {

@@ -366,9 +366,14 @@ void server::shed(int fd, const endpoint& peer, shed_mode mode) {
 // when something took the number shed_with_reserve freed; the loop then tries again before
 // each accept, so the reserve comes back first when a descriptor is free, as it was first at
 // start (a client that would have taken that descriptor is shed instead, as the mode says).
+// Any other failure (no /dev/null in a chroot) will not pass: the loop stops asking, rather
+// than pay a failing open() before every accept.
 void server::take_reserve(loop& l) {
   if (l.wants_reserve && !l.emfile_reserve) {
     l.emfile_reserve.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!l.emfile_reserve && errno != EMFILE && errno != ENFILE) {
+      l.wants_reserve = false;
+    }
   }
 }
 
