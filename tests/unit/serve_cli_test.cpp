@@ -19,6 +19,7 @@
 
 #include "support/loopback.hpp"
 #include "support/run_command.hpp"
+#include "support/spawned_process.hpp"
 
 namespace {
 
@@ -28,57 +29,16 @@ using transient::unique_fd;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
 
-// A running `transient serve` with its stdout and stderr in pipes. Killed when destroyed.
-class serve_process {
+// A running `transient serve`. Killed when destroyed.
+class serve_process : public transient::test::spawned_process {
  public:
-  explicit serve_process(std::vector<std::string> args) {
-    int out[2];
-    int err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
-      return;
-    }
-    args.insert(args.begin(), {TRANSIENT_CLI_PATH, "serve"});
-    std::vector<char*> argv;
-    for (auto& a : args) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(out[1], 1);
-      ::dup2(err[1], 2);
-      ::execv(TRANSIENT_CLI_PATH, argv.data());
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    ::close(err[1]);
-    out_.reset(out[0]);
-    err_.reset(err[0]);
-  }
-  ~serve_process() {
-    if (pid_ > 0 && !status_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  serve_process(const serve_process&) = delete;
-  serve_process& operator=(const serve_process&) = delete;
+  explicit serve_process(std::vector<std::string> args) : spawned_process(TRANSIENT_CLI_PATH, with_serve(args)) {}
 
   // The address of the first line "listening on ADDRESS (verified)", read within 5 s.
   std::optional<transient::endpoint> listening() {
-    std::string line;
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      pollfd p{out_.get(), POLLIN, 0};
-      char buffer[512];
-      const ssize_t n = ::poll(&p, 1, 100) == 1 ? ::read(out_.get(), buffer, sizeof buffer) : 0;
-      if (n < 0 || (n == 0 && (p.revents & POLLHUP) != 0)) {
-        break;
-      }
-      line.append(buffer, static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
-    }
+    const std::string line = read_line(stream::out, 5s);
     const std::string prefix = "listening on ";
-    if (line.rfind(prefix, 0) != 0 || line.find(" (verified)\n") == std::string::npos) {
+    if (line.rfind(prefix, 0) != 0 || line.find(" (verified)") == std::string::npos) {
       return std::nullopt;
     }
     std::error_code ec;
@@ -86,43 +46,12 @@ class serve_process {
         transient::parse_endpoint(line.substr(prefix.size(), line.find(' ', prefix.size()) - prefix.size()), ec);
     return ec ? std::nullopt : std::optional(at);
   }
-  void signal(int s) const { ::kill(pid_, s); }
-  // The exit status within `timeout` (nullopt: still running).
-  std::optional<int> wait(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!status_ && std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      } else {
-        ::usleep(1000);
-      }
-    }
-    return status_;
-  }
-  // Everything on stderr until it closes (after the process exited), within 2 s.
-  std::string stderr_text() {
-    std::string all;
-    for (int i = 0; i < 40; ++i) {
-      pollfd p{err_.get(), POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) {
-        continue;
-      }
-      char buffer[4096];
-      const ssize_t n = ::read(err_.get(), buffer, sizeof buffer);
-      if (n <= 0) {
-        break;
-      }
-      all.append(buffer, static_cast<std::size_t>(n));
-    }
-    return all;
-  }
 
  private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-  unique_fd out_;
-  unique_fd err_;
+  static std::vector<std::string> with_serve(std::vector<std::string> args) {
+    args.insert(args.begin(), "serve");
+    return args;
+  }
 };
 
 bool send_text(int fd, std::string_view text) {
