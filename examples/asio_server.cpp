@@ -2,13 +2,15 @@
 // transient::asio::async_accept_loop: the accept policy instead of a loop that re-arms
 // async_accept on every error (and spins under EMFILE).
 //
-//   asio_server [PORT] [THREADS] [MAX_CONNECTIONS]     (defaults: 8080, 1, from RLIMIT_NOFILE)
+//   asio_server [PORT] [THREADS] [MAX_CONNECTIONS] [ADDRESS]
+//                      (defaults: 8080, 1, from RLIMIT_NOFILE, 0.0.0.0; port 0: any free port)
 //   curl -v http://127.0.0.1:8080/  ->  HTTP/1.1 200 OK, Content-Length: 2, "ok"
 //
 // Each request is read up to the blank line (CRLFCRLF) and answered "ok"; the connection
 // stays open for further requests until the client closes it or sends "Connection: close".
 // Request bodies are not read: this responder is for GET-style requests only. SIGINT or
-// SIGTERM cancels the accept loop (a clean stop); connections end with their clients.
+// SIGTERM cancels the accept loop (a clean stop) and then stops the io_context, which closes
+// the connections still open (a keep-alive client could otherwise hold the process forever).
 #ifndef ASIO_STANDALONE
 #define ASIO_STANDALONE 1
 #endif
@@ -86,10 +88,11 @@ unsigned long argument(int argc, char** argv, int index, unsigned long fallback)
 int main(int argc, char** argv) {
   const auto port = static_cast<unsigned short>(argument(argc, argv, 1, 8080));
   const auto threads = static_cast<unsigned>(std::max(1UL, argument(argc, argv, 2, 1)));
+  const char* address = argc > 4 ? argv[4] : "0.0.0.0";
   try {
     asio::io_context io(static_cast<int>(threads));
     // A strand executor: the loop and our signal handler both touch the acceptor's state.
-    asio::ip::tcp::acceptor acceptor(asio::make_strand(io), {asio::ip::make_address("0.0.0.0"), port});
+    asio::ip::tcp::acceptor acceptor(asio::make_strand(io), {asio::ip::make_address(address), port});
 
     transient::asio::loop_options options;
     options.max_connections = argument(argc, argv, 3, 0);  // 0: RLIMIT_NOFILE minus a reserve
@@ -112,13 +115,17 @@ int main(int argc, char** argv) {
         acceptor, on_connection, options,
         asio::bind_cancellation_slot(stop.slot(), [&](std::error_code ec, const transient::asio::loop_report& r) {
           signals.cancel();
-          if (ec) {  // stalled, not listening...: say why and what to change
+          io.stop();  // the accept loop is over: end the sessions too
+          if (ec) {   // stalled, not listening...: say why and what to change
             std::fprintf(stderr, "asio_server: %s\n%s\n", ec.message().c_str(), r.diagnosis.c_str());
             status = 1;
           }
         }));
-    std::fprintf(stderr, "asio_server: listening on 0.0.0.0:%u with %u thread(s)\n",
-                 static_cast<unsigned>(acceptor.local_endpoint().port()), threads);
+    const auto bound = acceptor.local_endpoint();
+    const std::string host =
+        bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
+    std::fprintf(stderr, "asio_server: listening on %s:%u with %u thread(s)\n", host.c_str(),
+                 static_cast<unsigned>(bound.port()), threads);
 
     std::vector<std::thread> pool;
     for (unsigned i = 1; i < threads; ++i) {

@@ -1,0 +1,101 @@
+// ctest-labels: threads
+// examples/asio_server end to end: the Asio adapter as users are shown to use it, on an
+// io_context run by two threads. Keep-alive answers, the budget holding a client in the
+// backlog until a connection closes, and SIGTERM as a clean stop.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <string>
+#include <string_view>
+
+#include "support/loopback.hpp"
+#include "support/spawned_process.hpp"
+#include "transient/endpoint.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using transient::unique_fd;
+using transient::test::spawned_process;
+
+constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok";
+constexpr std::string_view request = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+// The example on 127.0.0.1 (any free port) with two threads and `max_connections`.
+struct example_server {
+  spawned_process process;
+  transient::endpoint at;
+
+  explicit example_server(unsigned max_connections)
+      : process(TRANSIENT_EXAMPLE_ASIO_SERVER, {"0", "2", std::to_string(max_connections), "127.0.0.1"}) {
+    // "asio_server: listening on 127.0.0.1:PORT with 2 thread(s)"
+    const std::string line = process.read_line(spawned_process::stream::err, 5s);
+    const std::string prefix = "asio_server: listening on ";
+    std::error_code ec;
+    if (line.rfind(prefix, 0) == 0) {
+      at = transient::parse_endpoint(line.substr(prefix.size(), line.find(' ', prefix.size()) - prefix.size()), ec);
+    }
+    EXPECT_TRUE(line.rfind(prefix, 0) == 0 && !ec) << line;
+  }
+};
+
+bool send_text(int fd, std::string_view text) {
+  return ::send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+}
+
+// Reads until `bytes` bytes arrived, the peer closed, or about `limit` passed.
+std::string read_at_least(int fd, std::size_t bytes, std::chrono::milliseconds limit = 2s) {
+  std::string all;
+  for (auto waited = 0ms; waited < limit && all.size() < bytes; waited += 50ms) {
+    const std::string chunk = transient::test::read_some(fd, 50ms);
+    if (chunk.empty() && transient::test::closed_by_peer(fd, 1ms)) {
+      break;
+    }
+    all += chunk;
+  }
+  return all;
+}
+
+TEST(ExampleAsioServer, AnswersKeepAliveRequestsAndStopsCleanlyOnSigterm) {
+  example_server server(0);
+  ASSERT_NE(server.at.port(), 0);
+  const unique_fd c = transient::test::connect_to(server.at);
+  ASSERT_TRUE(c);
+  for (int i = 0; i < 3; ++i) {  // one connection, several requests
+    ASSERT_TRUE(send_text(c.get(), request));
+    EXPECT_EQ(read_at_least(c.get(), ok.size()), ok) << "request " << i;
+  }
+  ASSERT_TRUE(send_text(c.get(), "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+  EXPECT_EQ(read_at_least(c.get(), ok.size()), ok);
+  EXPECT_TRUE(transient::test::closed_by_peer(c.get(), 2s)) << "Connection: close is honoured";
+
+  server.process.signal(SIGTERM);
+  EXPECT_EQ(server.process.wait(3s), 0);
+  const std::string err = server.process.stderr_text();
+  EXPECT_NE(err.find("transient: accept stopped cleanly"), std::string::npos) << err;
+}
+
+TEST(ExampleAsioServer, AtItsBudgetAClientWaitsUntilAConnectionCloses) {
+  example_server server(1);
+  ASSERT_NE(server.at.port(), 0);
+  unique_fd first = transient::test::connect_to(server.at);
+  ASSERT_TRUE(send_text(first.get(), request));
+  ASSERT_EQ(read_at_least(first.get(), ok.size()), ok);  // kept alive: it holds the one place
+
+  const unique_fd second = transient::test::connect_to(server.at);
+  ASSERT_TRUE(second) << "the kernel completes the handshake; the client waits in the backlog";
+  ASSERT_TRUE(send_text(second.get(), request));
+  EXPECT_EQ(transient::test::read_some(second.get(), 300ms), "") << "served beyond the budget of 1";
+
+  first.reset();  // the session ends, its permit is released, the loop resumes
+  EXPECT_EQ(read_at_least(second.get(), ok.size(), 3s), ok);
+
+  // A keep-alive client still connected does not hold the process: the stop closes it.
+  server.process.signal(SIGTERM);
+  EXPECT_EQ(server.process.wait(3s), 0);
+  EXPECT_TRUE(transient::test::closed_by_peer(second.get(), 2s));
+}
+
+}  // namespace
