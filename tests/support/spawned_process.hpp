@@ -97,6 +97,38 @@ class spawned_process {
     return std::move(err_.buffer);
   }
 
+  /// Reads both outputs until they close (the child exited) or `timeout` passed, killing the
+  /// child then if it still runs, and reaps it. Returns its exit status (-1: ended by a
+  /// signal). What it wrote is then in take(stream::out) and take(stream::err).
+  int finish(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    // Both at once: a child blocked writing one pipe would never close the other.
+    while ((out_.fd || err_.fd) && std::chrono::steady_clock::now() < deadline) {
+      pollfd fds[2] = {{out_.fd.get(), POLLIN, 0}, {err_.fd.get(), POLLIN, 0}};  // -1: ignored
+      if (::poll(fds, 2, 50) <= 0) {
+        continue;
+      }
+      for (pipe* p : {&out_, &err_}) {
+        const pollfd& ready = fds[p == &out_ ? 0 : 1];
+        if (p->fd && (ready.revents & (POLLIN | POLLHUP)) != 0 && !fill(*p, 0)) {
+          p->fd.reset();
+        }
+      }
+    }
+    if (!status_) {
+      if (out_.fd || err_.fd) {
+        ::kill(pid_, SIGKILL);
+      }
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    return *status_;
+  }
+
+  /// What was read of `which` and not yet returned, emptied.
+  std::string take(stream which) { return std::move(which == stream::out ? out_.buffer : err_.buffer); }
+
  private:
   struct pipe {
     unique_fd fd;
