@@ -4,9 +4,9 @@
 // its cost grows with the connections; an inet_diag dump asks for LISTEN sockets only.
 //
 // After Google Benchmark's table it prints one line per connection count with the ratio
-// (/proc time over sock_diag time; medians with --benchmark_repetitions). RLIMIT_NOFILE's soft limit is raised to the
-// hard limit; counts that would not fit are skipped with a message. Usage: transient_bench_verify [Google Benchmark
-// flags]
+// (/proc time over sock_diag time; medians with --benchmark_repetitions). RLIMIT_NOFILE's
+// soft limit is raised to the hard limit; counts that would not fit are skipped with a message.
+// Usage: transient_bench_verify [Google Benchmark flags]
 #include <benchmark/benchmark.h>
 #include <poll.h>
 #include <sys/resource.h>
