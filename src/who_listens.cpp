@@ -2,8 +2,8 @@
 //
 // The kernel's table (an inet_diag dump, else /proc/net/tcp*: listen_table.hpp) gives address,
 // inode and, from sock_diag, cookie; the owner is found by reading every /proc/PID/fd/* link
-// and matching "socket:[INODE]". Another user's processes cannot be
-// read without privilege: they are counted and reported, never skipped silently.
+// and matching "socket:[INODE]". Another user's processes cannot be read without privilege:
+// they are counted and reported, never skipped silently.
 #include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
