@@ -235,16 +235,7 @@ double exhausted_cpu_percent(bool adapter, std::chrono::milliseconds window) {
   }
   const char q = 'q';
   [[maybe_unused]] const ssize_t n = ::write(to_child.get(), &q, 1);
-  int status = 0;
-  const auto deadline = clock_type::now() + 5s;
-  while (::waitpid(pid, &status, WNOHANG) == 0) {
-    if (clock_type::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
+  transient::test::reap_within(pid, 5s);
   return percent;
 }
 

@@ -3,12 +3,15 @@
 #pragma once
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <thread>
 
 namespace transient::test {
 
@@ -43,6 +46,23 @@ inline std::string read_line(int fd, std::chrono::milliseconds timeout) {
     line.push_back(c);
   }
   return line;
+}
+
+/// Reaps the child `pid`, waiting at most `limit` for it to exit and killing it (SIGKILL)
+/// then. Returns its exit status; -1 if it was killed, ended by a signal, or not our child.
+inline int reap_within(pid_t pid, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  pid_t reaped = 0;
+  while ((reaped = ::waitpid(pid, &status, WNOHANG)) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return reaped == pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 }  // namespace transient::test

@@ -196,16 +196,7 @@ struct child_process {
     if (pid <= 0) {
       return;
     }
-    int status = 0;
-    const auto deadline = clock_type::now() + 5s;
-    while (::waitpid(pid, &status, WNOHANG) == 0) {
-      if (clock_type::now() > deadline) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
+    transient::test::reap_within(pid, 5s);
   }
   void send(char command) const { ASSERT_EQ(::write(control.get(), &command, 1), 1); }
 };

@@ -69,19 +69,7 @@ struct child_process {
     }
   }
 
-  int wait_exit(std::chrono::milliseconds limit = 10s) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    int status = 0;
-    while (::waitpid(pid, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &status, 0);
-        return -1;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
+  int wait_exit(std::chrono::milliseconds limit = 10s) const { return transient::test::reap_within(pid, limit); }
 };
 
 child_process start_child(void (*body)(int, int)) {
