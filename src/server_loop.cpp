@@ -115,17 +115,22 @@ void server::take_reserve(loop& l) {
 }
 
 // libuv's trick, used only when a shed mode asks for it: under EMFILE no descriptor is free
-// for accept, so a queued client would wait for the whole episode. Give up the reserve for a
-// moment, accept that one client, shed it, and take the reserve again. With several loops (or
-// a handler thread opening files), another thread may grab the freed number first; the
-// accept then fails like the one before, and the reserve is taken again later (take_reserve).
+// for accept, so queued clients would wait for the whole episode. Give up the reserve for a
+// moment, accept and shed the queued clients (each shed frees the number the next accept
+// takes), up to accepts_per_ready so that one listener cannot hold the loop, and take the
+// reserve again. Draining stops at the first failure: EAGAIN (the queue is empty) or, with
+// several loops (or a handler thread opening files), EMFILE because another thread grabbed
+// the freed number; the reserve is then taken again later (take_reserve).
 void server::shed_with_reserve(loop& l, watch& w) {
   l.emfile_reserve.reset();
-  sockaddr_storage address{};
-  socklen_t length = sizeof address;
-  const int fd =
-      options_.sys.accept4(w.fd, reinterpret_cast<sockaddr*>(&address), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (fd >= 0) {
+  for (std::uint32_t i = 0; i < options_.policy.accepts_per_ready; ++i) {
+    sockaddr_storage address{};
+    socklen_t length = sizeof address;
+    const int fd =
+        options_.sys.accept4(w.fd, reinterpret_cast<sockaddr*>(&address), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      break;
+    }
     std::error_code ignored;
     shed(fd, endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&address), length, ignored), options_.policy.shed);
     reserve_sheds_.fetch_add(1, std::memory_order_relaxed);

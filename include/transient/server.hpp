@@ -61,9 +61,9 @@ struct server_options {
   accept_policy_config policy{};
   /// Called for connections shed with shed_mode::respond (required for that mode).
   refusal_writer refuse{};
-  /// Keep one spare descriptor (/dev/null) so that, under EMFILE, a pending connection can
-  /// still be accepted and shed (libuv's trick): used only when the shed mode is not
-  /// `queue`. Caveat with threads > 1: another thread may take the descriptor freed for a
+  /// Keep one spare descriptor (/dev/null) so that, under EMFILE, pending connections can
+  /// still be accepted and shed, up to accepts_per_ready at a time (libuv's trick): used only
+  /// when the shed mode is not `queue`. Caveat with threads > 1: another thread may take the descriptor freed for a
   /// moment, and the shed then fails with EMFILE like the accept before it; the loop takes
   /// its reserve again before its next accept once a descriptor is free.
   bool emfile_reserve = true;

@@ -65,15 +65,19 @@ int failed_calls() {
 // A server on 127.0.0.1 whose accept4 is scripted; counts the connections it is handed.
 struct scripted_server {
   transient::endpoint where;
+  std::vector<transient::unique_fd> waiting;  // clients connected before the server ran
   std::atomic<int> served{0};
   std::unique_ptr<transient::server> srv;
   std::future<transient::stop_info> result;
 
   explicit scripted_server(std::initializer_list<int> errnos, bool stop_in_accept = false,
                            transient::backoff_config backoff = {},
-                           transient::shed_mode shed = transient::shed_mode::queue) {
+                           transient::shed_mode shed = transient::shed_mode::queue, int waiting_clients = 0) {
     auto l = transient::listen(transient::parse_endpoint("127.0.0.1:0"));
     where = l.local_endpoint();
+    for (int i = 0; i < waiting_clients; ++i) {  // in the backlog before the first accept
+      waiting.push_back(transient::test::connect_to(where));
+    }
     std::vector<transient::listener> ls;
     ls.push_back(std::move(l));
     transient::server_options options;
@@ -182,6 +186,21 @@ TEST(ServerSeam, UnderEmfileTheReserveShedsTheWaitingClient) {
     EXPECT_EQ(m.accepted, 1U) << to_string(mode);
     EXPECT_EQ(at(m.failed, condition::process_fd_limit), 1U) << to_string(mode);
   }
+}
+
+// Under EMFILE the reserve drains the backlog in one go (up to accepts_per_ready), as libuv
+// does: shedding one client per backoff step would keep the rest waiting for seconds.
+TEST(ServerSeam, UnderEmfileTheReserveShedsEveryWaitingClientAtOnce) {
+  transient::backoff_config ten_seconds;  // the next retry comes too late for this test
+  ten_seconds.initial = 10s;
+  ten_seconds.cap = 10s;
+  scripted_server s({EMFILE}, false, ten_seconds, transient::shed_mode::close, 3);
+  for (const auto& client : s.waiting) {
+    EXPECT_TRUE(transient::test::closed_by_peer(client.get(), 3s));
+  }
+  const auto m = s.metrics();
+  EXPECT_EQ(m.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 3U);
+  EXPECT_EQ(m.accepted, 0U);
 }
 
 TEST(ServerSeam, WouldBlockWaitsForReadiness) {
