@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/post.hpp>
@@ -210,6 +212,29 @@ TEST(AsioErrors, AnUnknownErrorBacksOffAndIsReportedOnce) {
   ASSERT_EQ(run.events.size(), 3U);
   EXPECT_EQ(run.events[0].kind, transient::policy_event_kind::degraded);
   EXPECT_EQ(run.events[1].kind, transient::policy_event_kind::recovered);
+}
+
+// Under EMFILE a shed mode other than queue drains the waiting clients with the spare
+// descriptor at once (libuv's trick), not one per backoff step: the backoff here is 10 s.
+TEST(AsioErrors, UnderEmfileTheSpareShedsEveryWaitingClientAtOnce) {
+  tasio::loop_options options;
+  options.policy.shed = transient::shed_mode::close;
+  options.policy.backoff.initial = 10s;
+  options.policy.backoff.cap = 10s;
+  scripted_run run({asio_errno(EMFILE)}, options);  // its client waits, and two more
+  const transient::unique_fd second = connect_to(address_of(run.acceptor));
+  const transient::unique_fd third = connect_to(address_of(run.acceptor));
+  const auto all_closed = [&] {
+    return std::ranges::all_of(std::array{run.client.get(), second.get(), third.get()},
+                               [](int fd) { return transient::test::closed_by_peer(fd, 0ms); });
+  };
+  EXPECT_TRUE(run_until(run.io, all_closed, 3s));
+  run.stop();
+  const auto& m = run.outcome.report.metrics;
+  EXPECT_EQ(m.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 3U);
+  EXPECT_EQ(m.accepted, 0U);
+  EXPECT_TRUE(run.served.empty());
+  EXPECT_FALSE(run.acceptor.non_blocking()) << "the acceptor's own mode is restored";
 }
 
 TEST(AsioErrors, CancelledWhileBackingOffStopsAtOnce) {

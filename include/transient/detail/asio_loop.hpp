@@ -34,7 +34,9 @@
 #include <asio/strand.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -46,6 +48,7 @@
 #include "transient/classify.hpp"
 #include "transient/detail/asio_budget.hpp"
 #include "transient/diagnostics.hpp"
+#include "transient/unique_fd.hpp"
 
 namespace transient::asio {
 
@@ -88,6 +91,12 @@ struct loop_options {
   /// Set FD_CLOEXEC on accepted sockets (Asio 1.22 accepts with accept(2), without
   /// SOCK_CLOEXEC; a fork+exec on another thread in between can still inherit one).
   bool cloexec = true;
+  /// Keep one spare descriptor (/dev/null) so that, under EMFILE, waiting clients can still be
+  /// accepted and shed, up to accepts_per_ready at a time (libuv's trick), as the epoll server
+  /// does: used only when the shed mode is not `queue` and the acceptor can accept
+  /// synchronously. Another thread may take the number freed for a moment; the loop then
+  /// takes its spare back before its next accept.
+  bool emfile_reserve = true;
 };
 
 /// How an accept loop ended (the operation's second completion argument).
@@ -132,6 +141,8 @@ class loop_state final : public release_listener,
       std::error_code ignored;  // without it the census degrades (and says so)
       reserve_ = diagnostics_reserve::open(ignored);
     }
+    wants_spare_ = options_.emfile_reserve && options_.policy.shed != shed_mode::queue;
+    take_spare();
   }
   loop_state(const loop_state&) = delete;
   loop_state& operator=(const loop_state&) = delete;
@@ -244,6 +255,9 @@ class loop_state final : public release_listener,
     }
     if (ec) {
       last_error_ = ec;
+      if (ec == ::asio::error::no_descriptors && spare_) {
+        shed_with_spare();
+      }
       apply(policy_.on_accept_failed(now, ec));
       return;
     }
@@ -325,6 +339,7 @@ class loop_state final : public release_listener,
   }
 
   void start_accept() {
+    take_spare();  // a no-op unless a shed under EMFILE lost it
     pending_ = pending::accept;
     // Per-operation cancellation (Asio 1.22 reactor sockets support it): stopping cancels
     // this accept only, not other operations the user may have on the acceptor.
@@ -363,6 +378,48 @@ class loop_state final : public release_listener,
     socket.close(ignored);
   }
 
+  // The spare descriptor for shedding under EMFILE (see loop_options::emfile_reserve). A
+  // failure other than a descriptor shortage (no /dev/null in a chroot) will not pass: stop
+  // asking rather than pay a failing open() before every accept.
+  void take_spare() {
+    if (wants_spare_ && !spare_) {
+      spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+      if (!spare_ && errno != EMFILE && errno != ENFILE) {
+        wants_spare_ = false;
+      }
+    }
+  }
+
+  // libuv's trick, as in the epoll server: give up the spare for a moment, accept and shed the
+  // waiting clients (each shed frees the number the next accept takes), then take the spare
+  // again. Synchronous accepts in non-blocking mode, so an empty queue ends it (would_block)
+  // instead of blocking the strand; the acceptor's own mode is restored after.
+  void shed_with_spare() {
+    if constexpr (requires(::asio::ip::tcp::socket & s, std::error_code & e) {
+                    acceptor_.non_blocking(true, e);
+                    acceptor_.accept(s, peer_, e);
+                  }) {
+      std::error_code ec;
+      const bool was_non_blocking = acceptor_.non_blocking();
+      acceptor_.non_blocking(true, ec);
+      if (ec) {
+        return;
+      }
+      spare_.reset();
+      for (std::uint32_t i = 0; i < options_.policy.accepts_per_ready; ++i) {
+        ::asio::ip::tcp::socket socket(acceptor_.get_executor());
+        acceptor_.accept(socket, peer_, ec);
+        if (ec) {
+          break;  // would_block (the queue is empty), or EMFILE: the freed number was taken
+        }
+        shed(socket, options_.policy.shed);
+        ++spare_sheds_;
+      }
+      acceptor_.non_blocking(was_non_blocking, ec);
+      take_spare();
+    }
+  }
+
   [[nodiscard]] std::string diagnose_failure(const std::error_code& ec) const {
     if (ec == condition::stalled) {
       const connection_budget& b = shared_->budget();
@@ -394,6 +451,7 @@ class loop_state final : public release_listener,
       report.handler_exception = exception_;
     }
     report.metrics = policy_.metrics();
+    report.metrics.shed[static_cast<std::size_t>(shed_reason::budget)] += spare_sheds_;
     const std::error_code ec = report.error;
     // The completion may run inline (dispatch on its own executor) and destroy the
     // acceptor: nothing after this line touches it.
@@ -414,6 +472,9 @@ class loop_state final : public release_listener,
   work_executor work_;
   loop_options options_;
   diagnostics_reserve reserve_;
+  bool wants_spare_ = false;  // emfile_reserve, for a shed mode that is not queue
+  unique_fd spare_;           // the EMFILE reserve descriptor
+  std::uint64_t spare_sheds_ = 0;
   ::asio::cancellation_signal accept_cancel_;
   ::asio::ip::tcp::endpoint peer_;           // filled by the accept in flight
   std::atomic<bool> wake_posted_{false};     // any thread
