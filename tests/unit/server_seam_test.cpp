@@ -23,6 +23,7 @@ using transient::stop_reason;
 struct accept_script {
   std::mutex mutex;
   std::deque<int> errnos;
+  int calls = 0;  // every call, scripted or not
   int calls_failed = 0;
   transient::server* stop_on_call = nullptr;  // call stop() from inside accept (EINVAL after stop)
 };
@@ -33,6 +34,7 @@ int scripted_accept4(int fd, sockaddr* address, socklen_t* length, int flags) {
   int error = 0;
   {
     const std::lock_guard lock(script.mutex);
+    ++script.calls;
     if (!script.errnos.empty()) {
       error = script.errnos.front();
       script.errnos.pop_front();
@@ -53,6 +55,7 @@ int scripted_accept4(int fd, sockaddr* address, socklen_t* length, int flags) {
 void set_script(std::initializer_list<int> errnos, transient::server* stop_on_call = nullptr) {
   const std::lock_guard lock(script.mutex);
   script.errnos.assign(errnos);
+  script.calls = 0;
   script.calls_failed = 0;
   script.stop_on_call = stop_on_call;
 }
@@ -60,6 +63,23 @@ void set_script(std::initializer_list<int> errnos, transient::server* stop_on_ca
 int failed_calls() {
   const std::lock_guard lock(script.mutex);
   return script.calls_failed;
+}
+
+// Waits (at most 3 s) until accept4 was called `n` times in all.
+bool calls_reach(int n) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  for (;;) {
+    {
+      const std::lock_guard lock(script.mutex);
+      if (script.calls >= n) {
+        return true;
+      }
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 // A server on 127.0.0.1 whose accept4 is scripted; counts the connections it is handed.
@@ -180,6 +200,9 @@ TEST(ServerSeam, UnderEmfileTheReserveShedsTheWaitingClient) {
     scripted_server s({EMFILE}, false, {}, mode);
     const auto client = transient::test::connect_to(s.where);
     EXPECT_TRUE(transient::test::closed_by_peer(client.get(), 3s)) << to_string(mode);
+    // The EMFILE, the reserve's accept of that client, and the EAGAIN that ends the drain:
+    // a client arriving before that would be drained (shed) too.
+    ASSERT_TRUE(calls_reach(3)) << to_string(mode);
     EXPECT_TRUE(s.client_served()) << to_string(mode) << ": the next client is served as usual";
     const auto m = s.metrics();
     EXPECT_EQ(m.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 1U) << to_string(mode);
