@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "detail/server_parts.hpp"
+#include "transient/budget_fit.hpp"
 #include "transient/detail/throw_error.hpp"
 
 namespace transient {
@@ -117,6 +118,8 @@ server::server(std::vector<listener> listeners, connection_handler handler, serv
     diagnostics_ = diagnostics_reserve::open(ec);  // without it the census degrades and says so
   }
   shared_->budget.set_waker({&server::wake_loops, shared_.get()});
+  // Last, so that the descriptors the server itself holds count as open.
+  static_cast<void>(warn_if_budget_does_not_fit(max, options_.policy.sink));
 }
 
 server::~server() {
