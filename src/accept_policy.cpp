@@ -133,7 +133,7 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
     if (!reservation_) {
       // No accept was in flight (a driver that accepts on its own): take a place now, so
       // the budget still holds.
-      reservation_ = budget_.try_acquire();
+      reservation_ = budget_.try_reserve();
     }
     peer_slot slot;
     if (!reservation_) {
@@ -151,6 +151,7 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
         reservation_.slot_ = slot;
       }
       out = std::move(reservation_);
+      budget_.became_connection();
       ++counters_.accepted;
     }
   }
@@ -279,7 +280,7 @@ decision accept_policy::begin_accept(time_point now) noexcept {
   // during the accept) is seen when the accept fails on exhaustion.
   generation_ = budget_.generation();
   if (config_.shed != shed_mode::queue) {
-    reservation_ = budget_.try_acquire();
+    reservation_ = budget_.try_reserve();
     if (!reservation_) {
       if (state_ != state::shedding) {
         pause_start_ = now;  // backpressure began

@@ -80,6 +80,28 @@ TEST_F(policy_spec, accepted_connection_gets_a_permit_and_the_loop_accepts_again
   EXPECT_EQ(policy.metrics().accepted, 1U);
 }
 
+TEST_F(policy_spec, peak_counts_connections_not_the_accept_in_flight) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(policy.metrics().peak, 0U) << "a reservation is not a connection";
+  {
+    permit p;
+    ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+    ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+    EXPECT_EQ(policy.metrics().peak, 1U) << "one request, one connection (the accept after it held a place too)";
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    permit q;
+    ASSERT_EQ(policy.on_accepted(now, q).next, step::accept);
+    EXPECT_EQ(budget.live(), 3U);
+    EXPECT_EQ(policy.metrics().peak, 2U);
+  }
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  permit direct = budget.try_acquire();  // a user's own count, without a policy
+  EXPECT_EQ(policy.metrics().peak, 2U);
+  EXPECT_EQ(budget.live(), 1U);
+}
+
 TEST_F(policy_spec, would_block_waits_for_readiness_and_gives_back_the_reservation) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
@@ -757,7 +779,7 @@ TEST_F(policy_spec, metrics_count_live_and_peak) {
   const policy_metrics m = policy.metrics();
   EXPECT_EQ(m.accepted, 2U);
   EXPECT_EQ(m.live, 1U);
-  EXPECT_EQ(m.peak, 3U) << "two connections and the reservation for the third accept";
+  EXPECT_EQ(m.peak, 2U) << "two connections; the reservation for the third accept is not one";
   EXPECT_EQ(m.max_connections, 10U);
 }
 
