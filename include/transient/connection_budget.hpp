@@ -94,8 +94,13 @@ class connection_budget {
   static constexpr std::uint64_t max_limit = 0xffffffffULL;
 
   /// A budget of `max_connections` places. `fd_limit` is the RLIMIT_NOFILE soft limit it
-  /// was derived from (0: unknown), kept for log lines and metrics. Throws
-  /// std::system_error (invalid_argument) if max_connections is 0 or above max_limit.
+  /// was derived from (0: unknown), kept for log lines and metrics.
+  ///
+  /// 0 means "auto", here as everywhere a budget is given (server_options::max_connections,
+  /// shared_budget::create, `transient serve --max-connections 0`): default_max_connections(),
+  /// the RLIMIT_NOFILE soft limit minus a reserve, with that limit as `fd_limit`. Throws
+  /// std::system_error: invalid_argument if max_connections is above max_limit; for 0, the
+  /// error of default_max_connections() (EMFILE when the limit leaves no room).
   explicit connection_budget(std::uint64_t max_connections, std::uint64_t fd_limit = 0);
 
   connection_budget(const connection_budget&) = delete;

@@ -794,7 +794,17 @@ TEST_F(policy_spec, invalid_configs_are_refused) {
   c = config();
   c.stall_timeout = -1ms;
   EXPECT_EQ(validate(c), std::errc::invalid_argument);
-  EXPECT_THROW(connection_budget(0), std::system_error);
+  EXPECT_THROW(connection_budget(connection_budget::max_limit + 1), std::system_error);
+}
+
+TEST(default_budget, zero_means_auto_as_everywhere_a_budget_is_given) {
+  std::error_code ec;
+  const std::uint64_t expected = default_max_connections(ec);
+  ASSERT_FALSE(ec);
+  const connection_budget automatic(0);
+  EXPECT_EQ(automatic.max_connections(), expected);
+  EXPECT_EQ(automatic.fd_limit(), fd_soft_limit(ec)) << "the limit it came from, for log lines";
+  EXPECT_EQ(connection_budget(0, 77).fd_limit(), 77U);
 }
 
 TEST(default_budget, the_reserve_is_the_larger_of_32_and_5_percent) {

@@ -100,6 +100,20 @@ TEST_F(ServeCli, AnswersPipelinedRequestsInOrderOnOneConnection) {
   EXPECT_EQ(read_at_least(c.get(), ok.size()), ok);
 }
 
+TEST_F(ServeCli, MaxConnectionsZeroIsAutoAsInTheLibrary) {
+  start({"--max-connections", "0"});
+  const unique_fd c = transient::test::connect_to(at_);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(send_text(c.get(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(read_at_least(c.get(), ok.size()), ok);
+  server_->signal(SIGTERM);
+  EXPECT_EQ(server_->wait(2000ms), 0);
+  // The automatic budget fits the descriptor limit: no warning; the stop is said once.
+  const std::string err = server_->stderr_text();
+  EXPECT_EQ(err.rfind("transient serve: stopped cleanly; descriptors open: ", 0), 0U) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+}
+
 TEST_F(ServeCli, ConnectionCloseIsHonoured) {
   start();
   const unique_fd c = transient::test::connect_to(at_);
@@ -199,7 +213,7 @@ TEST(ServeCliUsage, BadFlagsGetOneLineAndExitTwo) {
   expect_usage_error({"--bogus"}, "unknown option '--bogus'");
   expect_usage_error({"--listen"}, "--listen needs a value");
   expect_usage_error({"--listen", "127.0.0.1:99999"}, "out of range");
-  expect_usage_error({"--max-connections", "0"}, "--max-connections: '0'");
+  expect_usage_error({"--max-connections", "-1"}, "--max-connections: '-1' is not 'auto' or a number from 0 (auto)");
   expect_usage_error({"--max-connections", "many"}, "'many' is not 'auto' or a number");
   expect_usage_error({"--threads", "0"}, "--threads: '0'");
   expect_usage_error({"--shed", "drop"}, "'drop' is not queue, close, reset or 503");
@@ -220,6 +234,7 @@ TEST(ServeCliUsage, HelpNamesEveryOptionAndSaysNaiveIsForDemonstration) {
     EXPECT_THAT(r.out, HasSubstr(option));
   }
   EXPECT_THAT(r.out, HasSubstr("demonstration only"));
+  EXPECT_THAT(r.out, HasSubstr("0 also means auto, as in the library"));
   EXPECT_THAT(r.out, testing::Not(HasSubstr("leak")));
 }
 
