@@ -174,9 +174,10 @@ int serve_transient(const serve_settings& s, listener l) {
   options.policy.shed = s.shed;
   options.policy.stall_timeout = s.stall_timeout;
   options.policy.listener_verified = true;
-  // The diagnosis is printed once, at exit, with the stop reason; other events as usual.
+  // The stop and its diagnosis are said once, at exit, by serve itself (with the stop reason
+  // and the descriptors open); other events as usual.
   options.policy.sink = [](const policy_event& e) {
-    if (e.kind != policy_event_kind::diagnosis) {
+    if (e.kind != policy_event_kind::diagnosis && e.kind != policy_event_kind::stopped) {
       write_to_stderr(e);
     }
   };
