@@ -380,7 +380,11 @@ decision accept_policy::finish(time_point now, std::error_code ec, condition why
   e.at = now;
   e.cause = why;
   e.error = ec;
-  e.duration = log_.degraded() ? now - log_.since() : std::chrono::nanoseconds::zero();
+  if (log_.degraded()) {  // still failing: the stop line ends the episode
+    e.duration = now - log_.since();
+    e.failures = log_.failures();
+    e.flaps = log_.flaps();
+  }
   emit(e);
   return stop_;
 }

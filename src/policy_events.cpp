@@ -89,6 +89,9 @@ std::string format(const policy_event& e) {
     case policy_event_kind::stopped:
       if (e.error) {
         line += "accept stopped: " + std::string(to_string(e.cause)) + " (" + e.error.message() + "); " + load_text(e);
+      } else if (e.failures != 0) {  // the stop ends an episode that had not recovered
+        line += "accept stopped cleanly while degraded for " + duration_text(e.duration) + " (" + failures_text(e) +
+                "); " + load_text(e);
       } else {
         line += "accept stopped cleanly; " + load_text(e);
       }

@@ -47,9 +47,11 @@ struct policy_event {
   condition cause = condition::unclassified;             ///< The condition behind it (degraded, summary, stop).
   std::error_code error;                ///< degraded/summary: the latest failure; stopped: why (empty: clean).
   std::chrono::nanoseconds duration{};  ///< still_degraded/recovered/stopped: time since degraded began.
-  std::uint64_t failures = 0;           ///< still_degraded: failures since the previous line; recovered: in all.
+  /// still_degraded: failures since the previous line; recovered, and stopped during an
+  /// episode: in all.
+  std::uint64_t failures = 0;
   /// still_degraded: flaps (failing again after accepts had succeeded) since the previous
-  /// line; recovered: in all.
+  /// line; recovered, and stopped during an episode: in all.
   std::uint64_t flaps = 0;
   std::uint64_t live = 0;             ///< Live connections in the budget.
   std::uint64_t max_connections = 0;  ///< The budget.
@@ -118,6 +120,10 @@ class degradation_log {
   [[nodiscard]] std::chrono::steady_clock::time_point quiet_until() const noexcept { return healthy_since_ + quiet_; }
   /// When the episode began (meaningful while degraded()).
   [[nodiscard]] std::chrono::steady_clock::time_point since() const noexcept { return since_; }
+  /// Failures in the episode so far.
+  [[nodiscard]] std::uint64_t failures() const noexcept { return failures_; }
+  /// Flaps in the episode so far.
+  [[nodiscard]] std::uint64_t flaps() const noexcept { return flaps_; }
   /// The latest failure of the episode.
   [[nodiscard]] std::error_code last_error() const noexcept { return last_error_; }
   /// The condition of the latest failure.

@@ -656,6 +656,26 @@ TEST_F(policy_spec, a_stop_in_the_quiet_period_ends_the_episode_before_the_stop_
   EXPECT_EQ(events[2].duration, 0ns) << "no episode is going on at the stop";
 }
 
+TEST_F(policy_spec, a_stop_while_still_failing_ends_the_episode_in_the_stop_line) {
+  connection_budget budget(10, 64);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(EMFILE));
+  advance(d.until - now);
+  ASSERT_EQ(policy.on_timer(now).next, step::accept);
+  permit p;
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  d = policy.on_accept_failed(now, sys(EMFILE));  // a flap
+  advance(2ms);
+  ASSERT_EQ(policy.on_stop(now).next, step::stop);
+  ASSERT_EQ(events.size(), 2U);
+  EXPECT_EQ(events[1].kind, policy_event_kind::stopped);
+  EXPECT_EQ(events[1].failures, 2U);
+  EXPECT_EQ(events[1].flaps, 1U);
+  EXPECT_EQ(format(events[1]),
+            "transient: accept stopped cleanly while degraded for 3.0 ms (2 failures, 1 flap); live 1/10, fd limit 64");
+}
+
 TEST_F(policy_spec, a_quiet_period_of_zero_ends_each_episode_at_the_first_success) {
   connection_budget budget(10);
   accept_policy_config c = config();
