@@ -9,12 +9,24 @@
 #include <thread>
 
 #include "detail/server_parts.hpp"
+#include "transient/budget_fit.hpp"
 #include "transient/detail/throw_error.hpp"
 
 namespace transient {
 namespace {
 
 std::error_code invalid() { return std::make_error_code(std::errc::invalid_argument); }
+
+// The policy settings of loop `t` of `loops` on `where`: its lines name the address, and the
+// loop when there are several (else three loops give three identical lines).
+accept_policy_config labelled(accept_policy_config config, const endpoint& where, unsigned t, unsigned loops) {
+  std::string label = config.label.empty() ? where.to_string() : config.label + " " + where.to_string();
+  if (loops > 1) {
+    label += " loop " + std::to_string(t + 1) + "/" + std::to_string(loops);
+  }
+  config.label = std::move(label);
+  return config;
+}
 
 }  // namespace
 
@@ -93,7 +105,8 @@ server::server(std::vector<listener> listeners, connection_handler handler, serv
       watch w;
       w.fd = listeners_[i].native_handle();
       w.index = i;
-      w.policy = std::make_unique<accept_policy>(shared_->budget, options_.policy);
+      w.policy = std::make_unique<accept_policy>(
+          shared_->budget, labelled(options_.policy, listeners_[i].local_endpoint(), t, options_.threads));
       l->watches.push_back(std::move(w));
     }
     l->wants_reserve = options_.emfile_reserve && options_.policy.shed != shed_mode::queue;
@@ -105,6 +118,8 @@ server::server(std::vector<listener> listeners, connection_handler handler, serv
     diagnostics_ = diagnostics_reserve::open(ec);  // without it the census degrades and says so
   }
   shared_->budget.set_waker({&server::wake_loops, shared_.get()});
+  // Last, so that the descriptors the server itself holds count as open.
+  static_cast<void>(warn_if_budget_does_not_fit(max, options_.policy.sink));
 }
 
 server::~server() {

@@ -188,7 +188,8 @@ void server::apply(loop& l, watch& w, decision d, clock::time_point now) {
         continue;
       }
       case step::wait:
-        w.timed = false;
+        w.timed = d.until != clock::time_point{};  // a log line may be due while waiting
+        w.until = d.until;
         arm(l, w, true);
         return;
       case step::pause_for_release:

@@ -1,4 +1,4 @@
-// `transient drill [--quick] [--json] [--svg FILE]`: runs `transient serve` children through six
+// `transient drill [--quick] [--json] [--svg FILE]`: runs `transient serve` children through seven
 // failure scenarios on loopback and shows what transient does in each; exit 0 only if all pass.
 #include <unistd.h>
 
@@ -17,7 +17,7 @@ namespace {
 constexpr std::string_view drill_help =
     "usage: transient drill [--quick] [--json] [--svg FILE]\n"
     "\n"
-    "Runs `transient serve` children (loopback only, RLIMIT_NOFILE 64) through six scenarios\n"
+    "Runs `transient serve` children (loopback only, RLIMIT_NOFILE 64) through seven scenarios\n"
     "and prints a table; exit 0 only if every scenario passed. About 10 s; --quick about 5 s.\n"
     "\n"
     "  1 backpressure             more concurrent clients than the budget: all served, none lost\n"
@@ -96,7 +96,8 @@ int drill(arguments args) {
                                                                 {"leak", &run_leak},
                                                                 {"naive contrast", &run_naive_contrast},
                                                                 {"port race", &run_port_race},
-                                                                {"clean stop", &run_clean_stop}};
+                                                                {"clean stop", &run_clean_stop},
+                                                                {"churn at the limit", &run_churn}};
   progress_line progress;
   std::vector<scenario_result> results;
   const auto start = std::chrono::steady_clock::now();

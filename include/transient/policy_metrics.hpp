@@ -48,7 +48,7 @@ struct policy_metrics {
   std::array<std::uint64_t, pause_reason_count> pauses{};             ///< Pauses entered, per reason.
   std::array<std::chrono::nanoseconds, pause_reason_count> paused{};  ///< Total time paused, per reason.
   std::uint64_t live = 0;                                             ///< Places taken in the budget now.
-  std::uint64_t peak = 0;                                             ///< Most places ever taken at once.
+  std::uint64_t peak = 0;                                             ///< Most connections open at once.
   std::uint64_t max_connections = 0;                                  ///< The budget.
 
   /// Adds the counters of `other` (e.g. another loop's policy). live, peak and

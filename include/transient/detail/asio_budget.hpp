@@ -7,6 +7,7 @@
 // a permit may be released on any thread, and a loop's state is touched only on its strand.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -14,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "transient/budget_fit.hpp"
 #include "transient/connection_budget.hpp"
 
 namespace transient::asio {
@@ -68,6 +70,14 @@ class shared_budget {
   /// The budget (thread-safe queries: live(), peak(), max_connections()).
   [[nodiscard]] const connection_budget& budget() const noexcept { return budget_; }
 
+  /// The first loop built on this budget warns (through `sink`) if the budget is more than
+  /// the descriptors the process can still open (budget_fit.hpp); later loops do nothing.
+  void check_fit_once(const policy_event_sink& sink) noexcept {
+    if (!fit_checked_.test_and_set()) {
+      static_cast<void>(warn_if_budget_does_not_fit(budget_.max_connections(), sink));
+    }
+  }
+
   /// Registers a loop to be woken by releases (done by the loop when it starts).
   void add(const detail::release_listener* key, std::weak_ptr<detail::release_listener> loop) {
     const std::lock_guard lock(mutex_);
@@ -106,7 +116,8 @@ class shared_budget {
   }
 
   connection_budget budget_;
-  std::mutex mutex_;  // guards loops_
+  std::atomic_flag fit_checked_;  // check_fit_once ran
+  std::mutex mutex_;              // guards loops_
   std::vector<std::pair<const detail::release_listener*, std::weak_ptr<detail::release_listener>>> loops_;
 };
 

@@ -143,6 +143,7 @@ class loop_state final : public release_listener,
     }
     wants_spare_ = options_.emfile_reserve && options_.policy.shed != shed_mode::queue;
     take_spare();
+    shared_->check_fit_once(options_.policy.sink);
   }
   loop_state(const loop_state&) = delete;
   loop_state& operator=(const loop_state&) = delete;
