@@ -160,7 +160,8 @@ void server::apply(loop& l, watch& w, decision d, clock::time_point now) {
   for (;;) {
     switch (d.next) {
       case step::accept:
-      case step::shed: {
+      case step::shed:
+      case step::drain: {
         take_reserve(l);  // a no-op unless a shed under EMFILE lost it
         sockaddr_storage address{};
         socklen_t length = sizeof address;

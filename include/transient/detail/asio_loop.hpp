@@ -317,7 +317,8 @@ class loop_state final : public release_listener,
     const auto now = clock::now();
     switch (d.next) {
       case step::accept:
-      case step::shed: start_accept(); return;
+      case step::shed:
+      case step::drain: start_accept(); return;
       case step::wait:
         // Asio's async_accept waits for readiness itself; a wait is only a turn given to
         // the other handlers (after accepts_per_ready accepts) or the first step.
