@@ -31,7 +31,7 @@ struct acceptor::state final : release_listener {
 
   state(const state&) = delete;
   state& operator=(const state&) = delete;
-  ~state() = default;
+  ~state() override = default;
 
   int epoll_fd;
   std::shared_ptr<const listener> source;

@@ -26,12 +26,15 @@ class release_listener {
   /// A permit was released while some loop waited: signal the loop (eventfd write, post).
   /// Called on the releasing thread; must be thread-safe and must not throw.
   virtual void on_permit_released() noexcept = 0;
+  /// Virtual: a loop's state is destroyed through whatever pointer held it last.
+  virtual ~release_listener() = default;
 
  protected:
   release_listener() = default;
   release_listener(const release_listener&) = default;
   release_listener& operator=(const release_listener&) = default;
-  ~release_listener() = default;
+  release_listener(release_listener&&) = default;
+  release_listener& operator=(release_listener&&) = default;
 };
 
 /// A connection budget for one or more accept loops. Each loop draws a permit for each

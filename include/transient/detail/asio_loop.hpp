@@ -93,7 +93,7 @@ class loop_state final : public release_listener,
   }
   loop_state(const loop_state&) = delete;
   loop_state& operator=(const loop_state&) = delete;
-  ~loop_state() { shared_->remove(this); }
+  ~loop_state() override { shared_->remove(this); }
 
   /// Starts the loop: never completes inline (the first step is posted to the strand).
   void start() {
