@@ -13,11 +13,11 @@
 // their own processes for the whole run (the raw responder in a child forked before any thread
 // exists), so each one's CPU is read the same way; rounds alternate raw, serve, raw, serve...
 // and each pair of neighbours gives one ratio, so load from elsewhere on the machine falls on
-// both sides of a ratio alike. CPU comes in clock ticks (usually 10 ms): over a 3 s round that
-// is well under 1 % of the figure.
+// both sides of a ratio alike. CPU comes in clock ticks (usually 10 ms): over a 2 s round that
+// is under 1 % of the figure.
 //
 // Prints one line per round, then one JSON object as the last line. Bounded: about 35 s with
-// the defaults (5 rounds of 3.3 s per server); --rounds x --seconds is capped at 300 s per server.
+// the defaults (7 rounds of 2.3 s per server); --rounds x --seconds is capped at 300 s per server.
 // Usage: transient_bench_serve [--serve PATH] [--threads N] [--rounds N] [--seconds S] [--clients N]
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -61,8 +61,8 @@ constexpr std::string_view response = "HTTP/1.1 200 OK\r\nContent-Type: text/pla
 struct settings {
   std::string serve_path;
   unsigned threads = 1;
-  unsigned rounds = 5;
-  double seconds = 3.0;
+  unsigned rounds = 7;
+  double seconds = 2.0;
   unsigned clients = 8;
 };
 
