@@ -29,6 +29,7 @@ std::string_view to_string(step s) noexcept {
     case step::pause_for_release: return "pause_for_release";
     case step::pause_until: return "pause_until";
     case step::shed: return "shed";
+    case step::drain: return "drain";
     case step::stop: return "stop";
     case step::fail: return "fail";
   }
@@ -117,6 +118,9 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
     d.shed = shed_for_accepted();
     return d;
   }
+  if (drain_left_ > 0) {
+    return drained(now, true);
+  }
   leave_pause(now);  // only if a driver reports an accept it was not asked for
   // Any successful accept is progress: the resource is available again.
   if (log_.degraded()) {  // checked first: building the event's figures costs atomic loads
@@ -172,9 +176,12 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
   return next;
 }
 
-decision accept_policy::on_accept_failed(time_point now, std::error_code ec) noexcept {
+decision accept_policy::on_accept_failed(time_point now, std::error_code ec, bool reserve_held) noexcept {
   if (state_ == state::stopped) {
     return stop_;
+  }
+  if (drain_left_ > 0) {
+    return drained(now, false);  // EAGAIN: the backlog is empty; EMFILE: the freed number was taken
   }
   leave_pause(now);  // only if a driver reports an accept it was not asked for
   reservation_.cancel();
@@ -200,7 +207,9 @@ decision accept_policy::on_accept_failed(time_point now, std::error_code ec) noe
       ++burst_;
       return begin_accept(now);
     case action::wait: return make(step::wait);
-    case action::back_off: ++counters_.failed[index]; return enter_backoff(now, v.why, ec);
+    case action::back_off:
+      ++counters_.failed[index];
+      return begin_drain(enter_backoff(now, v.why, ec), v.why, reserve_held);
     case action::fail:
     case action::close:
     case action::done: break;
@@ -324,6 +333,40 @@ decision accept_policy::enter_backoff(time_point now, condition why, std::error_
   return current();
 }
 
+// What happens on EMFILE or ENFILE, after enter_backoff decided the pause: a drain first,
+// if the shed mode sheds at all and the driver holds its spare descriptor (libuv's trick:
+// waiting clients get an answer instead of waiting out the episode). Nothing else about the
+// episode changes: the pause, its deadline, the stall watchdog and the log go on as for any
+// exhaustion, and drained connections are not progress (they were accepted on the reserve's
+// number, not on a descriptor that came free).
+decision accept_policy::begin_drain(decision backing_off, condition why, bool reserve_held) noexcept {
+  const bool no_descriptor = why == condition::process_fd_limit || why == condition::system_fd_limit;
+  if (!no_descriptor || !reserve_held || config_.shed == shed_mode::queue || backing_off.next != step::pause_until) {
+    return backing_off;
+  }
+  drain_left_ = config_.accepts_per_ready;
+  ++counters_.drains;
+  return current();
+}
+
+// One accept of a drain came back: shed it and go on (or end the drain, if the accept failed
+// or the cap was reached; the pause is then in force again).
+decision accept_policy::drained(time_point now, bool accepted) noexcept {
+  if (accepted) {
+    --drain_left_;
+    ++counters_.shed[static_cast<std::size_t>(shed_reason::budget)];
+  } else {
+    drain_left_ = 0;
+  }
+  decision d = stop_requested_.load(std::memory_order_relaxed) ? finish(now, {}, condition::unclassified) : current();
+  if (accepted) {
+    d.shed_accepted = true;
+    d.shed = config_.shed;
+    d.why_shed = shed_reason::budget;
+  }
+  return d;
+}
+
 decision accept_policy::resume(time_point now) noexcept {
   leave_pause(now);
   burst_ = 0;
@@ -331,6 +374,7 @@ decision accept_policy::resume(time_point now) noexcept {
 }
 
 void accept_policy::leave_pause(time_point now) noexcept {
+  drain_left_ = 0;
   if (state_ == state::paused_capacity || state_ == state::paused_backoff) {
     budget_.stop_waiting();
     end_pause(now);
@@ -409,8 +453,11 @@ decision accept_policy::current() const noexcept {
     }
     case state::paused_capacity: return make(step::pause_for_release);
     case state::paused_backoff: {
-      decision d = make(step::pause_until);
+      decision d = make(drain_left_ > 0 ? step::drain : step::pause_until);
       d.until = deadline_;
+      if (drain_left_ > 0) {
+        d.shed = config_.shed;
+      }
       return d;
     }
     case state::stopped: return stop_;

@@ -27,6 +27,8 @@ std::string_view to_string(pause_reason r) noexcept {
 policy_metrics& policy_metrics::operator+=(const policy_metrics& other) noexcept {
   accepted += other.accepted;
   retried += other.retried;
+  drains += other.drains;
+  refusals_failed += other.refusals_failed;
   for (std::size_t i = 0; i < skipped.size(); ++i) {
     skipped[i] += other.skipped[i];
     failed[i] += other.failed[i];

@@ -3,7 +3,6 @@
 #include "transient/server.hpp"
 
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 
 #include <algorithm>
 #include <thread>
@@ -18,20 +17,9 @@ std::error_code invalid() { return std::make_error_code(std::errc::invalid_argum
 
 }  // namespace
 
-std::string_view to_string(stop_reason r) noexcept {
-  switch (r) {
-    case stop_reason::clean: return "clean";
-    case stop_reason::listener_dead: return "listener_dead";
-    case stop_reason::stalled: return "stalled";
-    case stop_reason::programming_error: return "programming_error";
-    case stop_reason::other_error: return "other_error";
-  }
-  return "unknown";
-}
-
 server::server(std::vector<listener> listeners, connection_handler handler, server_options options)
-    : listeners_(std::move(listeners)), handler_(std::move(handler)), options_(std::move(options)) {
-  if (listeners_.empty() || !std::ranges::all_of(listeners_, [](const listener& l) { return l.is_open(); })) {
+    : handler_(std::move(handler)), options_(std::move(options)), shared_(std::make_shared<shared>()) {
+  if (listeners.empty() || !std::ranges::all_of(listeners, [](const listener& l) { return l.is_open(); })) {
     throw std::system_error(invalid(), "transient::server needs at least one open listener");
   }
   if (options_.threads == 0) {
@@ -40,71 +28,58 @@ server::server(std::vector<listener> listeners, connection_handler handler, serv
   if (!handler_) {
     throw std::system_error(invalid(), "transient::server needs a connection handler");
   }
-  if (options_.policy.shed == shed_mode::respond && !options_.refuse) {
-    throw std::system_error(invalid(), "shed_mode::respond needs server_options::refuse");
-  }
-  detail::throw_if(validate(options_.policy), "invalid accept policy configuration");
-  std::error_code ec;
-  const std::uint64_t fd_limit = fd_soft_limit(ec);
-  std::uint64_t max = options_.max_connections;
-  if (max == 0) {
-    max = default_max_connections(ec);
-    detail::throw_if(ec, "cannot size the connection budget from RLIMIT_NOFILE");
-  }
-  shared_ = std::make_shared<shared>(max, fd_limit);
+  check_driver_options("transient::server", options_.policy, static_cast<bool>(options_.refuse));
+  budget_ = shared_budget::create(options_.max_connections);
 
-  given_listeners_ = listeners_.size();
+  given_listeners_ = listeners.size();
   const bool shards = options_.reuse_port_shards && options_.threads > 1;
   if (shards) {
-    for (std::size_t i = 0; i < given_listeners_; ++i) {
-      if (!listeners_[i].reuse_port()) {
+    for (const listener& l : listeners) {
+      if (!l.reuse_port()) {
         throw std::system_error(invalid(), "reuse_port_shards needs listeners opened with SO_REUSEPORT (" +
-                                               listeners_[i].local_endpoint().to_string() + " was not)");
+                                               l.local_endpoint().to_string() + " was not)");
       }
     }
+  }
+  for (listener& l : listeners) {
+    listeners_.push_back(std::make_shared<const listener>(std::move(l)));
+  }
+  if (shards) {
     listen_options shard_options;
     shard_options.reuse_port = true;
     for (unsigned t = 1; t < options_.threads; ++t) {
       for (std::size_t i = 0; i < given_listeners_; ++i) {
-        listeners_.push_back(listen(listeners_[i].local_endpoint(), shard_options));
+        listeners_.push_back(std::make_shared<const listener>(listen(listeners_[i]->local_endpoint(), shard_options)));
       }
     }
   }
 
+  acceptor_options settings;
+  settings.budget = budget_;
+  settings.policy = options_.policy;
+  settings.refuse = options_.refuse;
+  settings.emfile_reserve = options_.emfile_reserve;
+  // A listener shared by several loops wakes only one of them per connection.
+  settings.exclusive = options_.threads > 1 && !shards;
+  settings.open_diagnostics_reserve = false;
+  if (options_.diagnostics_reserve) {
+    std::error_code ignored;  // without it the census degrades, and says so
+    settings.diagnostics = std::make_shared<const diagnostics_reserve>(diagnostics_reserve::open(ignored));
+  }
+  settings.sys = options_.sys;
   for (unsigned t = 0; t < options_.threads; ++t) {
     auto l = std::make_unique<loop>();
     l->epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
     if (!l->epoll) {
       throw std::system_error(detail::last_error(), "epoll_create1");
     }
-    l->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!l->wake) {
-      throw std::system_error(detail::last_error(), "eventfd");
-    }
-    epoll_event event{};
-    event.events = EPOLLIN;
-    event.data.u64 = detail::wake_token;
-    if (::epoll_ctl(l->epoll.get(), EPOLL_CTL_ADD, l->wake.get(), &event) != 0) {
-      throw std::system_error(detail::last_error(), "epoll_ctl(eventfd)");
-    }
     // Shared listeners: every loop watches each one. Shards: loop t watches its own copies.
     for (std::size_t k = 0; k < given_listeners_; ++k) {
       const std::size_t i = shards ? t * given_listeners_ + k : k;
-      watch w;
-      w.fd = listeners_[i].native_handle();
-      w.index = i;
-      w.policy = std::make_unique<accept_policy>(shared_->budget, options_.policy);
-      l->watches.push_back(std::move(w));
+      l->acceptors.emplace_back(l->epoll.get(), listeners_[i], detail::tags_of(k), handler_, settings);
     }
-    l->wants_reserve = options_.emfile_reserve && options_.policy.shed != shed_mode::queue;
-    take_reserve(*l);
-    shared_->wake_fds.push_back(l->wake.get());
     loops_.push_back(std::move(l));
   }
-  if (options_.diagnostics_reserve) {
-    diagnostics_ = diagnostics_reserve::open(ec);  // without it the census degrades and says so
-  }
-  shared_->budget.set_waker({&server::wake_loops, shared_.get()});
 }
 
 server::~server() {
@@ -112,17 +87,15 @@ server::~server() {
   shared_->finish();
 }
 
-const connection_budget& server::budget() const noexcept { return shared_->budget; }
+const connection_budget& server::budget() const noexcept { return budget_->budget(); }
 
 std::vector<endpoint> server::local_endpoints() const {
   std::vector<endpoint> out;
   for (std::size_t i = 0; i < given_listeners_ && i < listeners_.size(); ++i) {
-    out.push_back(listeners_[i].local_endpoint());
+    out.push_back(listeners_[i]->local_endpoint());
   }
   return out;
 }
-
-void server::wake_loops(void* context) noexcept { static_cast<shared*>(context)->wake(); }
 
 void server::stop() noexcept {
   if (!shared_->enter()) {
@@ -131,17 +104,16 @@ void server::stop() noexcept {
   stopping_.store(true);
   // Before the listeners are shut down: the EINVAL that accept then returns is a clean stop.
   for (const auto& l : loops_) {
-    for (const watch& w : l->watches) {
-      w.policy->request_stop();
+    for (acceptor& a : l->acceptors) {
+      a.stop();
     }
   }
   // shutdown(SHUT_RD) wakes a thread blocked in accept (close() does not; ERRORS.md). Our
   // loops never block in accept, but users may share the listener; and it ends listening.
-  for (const listener& l : listeners_) {
-    [[maybe_unused]] const std::error_code ec = l.shutdown_read();
+  for (const auto& l : listeners_) {
+    [[maybe_unused]] const std::error_code ec = l->shutdown_read();
   }
   shared_->leave();
-  shared_->wake();
 }
 
 void server::record_failure(stop_info info, std::exception_ptr exception) {
@@ -178,14 +150,20 @@ stop_info server::run(std::error_code& ec) {
     t.join();
   }
   shared_->finish();
+  // A policy failure (stall, dead listener) is the first acceptor's result that is not clean.
+  for (const auto& l : loops_) {
+    for (const acceptor& a : l->acceptors) {
+      if (a.result().error) {
+        record_failure(a.result());
+      }
+    }
+  }
   // Close what run() opened, and the listeners; keep the budget: live connections hold permits.
   for (const auto& l : loops_) {
     const std::lock_guard lock(l->snapshot_mutex);
+    l->acceptors.clear();
     l->epoll.reset();
-    l->wake.reset();
-    l->emfile_reserve.reset();
   }
-  diagnostics_ = diagnostics_reserve{};
   listeners_.clear();
 
   const std::lock_guard lock(mutex_);
@@ -202,10 +180,9 @@ policy_metrics server::metrics() const {
     const std::lock_guard lock(l->snapshot_mutex);
     total += l->metrics;
   }
-  total.shed[static_cast<std::size_t>(shed_reason::budget)] += reserve_sheds_.load(std::memory_order_relaxed);
-  total.live = shared_->budget.live();
-  total.peak = shared_->budget.peak();
-  total.max_connections = shared_->budget.max_connections();
+  total.live = budget_->budget().live();
+  total.peak = budget_->budget().peak();
+  total.max_connections = budget_->budget().max_connections();
   return total;
 }
 

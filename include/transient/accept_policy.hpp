@@ -12,6 +12,16 @@
 //   on_release       a permit was released    pause_until        disarm; resume at `until` or a release
 //   on_timer         the pause timer fired    shed               accept the pending connection and shed it
 //   on_stop          stop was requested       stop / fail        close the listener (fail: with `error`)
+//                                             drain              give up the EMFILE reserve, accept and
+//                                                                shed; report as for accept
+//
+// What happens on EMFILE or ENFILE is decided here and nowhere else: back off (pause_until)
+// and, when the shed mode is not `queue` and the driver says it holds its spare descriptor
+// (on_accept_failed's `reserve_held`), first drain: the driver gives the descriptor up, and
+// each connection it then accepts is reported with on_accepted and shed (shed_accepted), up
+// to accepts_per_ready; the first failure (EAGAIN: the backlog is empty; EMFILE: another
+// thread took the freed number) ends the drain. The pause goes on after it; the driver takes
+// its reserve back before any step that is not a drain (emfile_reserve, driver_kit.hpp).
 //
 // A connection accepted under an `accept` decision comes with a permit (on_accepted fills
 // it); destroying the permit is the "released" event. Releases may happen on any thread:
@@ -59,8 +69,12 @@ enum class step : unsigned char {
   pause_for_release,  ///< Stop watching the listener until a permit is released (on_release).
   pause_until,        ///< Stop watching the listener until `until` (on_timer) or a release (on_release).
   shed,               ///< Accept the pending connection and shed it with `shed`; report as for accept.
-  stop,               ///< Stop cleanly.
-  fail,               ///< Stop with `error` (its condition says why); attach a diagnosis if you have one.
+  /// Descriptors are exhausted and the driver holds its EMFILE reserve: give it up (if still
+  /// held), accept and report as for accept; each connection comes back shed_accepted. The
+  /// backoff pause is in force (`until`): when the drain ends the decision is pause_until.
+  drain,
+  stop,  ///< Stop cleanly.
+  fail,  ///< Stop with `error` (its condition says why); attach a diagnosis if you have one.
 };
 
 /// The name of a step ("accept", ...).
@@ -77,8 +91,8 @@ struct decision {
   /// edge-triggered one must re-post the event itself).
   bool yielded = false;
   shed_mode shed = shed_mode::queue;              ///< How to shed (step::shed or shed_accepted).
-  shed_reason why_shed = shed_reason::budget;     ///< Why (step::shed or shed_accepted).
-  std::chrono::steady_clock::time_point until{};  ///< step::pause_until: when to call on_timer.
+  shed_reason why_shed = shed_reason::budget;     ///< Why (step::shed or shed_accepted; a drain counts as budget).
+  std::chrono::steady_clock::time_point until{};  ///< step::pause_until (and drain): when to call on_timer.
   std::error_code error;                          ///< step::fail: why.
 
   friend bool operator==(const decision&, const decision&) = default;
@@ -152,7 +166,9 @@ class accept_policy {
   /// accept failed with `ec`, classified by classify(operation::accept, ec). A fail
   /// decision carries `ec`, except for EINVAL, which becomes error::not_listening (its
   /// condition is not_listening), and any error after request_stop(), which is a clean stop.
-  [[nodiscard]] decision on_accept_failed(time_point now, std::error_code ec) noexcept;
+  /// `reserve_held`: the driver holds its EMFILE reserve, so a descriptor shortage (EMFILE,
+  /// ENFILE) may be answered with a drain when the shed mode is not queue.
+  [[nodiscard]] decision on_accept_failed(time_point now, std::error_code ec, bool reserve_held = false) noexcept;
   /// A permit was released (call it when woken by the budget's waker; harmless otherwise).
   [[nodiscard]] decision on_release(time_point now) noexcept;
   /// The timer of a pause_until decision fired (early calls are harmless).
@@ -189,6 +205,8 @@ class accept_policy {
 
   decision begin_accept(time_point now) noexcept;
   decision enter_backoff(time_point now, condition why, std::error_code ec) noexcept;
+  decision begin_drain(decision backing_off, condition why, bool reserve_held) noexcept;
+  decision drained(time_point now, bool accepted) noexcept;
   decision resume(time_point now) noexcept;
   void leave_pause(time_point now) noexcept;
   decision finish(time_point now, std::error_code ec, condition why) noexcept;
@@ -205,6 +223,7 @@ class accept_policy {
   permit reservation_;  // the place taken for the accept in flight
   state state_ = state::waiting;
   std::uint32_t burst_ = 0;       // accepts decided since the last ready event
+  std::uint32_t drain_left_ = 0;  // paused_backoff: accepts left in the drain in progress (0: none)
   std::uint16_t generation_ = 0;  // the budget's release generation when the accept was decided
   time_point pause_start_{};      // when the current pause began
   time_point deadline_{};         // end of the current backoff pause

@@ -75,7 +75,7 @@
 #include <system_error>
 #include <utility>
 
-#include "transient/detail/asio_budget.hpp"
+#include "transient/asio_types.hpp"
 #include "transient/detail/asio_loop.hpp"
 
 namespace transient::asio {
@@ -97,13 +97,7 @@ struct initiate_accept_loop {
 };
 
 inline void check(const loop_options& options) {
-  if (options.policy.shed == shed_mode::respond && !options.refuse) {
-    throw std::system_error(std::make_error_code(std::errc::invalid_argument),
-                            "transient::asio: shed_mode::respond needs loop_options::refuse");
-  }
-  if (const std::error_code ec = validate(options.policy)) {
-    throw std::system_error(ec, "transient::asio: invalid accept policy configuration");
-  }
+  check_driver_options("transient::asio", options.policy, static_cast<bool>(options.refuse));
 }
 
 }  // namespace detail

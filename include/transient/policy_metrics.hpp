@@ -47,9 +47,14 @@ struct policy_metrics {
   std::array<std::uint64_t, shed_reason_count> shed{};                ///< Connections shed, per reason.
   std::array<std::uint64_t, pause_reason_count> pauses{};             ///< Pauses entered, per reason.
   std::array<std::chrono::nanoseconds, pause_reason_count> paused{};  ///< Total time paused, per reason.
-  std::uint64_t live = 0;                                             ///< Places taken in the budget now.
-  std::uint64_t peak = 0;                                             ///< Most places ever taken at once.
-  std::uint64_t max_connections = 0;                                  ///< The budget.
+  /// Drains under EMFILE/ENFILE (step::drain): each gave up the EMFILE reserve once.
+  std::uint64_t drains = 0;
+  /// Refusal writers (shed_mode::respond) that threw; the connection was shed anyway. Counted
+  /// by the driver, which owns the writer.
+  std::uint64_t refusals_failed = 0;
+  std::uint64_t live = 0;             ///< Places taken in the budget now.
+  std::uint64_t peak = 0;             ///< Most places ever taken at once.
+  std::uint64_t max_connections = 0;  ///< The budget.
 
   /// Adds the counters of `other` (e.g. another loop's policy). live, peak and
   /// max_connections describe the budget, which loops share: they take the larger value.

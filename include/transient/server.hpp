@@ -1,6 +1,9 @@
 // transient/server.hpp: the epoll driver. Runs an accept_policy over listeners and hands
 // each accepted connection to the user's handler.
 //
+// It is built on transient::acceptor (acceptor.hpp), the library's one accept path: N
+// threads, each an epoll loop with one acceptor per listener, all drawing on one budget.
+//
 // The loop never spins and never sleeps blindly: when the policy pauses (the budget is
 // full, or descriptors or memory are exhausted), the listener is removed from the epoll
 // set, because a level-triggered listener keeps reporting readable while accept fails with
@@ -27,6 +30,7 @@
 #include <vector>
 
 #include "transient/accept_policy.hpp"
+#include "transient/acceptor.hpp"
 #include "transient/connection.hpp"
 #include "transient/connection_budget.hpp"
 #include "transient/diagnostics.hpp"
@@ -34,15 +38,6 @@
 #include "transient/syscalls.hpp"
 
 namespace transient {
-
-/// Receives each accepted connection, on the loop thread that accepted it. It may keep the
-/// connection, move it to another thread, or let it go (closing it). An exception it throws
-/// stops the server and propagates from run(), as in Asio.
-using connection_handler = std::function<void(connection)>;
-
-/// Writes a refusal (e.g. "HTTP/1.1 503 ...") on a connection shed with shed_mode::respond.
-/// The descriptor is non-blocking and closed right after; write what fits, do not wait.
-using refusal_writer = std::function<void(int fd, const endpoint& peer)>;
 
 /// Settings of a server.
 struct server_options {
@@ -74,27 +69,7 @@ struct server_options {
   syscalls sys{};
 };
 
-/// Why run() returned.
-enum class stop_reason : unsigned char {
-  clean,              ///< stop() was called (or every listener stopped cleanly).
-  listener_dead,      ///< A listener stopped listening (condition::not_listening).
-  stalled,            ///< Descriptors or memory stayed exhausted with no progress (condition::stalled).
-  programming_error,  ///< EBADF, ENOTSOCK, EFAULT... from accept or epoll (a bug).
-  other_error,        ///< Any other failure (see the error code).
-};
-
-/// The name of a stop reason ("clean", ...).
-[[nodiscard]] std::string_view to_string(stop_reason r) noexcept;
-
-/// What run() reports.
-struct stop_info {
-  stop_reason reason = stop_reason::clean;  ///< Why it stopped.
-  std::error_code error;                    ///< Empty for a clean stop.
-  std::string diagnosis;                    ///< For stalled and dead listeners: what was found and what to change.
-
-  /// True for a clean stop.
-  explicit operator bool() const noexcept { return !error; }
-};
+/// Why run() returned: stop_reason and stop_info (driver_kit.hpp), as for every driver.
 
 /// The epoll server. Construct, run(), stop() from anywhere. Not copyable or movable.
 class server {
@@ -136,34 +111,26 @@ class server {
 
  private:
   struct loop;
-  struct watch;
   struct shared;
 
-  static void wake_loops(void* context) noexcept;
   void run_loop_guarded(loop& l);
   void run_loop(loop& l);
-  void apply(loop& l, watch& w, decision d, std::chrono::steady_clock::time_point now);
-  void arm(loop& l, watch& w, bool on);
-  void shed(int fd, const endpoint& peer, shed_mode mode);
-  static void take_reserve(loop& l);
-  void shed_with_reserve(loop& l, watch& w);
-  std::string diagnose_failure(const loop& l, const watch& w, const std::error_code& ec);
   static bool publish(loop& l, std::chrono::steady_clock::time_point now, bool force);
   void record_failure(stop_info info, std::exception_ptr exception = nullptr);
 
-  std::vector<listener> listeners_;  // the caller's, then the shards the server opened
+  // The caller's listeners, then the shards the server opened; shared with the acceptors.
+  std::vector<std::shared_ptr<const listener>> listeners_;
   std::size_t given_listeners_ = 0;  // how many of listeners_ the caller gave
   connection_handler handler_;
   server_options options_;
-  // The budget and what a permit release needs to wake the loops. Connections share its
-  // ownership, so a connection may outlive the server.
+  // The budget all loops share. Connections share its ownership, so a connection may outlive
+  // the server.
+  std::shared_ptr<shared_budget> budget_;
+  // What stop() needs to know that run() is not closing the acceptors under it.
   std::shared_ptr<shared> shared_;
   std::vector<std::unique_ptr<loop>> loops_;
-  diagnostics_reserve diagnostics_;
-  std::mutex diagnostics_mutex_;  // one census at a time (they share the reserve's descriptors)
   std::atomic<bool> stopping_{false};
   std::atomic<bool> ran_{false};
-  std::atomic<std::uint64_t> reserve_sheds_{0};
 
   mutable std::mutex mutex_;  // guards what follows
   stop_info failure_;

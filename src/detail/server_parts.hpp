@@ -1,14 +1,11 @@
 // The epoll server's private parts, shared by server.cpp (set-up, stop, run, metrics) and
-// server_loop.cpp (what one loop does: wait, carry out its policies' decisions, shed).
+// server_loop.cpp (what one loop does: wait and pass each event to its acceptors).
 #pragma once
-
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -18,9 +15,6 @@
 
 namespace transient {
 namespace detail {
-
-/// The epoll data of a loop's eventfd; a listener's is its watch's index.
-inline constexpr std::uint64_t wake_token = std::numeric_limits<std::uint64_t>::max();
 
 /// Worst first: stopped > degraded > backpressure > accepting.
 [[nodiscard]] inline int severity(health_state s) noexcept {
@@ -33,29 +27,19 @@ inline constexpr std::uint64_t wake_token = std::numeric_limits<std::uint64_t>::
   return 0;
 }
 
+/// The tags of a loop's acceptor `index`: its listener and its wake-up, so that an event's
+/// tag divided by two is the acceptor it belongs to.
+[[nodiscard]] inline acceptor_tags tags_of(std::size_t index) noexcept {
+  return {2 * static_cast<std::uint64_t>(index), 2 * static_cast<std::uint64_t>(index) + 1};
+}
+
 }  // namespace detail
 
-// One listener as one loop watches it.
-struct server::watch {
-  int fd = -1;
-  std::size_t index = 0;  // in server::listeners_
-  std::unique_ptr<accept_policy> policy;
-  bool armed = false;  // in the epoll set
-  bool timed = false;  // paused until `until`
-  bool done = false;   // the policy stopped
-  std::chrono::steady_clock::time_point until{};
-};
-
-// stop() and wake-ups may run on any thread (a wake-up: wherever a permit is released, even
-// after the server is gone), or in a signal handler, while run() closes the descriptors they
-// write to. Each announces itself in `users` before looking at `finished`; run() sets
-// `finished`, then waits for `users` to drain before closing. Sequentially consistent order
-// on both atomics makes one side see the other.
+// stop() may run on any thread or in a signal handler while run() destroys the acceptors it
+// calls. It announces itself in `users` before looking at `finished`; run() sets `finished`,
+// then waits for `users` to drain before destroying. Sequentially consistent order on both
+// atomics makes one side see the other.
 struct server::shared {
-  shared(std::uint64_t max, std::uint64_t fd_limit) : budget(max, fd_limit) {}
-
-  connection_budget budget;
-  std::vector<int> wake_fds;  // the loops' eventfds (owned by the loops)
   std::atomic<bool> finished{false};
   std::atomic<int> users{0};
 
@@ -74,26 +58,12 @@ struct server::shared {
       std::this_thread::yield();
     }
   }
-  void wake() noexcept {
-    if (!enter()) {
-      return;
-    }
-    const std::uint64_t one = 1;
-    for (const int fd : wake_fds) {
-      // An eventfd write fails only if the counter would overflow: then it is already set.
-      [[maybe_unused]] const ssize_t n = ::write(fd, &one, sizeof one);
-    }
-    leave();
-  }
 };
 
+// One loop: an epoll set and an acceptor per listener it watches.
 struct server::loop {
   unique_fd epoll;
-  unique_fd wake;  // eventfd: permit releases while paused, and stop()
-  std::vector<watch> watches;
-  bool wants_reserve = false;  // emfile_reserve, for a shed mode that is not queue
-  unique_fd emfile_reserve;
-  std::error_code last_accept_error;  // what exhausted us, for the diagnosis
+  std::vector<acceptor> acceptors;
 
   mutable std::mutex snapshot_mutex;  // guards the two snapshots
   policy_metrics metrics;
@@ -101,7 +71,7 @@ struct server::loop {
   std::chrono::steady_clock::time_point last_snapshot{};
 
   [[nodiscard]] bool finished() const {
-    return std::ranges::all_of(watches, [](const watch& w) { return w.done; });
+    return std::ranges::all_of(acceptors, [](const acceptor& a) { return a.done(); });
   }
 };
 

@@ -447,6 +447,180 @@ TEST_F(policy_spec, other_shed_modes_shed_at_the_budget) {
   }
 }
 
+// ---- what happens on EMFILE and ENFILE: back off, and drain with the reserve ------------
+
+TEST_F(policy_spec, descriptor_shortage_drains_with_the_reserve_when_the_mode_sheds) {
+  for (const int e : {EMFILE, ENFILE}) {
+    for (const shed_mode mode : {shed_mode::close, shed_mode::reset, shed_mode::respond}) {
+      connection_budget budget(10);
+      accept_policy_config c = config();
+      c.shed = mode;
+      accept_policy policy(budget, c);
+      ASSERT_EQ(policy.on_ready(now).next, step::accept);
+      const decision d = policy.on_accept_failed(now, sys(e), true);
+      EXPECT_EQ(d.next, step::drain) << e << " " << to_string(mode);
+      EXPECT_EQ(d.shed, mode);
+      EXPECT_EQ(d.until, now + 1ms) << "the backoff pause is decided with the drain";
+      EXPECT_EQ(policy.current(), d);
+      EXPECT_EQ(policy.health().state, health_state::degraded);
+      EXPECT_EQ(policy.metrics().drains, 1U);
+      EXPECT_EQ(budget.live(), 0U) << "a drained connection takes no place";
+    }
+  }
+}
+
+TEST_F(policy_spec, no_drain_in_queue_mode_without_the_reserve_or_for_other_shortages) {
+  struct scenario {
+    shed_mode mode;
+    bool reserve;
+    int e;
+  };
+  for (const scenario s : {scenario{shed_mode::queue, true, EMFILE}, scenario{shed_mode::close, false, EMFILE},
+                           scenario{shed_mode::close, true, ENOBUFS}, scenario{shed_mode::close, true, ENOMEM}}) {
+    connection_budget budget(10);
+    accept_policy_config c = config();
+    c.shed = s.mode;
+    accept_policy policy(budget, c);
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    const decision d = policy.on_accept_failed(now, sys(s.e), s.reserve);
+    EXPECT_EQ(d.next, step::pause_until) << to_string(s.mode) << " " << s.reserve << " " << s.e;
+    EXPECT_EQ(policy.metrics().drains, 0U);
+  }
+}
+
+TEST_F(policy_spec, each_drained_connection_is_shed_and_the_backlog_end_resumes_the_pause) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.shed = shed_mode::reset;
+  accept_policy policy(budget, c);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  const time_point until = policy.on_accept_failed(now, sys(EMFILE), true).until;
+  for (int i = 0; i < 3; ++i) {
+    permit p;
+    const decision d = policy.on_accepted(now, p, v4("127.0.0.1"));
+    EXPECT_FALSE(p) << "drained connections are never served";
+    EXPECT_TRUE(d.shed_accepted);
+    EXPECT_EQ(d.shed, shed_mode::reset);
+    EXPECT_EQ(d.why_shed, shed_reason::budget);
+    EXPECT_EQ(d.next, step::drain);
+  }
+  const decision end = policy.on_accept_failed(now, sys(EAGAIN));
+  EXPECT_EQ(end.next, step::pause_until) << "the backlog is empty: the pause goes on";
+  EXPECT_EQ(end.until, until);
+  const policy_metrics m = policy.metrics();
+  EXPECT_EQ(m.shed[static_cast<std::size_t>(shed_reason::budget)], 3U);
+  EXPECT_EQ(m.accepted, 0U);
+  EXPECT_EQ(m.skipped[static_cast<std::size_t>(condition::would_block)], 0U) << "the end of a drain is no event";
+  EXPECT_EQ(policy.health().state, health_state::degraded) << "a drain is not a recovery";
+  EXPECT_EQ(count(policy_event_kind::recovered), 0);
+  advance(1ms);
+  EXPECT_EQ(policy.on_timer(now).next, step::accept);
+}
+
+TEST_F(policy_spec, a_drain_is_bounded_by_accepts_per_ready) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.shed = shed_mode::close;
+  c.accepts_per_ready = 4;
+  accept_policy policy(budget, c);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(EMFILE), true);
+  int drained = 0;
+  while (d.next == step::drain && drained < 100) {
+    permit p;
+    d = policy.on_accepted(now, p);
+    ASSERT_TRUE(d.shed_accepted);
+    ++drained;
+  }
+  EXPECT_EQ(drained, 4);
+  EXPECT_EQ(d.next, step::pause_until);
+}
+
+TEST_F(policy_spec, emfile_during_a_drain_ends_it_and_the_next_shortage_drains_again) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.shed = shed_mode::close;
+  accept_policy policy(budget, c);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
+  // Another thread took the number the reserve freed.
+  decision d = policy.on_accept_failed(now, sys(EMFILE));
+  EXPECT_EQ(d.next, step::pause_until);
+  EXPECT_EQ(policy.metrics().failed[static_cast<std::size_t>(condition::process_fd_limit)], 1U)
+      << "a failure inside a drain is not a second exhaustion";
+  advance(d.until - now);
+  ASSERT_EQ(policy.on_timer(now).next, step::accept);
+  // The driver could not take its reserve back yet: no drain, only the pause.
+  d = policy.on_accept_failed(now, sys(EMFILE), false);
+  EXPECT_EQ(d.next, step::pause_until);
+  EXPECT_EQ(d.until, now + 2ms);
+  advance(2ms);
+  ASSERT_EQ(policy.on_timer(now).next, step::accept);
+  EXPECT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
+  EXPECT_EQ(policy.metrics().drains, 2U);
+}
+
+TEST_F(policy_spec, a_release_or_the_timer_during_a_drain_ends_it) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.shed = shed_mode::close;
+  accept_policy policy(budget, c);
+  permit held;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accepted(now, held).next, step::accept);
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
+  held.release();
+  EXPECT_EQ(policy.on_release(now).next, step::accept) << "a freed descriptor beats draining";
+  permit served;
+  EXPECT_FALSE(policy.on_accepted(now, served).shed_accepted);
+  EXPECT_TRUE(served);
+
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
+  advance(1ms);
+  EXPECT_EQ(policy.on_timer(now).next, step::accept) << "the pause ended: accept again";
+}
+
+TEST_F(policy_spec, a_stop_request_during_a_drain_sheds_the_last_connection_and_stops) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.shed = shed_mode::close;
+  accept_policy policy(budget, c);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
+  policy.request_stop();
+  permit p;
+  const decision d = policy.on_accepted(now, p);
+  EXPECT_FALSE(p);
+  EXPECT_TRUE(d.shed_accepted);
+  EXPECT_EQ(d.next, step::stop);
+  EXPECT_EQ(budget.waiters(), 0U) << "the pause's waiter registration is gone";
+}
+
+TEST_F(policy_spec, the_watchdog_still_counts_through_drains) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.shed = shed_mode::close;
+  c.stall_timeout = 10ms;
+  accept_policy policy(budget, c);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(EMFILE), true);
+  for (int round = 0; round < 100 && d.next != step::fail; ++round) {
+    ASSERT_EQ(d.next, step::drain);
+    permit p;
+    d = policy.on_accepted(now, p);  // a client drained: not progress
+    ASSERT_EQ(d.next, step::drain);
+    d = policy.on_accept_failed(now, sys(EAGAIN));
+    ASSERT_EQ(d.next, step::pause_until);
+    advance(d.until - now);
+    d = policy.on_timer(now);
+    if (d.next == step::accept) {
+      d = policy.on_accept_failed(now, sys(EMFILE), true);
+    }
+  }
+  EXPECT_EQ(d.next, step::fail);
+  EXPECT_EQ(d.error, condition::stalled);
+}
+
 TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
   connection_budget budget(100);
   peer_limit peers(2, 1024, 42);

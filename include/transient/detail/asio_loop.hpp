@@ -11,6 +11,8 @@
 //                       that the acceptor is still open; a permit release posts on_release
 //   pause_until         no operation on the acceptor; the steady_timer fires at `until`
 //                       (on_timer), or a release posts on_release
+//   drain               give up the EMFILE reserve; synchronous non-blocking accepts, each
+//                       reported (on_accepted: shed; on_accept_failed ends it)
 //   stop / fail         complete the operation (fail: with a diagnosis)
 //
 // At most one operation of ours is outstanding at a time (an accept, the timer, or a posted
@@ -45,67 +47,13 @@
 #include <utility>
 
 #include "transient/accept_policy.hpp"
+#include "transient/asio_types.hpp"
 #include "transient/classify.hpp"
-#include "transient/detail/asio_budget.hpp"
 #include "transient/diagnostics.hpp"
+#include "transient/driver_kit.hpp"
 #include "transient/unique_fd.hpp"
 
 namespace transient::asio {
-
-/// One accepted connection, as the loop hands it to the handler: the socket, the permit that
-/// holds its place in the budget, and the peer's address. Destroying it closes the socket,
-/// then releases the permit, then lets go of the budget (members are destroyed in reverse
-/// order of declaration). That order matters: a loop paused on EMFILE resumes at the
-/// release, and the descriptor must be free by then. If you move `socket` out, keep `place`
-/// alive at least as long as the socket.
-struct accepted_socket {
-  std::shared_ptr<const void> budget_owner;  ///< Keeps the budget alive while `place` holds a place in it.
-  permit place;                              ///< The connection's place in the budget.
-  ::asio::ip::tcp::socket socket;            ///< The connection (FD_CLOEXEC set unless disabled).
-  ::asio::ip::tcp::endpoint peer;            ///< The client's address and port.
-};
-
-/// Writes a refusal (e.g. "HTTP/1.1 503 ...") on a connection shed with shed_mode::respond.
-/// The socket is non-blocking and closed right after: write what fits, do not wait.
-using refusal_writer = std::function<void(::asio::ip::tcp::socket& socket, const ::asio::ip::tcp::endpoint& peer)>;
-
-/// Settings of an accept loop.
-struct loop_options {
-  /// The budget to draw from (share one between loops). Empty: a budget of max_connections.
-  std::shared_ptr<shared_budget> budget;
-  /// The size of the budget made when `budget` is empty. 0: default_max_connections().
-  std::uint64_t max_connections = 0;
-  /// The accept policy's settings (backoff, stall timeout, shed mode, per-peer cap, event sink...).
-  accept_policy_config policy{};
-  /// Called for connections shed with shed_mode::respond (required for that mode).
-  refusal_writer refuse{};
-  /// The executor of each accepted socket (e.g. [&] { return asio::make_strand(ioc); }).
-  /// Empty: the acceptor's executor.
-  std::function<::asio::any_io_executor()> socket_executor{};
-  /// While paused, how often the loop checks that the acceptor is still open (closing it is
-  /// a clean stop, but a paused loop has no operation on it to be cancelled). 0: never.
-  std::chrono::milliseconds close_check = std::chrono::milliseconds(500);
-  /// Keep /proc/self/fd and /proc/sys/fs/file-nr open (two descriptors) so that a stall
-  /// diagnosis can be written when no descriptor is free.
-  bool diagnostics_reserve = true;
-  /// Set FD_CLOEXEC on accepted sockets (Asio 1.22 accepts with accept(2), without
-  /// SOCK_CLOEXEC; a fork+exec on another thread in between can still inherit one).
-  bool cloexec = true;
-  /// Keep one spare descriptor (/dev/null) so that, under EMFILE, waiting clients can still be
-  /// accepted and shed, up to accepts_per_ready at a time (libuv's trick), as the epoll server
-  /// does: used only when the shed mode is not `queue` and the acceptor can accept
-  /// synchronously. Another thread may take the number freed for a moment; the loop then
-  /// takes its spare back before its next accept.
-  bool emfile_reserve = true;
-};
-
-/// How an accept loop ended (the operation's second completion argument).
-struct loop_report {
-  std::error_code error;                 ///< Empty for a clean stop; else why (compare with transient::condition).
-  std::string diagnosis;                 ///< For a failure: what was found and what to change.
-  policy_metrics metrics;                ///< The policy's counters at the end.
-  std::exception_ptr handler_exception;  ///< What the connection handler threw, if it did (it stops the loop).
-};
 
 namespace detail {
 
@@ -139,10 +87,9 @@ class loop_state final : public release_listener,
         options_(std::move(options)) {
     if (options_.diagnostics_reserve) {
       std::error_code ignored;  // without it the census degrades (and says so)
-      reserve_ = diagnostics_reserve::open(ignored);
+      reserve_diagnostics_ = diagnostics_reserve::open(ignored);
     }
-    wants_spare_ = options_.emfile_reserve && options_.policy.shed != shed_mode::queue;
-    take_spare();
+    reserve_ = emfile_reserve(options_.emfile_reserve && options_.policy.shed != shed_mode::queue && can_drain);
   }
   loop_state(const loop_state&) = delete;
   loop_state& operator=(const loop_state&) = delete;
@@ -255,10 +202,7 @@ class loop_state final : public release_listener,
     }
     if (ec) {
       last_error_ = ec;
-      if (ec == ::asio::error::no_descriptors && spare_) {
-        shed_with_spare();
-      }
-      apply(policy_.on_accept_failed(now, ec));
+      apply(policy_.on_accept_failed(now, ec, reserve_.held()));
       return;
     }
     if (options_.cloexec) {
@@ -315,7 +259,11 @@ class loop_state final : public release_listener,
 
   void apply(const decision& d) {
     const auto now = clock::now();
+    if (d.next != step::drain) {
+      reserve_.take();  // a no-op unless a drain gave it up or another thread took its number
+    }
     switch (d.next) {
+      case step::drain: drain(d); return;
       case step::accept:
       case step::shed: start_accept(); return;
       case step::wait:
@@ -339,7 +287,6 @@ class loop_state final : public release_listener,
   }
 
   void start_accept() {
-    take_spare();  // a no-op unless a shed under EMFILE lost it
     pending_ = pending::accept;
     // Per-operation cancellation (Asio 1.22 reactor sockets support it): stopping cancels
     // this accept only, not other operations the user may have on the acceptor.
@@ -370,68 +317,64 @@ class loop_state final : public release_listener,
       socket.set_option(::asio::socket_base::linger(true, 0), ignored);
     } else if (mode == shed_mode::respond && options_.refuse) {
       socket.non_blocking(true, ignored);
-      try {
-        options_.refuse(socket, peer_);
-      } catch (...) {  // a refusal that failed changes nothing: the connection is shed anyway
+      if (!write_refusal([&] { options_.refuse(socket, peer_); })) {
+        ++refusals_failed_;  // the kit's rule: the connection is shed anyway
       }
     }
     socket.close(ignored);
   }
 
-  // The spare descriptor for shedding under EMFILE (see loop_options::emfile_reserve). A
-  // failure other than a descriptor shortage (no /dev/null in a chroot) will not pass: stop
-  // asking rather than pay a failing open() before every accept.
-  void take_spare() {
-    if (wants_spare_ && !spare_) {
-      spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-      if (!spare_ && errno != EMFILE && errno != ENFILE) {
-        wants_spare_ = false;
-      }
-    }
-  }
+  // Whether the acceptor can accept synchronously without blocking, which a drain needs.
+  static constexpr bool can_drain =
+      requires(Acceptor & a, ::asio::ip::tcp::socket& s, ::asio::ip::tcp::endpoint& e, std::error_code& ec) {
+    a.non_blocking(true, ec);
+    a.accept(s, e, ec);
+  };
 
-  // libuv's trick, as in the epoll server: give up the spare for a moment, accept and shed the
-  // waiting clients (each shed frees the number the next accept takes), then take the spare
-  // again. Synchronous accepts in non-blocking mode, so an empty queue ends it (would_block)
-  // instead of blocking the strand; the acceptor's own mode is restored after.
-  void shed_with_spare() {
-    if constexpr (requires(::asio::ip::tcp::socket & s, std::error_code & e) {
-                    acceptor_.non_blocking(true, e);
-                    acceptor_.accept(s, peer_, e);
-                  }) {
+  // The policy's drain (descriptors exhausted, the reserve held): give the reserve up and
+  // accept synchronously while the policy says so, reporting each result. Non-blocking, so
+  // an empty backlog ends it (would_block) instead of blocking the strand; the acceptor's own
+  // mode is restored after.
+  void drain(decision d) {
+    const auto now = clock::now();
+    if constexpr (can_drain) {
       std::error_code ec;
       const bool was_non_blocking = acceptor_.non_blocking();
       acceptor_.non_blocking(true, ec);
-      if (ec) {
-        return;
-      }
-      spare_.reset();
-      for (std::uint32_t i = 0; i < options_.policy.accepts_per_ready; ++i) {
+      reserve_.give_up();
+      while (!ec && d.next == step::drain) {
         ::asio::ip::tcp::socket socket(acceptor_.get_executor());
         acceptor_.accept(socket, peer_, ec);
         if (ec) {
-          break;  // would_block (the queue is empty), or EMFILE: the freed number was taken
+          d = policy_.on_accept_failed(now, ec);
+          break;
         }
-        shed(socket, options_.policy.shed);
-        ++spare_sheds_;
+        permit place;
+        d = policy_.on_accepted(now, place, peer_key_of(peer_.data(), peer_.size()));
+        shed(socket, d.shed_accepted ? d.shed : shed_mode::close);  // a drained connection is never served
       }
-      acceptor_.non_blocking(was_non_blocking, ec);
-      take_spare();
+      if (d.next == step::drain) {
+        d = policy_.on_accept_failed(now, ec);  // non_blocking(true) failed: the drain ends
+      }
+      std::error_code ignored;
+      acceptor_.non_blocking(was_non_blocking, ignored);
+    } else {
+      d = policy_.on_accept_failed(now, std::make_error_code(std::errc::operation_not_supported));
     }
+    apply(d);
   }
 
   [[nodiscard]] std::string diagnose_failure(const std::error_code& ec) const {
-    if (ec == condition::stalled) {
-      const connection_budget& b = shared_->budget();
-      return diagnose({last_error_, b.live(), b.max_connections(), options_.policy.stall_timeout}, reserve_).text;
-    }
     std::error_code ignored;
     const auto where = acceptor_.local_endpoint(ignored);
-    std::string text = "accept on " + where.address().to_string() + ":" + std::to_string(where.port());
-    if (ec == condition::not_listening) {
-      return text + " failed: the acceptor is not listening (accept: EINVAL; call listen() before the loop)";
-    }
-    return text + " failed: " + ec.message() + " (" + std::string(classify(operation::accept, ec).advice) + ")";
+    failure_context context;
+    context.where = where.address().to_string() + ":" + std::to_string(where.port());
+    context.listener_state = "the acceptor is not listening (accept: EINVAL; call listen() before the loop)";
+    context.last_accept_error = last_error_;
+    context.live = shared_->budget().live();
+    context.max_connections = shared_->budget().max_connections();
+    context.stall_timeout = options_.policy.stall_timeout;
+    return failure_text(ec, context, reserve_diagnostics_);
   }
 
   void finish(const decision& d) {
@@ -447,11 +390,11 @@ class loop_state final : public release_listener,
     }
     if (exception_) {
       report.error = std::make_error_code(std::errc::operation_canceled);
-      report.diagnosis = "the connection handler threw";
+      report.diagnosis = std::string(handler_threw_text());
       report.handler_exception = exception_;
     }
     report.metrics = policy_.metrics();
-    report.metrics.shed[static_cast<std::size_t>(shed_reason::budget)] += spare_sheds_;
+    report.metrics.refusals_failed += refusals_failed_;
     const std::error_code ec = report.error;
     // The completion may run inline (dispatch on its own executor) and destroy the
     // acceptor: nothing after this line touches it.
@@ -471,10 +414,9 @@ class loop_state final : public release_listener,
   completion_executor executor_;
   work_executor work_;
   loop_options options_;
-  diagnostics_reserve reserve_;
-  bool wants_spare_ = false;  // emfile_reserve, for a shed mode that is not queue
-  unique_fd spare_;           // the EMFILE reserve descriptor
-  std::uint64_t spare_sheds_ = 0;
+  diagnostics_reserve reserve_diagnostics_;
+  emfile_reserve reserve_;  // for the policy's drains (loop_options::emfile_reserve)
+  std::uint64_t refusals_failed_ = 0;
   ::asio::cancellation_signal accept_cancel_;
   ::asio::ip::tcp::endpoint peer_;           // filled by the accept in flight
   std::atomic<bool> wake_posted_{false};     // any thread

@@ -1,10 +1,12 @@
-// transient/detail/asio_budget.hpp: the connection budget of Asio accept loops, and how a
-// permit released on any thread wakes the loops paused on it.
+// transient/shared_budget.hpp: a connection budget shared by several accept loops (epoll
+// acceptors, Asio loops, any driver), and how a permit released on any thread wakes the loops
+// paused on it.
 //
 // connection_budget calls one waker, and only when some loop is paused (so a release on a
-// busy server costs one atomic add). The Asio loops sharing a budget register here; the
-// waker posts a wake-up to each registered loop's strand. Posting (not calling) matters:
-// a permit may be released on any thread, and a loop's state is touched only on its strand.
+// busy server costs one atomic add). The loops sharing a budget register here as
+// release_listeners; the waker tells each registered loop. A listener only *signals* its loop
+// (an eventfd write, a post to a strand): a permit may be released on any thread, and a loop's
+// state is touched only on its own thread.
 #pragma once
 
 #include <cstdint>
@@ -16,14 +18,12 @@
 
 #include "transient/connection_budget.hpp"
 
-namespace transient::asio {
+namespace transient {
 
-namespace detail {
-
-/// An accept loop that a permit release may wake. Implemented by the loop's state.
+/// A loop that a permit release may wake. Implemented by each driver's loop state.
 class release_listener {
  public:
-  /// A permit was released while some loop waited: post the wake-up to the loop's strand.
+  /// A permit was released while some loop waited: signal the loop (eventfd write, post).
   /// Called on the releasing thread; must be thread-safe and must not throw.
   virtual void on_permit_released() noexcept = 0;
 
@@ -34,12 +34,10 @@ class release_listener {
   ~release_listener() = default;
 };
 
-}  // namespace detail
-
-/// A connection budget for one or more Asio accept loops. Each loop draws a permit for each
+/// A connection budget for one or more accept loops. Each loop draws a permit for each
 /// connection it accepts; a release (on any thread) wakes the loops paused on the budget.
-/// Held by std::shared_ptr: the loops and every accepted_socket keep it alive, so sockets may
-/// outlive the loop that accepted them.
+/// Held by std::shared_ptr: the loops and every accepted connection keep it alive, so
+/// connections may outlive the loop that accepted them.
 class shared_budget {
   struct private_tag {};
 
@@ -68,14 +66,15 @@ class shared_budget {
   /// The budget (thread-safe queries: live(), peak(), max_connections()).
   [[nodiscard]] const connection_budget& budget() const noexcept { return budget_; }
 
-  /// Registers a loop to be woken by releases (done by the loop when it starts).
-  void add(const detail::release_listener* key, std::weak_ptr<detail::release_listener> loop) {
+  /// Registers a loop to be woken by releases (done by the loop when it starts). Throws
+  /// std::bad_alloc.
+  void add(const release_listener* key, std::weak_ptr<release_listener> loop) {
     const std::lock_guard lock(mutex_);
     loops_.emplace_back(key, std::move(loop));
   }
 
   /// Unregisters a loop (done by the loop when it stops, and when it is destroyed).
-  void remove(const detail::release_listener* key) noexcept {
+  void remove(const release_listener* key) noexcept {
     const std::lock_guard lock(mutex_);
     std::erase_if(loops_, [key](const auto& entry) { return entry.first == key; });
   }
@@ -86,7 +85,7 @@ class shared_budget {
   // destroys a loop, whose destructor takes the lock to unregister.
   static void wake(void* context) noexcept {
     auto& self = *static_cast<shared_budget*>(context);
-    std::vector<std::shared_ptr<detail::release_listener>> targets;
+    std::vector<std::shared_ptr<release_listener>> targets;
     try {
       const std::lock_guard lock(self.mutex_);
       targets.reserve(self.loops_.size());
@@ -97,7 +96,7 @@ class shared_budget {
       }
     } catch (...) {
       // Out of memory: the wake-up is lost; the paused loops still wake on their timers
-      // (backoff deadline or the acceptor-close check) and see the release then.
+      // (backoff deadline, or a driver's periodic check) and see the release then.
       return;
     }
     for (const auto& loop : targets) {
@@ -107,7 +106,7 @@ class shared_budget {
 
   connection_budget budget_;
   std::mutex mutex_;  // guards loops_
-  std::vector<std::pair<const detail::release_listener*, std::weak_ptr<detail::release_listener>>> loops_;
+  std::vector<std::pair<const release_listener*, std::weak_ptr<release_listener>>> loops_;
 };
 
-}  // namespace transient::asio
+}  // namespace transient
