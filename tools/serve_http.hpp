@@ -203,13 +203,19 @@ inline parsed_request parse_request(std::string_view buffer) {
   return r;
 }
 
-/// The response serve gives every request: 200, "ok" (no body for HEAD).
-inline std::string ok_response(const parsed_request& request) {
-  std::string out = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n";
+/// Appends the response serve gives every request to `out`: 200, "ok" (no body for HEAD).
+inline void append_ok_response(const parsed_request& request, std::string& out) {
+  out += "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n";
   out += request.keep_alive ? "\r\n" : "Connection: close\r\n\r\n";
   if (request.method != "HEAD") {
     out += "ok";
   }
+}
+
+/// The response serve gives every request: 200, "ok" (no body for HEAD).
+inline std::string ok_response(const parsed_request& request) {
+  std::string out;
+  append_ok_response(request, out);
   return out;
 }
 
