@@ -156,7 +156,7 @@ void connection_loop::read_from(client& c) {
 
 void connection_loop::answer(client& c) {
   std::size_t used = 0;
-  while (!c.close_after_write) {
+  while (!c.close_after_write && used < c.in.size()) {
     const parsed_request r = parse_request(std::string_view(c.in).substr(used));
     if (r.status == parse_status::incomplete) {
       break;
