@@ -18,6 +18,16 @@ namespace transient {
 // The state is shared: the budget's wake-up registry holds it weakly and, while it wakes it,
 // strongly, possibly on another thread. The wake-up eventfd therefore closes with the state,
 // never before, so such a write cannot reach a reused descriptor number.
+namespace {
+
+// The policy's lines name the listener first, then what the driver adds ("loop 2/3").
+accept_policy_config labelled(accept_policy_config config, const endpoint& where) {
+  config.label = config.label.empty() ? where.to_string() : where.to_string() + " " + config.label;
+  return config;
+}
+
+}  // namespace
+
 struct acceptor::state final : release_listener {
   state(int epfd, std::shared_ptr<const listener> l, acceptor_tags t, connection_handler h, acceptor_options o)
       : epoll_fd(epfd),
@@ -26,7 +36,7 @@ struct acceptor::state final : release_listener {
         handler(std::move(h)),
         options(std::move(o)),
         budget(options.budget ? options.budget : shared_budget::create(options.max_connections)),
-        policy(budget->budget(), options.policy),
+        policy(budget->budget(), labelled(options.policy, source->local_endpoint())),
         reserve(options.emfile_reserve && options.policy.shed != shed_mode::queue) {}
 
   state(const state&) = delete;

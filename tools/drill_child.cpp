@@ -232,6 +232,10 @@ std::optional<int> serve_child::wait_exit(std::chrono::milliseconds timeout) {
     if (r == pid_) {
       exited_at_ = clock::now();
       status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      // The exit closed the pipes, but the reader may not have read their last bytes yet:
+      // wait (bounded) until it has, so stderr_text() after wait_exit() holds all of it.
+      std::unique_lock lock(mutex_);
+      changed_.wait_for(lock, std::chrono::seconds(2), [this] { return drained_; });
       return status_;
     }
     const auto now = clock::now();

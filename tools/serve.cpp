@@ -1,47 +1,45 @@
 // `transient serve`: an HTTP/1.1 keep-alive responder on transient's accept loop (or, for
 // demonstration, on a naive one). See serve_options.cpp for the command line.
+//
+// Run to completion: each of --threads N loops (serve_loop) owns an epoll set, an acceptor on
+// the one verified listener (EPOLLEXCLUSIVE when there are several, so a connection wakes one
+// loop) and the connections it accepted; all acceptors draw from one shared budget.
 #include <fcntl.h>
-#include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
+#include <exception>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "command.hpp"
 #include "serve_connections.hpp"
+#include "serve_loop.hpp"
 #include "serve_metrics.hpp"
 #include "serve_naive.hpp"
 #include "serve_notify.hpp"
 #include "serve_options.hpp"
 #include "transient/diagnostics.hpp"
 #include "transient/policy_metrics.hpp"
-#include "transient/server.hpp"
+#include "transient/shared_budget.hpp"
 
 namespace transient::tool {
 namespace {
 
+class serve_group;
+
 // What a SIGINT/SIGTERM stops. Signals are blocked on every thread but the main one, so the
 // handler runs only there, never while main is tearing these objects down (it clears them
-// first). Everything the handler calls is async-signal-safe (server::stop documents it).
-std::atomic<server*> signal_server{nullptr};
+// first). Everything the handler calls is async-signal-safe (acceptor::stop documents it).
+std::atomic<serve_group*> signal_group{nullptr};
 std::atomic<naive_loop*> signal_naive{nullptr};
 std::atomic<metrics_endpoint*> signal_metrics{nullptr};
 
-extern "C" void on_stop_signal(int /*signal*/) {
-  if (auto* s = signal_server.load()) {
-    s->stop();
-  }
-  if (auto* n = signal_naive.load()) {
-    n->stop();
-  }
-  if (auto* m = signal_metrics.load()) {
-    m->stop();
-  }
-}
+extern "C" void on_stop_signal(int /*signal*/);
 
 void install_signal_handlers() {
   struct sigaction action {};
@@ -50,19 +48,6 @@ void install_signal_handlers() {
   ::sigaction(SIGINT, &action, nullptr);
   ::sigaction(SIGTERM, &action, nullptr);
   (void)::signal(SIGPIPE, SIG_IGN);  // a reader of our stdout may go away; sockets use MSG_NOSIGNAL
-}
-
-// Runs `body` on a new thread with SIGINT and SIGTERM blocked (so they reach the main thread).
-std::thread thread_without_signals(std::function<void()> body) {
-  sigset_t block;
-  sigset_t old;
-  sigemptyset(&block);
-  sigaddset(&block, SIGINT);
-  sigaddset(&block, SIGTERM);
-  ::pthread_sigmask(SIG_BLOCK, &block, &old);
-  std::thread t(std::move(body));
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  return t;
 }
 
 // Descriptors this process holds (the census does not count the one it reads them through).
@@ -110,35 +95,6 @@ listener open_listener(const serve_settings& s, std::string& problem) {
   return l;
 }
 
-struct io_pool {
-  std::vector<std::unique_ptr<connection_io>> loops;
-  std::vector<std::thread> threads;
-  std::atomic<std::size_t> next{0};
-
-  io_pool(unsigned count, std::chrono::milliseconds idle, descriptor_leak* leak = nullptr) {
-    for (unsigned i = 0; i < count; ++i) {
-      loops.push_back(std::make_unique<connection_io>(idle, [](const parsed_request& r) { return ok_response(r); }));
-      if (leak != nullptr) {
-        loops.back()->set_after_close([leak] { leak->pay(); });
-      }
-    }
-    for (auto& l : loops) {
-      threads.push_back(thread_without_signals([io = l.get()] { io->run(); }));
-    }
-  }
-  io_pool(const io_pool&) = delete;
-  io_pool& operator=(const io_pool&) = delete;
-  ~io_pool() {
-    for (auto& l : loops) {
-      l->stop();
-    }
-    for (auto& t : threads) {
-      t.join();
-    }
-  }
-  void add(connection c) { loops[next.fetch_add(1, std::memory_order_relaxed) % loops.size()]->add(std::move(c)); }
-};
-
 // Only now, with the listener verified (listen() checked it against the kernel's LISTEN table)
 // and the server built, may a supervisor hear that we are ready: a service must never announce
 // itself on a port it does not really hold.
@@ -165,69 +121,164 @@ std::unique_ptr<metrics_endpoint> start_metrics(const serve_settings& s, std::fu
   return std::make_unique<metrics_endpoint>(std::move(l), std::move(text));
 }
 
+// The loops of serve_transient: one per --threads, all on one listener and one budget. The
+// first failure (a stall, a dead listener, an exception) stops every loop and is reported.
+class serve_group {
+ public:
+  serve_group(const serve_settings& s, listener l, descriptor_leak* leak) {
+    const auto source = std::make_shared<const listener>(std::move(l));
+    const auto budget = shared_budget::create(s.max_connections);
+    for (unsigned i = 0; i < s.threads; ++i) {
+      acceptor_options options;
+      options.budget = budget;
+      options.exclusive = s.threads > 1;
+      options.policy.shed = s.shed;
+      options.policy.stall_timeout = s.stall_timeout;
+      options.policy.listener_verified = true;
+      if (s.threads > 1) {  // the lines name the listener (the policy adds it) and the loop
+        options.policy.label = "loop " + std::to_string(i + 1) + "/" + std::to_string(s.threads);
+      }
+      // The stop and its diagnosis are said once, at exit, by serve itself (with the stop reason
+      // and the descriptors open); a loop's stop line only when it ends an episode that had not
+      // recovered (else its `degraded` line would have no end); other events as usual.
+      options.policy.sink = [](const policy_event& e) {
+        const bool said_at_exit = e.kind == policy_event_kind::diagnosis ||
+                                  (e.kind == policy_event_kind::stopped && !e.error && e.failures == 0);
+        if (!said_at_exit) {
+          write_to_stderr(e);
+        }
+      };
+      if (s.shed == shed_mode::respond) {
+        options.refuse = [](int fd, const endpoint&) {
+          static constexpr std::string_view refusal =
+              "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nRetry-After: 1\r\nConnection: "
+              "close\r\n\r\nbusy\n";
+          [[maybe_unused]] const ssize_t n = ::send(fd, refusal.data(), refusal.size(), MSG_NOSIGNAL);
+        };
+      }
+      std::function<void()> after_accept;
+      if (leak != nullptr) {
+        after_accept = [leak] { leak->on_accept(); };
+      }
+      loops_.push_back(std::make_unique<serve_loop>(s.idle_timeout, &append_ok_response, source, std::move(options),
+                                                    std::move(after_accept)));
+      if (leak != nullptr) {
+        loops_.back()->connections().set_after_close([leak] { leak->pay(); });
+      }
+    }
+  }
+
+  // Runs every loop (the first on the calling thread) until stop() or the first failure.
+  // Returns 0 for a clean stop, 1 after printing why not.
+  int run() {
+    std::vector<std::thread> threads;
+    for (std::size_t i = 1; i < loops_.size(); ++i) {
+      threads.push_back(thread_without_signals([this, i] { run_loop(*loops_[i]); }));
+    }
+    run_loop(*loops_.front());
+    for (auto& t : threads) {
+      t.join();
+    }
+    if (exception_) {
+      try {
+        std::rethrow_exception(exception_);
+      } catch (const std::exception& e) {
+        std::cerr << "transient serve: stopped: " << e.what() << '\n';
+      }
+      return 1;
+    }
+    if (!failure_) {
+      std::cerr << "transient serve: stopped: " << to_string(failure_.reason) << ": " << failure_.error.message()
+                << '\n';
+      if (!failure_.diagnosis.empty()) {
+        std::cerr << failure_.diagnosis << (failure_.diagnosis.back() == '\n' ? "" : "\n");
+      }
+      return 1;
+    }
+    return 0;
+  }
+
+  // Stops every loop. Async-signal-safe.
+  void stop() noexcept {
+    for (const auto& l : loops_) {
+      l->stop();
+    }
+  }
+
+  // The counters of every loop's acceptor, with the budget's current live and peak.
+  [[nodiscard]] policy_metrics metrics() const {
+    policy_metrics m;
+    for (const auto& l : loops_) {
+      m += l->metrics();
+    }
+    const connection_budget& b = loops_.front()->budget()->budget();
+    m.live = b.live();
+    m.peak = b.peak();
+    m.max_connections = b.max_connections();
+    return m;
+  }
+
+  [[nodiscard]] const endpoint& local_endpoint() const noexcept { return loops_.front()->local_endpoint(); }
+
+ private:
+  void run_loop(serve_loop& l) {
+    try {
+      l.run();
+      if (!l.result()) {
+        const std::lock_guard lock(mutex_);
+        if (failure_ && !exception_) {
+          failure_ = l.result();
+        }
+      }
+    } catch (...) {
+      const std::lock_guard lock(mutex_);
+      if (failure_ && !exception_) {
+        exception_ = std::current_exception();
+      }
+    }
+    stop();  // the first loop to end ends them all
+  }
+
+  std::vector<std::unique_ptr<serve_loop>> loops_;
+  std::mutex mutex_;  // guards failure_ and exception_ (the first failure wins)
+  stop_info failure_;
+  std::exception_ptr exception_;
+};
+
+extern "C" void on_stop_signal(int /*signal*/) {
+  if (auto* g = signal_group.load()) {
+    g->stop();
+  }
+  if (auto* n = signal_naive.load()) {
+    n->stop();
+  }
+  if (auto* m = signal_metrics.load()) {
+    m->stop();
+  }
+}
+
 int serve_transient(const serve_settings& s, listener l) {
   descriptor_leak leak(s.leak_per_connection);
-  io_pool pool(s.threads, s.idle_timeout, s.leak_per_connection > 0 ? &leak : nullptr);
-  server_options options;
-  options.max_connections = s.max_connections;
-  options.threads = s.threads;
-  options.policy.shed = s.shed;
-  options.policy.stall_timeout = s.stall_timeout;
-  options.policy.listener_verified = true;
-  // The stop and its diagnosis are said once, at exit, by serve itself (with the stop reason
-  // and the descriptors open); a loop's stop line only when it ends an episode that had not
-  // recovered (else its `degraded` line would have no end); other events as usual.
-  options.policy.sink = [](const policy_event& e) {
-    const bool said_at_exit =
-        e.kind == policy_event_kind::diagnosis || (e.kind == policy_event_kind::stopped && !e.error && e.failures == 0);
-    if (!said_at_exit) {
-      write_to_stderr(e);
-    }
-  };
-  if (s.shed == shed_mode::respond) {
-    options.refuse = [](int fd, const endpoint&) {
-      static constexpr std::string_view refusal =
-          "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n";
-      [[maybe_unused]] const ssize_t n = ::send(fd, refusal.data(), refusal.size(), MSG_NOSIGNAL);
-    };
-  }
-  std::vector<listener> listeners;
-  listeners.push_back(std::move(l));
-  server srv(
-      std::move(listeners),
-      [&pool, &leak](connection c) {
-        leak.on_accept();
-        pool.add(std::move(c));
-      },
-      std::move(options));
-
+  serve_group group(s, std::move(l), s.leak_per_connection > 0 ? &leak : nullptr);
   std::string problem;
   const auto metrics = start_metrics(
-      s, [&srv] { return to_prometheus(srv.metrics()); }, problem);
+      s, [&group] { return to_prometheus(group.metrics()); }, problem);
   if (!problem.empty()) {
     std::cerr << "transient serve: " << problem << '\n';
     return 1;
   }
-  announce(srv.local_endpoints().front());
-  signal_server.store(&srv);
+  announce(group.local_endpoint());
+  signal_group.store(&group);
   signal_metrics.store(metrics.get());
-  std::error_code ec;
-  const stop_info info = srv.run(ec);
-  signal_server.store(nullptr);
+  const int status = group.run();
+  signal_group.store(nullptr);
   signal_metrics.store(nullptr);
-  if (!info) {
-    std::cerr << "transient serve: stopped: " << to_string(info.reason) << ": " << info.error.message() << '\n';
-    if (!info.diagnosis.empty()) {
-      std::cerr << info.diagnosis << (info.diagnosis.back() == '\n' ? "" : "\n");
-    }
-    return 1;
-  }
-  return 0;
+  return status;
 }
 
 int serve_naive(const serve_settings& s, listener l) {
-  io_pool pool(1, s.idle_timeout);
-  naive_loop loop(std::move(l), [&pool](connection c) { pool.add(std::move(c)); });
+  connection_loop io(s.idle_timeout, &append_ok_response);
+  naive_loop loop(io.epoll_fd(), std::move(l), [&io](connection c) { io.add(std::move(c)); });
   std::string problem;
   const auto metrics = start_metrics(
       s,
@@ -245,7 +296,7 @@ int serve_naive(const serve_settings& s, listener l) {
   announce(loop.local_endpoint());
   signal_naive.store(&loop);
   signal_metrics.store(metrics.get());
-  loop.run();
+  io.run(loop);
   signal_naive.store(nullptr);
   signal_metrics.store(nullptr);
   return 0;

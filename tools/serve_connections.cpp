@@ -1,8 +1,8 @@
 // The connection loop of `transient serve` (see serve_connections.hpp).
 #include "serve_connections.hpp"
 
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -14,7 +14,6 @@
 namespace transient::tool {
 namespace {
 
-constexpr std::uint64_t wake_key = std::numeric_limits<std::uint64_t>::max();
 // Output queued beyond this stops reading from the client (a pipelining client that never
 // reads would otherwise make us buffer without bound).
 constexpr std::size_t output_high_water = std::size_t{64} * 1024;
@@ -28,105 +27,78 @@ constexpr auto linger_limit = std::chrono::seconds(2);
 
 }  // namespace
 
-connection_io::connection_io(std::chrono::milliseconds idle_timeout, responder respond)
-    : idle_timeout_(idle_timeout),
-      respond_(std::move(respond)),
-      epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-      wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  if (!epoll_ || !wake_) {
-    throw_errno("connection loop: epoll_create1/eventfd");
+connection_loop::connection_loop(std::chrono::milliseconds idle_timeout, responder respond)
+    : idle_timeout_(idle_timeout), respond_(std::move(respond)), epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
+  if (!epoll_) {
+    throw_errno("connection loop: epoll_create1");
+  }
+}
+
+connection_loop::~connection_loop() { close_all(); }
+
+void connection_loop::add(connection conn) {
+  const int fd = conn.native_handle();
+  if (fd < 0) {
+    return;
+  }
+  const auto slot = static_cast<std::size_t>(fd);
+  if (slot >= clients_.size()) {
+    clients_.resize(std::max(slot + 1, clients_.size() * 2));  // may throw: `conn` is closed then
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.u64 = wake_key;
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) {
-    throw_errno("connection loop: epoll_ctl");
+  ev.data.u64 = static_cast<std::uint64_t>(fd);
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+    return;  // ENOMEM/ENOSPC: the connection is closed as `conn` goes
   }
+  client& c = clients_[slot];
+  c.conn = std::move(conn);
+  c.close_after_write = false;
+  c.draining = false;
+  c.writing = false;
+  c.reading = true;
+  c.last = now_;
+  link_newest(fd);
+  ++open_;
 }
 
-connection_io::~connection_io() = default;
-
-void connection_io::add(connection c) {
-  {
-    const std::lock_guard lock(mutex_);
-    if (stopped_) {
-      return;  // `c` is closed here
-    }
-    pending_.push_back(std::move(c));
-  }
-  const std::uint64_t one = 1;
-  [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);  // EAGAIN: already signalled
-}
-
-void connection_io::stop() noexcept {
-  stopping_.store(true);
-  const std::uint64_t one = 1;
-  [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);
-}
-
-void connection_io::run() {
+void connection_loop::run(accept_source& source) {
   std::array<epoll_event, 64> events{};
-  while (!stopping_.load()) {
-    const int n =
-        ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), next_timeout(clock::now()));
+  now_ = clock::now();
+  while (!source.done()) {
+    int timeout = next_timeout();
+    const int source_timeout = source.timeout_ms(now_);
+    if (source_timeout >= 0 && (timeout < 0 || source_timeout < timeout)) {
+      timeout = source_timeout;
+    }
+    const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0 && errno != EINTR) {
       throw_errno("connection loop: epoll_wait");
     }
-    const auto now = clock::now();
+    now_ = clock::now();
     for (int i = 0; i < n; ++i) {
-      if (events[static_cast<std::size_t>(i)].data.u64 == wake_key) {
-        std::uint64_t count = 0;
-        [[maybe_unused]] const ssize_t r = ::read(wake_.get(), &count, sizeof count);
-        take_pending(now);
+      const epoll_event& e = events[static_cast<std::size_t>(i)];
+      if (e.data.u64 >= accept_source::first_source_tag) {
+        if (!source.handle(e, now_)) {
+          continue;  // not ours either: nothing else registers here
+        }
       } else {
-        on_event(static_cast<int>(events[static_cast<std::size_t>(i)].data.u64),
-                 events[static_cast<std::size_t>(i)].events, now);
+        on_event(static_cast<int>(e.data.u64), e.events);
       }
     }
-    expire(now);
+    source.on_time(now_);
+    expire();
   }
-  {
-    const std::lock_guard lock(mutex_);
-    stopped_ = true;
-    pending_.clear();
-  }
-  clients_.clear();
-  idle_order_.clear();
-  open_.store(0);
+  close_all();
 }
 
-void connection_io::take_pending(clock::time_point now) {
-  std::vector<connection> taken;
-  {
-    const std::lock_guard lock(mutex_);
-    taken.swap(pending_);
-  }
-  for (auto& conn : taken) {
-    const int fd = conn.native_handle();
-    auto c = std::make_unique<client>();
-    c->conn = std::move(conn);
-    c->last = now;
-    c->age = idle_order_.insert(idle_order_.end(), fd);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = static_cast<std::uint64_t>(fd);
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
-      idle_order_.erase(c->age);
-      continue;  // ENOMEM/ENOSPC: the connection is closed as `c` goes
-    }
-    clients_.emplace(fd, std::move(c));
-    open_.fetch_add(1, std::memory_order_relaxed);
-  }
-}
-
-void connection_io::on_event(int fd, unsigned events, clock::time_point now) {
-  const auto it = clients_.find(fd);
-  if (it == clients_.end()) {
+void connection_loop::on_event(int fd, unsigned events) {
+  if (static_cast<std::size_t>(fd) >= clients_.size() || !clients_[static_cast<std::size_t>(fd)].conn) {
     return;
   }
-  client& c = *it->second;
+  client& c = clients_[static_cast<std::size_t>(fd)];
   if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0U) {
-    read_from(c, now);
+    read_from(c);
     if (!c.conn) {
       close_client(fd);
       return;
@@ -134,7 +106,7 @@ void connection_io::on_event(int fd, unsigned events, clock::time_point now) {
   }
   if ((events & EPOLLOUT) != 0U) {
     flush(c);
-    touch(c, now);
+    touch(fd);
   }
   if (!c.conn) {
     close_client(fd);
@@ -143,10 +115,11 @@ void connection_io::on_event(int fd, unsigned events, clock::time_point now) {
   update_interest(c);
 }
 
-void connection_io::read_from(client& c, clock::time_point now) {
-  std::array<char, 16384> buffer{};
+void connection_loop::read_from(client& c) {
+  std::array<char, 16384> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init): recv fills it
+  const int fd = c.conn.native_handle();
   for (int i = 0; i < reads_per_event && c.conn; ++i) {
-    const ssize_t n = ::recv(c.conn.native_handle(), buffer.data(), buffer.size(), 0);
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
     if (n < 0) {
       if (errno == EINTR) {
         continue;
@@ -154,7 +127,7 @@ void connection_io::read_from(client& c, clock::time_point now) {
       if (errno != EAGAIN) {
         c.conn.close();  // ECONNRESET and the like: the peer is gone
       }
-      return;
+      break;
     }
     if (n == 0) {
       // The peer finished sending: answer what is complete, then close once written.
@@ -164,24 +137,26 @@ void connection_io::read_from(client& c, clock::time_point now) {
         c.close_after_write = true;
         c.in.clear();
       }
-      return;
+      break;
     }
     if (c.draining) {
       continue;  // input after a 400 is discarded
     }
-    touch(c, now);
+    touch(fd);
     c.in.append(buffer.data(), static_cast<std::size_t>(n));
     answer(c);
-    if (c.out.size() > output_high_water || c.close_after_write) {
+    // A short read emptied the socket: level-triggered epoll reports what comes next, so
+    // another recv now would only return EAGAIN (one wasted system call per request).
+    if (static_cast<std::size_t>(n) < buffer.size() || c.out.size() > output_high_water || c.close_after_write) {
       break;
     }
   }
   flush(c);
 }
 
-void connection_io::answer(client& c) {
+void connection_loop::answer(client& c) {
   std::size_t used = 0;
-  while (!c.close_after_write) {
+  while (!c.close_after_write && used < c.in.size()) {
     const parsed_request r = parse_request(std::string_view(c.in).substr(used));
     if (r.status == parse_status::incomplete) {
       break;
@@ -192,14 +167,14 @@ void connection_io::answer(client& c) {
       used = c.in.size();
       break;
     }
-    c.out += respond_(r);
+    respond_(r, c.out);
     used += r.length;
     c.close_after_write = !r.keep_alive;
   }
   c.in.erase(0, used);
 }
 
-void connection_io::flush(client& c) {
+void connection_loop::flush(client& c) {
   while (c.conn && !c.out.empty()) {
     const ssize_t n = ::send(c.conn.native_handle(), c.out.data(), c.out.size(), MSG_NOSIGNAL);
     if (n < 0) {
@@ -218,11 +193,12 @@ void connection_io::flush(client& c) {
     // client closes, discarding its input, so that the close does not reset the response.
     ::shutdown(c.conn.native_handle(), SHUT_WR);
     c.draining = true;
+    ++draining_;
     c.in.clear();
   }
 }
 
-void connection_io::update_interest(client& c) {
+void connection_loop::update_interest(client& c) {
   const bool want_write = !c.out.empty();
   const bool want_read = c.draining || c.out.size() <= output_high_water;
   if (want_write == c.writing && want_read == c.reading) {
@@ -239,64 +215,116 @@ void connection_io::update_interest(client& c) {
   c.reading = want_read;
 }
 
-void connection_io::touch(client& c, clock::time_point now) {
-  c.last = now;
-  idle_order_.splice(idle_order_.end(), idle_order_, c.age);
+void connection_loop::link_newest(int fd) {
+  client& c = clients_[static_cast<std::size_t>(fd)];
+  c.older = newest_;
+  c.newer = none;
+  if (newest_ != none) {
+    clients_[static_cast<std::size_t>(newest_)].newer = fd;
+  } else {
+    oldest_ = fd;
+  }
+  newest_ = fd;
 }
 
-void connection_io::close_client(int fd) {
-  const auto it = clients_.find(fd);
-  if (it == clients_.end()) {
-    return;
+void connection_loop::unlink(int fd) {
+  client& c = clients_[static_cast<std::size_t>(fd)];
+  (c.older != none ? clients_[static_cast<std::size_t>(c.older)].newer : oldest_) = c.newer;
+  (c.newer != none ? clients_[static_cast<std::size_t>(c.newer)].older : newest_) = c.older;
+  c.older = none;
+  c.newer = none;
+}
+
+void connection_loop::touch(int fd) {
+  clients_[static_cast<std::size_t>(fd)].last = now_;
+  if (fd != newest_) {
+    unlink(fd);
+    link_newest(fd);
   }
-  idle_order_.erase(it->second->age);
-  clients_.erase(it);  // closes the descriptor, then releases the permit (connection's order)
-  open_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void connection_loop::close_client(int fd) {
+  client& c = clients_[static_cast<std::size_t>(fd)];
+  unlink(fd);
+  if (c.draining) {
+    --draining_;
+    c.draining = false;
+  }
+  c.conn.close();  // closes the descriptor, then releases the permit (connection's order)
+  c.in.clear();    // the capacity stays for the next connection on this descriptor
+  c.out.clear();
+  --open_;
   if (after_close_) {
     after_close_();
   }
 }
 
-// Timeouts: idle_timeout for every connection, linger_limit for one draining after a 400.
-// The idle order is by last activity, so its front is the next idle deadline; draining
-// connections are few and scanned.
-int connection_io::next_timeout(clock::time_point now) const {
-  auto next = clock::time_point::max();
-  if (!idle_order_.empty()) {
-    next = clients_.at(idle_order_.front())->last + idle_timeout_;
+void connection_loop::close_all() noexcept {
+  while (oldest_ != none) {
+    const int fd = oldest_;
+    client& c = clients_[static_cast<std::size_t>(fd)];
+    unlink(fd);
+    c.conn.close();
   }
-  for (const auto& [fd, c] : clients_) {
-    if (c->draining) {
-      next = std::min(next, c->last + std::min<clock::duration>(idle_timeout_, linger_limit));
+  clients_.clear();
+  open_ = 0;
+  draining_ = 0;
+}
+
+// Timeouts: idle_timeout for every connection, linger_limit for one draining after a 400.
+// The idle order is by last activity, so its oldest entry is the next idle deadline;
+// draining connections are few and scanned, only while there are any.
+int connection_loop::next_timeout() const {
+  auto next = clock::time_point::max();
+  if (oldest_ != none) {
+    next = clients_[static_cast<std::size_t>(oldest_)].last + idle_timeout_;
+  }
+  if (draining_ > 0) {
+    const auto limit = std::min<clock::duration>(idle_timeout_, linger_limit);
+    for (int fd = oldest_; fd != none; fd = clients_[static_cast<std::size_t>(fd)].newer) {
+      const client& c = clients_[static_cast<std::size_t>(fd)];
+      if (c.draining) {
+        next = std::min(next, c.last + limit);
+      }
     }
   }
   if (next == clock::time_point::max()) {
     return -1;
   }
-  if (next <= now) {
+  if (next <= now_) {
     return 0;
   }
-  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - now).count();
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - now_).count();
   return static_cast<int>(std::min<std::int64_t>(ms, 60000));
 }
 
-void connection_io::expire(clock::time_point now) {
-  while (!idle_order_.empty()) {
-    const int fd = idle_order_.front();
-    if (clients_.at(fd)->last + idle_timeout_ > now) {
-      break;
+void connection_loop::expire() {
+  while (oldest_ != none && clients_[static_cast<std::size_t>(oldest_)].last + idle_timeout_ <= now_) {
+    close_client(oldest_);
+  }
+  if (draining_ > 0) {
+    const auto limit = std::min<clock::duration>(idle_timeout_, linger_limit);
+    for (int fd = oldest_; fd != none;) {
+      const client& c = clients_[static_cast<std::size_t>(fd)];
+      const int newer = c.newer;
+      if (c.draining && c.last + limit <= now_) {
+        close_client(fd);
+      }
+      fd = newer;
     }
-    close_client(fd);
   }
-  std::vector<int> lingered;
-  for (const auto& [fd, c] : clients_) {
-    if (c->draining && c->last + std::min<clock::duration>(idle_timeout_, linger_limit) <= now) {
-      lingered.push_back(fd);
-    }
-  }
-  for (const int fd : lingered) {
-    close_client(fd);
-  }
+}
+
+std::thread thread_without_signals(std::function<void()> body) {
+  sigset_t block;
+  sigset_t old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old);
+  std::thread t(std::move(body));
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return t;
 }
 
 }  // namespace transient::tool

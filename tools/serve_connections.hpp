@@ -1,16 +1,18 @@
-// The connection side of `transient serve`: one thread with its own epoll set reads requests,
-// writes responses and enforces the idle timeout for the connections the accept loop hands it.
+// The loops of `transient serve`, run to completion: one thread, one epoll set, an accept
+// source (transient's acceptor, or the naive loop) and the connections that source accepted
+// on this thread. A connection never crosses threads: it is accepted, read, answered, timed
+// out and closed by the loop that accepted it, as in nginx workers or an Asio io_context per
+// thread, so a connection costs no hand-over (no queue, no lock, no eventfd write, no wake-up).
 #pragma once
 
-#include <atomic>
+#include <sys/epoll.h>
+
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
-#include <list>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <unordered_map>
+#include <thread>
 #include <vector>
 
 #include "serve_http.hpp"
@@ -19,33 +21,69 @@
 
 namespace transient::tool {
 
-/// Builds the response to one complete request (serve: "ok"; the metrics port: the metrics).
-using responder = std::function<std::string(const parsed_request&)>;
+/// Appends the response to one complete request to `out` (serve: "ok"; the metrics port: the
+/// metrics). Appending into the connection's own buffer reuses its capacity: no allocation
+/// per request once a loop is warm.
+using responder = std::function<void(const parsed_request& request, std::string& out)>;
 
-/// An HTTP/1.1 keep-alive connection loop: pipelined requests are answered in order, a bad or
-/// oversized request gets 400 and a close, a connection idle for `idle_timeout` is closed.
-/// add() and stop() are thread-safe; run() runs on one thread.
-class connection_io {
+/// What a connection_loop accepts connections from. It registers its own descriptors in the
+/// loop's epoll set with data.u64 tags of at least `first_source_tag` (connections use their
+/// descriptor numbers), hands each connection to connection_loop::add on the loop thread, and
+/// says when the loop must end.
+class accept_source {
  public:
-  /// Creates the epoll set and the wake-up eventfd (two descriptors). Throws std::system_error.
-  connection_io(std::chrono::milliseconds idle_timeout, responder respond);
-  ~connection_io();
-  connection_io(const connection_io&) = delete;
-  connection_io& operator=(const connection_io&) = delete;
+  /// The clock of every `now`.
+  using clock = std::chrono::steady_clock;
+  /// The smallest epoll tag a source may use (above every descriptor number).
+  static constexpr std::uint64_t first_source_tag = std::uint64_t{1} << 32U;
 
-  /// Calls `hook` on the loop thread after each connection is closed (set before run()).
+  /// Handles one event if its tag is the source's; false if it is not.
+  virtual bool handle(const epoll_event& event, clock::time_point now) = 0;
+  /// The source's timers that fell due by `now` (called after every epoll_wait).
+  virtual void on_time(clock::time_point now) = 0;
+  /// Milliseconds until the source's next timer (-1: none).
+  [[nodiscard]] virtual int timeout_ms(clock::time_point now) const = 0;
+  /// True once the source has stopped: the loop closes its connections and returns.
+  [[nodiscard]] virtual bool done() const = 0;
+  /// Virtual: a final source's destructor is then virtual too (clang-tidy asks for one or the other).
+  virtual ~accept_source() = default;
+
+ protected:
+  accept_source() = default;
+  accept_source(const accept_source&) = default;
+  accept_source& operator=(const accept_source&) = default;
+};
+
+/// An HTTP/1.1 keep-alive connection loop on one thread: pipelined requests are answered in
+/// order, a bad or oversized request gets 400 and a close, a connection idle for
+/// `idle_timeout` is closed. Everything runs on the thread that calls run(), including add()
+/// (from the source's handler); nothing here is thread-safe, nothing needs to be.
+class connection_loop {
+ public:
+  /// The clock of every `now`.
+  using clock = accept_source::clock;
+
+  /// Creates the epoll set. Throws std::system_error.
+  connection_loop(std::chrono::milliseconds idle_timeout, responder respond);
+  ~connection_loop();
+  connection_loop(const connection_loop&) = delete;
+  connection_loop& operator=(const connection_loop&) = delete;
+
+  /// The epoll set, for the source to register its descriptors in.
+  [[nodiscard]] int epoll_fd() const noexcept { return epoll_.get(); }
+  /// Calls `hook` after each connection is closed (set before run()).
   void set_after_close(std::function<void()> hook) { after_close_ = std::move(hook); }
-  /// Hands a connection over (from the accept loop's thread). After stop(), it is closed.
+  /// Takes a connection the source accepted (on the loop thread, during run()). A connection
+  /// the epoll set cannot take (ENOMEM, ENOSPC) is closed.
   void add(connection c);
-  /// Serves until stop(); closes every connection before returning.
-  void run();
-  /// Makes run() return soon. Async-signal-safe (an atomic store and a write(2)).
-  void stop() noexcept;
-  /// Connections open now (approximate while run() is busy).
-  [[nodiscard]] std::size_t open_connections() const noexcept { return open_.load(std::memory_order_relaxed); }
+  /// Serves until `source` is done(); closes every connection before returning. Throws
+  /// std::system_error if epoll_wait fails; an exception from the source propagates.
+  void run(accept_source& source);
+  /// Connections open now.
+  [[nodiscard]] std::size_t open_connections() const noexcept { return open_; }
 
  private:
-  using clock = std::chrono::steady_clock;
+  static constexpr int none = -1;
   struct client {
     connection conn;
     std::string in;
@@ -55,32 +93,37 @@ class connection_io {
     bool writing = false;   // EPOLLOUT in the interest set
     bool reading = true;    // EPOLLIN in the interest set
     clock::time_point last{};
-    std::list<int>::iterator age;  // position in idle_order_
+    int older = none;  // the idle order, least recently active first, linked by descriptor
+    int newer = none;
   };
 
-  void take_pending(clock::time_point now);
-  void on_event(int fd, unsigned events, clock::time_point now);
-  void read_from(client& c, clock::time_point now);
+  void on_event(int fd, unsigned events);
+  void read_from(client& c);
   void answer(client& c);
   void flush(client& c);
   void update_interest(client& c);
-  void touch(client& c, clock::time_point now);
+  void link_newest(int fd);
+  void unlink(int fd);
+  void touch(int fd);
   void close_client(int fd);
-  int next_timeout(clock::time_point now) const;
-  void expire(clock::time_point now);
+  void close_all() noexcept;
+  [[nodiscard]] int next_timeout() const;
+  void expire();
 
   std::chrono::milliseconds idle_timeout_;
   responder respond_;
   std::function<void()> after_close_;
   unique_fd epoll_;
-  unique_fd wake_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<std::size_t> open_{0};
-  std::mutex mutex_;  // guards pending_ and stopped_
-  std::vector<connection> pending_;
-  bool stopped_ = false;
-  std::unordered_map<int, std::unique_ptr<client>> clients_;
-  std::list<int> idle_order_;  // least recently active first
+  clock::time_point now_{};      // when the current batch of events arrived
+  std::vector<client> clients_;  // by descriptor; a closed slot keeps its buffers' capacity
+  std::size_t open_ = 0;
+  std::size_t draining_ = 0;  // clients with draining set (their deadlines are scanned)
+  int oldest_ = none;
+  int newest_ = none;
 };
+
+/// Starts `body` on a new thread with SIGINT and SIGTERM blocked, so that they reach the
+/// main thread only (serve's handler runs there, never during the teardown of a loop).
+std::thread thread_without_signals(std::function<void()> body);
 
 }  // namespace transient::tool

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -47,8 +48,35 @@ constexpr bool is_token_char(char c) noexcept {
   return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
+// is_token_char for every byte, looked up once per character of every request.
+inline constexpr auto token_chars = [] {
+  std::array<bool, 256> table{};
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    table[i] = is_token_char(static_cast<char>(i));
+  }
+  return table;
+}();
+
 constexpr bool is_token(std::string_view s) noexcept {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return is_token_char(c); });
+  return !s.empty() &&
+         std::all_of(s.begin(), s.end(), [](char c) { return token_chars[static_cast<unsigned char>(c)]; });
+}
+
+// True if every LF in `head` follows a CR and every CR precedes an LF. It jumps from one CR
+// or LF to the next (memchr) rather than testing every character: a head has one of each
+// per line.
+constexpr bool crlf_only(std::string_view head) noexcept {
+  for (std::size_t i = head.find('\n'); i != std::string_view::npos; i = head.find('\n', i + 1)) {
+    if (i == 0 || head[i - 1] != '\r') {
+      return false;
+    }
+  }
+  for (std::size_t i = head.find('\r'); i != std::string_view::npos; i = head.find('\r', i + 1)) {
+    if (i + 1 == head.size() || head[i + 1] != '\n') {
+      return false;
+    }
+  }
+  return true;
 }
 
 constexpr char lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
@@ -110,12 +138,8 @@ inline parsed_request parse_request(std::string_view buffer) {
     return bad("request head larger than " + std::to_string(request_limit) + " bytes");
   }
   const std::string_view head = buffer.substr(start, head_end - start);
-  for (std::size_t i = 0; i < head.size(); ++i) {
-    const bool lf_alone = head[i] == '\n' && (i == 0 || head[i - 1] != '\r');
-    const bool cr_alone = head[i] == '\r' && (i + 1 == head.size() || head[i + 1] != '\n');
-    if (lf_alone || cr_alone) {
-      return bad("bare CR or LF in the request head (lines end with CRLF)");
-    }
+  if (!detail::crlf_only(head)) {
+    return bad("bare CR or LF in the request head (lines end with CRLF)");
   }
 
   // Request line: METHOD SP TARGET SP HTTP/1.x
@@ -203,13 +227,19 @@ inline parsed_request parse_request(std::string_view buffer) {
   return r;
 }
 
-/// The response serve gives every request: 200, "ok" (no body for HEAD).
-inline std::string ok_response(const parsed_request& request) {
-  std::string out = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n";
+/// Appends the response serve gives every request to `out`: 200, "ok" (no body for HEAD).
+inline void append_ok_response(const parsed_request& request, std::string& out) {
+  out += "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n";
   out += request.keep_alive ? "\r\n" : "Connection: close\r\n\r\n";
   if (request.method != "HEAD") {
     out += "ok";
   }
+}
+
+/// The response serve gives every request: 200, "ok" (no body for HEAD).
+inline std::string ok_response(const parsed_request& request) {
+  std::string out;
+  append_ok_response(request, out);
   return out;
 }
 

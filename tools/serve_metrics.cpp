@@ -18,43 +18,37 @@ std::string metrics_response(const parsed_request& request, const std::function<
 }
 
 metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text) {
-  io_ = std::make_unique<connection_io>(std::chrono::seconds(60), [text = std::move(text)](const parsed_request& r) {
-    return metrics_response(r, text);
-  });
-  server_options options;
-  options.max_connections = 8;          // scrapers only
-  options.policy.stall_timeout = {};    // the main server's watchdog decides
-  options.diagnostics_reserve = false;  // never diagnoses (no watchdog)
+  acceptor_options options;
+  options.max_connections = 8;               // scrapers only
+  options.policy.stall_timeout = {};         // the main server's watchdog decides
+  options.open_diagnostics_reserve = false;  // never diagnoses (no watchdog)
   options.policy.sink = [](const policy_event& e) {
     if (e.kind != policy_event_kind::diagnosis) {
       const std::string line = "transient serve (metrics port): " + format(e) + "\n";
       [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
     }
   };
-  std::vector<listener> listeners;
-  listeners.push_back(std::move(l));
-  connection_io* io = io_.get();
-  server_ = std::make_unique<server>(
-      std::move(listeners), [io](connection c) { io->add(std::move(c)); }, std::move(options));
-  io_thread_ = std::thread([io] { io->run(); });
-  server_thread_ = std::thread([this] {
-    std::error_code ec;
-    const stop_info info = server_->run(ec);
-    if (ec) {
-      std::cerr << "transient serve: metrics port stopped: " << ec.message() << '\n';
+  loop_ = std::make_unique<serve_loop>(
+      std::chrono::seconds(60),
+      [text = std::move(text)](const parsed_request& r, std::string& out) { out += metrics_response(r, text); },
+      std::make_shared<const listener>(std::move(l)), std::move(options));
+  thread_ = thread_without_signals([loop = loop_.get()] {
+    try {
+      loop->run();
+      if (!loop->result()) {
+        std::cerr << "transient serve: metrics port stopped: " << loop->result().error.message() << '\n';
+      }
+    } catch (const std::exception& e) {
+      std::cerr << "transient serve: metrics port stopped: " << e.what() << '\n';
     }
   });
 }
 
-void metrics_endpoint::stop() noexcept {
-  server_->stop();
-  io_->stop();
-}
+void metrics_endpoint::stop() noexcept { loop_->stop(); }
 
 metrics_endpoint::~metrics_endpoint() {
   stop();
-  server_thread_.join();
-  io_thread_.join();
+  thread_.join();
 }
 
 }  // namespace transient::tool

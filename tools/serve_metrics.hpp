@@ -1,6 +1,5 @@
 // The metrics port of `transient serve`: Prometheus text at /metrics on a second (loopback)
-// listener, with its own small server and connection loop so it never takes a place in the
-// main budget.
+// listener, with its own loop, thread and budget, so it never takes a place in the main budget.
 #pragma once
 
 #include <functional>
@@ -8,9 +7,8 @@
 #include <string>
 #include <thread>
 
-#include "serve_connections.hpp"
+#include "serve_loop.hpp"
 #include "transient/listener.hpp"
-#include "transient/server.hpp"
 
 namespace transient::tool {
 
@@ -18,23 +16,21 @@ namespace transient::tool {
 /// 404 otherwise.
 [[nodiscard]] std::string metrics_response(const parsed_request& request, const std::function<std::string()>& text);
 
-/// Serves `text()` at http://LISTENER/metrics on two threads of its own until stop().
+/// Serves `text()` at http://LISTENER/metrics on a thread of its own until stop().
 class metrics_endpoint {
  public:
-  /// Starts serving. Throws std::system_error if the server or loop cannot be created.
+  /// Starts serving. Throws std::system_error if the loop cannot be created.
   metrics_endpoint(listener l, std::function<std::string()> text);
   /// Stops and joins.
   ~metrics_endpoint();
   metrics_endpoint(const metrics_endpoint&) = delete;
   metrics_endpoint& operator=(const metrics_endpoint&) = delete;
-  /// Stops both threads (async-signal-safe parts only: server::stop, connection_io::stop).
+  /// Stops the loop. Async-signal-safe (serve_loop::stop).
   void stop() noexcept;
 
  private:
-  std::unique_ptr<connection_io> io_;
-  std::unique_ptr<server> server_;
-  std::thread io_thread_;
-  std::thread server_thread_;
+  std::unique_ptr<serve_loop> loop_;
+  std::thread thread_;
 };
 
 }  // namespace transient::tool

@@ -122,8 +122,9 @@ struct accept_policy_config {
   std::chrono::milliseconds quiet_period = std::chrono::seconds(1);
   policy_event_sink sink{};  ///< Receives events (empty: write_to_stderr).
   /// Names the loop and listener in every event (policy_event::source), so that lines from
-  /// several loops can be told apart. The epoll server sets "ADDRESS", or "ADDRESS loop I/N"
-  /// with several loops (after the label given here, if any); with the Asio adapter, set it.
+  /// several loops can be told apart. An acceptor (and so the epoll server and serve) puts
+  /// the listener's address first: "ADDRESS", or "ADDRESS LABEL" with the label given here;
+  /// the server adds "loop I/N" with several loops. With the Asio adapter, set it yourself.
   std::string label;
   /// The driver verified the listener (SO_ACCEPTCONN = 1, SO_TYPE = SOCK_STREAM): EOPNOTSUPP
   /// from accept is then one connection's failure (skip), not a bug (fail). ERRORS.md.

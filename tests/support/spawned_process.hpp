@@ -73,11 +73,11 @@ class spawned_process {
     return line;
   }
 
-  /// The child's process id.
-  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
-
   /// Sends signal `s` to the child.
   void signal(int s) const { ::kill(pid_, s); }
+
+  /// The child's process id (-1 if fork failed).
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
 
   /// The exit status within `timeout` (-1 if a signal ended it; nullopt: still running).
   std::optional<int> wait(std::chrono::milliseconds timeout) {

@@ -1,6 +1,7 @@
 // ctest-labels: threads
 // `transient serve` end to end: protocol conformance (pipelining, oversized and malformed
-// requests, idle timeout), bad flags, SIGTERM, and systemd's READY=1 after verification.
+// requests, idle timeout), bad flags, SIGTERM, and systemd's READY=1 after verification; the
+// loops run to completion (one thread per loop, one budget for all loops).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -168,6 +170,62 @@ TEST_F(ServeCli, SigtermStopsCleanly) {
   const std::string err = server_->stderr_text();
   EXPECT_THAT(err, HasSubstr("transient serve: stopped cleanly"));
   EXPECT_FALSE(transient::test::connect_to(at_)) << "nothing listens after the stop";
+}
+
+// One GET / on a new connection; true if the answer is `ok`.
+bool served(const transient::endpoint& at) {
+  const unique_fd c = transient::test::connect_to(at);
+  return c && send_text(c.get(), "GET / HTTP/1.1\r\nHost: a\r\n\r\n") && read_at_least(c.get(), ok.size()) == ok;
+}
+
+// The threads of process `pid` (entries of /proc/PID/task).
+int thread_count(pid_t pid) {
+  const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code ec;
+  return static_cast<int>(std::distance(std::filesystem::directory_iterator(tasks, ec), {}));
+}
+
+// Run to completion: a loop accepts and serves its own connections, so --threads N is N
+// threads in all (no I/O thread behind the accept loop), and the first is the main thread.
+TEST_F(ServeCli, EachLoopIsOneThreadThatServesWhatItAccepts) {
+  for (const char* threads : {"1", "2"}) {
+    SCOPED_TRACE(std::string("--threads ") + threads);
+    start({"--threads", threads});
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_TRUE(served(at_)) << "connection " << i;
+    }
+    EXPECT_EQ(thread_count(server_->pid()), std::stoi(threads));
+    server_->signal(SIGTERM);
+    EXPECT_EQ(server_->wait(2000ms), 0);
+    EXPECT_THAT(server_->stderr_text(), HasSubstr("transient serve: stopped cleanly"));
+  }
+}
+
+// All loops draw from one budget: with --max-connections 2 and two loops, two held
+// connections fill it for both loops, and every further client gets the 503, whichever loop
+// the kernel wakes for it; after one held connection closes, a new client is served.
+TEST_F(ServeCli, LoopsShareOneBudget) {
+  start({"--threads", "2", "--max-connections", "2", "--shed", "503"});
+  std::vector<unique_fd> held;
+  for (int i = 0; i < 2; ++i) {
+    held.push_back(transient::test::connect_to(at_));
+    ASSERT_TRUE(send_text(held.back().get(), "GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    ASSERT_EQ(read_at_least(held.back().get(), ok.size()), ok);
+  }
+  for (int i = 0; i < 6; ++i) {
+    const unique_fd c = transient::test::connect_to(at_);
+    ASSERT_TRUE(c);
+    const std::string response = read_at_least(c.get(), 12);
+    EXPECT_EQ(response.rfind("HTTP/1.1 503", 0), 0U) << "client " << i << " got: " << response;
+  }
+  held.pop_back();
+  bool recovered = false;
+  for (int i = 0; i < 40 && !recovered; ++i) {  // the release reaches the loops within ms
+    recovered = served(at_);
+  }
+  EXPECT_TRUE(recovered) << "not served after a place was released";
+  server_->signal(SIGTERM);
+  EXPECT_EQ(server_->wait(2000ms), 0);
 }
 
 TEST_F(ServeCli, NotifiesSystemdOnlyAfterListening) {

@@ -89,6 +89,9 @@ TEST(ServeHttp, MalformedRequestsAreBad) {
            "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",      // obsolete folding
            "GET / HTTP/1.1\nHost: a\r\n\r\n",                   // bare LF
            "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",              // bare CR
+           "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",               // bare LF first
+           "GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",               // bare CR last
+           "GET / HTTP/1.1\r\nHost: a\r\nX: \n\r\n\r\n",        // bare LF in a later line
            "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",

@@ -1,0 +1,75 @@
+// One run-to-completion loop of `transient serve` (see serve_loop.hpp).
+#include "serve_loop.hpp"
+
+#include <algorithm>
+
+namespace transient::tool {
+namespace {
+
+// The acceptor's epoll tags, above every descriptor number (connections use those).
+constexpr acceptor_tags tags{accept_source::first_source_tag, accept_source::first_source_tag + 1};
+
+}  // namespace
+
+serve_loop::serve_loop(std::chrono::milliseconds idle_timeout, responder respond,
+                       std::shared_ptr<const listener> source, acceptor_options options,
+                       std::function<void()> after_accept)
+    : io_(idle_timeout, std::move(respond)),
+      acceptor_(
+          io_.epoll_fd(), std::move(source), tags,
+          [this, after = std::move(after_accept)](connection c) {
+            io_.add(std::move(c));
+            if (after) {
+              after();
+            }
+          },
+          std::move(options)) {}
+
+void serve_loop::run() {
+  next_publish_ = clock::now() + publish_every;
+  io_.run(*this);
+  publish();
+}
+
+policy_metrics serve_loop::metrics() const {
+  const std::lock_guard lock(mutex_);
+  return published_;
+}
+
+void serve_loop::publish() {
+  const policy_metrics now = acceptor_.metrics();
+  const std::lock_guard lock(mutex_);
+  published_ = now;
+  changed_ = false;
+}
+
+bool serve_loop::handle(const epoll_event& event, clock::time_point now) {
+  if (!acceptor_.handle(event, now)) {
+    return false;
+  }
+  changed_ = true;
+  return true;
+}
+
+void serve_loop::on_time(clock::time_point now) {
+  acceptor_.on_time(now);
+  if (now >= next_publish_) {
+    if (changed_) {
+      publish();
+    }
+    next_publish_ = now + publish_every;
+  }
+}
+
+int serve_loop::timeout_ms(clock::time_point now) const {
+  const int accept_timeout = acceptor_.timeout_ms(now);
+  if (!changed_) {
+    return accept_timeout;
+  }
+  const auto until_publish =
+      std::max<std::int64_t>(0, std::chrono::ceil<std::chrono::milliseconds>(next_publish_ - now).count());
+  const int publish_timeout = static_cast<int>(std::min<std::int64_t>(until_publish, publish_every.count()));
+  return accept_timeout < 0 ? publish_timeout : std::min(accept_timeout, publish_timeout);
+}
+
+}  // namespace transient::tool
