@@ -180,11 +180,17 @@ TEST(DrillTargetCli, ATargetThatFailsToStartOrNeverListensGetsAClearVerdictInTim
 }
 
 TEST(DrillTargetCli, TheCommandIsSplitLikeShellWordsWithThePortInPlace) {
-  const auto run = drill(server + " good {port} 'a b' \"c\\\"d\" e\\ f", {"--scenarios", "5", "--no-reference"});
+  // The server's third argument is its pid file: a name with a space, quoted.
+  const std::string pids = pid_path("split word");
+  const auto run =
+      drill(server + " good {port} '" + pids + "' \"c\\\"d\" e\\ f", {"--scenarios", "5", "--no-reference"});
   const auto& r = run.result;
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_THAT(r.out, HasSubstr("\"command\":[\"" + server + "\",\"good\",\"{port}\",\"a b\",\"c\\\"d\",\"e f\"]"));
+  EXPECT_THAT(r.out,
+              HasSubstr("\"command\":[\"" + server + "\",\"good\",\"{port}\",\"" + pids + "\",\"c\\\"d\",\"e f\"]"));
+  EXPECT_GT(read_pid(pids), 0) << "the quoted word reached the server whole";
   EXPECT_THAT(scenario_object(r.out, "slow clients"), HasSubstr("\"passed\":true"));
+  std::remove(pids.c_str());
 }
 
 TEST(DrillTargetCli, TcpProtocolJudgesAcceptsWithoutHttp) {
