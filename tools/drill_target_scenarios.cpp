@@ -84,6 +84,7 @@ struct exhausted_target {
 void fill(const target_settings& s, exhausted_target& x) {
   const auto& at = x.server->at();
   const std::size_t cap = s.fd_limit + 64;
+  int slow_answers = 0;  // accepted, unanswered clients in a row
   for (std::size_t i = 0; i < cap; ++i) {
     unique_fd fd = connect_bounded(at, connect_bound, std::nullopt, s.protocol == target_protocol::http);
     const probe_outcome o = fd ? await_outcome(fd.get(), at, s.protocol, quiet) : probe_outcome::reset;
@@ -93,11 +94,20 @@ void fill(const target_settings& s, exhausted_target& x) {
                   std::to_string(x.held.size()) + " connections";
       return;
     }
+    // Accepted but not answered yet (a loop that sleeps after accepting, as the next accept
+    // failed on the full table even with no client queued): the target has it; go on.
+    if (o == probe_outcome::waiting && slow_answers < 4 && listen_queue_length(at.port()) == 0) {
+      ++slow_answers;
+      x.held.push_back(std::move(fd));
+      x.live.fetch_add(1);
+      continue;
+    }
     if (o != probe_outcome::served) {
       x.probe = std::move(fd);
       x.probe_state = o;
       return;
     }
+    slow_answers = 0;
     x.held.push_back(std::move(fd));
     x.live.fetch_add(1);
   }
