@@ -133,7 +133,7 @@ void serve_child::start(const std::string& program, std::vector<std::string> sto
     }
     if (group) {
       ::setpgid(0, 0);
-      ::signal(SIGPIPE, SIG_DFL);  // what a shell would give it
+      (void)::signal(SIGPIPE, SIG_DFL);  // what a shell would give it
     }
     ::setrlimit(RLIMIT_NOFILE, &limit);
     ::dup2(out_write.get(), 1);

@@ -94,7 +94,7 @@ class serve_child {
   [[nodiscard]] clock::time_point exited_at() const noexcept { return exited_at_; }
 
  private:
-  void start(const std::string& program, std::vector<std::string> argv, std::uint64_t fd_limit);
+  void start(const std::string& program, std::vector<std::string> storage, std::uint64_t fd_limit);
   void drain();
   void count_lines(std::string_view chunk, clock::time_point now);
   void reap_group();

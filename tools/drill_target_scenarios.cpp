@@ -64,7 +64,7 @@ int open_descriptors(pid_t pid) {
 
 std::string number_text(double v) {
   char buffer[32];
-  std::snprintf(buffer, sizeof buffer, v < 10 ? "%.1f" : "%.0f", v);
+  (void)std::snprintf(buffer, sizeof buffer, v < 10 ? "%.1f" : "%.0f", v);
   return buffer;
 }
 
