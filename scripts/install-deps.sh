@@ -3,10 +3,11 @@
 # those that are missing: on a machine that has them all it only asks dpkg and returns.
 set -euo pipefail
 packages=(
-  g++ cmake ninja-build pkgconf            # build
+  g++ cmake ninja-build make pkgconf git   # build (make: the default generator users build with; git: FetchContent)
   libgtest-dev libgmock-dev                # tests
   libbenchmark-dev                         # micro-benchmarks
   libasio-dev                              # the Asio adapter and its tests (standalone Asio)
+  man-db                                   # the Debian package test renders the man page
   clang clang-format clang-tidy libclang-rt-14-dev  # clang build, formatting, lint, libFuzzer
 )
 missing=()

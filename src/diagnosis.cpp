@@ -67,6 +67,20 @@ std::string held_elsewhere(const fd_census& census) {
   return out.str();
 }
 
+// Descriptors the process holds that are not the server's connections.
+std::size_t held_outside(const diagnosis_context& context, const fd_census& census) noexcept {
+  return census.total > context.live_connections ? census.total - context.live_connections : 0;
+}
+
+bool budget_above_limit(const diagnosis_context& context, const fd_limits& limits) noexcept {
+  return context.budget > 0 && limits.soft > 0 && context.budget >= limits.soft;
+}
+
+void write_budget_advice(std::ostream& out, const diagnosis_context& context, const fd_limits& limits) {
+  out << "max_connections (" << context.budget << ") is not below RLIMIT_NOFILE (" << limits.soft
+      << "): lower it to the limit minus a reserve for logs and files, or raise the limit";
+}
+
 std::string advice(exhaustion_case what, const diagnosis_context& context, const diagnosis& d) {
   std::ostringstream out;
   switch (what) {
@@ -75,14 +89,15 @@ std::string advice(exhaustion_case what, const diagnosis_context& context, const
              "(LimitNOFILE= under systemd), add capacity, or shed load";
       break;
     case exhaustion_case::process_leak:
-      out << (d.census.total > context.live_connections ? d.census.total - context.live_connections : 0)
-          << " descriptors are held outside the server's connections (" << held_elsewhere(d.census)
+      out << held_outside(context, d.census) << " descriptors are held outside the server's connections ("
+          << held_elsewhere(d.census)
           << "): find the code that opens them without closing them; raising RLIMIT_NOFILE only delays this";
+      if (budget_above_limit(context, d.limits)) {
+        out << "; then ";  // the leak first: fixing the budget alone would not have prevented this stall
+        write_budget_advice(out, context, d.limits);
+      }
       break;
-    case exhaustion_case::budget_too_high:
-      out << "max_connections (" << context.budget << ") is not below RLIMIT_NOFILE (" << d.limits.soft
-          << "): lower it to the limit minus a reserve for logs and files, or raise the limit";
-      break;
+    case exhaustion_case::budget_too_high: write_budget_advice(out, context, d.limits); break;
     case exhaustion_case::system_table:
       out << "the system file table is full";
       if (d.system.known) {
@@ -124,7 +139,9 @@ exhaustion_case classify_exhaustion(const diagnosis_context& context, const fd_c
   if (!process_full) {
     return exhaustion_case::unknown;
   }
-  if (context.budget > 0 && limits.soft > 0 && context.budget >= limits.soft) {
+  // A budget at or above the limit explains the exhaustion only when the connections hold most
+  // of the descriptors; when most are held elsewhere, the leak is the cause to name first.
+  if (budget_above_limit(context, limits) && held_outside(context, census) * 2 <= census.total) {
     return exhaustion_case::budget_too_high;
   }
   if (context.budget > 0 && context.live_connections >= context.budget) {
@@ -147,7 +164,11 @@ diagnosis diagnose(const diagnosis_context& context, const diagnostics_reserve& 
   } else {
     out << "accept failed with " << trigger_name(context.trigger) << '\n';
   }
-  out << "  case:        " << to_string(d.what) << '\n'
+  out << "  case:        " << to_string(d.what);
+  if (d.what == exhaustion_case::process_leak && budget_above_limit(context, d.limits)) {
+    out << "; also " << to_string(exhaustion_case::budget_too_high);
+  }
+  out << '\n'
       << "  limits:      RLIMIT_NOFILE soft " << d.limits.soft << ", hard " << d.limits.hard << "; open "
       << d.census.total << '\n'
       << "  server:      " << context.live_connections << " live connections, budget " << context.budget << '\n';

@@ -238,10 +238,16 @@ std::string endpoint::address_string() const {
 }
 
 std::string endpoint::to_string() const {
-  if (is_v4()) {
-    return address_string() + ":" + std::to_string(port_);
+  // Appends rather than `"[" + address_string()`: g++ 12 at -O3 raises a false -Wrestrict
+  // inside std::string for a literal prepended to a temporary string (GCC bug 105329).
+  std::string text;
+  if (!is_v4()) {
+    text += '[';
   }
-  return "[" + address_string() + "]:" + std::to_string(port_);
+  text += address_string();
+  text += is_v4() ? ":" : "]:";
+  text += std::to_string(port_);
+  return text;
 }
 
 socklen_t endpoint::to_sockaddr(sockaddr_storage& storage) const noexcept {

@@ -95,8 +95,10 @@ void check_kernel_table(verify_report& report, const listen_table& table, bool r
   if (!report.unique) {
     std::string message = "another socket also listens on " + report.actual.to_string() + ":";
     for (const auto& other : report.others) {
-      message += " " + other.address.to_string() + " inode " + std::to_string(other.inode) + " held by " +
-                 describe_owners(other) + ";";
+      // One piece at a time: `" " + to_string()` trips g++ 12's false -Wrestrict at -O3 (GCC bug 105329).
+      message += ' ';
+      message += other.address.to_string();
+      message += " inode " + std::to_string(other.inode) + " held by " + describe_owners(other) + ";";
     }
     message.pop_back();
     fail(report, error::duplicate_listener, std::move(message));

@@ -58,11 +58,13 @@ std::optional<std::uint64_t> socket_inode(std::string_view link) {
 process_info describe_process(pid_t pid) {
   process_info info;
   info.pid = pid;
-  const std::string base = "/proc/" + std::to_string(pid);
+  // Strings are built by appending, not `"/proc/" + std::to_string(pid)` or `= "?"`: at -O3
+  // g++ 12 raises a false -Wrestrict inside std::string for those (GCC bug 105329).
+  std::string base = std::string("/proc/").append(std::to_string(pid));
   std::error_code ec;
   std::string command = read_whole_file((base + "/cmdline").c_str(), ec);
   if (ec) {
-    info.command = "?";
+    info.command.assign(1, '?');
     info.command_known = false;
     return info;
   }

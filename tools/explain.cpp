@@ -70,7 +70,7 @@ std::optional<int> parse_errno(std::string_view text, std::string& problem) {
     return std::nullopt;
   }
   if (ec != std::errc{} || end != text.data() + text.size()) {
-    problem = "'" + std::string(text) + "' is not an errno name or number";
+    problem.assign(1, '\'').append(text).append("' is not an errno name or number");
     return std::nullopt;
   }
   if (errno_name(static_cast<int>(value)).empty()) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "command.hpp"
+#include "transient/version.hpp"
 
 namespace {
 
@@ -27,7 +28,7 @@ void print_usage(std::ostream& out) {
   for (const auto& command : commands) {
     out << "  " << command.name << std::string(10 - command.name.size(), ' ') << command.summary << '\n';
   }
-  out << "\n'transient COMMAND --help' describes a command.\n";
+  out << "\n'transient COMMAND --help' describes a command; 'transient --version' prints the version.\n";
 }
 
 }  // namespace
@@ -40,6 +41,10 @@ int main(int argc, char** argv) {
   }
   if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_usage(std::cout);
+    return 0;
+  }
+  if (args[0] == "--version" || args[0] == "-V") {
+    std::cout << "transient " << TRANSIENT_VERSION_STRING << '\n';
     return 0;
   }
   for (const auto& command : commands) {

@@ -165,7 +165,8 @@ int who(arguments args) {
   }
   const auto port = parse_port(*port_text);
   if (!port) {
-    return usage_error("'" + std::string(*port_text) + "' is not a TCP port (expected a number from 1 to 65535)");
+    return usage_error(
+        std::string(1, '\'').append(*port_text).append("' is not a TCP port (expected a number from 1 to 65535)"));
   }
   std::error_code ec;
   const auto entries = who_listens(*port, ec);

@@ -115,8 +115,9 @@ struct file_table {
 /// Which case a resource exhaustion is.
 enum class exhaustion_case : unsigned char {
   backpressure,     ///< the server's own connections hold the descriptors: the budget is the limit
-  process_leak,     ///< EMFILE with own connections well below the budget: held elsewhere, likely a leak
-  budget_too_high,  ///< EMFILE with own connections near the budget: the budget exceeds what the limit leaves
+  process_leak,     ///< EMFILE with most descriptors held outside the connections: likely a leak (named
+                    ///< first, with the budget advice after it, even when the budget is also too high)
+  budget_too_high,  ///< EMFILE, the budget at or above the limit, the connections holding most descriptors
   system_table,     ///< ENFILE: the system file table is full, maybe because of another process
   kernel_memory,    ///< ENOBUFS/ENOMEM: kernel socket memory
   unknown,          ///< none of the above could be established

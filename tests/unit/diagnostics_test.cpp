@@ -227,9 +227,50 @@ TEST(Diagnosis, CasesFromFigures) {
   EXPECT_EQ(
       transient::classify_exhaustion({std::error_code(ENOBUFS, std::generic_category()), 10, 980, {}}, census, limits),
       exhaustion_case::kernel_memory);
+  // A budget above the limit, but most descriptors held outside the connections: the leak is
+  // the case (the text then names the budget too).
+  EXPECT_EQ(transient::classify_exhaustion({emfile, 300, 2000, {}}, census, limits), exhaustion_case::process_leak);
+  EXPECT_EQ(transient::classify_exhaustion({emfile, 512, 2000, {}}, census, limits), exhaustion_case::budget_too_high);
   census.total = 100;
   EXPECT_EQ(transient::classify_exhaustion({std::error_code(EIO, std::system_category()), 10, 980, {}}, census, limits),
             exhaustion_case::unknown);
+}
+
+// 247 of 256 descriptors leaked pipes, no connection, and a budget of 1000 over a limit of 64:
+// the leak is named first, then the configuration.
+TEST(Diagnosis, LeakAndBudgetAboveTheLimitNamesBothLeakFirst) {
+  const int verdict = in_child_with_limit(64, [] {
+    const auto reserve = transient::diagnostics_reserve::open();
+    std::vector<unique_fd> pipes;
+    for (int i = 0; i < 40; ++i) {
+      int ends[2];
+      if (::pipe(ends) != 0) {
+        break;
+      }
+      pipes.emplace_back(ends[0]);
+      pipes.emplace_back(ends[1]);
+    }
+    if (pipes.size() < 50) {
+      return 1;
+    }
+    const transient::diagnosis d = transient::diagnose(
+        {std::error_code(EMFILE, std::system_category()), 0, 1000, std::chrono::milliseconds(2000)}, reserve);
+    if (d.what != transient::exhaustion_case::process_leak) {
+      std::fprintf(stderr, "case %d in:\n%s\n", static_cast<int>(d.what), d.text.c_str());
+      return 2;
+    }
+    const std::size_t leak = d.text.find("descriptors are held outside the server's connections");
+    const std::size_t kind = d.text.find("pipe");
+    const std::size_t budget = d.text.find("max_connections (1000) is not below RLIMIT_NOFILE (64)");
+    const std::size_t also = d.text.find("; also budget above the descriptor limit");
+    if (leak == std::string::npos || kind == std::string::npos || budget == std::string::npos ||
+        also == std::string::npos || budget < leak) {
+      std::fprintf(stderr, "unexpected diagnosis:\n%s\n", d.text.c_str());
+      return 3;
+    }
+    return 0;
+  });
+  EXPECT_EQ(verdict, 0) << "check " << verdict << " failed in the child";
 }
 
 TEST(Diagnosis, SystemTableTextNamesFileMax) {

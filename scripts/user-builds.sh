@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds transient the way users build it: a plain `cmake -DCMAKE_BUILD_TYPE=Release` with the
+# default generator and default options (so no -Werror), once with g++ and once with clang++,
+# building everything (library, command, tests, benchmarks) and running every test. In Release
+# the tests also take transient as a subproject (add_subdirectory, FetchContent), installed
+# (find_package, pkg-config) and as a Debian package.
+# Usage: scripts/user-builds.sh [g++|clang++ ...]     (default: both; installs missing packages first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+compilers=("$@")
+if [ "${#compilers[@]}" -eq 0 ]; then
+  compilers=(g++ clang++)
+fi
+for cxx in "${compilers[@]}"; do
+  dir="build/release-$cxx"
+  echo "== user-builds.sh: Release with $cxx in $dir" >&2
+  CXX="$cxx" cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$dir" -j "$(nproc)"
+  ctest --test-dir "$dir" -j 2 --output-on-failure --timeout 600
+done

@@ -1,0 +1,78 @@
+// The man page (transient.1) against the command itself: it documents every command that
+// `transient --help` lists and every flag each command's --help names, and carries the version
+// that `transient --version` prints. So a new flag without its man page entry fails here.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/run_command.hpp"
+#include "transient/version.hpp"
+
+namespace {
+
+using transient::test::command_result;
+using transient::test::run_command;
+
+// The page's source with roff's escaped hyphens ("\-") made plain.
+std::string man_page_text() {
+  std::ifstream in(std::string(TRANSIENT_SOURCE_DIR) + "/transient.1");
+  std::stringstream text;
+  text << in.rdbuf();
+  return std::regex_replace(text.str(), std::regex(R"(\\-)"), "-");
+}
+
+// The commands `transient --help` lists: the lines "  NAME  summary" after "commands:".
+std::vector<std::string> listed_commands() {
+  const command_result help = run_command(TRANSIENT_CLI_PATH, {"--help"});
+  EXPECT_EQ(help.exit_code, 0) << help.err;
+  std::vector<std::string> names;
+  std::istringstream lines(help.out.substr(help.out.find("commands:")));
+  const std::regex entry(R"(^  ([a-z]+)\s{2,}\S)");
+  for (std::string line; std::getline(lines, line);) {
+    std::smatch m;
+    if (std::regex_search(line, m, entry)) {
+      names.push_back(m[1]);
+    }
+  }
+  return names;
+}
+
+std::set<std::string> flags_in(const std::string& text) {
+  std::set<std::string> flags;
+  const std::regex flag(R"(--[a-z][a-z-]*[a-z])");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), flag); it != std::sregex_iterator(); ++it) {
+    flags.insert(it->str());
+  }
+  return flags;
+}
+
+TEST(ManPage, DocumentsEveryCommandAndEveryFlag) {
+  const std::string page = man_page_text();
+  ASSERT_FALSE(page.empty()) << "transient.1 not found in " << TRANSIENT_SOURCE_DIR;
+  const std::vector<std::string> commands = listed_commands();
+  ASSERT_GE(commands.size(), 4U);
+  for (const std::string& command : commands) {
+    EXPECT_NE(page.find(".SS \"transient " + command), std::string::npos) << "no section for " << command;
+    const command_result help = run_command(TRANSIENT_CLI_PATH, {command, "--help"});
+    EXPECT_EQ(help.exit_code, 0) << command << ": " << help.err;
+    for (const std::string& flag : flags_in(help.out)) {
+      EXPECT_NE(page.find(flag), std::string::npos)
+          << "transient " << command << " " << flag << " is not in transient.1";
+    }
+  }
+}
+
+TEST(ManPage, CarriesTheVersionTheCommandPrints) {
+  const command_result version = run_command(TRANSIENT_CLI_PATH, {"--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_EQ(version.out, std::string("transient ") + TRANSIENT_VERSION_STRING + "\n");
+  EXPECT_THAT(man_page_text(), testing::HasSubstr(std::string("\"transient ") + TRANSIENT_VERSION_STRING + "\""));
+}
+
+}  // namespace
