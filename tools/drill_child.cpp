@@ -1,6 +1,7 @@
 // Starting and watching `transient serve` children (see drill_child.hpp).
 #include "drill_child.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <system_error>
@@ -25,9 +27,73 @@ constexpr std::size_t kept_lines = 1000;
 
 [[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::system_category(), what); }
 
+// The fields of /proc/PID/stat the drill uses.
+struct process_stat {
+  char state = '?';        // R, S, Z...
+  pid_t group = -1;        // process group id
+  double cpu_seconds = 0;  // user plus system time
+};
+
+std::optional<process_stat> read_stat(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  // Fields after the command name (which may hold spaces, so find its closing parenthesis):
+  // state is field 3, the process group field 5; utime and stime are fields 14 and 15.
+  const std::size_t close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) {
+    return std::nullopt;
+  }
+  std::istringstream fields(stat.substr(close + 2));
+  process_stat out;
+  std::string skip;
+  fields >> out.state >> skip >> out.group;
+  for (int i = 6; i < 14; ++i) {
+    fields >> skip;
+  }
+  double utime = 0;
+  double stime = 0;
+  fields >> utime >> stime;
+  if (!fields) {
+    return std::nullopt;
+  }
+  out.cpu_seconds = (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return out;
+}
+
+// Calls `visit(pid, stat)` for every process in /proc.
+template <class Visit>
+void for_each_process(Visit visit) {
+  DIR* dir = ::opendir("/proc");
+  if (dir == nullptr) {
+    return;
+  }
+  while (const dirent* entry = ::readdir(dir)) {
+    char* end = nullptr;
+    const long pid = std::strtol(entry->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0') {
+      continue;
+    }
+    if (const auto stat = read_stat(static_cast<pid_t>(pid))) {
+      visit(static_cast<pid_t>(pid), *stat);
+    }
+  }
+  ::closedir(dir);
+}
+
 }  // namespace
 
 serve_child::serve_child(const std::vector<std::string>& args, std::uint64_t fd_limit) {
+  std::vector<std::string> argv{"transient", "serve"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  start("/proc/self/exe", std::move(argv), fd_limit);
+}
+
+serve_child::serve_child(const child_launch& launch) : own_group_(true) {
+  start(launch.program, launch.argv, launch.fd_limit);
+}
+
+void serve_child::start(const std::string& program, std::vector<std::string> storage, std::uint64_t fd_limit) {
   std::array<int, 2> out{-1, -1};
   std::array<int, 2> err{-1, -1};
   if (::pipe2(out.data(), O_CLOEXEC) != 0) {
@@ -42,8 +108,6 @@ serve_child::serve_child(const std::vector<std::string>& args, std::uint64_t fd_
   unique_fd err_write(err[1]);
 
   // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
-  std::vector<std::string> storage{"transient", "serve"};
-  storage.insert(storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& s : storage) {
     argv.push_back(s.data());
@@ -52,7 +116,11 @@ serve_child::serve_child(const std::vector<std::string>& args, std::uint64_t fd_
   rlimit limit{};
   ::getrlimit(RLIMIT_NOFILE, &limit);
   limit.rlim_cur = std::min<rlim_t>(fd_limit, limit.rlim_max);
+  if (own_group_) {
+    limit.rlim_max = limit.rlim_cur;  // a target may raise its soft limit to the hard one
+  }
   const pid_t parent = ::getpid();
+  const bool group = own_group_;
 
   pid_ = ::fork();
   if (pid_ < 0) {
@@ -63,11 +131,18 @@ serve_child::serve_child(const std::vector<std::string>& args, std::uint64_t fd_
     if (::getppid() != parent) {
       ::_exit(127);
     }
+    if (group) {
+      ::setpgid(0, 0);
+      (void)::signal(SIGPIPE, SIG_DFL);  // what a shell would give it
+    }
     ::setrlimit(RLIMIT_NOFILE, &limit);
     ::dup2(out_write.get(), 1);
     ::dup2(err_write.get(), 2);
-    ::execv("/proc/self/exe", argv.data());
+    ::execv(program.c_str(), argv.data());
     ::_exit(127);
+  }
+  if (group) {
+    ::setpgid(pid_, pid_);  // also here: the group exists before the drill signals it
   }
   pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
   out_write.reset();
@@ -76,10 +151,16 @@ serve_child::serve_child(const std::vector<std::string>& args, std::uint64_t fd_
 }
 
 serve_child::~serve_child() {
-  if (!status_) {
+  if (own_group_) {
+    if (!status_ || !group_members().empty()) {
+      stop_group(std::chrono::milliseconds(0));
+    }
+  } else if (!status_) {
     send(SIGKILL);
     wait_exit(std::chrono::seconds(5));
   }
+  // A process that left the group may still hold the pipes open: the reader stops regardless.
+  stop_reading_.store(true);
   reader_.join();
 }
 
@@ -87,8 +168,8 @@ void serve_child::drain() {
   std::array<pollfd, 2> fds{pollfd{out_.get(), POLLIN, 0}, pollfd{err_.get(), POLLIN, 0}};
   std::array<char, 65536> buffer{};
   int open = 2;
-  while (open > 0) {
-    if (::poll(fds.data(), fds.size(), 1000) < 0 && errno != EINTR) {
+  while (open > 0 && !stop_reading_.load()) {
+    if (::poll(fds.data(), fds.size(), 100) < 0 && errno != EINTR) {
       break;
     }
     for (std::size_t i = 0; i < fds.size(); ++i) {
@@ -108,25 +189,17 @@ void serve_child::drain() {
       const std::string_view chunk(buffer.data(), static_cast<std::size_t>(n));
       const std::lock_guard lock(mutex_);
       if (i == 0) {
-        stdout_ += chunk;
+        stdout_bytes_ += chunk.size();
+        stdout_lines_ += static_cast<std::uint64_t>(std::count(chunk.begin(), chunk.end(), '\n'));
+        if (stdout_.size() < kept_stderr) {  // a flooding target must not fill the drill's memory
+          stdout_ += chunk.substr(0, kept_stderr - stdout_.size());
+        }
       } else {
         stderr_bytes_ += chunk.size();
         if (stderr_.size() < kept_stderr) {
           stderr_ += chunk.substr(0, kept_stderr - stderr_.size());
         }
-        for (const char c : chunk) {
-          if (c != '\n') {
-            if (lines_.size() < kept_lines && partial_line_.size() < 4096) {
-              partial_line_.push_back(c);
-            }
-            continue;
-          }
-          ++stderr_lines_;
-          if (lines_.size() < kept_lines) {
-            lines_.push_back({now, std::move(partial_line_)});
-          }
-          partial_line_.clear();
-        }
+        count_lines(chunk, now);
       }
       changed_.notify_all();
     }
@@ -134,6 +207,22 @@ void serve_child::drain() {
   const std::lock_guard lock(mutex_);
   drained_ = true;
   changed_.notify_all();
+}
+
+void serve_child::count_lines(std::string_view chunk, clock::time_point now) {
+  for (const char c : chunk) {
+    if (c != '\n') {
+      if (lines_.size() < kept_lines && partial_line_.size() < 4096) {
+        partial_line_.push_back(c);
+      }
+      continue;
+    }
+    ++stderr_lines_;
+    if (lines_.size() < kept_lines) {
+      lines_.push_back({now, std::move(partial_line_)});
+    }
+    partial_line_.clear();
+  }
 }
 
 std::optional<endpoint> serve_child::wait_stdout_line(std::string_view prefix, std::chrono::milliseconds timeout) {
@@ -171,6 +260,16 @@ bool serve_child::wait_stderr(std::string_view text, std::chrono::milliseconds t
   return changed_.wait_for(lock, timeout, [&] { return stderr_.find(text) != std::string::npos; });
 }
 
+std::uint64_t serve_child::stdout_bytes() const {
+  const std::lock_guard lock(mutex_);
+  return stdout_bytes_;
+}
+
+std::uint64_t serve_child::stdout_lines() const {
+  const std::lock_guard lock(mutex_);
+  return stdout_lines_;
+}
+
 std::uint64_t serve_child::stderr_bytes() const {
   const std::lock_guard lock(mutex_);
   return stderr_bytes_;
@@ -192,27 +291,68 @@ std::vector<timed_line> serve_child::stderr_timeline() const {
 }
 
 double serve_child::cpu_seconds() const {
-  std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
-  std::string stat;
-  std::getline(in, stat);
-  // Fields after the command name (which may hold spaces, so find its closing parenthesis):
-  // state is field 3; utime and stime are fields 14 and 15.
-  const std::size_t close = stat.rfind(')');
-  if (close == std::string::npos) {
-    return -1;
+  if (own_group_) {
+    return group_cpu_seconds();
   }
-  std::istringstream fields(stat.substr(close + 2));
-  std::string skip;
-  for (int i = 3; i < 14; ++i) {
-    fields >> skip;
+  const auto stat = read_stat(pid_);
+  return stat ? stat->cpu_seconds : -1;
+}
+
+std::vector<pid_t> serve_child::group_members() const {
+  std::vector<pid_t> out;
+  for_each_process([&](pid_t pid, const process_stat& stat) {
+    if (stat.group == pid_ && stat.state != 'Z' && stat.state != 'X') {
+      out.push_back(pid);
+    }
+  });
+  return out;
+}
+
+double serve_child::group_cpu_seconds() const {
+  double total = 0;
+  for_each_process([&](pid_t /*pid*/, const process_stat& stat) {
+    if (stat.group == pid_) {
+      total += stat.cpu_seconds;
+    }
+  });
+  return total;
+}
+
+void serve_child::reap_group() {
+  // Members the drill may reap: the child, and (the drill being a subreaper) orphans of the group.
+  while (true) {
+    int status = 0;
+    const pid_t r = ::waitpid(-pid_, &status, WNOHANG);
+    if (r <= 0) {
+      return;
+    }
+    if (r == pid_ && !status_) {
+      exited_at_ = clock::now();
+      status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
   }
-  double utime = 0;
-  double stime = 0;
-  fields >> utime >> stime;
-  if (!fields) {
-    return -1;
+}
+
+std::vector<pid_t> serve_child::stop_group(std::chrono::milliseconds grace) {
+  const auto wait_empty = [&](std::chrono::milliseconds bound) {
+    const auto deadline = clock::now() + bound;
+    while (true) {
+      reap_group();
+      auto left = group_members();
+      if (left.empty() || clock::now() >= deadline) {
+        return left;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  };
+  if (grace.count() > 0) {
+    ::kill(-pid_, SIGTERM);
+    if (wait_empty(grace).empty()) {
+      return {};
+    }
   }
-  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  ::kill(-pid_, SIGKILL);
+  return wait_empty(std::chrono::seconds(2));
 }
 
 void serve_child::send(int signal) const noexcept {

@@ -1,10 +1,13 @@
-// A `transient serve` child of `transient drill`: started with a low RLIMIT_NOFILE, its output
-// drained by a thread (a child that floods stderr must never block on a full pipe, or its CPU
-// figure would lie), its CPU time read from /proc/PID/stat.
+// A child of `transient drill` (a `transient serve`, or with --target any server): started
+// with a low RLIMIT_NOFILE, its output drained by a thread (a child that floods stdout or
+// stderr must never block on a full pipe, or its CPU figure would lie), its CPU time read from
+// /proc/PID/stat. A target runs in a process group of its own, so that everything it forks is
+// measured and stopped with it.
 #pragma once
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -26,7 +29,14 @@ struct timed_line {
   std::string text;                          ///< The line, without the newline.
 };
 
-/// A running `transient serve` process.
+/// How to start a child that is not `transient serve` itself (a drill target).
+struct child_launch {
+  std::string program;            ///< Absolute or relative path of the executable (no PATH search).
+  std::vector<std::string> argv;  ///< Its arguments, argv[0] first.
+  std::uint64_t fd_limit = 64;    ///< RLIMIT_NOFILE, soft and hard: runtimes raise soft to hard.
+};
+
+/// A running child process of the drill.
 class serve_child {
  public:
   using clock = std::chrono::steady_clock;
@@ -34,7 +44,11 @@ class serve_child {
   /// Starts `/proc/self/exe serve ARGS...` with RLIMIT_NOFILE soft limit `fd_limit`. Throws
   /// std::system_error if pipe or fork fails.
   serve_child(const std::vector<std::string>& args, std::uint64_t fd_limit);
-  /// Kills the child (SIGKILL) if it still runs, reaps it, joins the reader.
+  /// Starts `launch` in a new process group (its id is the child's pid) with RLIMIT_NOFILE soft
+  /// and hard limits `launch.fd_limit`. Throws std::system_error if pipe or fork fails.
+  explicit serve_child(const child_launch& launch);
+  /// Kills the child (SIGKILL; the whole group if it has one) if it still runs, reaps it,
+  /// joins the reader.
   ~serve_child();
   serve_child(const serve_child&) = delete;
   serve_child& operator=(const serve_child&) = delete;
@@ -47,6 +61,10 @@ class serve_child {
   std::optional<endpoint> wait_metrics(std::chrono::milliseconds timeout);
   /// Waits until stderr contains `text`; false on timeout.
   bool wait_stderr(std::string_view text, std::chrono::milliseconds timeout);
+  /// Bytes written to stdout so far.
+  [[nodiscard]] std::uint64_t stdout_bytes() const;
+  /// Lines written to stdout so far.
+  [[nodiscard]] std::uint64_t stdout_lines() const;
   /// Bytes written to stderr so far.
   [[nodiscard]] std::uint64_t stderr_bytes() const;
   /// Lines written to stderr so far.
@@ -55,20 +73,35 @@ class serve_child {
   [[nodiscard]] std::string stderr_text() const;
   /// The first stderr lines (at most 1000) with their arrival times.
   [[nodiscard]] std::vector<timed_line> stderr_timeline() const;
-  /// User plus system CPU time of the child so far, in seconds (-1 if it cannot be read).
+  /// User plus system CPU time of the child so far, in seconds (-1 if it cannot be read); of
+  /// its whole group if it has one of its own.
   [[nodiscard]] double cpu_seconds() const;
-  /// Sends `signal`.
+  /// Sends `signal` (to the child only, not its group).
   void send(int signal) const noexcept;
+  /// True if the child runs in a process group of its own (started from a child_launch).
+  [[nodiscard]] bool own_group() const noexcept { return own_group_; }
+  /// The processes of the child's group still alive (not zombies), the child included.
+  [[nodiscard]] std::vector<pid_t> group_members() const;
+  /// User plus system CPU time of every live process in the child's group, in seconds.
+  [[nodiscard]] double group_cpu_seconds() const;
+  /// Ends the whole group: SIGTERM, then SIGKILL to what is left after `grace`, reaping what
+  /// it can; bounded (grace + 2 s at most). Returns the group's processes still alive after
+  /// it (empty when the stop worked).
+  std::vector<pid_t> stop_group(std::chrono::milliseconds grace);
   /// Waits for the exit; returns the exit status (128 + signal if killed), nullopt on timeout.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
   /// When the exit was observed (valid after wait_exit succeeded).
   [[nodiscard]] clock::time_point exited_at() const noexcept { return exited_at_; }
 
  private:
+  void start(const std::string& program, std::vector<std::string> storage, std::uint64_t fd_limit);
   void drain();
+  void count_lines(std::string_view chunk, clock::time_point now);
+  void reap_group();
   std::optional<endpoint> wait_stdout_line(std::string_view prefix, std::chrono::milliseconds timeout);
 
   pid_t pid_ = -1;
+  bool own_group_ = false;
   unique_fd pidfd_;
   std::optional<int> status_;
   clock::time_point exited_at_{};
@@ -78,12 +111,15 @@ class serve_child {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::string stdout_;
+  std::uint64_t stdout_bytes_ = 0;
+  std::uint64_t stdout_lines_ = 0;
   std::string stderr_;
   std::uint64_t stderr_bytes_ = 0;
   std::uint64_t stderr_lines_ = 0;
   std::string partial_line_;
   std::vector<timed_line> lines_;
   bool drained_ = false;
+  std::atomic<bool> stop_reading_{false};
 };
 
 }  // namespace transient::tool

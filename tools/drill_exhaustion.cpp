@@ -153,7 +153,7 @@ std::vector<std::pair<double, double>> paused_intervals(const serve_child& child
 }  // namespace drill_detail
 
 scenario_result run_exhaustion(const drill_settings& s) {
-  scenario_result r{"exhaustion and recovery", false, "", {}, {}};
+  scenario_result r{"exhaustion and recovery", false, "", {}, {}, {}};
   const int trials = s.quick ? 5 : 9;
   const milliseconds window(s.quick ? 500 : 1500);
   const auto start = clock::now();
@@ -220,7 +220,7 @@ scenario_result run_exhaustion(const drill_settings& s) {
 }
 
 scenario_result run_naive_contrast(const drill_settings& s) {
-  scenario_result r{"naive contrast", false, "", {}, {}};
+  scenario_result r{"naive contrast", false, "", {}, {}, {}};
   const milliseconds window(s.quick ? 500 : 1500);
   struct measured {
     double cpu = NAN;
@@ -272,7 +272,7 @@ scenario_result run_naive_contrast(const drill_settings& s) {
 }
 
 scenario_result run_clean_stop(const drill_settings& s) {
-  scenario_result r{"clean stop", false, "", {}, {}};
+  scenario_result r{"clean stop", false, "", {}, {}, {}};
   exhausted_server x;
   start_exhausted(x, exhaustible_args("transient"));
   if (!x.problem.empty()) {

@@ -34,7 +34,7 @@ double metric(const std::string& text, const std::string& name) {
 }  // namespace
 
 scenario_result run_backpressure(const drill_settings& s) {
-  scenario_result r{"backpressure", false, "", {}, {}};
+  scenario_result r{"backpressure", false, "", {}, {}, {}};
   const std::size_t clients = s.quick ? 24 : 64;
   constexpr int budget = 8;
   constexpr milliseconds hold{20};  // each client keeps its connection this long after its answer
@@ -129,7 +129,7 @@ scenario_result run_backpressure(const drill_settings& s) {
 }
 
 scenario_result run_leak(const drill_settings& s) {
-  scenario_result r{"leak", false, "", {}, {}};
+  scenario_result r{"leak", false, "", {}, {}, {}};
   const milliseconds stall(s.quick ? 1000 : 2000);
   constexpr int leak_per_connection = 4;
   serve_child child({"--listen", "127.0.0.1:0", "--stall-timeout", std::to_string(stall.count()) + "ms",
@@ -189,7 +189,7 @@ scenario_result run_leak(const drill_settings& s) {
 }
 
 scenario_result run_port_race(const drill_settings& s) {
-  scenario_result r{"port race", false, "", {}, {}};
+  scenario_result r{"port race", false, "", {}, {}, {}};
   constexpr int processes = 16;
   const std::string range = "9000-9099";
   note(s, std::to_string(processes) + " serve processes hunting " + range + " at once");

@@ -1,0 +1,141 @@
+// A small HTTP/1.1 keep-alive server with a chosen accept-loop behaviour, for the tests of
+// `transient drill --target`: one poll loop, every request answered "200 ok".
+//
+//   drill_target_server MODE PORT [PIDFILE]
+//
+//   good         on EMFILE, stops polling the listener until a connection closes (one log line)
+//   rearm        on EMFILE, logs and polls again at once (Asio's examples): a spin and a flood
+//   sleep        on EMFILE, logs and sleeps a fixed second: late
+//   die          on EMFILE, logs and exits 1: dead
+//   ignore-term  like good, but ignores SIGTERM
+//   fork         like good, but first forks a process that ignores SIGTERM and sleeps
+//
+// PIDFILE, if given, receives the pid of the server (or, with fork, of the forked process).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+void write_pid(const char* path, pid_t pid) {
+  if (path == nullptr) {
+    return;
+  }
+  if (FILE* f = std::fopen(path, "w")) {
+    std::fprintf(f, "%d\n", static_cast<int>(pid));
+    std::fclose(f);
+  }
+}
+
+int listen_on(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      ::listen(fd, SOMAXCONN) != 0) {
+    std::perror("listen");
+    std::exit(2);
+  }
+  return fd;
+}
+
+struct client {
+  int fd;
+  std::string data;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: drill_target_server MODE PORT [PIDFILE]\n");
+    return 2;
+  }
+  const std::string mode = argv[1];
+  const char* pidfile = argc > 3 ? argv[3] : nullptr;
+  if (mode == "ignore-term") {
+    ::signal(SIGTERM, SIG_IGN);
+  }
+  if (mode == "fork") {
+    const pid_t child = ::fork();
+    if (child == 0) {
+      ::signal(SIGTERM, SIG_IGN);
+      for (int i = 0; i < 600; ++i) {  // ten minutes at most, should the drill fail to end it
+        ::sleep(1);
+      }
+      ::_exit(0);
+    }
+    write_pid(pidfile, child);
+  } else {
+    write_pid(pidfile, ::getpid());
+  }
+  const int listener = listen_on(std::atoi(argv[2]));
+  std::vector<client> clients;
+  bool paused = false;
+  constexpr std::string_view response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  while (true) {
+    std::vector<pollfd> fds{{listener, static_cast<short>(paused ? 0 : POLLIN), 0}};
+    for (const auto& c : clients) {
+      fds.push_back({c.fd, POLLIN, 0});
+    }
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      continue;
+    }
+    for (std::size_t i = fds.size() - 1; i >= 1; --i) {
+      if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) {
+        continue;
+      }
+      client& c = clients[i - 1];
+      char buffer[4096];
+      const ssize_t n = ::recv(c.fd, buffer, sizeof buffer, 0);
+      if (n <= 0) {
+        ::close(c.fd);
+        clients.erase(clients.begin() + static_cast<std::ptrdiff_t>(i - 1));
+        paused = false;  // a descriptor is free again
+        continue;
+      }
+      c.data.append(buffer, static_cast<std::size_t>(n));
+      for (std::size_t end = c.data.find("\r\n\r\n"); end != std::string::npos; end = c.data.find("\r\n\r\n")) {
+        c.data.erase(0, end + 4);
+        (void)::send(c.fd, response.data(), response.size(), MSG_NOSIGNAL);
+      }
+    }
+    if ((fds[0].revents & POLLIN) == 0) {
+      continue;
+    }
+    while (true) {
+      const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd >= 0) {
+        clients.push_back({fd, {}});
+        continue;
+      }
+      if (errno == EMFILE || errno == ENFILE) {
+        std::fprintf(stderr, "accept: %s\n", std::strerror(errno));
+        if (mode == "die") {
+          return 1;
+        }
+        if (mode == "sleep") {
+          ::sleep(1);
+        } else if (mode != "rearm") {
+          paused = true;
+        }
+      }
+      break;  // EAGAIN, or an error handled above
+    }
+  }
+}

@@ -1,0 +1,217 @@
+// `transient drill --target`: the drill judges small servers written for the test (re-arm,
+// sleep, die, ignore SIGTERM, fork) as it should, passes `transient serve`, ends on time, and
+// leaves no process behind.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "support/run_command.hpp"
+
+namespace {
+
+using testing::HasSubstr;
+using namespace std::chrono_literals;
+
+using clock_type = std::chrono::steady_clock;
+
+const std::string server = TRANSIENT_DRILL_TARGET_SERVER;
+
+// The JSON object of the target's scenario named `name` (scenario objects hold no nested
+// objects; the target's scenarios come before the reference's).
+std::string scenario_object(const std::string& json, const std::string& name) {
+  const std::size_t at = json.find("{\"name\":\"" + name + "\"");
+  if (at == std::string::npos) {
+    return {};
+  }
+  return json.substr(at, json.find('}', at) - at + 1);
+}
+
+// The value of figure `name` in a scenario object; NAN if absent or null.
+double figure(const std::string& object, const std::string& name) {
+  const std::size_t at = object.find("\"" + name + "\":");
+  return at == std::string::npos ? NAN : std::strtod(object.c_str() + at + name.size() + 3, nullptr);
+}
+
+struct drill_run {
+  transient::test::command_result result;
+  double seconds = 0;
+};
+
+// Runs `transient drill --target COMMAND --quick --json ARGS...`, bounded.
+drill_run drill(const std::string& command, std::vector<std::string> args = {}, std::chrono::milliseconds bound = 60s) {
+  args.insert(args.begin(), {"drill", "--target", command, "--quick", "--json"});
+  const auto start = clock_type::now();
+  drill_run run{transient::test::run_command(TRANSIENT_CLI_PATH, args, bound), 0};
+  run.seconds = std::chrono::duration<double>(clock_type::now() - start).count();
+  return run;
+}
+
+// A file name for a pid, unique to this test process.
+std::string pid_path(const std::string& what) {
+  return "/tmp/transient_drill_target_" + std::to_string(::getpid()) + "_" + what + ".pid";
+}
+
+pid_t read_pid(const std::string& path) {
+  std::ifstream in(path);
+  pid_t pid = -1;
+  in >> pid;
+  return pid;
+}
+
+// True if `pid` no longer exists (not even as a zombie).
+bool gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+TEST(DrillTargetCli, TransientServePassesEveryScenarioAsTargetAndReference) {
+  const std::string svg = "/tmp/transient_drill_target_" + std::to_string(::getpid()) + ".svg";
+  const auto run = drill(std::string(TRANSIENT_CLI_PATH) + " serve --listen 127.0.0.1:{port}", {"--svg", svg},
+                         std::chrono::seconds(90));
+  const auto& r = run.result;
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.rfind("{\"passed\":true,", 0), 0U) << r.out;
+  for (const auto* name :
+       {"exhaustion and recovery", "CPU and log while exhausted", "backpressure", "clean stop", "slow clients"}) {
+    const std::string object = scenario_object(r.out, name);
+    EXPECT_THAT(object, HasSubstr("\"passed\":true")) << name << ": " << object;
+  }
+  const std::size_t reference = r.out.find("\"reference\":[");
+  ASSERT_NE(reference, std::string::npos);
+  EXPECT_EQ(r.out.find("\"passed\":false"), std::string::npos) << "the reference passes too: " << r.out;
+  const std::string exhaustion = scenario_object(r.out, "exhaustion and recovery");
+  EXPECT_LT(figure(exhaustion, "recovery_max_ms"), 100) << exhaustion;
+  EXPECT_EQ(figure(exhaustion, "probes_served"), 3) << exhaustion;
+  EXPECT_THAT(r.out, HasSubstr("\"thresholds\":{\"spin\":"));
+  std::ifstream in(svg);
+  const std::string chart((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(chart, HasSubstr("exhaustion and recovery: transient, RLIMIT_NOFILE 64"));
+  EXPECT_THAT(chart, HasSubstr("exhaustion and recovery: transient serve, RLIMIT_NOFILE 64"));
+  std::remove(svg.c_str());
+}
+
+TEST(DrillTargetCli, ReArmOnEmfileIsJudgedASpinAndAFlood) {
+  const auto run = drill(server + " rearm {port}", {"--scenarios", "2", "--no-reference"});
+  const auto& r = run.result;
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  const std::string object = scenario_object(r.out, "CPU and log while exhausted");
+  EXPECT_THAT(object, HasSubstr("\"verdict\":\"SPIN+FLOOD\"")) << object;
+  EXPECT_GT(figure(object, "cpu_percent_exhausted"), 20) << object;
+  EXPECT_GT(figure(object, "log_lines_per_s"), 20) << object;
+}
+
+TEST(DrillTargetCli, FixedOneSecondSleepIsJudgedLate) {
+  const auto run = drill(server + " sleep {port}", {"--scenarios", "1", "--no-reference"});
+  const auto& r = run.result;
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  const std::string object = scenario_object(r.out, "exhaustion and recovery");
+  EXPECT_THAT(object, HasSubstr("\"verdict\":\"LATE\"")) << object;
+  EXPECT_GT(figure(object, "recovery_max_ms"), 100) << object;
+  EXPECT_LT(figure(object, "recovery_max_ms"), 2500) << object;
+  EXPECT_EQ(figure(object, "probes_served"), 3) << object;
+}
+
+TEST(DrillTargetCli, ExitOnFirstAcceptErrorIsJudgedDead) {
+  const auto run = drill(server + " die {port}", {"--scenarios", "1,2", "--no-reference"});
+  const auto& r = run.result;
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  for (const auto* name : {"exhaustion and recovery", "CPU and log while exhausted"}) {
+    const std::string object = scenario_object(r.out, name);
+    EXPECT_THAT(object, HasSubstr("\"verdict\":\"DEAD\"")) << object;
+    EXPECT_THAT(object, HasSubstr("exit status 1")) << object;
+  }
+}
+
+TEST(DrillTargetCli, IgnoringSigtermIsJudgedAndKilledOnTime) {
+  const std::string pids = pid_path("ignore");
+  const auto run = drill(server + " ignore-term {port} " + pids, {"--scenarios", "4", "--no-reference"});
+  const auto& r = run.result;
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  const std::string object = scenario_object(r.out, "clean stop");
+  EXPECT_THAT(object, HasSubstr("\"verdict\":\"IGNORES SIGTERM\"")) << object;
+  EXPECT_EQ(figure(object, "processes_after_kill"), 0) << object;
+  EXPECT_LT(run.seconds, 10) << "stop bound 2 s, then SIGKILL";
+  const pid_t pid = read_pid(pids);
+  ASSERT_GT(pid, 0);
+  EXPECT_TRUE(gone(pid)) << "the drill left its target running";
+  std::remove(pids.c_str());
+}
+
+TEST(DrillTargetCli, AForkedProcessIsReportedAndLeftBehindByNothing) {
+  const std::string pids = pid_path("fork");
+  const auto run = drill(server + " fork {port} " + pids, {"--scenarios", "4", "--no-reference"});
+  const auto& r = run.result;
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  const std::string object = scenario_object(r.out, "clean stop");
+  EXPECT_THAT(object, HasSubstr("\"verdict\":\"LEFT PROCESSES\"")) << object;
+  EXPECT_EQ(figure(object, "processes_left"), 1) << object;
+  const pid_t grandchild = read_pid(pids);
+  ASSERT_GT(grandchild, 0);
+  EXPECT_TRUE(gone(grandchild)) << "the forked process outlived the drill";
+  std::remove(pids.c_str());
+}
+
+TEST(DrillTargetCli, AForkedProcessIsKilledWhenTheDrillEndsAnyScenario) {
+  // Exhaustion and recovery never stops the target gently: the drill still ends its group.
+  const std::string pids = pid_path("fork1");
+  const auto run = drill(server + " fork {port} " + pids, {"--scenarios", "1", "--no-reference"});
+  EXPECT_EQ(run.result.exit_code, 0) << run.result.out << run.result.err;
+  const pid_t grandchild = read_pid(pids);
+  ASSERT_GT(grandchild, 0);
+  EXPECT_TRUE(gone(grandchild)) << "the forked process outlived the drill";
+  std::remove(pids.c_str());
+}
+
+TEST(DrillTargetCli, ATargetThatFailsToStartOrNeverListensGetsAClearVerdictInTime) {
+  const auto fails = drill("/bin/false {port}", {"--scenarios", "4", "--no-reference"});
+  EXPECT_EQ(fails.result.exit_code, 1);
+  EXPECT_THAT(scenario_object(fails.result.out, "clean stop"),
+              HasSubstr("did not start: exited with status 1 before it answered"));
+  const auto silent = drill("sleep 30", {"--scenarios", "4", "--no-reference", "--ready-timeout", "300ms"});
+  EXPECT_EQ(silent.result.exit_code, 1);
+  EXPECT_THAT(scenario_object(silent.result.out, "clean stop"), HasSubstr("never listened on 127.0.0.1:"));
+  EXPECT_LT(silent.seconds, 5) << "the ready timeout bounds the wait; sleep 30 is killed";
+  const auto missing = drill("/nonexistent/server {port}", {"--scenarios", "4", "--no-reference"});
+  EXPECT_THAT(missing.result.out, HasSubstr("cannot run '/nonexistent/server': not found or not executable"));
+}
+
+TEST(DrillTargetCli, TheCommandIsSplitLikeShellWordsWithThePortInPlace) {
+  // The server's third argument is its pid file: a name with a space, quoted.
+  const std::string pids = pid_path("split word");
+  const auto run =
+      drill(server + " good {port} '" + pids + "' \"c\\\"d\" e\\ f", {"--scenarios", "5", "--no-reference"});
+  const auto& r = run.result;
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out,
+              HasSubstr("\"command\":[\"" + server + "\",\"good\",\"{port}\",\"" + pids + "\",\"c\\\"d\",\"e f\"]"));
+  EXPECT_GT(read_pid(pids), 0) << "the quoted word reached the server whole";
+  EXPECT_THAT(scenario_object(r.out, "slow clients"), HasSubstr("\"passed\":true"));
+  std::remove(pids.c_str());
+}
+
+TEST(DrillTargetCli, TcpProtocolJudgesAcceptsWithoutHttp) {
+  const auto run = drill(server + " good {port}", {"--scenarios", "1", "--no-reference", "--protocol", "tcp"});
+  const auto& r = run.result;
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string object = scenario_object(r.out, "exhaustion and recovery");
+  EXPECT_EQ(figure(object, "probes_served"), 3) << object;
+}
+
+TEST(DrillTargetCli, BadTargetArgumentsGetOneLineAndExitTwo) {
+  const auto quote = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--target", "server 'port"});
+  EXPECT_EQ(quote.exit_code, 2);
+  EXPECT_EQ(quote.err, "transient drill: unterminated single quote in the command (try 'transient drill --help')\n");
+  const auto protocol =
+      transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--target", "x {port}", "--protocol", "udp"});
+  EXPECT_EQ(protocol.exit_code, 2);
+  EXPECT_THAT(protocol.err, HasSubstr("--protocol is http or tcp, not 'udp'"));
+  const auto empty = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--target", "  "});
+  EXPECT_EQ(empty.exit_code, 2);
+  EXPECT_THAT(empty.err, HasSubstr("the command is empty"));
+}
+
+}  // namespace

@@ -1,0 +1,209 @@
+// `transient drill --target COMMAND`: the command line, the run of the five scenarios against
+// the target and against `transient serve` (the reference), and the report card.
+#include "drill_target.hpp"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <iostream>
+
+#include "command.hpp"
+#include "serve_options.hpp"
+
+namespace transient::tool {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+struct target_options {
+  target_settings settings;
+  std::string command_text;
+  bool reference = true;
+  bool json = false;
+  std::string svg_path;
+  std::vector<int> scenarios{1, 2, 3, 4, 5};
+  std::string problem;  // non-empty: the usage error
+};
+
+std::vector<int> parse_scenario_list(std::string_view text) {
+  std::vector<int> out;
+  for (const char c : text) {
+    if (c >= '1' && c <= '5') {
+      out.push_back(c - '0');
+    } else if (c != ',') {
+      return {};
+    }
+  }
+  return out;
+}
+
+// Parses drill's arguments in target mode; `--target` is among them.
+target_options parse(const std::vector<std::string_view>& args) {
+  target_options o;
+  const auto value = [&](std::size_t& i) -> std::optional<std::string_view> {
+    if (i + 1 >= args.size() || args[i + 1].empty()) {
+      o.problem = std::string(args[i]) + " needs a value";
+      return std::nullopt;
+    }
+    return args[++i];
+  };
+  for (std::size_t i = 0; i < args.size() && o.problem.empty(); ++i) {
+    const std::string_view arg = args[i];
+    std::optional<std::string_view> v;
+    if (arg == "--quick") {
+      o.settings.quick = true;
+    } else if (arg == "--json") {
+      o.json = true;
+    } else if (arg == "--no-reference") {
+      o.reference = false;
+    } else if (arg == "--target" && (v = value(i))) {
+      o.command_text = std::string(*v);
+    } else if (arg == "--svg" && (v = value(i))) {
+      o.svg_path = std::string(*v);
+    } else if (arg == "--log" && (v = value(i))) {
+      o.settings.log_files.emplace_back(*v);
+    } else if (arg == "--protocol" && (v = value(i))) {
+      if (*v != "http" && *v != "tcp") {
+        o.problem = "--protocol is http or tcp, not '" + std::string(*v) + "'";
+      }
+      o.settings.protocol = *v == "tcp" ? target_protocol::tcp : target_protocol::http;
+    } else if (arg == "--ready-timeout" && (v = value(i))) {
+      const auto d = parse_duration(*v);
+      if (!d || d->count() <= 0) {
+        o.problem = "--ready-timeout needs a duration such as 5s or 500ms, not '" + std::string(*v) + "'";
+      } else {
+        o.settings.ready_timeout = *d;
+      }
+    } else if (arg == "--fd-limit" && (v = value(i))) {
+      const long n = std::strtol(std::string(*v).c_str(), nullptr, 10);
+      if (n < 16 || n > 4096) {
+        o.problem = "--fd-limit is a number from 16 to 4096, not '" + std::string(*v) + "'";
+      }
+      o.settings.fd_limit = static_cast<std::uint64_t>(std::max(n, 16L));
+    } else if (arg == "--scenarios" && (v = value(i))) {
+      o.scenarios = parse_scenario_list(*v);
+      if (o.scenarios.empty()) {
+        o.problem = "--scenarios is a list of numbers 1 to 5 such as 1,4, not '" + std::string(*v) + "'";
+      }
+    } else if (o.problem.empty()) {
+      o.problem = "unknown argument '" + std::string(arg) + "' with --target";
+    }
+  }
+  if (o.problem.empty()) {
+    const auto words = split_words(o.command_text, o.problem);
+    if (words) {
+      o.settings.command = *words;
+      o.settings.label = o.settings.command.front().substr(o.settings.command.front().rfind('/') + 1);
+    }
+  }
+  return o;
+}
+
+using scenario = scenario_result (*)(const target_settings&);
+constexpr std::array<std::pair<const char*, scenario>, 5> all_scenarios{{
+    {"exhaustion and recovery", &run_target_exhaustion},
+    {"CPU and log while exhausted", &run_target_exhausted_cost},
+    {"backpressure", &run_target_backpressure},
+    {"clean stop", &run_target_clean_stop},
+    {"slow clients", &run_target_slow_clients},
+}};
+
+// Runs the chosen scenarios against `s`, with progress lines prefixed by `who`.
+std::vector<scenario_result> run_all(target_settings s, const std::vector<int>& chosen, const std::string& who,
+                                     progress_line& progress) {
+  std::vector<scenario_result> results;
+  for (std::size_t k = 0; k < chosen.size(); ++k) {
+    const auto& [name, run] = all_scenarios.at(static_cast<std::size_t>(chosen[k] - 1));
+    const std::string prefix =
+        "drill " + who + " [" + std::to_string(k + 1) + "/" + std::to_string(chosen.size()) + "] " + name;
+    progress.show(prefix + " ...");
+    s.progress = [&](std::string_view text) { progress.show(prefix + ": " + std::string(text)); };
+    scenario_result r;
+    try {
+      r = run(s);
+    } catch (const std::exception& e) {
+      r = {name, false, std::string("the drill itself failed: ") + e.what(), {}, {}, "FAIL"};
+    }
+    progress.done(prefix + ": " + (r.verdict.empty() ? (r.passed ? "PASS" : "FAIL") : r.verdict) + " (" + r.detail +
+                  ")");
+    results.push_back(std::move(r));
+  }
+  return results;
+}
+
+// The drill is a subreaper: what a target forks and orphans becomes the drill's child, so it
+// can be reaped, and at the end anything still running that the drill started is killed.
+void kill_strays() {
+  const pid_t self = ::getpid();
+  for (int round = 0; round < 3; ++round) {
+    bool found = false;
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    std::ifstream list("/proc/self/task/" + std::to_string(self) + "/children");
+    pid_t pid = 0;
+    while (list >> pid) {
+      ::kill(pid, SIGKILL);
+      found = true;
+    }
+    if (!found) {
+      return;
+    }
+    for (int i = 0; i < 200 && ::waitpid(-1, nullptr, WNOHANG) >= 0; ++i) {
+      ::usleep(10000);
+    }
+  }
+}
+
+std::string self_path() {
+  std::array<char, 4096> buffer{};
+  const ssize_t n = ::readlink("/proc/self/exe", buffer.data(), buffer.size() - 1);
+  return n > 0 ? std::string(buffer.data(), static_cast<std::size_t>(n)) : "/proc/self/exe";
+}
+
+}  // namespace
+
+int drill_target(const std::vector<std::string_view>& args) {
+  target_options o = parse(args);
+  if (!o.problem.empty()) {
+    std::cerr << "transient drill: " << o.problem << " (try 'transient drill --help')\n";
+    return exit_usage;
+  }
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  progress_line progress;
+  const auto start = clock::now();
+  drill_card card;
+  card.command = o.settings.command;
+  card.quick = o.settings.quick;
+  card.setup = "RLIMIT_NOFILE " + std::to_string(o.settings.fd_limit) + " (soft and hard), " +
+               (o.settings.protocol == target_protocol::http ? "HTTP/1.1 GET /" : "TCP accept") +
+               " on 127.0.0.1:{port}, " + (o.settings.quick ? "--quick" : "full") + " run";
+  card.thresholds = target_threshold_lines();
+  card.target = run_all(o.settings, o.scenarios, "target", progress);
+  if (o.reference) {
+    target_settings reference = o.settings;
+    reference.command = {self_path(), "serve", "--listen", "127.0.0.1:{port}"};
+    reference.label = "transient serve";
+    reference.log_files.clear();
+    card.reference = run_all(reference, o.scenarios, "reference", progress);
+  }
+  kill_strays();
+  card.seconds = std::chrono::duration<double>(clock::now() - start).count();
+  std::cout << (o.json ? card_json(card) : card_table(card));
+  if (!o.svg_path.empty()) {
+    std::vector<scenario_result> charted = card.target;
+    charted.insert(charted.end(), card.reference.begin(), card.reference.end());
+    std::ofstream out(o.svg_path);
+    out << drill_svg(charted);
+    if (!out) {
+      std::cerr << "transient drill: cannot write " << o.svg_path << '\n';
+      return 1;
+    }
+  }
+  return std::all_of(card.target.begin(), card.target.end(), [](const auto& r) { return r.passed; }) ? 0 : 1;
+}
+
+}  // namespace transient::tool
