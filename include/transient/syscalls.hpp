@@ -13,6 +13,9 @@
 
 namespace transient {
 
+/// The default of syscalls::uring_accept_result: the completion as the kernel posted it.
+inline int uring_accept_result_as_posted(int result) noexcept { return result; }
+
 /// The system calls of the epoll driver. Copy it, replace what you need, pass it in
 /// server_options::sys. Each must behave like the call it replaces (return -1 and set errno).
 struct syscalls {
@@ -26,6 +29,11 @@ struct syscalls {
   int (*epoll_ctl)(int epfd, int op, int fd, epoll_event* event) = ::epoll_ctl;
   /// setsockopt(2): SO_LINGER {1, 0} before closing a connection shed with `reset`.
   int (*setsockopt)(int fd, int level, int name, const void* value, socklen_t length) = ::setsockopt;
+  /// The io_uring driver's accept: each accept completion's result (a descriptor, or -errno)
+  /// passes through this before the policy sees it. The kernel will not post ENFILE or EPERM
+  /// on demand either; a fake returns any -errno (closing a descriptor it replaces) and the
+  /// driver treats it as the kernel's: a failed completion ends the accept request.
+  int (*uring_accept_result)(int result) = uring_accept_result_as_posted;
 };
 
 }  // namespace transient

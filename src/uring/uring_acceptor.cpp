@@ -1,0 +1,648 @@
+// The io_uring acceptor: one listener's accept policy on a ring it owns. One small function
+// per completion (an accept, a wake-up), apply(), which does what the policy decided with
+// the ring (arm a multishot or single-shot accept, cancel it, finish), and pump(), which
+// submits and takes completions until nothing is left to do. Every decision is the policy's.
+#include <liburing.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+#include "transient/detail/throw_error.hpp"
+#include "transient/uring.hpp"
+
+namespace transient {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+// A completion's user_data: what it completes and, for accepts, which request (a cancelled
+// request's last completions are told from the current one's by their generation).
+enum class kind : std::uint64_t { accept = 1, wake = 2, cancel = 3 };
+constexpr std::uint64_t tag(kind k, std::uint64_t generation) noexcept {
+  return generation << 2U | static_cast<std::uint64_t>(k);
+}
+constexpr kind kind_of(std::uint64_t data) noexcept { return static_cast<kind>(data & 3U); }
+constexpr std::uint64_t generation_of(std::uint64_t data) noexcept { return data >> 2U; }
+
+constexpr int accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+// How long a stopping acceptor waits for its cancelled accept's last completion, whose
+// descriptors (connections the ring took meanwhile) it must shed rather than leak.
+constexpr auto settle_limit = std::chrono::seconds(1);
+
+std::string disabled_setting() {
+  std::ifstream in("/proc/sys/kernel/io_uring_disabled");
+  std::string value;
+  if (!(in >> value)) {
+    return "";
+  }
+  return " (/proc/sys/kernel/io_uring_disabled = " + value + ")";
+}
+
+// Opens `ring`, or says why io_uring cannot serve here (not_supported) or failed.
+std::error_code open_ring(io_uring& ring, unsigned entries, std::string& why) {
+  io_uring_params params{};
+  params.flags = IORING_SETUP_CQSIZE;
+  params.cq_entries = 2 * std::max(entries, 2U);
+  const int r = io_uring_queue_init_params(std::max(entries, 2U), &ring, &params);
+  if (r < 0) {
+    why = std::string("io_uring_setup failed: ") + std::strerror(-r) + disabled_setting();
+    if (r == -ENOSYS || r == -EPERM || r == -EACCES) {
+      return std::make_error_code(std::errc::not_supported);
+    }
+    return {-r, std::system_category()};
+  }
+  std::string missing;
+  if ((params.features & IORING_FEAT_EXT_ARG) == 0) {
+    missing = "io_uring without timed waits (IORING_FEAT_EXT_ARG, Linux 5.11)";
+  } else {
+    io_uring_probe* probe = io_uring_get_probe_ring(&ring);
+    // IORING_OP_SOCKET came with multishot accept (Linux 5.19); the probe has no flag for the latter.
+    if (probe == nullptr || io_uring_opcode_supported(probe, IORING_OP_SOCKET) == 0) {
+      missing = "io_uring without multishot accept (Linux 5.19)";
+    }
+    if (probe != nullptr) {
+      io_uring_free_probe(probe);
+    }
+  }
+  if (!missing.empty()) {
+    io_uring_queue_exit(&ring);
+    why = missing;
+    return std::make_error_code(std::errc::not_supported);
+  }
+  return {};
+}
+
+accept_policy_config labelled(accept_policy_config config, const endpoint& where) {
+  config.label = config.label.empty() ? where.to_string() : where.to_string() + " " + config.label;
+  return config;
+}
+
+bool takes_accept(step s) noexcept { return s == step::accept || s == step::shed || s == step::drain; }
+
+}  // namespace
+
+bool uring_available(std::string& why) {
+  io_uring ring{};
+  if (open_ring(ring, 2, why)) {
+    return false;
+  }
+  io_uring_queue_exit(&ring);
+  why.clear();
+  return true;
+}
+
+struct uring_acceptor::state final : release_listener {
+  state(std::shared_ptr<const listener> l, connection_handler h, acceptor_options o, uring_options r)
+      : source(std::move(l)),
+        handler(std::move(h)),
+        options(std::move(o)),
+        ring_options(r),
+        budget(options.budget ? options.budget : shared_budget::create(options.max_connections)),
+        policy(budget->budget(), labelled(options.policy, source->local_endpoint())),
+        reserve(options.emfile_reserve && options.policy.shed != shed_mode::queue) {}
+
+  state(const state&) = delete;
+  state& operator=(const state&) = delete;
+  ~state() override {
+    if (ring_open) {
+      io_uring_queue_exit(&ring);
+    }
+  }
+
+  std::shared_ptr<const listener> source;
+  connection_handler handler;
+  acceptor_options options;
+  uring_options ring_options;
+  std::shared_ptr<shared_budget> budget;  // before policy: the policy refers to its budget
+  accept_policy policy;
+  emfile_reserve reserve;
+  std::shared_ptr<const diagnostics_reserve> diagnostics;
+  io_uring ring{};
+  bool ring_open = false;
+  unique_fd wake;
+  std::atomic<bool> wake_pending{false};    // any thread: a wake-up is written and not yet taken
+  std::atomic<bool> stop_requested{false};  // any thread
+  bool accept_armed = false;                // the request of `generation` is in the ring (or queued for it)
+  bool accept_multishot = false;            // ... and it is a multishot one
+  unsigned accepts_outstanding = 0;         // accept requests whose last completion has not come
+  std::uint64_t generation = 0;
+  bool wake_armed = false;
+  bool timed = false;
+  bool done = false;
+  time_point until{};
+  std::error_code last_accept_error;
+  std::uint64_t refusals_failed = 0;
+  std::uint64_t submitted = 0;
+  stop_info result;
+
+  // ---- any thread ---------------------------------------------------------------------
+
+  void signal() noexcept {
+    if (!wake_pending.exchange(true, std::memory_order_acq_rel)) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] const ssize_t n = ::write(wake.get(), &one, sizeof one);
+    }
+  }
+  void on_permit_released() noexcept override { signal(); }
+
+  // ---- the ring -------------------------------------------------------------------------
+
+  io_uring_sqe* sqe() {
+    io_uring_sqe* e = io_uring_get_sqe(&ring);
+    if (e == nullptr) {  // full: submit what is queued and take a free entry
+      submit();
+      e = io_uring_get_sqe(&ring);
+    }
+    if (e == nullptr) {
+      throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                              "transient::uring_acceptor: no free submission queue entry");
+    }
+    return e;
+  }
+
+  void submit() {
+    if (io_uring_sq_ready(&ring) == 0) {
+      return;
+    }
+    const int n = io_uring_submit(&ring);
+    if (n > 0) {
+      submitted += static_cast<std::uint64_t>(n);
+    } else if (n < 0 && n != -EINTR && n != -EAGAIN && n != -EBUSY && !done) {
+      fail_ring({-n, std::system_category()}, "io_uring_submit");
+    }
+  }
+
+  // The next completion, flushing an overflowed completion queue into the ring when needed
+  // (io_uring_peek_batch_cqe enters the kernel for that; io_uring_peek_cqe does not).
+  bool next_completion(io_uring_cqe*& cqe) { return io_uring_peek_batch_cqe(&ring, &cqe, 1) == 1; }
+
+  void arm_wake() {
+    if (wake_armed || done) {
+      return;
+    }
+    io_uring_sqe* e = sqe();
+    io_uring_prep_poll_add(e, wake.get(), POLLIN);
+    io_uring_sqe_set_data64(e, tag(kind::wake, 0));
+    wake_armed = true;
+  }
+
+  // Multishot while it cannot take more than the policy allows: in the shed modes everything
+  // beyond the budget is shed anyway; with queue only while the budget has more free places
+  // than one burst (accepts_per_ready), so clients beyond it stay in the backlog.
+  [[nodiscard]] bool multishot_fits(step s) const noexcept {
+    if (s != step::accept && s != step::wait) {
+      return false;
+    }
+    if (options.policy.shed != shed_mode::queue) {
+      return true;
+    }
+    const connection_budget& b = budget->budget();
+    const std::uint64_t live = b.live();
+    return live < b.max_connections() && b.max_connections() - live > options.policy.accepts_per_ready;
+  }
+
+  void arm_accept(bool multishot) {
+    if (accept_armed && (!accept_multishot || multishot)) {
+      return;  // the request in the ring suits: its next completion is the answer
+    }
+    cancel_accept();  // a multishot where only one accept fits
+    io_uring_sqe* e = sqe();
+    if (multishot) {
+      io_uring_prep_multishot_accept(e, source->native_handle(), nullptr, nullptr, accept_flags);
+    } else {
+      io_uring_prep_accept(e, source->native_handle(), nullptr, nullptr, accept_flags);
+    }
+    ++generation;
+    io_uring_sqe_set_data64(e, tag(kind::accept, generation));
+    accept_armed = true;
+    accept_multishot = multishot;
+    ++accepts_outstanding;
+  }
+
+  void cancel_accept() {
+    if (!accept_armed) {
+      return;
+    }
+    io_uring_sqe* e = sqe();
+    io_uring_prep_cancel64(e, tag(kind::accept, generation), 0);
+    io_uring_sqe_set_data64(e, tag(kind::cancel, generation));
+    accept_armed = false;
+    ++generation;  // its last completions are no longer the current request's
+  }
+
+  // ---- events -----------------------------------------------------------------------------
+
+  void on_completion(time_point now, std::uint64_t data, int res, unsigned flags) {
+    switch (kind_of(data)) {
+      case kind::accept: on_accept_completion(now, generation_of(data), res, flags); return;
+      case kind::wake: on_wake(now); return;
+      case kind::cancel: return;
+    }
+  }
+
+  void on_accept_completion(time_point now, std::uint64_t gen, int res, unsigned flags) {
+    const bool more = (flags & IORING_CQE_F_MORE) != 0;
+    const bool current = gen == generation && accept_armed;
+    if (!more) {
+      --accepts_outstanding;
+      if (current) {
+        accept_armed = false;  // ended: by a failure, a CQ overflow, or a single-shot's one result
+      }
+    }
+    if (res != -ECANCELED) {
+      res = options.sys.uring_accept_result(res);
+    }
+    if (res >= 0) {
+      accepted(now, unique_fd(res));
+      return;
+    }
+    if (more && current) {
+      cancel_accept();  // a seam's failure: end the request as the kernel's failure would
+    }
+    if (res == -ECANCELED || !current || done) {
+      return;  // our own cancel, or a request already replaced
+    }
+    failed(now, {-res, std::system_category()});
+  }
+
+  void accepted(time_point now, unique_fd fd) {
+    sockaddr_storage address{};
+    socklen_t length = sizeof address;
+    auto* const sa = reinterpret_cast<sockaddr*>(&address);
+    std::error_code ignored;
+    endpoint peer;
+    peer_key key;
+    if (::getpeername(fd.get(), sa, &length) == 0) {
+      peer = endpoint::from_sockaddr(sa, length, ignored);
+      key = peer_key_of(sa, length);
+    }
+    if (policy.current().next == step::wait) {
+      static_cast<void>(policy.on_ready(now));  // the ring accepted for a connection that came
+    }
+    permit place;
+    const decision d = policy.on_accepted(now, place, key);
+    if (d.shed_accepted) {
+      if (!shed(std::move(fd), peer, d.shed, options.refuse, options.sys)) {
+        ++refusals_failed;
+      }
+    } else {
+      handler(connection(std::move(fd), std::move(place), peer, budget));
+    }
+    apply(d, now);
+  }
+
+  void failed(time_point now, std::error_code ec) {
+    if (ec != condition::would_block) {
+      last_accept_error = ec;
+    }
+    decision d = policy.current();
+    if (d.next == step::wait) {
+      d = policy.on_ready(now);  // the ring tried an accept for a connection that came
+    }
+    if (takes_accept(d.next)) {
+      d = policy.on_accept_failed(now, ec, reserve.held());
+    }
+    apply(d, now);  // paused meanwhile (the budget filled): a release resumes and retries
+  }
+
+  void on_wake(time_point now) {
+    wake_armed = false;
+    std::uint64_t count = 0;
+    [[maybe_unused]] const ssize_t r = ::read(wake.get(), &count, sizeof count);
+    wake_pending.exchange(false, std::memory_order_acq_rel);
+    if (stopping()) {
+      return;
+    }
+    if (!done) {
+      apply(policy.on_release(now), now);
+      arm_wake();
+    }
+  }
+
+  void timer(time_point now) {
+    if (!stopping() && !done && timed && until <= now) {
+      apply(policy.on_timer(now), now);
+    }
+  }
+
+  bool stopping() {
+    if (!stop_requested.load(std::memory_order_acquire)) {
+      return false;
+    }
+    if (!done) {
+      policy.request_stop();
+      apply(policy.on_stop(clock::now()), clock::now());
+    }
+    return true;
+  }
+
+  void apply(decision d, time_point now) {
+    if (done && d.next != step::stop && d.next != step::fail) {
+      return;
+    }
+    if (d.next != step::drain) {
+      reserve.take();
+    }
+    switch (d.next) {
+      case step::drain: reserve.give_up(); [[fallthrough]];
+      case step::accept:
+      case step::shed:
+        timed = false;
+        arm_accept(multishot_fits(d.next));
+        return;
+      case step::wait:
+        timed = d.until != time_point{};
+        until = d.until;
+        arm_accept(multishot_fits(d.next));
+        return;
+      case step::pause_for_release:
+        timed = false;
+        cancel_accept();
+        return;
+      case step::pause_until:
+        timed = true;
+        until = d.until;
+        cancel_accept();
+        return;
+      case step::stop:
+      case step::fail: finish(d, now); return;
+    }
+  }
+
+  // After the completions of one submission: the policy waits for an accept's answer, the
+  // request is in the ring and nothing came. The kernel issues an accept inline when it is
+  // submitted (and a multishot one accepts until the queue is empty), so the queue is empty:
+  // that is EAGAIN, and the request stays parked in the ring for the next connection.
+  bool found_queue_empty(time_point now) {
+    if (done || !accept_armed || io_uring_sq_ready(&ring) != 0 || io_uring_cq_ready(&ring) != 0 ||
+        !takes_accept(policy.current().next)) {
+      return false;
+    }
+    apply(policy.on_accept_failed(now, std::make_error_code(std::errc::resource_unavailable_try_again),
+                                  reserve.held()),
+          now);
+    return true;
+  }
+
+  // Submits and takes completions until nothing is left to do. Each round takes completions
+  // or changes the policy's state, so it ends; the bound is a guard, not a timing.
+  void pump(time_point now) {
+    for (int round = 0; round < 4096; ++round) {
+      submit();
+      bool took = false;
+      io_uring_cqe* cqe = nullptr;
+      while (next_completion(cqe)) {
+        const std::uint64_t data = cqe->user_data;
+        const int res = cqe->res;
+        const unsigned flags = cqe->flags;
+        io_uring_cqe_seen(&ring, cqe);
+        took = true;
+        on_completion(now, data, res, flags);
+      }
+      if (io_uring_sq_ready(&ring) != 0) {
+        continue;
+      }
+      if (!took && !found_queue_empty(now)) {
+        return;
+      }
+    }
+  }
+
+  void finish(const decision& d, time_point now) {
+    if (done) {
+      return;
+    }
+    done = true;
+    timed = false;
+    cancel_accept();
+    budget->remove(this);
+    reserve.clear();
+    if (d.next == step::fail) {
+      failure_context context;
+      context.where = source->local_endpoint().to_string();
+      if (d.error == condition::not_listening) {
+        context.listener_state = verify(*source).message;
+      }
+      context.last_accept_error = last_accept_error;
+      context.live = budget->budget().live();
+      context.max_connections = budget->budget().max_connections();
+      context.stall_timeout = options.policy.stall_timeout;
+      const diagnostics_reserve none;
+      std::string text = failure_text(d.error, context, diagnostics ? *diagnostics : none);
+      policy.attach_diagnosis(text);
+      result = {stop_reason_of(d.error), d.error, std::move(text)};
+    }
+    settle(now);
+  }
+
+  // Waits (bounded) for the last completion of every accept request: a multishot accept
+  // may have taken connections before the cancel reached it, and their descriptors are ours
+  // to shed (the stopped policy sheds them), not to leak when the ring closes.
+  void settle(time_point now) {
+    const auto limit = clock::now() + settle_limit;
+    while (accepts_outstanding > 0 && clock::now() < limit) {
+      submit();
+      __kernel_timespec ts{0, 10'000'000};
+      io_uring_cqe* cqe = nullptr;
+      const int r = io_uring_wait_cqes(&ring, &cqe, 1, &ts, nullptr);
+      if (r < 0 && r != -ETIME && r != -EINTR) {
+        return;
+      }
+      while (next_completion(cqe)) {
+        const std::uint64_t data = cqe->user_data;
+        const int res = cqe->res;
+        const unsigned flags = cqe->flags;
+        io_uring_cqe_seen(&ring, cqe);
+        if (kind_of(data) == kind::accept) {
+          on_accept_completion(now, generation_of(data), res, flags);
+        }
+      }
+    }
+  }
+
+  void fail_ring(std::error_code ec, const char* what) {
+    if (done) {
+      return;
+    }
+    policy.request_stop();
+    finish(policy.on_stop(clock::now()), clock::now());
+    result = {stop_reason_of(ec), ec, std::string(what) + " failed: " + ec.message()};
+  }
+
+  void abandon() noexcept {
+    if (!done) {
+      try {
+        policy.request_stop();
+        finish(policy.on_stop(clock::now()), clock::now());
+      } catch (...) {  // a stopping acceptor calls no handler; a failed submit is reported below
+      }
+      result = {stop_reason::other_error, std::make_error_code(std::errc::operation_canceled),
+                std::string(handler_threw_text())};
+    }
+  }
+};
+
+namespace {
+
+std::shared_ptr<const listener> owned(listener source) {
+  if (!source.is_open()) {
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                            "transient::uring_acceptor needs an open listener");
+  }
+  return std::make_shared<const listener>(std::move(source));
+}
+
+}  // namespace
+
+uring_acceptor::uring_acceptor(listener source, connection_handler handler, acceptor_options options, uring_options ring)
+    : uring_acceptor(owned(std::move(source)), std::move(handler), std::move(options), ring) {}
+
+uring_acceptor::uring_acceptor(std::shared_ptr<const listener> source, connection_handler handler,
+                               acceptor_options options, uring_options ring) {
+  const auto invalid = std::make_error_code(std::errc::invalid_argument);
+  if (!source || !source->is_open()) {
+    throw std::system_error(invalid, "transient::uring_acceptor needs an open listener");
+  }
+  if (!handler) {
+    throw std::system_error(invalid, "transient::uring_acceptor needs a connection handler");
+  }
+  check_driver_options("transient::uring_acceptor", options.policy, static_cast<bool>(options.refuse));
+  auto s = std::make_shared<state>(std::move(source), std::move(handler), std::move(options), ring);
+  std::string why;
+  if (const std::error_code ec = open_ring(s->ring, ring.entries, why)) {
+    throw std::system_error(ec, "transient::uring_acceptor: " + why);
+  }
+  s->ring_open = true;
+  if (s->options.diagnostics) {
+    s->diagnostics = s->options.diagnostics;
+  } else if (s->options.open_diagnostics_reserve) {
+    std::error_code ignored;  // without it the census degrades, and says so
+    s->diagnostics = std::make_shared<const diagnostics_reserve>(diagnostics_reserve::open(ignored));
+  }
+  s->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->wake) {
+    throw std::system_error(detail::last_error(), "transient::uring_acceptor: eventfd");
+  }
+  s->budget->add(s.get(), s);
+  state_ = std::move(s);
+  const auto now = clock::now();
+  state_->arm_wake();
+  state_->apply(state_->policy.current(), now);  // wait: arms the accept
+  state_->pump(now);
+  state_->budget->check_fit_once(state_->options.policy.sink);
+}
+
+uring_acceptor::~uring_acceptor() {
+  if (!state_) {
+    return;
+  }
+  if (!state_->done) {
+    try {
+      state_->policy.request_stop();
+      state_->finish(state_->policy.on_stop(clock::now()), clock::now());
+    } catch (...) {  // a stopping acceptor calls no handler; nothing else throws here
+    }
+  }
+  state_->budget->remove(state_.get());
+}
+
+uring_acceptor::uring_acceptor(uring_acceptor&& other) noexcept = default;
+
+uring_acceptor& uring_acceptor::operator=(uring_acceptor&& other) noexcept {
+  if (this != &other) {
+    uring_acceptor gone(std::move(*this));
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+int uring_acceptor::native_handle() const noexcept { return state_->ring.ring_fd; }
+
+void uring_acceptor::handle(time_point now) {
+  state& s = *state_;
+  try {
+    if (!s.stopping()) {
+      s.pump(now);
+    }
+  } catch (...) {
+    s.abandon();
+    throw;
+  }
+}
+
+void uring_acceptor::on_time(time_point now) {
+  state& s = *state_;
+  try {
+    s.timer(now);
+    if (!s.done) {
+      s.pump(now);
+    }
+  } catch (...) {
+    s.abandon();
+    throw;
+  }
+}
+
+void uring_acceptor::wait(std::chrono::milliseconds timeout) {
+  state& s = *state_;
+  if (!s.done) {
+    __kernel_timespec ts{};
+    ts.tv_sec = timeout.count() / 1000;
+    ts.tv_nsec = (timeout.count() % 1000) * 1'000'000;
+    io_uring_cqe* cqe = nullptr;
+    const int r = io_uring_submit_and_wait_timeout(&s.ring, &cqe, 1, timeout.count() >= 0 ? &ts : nullptr, nullptr);
+    if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+      s.fail_ring({-r, std::system_category()}, "io_uring_enter");
+    }
+  }
+  const auto now = clock::now();
+  handle(now);
+  on_time(now);
+}
+
+uring_acceptor::time_point uring_acceptor::next_timer() const noexcept {
+  return state_->timed && !state_->done ? state_->until : time_point::max();
+}
+
+int uring_acceptor::timeout_ms(time_point now) const noexcept {
+  const time_point when = next_timer();
+  if (when == time_point::max()) {
+    return -1;
+  }
+  if (when <= now) {
+    return 0;
+  }
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(when - now).count();
+  return static_cast<int>(std::min<std::int64_t>(ms, std::numeric_limits<int>::max()));
+}
+
+void uring_acceptor::stop() noexcept {
+  state& s = *state_;
+  s.stop_requested.store(true, std::memory_order_release);
+  s.policy.request_stop();
+  s.signal();
+}
+
+bool uring_acceptor::done() const noexcept { return state_->done; }
+const stop_info& uring_acceptor::result() const noexcept { return state_->result; }
+bool uring_acceptor::armed() const noexcept { return state_->accept_armed; }
+
+policy_metrics uring_acceptor::metrics() const noexcept {
+  policy_metrics m = state_->policy.metrics();
+  m.refusals_failed += state_->refusals_failed;
+  return m;
+}
+
+policy_health uring_acceptor::health() const noexcept { return state_->policy.health(); }
+std::uint64_t uring_acceptor::submissions() const noexcept { return state_->submitted; }
+const std::shared_ptr<shared_budget>& uring_acceptor::budget() const noexcept { return state_->budget; }
+const endpoint& uring_acceptor::local_endpoint() const noexcept { return state_->source->local_endpoint(); }
+
+}  // namespace transient
