@@ -39,10 +39,12 @@ struct holding_config {
   void (*on_command)(char) = nullptr;  ///< Sees every command byte before the server does.
 };
 
-/// Runs the holding server in this (forked) process as `config` says; reads commands from
+/// Runs the holding server (transient::server, or a driver with its constructor and
+/// contract, e.g. transient::uring_server) in this (forked) process as `config` says; reads commands from
 /// `commands`, writes reports to `reports`, then exits (status 10 if the limit could not be
 /// set, else 0).
-[[noreturn]] inline void run_holding_server(int commands, int reports, const holding_config& config) {
+template <typename Server = server>
+[[noreturn]] void run_holding_server(int commands, int reports, const holding_config& config) {
   rlimit limit{};
   ::getrlimit(RLIMIT_NOFILE, &limit);
   limit.rlim_cur = config.fd_limit;
@@ -69,7 +71,7 @@ struct holding_config {
     };
     options.policy.shed = config.shed;
     options.sys = config.sys;
-    server srv(
+    Server srv(
         std::move(ls),
         [&](connection c) {
           ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
@@ -110,10 +112,11 @@ struct holding_config {
 }
 
 /// run_holding_server with the default configuration and a soft limit of `fd_limit`.
-[[noreturn]] inline void run_holding_server(int commands, int reports, rlim_t fd_limit) {
+template <typename Server = server>
+[[noreturn]] void run_holding_server(int commands, int reports, rlim_t fd_limit) {
   holding_config config;
   config.fd_limit = fd_limit;
-  run_holding_server(commands, reports, config);
+  run_holding_server<Server>(commands, reports, config);
 }
 
 }  // namespace transient::test
