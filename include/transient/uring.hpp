@@ -73,8 +73,7 @@ class uring_acceptor {
   /// An acceptor owning `source`. Throws std::system_error: not_supported (and why) where
   /// io_uring is unavailable; invalid_argument as transient::acceptor; else the error of
   /// eventfd or io_uring_setup.
-  uring_acceptor(listener source, connection_handler handler, acceptor_options options = {},
-                 uring_options ring = {});
+  uring_acceptor(listener source, connection_handler handler, acceptor_options options = {}, uring_options ring = {});
   /// As above, for a listener shared with other acceptors (each on its own ring).
   uring_acceptor(std::shared_ptr<const listener> source, connection_handler handler, acceptor_options options = {},
                  uring_options ring = {});

@@ -3,6 +3,7 @@
 // the ring (arm a multishot or single-shot accept, cancel it, finish), and pump(), which
 // submits and takes completions until nothing is left to do. Every decision is the policy's.
 #include <liburing.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -385,8 +386,7 @@ struct uring_acceptor::state final : release_listener {
         !takes_accept(policy.current().next)) {
       return false;
     }
-    apply(policy.on_accept_failed(now, std::make_error_code(std::errc::resource_unavailable_try_again),
-                                  reserve.held()),
+    apply(policy.on_accept_failed(now, std::make_error_code(std::errc::resource_unavailable_try_again), reserve.held()),
           now);
     return true;
   }
@@ -501,7 +501,8 @@ std::shared_ptr<const listener> owned(listener source) {
 
 }  // namespace
 
-uring_acceptor::uring_acceptor(listener source, connection_handler handler, acceptor_options options, uring_options ring)
+uring_acceptor::uring_acceptor(listener source, connection_handler handler, acceptor_options options,
+                               uring_options ring)
     : uring_acceptor(owned(std::move(source)), std::move(handler), std::move(options), ring) {}
 
 uring_acceptor::uring_acceptor(std::shared_ptr<const listener> source, connection_handler handler,

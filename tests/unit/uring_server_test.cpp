@@ -1,0 +1,360 @@
+// ctest-labels: threads
+// The io_uring server: serving, the budget with shed_mode::queue (clients beyond it stay in
+// the backlog), the accept-errno matrix through the ring's seam, a completion queue overflow,
+// and stops while paused and while backing off. Skipped, saying why, without io_uring.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "support/loopback.hpp"
+#include "transient/classify.hpp"
+#include "transient/errno_name.hpp"
+#include "transient/uring.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using transient::connection;
+using transient::stop_reason;
+using transient::unique_fd;
+
+struct UringServer : ::testing::Test {
+  void SetUp() override {
+    std::string why;
+    if (!transient::uring_available(why)) {
+      GTEST_SKIP() << "io_uring unavailable: " << why;
+    }
+  }
+};
+
+std::vector<transient::listener> one_listener() {
+  std::vector<transient::listener> ls;
+  ls.push_back(transient::listen(transient::parse_endpoint("127.0.0.1:0")));
+  return ls;
+}
+
+// Polls `what` every millisecond for up to `limit`.
+template <typename Predicate>
+bool eventually(Predicate what, std::chrono::milliseconds limit = 3s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!what()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+// The server on a thread, stopped and joined at the end of the scope.
+struct running {
+  transient::uring_server& srv;
+  std::future<transient::stop_info> result;
+  explicit running(transient::uring_server& s)
+      : srv(s), result(std::async(std::launch::async, [&s] {
+          std::error_code ec;
+          return s.run(ec);
+        })) {}
+  transient::stop_info stop() {
+    srv.stop();
+    EXPECT_EQ(result.wait_for(5s), std::future_status::ready) << "stop took too long";
+    return result.get();
+  }
+  ~running() {
+    if (result.valid()) {
+      srv.stop();
+      result.wait();
+    }
+  }
+  running(const running&) = delete;
+  running& operator=(const running&) = delete;
+};
+
+TEST_F(UringServer, ServesClientsWithFewSubmissions) {
+  std::atomic<int> served{0};
+  transient::server_options options;
+  options.max_connections = 1000;
+  transient::uring_server srv(
+      one_listener(),
+      [&](connection c) {
+        ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
+        ++served;
+      },
+      options);
+  const auto where = srv.local_endpoints().at(0);
+  running r(srv);
+  constexpr int clients = 200;
+  for (int i = 0; i < clients; ++i) {
+    unique_fd c = transient::test::connect_to(where);
+    ASSERT_EQ(transient::test::read_some(c.get(), 2s), "a") << "client " << i;
+  }
+  EXPECT_TRUE(r.stop());
+  EXPECT_EQ(served.load(), clients);
+  EXPECT_EQ(srv.metrics().accepted, static_cast<std::uint64_t>(clients));
+  // One multishot accept serves them all: far fewer submissions than connections.
+  EXPECT_LT(srv.submissions(), static_cast<std::uint64_t>(clients) / 4) << srv.submissions();
+}
+
+// shed_mode::queue: the ring accepts no more than the budget; the others wait in the backlog
+// (not closed) and each release lets exactly one more in.
+TEST_F(UringServer, QueueModeKeepsClientsBeyondTheBudgetInTheBacklog) {
+  std::mutex mutex;
+  std::deque<connection> held;
+  transient::server_options options;
+  options.max_connections = 3;
+  transient::uring_server srv(
+      one_listener(),
+      [&](connection c) {
+        ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
+        const std::lock_guard lock(mutex);
+        held.push_back(std::move(c));
+      },
+      options);
+  const auto where = srv.local_endpoints().at(0);
+  running r(srv);
+  std::vector<unique_fd> clients;
+  for (int i = 0; i < 10; ++i) {
+    clients.push_back(transient::test::connect_to(where));
+  }
+  ASSERT_TRUE(eventually([&] {
+    const std::lock_guard lock(mutex);
+    return held.size() == 3;
+  }));
+  std::this_thread::sleep_for(50ms);
+  {
+    const std::lock_guard lock(mutex);
+    EXPECT_EQ(held.size(), 3U) << "accepted beyond the budget";
+  }
+  for (std::size_t i = 0; i < 7; ++i) {
+    {
+      const std::lock_guard lock(mutex);
+      held.pop_front();  // a release, on this thread
+    }
+    ASSERT_TRUE(eventually([&] {
+      const std::lock_guard lock(mutex);
+      return held.size() == 3;
+    })) << "release "
+        << i << " let no client in";
+  }
+  std::size_t answered = 0;
+  for (auto& c : clients) {
+    answered += transient::test::read_some(c.get(), 1s) == "a" ? 1 : 0;
+  }
+  EXPECT_EQ(answered, clients.size()) << "a client beyond the budget was closed instead of queued";
+  const auto m = srv.metrics();
+  EXPECT_EQ(m.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 0U);
+  EXPECT_TRUE(r.stop());
+  const std::lock_guard lock(mutex);
+  held.clear();
+}
+
+// ---- the errno matrix through the ring's seam ------------------------------------------------
+
+// The scripted completion: replaces the results of accept completions with the queued errnos
+// (closing the descriptor the kernel gave), then lets them through.
+std::mutex script_mutex;
+std::deque<int> script;
+std::atomic<int> completions{0};
+
+int scripted_result(int result) {
+  ++completions;
+  const std::lock_guard lock(script_mutex);
+  if (script.empty()) {
+    return result;
+  }
+  const int error = script.front();
+  script.pop_front();
+  if (result >= 0) {
+    ::close(result);
+  }
+  return -error;
+}
+
+void set_script(std::initializer_list<int> errnos) {
+  const std::lock_guard lock(script_mutex);
+  script.assign(errnos);
+  completions = 0;
+}
+
+struct matrix_case {
+  int error;
+  transient::action what;  // classify's verdict, which the server must follow
+};
+
+TEST_F(UringServer, AcceptErrnoMatrixThroughTheRing) {
+  const std::vector<matrix_case> cases = {
+      {ECONNABORTED, transient::action::skip}, {EPROTO, transient::action::skip},
+      {EPERM, transient::action::skip},        {EMFILE, transient::action::back_off},
+      {ENFILE, transient::action::back_off},   {ENOBUFS, transient::action::back_off},
+      {ENOMEM, transient::action::back_off},   {EBADF, transient::action::fail},
+      {ENOTSOCK, transient::action::fail},
+  };
+  for (const matrix_case& c : cases) {
+    SCOPED_TRACE(std::string(transient::errno_name(c.error)));
+    ASSERT_EQ(transient::classify(transient::operation::accept, std::error_code(c.error, std::system_category())).what,
+              c.what);
+    set_script({c.error});
+    std::atomic<int> served{0};
+    transient::server_options options;
+    options.max_connections = 100;
+    options.policy.backoff.initial = 50ms;
+    options.policy.backoff.cap = 50ms;
+    options.policy.stall_timeout = 0ms;
+    options.policy.sink = [](const transient::policy_event&) {};
+    options.sys.uring_accept_result = scripted_result;
+    transient::uring_server srv(
+        one_listener(),
+        [&](connection conn) {
+          ::send(conn.native_handle(), "a", 1, MSG_NOSIGNAL);
+          ++served;
+        },
+        options);
+    const auto where = srv.local_endpoints().at(0);
+    running r(srv);
+    unique_fd first = transient::test::connect_to(where);  // its completion becomes the error
+    if (c.what == transient::action::fail) {
+      ASSERT_EQ(r.result.wait_for(3s), std::future_status::ready) << "the server did not stop";
+      const transient::stop_info info = r.result.get();
+      EXPECT_EQ(info.reason, stop_reason::programming_error);
+      EXPECT_EQ(info.error, std::error_code(c.error, std::system_category()));
+      continue;
+    }
+    unique_fd second = transient::test::connect_to(where);
+    EXPECT_EQ(transient::test::read_some(second.get(), 2s), "a") << "the next client was not served";
+    if (c.what == transient::action::back_off) {
+      const auto m = srv.metrics();
+      EXPECT_TRUE(eventually([&] {
+        return srv.metrics().pauses[static_cast<std::size_t>(transient::pause_reason::backoff)] == 1;
+      })) << "no backoff pause";
+      static_cast<void>(m);
+    } else {
+      EXPECT_TRUE(eventually([&] {
+        const auto m = srv.metrics();
+        std::uint64_t skipped = 0;
+        for (const auto n : m.skipped) {
+          skipped += n;
+        }
+        return skipped == 1;
+      })) << "not skipped";
+    }
+    EXPECT_TRUE(r.stop());
+    EXPECT_EQ(served.load(), 1);
+  }
+}
+
+// EMFILE through the seam while the multishot is still armed in the kernel: the server does
+// not re-submit at once (no spin through the ring), but after the backoff.
+TEST_F(UringServer, EmfileIsNotResubmittedAtOnce) {
+  set_script({EMFILE});
+  transient::server_options options;
+  options.max_connections = 100;
+  options.policy.backoff.initial = 300ms;
+  options.policy.backoff.cap = 300ms;
+  options.policy.backoff.mode = transient::jitter::none;
+  options.policy.stall_timeout = 0ms;
+  options.policy.sink = [](const transient::policy_event&) {};
+  options.sys.uring_accept_result = scripted_result;
+  std::atomic<int> served{0};
+  transient::uring_server srv(
+      one_listener(), [&](connection) { ++served; }, options);
+  const auto where = srv.local_endpoints().at(0);
+  running r(srv);
+  unique_fd first = transient::test::connect_to(where);
+  ASSERT_TRUE(eventually([&] { return completions.load() >= 1; }));
+  unique_fd second = transient::test::connect_to(where);
+  std::this_thread::sleep_for(150ms);  // inside the backoff: no accept request in the ring
+  EXPECT_EQ(served.load(), 0) << "accepted during the backoff pause";
+  EXPECT_EQ(srv.health().state, transient::health_state::degraded);
+  EXPECT_TRUE(eventually([&] { return served.load() == 1; }, 2s)) << "not resumed after the backoff";
+  EXPECT_TRUE(r.stop());
+}
+
+// A completion queue of 4 entries and 40 clients at once: the overflow ends the multishot
+// accept, and the driver submits it again; every client is served.
+TEST_F(UringServer, CompletionQueueOverflowLosesNoClient) {
+  std::atomic<int> served{0};
+  transient::server_options options;
+  options.max_connections = 1000;
+  transient::uring_options ring;
+  ring.entries = 2;
+  transient::uring_server srv(
+      one_listener(),
+      [&](connection c) {
+        ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
+        ++served;
+      },
+      options, ring);
+  const auto where = srv.local_endpoints().at(0);
+  running r(srv);
+  std::vector<unique_fd> clients;
+  for (int i = 0; i < 40; ++i) {
+    clients.push_back(transient::test::connect_to(where));
+  }
+  for (auto& c : clients) {
+    EXPECT_EQ(transient::test::read_some(c.get(), 2s), "a");
+  }
+  EXPECT_TRUE(r.stop());
+  EXPECT_EQ(served.load(), 40);
+}
+
+TEST_F(UringServer, StopsWhilePausedAtTheBudget) {
+  std::vector<connection> held;
+  transient::server_options options;
+  options.max_connections = 1;
+  transient::uring_server srv(
+      one_listener(), [&](connection c) { held.push_back(std::move(c)); }, options);
+  const auto where = srv.local_endpoints().at(0);
+  running r(srv);
+  unique_fd a = transient::test::connect_to(where);
+  unique_fd b = transient::test::connect_to(where);
+  ASSERT_TRUE(eventually([&] { return srv.health().state == transient::health_state::backpressure; }));
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(r.stop());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  EXPECT_EQ(held.size(), 1U);
+}
+
+TEST_F(UringServer, StopsWhileBackingOff) {
+  set_script({ENFILE});
+  transient::server_options options;
+  options.max_connections = 100;
+  options.policy.backoff.initial = 10s;
+  options.policy.backoff.cap = 10s;
+  options.policy.stall_timeout = 0ms;
+  options.policy.sink = [](const transient::policy_event&) {};
+  options.sys.uring_accept_result = scripted_result;
+  transient::uring_server srv(
+      one_listener(), [](connection) {}, options);
+  const auto where = srv.local_endpoints().at(0);
+  running r(srv);
+  unique_fd a = transient::test::connect_to(where);
+  ASSERT_TRUE(eventually([&] { return srv.health().state == transient::health_state::degraded; }));
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(r.stop());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s) << "the stop waited for the backoff";
+}
+
+TEST_F(UringServer, HandlerExceptionStopsAndPropagates) {
+  transient::uring_server srv(one_listener(), [](connection) { throw std::runtime_error("boom"); });
+  const auto where = srv.local_endpoints().at(0);
+  auto result = std::async(std::launch::async, [&] { return srv.run(); });
+  unique_fd a = transient::test::connect_to(where);
+  ASSERT_EQ(result.wait_for(3s), std::future_status::ready);
+  EXPECT_THROW(result.get(), std::runtime_error);
+}
+
+TEST_F(UringServer, RejectsWhatTheEpollServerRejects) {
+  EXPECT_THROW(transient::uring_server({}, [](connection) {}), std::system_error);
+  transient::server_options options;
+  options.policy.shed = transient::shed_mode::respond;  // without a refusal writer
+  EXPECT_THROW(transient::uring_server(
+                   one_listener(), [](connection) {}, options),
+               std::system_error);
+}
+
+}  // namespace
