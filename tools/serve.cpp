@@ -23,6 +23,7 @@
 #include "serve_naive.hpp"
 #include "serve_notify.hpp"
 #include "serve_options.hpp"
+#include "serve_uring_loop.hpp"
 #include "transient/diagnostics.hpp"
 #include "transient/policy_metrics.hpp"
 #include "transient/shared_budget.hpp"
@@ -160,8 +161,13 @@ class serve_group {
       if (leak != nullptr) {
         after_accept = [leak] { leak->on_accept(); };
       }
-      loops_.push_back(std::make_unique<serve_loop>(s.idle_timeout, &append_ok_response, source, std::move(options),
-                                                    std::move(after_accept)));
+      if (s.engine == serve_engine::io_uring) {
+        loops_.push_back(
+            make_serve_uring_loop(s.idle_timeout, &append_ok_response, source, std::move(options), std::move(after_accept)));
+      } else {
+        loops_.push_back(std::make_unique<serve_loop>(s.idle_timeout, &append_ok_response, source,
+                                                      std::move(options), std::move(after_accept)));
+      }
       if (leak != nullptr) {
         loops_.back()->connections().set_after_close([leak] { leak->pay(); });
       }
@@ -221,7 +227,7 @@ class serve_group {
   [[nodiscard]] const endpoint& local_endpoint() const noexcept { return loops_.front()->local_endpoint(); }
 
  private:
-  void run_loop(serve_loop& l) {
+  void run_loop(serve_engine_loop& l) {
     try {
       l.run();
       if (!l.result()) {
@@ -239,7 +245,7 @@ class serve_group {
     stop();  // the first loop to end ends them all
   }
 
-  std::vector<std::unique_ptr<serve_loop>> loops_;
+  std::vector<std::unique_ptr<serve_engine_loop>> loops_;
   std::mutex mutex_;  // guards failure_ and exception_ (the first failure wins)
   stop_info failure_;
   std::exception_ptr exception_;

@@ -13,9 +13,36 @@
 
 namespace transient::tool {
 
+/// What serve runs per thread, whichever engine accepts (epoll: serve_loop; io_uring:
+/// serve_uring_loop). run() on the loop's thread; stop() and metrics() from any thread.
+class serve_engine_loop {
+ public:
+  /// Serves until stop() or a failure of the accept source.
+  virtual void run() = 0;
+  /// Asks the loop to stop. Async-signal-safe.
+  virtual void stop() noexcept = 0;
+  /// Why the loop stopped (after run() returned).
+  [[nodiscard]] virtual const stop_info& result() const noexcept = 0;
+  /// The accept policy's counters as last published. Thread-safe.
+  [[nodiscard]] virtual policy_metrics metrics() const = 0;
+  /// The budget the loop draws from.
+  [[nodiscard]] virtual const std::shared_ptr<shared_budget>& budget() const noexcept = 0;
+  /// The listener's local endpoint.
+  [[nodiscard]] virtual const endpoint& local_endpoint() const noexcept = 0;
+  /// The connection loop (set_after_close before run()).
+  [[nodiscard]] virtual connection_loop& connections() noexcept = 0;
+  /// Virtual: loops are owned through this interface.
+  virtual ~serve_engine_loop() = default;
+
+ protected:
+  serve_engine_loop() = default;
+  serve_engine_loop(const serve_engine_loop&) = default;
+  serve_engine_loop& operator=(const serve_engine_loop&) = default;
+};
+
 /// A connection_loop with an acceptor as its source. run() on the loop's thread; stop() and
 /// metrics() from any thread (stop() also from a signal handler).
-class serve_loop final : public accept_source {
+class serve_loop final : public accept_source, public serve_engine_loop {
  public:
   /// A loop serving connections accepted on `source` with `respond`, closing them after
   /// `idle_timeout` of silence. `after_accept` (may be empty) runs on the loop thread after
@@ -28,20 +55,22 @@ class serve_loop final : public accept_source {
 
   /// Serves until stop() or a failure of the acceptor; closes every connection before it
   /// returns. Exceptions (epoll_wait, a failed add) propagate.
-  void run();
+  void run() override;
   /// Asks the loop to stop (it ends within one epoll_wait). Async-signal-safe.
-  void stop() noexcept { acceptor_.stop(); }
+  void stop() noexcept override { acceptor_.stop(); }
   /// Why the loop stopped (after run() returned): clean, or the acceptor's failure.
-  [[nodiscard]] const stop_info& result() const noexcept { return acceptor_.result(); }
+  [[nodiscard]] const stop_info& result() const noexcept override { return acceptor_.result(); }
   /// The acceptor's counters as last published (at most 100 ms old while the loop runs;
   /// final once run() returned). Thread-safe.
-  [[nodiscard]] policy_metrics metrics() const;
+  [[nodiscard]] policy_metrics metrics() const override;
   /// The budget the acceptor draws from.
-  [[nodiscard]] const std::shared_ptr<shared_budget>& budget() const noexcept { return acceptor_.budget(); }
+  [[nodiscard]] const std::shared_ptr<shared_budget>& budget() const noexcept override {
+    return acceptor_.budget();
+  }
   /// The listener's local endpoint.
-  [[nodiscard]] const endpoint& local_endpoint() const noexcept { return acceptor_.local_endpoint(); }
+  [[nodiscard]] const endpoint& local_endpoint() const noexcept override { return acceptor_.local_endpoint(); }
   /// The connection loop (set_after_close before run()).
-  [[nodiscard]] connection_loop& connections() noexcept { return io_; }
+  [[nodiscard]] connection_loop& connections() noexcept override { return io_; }
 
   /// accept_source: the acceptor's events.
   bool handle(const epoll_event& event, clock::time_point now) override;

@@ -29,6 +29,8 @@ const std::string_view serve_help =
     "                           (default 30s; 0 disables)\n"
     "  --idle-timeout DURATION  close a connection idle this long (default 60s)\n"
     "  --metrics ADDRESS        Prometheus text at http://ADDRESS/metrics (loopback only)\n"
+    "  --engine epoll|io_uring  what accepts: epoll (default) or an io_uring multishot accept\n"
+    "                           (same policy; connections are served on epoll either way)\n"
     "  --policy transient|naive naive: a loop that re-arms on every accept error, as Asio's\n"
     "                           examples do. For side-by-side demonstration only: it spins\n"
     "                           at 100 % CPU and floods the log when descriptors run out.\n"
@@ -89,7 +91,7 @@ serve_parse_result parse_serve_arguments(arguments args) {
     }
     const bool known = flag == "--listen" || flag == "--port-range" || flag == "--max-connections" ||
                        flag == "--threads" || flag == "--shed" || flag == "--stall-timeout" ||
-                       flag == "--idle-timeout" || flag == "--metrics" || flag == "--policy" ||
+                       flag == "--idle-timeout" || flag == "--metrics" || flag == "--policy" || flag == "--engine" ||
                        flag == "--leak-per-connection";
     if (!known) {
       return fail("unknown option " + quoted(flag) + " (try 'transient serve --help')");
@@ -163,6 +165,14 @@ serve_parse_result parse_serve_arguments(arguments args) {
       } else {
         return fail("--policy: " + quoted(value) + " is not transient or naive");
       }
+    } else if (flag == "--engine") {
+      if (value == "epoll") {
+        s.engine = serve_engine::epoll;
+      } else if (value == "io_uring") {
+        s.engine = serve_engine::io_uring;
+      } else {
+        return fail("--engine: " + quoted(value) + " is not epoll or io_uring");
+      }
     } else {  // --leak-per-connection
       const auto n = parse_number<unsigned>(value, 64);
       if (!n) {
@@ -173,6 +183,9 @@ serve_parse_result parse_serve_arguments(arguments args) {
   }
   if (s.policy == serve_policy::naive && (s.shed != shed_mode::queue || s.threads != 1)) {
     return fail("--policy naive supports neither --shed nor --threads (it is the naive loop)");
+  }
+  if (s.policy == serve_policy::naive && s.engine != serve_engine::epoll) {
+    return fail("--policy naive runs on epoll only (--engine io_uring needs --policy transient)");
   }
   return r;
 }

@@ -20,6 +20,12 @@ enum class serve_policy : unsigned char {
   naive,      ///< A loop that re-arms on every error, as Asio's examples do (demonstration only).
 };
 
+/// What accepts connections (they are served on epoll either way).
+enum class serve_engine : unsigned char {
+  epoll,     ///< transient::acceptor in the loop's epoll set (default).
+  io_uring,  ///< transient::uring_acceptor, its ring's descriptor in the loop's epoll set.
+};
+
 /// The settings of `transient serve`.
 struct serve_settings {
   endpoint listen_on = endpoint::loopback_v4(8080);                    ///< --listen (ignored with --port-range).
@@ -31,6 +37,7 @@ struct serve_settings {
   std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);   ///< --idle-timeout.
   std::optional<endpoint> metrics;                                     ///< --metrics ADDRESS.
   serve_policy policy = serve_policy::transient;                       ///< --policy.
+  serve_engine engine = serve_engine::epoll;                           ///< --engine.
   /// Hidden test knob for `transient drill` (not in --help): descriptors leaked per accepted
   /// connection, outside the budget, to show the stall watchdog and its diagnosis.
   unsigned leak_per_connection = 0;
