@@ -18,7 +18,7 @@ namespace transient::tool {
 namespace {
 
 constexpr std::string_view drill_help =
-    "usage: transient drill [--quick] [--json] [--svg FILE]\n"
+    "usage: transient drill [--quick] [--json] [--svg FILE] [--engine epoll|io_uring]\n"
     "\n"
     "Runs `transient serve` children (loopback only, RLIMIT_NOFILE 64) through seven scenarios\n"
     "and prints a table; exit 0 only if every scenario passed. About 10 s; --quick about 5 s.\n"
@@ -34,6 +34,8 @@ constexpr std::string_view drill_help =
     "                             exit within 1 s, no descriptor leaked\n"
     "\n"
     "  --quick     fewer trials and shorter windows (for CI)\n"
+    "  --engine E  the serve children accept with E: epoll (default) or io_uring (serve\n"
+    "              --engine; the naive contrast runs on epoll, as --policy naive does)\n"
     "  --json      one JSON object on stdout: passed, seconds, scenarios[{name, passed, detail,\n"
     "              figures...}]\n"
     "  --svg FILE  write a chart of scenarios 2 and 4 (live connections, limit, paused\n"
@@ -93,6 +95,12 @@ int drill(arguments args) {
         return usage_error("--svg needs a FILE (try 'transient drill --help')");
       }
       svg_path = std::string(args[++i]);
+    } else if (arg == "--engine") {
+      const std::string_view engine = i + 1 < args.size() ? args[i + 1] : std::string_view();
+      if (engine != "epoll" && engine != "io_uring") {
+        return usage_error("--engine needs epoll or io_uring (try 'transient drill --help')");
+      }
+      set_serve_engine(std::string(args[++i]));
     } else {
       return usage_error("unknown argument '" + std::string(arg) + "' (try 'transient drill --help')");
     }

@@ -83,9 +83,23 @@ void for_each_process(Visit visit) {
 
 }  // namespace
 
+namespace {
+std::string& serve_engine() {
+  static std::string engine;  // set once by drill's main thread, before any child starts
+  return engine;
+}
+}  // namespace
+
+void set_serve_engine(std::string engine) { serve_engine() = std::move(engine); }
+
 serve_child::serve_child(const std::vector<std::string>& args, std::uint64_t fd_limit) {
   std::vector<std::string> argv{"transient", "serve"};
   argv.insert(argv.end(), args.begin(), args.end());
+  const bool naive = std::find(args.begin(), args.end(), "naive") != args.end();
+  if (!serve_engine().empty() && serve_engine() != "epoll" && !naive) {
+    argv.emplace_back("--engine");
+    argv.push_back(serve_engine());
+  }
   start("/proc/self/exe", std::move(argv), fd_limit);
 }
 

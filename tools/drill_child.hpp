@@ -37,6 +37,11 @@ struct child_launch {
 };
 
 /// A running child process of the drill.
+/// The accept engine of every serve child started after this (`serve --engine ENGINE`, e.g.
+/// "io_uring"); "" or "epoll": serve's default. A child with `--policy naive` (epoll only)
+/// keeps its own.
+void set_serve_engine(std::string engine);
+
 class serve_child {
  public:
   using clock = std::chrono::steady_clock;
