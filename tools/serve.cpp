@@ -162,11 +162,11 @@ class serve_group {
         after_accept = [leak] { leak->on_accept(); };
       }
       if (s.engine == serve_engine::io_uring) {
-        loops_.push_back(
-            make_serve_uring_loop(s.idle_timeout, &append_ok_response, source, std::move(options), std::move(after_accept)));
+        loops_.push_back(make_serve_uring_loop(s.idle_timeout, &append_ok_response, source, std::move(options),
+                                               std::move(after_accept)));
       } else {
-        loops_.push_back(std::make_unique<serve_loop>(s.idle_timeout, &append_ok_response, source,
-                                                      std::move(options), std::move(after_accept)));
+        loops_.push_back(std::make_unique<serve_loop>(s.idle_timeout, &append_ok_response, source, std::move(options),
+                                                      std::move(after_accept)));
       }
       if (leak != nullptr) {
         loops_.back()->connections().set_after_close([leak] { leak->pay(); });

@@ -64,9 +64,7 @@ class serve_loop final : public accept_source, public serve_engine_loop {
   /// final once run() returned). Thread-safe.
   [[nodiscard]] policy_metrics metrics() const override;
   /// The budget the acceptor draws from.
-  [[nodiscard]] const std::shared_ptr<shared_budget>& budget() const noexcept override {
-    return acceptor_.budget();
-  }
+  [[nodiscard]] const std::shared_ptr<shared_budget>& budget() const noexcept override { return acceptor_.budget(); }
   /// The listener's local endpoint.
   [[nodiscard]] const endpoint& local_endpoint() const noexcept override { return acceptor_.local_endpoint(); }
   /// The connection loop (set_after_close before run()).

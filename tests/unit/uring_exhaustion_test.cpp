@@ -123,8 +123,9 @@ TEST(UringExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
   if (!transient::uring_available(why)) {
     GTEST_SKIP() << "io_uring unavailable: " << why;
   }
-  child_process child = start_child(
-      [](int commands, int reports) { transient::test::run_holding_server<transient::uring_server>(commands, reports, child_fd_limit); });
+  child_process child = start_child([](int commands, int reports) {
+    transient::test::run_holding_server<transient::uring_server>(commands, reports, child_fd_limit);
+  });
   const std::string port = child.next("port");
   ASSERT_FALSE(port.empty());
   const auto where = transient::parse_endpoint("127.0.0.1:" + port);

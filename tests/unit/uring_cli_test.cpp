@@ -1,0 +1,84 @@
+// `transient serve --engine io_uring` and `transient drill --engine io_uring`: the command
+// accepts through a ring (the process holds one), serves, stops cleanly, and passes the drill.
+// Skipped, saying why, where io_uring is unavailable.
+#include <signal.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "support/loopback.hpp"
+#include "support/run_command.hpp"
+#include "support/spawned_process.hpp"
+#include "transient/uring.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using testing::HasSubstr;
+using transient::unique_fd;
+
+class UringCli : public testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!transient::uring_available(why)) {
+      GTEST_SKIP() << "io_uring unavailable: " << why;
+    }
+  }
+};
+
+// The descriptors of `pid` that are io_uring instances.
+int rings_of(pid_t pid) {
+  int rings = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    std::error_code link_error;
+    const auto target = std::filesystem::read_symlink(entry.path(), link_error).string();
+    rings += target.find("io_uring") != std::string::npos ? 1 : 0;
+  }
+  return rings;
+}
+
+TEST_F(UringCli, ServeAcceptsThroughARingServesAndStopsCleanly) {
+  transient::test::spawned_process serve(
+      TRANSIENT_CLI_PATH, {"serve", "--listen", "127.0.0.1:0", "--engine", "io_uring", "--threads", "2"});
+  const std::string line = serve.read_line(transient::test::spawned_process::stream::out, 5s);
+  ASSERT_EQ(line.rfind("listening on ", 0), 0U) << line << serve.stderr_text();
+  const std::string address = line.substr(13, line.find(' ', 13) - 13);
+  const auto at = transient::parse_endpoint(address);
+  EXPECT_EQ(rings_of(serve.pid()), 2) << "one ring per loop";
+  for (int i = 0; i < 20; ++i) {
+    const unique_fd c = transient::test::connect_to(at);
+    const std::string request = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    ASSERT_EQ(::send(c.get(), request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+    EXPECT_THAT(transient::test::read_some(c.get(), 2s), HasSubstr("200 OK"));
+  }
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(2000ms), 0);
+  EXPECT_THAT(serve.stderr_text(), HasSubstr("stopped cleanly"));
+}
+
+TEST(UringCliUsage, UnknownEngineIsAUsageError) {
+  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"serve", "--engine", "kqueue"}, 5000ms);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--engine"));
+  const auto naive =
+      transient::test::run_command(TRANSIENT_CLI_PATH, {"serve", "--policy", "naive", "--engine", "io_uring"}, 5000ms);
+  EXPECT_EQ(naive.exit_code, 2);
+  const auto drill = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--engine", "kqueue"}, 5000ms);
+  EXPECT_EQ(drill.exit_code, 2);
+}
+
+TEST_F(UringCli, DrillPassesOnIoUring) {
+  const auto r =
+      transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--quick", "--json", "--engine", "io_uring"}, 60s);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("{\"passed\":true")) << r.out;
+}
+
+}  // namespace
