@@ -7,6 +7,7 @@ packages=(
   libgtest-dev libgmock-dev                # tests
   libbenchmark-dev                         # micro-benchmarks
   libasio-dev                              # the Asio adapter and its tests (standalone Asio)
+  liburing-dev                             # the io_uring driver (transient::uring), its tests and benchmark
   man-db                                   # the Debian package test renders the man page
   clang clang-format clang-tidy libclang-rt-14-dev  # clang build, formatting, lint, libFuzzer
 )
