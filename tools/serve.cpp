@@ -397,9 +397,9 @@ extern "C" void on_stop_signal(int /*signal*/) {
 // of its own that reads what the loops publish.
 class supervisor_notifier {
  public:
-  explicit supervisor_notifier(const serve_group& group) : group_(group) {
-    if (std::getenv("NOTIFY_SOCKET") == nullptr) {
-      return;
+  explicit supervisor_notifier(const serve_group& group) : group_(group), socket_(problem_) {
+    if (!socket_) {
+      return;  // NOTIFY_SOCKET unset, or unusable (announce() said so)
     }
     interval_ = watchdog_interval();
     thread_ = thread_without_signals([this] { run(); });
@@ -436,52 +436,64 @@ class supervisor_notifier {
     return std::chrono::microseconds(value / 2);
   }
 
-  static void send(const std::string& message) {
+  void send(const std::string& message) const {
     std::error_code ec;
-    notify_supervisor(message, ec);  // a supervisor gone away is not serve's failure
+    socket_.send(message, ec);  // a supervisor gone away is not serve's failure
   }
 
   void run() {
     const auto tick = interval_.count() > 0 ? std::min<clock::duration>(interval_, std::chrono::milliseconds(100))
                                             : clock::duration(std::chrono::milliseconds(100));
-    auto next_ping = clock::now();
-    std::string last_status;
-    std::uint64_t last_progress = group_.progress();
-    bool stopping_sent = false;
+    next_ping_ = clock::now();
+    last_progress_ = group_.progress();
     std::unique_lock lock(mutex_);
     while (!done_) {
       lock.unlock();
-      const health_report h = group_.health();
-      const std::string status = "STATUS=" + h.state + (h.reason.empty() ? "" : ": " + h.reason);
-      if (status != last_status) {
-        send(status);
-        last_status = status;
-      }
-      if (h.state == "stopped" && !stopping_sent) {
-        send("STOPPING=1");
-        stopping_sent = true;
-      }
-      const auto now = clock::now();
-      if (interval_.count() > 0 && now >= next_ping) {
-        const std::uint64_t progress = group_.progress();
-        const bool healthy = h.state == "accepting" || h.state == "backpressure" || h.state == "stopped";
-        if (!group_.failed() && (healthy || progress != last_progress)) {
-          send("WATCHDOG=1");
-        }
-        last_progress = progress;
-        next_ping = now + interval_;
-      }
+      report(true);
       lock.lock();
       wake_.wait_for(lock, tick, [this] { return done_; });
+    }
+    lock.unlock();
+    report(false);  // the final state (stalled, stopped) before the process exits
+  }
+
+  // Sends STATUS= if the health changed, STOPPING=1 once, and the watchdog ping when due.
+  void report(bool ping) {
+    const health_report h = group_.health();
+    const std::string status = "STATUS=" + h.state + (h.reason.empty() ? "" : ": " + h.reason);
+    if (status != last_status_) {
+      send(status);
+      last_status_ = status;
+    }
+    if ((h.state == "stopped" || h.state == "stalled") && !stopping_sent_) {
+      send("STOPPING=1");
+      stopping_sent_ = true;
+    }
+    const auto now = clock::now();
+    if (ping && interval_.count() > 0 && now >= next_ping_) {
+      const std::uint64_t progress = group_.progress();
+      const bool healthy = h.state == "accepting" || h.state == "backpressure" || h.state == "stopped";
+      if (!group_.failed() && (healthy || progress != last_progress_)) {
+        send("WATCHDOG=1");
+      }
+      last_progress_ = progress;
+      next_ping_ = now + interval_;
     }
   }
 
   const serve_group& group_;
+  std::error_code problem_;
+  supervisor_socket socket_;
   std::chrono::microseconds interval_{0};
   std::mutex mutex_;  // guards done_
   std::condition_variable wake_;
   bool done_ = false;
-  std::thread thread_;
+  // The notifier thread's own state.
+  clock::time_point next_ping_{};
+  std::uint64_t last_progress_ = 0;
+  std::string last_status_;
+  bool stopping_sent_ = false;
+  std::thread thread_;  // last: started when everything above is initialized
 };
 
 std::string serve_metrics_text(const serve_group& group) {

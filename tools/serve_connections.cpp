@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -134,7 +135,7 @@ void connection_loop::drain(accept_source& source, std::array<epoll_event, 64>& 
   drain_until_ = now_ + limits_.drain;
   for (int fd = oldest_; fd != none;) {
     const int newer = clients_[static_cast<std::size_t>(fd)].newer;
-    if (idle(clients_[static_cast<std::size_t>(fd)])) {
+    if (done_draining(clients_[static_cast<std::size_t>(fd)])) {
       close_client(fd);
     }
     fd = newer;
@@ -150,6 +151,20 @@ void connection_loop::drain(accept_source& source, std::array<epoll_event, 64>& 
 
 bool connection_loop::idle(const client& c) const noexcept {
   return c.conn && c.in.empty() && c.out.empty() && !c.delayed && !c.draining;
+}
+
+// While the loop drains, a connection is done when idle, or when its last response is out
+// and nothing unread waits in its receive queue (a close with unread input would reset the
+// response). Outside a drain such a connection lingers until the client closes.
+bool connection_loop::done_draining(const client& c) const noexcept {
+  if (!draining_all_ || !c.conn) {
+    return false;
+  }
+  if (idle(c)) {
+    return true;
+  }
+  int unread = 0;
+  return c.draining && c.out.empty() && ::ioctl(c.conn.native_handle(), FIONREAD, &unread) == 0 && unread == 0;
 }
 
 void connection_loop::on_event(int fd, unsigned events) {
@@ -175,7 +190,7 @@ void connection_loop::on_event(int fd, unsigned events) {
 // else update its epoll interest and its header timer.
 void connection_loop::after_event(int fd) {
   client& c = clients_[static_cast<std::size_t>(fd)];
-  if (!c.conn || (draining_all_ && idle(c))) {
+  if (!c.conn || done_draining(c)) {
     close_client(fd);
     return;
   }

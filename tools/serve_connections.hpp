@@ -148,6 +148,7 @@ class connection_loop {
   void respond_delayed();
   void after_event(int fd);
   [[nodiscard]] bool idle(const client& c) const noexcept;
+  [[nodiscard]] bool done_draining(const client& c) const noexcept;
   void close_client(int fd);
   void close_all() noexcept;
   [[nodiscard]] int next_timeout() const;
