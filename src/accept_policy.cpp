@@ -48,7 +48,8 @@ std::string_view to_string(health_state s) noexcept {
 
 std::error_code validate(const accept_policy_config& config) noexcept {
   const bool bad = config.accepts_per_ready == 0 || config.stall_timeout.count() < 0 ||
-                   config.summary_interval.count() < 0 || config.shed > shed_mode::respond;
+                   config.summary_interval.count() < 0 || config.quiet_period.count() < 0 ||
+                   config.shed > shed_mode::respond;
   if (bad) {
     return std::make_error_code(std::errc::invalid_argument);
   }
@@ -83,7 +84,7 @@ accept_policy::accept_policy(connection_budget& budget, const accept_policy_conf
     : budget_(budget),
       config_(checked(config)),
       backoff_(config_.backoff, seed_or_random(config_.seed)),
-      log_(config_.summary_interval) {}
+      log_(config_.summary_interval, config_.quiet_period) {}
 
 accept_policy::~accept_policy() {
   // A reservation never became a connection: give it back without counting a release.
@@ -99,15 +100,13 @@ decision accept_policy::on_ready(time_point now) noexcept {
   if (state_ == state::stopped || stop_requested_.load(std::memory_order_relaxed)) {
     return finish(now, {}, condition::unclassified);
   }
+  tick(now);
   if (state_ == state::waiting) {
     burst_ = 0;
     return begin_accept(now);
   }
   // Paused: the driver should not be watching the listener; readiness changes nothing.
   // Accepting or shedding: the decision in force still holds.
-  if (log_.degraded()) {
-    emit(log_.tick(now, base_event()));
-  }
   return current();
 }
 
@@ -124,8 +123,8 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
   leave_pause(now);  // only if a driver reports an accept it was not asked for
   // Any successful accept is progress: the resource is available again.
   if (log_.degraded()) {  // checked first: building the event's figures costs atomic loads
-    backoff_.reset();
-    emit(log_.recovered(now, base_event()));
+    tick(now);
+    healthy(now);
   }
   ++burst_;
 
@@ -138,7 +137,7 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
     if (!reservation_) {
       // No accept was in flight (a driver that accepts on its own): take a place now, so
       // the budget still holds.
-      reservation_ = budget_.try_acquire();
+      reservation_ = budget_.try_reserve();
     }
     peer_slot slot;
     if (!reservation_) {
@@ -156,6 +155,7 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
         reservation_.slot_ = slot;
       }
       out = std::move(reservation_);
+      budget_.became_connection();
       ++counters_.accepted;
     }
   }
@@ -188,9 +188,10 @@ decision accept_policy::on_accept_failed(time_point now, std::error_code ec, boo
   state_ = state::waiting;
   if (stop_requested_.load(std::memory_order_relaxed)) {
     // After a stop request the driver shuts the listener down; accept then fails (EINVAL
-    // after shutdown(SHUT_RD), ERRORS.md) and that is the clean end, whatever the error.
+    // after shutdown(SHUT_RD), docs/errors.md) and that is the clean end, whatever the error.
     return finish(now, {}, condition::unclassified);
   }
+  tick(now);  // an episode whose quiet period has passed ends before this failure
   const verdict v = classify(operation::accept, ec);
   action what = v.what;
   if (what == action::fail && errno_of(ec) == EOPNOTSUPP && config_.listener_verified) {
@@ -206,7 +207,10 @@ decision accept_policy::on_accept_failed(time_point now, std::error_code ec, boo
       ++counters_.retried;
       ++burst_;
       return begin_accept(now);
-    case action::wait: return make(step::wait);
+    case action::wait:
+      // The queue is empty: accept got as far as the queue, so nothing is exhausted now.
+      healthy(now);
+      return waiting();
     case action::back_off:
       ++counters_.failed[index];
       return begin_drain(enter_backoff(now, v.why, ec), v.why, reserve_held);
@@ -217,7 +221,7 @@ decision accept_policy::on_accept_failed(time_point now, std::error_code ec, boo
   ++counters_.failed[index];
   if (v.why == condition::not_listening && ec != condition::not_listening) {
     // EINVAL's own condition is invalid_argument; from accept (without a stop request) it
-    // means the socket does not listen (ERRORS.md), so the stop carries the code that says so.
+    // means the socket does not listen (docs/errors.md), so the stop carries the code that says so.
     return finish(now, make_error_code(transient::error::not_listening), v.why);
   }
   return finish(now, ec, v.why);
@@ -242,9 +246,9 @@ decision accept_policy::on_release(time_point now) noexcept {
         stall_start_ = now;  // progress
         return resume(now);
       }
-      emit(log_.tick(now, base_event()));
+      tick(now);
       return current();
-    default: return current();
+    default: tick(now); return current();
   }
 }
 
@@ -252,7 +256,7 @@ decision accept_policy::on_timer(time_point now) noexcept {
   if (state_ == state::stopped) {
     return stop_;
   }
-  emit(log_.tick(now, base_event()));
+  tick(now);
   if (state_ != state::paused_backoff) {
     return current();
   }
@@ -279,15 +283,13 @@ decision accept_policy::on_stop(time_point now) noexcept {
 decision accept_policy::begin_accept(time_point now) noexcept {
   if (burst_ >= config_.accepts_per_ready) {
     state_ = state::waiting;
-    decision d = make(step::wait);
-    d.yielded = true;
-    return d;
+    return waiting(true);
   }
   // The generation is read before the place is taken, so a release between the two (or
   // during the accept) is seen when the accept fails on exhaustion.
   generation_ = budget_.generation();
   if (config_.shed != shed_mode::queue) {
-    reservation_ = budget_.try_acquire();
+    reservation_ = budget_.try_reserve();
     if (!reservation_) {
       if (state_ != state::shedding) {
         pause_start_ = now;  // backpressure began
@@ -309,9 +311,31 @@ decision accept_policy::begin_accept(time_point now) noexcept {
   return make(step::accept);
 }
 
+decision accept_policy::waiting(bool yielded) const noexcept {
+  decision d = make(step::wait);
+  d.yielded = yielded;
+  if (log_.degraded() && !log_.failing()) {
+    d.until = log_.quiet_until();  // the recovered line is due then, even if no client comes
+  }
+  return d;
+}
+
+void accept_policy::tick(time_point now) noexcept {
+  if (log_.degraded()) {
+    emit(log_.tick(now, base_event()));
+  }
+}
+
+void accept_policy::healthy(time_point now) noexcept {
+  if (log_.failing()) {
+    backoff_.reset();
+    emit(log_.succeeded(now, base_event()));
+  }
+}
+
 decision accept_policy::enter_backoff(time_point now, condition why, std::error_code ec) noexcept {
-  if (!log_.degraded()) {
-    stall_start_ = now;  // the watchdog counts from the start of the episode or the last progress
+  if (!log_.failing()) {
+    stall_start_ = now;  // the watchdog counts from the first failure since the last progress
   }
   emit(log_.failure(now, why, ec, base_event()));
   if (stalled(now)) {
@@ -392,12 +416,19 @@ decision accept_policy::finish(time_point now, std::error_code ec, condition why
   stop_cause_ = why;
   stop_ = ec ? make(step::fail) : make(step::stop);
   stop_.error = ec;
+  if (log_.degraded()) {
+    emit(log_.stopping(now, base_event()));  // accepting was healthy again: that episode ends
+  }
   policy_event e = base_event();
   e.kind = policy_event_kind::stopped;
   e.at = now;
   e.cause = why;
   e.error = ec;
-  e.duration = log_.degraded() ? now - log_.since() : std::chrono::nanoseconds::zero();
+  if (log_.degraded()) {  // still failing: the stop line ends the episode
+    e.duration = now - log_.since();
+    e.failures = log_.failures();
+    e.flaps = log_.flaps();
+  }
   emit(e);
   return stop_;
 }
@@ -420,6 +451,7 @@ shed_mode accept_policy::shed_for_accepted() const noexcept {
 
 policy_event accept_policy::base_event() const noexcept {
   policy_event e;
+  e.source = config_.label;
   e.live = budget_.live();
   e.max_connections = budget_.max_connections();
   e.fd_limit = budget_.fd_limit();
@@ -444,7 +476,7 @@ void accept_policy::emit(const std::optional<policy_event>& event) noexcept {
 
 decision accept_policy::current() const noexcept {
   switch (state_) {
-    case state::waiting: return make(step::wait);
+    case state::waiting: return waiting();
     case state::accepting: return make(step::accept);
     case state::shedding: {
       decision d = make(step::shed);
@@ -473,7 +505,7 @@ policy_health accept_policy::health() const noexcept {
     case state::shedding: return {health_state::backpressure, {}, pause_start_};
     default: break;
   }
-  if (log_.degraded()) {  // resumed after a pause, but no accept has succeeded yet
+  if (log_.failing()) {  // resumed after a pause, but no accept has got through yet
     return {health_state::degraded, log_.last_error(), log_.since()};
   }
   return {health_state::accepting, {}, accepting_since_};

@@ -31,7 +31,7 @@ struct acceptor::state final : release_listener {
 
   state(const state&) = delete;
   state& operator=(const state&) = delete;
-  ~state() = default;
+  ~state() override = default;
 
   int epoll_fd;
   std::shared_ptr<const listener> source;
@@ -46,7 +46,7 @@ struct acceptor::state final : release_listener {
   std::atomic<bool> wake_pending{false};    // any thread: a wake-up is written and not yet taken
   std::atomic<bool> stop_requested{false};  // any thread
   bool armed = false;                       // the listener is in the epoll set
-  bool timed = false;                       // paused until `until`
+  bool timed = false;                       // on_timer is due at `until` (a pause ends, a quiet period ends)
   bool done = false;
   time_point until{};
   std::error_code last_accept_error;  // what exhausted us, for a stall diagnosis
@@ -116,7 +116,8 @@ struct acceptor::state final : release_listener {
         case step::accept:
         case step::shed: d = accept_one(now); continue;
         case step::wait:
-          timed = false;
+          timed = d.until != time_point{};  // an episode's `recovered` line may fall due while waiting
+          until = d.until;
           arm(true);
           return;
         case step::pause_for_release:
@@ -283,6 +284,8 @@ acceptor::acceptor(int epoll_fd, std::shared_ptr<const listener> source, accepto
   }
   state_ = std::move(s);
   state_->apply(state_->policy.current(), clock::now());  // wait: adds the listener
+  // Once per budget (server, serve, a user's loops): say so if it cannot fit the descriptors left.
+  state_->budget->check_fit_once(state_->options.policy.sink);
 }
 
 acceptor::~acceptor() {

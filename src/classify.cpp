@@ -263,10 +263,30 @@ std::string_view to_string(action a) noexcept {
 }
 
 std::optional<operation> parse_operation(std::string_view name) noexcept {
+  const auto same = [name](std::string_view known) {
+    return std::ranges::equal(known, name,
+                              [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); });
+  };
   for (std::size_t i = 0; i < operation_names.size(); ++i) {
-    if (std::ranges::equal(operation_names[i], name,
-                           [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); })) {
+    if (same(operation_names[i])) {
       return static_cast<operation>(i);
+    }
+  }
+  // The other system calls each operation stands for share its rules.
+  struct alias {
+    std::string_view name;
+    operation op;
+  };
+  static constexpr std::array<alias, 7> aliases{{{"accept4", operation::accept},
+                                                 {"recv", operation::read},
+                                                 {"recvfrom", operation::read},
+                                                 {"recvmsg", operation::read},
+                                                 {"send", operation::write},
+                                                 {"sendto", operation::write},
+                                                 {"sendmsg", operation::write}}};
+  for (const alias& a : aliases) {
+    if (same(a.name)) {
+      return a.op;
     }
   }
   return std::nullopt;

@@ -9,11 +9,25 @@
 
 namespace transient {
 
+namespace {
+
+// The soft limit for an automatic budget whose caller gave no fd_limit.
+std::uint64_t limit_for(std::uint64_t max_connections, std::uint64_t fd_limit) noexcept {
+  if (max_connections != 0 || fd_limit != 0) {
+    return fd_limit;
+  }
+  std::error_code ignored;  // default_max_connections() reports the failure
+  return fd_soft_limit(ignored);
+}
+
+}  // namespace
+
 connection_budget::connection_budget(std::uint64_t max_connections, std::uint64_t fd_limit)
-    : max_(max_connections), fd_limit_(fd_limit) {
-  if (max_connections == 0 || max_connections > max_limit) {
+    : max_(max_connections != 0 ? max_connections : default_max_connections()),
+      fd_limit_(limit_for(max_connections, fd_limit)) {
+  if (max_connections > max_limit) {
     detail::throw_if(std::make_error_code(std::errc::invalid_argument),
-                     "connection_budget: max_connections must be between 1 and 2^32-1");
+                     "connection_budget: max_connections must be at most 2^32-1 (0: automatic)");
   }
 }
 
@@ -24,7 +38,7 @@ bool connection_budget::acquire_or_wait(permit& out) noexcept {
     const std::uint64_t next = room ? word + 1 : word + waiter_one;
     if (state_.compare_exchange_weak(word, next, std::memory_order_acq_rel, std::memory_order_relaxed)) {
       if (room) {
-        note_peak(live_of(next));
+        reserved_.fetch_add(1, std::memory_order_relaxed);
         out = permit{this};
       }
       return room;
@@ -52,7 +66,7 @@ bool connection_budget::resume_if_room(permit& out) noexcept {
     }
     const std::uint64_t next = word + 1 - waiter_one;
     if (state_.compare_exchange_weak(word, next, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-      note_peak(live_of(next));
+      reserved_.fetch_add(1, std::memory_order_relaxed);
       out = permit{this};
       return true;
     }

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "transient/detail/throw_error.hpp"
 #include "transient/error.hpp"
 
 namespace transient {
@@ -284,27 +285,38 @@ endpoint_parse_result try_parse_endpoint(std::string_view text) {
   return text[0] == '[' ? parse_bracketed(text) : parse_unbracketed(text);
 }
 
-endpoint parse_endpoint(std::string_view text, std::error_code& ec) noexcept {
+endpoint parse_endpoint(std::string_view text, std::error_code& ec, std::string& problem) noexcept {
   ec.clear();
   try {
+    problem.clear();
     auto result = try_parse_endpoint(text);
     if (result.value) {
       return *result.value;
     }
+    ec = error::invalid_endpoint;
+    problem = "invalid endpoint " + quoted(text) + ": " + result.problem;
   } catch (const std::bad_alloc&) {
     ec = std::make_error_code(std::errc::not_enough_memory);
-    return {};
+    problem.clear();
   }
-  ec = error::invalid_endpoint;
   return {};
 }
 
+endpoint parse_endpoint(std::string_view text, std::error_code& ec) noexcept {
+  std::string ignored;
+  return parse_endpoint(text, ec, ignored);
+}
+
 endpoint parse_endpoint(std::string_view text) {
-  auto result = try_parse_endpoint(text);
-  if (!result.value) {
-    throw std::system_error(error::invalid_endpoint, "invalid endpoint " + quoted(text) + ": " + result.problem);
+  std::error_code ec;
+  std::string problem;
+  const endpoint result = parse_endpoint(text, ec, problem);
+  if (ec == std::errc::not_enough_memory) {
+    throw std::bad_alloc();
   }
-  return *result.value;
+  // "invalid endpoint" is also the code's message: said once (throw_error.hpp).
+  detail::throw_said_once_if(ec, problem);
+  return result;
 }
 
 }  // namespace transient

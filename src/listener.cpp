@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include "detail/open_socket.hpp"
+#include "detail/socket_owners.hpp"
 #include "detail/verify_socket.hpp"
 #include "transient/detail/throw_error.hpp"
 
@@ -16,6 +17,34 @@ bool reuse_port_is_set(int fd) noexcept {
   int value = 0;
   socklen_t length = sizeof value;
   return ::getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &value, &length) == 0 && value != 0;
+}
+
+// EADDRINUSE: who holds the address, as far as this process can see (who_listens). A holder
+// that cannot be seen is named by what it may be, never left out.
+std::string holders_text(const endpoint& where, std::vector<listen_entry>& holders) {
+  std::error_code ec;
+  for (listen_entry& entry : who_listens(where.port(), ec)) {
+    if (addresses_overlap(entry.address, where)) {
+      holders.push_back(std::move(entry));
+    }
+  }
+  if (holders.empty()) {
+    return "the holder cannot be seen from here: another network namespace or user, or a socket bound to port " +
+           std::to_string(where.port()) + " but not listening";
+  }
+  std::string text;
+  for (const listen_entry& entry : holders) {
+    text += text.empty() ? "held by " : "; and by ";
+    if (entry.owners.empty()) {
+      text += "another user (uid " + std::to_string(entry.uid) + "), whose processes cannot be read from here";
+    } else {
+      text += detail::describe_owners(entry);
+    }
+    if (entry.address != where) {
+      text += " on " + entry.address.to_string();
+    }
+  }
+  return text;
 }
 
 }  // namespace
@@ -50,6 +79,9 @@ listener listen(const endpoint& where, const listen_options& options, listen_rep
   unique_fd fd = detail::open_listening_socket(where, options, detail::effective_backlog(options), stage, report.error);
   if (report.error) {
     report.message = "listen on " + where.to_string() + ": " + std::string(stage) + ": " + report.error.message();
+    if (report.error == std::errc::address_in_use) {
+      report.message += "; " + holders_text(where, report.holders);
+    }
     report.elapsed = steady::now() - start;
     return {};
   }
@@ -82,7 +114,7 @@ listener listen(const endpoint& where, const listen_options& options, std::error
 listener listen(const endpoint& where, const listen_options& options) {
   listen_report report;
   listener result = listen(where, options, report);
-  detail::throw_if(report.error, report.message);
+  detail::throw_said_once_if(report.error, report.message);
   return result;
 }
 

@@ -156,7 +156,7 @@ std::string to_prometheus(const policy_metrics& m, std::string_view prefix, std:
   }
   w.header("live_connections", "gauge", "Places taken in the connection budget.");
   w.sample("live_connections", {}, {}, m.live);
-  w.header("peak_connections", "gauge", "Most places ever taken in the connection budget at once.");
+  w.header("peak_connections", "gauge", "Most connections open at once (accepts in flight not counted).");
   w.sample("peak_connections", {}, {}, m.peak);
   w.header("max_connections", "gauge", "Size of the connection budget.");
   w.sample("max_connections", {}, {}, m.max_connections);

@@ -142,7 +142,7 @@ listener listen_in_range(const endpoint& address, std::uint16_t first_port, std:
                          const listen_options& options) {
   listen_report report;
   listener result = listen_in_range(address, first_port, last_port, options, report);
-  detail::throw_if(report.error, report.message);
+  detail::throw_said_once_if(report.error, report.message);
   return result;
 }
 

@@ -15,6 +15,17 @@ namespace {
 
 std::error_code invalid() { return std::make_error_code(std::errc::invalid_argument); }
 
+// The policy settings of loop `t` of `loops` on `where`: its lines name the address, and the
+// loop when there are several (else three loops give three identical lines).
+accept_policy_config labelled(accept_policy_config config, const endpoint& where, unsigned t, unsigned loops) {
+  std::string label = config.label.empty() ? where.to_string() : config.label + " " + where.to_string();
+  if (loops > 1) {
+    label += " loop " + std::to_string(t + 1) + "/" + std::to_string(loops);
+  }
+  config.label = std::move(label);
+  return config;
+}
+
 }  // namespace
 
 server::server(std::vector<listener> listeners, connection_handler handler, server_options options)
@@ -56,7 +67,6 @@ server::server(std::vector<listener> listeners, connection_handler handler, serv
 
   acceptor_options settings;
   settings.budget = budget_;
-  settings.policy = options_.policy;
   settings.refuse = options_.refuse;
   settings.emfile_reserve = options_.emfile_reserve;
   // A listener shared by several loops wakes only one of them per connection.
@@ -76,6 +86,7 @@ server::server(std::vector<listener> listeners, connection_handler handler, serv
     // Shared listeners: every loop watches each one. Shards: loop t watches its own copies.
     for (std::size_t k = 0; k < given_listeners_; ++k) {
       const std::size_t i = shards ? t * given_listeners_ + k : k;
+      settings.policy = labelled(options_.policy, listeners_[i]->local_endpoint(), t, options_.threads);
       l->acceptors.emplace_back(l->epoll.get(), listeners_[i], detail::tags_of(k), handler_, settings);
     }
     loops_.push_back(std::move(l));

@@ -153,7 +153,7 @@ std::vector<systemd_listener> listeners_from_systemd(const systemd_options& opti
 std::vector<systemd_listener> listeners_from_systemd(const systemd_options& options) {
   listen_report report;
   auto result = listeners_from_systemd(options, report);
-  detail::throw_if(report.error, report.message);
+  detail::throw_said_once_if(report.error, report.message);
   return result;
 }
 

@@ -54,11 +54,7 @@ bool addresses_overlap(const endpoint& a, const endpoint& b) noexcept {
   return same_address(x, y) || x.is_unspecified() || y.is_unspecified();
 }
 
-void verify_report::throw_if_failed() const {
-  if (error) {
-    throw std::system_error(error, message);
-  }
-}
+void verify_report::throw_if_failed() const { detail::throw_said_once_if(error, message); }
 
 namespace detail {
 

@@ -30,6 +30,8 @@ constexpr std::string_view drill_help =
     "  6 clean stop               SIGTERM while exhausted: idle connections closed within\n"
     "                             100 ms, a slow response in flight completes (the drain),\n"
     "                             exit within 1 s, no descriptor leaked\n"
+    "  7 churn at the limit       idle connections hold all but one descriptor while 200 short\n"
+    "                             clients come and go: all served, the log stays a few lines\n"
     "  8 slow clients             one address holds idle connections: with --max-per-peer and\n"
     "                             --header-timeout another address is served within 100 ms\n"
     "                             and the idle ones closed at the timeout; without, it waits\n"
@@ -101,6 +103,7 @@ int drill(arguments args) {
                                                                 {"naive contrast", &run_naive_contrast},
                                                                 {"port race", &run_port_race},
                                                                 {"clean stop", &run_clean_stop},
+                                                                {"churn at the limit", &run_churn},
                                                                 {"slow clients", &run_slow_clients}};
   progress_line progress;
   std::vector<scenario_result> results;

@@ -1,4 +1,4 @@
-// The six scenarios of `transient drill`. Each starts its own `transient serve` children on
+// The scenarios of `transient drill`. Each starts its own `transient serve` children on
 // loopback with a low RLIMIT_NOFILE, is bounded in count and time, and returns its verdict.
 #pragma once
 
@@ -44,6 +44,10 @@ scenario_result run_clean_stop(const drill_settings& s);
 /// Slow clients: one address holds idle connections; --max-per-peer and --header-timeout
 /// keep another address served (and close the idle ones), without them it waits.
 scenario_result run_slow_clients(const drill_settings& s);
+
+/// 7. Churn at the descriptor limit: idle connections hold all but one descriptor, 200 short
+/// clients one after another; all served, and the whole run logs at most 4 lines.
+scenario_result run_churn(const drill_settings& s);
 
 namespace drill_detail {
 

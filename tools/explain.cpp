@@ -22,13 +22,14 @@ constexpr std::string_view explain_help =
     "Says what an error means for one socket operation: the action to take, every\n"
     "condition the error matches, and advice.\n"
     "\n"
-    "  OPERATION  accept, connect, read, write, bind or listen\n"
+    "  OPERATION  accept, connect, read, write, bind or listen (recv and send are read\n"
+    "             and write, accept4 is accept)\n"
     "  ERRNO      a name (EMFILE, emfile, EWOULDBLOCK) or a number (24)\n"
     "  --json     one JSON object: operation, errno, value, action, decided_by,\n"
     "             conditions, advice\n"
     "  --table    the whole table as Markdown: every classified errno by operation\n";
 
-constexpr std::string_view operations_accepted = "accept, connect, read, write, bind, listen";
+constexpr std::string_view operations_accepted = "accept, connect, read (recv), write (send), bind, listen";
 
 int usage_error(const std::string& message) {
   std::cerr << "transient explain: " << message << '\n';

@@ -198,9 +198,13 @@ class serve_group {
       options.policy.peers = peers_.get();
       options.policy.stall_timeout = s.stall_timeout;
       options.policy.listener_verified = true;
-      // The diagnosis is printed once, at exit, with the stop reason; other events as usual.
+      // The stop and its diagnosis are said once, at exit, by serve itself (with the stop reason
+      // and the descriptors open); a loop's stop line only when it ends an episode that had not
+      // recovered (else its `degraded` line would have no end); other events as usual.
       options.policy.sink = [](const policy_event& e) {
-        if (e.kind != policy_event_kind::diagnosis) {
+        const bool said_at_exit = e.kind == policy_event_kind::diagnosis ||
+                                  (e.kind == policy_event_kind::stopped && !e.error && e.failures == 0);
+        if (!said_at_exit) {
           write_to_stderr(e);
         }
       };

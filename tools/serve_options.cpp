@@ -18,7 +18,8 @@ const std::string_view serve_help =
     "\n"
     "  --listen ADDRESS         where to listen (default 127.0.0.1:8080; port 0: any)\n"
     "  --port-range FIRST-LAST  hunt for a free port in this range on the --listen address\n"
-    "  --max-connections N|auto connection budget (default auto: RLIMIT_NOFILE minus a reserve)\n"
+    "  --max-connections N|auto connection budget (default auto: RLIMIT_NOFILE minus a reserve;\n"
+    "                           0 also means auto, as in the library)\n"
     "  --threads N              loops (threads), each serving the connections it accepts\n"
     "                           (default 1)\n"
     "  --shed queue|close|reset|503\n"
@@ -148,10 +149,10 @@ serve_parse_result parse_serve_arguments(arguments args) {
         s.max_connections = 0;
       } else {
         const auto n = parse_number<std::uint64_t>(value, 0xffffffffULL);
-        if (!n || *n == 0) {
-          return fail("--max-connections: " + quoted(value) + " is not 'auto' or a number from 1 to 4294967295");
+        if (!n) {
+          return fail("--max-connections: " + quoted(value) + " is not 'auto' or a number from 0 (auto) to 4294967295");
         }
-        s.max_connections = *n;
+        s.max_connections = *n;  // 0: auto, as server_options::max_connections
       }
     } else if (flag == "--threads") {
       const auto n = parse_number<unsigned>(value, 256);

@@ -90,10 +90,14 @@ struct decision {
   /// probably still readable (a level-triggered driver sees it again at once; an
   /// edge-triggered one must re-post the event itself).
   bool yielded = false;
-  shed_mode shed = shed_mode::queue;              ///< How to shed (step::shed or shed_accepted).
-  shed_reason why_shed = shed_reason::budget;     ///< Why (step::shed or shed_accepted; a drain counts as budget).
-  std::chrono::steady_clock::time_point until{};  ///< step::pause_until (and drain): when to call on_timer.
-  std::error_code error;                          ///< step::fail: why.
+  shed_mode shed = shed_mode::queue;           ///< How to shed (step::shed or shed_accepted).
+  shed_reason why_shed = shed_reason::budget;  ///< Why (step::shed or shed_accepted; a drain counts as budget).
+  /// step::pause_until (and drain): when to call on_timer. step::wait: zero, or when to call
+  /// on_timer while waiting for readiness (an episode's quiet period ends then and its
+  /// `recovered` line is due; a driver that cannot arm a timer while waiting gets it at the
+  /// next event).
+  std::chrono::steady_clock::time_point until{};
+  std::error_code error;  ///< step::fail: why.
 
   friend bool operator==(const decision&, const decision&) = default;
 };
@@ -109,13 +113,25 @@ struct accept_policy_config {
   shed_mode shed = shed_mode::queue;  ///< What to do at the budget.
   peer_limit* peers = nullptr;        ///< Per-peer cap (nullptr: off). Not owned; may be shared.
   std::chrono::milliseconds summary_interval = std::chrono::seconds(10);  ///< Summary lines while degraded (0: none).
-  policy_event_sink sink{};                                               ///< Receives events (empty: write_to_stderr).
+  /// An episode of degraded accepting ends (one `recovered` line) only after accepting has
+  /// been healthy this long: no failure on exhaustion, accepts succeeding or finding the
+  /// queue empty. Failing again sooner is a flap of the same episode, counted in its summary
+  /// and recovered lines; so at a descriptor limit under churn, where every release lets one
+  /// accept through and the next fails, the log stays at a few lines (policy_events.hpp).
+  /// 0: an episode ends at the first success (one pair of lines per flap).
+  std::chrono::milliseconds quiet_period = std::chrono::seconds(1);
+  policy_event_sink sink{};  ///< Receives events (empty: write_to_stderr).
+  /// Names the loop and listener in every event (policy_event::source), so that lines from
+  /// several loops can be told apart. The epoll server sets "ADDRESS", or "ADDRESS loop I/N"
+  /// with several loops (after the label given here, if any); with the Asio adapter, set it.
+  std::string label;
   /// The driver verified the listener (SO_ACCEPTCONN = 1, SO_TYPE = SOCK_STREAM): EOPNOTSUPP
   /// from accept is then one connection's failure (skip), not a bug (fail). ERRORS.md.
   bool listener_verified = false;
 };
 
-/// Checks a config: invalid_argument if accepts_per_ready is 0, a duration is negative,
+/// Checks a config: invalid_argument if accepts_per_ready is 0, a duration (stall_timeout,
+/// summary_interval, quiet_period) is negative,
 /// the shed mode is unknown or the backoff is invalid; else an empty code.
 [[nodiscard]] std::error_code validate(const accept_policy_config& config) noexcept;
 
@@ -123,7 +139,7 @@ struct accept_policy_config {
 enum class health_state : unsigned char {
   accepting,     ///< Normal.
   backpressure,  ///< The budget is full: paused (or shedding) until a release. Not an error.
-  degraded,      ///< A resource is exhausted: backing off until an accept succeeds.
+  degraded,      ///< A resource is exhausted: backing off until an accept succeeds (or finds the queue empty).
   stopped,       ///< Stopped (see error: empty for a clean stop).
 };
 
@@ -204,6 +220,9 @@ class accept_policy {
   enum class state : unsigned char { waiting, accepting, shedding, paused_capacity, paused_backoff, stopped };
 
   decision begin_accept(time_point now) noexcept;
+  decision waiting(bool yielded = false) const noexcept;
+  void tick(time_point now) noexcept;
+  void healthy(time_point now) noexcept;
   decision enter_backoff(time_point now, condition why, std::error_code ec) noexcept;
   decision begin_drain(decision backing_off, condition why, bool reserve_held) noexcept;
   decision drained(time_point now, bool accepted) noexcept;

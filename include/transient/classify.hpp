@@ -59,7 +59,9 @@ struct verdict {
 /// The name of an action ("back_off", ...).
 [[nodiscard]] std::string_view to_string(action a) noexcept;
 
-/// Parses an operation name, case-insensitively; std::nullopt if unknown.
+/// Parses an operation name, case-insensitively; std::nullopt if unknown. The system calls an
+/// operation stands for are accepted as it: accept4 as accept, recv/recvfrom/recvmsg as read,
+/// send/sendto/sendmsg as write.
 [[nodiscard]] std::optional<operation> parse_operation(std::string_view name) noexcept;
 
 }  // namespace transient

@@ -94,23 +94,26 @@ class connection_budget {
   static constexpr std::uint64_t max_limit = 0xffffffffULL;
 
   /// A budget of `max_connections` places. `fd_limit` is the RLIMIT_NOFILE soft limit it
-  /// was derived from (0: unknown), kept for log lines and metrics. Throws
-  /// std::system_error (invalid_argument) if max_connections is 0 or above max_limit.
+  /// was derived from (0: unknown), kept for log lines and metrics.
+  ///
+  /// 0 means "auto", here as everywhere a budget is given (server_options::max_connections,
+  /// shared_budget::create, `transient serve --max-connections 0`): default_max_connections(),
+  /// the RLIMIT_NOFILE soft limit minus a reserve, with that limit as `fd_limit`. Throws
+  /// std::system_error: invalid_argument if max_connections is above max_limit; for 0, the
+  /// error of default_max_connections() (EMFILE when the limit leaves no room).
   explicit connection_budget(std::uint64_t max_connections, std::uint64_t fd_limit = 0);
 
   connection_budget(const connection_budget&) = delete;
   connection_budget& operator=(const connection_budget&) = delete;
 
-  /// Takes a place if one is free; an empty permit if the budget is full. Thread-safe.
+  /// Takes a place for a connection if one is free; an empty permit if the budget is full.
+  /// Thread-safe.
   [[nodiscard]] permit try_acquire() noexcept {
-    std::uint64_t word = state_.load(std::memory_order_relaxed);
-    do {
-      if (live_of(word) >= max_) {
-        return permit{};
-      }
-    } while (!state_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
-    note_peak(live_of(word) + 1);
-    return permit{this};
+    permit p = try_reserve();
+    if (p) {
+      became_connection();
+    }
+    return p;
   }
 
   /// Installs the function a release calls when some loop waits. Not thread-safe: install
@@ -123,7 +126,9 @@ class connection_budget {
   [[nodiscard]] std::uint64_t fd_limit() const noexcept { return fd_limit_; }
   /// Places taken now (connections plus accepts in flight). Thread-safe.
   [[nodiscard]] std::uint64_t live() const noexcept { return live_of(state_.load(std::memory_order_relaxed)); }
-  /// The most places ever taken at once. Thread-safe.
+  /// The most connections open at once: places held by connections, not the places an
+  /// accept_policy holds for the accept in flight. Thread-safe. With several loops a
+  /// reservation taken by one loop while another counts may make it off by one for a moment.
   [[nodiscard]] std::uint64_t peak() const noexcept { return peak_.load(std::memory_order_relaxed); }
   /// Loops paused until a release. Thread-safe.
   [[nodiscard]] std::uint64_t waiters() const noexcept { return waiters_of(state_.load(std::memory_order_relaxed)); }
@@ -139,6 +144,25 @@ class connection_budget {
   static constexpr std::uint64_t waiters_of(std::uint64_t word) noexcept { return (word >> 32U) & 0xffffU; }
   static constexpr std::uint16_t generation_of(std::uint64_t word) noexcept {
     return static_cast<std::uint16_t>(word >> 48U);
+  }
+
+  // A place for an accept not yet made (a reservation): counts in live(), not in peak().
+  [[nodiscard]] permit try_reserve() noexcept {
+    std::uint64_t word = state_.load(std::memory_order_relaxed);
+    do {
+      if (live_of(word) >= max_) {
+        return permit{};
+      }
+    } while (!state_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+    reserved_.fetch_add(1, std::memory_order_relaxed);
+    return permit{this};
+  }
+
+  // A reservation became a connection: the peak counts places minus reservations.
+  void became_connection() noexcept {
+    const std::uint64_t reserved = reserved_.fetch_sub(1, std::memory_order_relaxed) - 1;
+    const std::uint64_t places = live();
+    note_peak(places > reserved ? places - reserved : 0);
   }
 
   void note_peak(std::uint64_t live) noexcept {
@@ -166,6 +190,7 @@ class connection_budget {
   // An accept that held a reservation failed: the place is free again but no descriptor
   // was freed, so only loops paused for capacity care, and only if the budget was full.
   bool cancel_place() noexcept {
+    reserved_.fetch_sub(1, std::memory_order_relaxed);
     const std::uint64_t old = state_.fetch_sub(1, std::memory_order_acq_rel);
     return wake_if(waiters_of(old) != 0 && live_of(old) >= max_);
   }
@@ -185,6 +210,7 @@ class connection_budget {
 
   std::atomic<std::uint64_t> state_{0};
   std::atomic<std::uint64_t> peak_{0};
+  std::atomic<std::uint64_t> reserved_{0};  // places taken for accepts in flight
   std::uint64_t max_;
   std::uint64_t fd_limit_;
   waker waker_{};

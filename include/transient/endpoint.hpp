@@ -107,11 +107,17 @@ struct endpoint_parse_result {
 [[nodiscard]] endpoint_parse_result try_parse_endpoint(std::string_view text);
 
 /// Parses `text`; on bad input sets `ec` to error::invalid_endpoint and returns 0.0.0.0:0.
-/// Use try_parse_endpoint for the text of the problem.
+/// The overload below (or try_parse_endpoint) also keeps the reason.
 [[nodiscard]] endpoint parse_endpoint(std::string_view text, std::error_code& ec) noexcept;
 
+/// As above, and on bad input sets `problem` to the message the throwing overload's what()
+/// gives, e.g. "invalid endpoint '127.0.0.1:99999': port 99999 is out of range (0-65535)";
+/// clears it on success. Out of memory: `ec` is ENOMEM and `problem` empty.
+[[nodiscard]] endpoint parse_endpoint(std::string_view text, std::error_code& ec, std::string& problem) noexcept;
+
 /// Parses `text`; on bad input throws std::system_error(error::invalid_endpoint) whose what()
-/// quotes the text and names the problem.
+/// quotes the text and names the problem once: "invalid endpoint '127.0.0.1:99999': port 99999
+/// is out of range (0-65535)".
 [[nodiscard]] endpoint parse_endpoint(std::string_view text);
 
 }  // namespace transient

@@ -160,6 +160,10 @@ struct listen_report {
   verify_report verification;  ///< The last verification (empty if none ran).
   /// Port hunt only: every candidate in the order tried; the last one is the port taken on success.
   std::vector<port_attempt> attempts;
+  /// listen() failing with EADDRINUSE: the LISTEN sockets on an overlapping address and the
+  /// processes holding them (who_listens); `message` names them, or says that the holder
+  /// cannot be seen (another network namespace or user, or a socket bound but not listening).
+  std::vector<listen_entry> holders;
   std::size_t bind_collisions = 0;    ///< Hunt: candidates refused at bind (EADDRINUSE/EACCES).
   std::size_t listen_collisions = 0;  ///< Hunt: candidates bound but refused at listen (EADDRINUSE).
   std::size_t verify_collisions = 0;  ///< Hunt: candidates listening but shared (duplicate found).
@@ -171,7 +175,10 @@ struct listen_report {
 
 /// Opens a listener on `where` (port 0: the kernel picks one). With options.verify the result
 /// is verified; a failure is error::not_listening, error::duplicate_listener, ... with a message
-/// naming the other owner. System errors (EADDRINUSE, EACCES, EADDRNOTAVAIL) keep their errno.
+/// naming the other owner. System errors (EADDRINUSE, EACCES, EADDRNOTAVAIL) keep their errno;
+/// on EADDRINUSE the message names the holder: "listen on 127.0.0.1:8080: bind: Address already
+/// in use; held by pid 4242 (nginx: master process)". The throwing overload's what() is that
+/// message (the reason said once).
 [[nodiscard]] listener listen(const endpoint& where, const listen_options& options = {});
 /// As above; on failure sets `ec` and returns an empty listener.
 [[nodiscard]] listener listen(const endpoint& where, const listen_options& options, std::error_code& ec);

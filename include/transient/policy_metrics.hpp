@@ -53,7 +53,7 @@ struct policy_metrics {
   /// by the driver, which owns the writer.
   std::uint64_t refusals_failed = 0;
   std::uint64_t live = 0;             ///< Places taken in the budget now.
-  std::uint64_t peak = 0;             ///< Most places ever taken at once.
+  std::uint64_t peak = 0;             ///< Most connections open at once.
   std::uint64_t max_connections = 0;  ///< The budget.
 
   /// Adds the counters of `other` (e.g. another loop's policy). live, peak and

@@ -41,7 +41,9 @@ namespace transient {
 
 /// Settings of a server.
 struct server_options {
-  /// The connection budget. 0: default_max_connections() (RLIMIT_NOFILE minus a reserve).
+  /// The connection budget. 0: auto, default_max_connections() (RLIMIT_NOFILE minus a
+  /// reserve), as everywhere a budget is given (connection_budget.hpp). A budget above the
+  /// descriptors left gets one warning at construction (budget_fit.hpp).
   std::uint64_t max_connections = 0;
   /// Loops (threads) sharing the listeners (EPOLLEXCLUSIVE) and one budget. run() uses the
   /// calling thread for the first.

@@ -9,6 +9,7 @@
 // state is touched only on its own thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -16,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "transient/budget_fit.hpp"
 #include "transient/connection_budget.hpp"
 
 namespace transient {
@@ -26,12 +28,15 @@ class release_listener {
   /// A permit was released while some loop waited: signal the loop (eventfd write, post).
   /// Called on the releasing thread; must be thread-safe and must not throw.
   virtual void on_permit_released() noexcept = 0;
+  /// Virtual: a loop's state is destroyed through whatever pointer held it last.
+  virtual ~release_listener() = default;
 
  protected:
   release_listener() = default;
   release_listener(const release_listener&) = default;
   release_listener& operator=(const release_listener&) = default;
-  ~release_listener() = default;
+  release_listener(release_listener&&) = default;
+  release_listener& operator=(release_listener&&) = default;
 };
 
 /// A connection budget for one or more accept loops. Each loop draws a permit for each
@@ -65,6 +70,14 @@ class shared_budget {
   [[nodiscard]] connection_budget& budget() noexcept { return budget_; }
   /// The budget (thread-safe queries: live(), peak(), max_connections()).
   [[nodiscard]] const connection_budget& budget() const noexcept { return budget_; }
+
+  /// The first loop built on this budget warns (through `sink`) if the budget is more than
+  /// the descriptors the process can still open (budget_fit.hpp); later loops do nothing.
+  void check_fit_once(const policy_event_sink& sink) noexcept {
+    if (!fit_checked_.test_and_set()) {
+      static_cast<void>(warn_if_budget_does_not_fit(budget_.max_connections(), sink));
+    }
+  }
 
   /// Registers a loop to be woken by releases (done by the loop when it starts). Throws
   /// std::bad_alloc.
@@ -105,7 +118,8 @@ class shared_budget {
   }
 
   connection_budget budget_;
-  std::mutex mutex_;  // guards loops_
+  std::atomic_flag fit_checked_;  // check_fit_once ran
+  std::mutex mutex_;              // guards loops_
   std::vector<std::pair<const release_listener*, std::weak_ptr<release_listener>>> loops_;
 };
 

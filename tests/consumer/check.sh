@@ -28,7 +28,7 @@ configure_and_run() {
 # the file must find its own prefix).
 with_pkg_config() {
   local pcdir
-  pcdir=$(find "$1" -name transient.pc -printf '%h\n' | head -n 1)
+  pcdir=$(find "$1" -name transient.pc -printf '%h\n' -quit)
   [ -n "$pcdir" ] || { echo "transient.pc was not installed under $1" >&2; exit 1; }
   local flags
   flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags --libs transient)
@@ -51,7 +51,8 @@ case "$mode" in
       { cat "$work/cpack.log" >&2; exit 1; }
     deb="$work/package/transient_${version}_amd64.deb"
     [ -f "$deb" ] || { echo "no $deb; cpack made: $(ls "$work/package")" >&2; exit 1; }
-    dpkg-deb --info "$deb" | grep -q "Package: transient" || { echo "not a transient package" >&2; exit 1; }
+    info=$(dpkg-deb --info "$deb")  # not piped into grep -q: pipefail would see dpkg-deb's SIGPIPE
+    grep -q "Package: transient" <<<"$info" || { echo "not a transient package: $info" >&2; exit 1; }
     dpkg -x "$deb" "$work/root"
     configure_and_run cmake-deb -DCMAKE_PREFIX_PATH="$work/root/usr"
     with_pkg_config "$work/root/usr"
@@ -59,7 +60,8 @@ case "$mode" in
       { echo "the packaged command does not say 'transient $version'" >&2; exit 1; }
     page="$work/root/usr/share/man/man1/transient.1"
     [ -f "$page" ] || { echo "the man page is not in the package" >&2; exit 1; }
-    MANWIDTH=80 man -l "$page" 2>"$work/man.err" | grep -q "transient serve" || { cat "$work/man.err" >&2; exit 1; }
+    MANWIDTH=80 man -l "$page" >"$work/man.txt" 2>"$work/man.err" || { cat "$work/man.err" >&2; exit 1; }
+    grep -q "transient serve" "$work/man.txt" || { echo "the man page does not render" >&2; exit 1; }
     [ ! -s "$work/man.err" ] || { echo "man warns:" >&2; cat "$work/man.err" >&2; exit 1; }
     echo "consumer: $(basename "$deb") installs a working library, CMake package, pkg-config file, command and man page"
     ;;

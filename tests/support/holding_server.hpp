@@ -6,9 +6,9 @@
 // connection; 'c' asks for "cpu MICROSECONDS events N" (its CPU time so far, and the policy
 // events that would be log lines: degraded, summaries, recovered); 'q' (or end of file) stops
 // the server. It then writes "done clean 0|1 accepted N shed N degraded N summaries N
-// recovered N" and "fds BEFORE AFTER" (its descriptors before the server existed and after it
-// was gone). A test may see every command first (holding_config::on_command), e.g. to drive
-// a syscall seam it installed.
+// recovered N flaps N" (flaps: counted in the lines that end episodes) and "fds BEFORE AFTER" (its descriptors before
+// the server existed and after it was gone). A test may see every command first (holding_config::on_command), e.g. to
+// drive a syscall seam it installed.
 #pragma once
 
 #include <sys/resource.h>
@@ -50,7 +50,8 @@ struct holding_config {
     ::_exit(10);
   }
   const int fds_before = open_descriptor_count();
-  std::array<std::atomic<int>, 5> events{};  // by policy_event_kind
+  std::array<std::atomic<int>, 6> events{};  // by policy_event_kind
+  std::atomic<long> flaps{0};
   {
     std::mutex mutex;
     std::deque<connection> held;
@@ -60,7 +61,12 @@ struct holding_config {
     server_options options;
     options.max_connections = 1000;  // above the limit: the kernel says EMFILE first
     options.policy.stall_timeout = std::chrono::milliseconds(0);
-    options.policy.sink = [&](const policy_event& e) { events[static_cast<std::size_t>(e.kind)]++; };
+    options.policy.sink = [&](const policy_event& e) {
+      events[static_cast<std::size_t>(e.kind)]++;
+      if (e.kind == policy_event_kind::recovered || e.kind == policy_event_kind::stopped) {
+        flaps += static_cast<long>(e.flaps);  // the flaps of the episode this event ends
+      }
+    };
     options.policy.shed = config.shed;
     options.sys = config.sys;
     server srv(
@@ -96,7 +102,7 @@ struct holding_config {
     const policy_metrics metrics = srv.metrics();
     done << "done clean " << (info ? 1 : 0) << " accepted " << metrics.accepted << " shed "
          << metrics.shed[static_cast<std::size_t>(shed_reason::budget)] << " degraded " << events[0] << " summaries "
-         << events[1] << " recovered " << events[2];
+         << events[1] << " recovered " << events[2] << " flaps " << flaps;
     write_line(reports, done.str());
   }
   write_line(reports, "fds " + std::to_string(fds_before) + " " + std::to_string(open_descriptor_count()));

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <type_traits>
@@ -77,6 +78,28 @@ TEST_F(policy_spec, accepted_connection_gets_a_permit_and_the_loop_accepts_again
   EXPECT_EQ(d.next, step::accept);
   EXPECT_EQ(budget.live(), 2U) << "one connection, one reservation for the next accept";
   EXPECT_EQ(policy.metrics().accepted, 1U);
+}
+
+TEST_F(policy_spec, peak_counts_connections_not_the_accept_in_flight) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(policy.metrics().peak, 0U) << "a reservation is not a connection";
+  {
+    permit p;
+    ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+    ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+    EXPECT_EQ(policy.metrics().peak, 1U) << "one request, one connection (the accept after it held a place too)";
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    permit q;
+    ASSERT_EQ(policy.on_accepted(now, q).next, step::accept);
+    EXPECT_EQ(budget.live(), 3U);
+    EXPECT_EQ(policy.metrics().peak, 2U);
+  }
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  permit direct = budget.try_acquire();  // a user's own count, without a policy
+  EXPECT_EQ(policy.metrics().peak, 2U);
+  EXPECT_EQ(budget.live(), 1U);
 }
 
 TEST_F(policy_spec, would_block_waits_for_readiness_and_gives_back_the_reservation) {
@@ -679,10 +702,169 @@ TEST_F(policy_spec, degraded_state_is_logged_once_summarised_and_recovered) {
   ASSERT_EQ(policy.on_timer(now).next, step::accept);
   permit p;
   ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  const time_point healthy = now;
+  EXPECT_EQ(count(policy_event_kind::recovered), 0) << "the episode ends after the quiet period, not at once";
+  EXPECT_EQ(policy.health().state, health_state::accepting);
+  const decision waiting = policy.on_accept_failed(now, sys(EAGAIN));
+  ASSERT_EQ(waiting.next, step::wait);
+  EXPECT_EQ(waiting.until, healthy + 1s) << "a waiting driver is called back when the recovered line is due";
+  advance(999ms);
+  EXPECT_EQ(policy.on_timer(now).until, healthy + 1s);
+  EXPECT_EQ(count(policy_event_kind::recovered), 0);
+  advance(1ms);
+  const decision after = policy.on_timer(now);
+  EXPECT_EQ(after.next, step::wait);
+  EXPECT_EQ(after.until, time_point{}) << "nothing more is due";
   ASSERT_EQ(count(policy_event_kind::recovered), 1);
-  EXPECT_EQ(events.back().duration, now - start);
+  EXPECT_EQ(events.back().duration, healthy - start) << "until accepting became healthy for good";
   EXPECT_EQ(events.back().failures, static_cast<std::uint64_t>(failures));
+  EXPECT_EQ(events.back().flaps, 0U);
   EXPECT_EQ(events.size(), 4U);
+}
+
+// The churn of issue 16 on the fake clock: 52 idle connections hold the descriptors, so each
+// client's accept takes the last free one and the next accept fails with EMFILE until that
+// client leaves. 200 such clients are one episode: two lines, not 400.
+TEST_F(policy_spec, flapping_at_the_descriptor_limit_under_churn_is_one_episode) {
+  connection_budget budget(100, 64);
+  accept_policy policy(budget, config());
+  const time_point start = now;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  std::vector<permit> idle(52);
+  for (permit& p : idle) {
+    ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  }
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  time_point last_served{};
+  for (int client = 0; client < 200; ++client) {
+    advance(100us);
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    permit served;
+    ASSERT_EQ(policy.on_accepted(now, served).next, step::accept);
+    last_served = now;
+    const decision d = policy.on_accept_failed(now, sys(EMFILE));  // no descriptor left
+    ASSERT_EQ(d.next, step::pause_until);
+    EXPECT_EQ(d.until, now + 1ms) << "every success resets the backoff";
+    advance(100us);
+    served.release();  // the client is served and leaves
+    ASSERT_EQ(policy.on_release(now).next, step::accept);
+    ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  }
+  ASSERT_EQ(events.size(), 1U) << "only the degraded line while it flaps";
+  EXPECT_EQ(events[0].kind, policy_event_kind::degraded);
+  const time_point healthy = now;
+  EXPECT_EQ(policy.current().until, healthy + 1s);
+  advance(1s);
+  EXPECT_EQ(policy.on_timer(now).next, step::wait);
+  ASSERT_EQ(events.size(), 2U);
+  const policy_event& recovered = events[1];
+  EXPECT_EQ(recovered.kind, policy_event_kind::recovered);
+  EXPECT_EQ(recovered.failures, 200U);
+  EXPECT_EQ(recovered.flaps, 199U);
+  EXPECT_EQ(recovered.duration, healthy - (start + 100us));
+  EXPECT_GT(healthy, last_served);
+  EXPECT_EQ(format(recovered),
+            "transient: accept recovered after 40 ms (200 failures, 199 flaps); live 52/100, fd limit 64");
+}
+
+TEST_F(policy_spec, a_failure_after_the_quiet_period_starts_a_new_episode) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(EMFILE));
+  advance(d.until - now);
+  ASSERT_EQ(policy.on_timer(now).next, step::accept);
+  permit p;
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  advance(1s);  // the driver accepts again at once: no timer, no other event in between
+  d = policy.on_accept_failed(now, sys(EMFILE));
+  ASSERT_EQ(events.size(), 3U);
+  EXPECT_EQ(events[0].kind, policy_event_kind::degraded);
+  EXPECT_EQ(events[1].kind, policy_event_kind::recovered);
+  EXPECT_EQ(events[1].failures, 1U);
+  EXPECT_EQ(events[2].kind, policy_event_kind::degraded) << "a new episode, reported as such";
+}
+
+TEST_F(policy_spec, a_failure_within_the_quiet_period_is_a_flap_counted_in_the_summary) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.stall_timeout = 0s;
+  accept_policy policy(budget, c);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(ENFILE));
+  for (int i = 0; i < 30; ++i) {  // fail, wait out the pause, succeed, fail again 500 ms later
+    advance(d.until - now);
+    ASSERT_EQ(policy.on_timer(now).next, step::accept);
+    permit p;
+    ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+    advance(500ms);
+    d = policy.on_accept_failed(now, sys(ENFILE));
+  }
+  ASSERT_EQ(count(policy_event_kind::degraded), 1);
+  ASSERT_EQ(count(policy_event_kind::still_degraded), 1);
+  EXPECT_EQ(count(policy_event_kind::recovered), 0);
+  const auto summary = std::find_if(events.begin(), events.end(),
+                                    [](const policy_event& e) { return e.kind == policy_event_kind::still_degraded; });
+  EXPECT_EQ(summary->failures, 19U) << "every 501 ms for 10 s, the first one being the degraded line";
+  EXPECT_EQ(summary->flaps, 19U);
+  EXPECT_EQ(format(*summary),
+            "transient: accept still degraded after 10.0 s: system_fd_limit (Too many open files in system); 19 "
+            "failures, 19 flaps since the last line; live 1/10");
+}
+
+TEST_F(policy_spec, a_stop_in_the_quiet_period_ends_the_episode_before_the_stop_line) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  const decision d = policy.on_accept_failed(now, sys(EMFILE));
+  advance(d.until - now);
+  ASSERT_EQ(policy.on_timer(now).next, step::accept);
+  permit p;
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  advance(10ms);
+  ASSERT_EQ(policy.on_stop(now).next, step::stop);
+  ASSERT_EQ(events.size(), 3U);
+  EXPECT_EQ(events[1].kind, policy_event_kind::recovered);
+  EXPECT_EQ(events[1].duration, 1ms);
+  EXPECT_EQ(events[2].kind, policy_event_kind::stopped);
+  EXPECT_EQ(events[2].duration, 0ns) << "no episode is going on at the stop";
+}
+
+TEST_F(policy_spec, a_stop_while_still_failing_ends_the_episode_in_the_stop_line) {
+  connection_budget budget(10, 64);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(EMFILE));
+  advance(d.until - now);
+  ASSERT_EQ(policy.on_timer(now).next, step::accept);
+  permit p;
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  d = policy.on_accept_failed(now, sys(EMFILE));  // a flap
+  advance(2ms);
+  ASSERT_EQ(policy.on_stop(now).next, step::stop);
+  ASSERT_EQ(events.size(), 2U);
+  EXPECT_EQ(events[1].kind, policy_event_kind::stopped);
+  EXPECT_EQ(events[1].failures, 2U);
+  EXPECT_EQ(events[1].flaps, 1U);
+  EXPECT_EQ(format(events[1]),
+            "transient: accept stopped cleanly while degraded for 3.0 ms (2 failures, 1 flap); live 1/10, fd limit 64");
+}
+
+TEST_F(policy_spec, a_quiet_period_of_zero_ends_each_episode_at_the_first_success) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.quiet_period = 0ms;
+  accept_policy policy(budget, c);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  const decision d = policy.on_accept_failed(now, sys(EMFILE));
+  advance(d.until - now);
+  ASSERT_EQ(policy.on_timer(now).next, step::accept);
+  permit p;
+  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  ASSERT_EQ(events.size(), 2U);
+  EXPECT_EQ(events[1].kind, policy_event_kind::recovered);
+  c.quiet_period = -1ms;
+  EXPECT_EQ(validate(c), std::errc::invalid_argument);
 }
 
 TEST_F(policy_spec, event_lines_name_the_condition_and_the_load) {
@@ -700,6 +882,33 @@ TEST_F(policy_spec, event_lines_name_the_condition_and_the_load) {
   e.duration = 12300ms;
   e.failures = 530;
   EXPECT_EQ(format(e), "transient: accept recovered after 12.3 s (530 failures); live 900/1000, fd limit 1024");
+}
+
+TEST_F(policy_spec, event_lines_give_short_times_in_milliseconds_and_name_their_source) {
+  policy_event e;
+  e.kind = policy_event_kind::recovered;
+  e.cause = condition::process_fd_limit;
+  e.error = sys(EMFILE);
+  e.live = 52;
+  e.max_connections = 100;
+  e.fd_limit = 64;
+  e.failures = 1;
+  e.duration = 400us;
+  EXPECT_EQ(format(e), "transient: accept recovered after 0.4 ms (1 failure); live 52/100, fd limit 64")
+      << "not 'after 0.0 s (1 failures)'";
+  e.duration = 12300us;
+  e.failures = 97;
+  e.flaps = 96;
+  EXPECT_EQ(format(e), "transient: accept recovered after 12 ms (97 failures, 96 flaps); live 52/100, fd limit 64");
+  e.duration = 49ms;
+  EXPECT_NE(format(e).find("after 49 ms"), std::string::npos);
+  e.duration = 50ms;
+  EXPECT_NE(format(e).find("after 0.1 s"), std::string::npos);
+  e.kind = policy_event_kind::degraded;
+  e.source = "127.0.0.1:8080 loop 2/3";
+  EXPECT_EQ(format(e),
+            "transient: 127.0.0.1:8080 loop 2/3: accept degraded: process_fd_limit (Too many open files); live "
+            "52/100, fd limit 64; backing off");
 }
 
 TEST_F(policy_spec, stop_is_final) {
@@ -764,7 +973,7 @@ TEST_F(policy_spec, metrics_count_live_and_peak) {
   const policy_metrics m = policy.metrics();
   EXPECT_EQ(m.accepted, 2U);
   EXPECT_EQ(m.live, 1U);
-  EXPECT_EQ(m.peak, 3U) << "two connections and the reservation for the third accept";
+  EXPECT_EQ(m.peak, 2U) << "two connections; the reservation for the third accept is not one";
   EXPECT_EQ(m.max_connections, 10U);
 }
 
@@ -779,7 +988,17 @@ TEST_F(policy_spec, invalid_configs_are_refused) {
   c = config();
   c.stall_timeout = -1ms;
   EXPECT_EQ(validate(c), std::errc::invalid_argument);
-  EXPECT_THROW(connection_budget(0), std::system_error);
+  EXPECT_THROW(connection_budget(connection_budget::max_limit + 1), std::system_error);
+}
+
+TEST(default_budget, zero_means_auto_as_everywhere_a_budget_is_given) {
+  std::error_code ec;
+  const std::uint64_t expected = default_max_connections(ec);
+  ASSERT_FALSE(ec);
+  const connection_budget automatic(0);
+  EXPECT_EQ(automatic.max_connections(), expected);
+  EXPECT_EQ(automatic.fd_limit(), fd_soft_limit(ec)) << "the limit it came from, for log lines";
+  EXPECT_EQ(connection_budget(0, 77).fd_limit(), 77U);
 }
 
 TEST(default_budget, the_reserve_is_the_larger_of_32_and_5_percent) {

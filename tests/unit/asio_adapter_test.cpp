@@ -346,4 +346,40 @@ TEST(AsioAdapter, AcceptedSocketsAreCloseOnExec) {
   ASSERT_TRUE(run_until(io, [&] { return outcome.done; }));
 }
 
+// The driver kit's rule, as in the epoll server: a refusal writer that throws costs that one
+// client only. It is shed (closed) anyway, counted, and the loop goes on.
+TEST(AsioAdapter, AThrowingRefusalWriterShedsTheClientAndTheLoopGoesOn) {
+  asio::io_context io;
+  auto acceptor = loopback_acceptor(io);
+  const auto where = address_of(acceptor);
+  std::deque<tasio::accepted_socket> held;
+  int calls = 0;
+  loop_outcome outcome;
+  auto options = quiet_options(1);
+  options.policy.shed = transient::shed_mode::respond;
+  options.refuse = [](tcp::socket&, const tcp::endpoint&) { throw std::runtime_error("no refusal today"); };
+  asio::cancellation_signal cancel;
+  tasio::async_accept_loop(acceptor, keeper{&held, &calls}, options,
+                           asio::bind_cancellation_slot(cancel.slot(), completion_into(outcome)));
+  const auto first = connect_to(where);
+  ASSERT_TRUE(run_until(io, [&] { return calls == 1; }));
+  const auto second = connect_to(where);
+  ASSERT_TRUE(run_until(io, [&] {
+    pollfd p{second.get(), POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;  // end of stream: the loop shed it
+  }));
+  EXPECT_FALSE(outcome.done) << "the loop still runs";
+  held.clear();
+  // The accept in flight was decided (shed) while the budget was full: it sheds the next
+  // client; the one after is served.
+  const auto third = connect_to(where);
+  const auto fourth = connect_to(where);
+  EXPECT_TRUE(run_until(io, [&] { return calls == 2; })) << "the loop still serves";
+  cancel.emit(asio::cancellation_type::terminal);
+  ASSERT_TRUE(run_until(io, [&] { return outcome.done; }));
+  EXPECT_FALSE(outcome.error);
+  EXPECT_EQ(outcome.report.metrics.refusals_failed, 2U);
+  EXPECT_EQ(outcome.report.metrics.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 2U);
+}
+
 }  // namespace

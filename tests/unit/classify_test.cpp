@@ -234,6 +234,10 @@ TEST(Classify, Names) {
   EXPECT_EQ(transient::parse_operation("ACCEPT"), operation::accept);
   EXPECT_EQ(transient::parse_operation("Write"), operation::write);
   EXPECT_EQ(transient::parse_operation("accepts"), std::nullopt);
+  EXPECT_EQ(transient::parse_operation("recv"), operation::read);
+  EXPECT_EQ(transient::parse_operation("RecvMsg"), operation::read);
+  EXPECT_EQ(transient::parse_operation("send"), operation::write);
+  EXPECT_EQ(transient::parse_operation("accept4"), operation::accept);
   EXPECT_EQ(transient::parse_operation(""), std::nullopt);
 }
 

@@ -43,6 +43,18 @@ TEST(ExplainCli, ByNumberAndAnyCase) {
   EXPECT_EQ(by_lower.out, by_number.out);
 }
 
+TEST(ExplainCli, RecvAndSendAreReadAndWrite) {
+  const command_result recv = explain({"recv", "ECONNRESET"});
+  EXPECT_EQ(recv.exit_code, 0) << recv.err;
+  EXPECT_EQ(recv.out, explain({"read", "ECONNRESET"}).out);
+  EXPECT_THAT(recv.out, HasSubstr("read ECONNRESET (104): close"));
+  const command_result send = explain({"send", "EPIPE"});
+  EXPECT_EQ(send.exit_code, 0) << send.err;
+  EXPECT_EQ(send.out, explain({"write", "EPIPE"}).out);
+  EXPECT_THAT(send.out, HasSubstr("write EPIPE (32): close"));
+  expect_usage_error({"recvmmsg", "EAGAIN"}, "accepted: accept, connect, read (recv), write (send), bind, listen");
+}
+
 TEST(ExplainCli, ContextChangesTheAnswer) {
   EXPECT_THAT(explain({"accept", "EINVAL"}).out, HasSubstr("fail"));
   EXPECT_THAT(explain({"accept", "EINVAL"}).out, HasSubstr("not_listening"));
@@ -85,7 +97,8 @@ TEST(ExplainCli, Help) {
 }
 
 TEST(ExplainCli, BadInput) {
-  expect_usage_error({"acept", "EMFILE"}, "unknown operation 'acept' (accepted: accept, connect, read, write");
+  expect_usage_error({"acept", "EMFILE"},
+                     "unknown operation 'acept' (accepted: accept, connect, read (recv), write (send)");
   expect_usage_error({"accept", "EMFLIE"}, "unknown errno name 'EMFLIE'");
   expect_usage_error({"accept", "9999"}, "errno 9999 is out of range (Linux defines 1-133)");
   expect_usage_error({"accept", "-1"}, "out of range");

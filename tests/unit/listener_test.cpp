@@ -132,6 +132,49 @@ TEST(Listen, ThrowingOverloadCarriesTheMessage) {
   }
 }
 
+TEST(Listen, AddressInUseNamesTheHoldingProcessOnce) {
+  const listener held = transient::listen(endpoint::loopback_v4(0));
+  const std::string where = held.local_endpoint().to_string();
+  const std::string self = "pid " + std::to_string(::getpid()) + " (";
+  listen_report report;
+  EXPECT_FALSE(transient::listen(held.local_endpoint(), {}, report));
+  EXPECT_EQ(report.error, std::errc::address_in_use);
+  EXPECT_EQ(report.message.rfind("listen on " + where + ": bind: Address already in use; held by " + self, 0), 0U)
+      << report.message;
+  ASSERT_EQ(report.holders.size(), 1U);
+  EXPECT_EQ(report.holders[0].inode, inode_of(held.native_handle()));
+  try {
+    (void)transient::listen(held.local_endpoint());
+    FAIL() << "no exception";
+  } catch (const std::system_error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what, report.message) << "what() is the message, the reason said once";
+    EXPECT_EQ(what.find("Address already in use"), what.rfind("Address already in use")) << what;
+  }
+}
+
+TEST(Listen, AddressInUseByAHolderThatCannotBeSeenSaysWhatItMayBe) {
+  // A socket bound without SO_REUSEADDR and not listening: bind fails, and no LISTEN row names it.
+  transient::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(fd);
+  sockaddr_storage address{};
+  socklen_t length = endpoint::loopback_v4(0).to_sockaddr(address);
+  ASSERT_EQ(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length), 0);
+  length = sizeof address;
+  ASSERT_EQ(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&address), &length), 0);
+  std::error_code ec;
+  const endpoint taken = endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&address), length, ec);
+  ASSERT_FALSE(ec);
+  listen_report report;
+  EXPECT_FALSE(transient::listen(taken, {}, report));
+  EXPECT_EQ(report.error, std::errc::address_in_use);
+  EXPECT_TRUE(report.holders.empty());
+  EXPECT_EQ(report.message, "listen on " + taken.to_string() +
+                                ": bind: Address already in use; the holder cannot be seen from here: another network "
+                                "namespace or user, or a socket bound to port " +
+                                std::to_string(taken.port()) + " but not listening");
+}
+
 TEST(Verify, BoundButNotListeningFails) {
   transient::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(fd);

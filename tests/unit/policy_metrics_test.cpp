@@ -54,7 +54,7 @@ TEST(policy_metrics, renders_the_prometheus_text_format) {
       "# HELP app_live_connections Places taken in the connection budget.\n"
       "# TYPE app_live_connections gauge\n"
       "app_live_connections 5\n"
-      "# HELP app_peak_connections Most places ever taken in the connection budget at once.\n"
+      "# HELP app_peak_connections Most connections open at once (accepts in flight not counted).\n"
       "# TYPE app_peak_connections gauge\n"
       "app_peak_connections 9\n"
       "# HELP app_max_connections Size of the connection budget.\n"

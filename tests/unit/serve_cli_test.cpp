@@ -102,6 +102,20 @@ TEST_F(ServeCli, AnswersPipelinedRequestsInOrderOnOneConnection) {
   EXPECT_EQ(read_at_least(c.get(), ok.size()), ok);
 }
 
+TEST_F(ServeCli, MaxConnectionsZeroIsAutoAsInTheLibrary) {
+  start({"--max-connections", "0"});
+  const unique_fd c = transient::test::connect_to(at_);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(send_text(c.get(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(read_at_least(c.get(), ok.size()), ok);
+  server_->signal(SIGTERM);
+  EXPECT_EQ(server_->wait(2000ms), 0);
+  // The automatic budget fits the descriptor limit: no warning; the stop is said once.
+  const std::string err = server_->stderr_text();
+  EXPECT_EQ(err.rfind("transient serve: stopped cleanly; descriptors open: ", 0), 0U) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+}
+
 TEST_F(ServeCli, ConnectionCloseIsHonoured) {
   start();
   const unique_fd c = transient::test::connect_to(at_);
@@ -253,11 +267,76 @@ void expect_usage_error(const std::vector<std::string>& args, const std::string&
   EXPECT_THAT(r.err, HasSubstr(names));
 }
 
+// The churn of issue 16: RLIMIT_NOFILE 64, a budget of 100, idle connections holding all but
+// one descriptor, then 2 rounds of 100 short clients, one after another. Each takes the last
+// descriptor and the accept after it fails with EMFILE until it leaves: one pair of lines per
+// client without the episode rule. With it: the budget warning, one episode, the stop.
+TEST(ServeCliChurn, TwoHundredClientsAtTheDescriptorLimitAreServedWithAtMostFourLines) {
+  transient::test::spawned_process serve(
+      "/bin/sh",
+      {"-c", "ulimit -n 64 && exec \"$0\" serve --listen 127.0.0.1:0 --max-connections 100", TRANSIENT_CLI_PATH});
+  const std::string first = serve.read_line(transient::test::spawned_process::stream::out, 5s);
+  const std::string prefix = "listening on ";
+  ASSERT_EQ(first.rfind(prefix, 0), 0U) << first << serve.stderr_text();
+  std::error_code ec;
+  const transient::endpoint at =
+      transient::parse_endpoint(first.substr(prefix.size(), first.find(' ', prefix.size()) - prefix.size()), ec);
+  ASSERT_FALSE(ec) << first;
+  const std::string request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  // Idle keep-alive connections until one gets no answer: the descriptors are used up.
+  std::vector<unique_fd> idle;
+  unique_fd waiting;
+  for (int i = 0; i < 100 && !waiting; ++i) {
+    unique_fd c = transient::test::connect_to(at);
+    ASSERT_TRUE(c);
+    ASSERT_TRUE(send_text(c.get(), request));
+    if (transient::test::read_some(c.get(), 300ms).empty()) {
+      waiting = std::move(c);
+    } else {
+      idle.push_back(std::move(c));
+    }
+  }
+  ASSERT_TRUE(waiting) << "the server never ran out of descriptors";
+  ASSERT_GE(idle.size(), 40U);
+  idle.erase(idle.begin());  // one descriptor free: the waiting client is served
+  EXPECT_EQ(read_at_least(waiting.get(), ok.size()), ok);
+  waiting.reset();
+  int served = 0;
+  for (int i = 0; i < 200; ++i) {
+    const unique_fd c = transient::test::connect_to(at);
+    ASSERT_TRUE(c);
+    ASSERT_TRUE(send_text(c.get(), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    served += read_at_least(c.get(), ok.size()).rfind("HTTP/1.1 200 OK\r\n", 0) == 0 ? 1 : 0;
+  }
+  EXPECT_EQ(served, 200);
+  // The episode ends 1 s (the quiet period) after the churn, by the server's timer: no
+  // client and no stop is needed for the line.
+  std::string err;
+  for (int i = 0; i < 10 && err.find("accept recovered") == std::string::npos; ++i) {
+    const std::string line = serve.read_line(transient::test::spawned_process::stream::err, 500ms);
+    err += line.empty() ? "" : line + "\n";  // empty: nothing within 500 ms
+  }
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(5000ms), 0);
+  err += serve.stderr_text();
+  EXPECT_LE(std::count(err.begin(), err.end(), '\n'), 4) << err;
+  const std::string source = "transient: " + at.to_string() + ": ";
+  EXPECT_EQ(err.rfind("transient: warning: the connection budget of 100 is more than the descriptors left: "
+                      "RLIMIT_NOFILE is 64 and ",
+                      0),
+            0U)
+      << err;
+  EXPECT_THAT(err, HasSubstr("\n" + source + "accept degraded: process_fd_limit (Too many open files); live "));
+  EXPECT_THAT(err, HasSubstr("\n" + source + "accept recovered after ")) << err;
+  EXPECT_THAT(err, testing::ContainsRegex("failures, [0-9]+ flaps\\); live [0-9]+/100, fd limit 64\n"));
+  EXPECT_THAT(err, HasSubstr("\ntransient serve: stopped cleanly; descriptors open: "));
+}
+
 TEST(ServeCliUsage, BadFlagsGetOneLineAndExitTwo) {
   expect_usage_error({"--bogus"}, "unknown option '--bogus'");
   expect_usage_error({"--listen"}, "--listen needs a value");
   expect_usage_error({"--listen", "127.0.0.1:99999"}, "out of range");
-  expect_usage_error({"--max-connections", "0"}, "--max-connections: '0'");
+  expect_usage_error({"--max-connections", "-1"}, "--max-connections: '-1' is not 'auto' or a number from 0 (auto)");
   expect_usage_error({"--max-connections", "many"}, "'many' is not 'auto' or a number");
   expect_usage_error({"--threads", "0"}, "--threads: '0'");
   expect_usage_error({"--shed", "drop"}, "'drop' is not queue, close, reset or 503");
@@ -278,6 +357,7 @@ TEST(ServeCliUsage, HelpNamesEveryOptionAndSaysNaiveIsForDemonstration) {
     EXPECT_THAT(r.out, HasSubstr(option));
   }
   EXPECT_THAT(r.out, HasSubstr("demonstration only"));
+  EXPECT_THAT(r.out, HasSubstr("0 also means auto, as in the library"));
   EXPECT_THAT(r.out, testing::Not(HasSubstr("leak")));
 }
 

@@ -7,6 +7,7 @@
 #include <deque>
 #include <future>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "support/loopback.hpp"
@@ -298,6 +299,30 @@ TEST(Server, ShedModesRefuseClientsOverBudget) {
     EXPECT_TRUE(eventually([&] { return s.srv.metrics().shed[0] == 1; })) << to_string(mode);
     EXPECT_EQ(held.size(), 1U);
   }
+}
+
+// The driver kit's rule, the same in every driver: a refusal writer that throws costs that one
+// client only. It is shed (closed) anyway, counted, and the server goes on serving.
+TEST(Server, AThrowingRefusalWriterShedsTheClientAndTheServerGoesOn) {
+  transient::endpoint where;
+  auto ls = one_loopback_listener(where);
+  held_connections held;
+  transient::server_options options;
+  options.max_connections = 1;
+  options.policy.shed = transient::shed_mode::respond;
+  options.refuse = [](int, const transient::endpoint&) { throw std::runtime_error("no refusal today"); };
+  running_server s(
+      std::move(ls), [&](connection c) { held.keep(std::move(c)); }, options);
+  const auto first = connect_to(where);
+  ASSERT_TRUE(eventually([&] { return held.size() == 1; }));
+  const auto second = connect_to(where);
+  EXPECT_TRUE(transient::test::closed_by_peer(second.get(), 2s));
+  EXPECT_TRUE(eventually([&] { return s.srv.metrics().refusals_failed == 1; }));
+  EXPECT_EQ(s.srv.metrics().shed[0], 1U);
+  EXPECT_FALSE(s.srv.health().state == transient::health_state::stopped) << "the server still runs";
+  held.release_one();
+  const auto third = connect_to(where);
+  EXPECT_TRUE(eventually([&] { return held.size() == 1; })) << "the server still serves";
 }
 
 }  // namespace

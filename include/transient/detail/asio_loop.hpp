@@ -90,10 +90,11 @@ class loop_state final : public release_listener,
       reserve_diagnostics_ = diagnostics_reserve::open(ignored);
     }
     reserve_ = emfile_reserve(options_.emfile_reserve && options_.policy.shed != shed_mode::queue && can_drain);
+    shared_->check_fit_once(options_.policy.sink);
   }
   loop_state(const loop_state&) = delete;
   loop_state& operator=(const loop_state&) = delete;
-  ~loop_state() { shared_->remove(this); }
+  ~loop_state() override { shared_->remove(this); }
 
   /// Starts the loop: never completes inline (the first step is posted to the strand).
   void start() {

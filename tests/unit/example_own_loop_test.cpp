@@ -1,0 +1,110 @@
+// examples/own_loop end to end, under real descriptor exhaustion: the example (a user's
+// epoll loop with a transient::acceptor, echoing run-to-completion) gets RLIMIT_NOFILE 64
+// through prlimit(2) once it listens, and a budget far above that, so accept fails with
+// EMFILE. The loop must not spin while exhausted, must serve the waiting client once a
+// connection closes, and must stop cleanly on SIGTERM.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/loopback.hpp"
+#include "support/spawned_process.hpp"
+#include "transient/endpoint.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using transient::unique_fd;
+using transient::test::spawned_process;
+
+// utime + stime of `pid` in clock ticks, from /proc/PID/stat (-1 if unreadable).
+long cpu_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto end = text.rfind(')');
+  if (end == std::string::npos) {
+    return -1;
+  }
+  std::istringstream fields(text.substr(end + 2));
+  std::string field;
+  long utime = 0;
+  long stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) {
+      utime = std::stol(field);
+    } else if (i == 15) {
+      stime = std::stol(field);
+    }
+  }
+  return utime + stime;
+}
+
+// Sends "ping" and expects `expected` back (what was sent before, unanswered, comes first).
+bool echoes(int fd, std::chrono::milliseconds timeout, const std::string& expected = "ping") {
+  if (::send(fd, "ping", 4, MSG_NOSIGNAL) != 4) {
+    return false;
+  }
+  std::string got;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (got.size() < expected.size() && std::chrono::steady_clock::now() < deadline) {
+    got += transient::test::read_some(fd, 50ms);
+  }
+  return got == expected;
+}
+
+TEST(ExampleOwnLoop, UnderEmfileItDoesNotSpinRecoversAtAReleaseAndStopsCleanly) {
+  spawned_process example(TRANSIENT_EXAMPLE_OWN_LOOP, {"0", "1000", "127.0.0.1"});
+  const std::string line = example.read_line(spawned_process::stream::err, 5s);
+  const std::string prefix = "own_loop: listening on ";
+  ASSERT_EQ(line.rfind(prefix, 0), 0U) << line;
+  const transient::endpoint at = transient::parse_endpoint(line.substr(prefix.size()));
+  const rlimit limit{64, 64};
+  ASSERT_EQ(::prlimit(example.pid(), RLIMIT_NOFILE, &limit, nullptr), 0);
+
+  // Fill the example's descriptor table: every client it accepts is echoed; the first one
+  // that is not waits in the backlog while accept fails with EMFILE.
+  std::vector<unique_fd> served;
+  unique_fd waiting;
+  for (int i = 0; i < 80 && !waiting; ++i) {
+    unique_fd c = transient::test::connect_to(at);
+    ASSERT_TRUE(c) << i;
+    if (echoes(c.get(), 500ms)) {
+      served.push_back(std::move(c));
+    } else {
+      waiting = std::move(c);
+    }
+  }
+  ASSERT_TRUE(waiting) << "80 clients were served under a limit of 64 descriptors";
+  EXPECT_GT(served.size(), 40U);
+  EXPECT_LT(served.size(), 64U);
+
+  // Exhausted: the loop backs off (up to 1 s between tries); a spinning loop would use a core.
+  const long before = cpu_ticks(example.pid());
+  std::this_thread::sleep_for(1500ms);
+  const long after = cpu_ticks(example.pid());
+  ASSERT_GE(before, 0);
+  EXPECT_LE(after - before, 15) << "ticks of CPU in 1.5 s while exhausted (a spin uses about 150)";
+  EXPECT_TRUE(transient::test::read_some(waiting.get(), 10ms).empty());
+
+  // A connection closes: its descriptor and its place are free, and the waiting client is served.
+  served.pop_back();
+  const auto released = std::chrono::steady_clock::now();
+  EXPECT_TRUE(echoes(waiting.get(), 3s, "pingping")) << "the waiting client was not served after a release";
+  // The release wakes the paused loop at once; the backoff timer alone would take up to 1 s.
+  EXPECT_LT(std::chrono::steady_clock::now() - released, 900ms);
+
+  example.signal(SIGTERM);
+  EXPECT_EQ(example.wait(5s), std::optional<int>(0));
+  const std::string err = example.stderr_text();
+  EXPECT_NE(err.find("process_fd_limit (Too many open files)"), std::string::npos) << err;
+  EXPECT_NE(err.find("own_loop: stopped cleanly"), std::string::npos) << err;
+}
+
+}  // namespace
