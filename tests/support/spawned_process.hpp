@@ -73,9 +73,6 @@ class spawned_process {
     return line;
   }
 
-  /// The child's process id.
-  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
-
   /// Sends signal `s` to the child.
   void signal(int s) const { ::kill(pid_, s); }
 
