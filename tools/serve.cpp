@@ -196,6 +196,11 @@ class serve_group {
       options.exclusive = s.threads > 1;
       options.policy.shed = s.shed;
       options.policy.peers = peers_.get();
+      // Events name their listener (and loop), as transient::server's do.
+      options.policy.label = source->local_endpoint().to_string();
+      if (s.threads > 1) {
+        options.policy.label += " loop " + std::to_string(i + 1) + "/" + std::to_string(s.threads);
+      }
       options.policy.stall_timeout = s.stall_timeout;
       options.policy.listener_verified = true;
       // The stop and its diagnosis are said once, at exit, by serve itself (with the stop reason
