@@ -47,12 +47,13 @@ class accept_source {
   [[nodiscard]] virtual int timeout_ms(clock::time_point now) const = 0;
   /// True once the source has stopped: the loop closes its connections and returns.
   [[nodiscard]] virtual bool done() const = 0;
+  /// Public and virtual, so that no way of destroying a source skips its own destructor.
+  virtual ~accept_source() = default;
 
  protected:
   accept_source() = default;
   accept_source(const accept_source&) = default;
   accept_source& operator=(const accept_source&) = default;
-  ~accept_source() = default;
 };
 
 /// The time limits of a connection_loop.

@@ -34,7 +34,7 @@ class serve_loop final : public accept_source {
              acceptor_options options, std::function<void()> after_accept = {});
   serve_loop(const serve_loop&) = delete;
   serve_loop& operator=(const serve_loop&) = delete;
-  ~serve_loop() = default;
+  ~serve_loop() override = default;
 
   /// Serves until stop() or a failure of the acceptor; closes every connection before it
   /// returns. Exceptions (epoll_wait, a failed add) propagate.
