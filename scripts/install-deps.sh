@@ -8,6 +8,7 @@ packages=(
   libbenchmark-dev                         # micro-benchmarks
   libasio-dev                              # the Asio adapter and its tests (standalone Asio)
   man-db                                   # the Debian package test renders the man page
+  systemd                                  # systemd-socket-activate: serve's socket activation test
   clang clang-format clang-tidy libclang-rt-14-dev  # clang build, formatting, lint, libFuzzer
 )
 missing=()

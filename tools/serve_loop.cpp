@@ -11,10 +11,9 @@ constexpr acceptor_tags tags{accept_source::first_source_tag, accept_source::fir
 
 }  // namespace
 
-serve_loop::serve_loop(std::chrono::milliseconds idle_timeout, responder respond,
-                       std::shared_ptr<const listener> source, acceptor_options options,
-                       std::function<void()> after_accept)
-    : io_(idle_timeout, std::move(respond)),
+serve_loop::serve_loop(connection_limits limits, responder respond, std::shared_ptr<const listener> source,
+                       acceptor_options options, std::function<void()> after_accept)
+    : io_(limits, std::move(respond)),
       acceptor_(
           io_.epoll_fd(), std::move(source), tags,
           [this, after = std::move(after_accept)](connection c) {
@@ -27,19 +26,45 @@ serve_loop::serve_loop(std::chrono::milliseconds idle_timeout, responder respond
 
 void serve_loop::run() {
   next_publish_ = clock::now() + publish_every;
-  io_.run(*this);
   publish();
+  {
+    const std::lock_guard lock(mutex_);
+    published_.running = true;
+  }
+  try {
+    io_.run(*this);
+  } catch (...) {
+    publish();
+    const std::lock_guard lock(mutex_);
+    published_.running = false;
+    throw;
+  }
+  publish();
+  const std::lock_guard lock(mutex_);
+  published_.running = false;
 }
 
 policy_metrics serve_loop::metrics() const {
+  const std::lock_guard lock(mutex_);
+  return published_.metrics;
+}
+
+loop_snapshot serve_loop::snapshot() const {
   const std::lock_guard lock(mutex_);
   return published_;
 }
 
 void serve_loop::publish() {
   const policy_metrics now = acceptor_.metrics();
+  const policy_health health = acceptor_.health();
+  last_state_ = health.state;
+  last_open_ = io_.open_connections();
+  last_timeouts_ = io_.header_timeouts();
   const std::lock_guard lock(mutex_);
-  published_ = now;
+  published_.metrics = now;
+  published_.health = health;
+  published_.open_connections = last_open_;
+  published_.header_timeouts = last_timeouts_;
   changed_ = false;
 }
 
@@ -53,6 +78,19 @@ bool serve_loop::handle(const epoll_event& event, clock::time_point now) {
 
 void serve_loop::on_time(clock::time_point now) {
   acceptor_.on_time(now);
+  if (!ended_ && acceptor_.done()) {
+    ended_ = true;
+    publish();  // the stop (and a failure's reason) is visible at once
+    if (on_accept_end_) {
+      on_accept_end_();
+    }
+  }
+  // What the counters do not show: a change of health (a backoff's end), connections closed
+  // by the connection loop (timeouts, the drain).
+  if (!changed_ && (acceptor_.health().state != last_state_ || io_.open_connections() != last_open_ ||
+                    io_.header_timeouts() != last_timeouts_)) {
+    changed_ = true;
+  }
   if (now >= next_publish_) {
     if (changed_) {
       publish();
