@@ -363,10 +363,14 @@ int acceptor::timeout_ms(time_point now) const noexcept {
 }
 
 void acceptor::stop() noexcept {
+  request_stop();
+  state_->signal();
+}
+
+void acceptor::request_stop() noexcept {
   state& s = *state_;
   s.stop_requested.store(true, std::memory_order_release);
   s.policy.request_stop();  // before the listener may be shut down: EINVAL then is a clean stop
-  s.signal();
 }
 
 bool acceptor::done() const noexcept { return state_->done; }
