@@ -13,7 +13,7 @@
 namespace transient::tool {
 
 scenario_result run_churn(const drill_settings& s) {
-  scenario_result r{"churn at the limit", false, "", {}, {}};
+  scenario_result r{"churn at the limit", false, "", {}, {}, {}};
   constexpr int rounds = 2;
   constexpr int clients_per_round = 100;
   // The numbers: a budget above what RLIMIT_NOFILE leaves, so descriptors run out first.
