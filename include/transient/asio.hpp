@@ -95,8 +95,9 @@
 #else
 #define TRANSIENT_ASIO_HAS_CO_AWAIT 0
 #endif
-#include "transient/asio_flavour.hpp"      // IWYU pragma: export
 #include "transient/detail/asio_loop.hpp"  // IWYU pragma: export
+// After the loop, which it starts:
+#include "transient/asio_flavour.hpp"  // IWYU pragma: export
 #undef TRANSIENT_ASIO_FLAVOUR
 #undef TRANSIENT_ASIO_NET
 #undef TRANSIENT_ASIO_ERROR_CODE

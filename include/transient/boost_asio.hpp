@@ -66,8 +66,9 @@
 #define TRANSIENT_ASIO_NET ::boost::asio
 #define TRANSIENT_ASIO_ERROR_CODE ::boost::system::error_code
 #define TRANSIENT_ASIO_NAME "transient::boost_asio"
-#include "transient/asio_flavour.hpp"      // IWYU pragma: export
 #include "transient/detail/asio_loop.hpp"  // IWYU pragma: export
+// After the loop, which it starts:
+#include "transient/asio_flavour.hpp"  // IWYU pragma: export
 #undef TRANSIENT_ASIO_FLAVOUR
 #undef TRANSIENT_ASIO_NET
 #undef TRANSIENT_ASIO_ERROR_CODE
