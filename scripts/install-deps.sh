@@ -7,6 +7,7 @@ packages=(
   libgtest-dev libgmock-dev                # tests
   libbenchmark-dev                         # micro-benchmarks
   libasio-dev                              # the Asio adapter and its tests (standalone Asio)
+  libboost-dev                             # the Boost.Asio adapter's tests (1.74 here; libboost1.81-dev conflicts with it)
   man-db                                   # the Debian package test renders the man page
   systemd                                  # systemd-socket-activate: serve's socket activation test
   clang clang-format clang-tidy libclang-rt-14-dev  # clang build, formatting, lint, libFuzzer
