@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds transient and runs its main job: `transient drill`, six failure scenarios against
+# Builds transient and runs its main job: `transient drill`, eight failure scenarios against
 # `transient serve` children on loopback (about 20 s), ending with a table; exit 0 if all pass.
 # Usage: scripts/demo.sh [drill options, e.g. --quick, --json, --svg drill.svg]
 #        (from anywhere; installs missing packages first)

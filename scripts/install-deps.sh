@@ -8,7 +8,9 @@ packages=(
   libbenchmark-dev                         # micro-benchmarks
   libasio-dev                              # the Asio adapter and its tests (standalone Asio)
   liburing-dev                             # the io_uring driver (transient::uring), its tests and benchmark
+  libboost-dev                             # the Boost.Asio adapter's tests (1.74 here; libboost1.81-dev conflicts with it)
   man-db                                   # the Debian package test renders the man page
+  systemd                                  # systemd-socket-activate: serve's socket activation test
   clang clang-format clang-tidy libclang-rt-14-dev  # clang build, formatting, lint, libFuzzer
 )
 missing=()

@@ -128,11 +128,14 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
   }
   ++burst_;
 
-  decision shed_it;
+  // Served, or shed (and how, and why): plain values, not a decision, whose error_code costs
+  // a call to construct on the path every connection takes.
+  bool shed_accepted = false;
+  shed_mode how = shed_for_accepted();
+  shed_reason why = shed_reason::budget;
   if (state_ == state::shedding) {
-    shed_it.shed_accepted = true;
-    shed_it.shed = config_.shed;
-    shed_it.why_shed = shed_reason::budget;
+    shed_accepted = true;
+    how = config_.shed;
   } else {
     if (!reservation_) {
       // No accept was in flight (a driver that accepts on its own): take a place now, so
@@ -141,14 +144,11 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
     }
     peer_slot slot;
     if (!reservation_) {
-      shed_it.shed_accepted = true;
-      shed_it.shed = shed_for_accepted();
-      shed_it.why_shed = shed_reason::budget;
+      shed_accepted = true;
     } else if (config_.peers != nullptr && !config_.peers->try_acquire(peer, slot)) {
       reservation_.cancel();
-      shed_it.shed_accepted = true;
-      shed_it.shed = shed_for_accepted();
-      shed_it.why_shed = shed_reason::peer_limit;
+      shed_accepted = true;
+      why = shed_reason::peer_limit;
     } else {
       if (config_.peers != nullptr && peer) {
         reservation_.peers_ = config_.peers;
@@ -159,19 +159,17 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
       ++counters_.accepted;
     }
   }
-  if (shed_it.shed_accepted) {
-    ++counters_.shed[static_cast<std::size_t>(shed_it.why_shed)];
-  }
   state_ = state::waiting;
   const bool stopping = stop_requested_.load(std::memory_order_relaxed);
-  if (!shed_it.shed_accepted && !stopping) {
+  if (!shed_accepted && !stopping) {
     return begin_accept(now);  // the common path returns the decision untouched (no partial writes to copy)
   }
   decision next = stopping ? finish(now, {}, condition::unclassified) : begin_accept(now);
-  if (shed_it.shed_accepted) {
+  if (shed_accepted) {
+    ++counters_.shed[static_cast<std::size_t>(why)];
     next.shed_accepted = true;
-    next.shed = shed_it.shed;
-    next.why_shed = shed_it.why_shed;
+    next.shed = how;
+    next.why_shed = why;
   }
   return next;
 }

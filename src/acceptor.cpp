@@ -146,7 +146,7 @@ struct acceptor::state final : release_listener {
   }
 
   decision accept_one(time_point now) {
-    sockaddr_storage address{};
+    sockaddr_storage address;  // NOLINT(cppcoreguidelines-pro-type-member-init): accept4 fills `length` bytes
     socklen_t length = sizeof address;
     auto* const sa = reinterpret_cast<sockaddr*>(&address);
     const int fd = options.sys.accept4(source->native_handle(), sa, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -161,7 +161,9 @@ struct acceptor::state final : release_listener {
     std::error_code ignored;
     const endpoint peer = endpoint::from_sockaddr(sa, length, ignored);
     permit place;
-    const decision d = policy.on_accepted(now, place, peer_key_of(sa, length));
+    // The key is for the per-peer cap only: without one, the policy never reads it.
+    const peer_key key = options.policy.peers != nullptr ? peer_key_of(sa, length) : peer_key{};
+    const decision d = policy.on_accepted(now, place, key);
     if (d.shed_accepted) {
       if (!shed(std::move(accepted), peer, d.shed, options.refuse, options.sys)) {
         ++refusals_failed;
@@ -363,10 +365,14 @@ int acceptor::timeout_ms(time_point now) const noexcept {
 }
 
 void acceptor::stop() noexcept {
+  request_stop();
+  state_->signal();
+}
+
+void acceptor::request_stop() noexcept {
   state& s = *state_;
   s.stop_requested.store(true, std::memory_order_release);
   s.policy.request_stop();  // before the listener may be shut down: EINVAL then is a clean stop
-  s.signal();
 }
 
 bool acceptor::done() const noexcept { return state_->done; }

@@ -1,8 +1,8 @@
 // classify(): the verdict for an error code in the context of one operation.
 //
-// The rules follow ERRORS.md column by column. They are evaluated once, at compile time,
+// The rules follow docs/errors.md column by column. They are evaluated once, at compile time,
 // into a table indexed by operation and errno value, so classify() is a category check
-// and one load. Cells ERRORS.md marks "—" (the operation does not return that errno) get
+// and one load. Cells where the operation does not return that errno (docs/design.md) get
 // the operation's rule for "anything else", with `unclassified` as the reason.
 #include "transient/classify.hpp"
 
@@ -13,6 +13,7 @@
 
 #include "detail/condition_bits.hpp"
 #include "detail/errno_table.hpp"
+#include "transient/platform_errors.hpp"
 
 namespace transient {
 namespace {
@@ -228,6 +229,34 @@ verdict classify_other(operation op, const std::error_code& ec) noexcept {
 
 }  // namespace
 
+namespace {
+
+// The Linux table's verdict for a Linux errno value.
+verdict classify_linux(operation op, int value) noexcept {
+  const auto row = static_cast<std::size_t>(op);
+  if (row >= verdicts.size()) {
+    return unexpected_other;
+  }
+  if (value > 0 && value <= detail::errno_max) {
+    return verdicts[row][static_cast<std::size_t>(value)];
+  }
+  return op == operation::accept ? unexpected_accept : unexpected_other;
+}
+
+}  // namespace
+
+verdict classify(platform p, operation op, int value) noexcept {
+  if (value == 0) {
+    return nothing_to_classify;
+  }
+  if (p == platform::linux_os) {
+    return classify_linux(op, value);
+  }
+  // A value the platform's table does not list gets the operation's rule for anything else.
+  const auto known = find_platform_error(p, value);
+  return known ? classify_linux(op, known->linux_errno) : classify_linux(op, -1);
+}
+
 verdict classify(operation op, std::error_code ec) noexcept {
   const auto row = static_cast<std::size_t>(op);
   if (row >= verdicts.size()) {
@@ -235,6 +264,13 @@ verdict classify(operation op, std::error_code ec) noexcept {
   }
   if (!ec) {
     return nothing_to_classify;
+  }
+  // Compiled on another platform, its system-category codes are read through its own table
+  // (platform_errors.hpp); on Linux this is compiled out.
+  if constexpr (native_platform != platform::linux_os) {
+    if (ec.category() == std::system_category() || ec.category() == std::generic_category()) {
+      return classify(native_platform, op, ec.value());
+    }
   }
   const int value = detail::errno_value(ec);
   if (value > 0 && value <= detail::errno_max) {

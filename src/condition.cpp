@@ -83,8 +83,9 @@ condition_set conditions_of_transient_error(int value) noexcept {
   return bit(unclassified);
 }
 
-// Standalone Asio reports end of stream as asio::error::eof (value 2) in its "asio.misc"
-// category; its other codes use the system category and are handled as errno values.
+// Asio reports end of stream as asio::error::eof (value 2) in its "asio.misc" category, and
+// Boost.Asio in its boost::asio::error::misc_category, also named "asio.misc"; their other
+// codes use the system category and are handled as errno values.
 condition_set conditions_of_foreign(const std::error_code& ec) noexcept {
   constexpr int asio_misc_eof = 2;
   if (std::strcmp(ec.category().name(), "asio.misc") == 0 && ec.value() == asio_misc_eof) {
@@ -97,8 +98,13 @@ condition_set conditions_of_foreign(const std::error_code& ec) noexcept {
 
 int errno_of_foreign(const std::error_code& ec) noexcept {
   // Standalone Asio (1.22) keeps its own "asio.system" category for errno values and does
-  // not map it to the generic category; measured with libasio-dev on this machine.
-  if (std::strcmp(ec.category().name(), "asio.system") == 0) {
+  // not map it to the generic category; measured with libasio-dev on this machine. Boost
+  // (1.74 and later) converts boost::system::error_code to std::error_code through wrapper
+  // categories named after Boost's own, "system" and "generic", whose default conditions are
+  // wrappers too (not std::generic_category()); on POSIX both carry errno values. Recognised
+  // by name, so that the library does not depend on Boost.
+  const char* name = ec.category().name();
+  if (std::strcmp(name, "asio.system") == 0 || std::strcmp(name, "system") == 0 || std::strcmp(name, "generic") == 0) {
     return ec.value();
   }
   // Other categories may say which errno they stand for through their default condition

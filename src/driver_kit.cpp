@@ -38,12 +38,10 @@ stop_reason stop_reason_of(const std::error_code& ec) noexcept {
   return stop_reason::other_error;
 }
 
-bool emfile_reserve::take() noexcept {
-  if (wanted_ && !fd_) {
-    fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (!fd_ && detail::last_error() != condition::fd_exhausted) {
-      wanted_ = false;  // no /dev/null (a chroot): asking again before every accept would not help
-    }
+bool emfile_reserve::reopen() noexcept {
+  fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!fd_ && detail::last_error() != condition::fd_exhausted) {
+    wanted_ = false;  // no /dev/null (a chroot): asking again before every accept would not help
   }
   return held();
 }

@@ -114,13 +114,21 @@ void server::stop() noexcept {
   // Before the listeners are shut down: the EINVAL that accept then returns is a clean stop.
   for (const auto& l : loops_) {
     for (acceptor& a : l->acceptors) {
-      a.stop();
+      a.request_stop();
     }
   }
-  // shutdown(SHUT_RD) wakes a thread blocked in accept (close() does not; ERRORS.md). Our
+  // shutdown(SHUT_RD) wakes a thread blocked in accept (close() does not; docs/errors.md). Our
   // loops never block in accept, but users may share the listener; and it ends listening.
   for (const auto& l : listeners_) {
     [[maybe_unused]] const std::error_code ec = l->shutdown_read();
+  }
+  // The loops are woken last: run() cannot return before this call leaves, so a loop woken
+  // earlier would finish first and wait for the shutdowns above (on a loaded machine, for
+  // this thread to be scheduled again).
+  for (const auto& l : loops_) {
+    for (acceptor& a : l->acceptors) {
+      a.stop();
+    }
   }
   shared_->leave();
 }

@@ -1,4 +1,4 @@
-// `transient drill [--quick] [--json] [--svg FILE]`: runs `transient serve` children through seven
+// `transient drill [--quick] [--json] [--svg FILE]`: runs `transient serve` children through
 // failure scenarios on loopback and shows what transient does in each; exit 0 only if all pass.
 // With `--target COMMAND`, puts any server through five of them instead (drill_target.cpp).
 #include <unistd.h>
@@ -20,7 +20,7 @@ namespace {
 constexpr std::string_view drill_help =
     "usage: transient drill [--quick] [--json] [--svg FILE] [--engine epoll|io_uring]\n"
     "\n"
-    "Runs `transient serve` children (loopback only, RLIMIT_NOFILE 64) through seven scenarios\n"
+    "Runs `transient serve` children (loopback only, RLIMIT_NOFILE 64) through the scenarios\n"
     "and prints a table; exit 0 only if every scenario passed. About 10 s; --quick about 5 s.\n"
     "\n"
     "  1 backpressure             more concurrent clients than the budget: all served, none lost\n"
@@ -30,8 +30,14 @@ constexpr std::string_view drill_help =
     "                             within the stall timeout + 1 s, its diagnosis naming the leak\n"
     "  4 naive contrast           the same exhaustion against --policy naive: CPU and log volume\n"
     "  5 port race                16 serve processes hunt one port range: all distinct, verified\n"
-    "  6 clean stop               SIGTERM while exhausted: connections closed within 100 ms,\n"
+    "  6 clean stop               SIGTERM while exhausted: idle connections closed within\n"
+    "                             100 ms, a slow response in flight completes (the drain),\n"
     "                             exit within 1 s, no descriptor leaked\n"
+    "  7 churn at the limit       idle connections hold all but one descriptor while 200 short\n"
+    "                             clients come and go: all served, the log stays a few lines\n"
+    "  8 slow clients             one address holds idle connections: with --max-per-peer and\n"
+    "                             --header-timeout another address is served within 100 ms\n"
+    "                             and the idle ones closed at the timeout; without, it waits\n"
     "\n"
     "  --quick     fewer trials and shorter windows (for CI)\n"
     "  --engine E  the serve children accept with E: epoll (default) or io_uring (serve\n"
@@ -113,7 +119,8 @@ int drill(arguments args) {
                                                                 {"naive contrast", &run_naive_contrast},
                                                                 {"port race", &run_port_race},
                                                                 {"clean stop", &run_clean_stop},
-                                                                {"churn at the limit", &run_churn}};
+                                                                {"churn at the limit", &run_churn},
+                                                                {"slow clients", &run_slow_clients}};
   progress_line progress;
   std::vector<scenario_result> results;
   const auto start = std::chrono::steady_clock::now();

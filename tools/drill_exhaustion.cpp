@@ -1,6 +1,7 @@
 // Drill scenarios 2, 4 and 6: a serve child whose descriptors run out (RLIMIT_NOFILE 64 and a
 // budget far above it, so accept fails with EMFILE while the drill holds its connections).
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cmath>
@@ -274,25 +275,37 @@ scenario_result run_naive_contrast(const drill_settings& s) {
 scenario_result run_clean_stop(const drill_settings& s) {
   scenario_result r{"clean stop", false, "", {}, {}, {}};
   exhausted_server x;
-  start_exhausted(x, exhaustible_args("transient"));
+  std::vector<std::string> args = exhaustible_args("transient");
+  args.insert(args.end(), {"--slow-response", "300ms"});  // requests for /slow: in flight at the SIGTERM
+  start_exhausted(x, args);
   if (!x.problem.empty()) {
     r.detail = x.problem;
     return r;
   }
-  if (!x.child->wait_stderr("accept degraded", std::chrono::seconds(2))) {
+  if (!x.child->wait_stderr("accept degraded", std::chrono::seconds(2)) || x.held.size() < 2) {
     r.detail = "no 'accept degraded' line: descriptors were not exhausted";
     return r;
   }
-  note(s, "exhausted; sending SIGTERM");
+  // The drain: one held connection asks for a slow response, then SIGTERM comes.
+  const unique_fd in_flight = std::move(x.held.back());
+  x.held.pop_back();
+  constexpr std::string_view slow_request = "GET /slow HTTP/1.1\r\nHost: drill\r\n\r\n";
+  const bool asked = ::send(in_flight.get(), slow_request.data(), slow_request.size(), MSG_NOSIGNAL) ==
+                     static_cast<ssize_t>(slow_request.size());
+  std::this_thread::sleep_for(milliseconds(50));
+  note(s, "exhausted, a slow response in flight; sending SIGTERM");
   const auto sent = clock::now();
   x.child->send(SIGTERM);
-  // The stop is what clients see: every connection closed. The process exit comes after
+  // The stop is what clients see: every idle connection closed. The process exit comes after
   // (and, in a sanitizer build, after the leak check), so it is judged apart, more loosely.
   std::size_t closed = 0;
   for (const auto& fd : x.held) {
     closed += wait_closed(fd.get(), milliseconds(500)) ? 1 : 0;
   }
   const double stop_ms = std::chrono::duration<double, std::milli>(clock::now() - sent).count();
+  const bool completed =
+      asked && read_response(in_flight.get(), milliseconds(1000)).find("\r\n\r\nok") != std::string::npos;
+  const double in_flight_ms = std::chrono::duration<double, std::milli>(clock::now() - sent).count();
   const auto status = x.child->wait_exit(std::chrono::seconds(3));
   const double exit_ms = status ? std::chrono::duration<double, std::milli>(x.child->exited_at() - sent).count() : NAN;
   // "transient serve: stopped cleanly; descriptors open: A at start, B at exit"
@@ -310,17 +323,21 @@ scenario_result run_clean_stop(const drill_settings& s) {
                {"descriptors_at_start", at_start},
                {"descriptors_at_exit", at_exit},
                {"clients_closed", static_cast<double>(closed)},
-               {"clients", static_cast<double>(x.held.size())}};
-  r.passed = status && *status == 0 && closed == x.held.size() && stop_ms <= 100.0 && exit_ms <= 1000.0 && counted &&
-             at_start == at_exit;
+               {"clients", static_cast<double>(x.held.size())},
+               {"in_flight_completed", completed ? 1.0 : 0.0},
+               {"in_flight_ms", completed ? in_flight_ms : NAN}};
+  r.passed = status && *status == 0 && closed == x.held.size() && stop_ms <= 100.0 && completed && exit_ms <= 1000.0 &&
+             counted && at_start == at_exit;
   r.detail = !status                   ? "serve did not exit within 3 s of SIGTERM"
              : *status != 0            ? "serve exited with status " + std::to_string(*status)
              : closed != x.held.size() ? "some clients' connections were not closed"
-             : stop_ms > 100.0         ? "serve took more than 100 ms to close its connections"
+             : stop_ms > 100.0         ? "serve took more than 100 ms to close its idle connections"
+             : !completed              ? "the response in flight at SIGTERM was not completed"
              : exit_ms > 1000.0        ? "serve took more than 1 s to exit"
              : !counted                ? "serve did not report its descriptors at exit"
              : at_start != at_exit     ? "descriptors leaked: more open at exit than at start"
-                                       : "stopped within 100 ms while exhausted; every descriptor closed";
+                                       : "idle closed within 100 ms while exhausted, the one in flight answered; "
+                                         "every descriptor closed";
   return r;
 }
 

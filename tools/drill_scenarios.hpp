@@ -41,6 +41,9 @@ scenario_result run_port_race(const drill_settings& s);
 /// 6. SIGTERM while exhausted: every connection closed within 100 ms, exit
 /// within 1 s (a sanitizer build checks for leaks first), no descriptor leaked.
 scenario_result run_clean_stop(const drill_settings& s);
+/// Slow clients: one address holds idle connections; --max-per-peer and --header-timeout
+/// keep another address served (and close the idle ones), without them it waits.
+scenario_result run_slow_clients(const drill_settings& s);
 
 /// 7. Churn at the descriptor limit: idle connections hold all but one descriptor, 200 short
 /// clients one after another; all served, and the whole run logs at most 4 lines.

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "detail/listen_table.hpp"
 #include "drill_client.hpp"
 #include "drill_target.hpp"
 
@@ -308,27 +309,16 @@ probe_outcome await_outcome(int fd, const endpoint& to, target_protocol protocol
   }
 }
 
+// The LISTEN sockets' accept queues on `port`, from a netlink sock_diag dump (/proc/net/tcp
+// where that is unavailable): the dump walks only the listeners, so its cost does not grow with
+// the TIME_WAIT sockets that a drill leaves by the thousand. -1 if nothing listens there.
 int listen_queue_length(std::uint16_t port) {
+  std::error_code ec;
+  const detail::listen_table table = detail::read_listen_table(detail::listen_source::automatic, ec);
   int total = -1;
-  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    std::ifstream in(table);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      // "  0: 0100007F:1F90 00000000:0000 0A 00000000:00000002 ..."
-      std::istringstream fields(line);
-      std::string slot;
-      std::string local;
-      std::string remote;
-      std::string state;
-      std::string queues;
-      fields >> slot >> local >> remote >> state >> queues;
-      const std::size_t colon = local.rfind(':');
-      if (state != "0A" || colon == std::string::npos || std::stoul(local.substr(colon + 1), nullptr, 16) != port) {
-        continue;
-      }
-      const std::size_t q = queues.find(':');
-      total = std::max(total, 0) + static_cast<int>(std::stoul(queues.substr(q + 1), nullptr, 16));
+  for (const detail::listen_row& row : table.rows) {
+    if (row.local.port() == port) {
+      total = std::max(total, 0) + static_cast<int>(row.queued);
     }
   }
   return total;

@@ -1,4 +1,5 @@
-// `transient explain OPERATION ERRNO [--json]` and `transient explain --table`.
+// `transient explain [--platform P] OPERATION CODE [--json]` and
+// `transient explain --table [--platform P]`.
 #include <cctype>
 #include <charconv>
 #include <iostream>
@@ -11,13 +12,14 @@
 #include "json.hpp"
 #include "transient/classify.hpp"
 #include "transient/errno_name.hpp"
+#include "transient/platform_errors.hpp"
 
 namespace transient::tool {
 namespace {
 
 constexpr std::string_view explain_help =
-    "usage: transient explain OPERATION ERRNO [--json]\n"
-    "       transient explain --table\n"
+    "usage: transient explain [--platform PLATFORM] OPERATION ERRNO [--json]\n"
+    "       transient explain --table [--platform PLATFORM]\n"
     "\n"
     "Says what an error means for one socket operation: the action to take, every\n"
     "condition the error matches, and advice.\n"
@@ -27,7 +29,10 @@ constexpr std::string_view explain_help =
     "  ERRNO      a name (EMFILE, emfile, EWOULDBLOCK) or a number (24)\n"
     "  --json     one JSON object: operation, errno, value, action, decided_by,\n"
     "             conditions, advice\n"
-    "  --table    the whole table as Markdown: every classified errno by operation\n";
+    "  --table    the whole table as Markdown: every classified errno by operation\n"
+    "  --platform linux (the default), freebsd, macos or windows: that platform's\n"
+    "             codes (WSAEMFILE, 10024; on the BSDs ECONNABORTED is 53) and their\n"
+    "             table; each is classified by the Linux errno of the same meaning\n";
 
 constexpr std::string_view operations_accepted = "accept, connect, read (recv), write (send), bind, listen";
 
@@ -129,13 +134,82 @@ void print_table() {
   std::cout << '\n';
 }
 
+// The code named or numbered `text` on platform `p` (not Linux).
+std::optional<platform_error> parse_platform_code(platform p, std::string_view text, std::string& problem) {
+  const bool numeric = !text.empty() && std::isdigit(static_cast<unsigned char>(text[0])) != 0;
+  std::optional<platform_error> found;
+  if (numeric) {
+    int value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec == std::errc{} && end == text.data() + text.size()) {
+      found = find_platform_error(p, value);
+    }
+  } else {
+    found = find_platform_error(p, text);
+  }
+  if (!found) {
+    problem = "'" + std::string(text) + "' is not a socket error code transient knows on " + std::string(to_string(p)) +
+              " (see 'transient explain --table --platform " + std::string(to_string(p)) + "')";
+  }
+  return found;
+}
+
+void print_platform_one(platform p, operation op, const platform_error& e, bool json) {
+  const std::error_code same(e.linux_errno, std::system_category());
+  const verdict v = classify(p, op, e.value);
+  if (json) {
+    std::cout << "{\"platform\":" << json_quote(to_string(p)) << ",\"operation\":" << json_quote(to_string(op))
+              << ",\"errno\":" << json_quote(e.name) << ",\"value\":" << e.value
+              << ",\"linux_errno\":" << json_quote(errno_name(e.linux_errno))
+              << ",\"action\":" << json_quote(to_string(v.what)) << ",\"decided_by\":" << json_quote(to_string(v.why))
+              << ",\"conditions\":[" << conditions_text(same, ",", true) << "],\"advice\":" << json_quote(v.advice)
+              << "}\n";
+    return;
+  }
+  std::cout << to_string(op) << ' ' << e.name << " (" << e.value << " on " << to_string(p) << "): " << to_string(v.what)
+            << '\n'
+            << "  same as:    " << errno_name(e.linux_errno) << " on Linux\n"
+            << "  decided by: " << to_string(v.why) << '\n'
+            << "  conditions: " << conditions_text(same, ", ", false) << '\n'
+            << "  advice:     " << v.advice << '\n';
+}
+
+void print_platform_table(platform p) {
+  std::cout << "| " << to_string(p) << " code | value | as Linux | conditions |";
+  for (int op = 0; op < operation_count; ++op) {
+    std::cout << ' ' << to_string(static_cast<operation>(op)) << " |";
+  }
+  std::cout << "\n|---|---|---|---|";
+  for (int op = 0; op < operation_count; ++op) {
+    std::cout << "---|";
+  }
+  std::cout << '\n';
+  for (const platform_error& e : platform_errors(p)) {
+    const std::error_code same(e.linux_errno, std::system_category());
+    std::cout << "| " << e.name << " | " << e.value << " | " << errno_name(e.linux_errno) << " | "
+              << conditions_text(same, ", ", false) << " |";
+    for (int op = 0; op < operation_count; ++op) {
+      const verdict v = classify(p, static_cast<operation>(op), e.value);
+      std::cout << ' ' << to_string(v.what) << " (" << to_string(v.why) << ") |";
+    }
+    std::cout << '\n';
+  }
+  std::cout << "| anything else | | | unclassified |";
+  for (int op = 0; op < operation_count; ++op) {
+    std::cout << ' ' << to_string(classify(p, static_cast<operation>(op), -1).what) << " |";
+  }
+  std::cout << '\n';
+}
+
 }  // namespace
 
 int explain(arguments args) {
   bool json = false;
   bool table = false;
+  platform on = platform::linux_os;
   std::vector<std::string_view> positional;
-  for (const std::string_view arg : args) {
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string_view arg = args[i];
     if (arg == "--help" || arg == "-h") {
       std::cout << explain_help;
       return 0;
@@ -144,8 +218,23 @@ int explain(arguments args) {
       json = true;
     } else if (arg == "--table") {
       table = true;
+    } else if (arg == "--platform" || arg.starts_with("--platform=")) {
+      std::string_view name = arg.substr(std::string_view("--platform").size());
+      if (name.empty()) {
+        if (i + 1 == args.size()) {
+          return usage_error("--platform needs a value (linux, freebsd, macos or windows)");
+        }
+        name = args[++i];
+      } else {
+        name.remove_prefix(1);  // '='
+      }
+      const auto parsed = parse_platform(name);
+      if (!parsed) {
+        return usage_error("unknown platform '" + std::string(name) + "' (accepted: linux, freebsd, macos, windows)");
+      }
+      on = *parsed;
     } else if (arg.size() > 1 && arg[0] == '-' && std::isdigit(static_cast<unsigned char>(arg[1])) == 0) {
-      return usage_error("unknown option '" + std::string(arg) + "' (accepted: --json, --table, --help)");
+      return usage_error("unknown option '" + std::string(arg) + "' (accepted: --json, --table, --platform, --help)");
     } else {
       positional.push_back(arg);
     }
@@ -154,7 +243,11 @@ int explain(arguments args) {
     if (!positional.empty() || json) {
       return usage_error("--table takes no other argument");
     }
-    print_table();
+    if (on == platform::linux_os) {
+      print_table();
+    } else {
+      print_platform_table(on);
+    }
     return 0;
   }
   if (positional.size() != 2) {
@@ -169,6 +262,14 @@ int explain(arguments args) {
                        "' (accepted: " + std::string(operations_accepted) + ")");
   }
   std::string problem;
+  if (on != platform::linux_os) {
+    const auto code = parse_platform_code(on, positional[1], problem);
+    if (!code) {
+      return usage_error(problem);
+    }
+    print_platform_one(on, *op, *code, json);
+    return 0;
+  }
   const auto value = parse_errno(positional[1], problem);
   if (!value) {
     return usage_error(problem);

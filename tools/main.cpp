@@ -19,7 +19,7 @@ constexpr std::array commands{
     command_entry{"explain", "what an errno means for a socket operation (or --table)", &transient::tool::explain},
     command_entry{"who", "which processes listen on a port; flags duplicate listeners", &transient::tool::who},
     command_entry{"serve", "an HTTP/1.1 keep-alive responder on transient's accept loop", &transient::tool::serve},
-    command_entry{"drill", "runs serve through six failure scenarios (the demo); exit 0 if all pass",
+    command_entry{"drill", "runs serve (or --target, any server) through failure scenarios; exit 0 if all pass",
                   &transient::tool::drill},
 };
 

@@ -3,11 +3,21 @@
 //
 // Run to completion: each of --threads N loops (serve_loop) owns an epoll set, an acceptor on
 // the one verified listener (EPOLLEXCLUSIVE when there are several, so a connection wakes one
-// loop) and the connections it accepted; all acceptors draw from one shared budget.
+// loop) and the connections it accepted; all acceptors draw from one shared budget (and,
+// with --max-per-peer, one peer_limit).
+//
+// The stop is a drain: SIGTERM (or a failure such as a stall) stops every acceptor at once,
+// idle connections close, requests in flight are answered, and the process exits when they
+// are done or after --drain-timeout. Outside the process, the metrics port's /healthz and
+// /readyz and systemd's STATUS= and WATCHDOG=1 show the health the loops publish.
 #include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <charconv>
+#include <condition_variable>
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <memory>
@@ -23,8 +33,9 @@
 #include "serve_naive.hpp"
 #include "serve_notify.hpp"
 #include "serve_options.hpp"
-#include "serve_uring_loop.hpp"
 #include "transient/diagnostics.hpp"
+#include "transient/error.hpp"
+#include "transient/peer_limit.hpp"
 #include "transient/policy_metrics.hpp"
 #include "transient/shared_budget.hpp"
 
@@ -36,9 +47,9 @@ class serve_group;
 // What a SIGINT/SIGTERM stops. Signals are blocked on every thread but the main one, so the
 // handler runs only there, never while main is tearing these objects down (it clears them
 // first). Everything the handler calls is async-signal-safe (acceptor::stop documents it).
+// The metrics port stays up until the loops have drained, so /readyz answers 503 meanwhile.
 std::atomic<serve_group*> signal_group{nullptr};
 std::atomic<naive_loop*> signal_naive{nullptr};
-std::atomic<metrics_endpoint*> signal_metrics{nullptr};
 
 extern "C" void on_stop_signal(int /*signal*/);
 
@@ -83,7 +94,42 @@ class descriptor_leak {
   std::atomic<unsigned> owed_{0};
 };
 
+// True if systemd passed sockets to this process: LISTEN_PID is our pid and LISTEN_FDS set
+// (sd_listen_fds(3)); a LISTEN_PID of another process was meant for an ancestor.
+bool socket_activated() {
+  const char* pid = std::getenv("LISTEN_PID");
+  const char* fds = std::getenv("LISTEN_FDS");
+  if (pid == nullptr || fds == nullptr) {
+    return false;
+  }
+  long value = 0;
+  const std::string_view text(pid);
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return ec == std::errc{} && end == text.data() + text.size() && value == static_cast<long>(::getpid());
+}
+
+// The one socket systemd passed, verified like any listener (listeners_from_systemd).
+listener systemd_listener_of(std::string& problem) {
+  systemd_options options;
+  options.unset_environment = true;  // children (none today) must not take our sockets
+  listen_report report;
+  std::vector<systemd_listener> passed = listeners_from_systemd(options, report);
+  if (report.error) {
+    problem =
+        "the socket systemd passed (LISTEN_FDS): " + (report.message.empty() ? report.error.message() : report.message);
+    return {};
+  }
+  if (passed.size() != 1) {
+    problem = "systemd passed " + std::to_string(passed.size()) + " sockets (LISTEN_FDS); serve serves exactly one";
+    return {};
+  }
+  return std::move(passed.front().socket);
+}
+
 listener open_listener(const serve_settings& s, std::string& problem) {
+  if (socket_activated()) {
+    return systemd_listener_of(problem);
+  }
   listen_report report;
   listen_options options;
   listener l = s.port_range ? listen_in_range(s.listen_on, s.port_range->first, s.port_range->second, options, report)
@@ -108,7 +154,7 @@ void announce(const endpoint& where) {
 }
 
 std::unique_ptr<metrics_endpoint> start_metrics(const serve_settings& s, std::function<std::string()> text,
-                                                std::string& problem) {
+                                                std::function<health_report()> health, std::string& problem) {
   if (!s.metrics) {
     return nullptr;
   }
@@ -119,21 +165,37 @@ std::unique_ptr<metrics_endpoint> start_metrics(const serve_settings& s, std::fu
     return nullptr;
   }
   std::cout << "metrics on http://" << l.local_endpoint().to_string() << "/metrics" << std::endl;
-  return std::make_unique<metrics_endpoint>(std::move(l), std::move(text));
+  return std::make_unique<metrics_endpoint>(std::move(l), std::move(text), std::move(health));
 }
 
-// The loops of serve_transient: one per --threads, all on one listener and one budget. The
-// first failure (a stall, a dead listener, an exception) stops every loop and is reported.
+// One line on stderr from any thread (a single write, so lines of several loops never mix).
+void log_line(const std::string& text) {
+  const std::string line = "transient serve: " + text + "\n";
+  [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
+}
+
+// The loops of serve_transient: one per --threads, all on one listener, one budget and one
+// per-peer cap. The first acceptor to stop (SIGTERM, a stall, a dead listener, an exception)
+// makes every loop stop accepting and drain; the first failure is reported.
 class serve_group {
  public:
-  serve_group(const serve_settings& s, listener l, descriptor_leak* leak) {
+  serve_group(const serve_settings& s, listener l, descriptor_leak* leak) : stall_timeout_(s.stall_timeout) {
     const auto source = std::make_shared<const listener>(std::move(l));
     const auto budget = shared_budget::create(s.max_connections);
+    if (s.max_per_peer > 0) {
+      peers_ = std::make_unique<peer_limit>(s.max_per_peer);
+    }
+    connection_limits limits;
+    limits.idle = s.idle_timeout;
+    limits.header = s.header_timeout;
+    limits.drain = s.drain_timeout;
+    limits.slow_response = s.slow_response;
     for (unsigned i = 0; i < s.threads; ++i) {
       acceptor_options options;
       options.budget = budget;
       options.exclusive = s.threads > 1;
       options.policy.shed = s.shed;
+      options.policy.peers = peers_.get();
       options.policy.stall_timeout = s.stall_timeout;
       options.policy.listener_verified = true;
       if (s.threads > 1) {  // the lines name the listener (the policy adds it) and the loop
@@ -161,16 +223,13 @@ class serve_group {
       if (leak != nullptr) {
         after_accept = [leak] { leak->on_accept(); };
       }
-      if (s.engine == serve_engine::io_uring) {
-        loops_.push_back(make_serve_uring_loop(s.idle_timeout, &append_ok_response, source, std::move(options),
-                                               std::move(after_accept)));
-      } else {
-        loops_.push_back(std::make_unique<serve_loop>(s.idle_timeout, &append_ok_response, source, std::move(options),
-                                                      std::move(after_accept)));
-      }
+      loops_.push_back(std::make_unique<serve_loop>(limits, &append_ok_response, source, std::move(options),
+                                                    std::move(after_accept), s.engine));
       if (leak != nullptr) {
         loops_.back()->connections().set_after_close([leak] { leak->pay(); });
       }
+      loops_.back()->connections().set_log(&log_line);
+      loops_.back()->set_on_accept_end([this] { drain(); });
     }
   }
 
@@ -204,11 +263,85 @@ class serve_group {
     return 0;
   }
 
-  // Stops every loop. Async-signal-safe.
-  void stop() noexcept {
+  // Stops every loop's accepting; each ends once its connections in flight are answered
+  // (at most --drain-timeout). Async-signal-safe.
+  void drain() noexcept {
+    draining_.store(true);
     for (const auto& l : loops_) {
-      l->stop();
+      l->drain();
     }
+  }
+
+  // The health the probes and systemd see, from what the loops published (never blocks them):
+  // the worst loop's state, or stalled / stopped once accepting has ended.
+  [[nodiscard]] health_report health() const {
+    health_report h;
+    std::size_t open = 0;
+    policy_health worst;
+    for (const auto& l : loops_) {
+      const loop_snapshot snap = l->snapshot();
+      open += snap.open_connections;
+      if (snap.health.state >= worst.state) {
+        worst = snap.health;
+      }
+    }
+    if (worst.state == health_state::stopped && worst.error) {
+      const bool stalled = worst.error == condition::stalled;
+      h.state = stalled ? "stalled" : "stopped";
+      h.reason = (stalled ? "descriptors stayed exhausted with no progress for " +
+                                std::to_string(stall_timeout_.count()) + " ms (" + worst.error.message() + ")"
+                          : worst.error.message()) +
+                 "; exiting after " + std::to_string(open) + " connection(s) in flight";
+      h.live = false;
+      h.ready = false;
+    } else if (draining_.load() || worst.state == health_state::stopped) {
+      h.state = "stopped";
+      h.reason = "stopping: draining " + std::to_string(open) + " connection(s) in flight";
+      h.live = false;
+      h.ready = false;
+    } else if (worst.state == health_state::degraded) {
+      h.state = "degraded";
+      h.reason = "accept failing, backing off: " + worst.error.message();
+      h.ready = false;
+    } else if (worst.state == health_state::backpressure) {
+      const policy_metrics m = metrics();
+      h.state = "backpressure";
+      h.reason = "connection budget full (" + std::to_string(m.live) + " of " + std::to_string(m.max_connections) +
+                 "): new clients wait";
+      h.ready = false;
+    }
+    return h;
+  }
+
+  // True if a loop's acceptor stopped on a failure (a stall): no watchdog ping any more.
+  [[nodiscard]] bool failed() const {
+    return std::any_of(loops_.begin(), loops_.end(), [](const auto& l) {
+      const loop_snapshot snap = l->snapshot();
+      return snap.health.state == health_state::stopped && static_cast<bool>(snap.health.error);
+    });
+  }
+
+  // A number that grows while the loops do work (accepts, sheds, and the budget's live
+  // count moving as connections come and go); failed accepts do not count.
+  [[nodiscard]] std::uint64_t progress() const {
+    std::uint64_t total = 0;
+    for (const auto& l : loops_) {
+      const policy_metrics m = l->metrics();
+      total += m.accepted;
+      for (const std::uint64_t n : m.shed) {
+        total += n;
+      }
+    }
+    return total + (loops_.front()->budget()->budget().live() << 32U);
+  }
+
+  // Connections closed for a late request head, over all loops.
+  [[nodiscard]] std::uint64_t header_timeouts() const {
+    std::uint64_t total = 0;
+    for (const auto& l : loops_) {
+      total += l->snapshot().header_timeouts;
+    }
+    return total;
   }
 
   // The counters of every loop's acceptor, with the budget's current live and peak.
@@ -227,7 +360,7 @@ class serve_group {
   [[nodiscard]] const endpoint& local_endpoint() const noexcept { return loops_.front()->local_endpoint(); }
 
  private:
-  void run_loop(serve_engine_loop& l) {
+  void run_loop(serve_loop& l) {
     try {
       l.run();
       if (!l.result()) {
@@ -242,10 +375,13 @@ class serve_group {
         exception_ = std::current_exception();
       }
     }
-    stop();  // the first loop to end ends them all
+    drain();  // the first loop to end ends them all (already done when its acceptor stopped)
   }
 
-  std::vector<std::unique_ptr<serve_engine_loop>> loops_;
+  std::chrono::milliseconds stall_timeout_;
+  std::unique_ptr<peer_limit> peers_;  // before loops_: the permits of their connections point to it
+  std::vector<std::unique_ptr<serve_loop>> loops_;
+  std::atomic<bool> draining_{false};
   std::mutex mutex_;  // guards failure_ and exception_ (the first failure wins)
   stop_info failure_;
   std::exception_ptr exception_;
@@ -253,14 +389,126 @@ class serve_group {
 
 extern "C" void on_stop_signal(int /*signal*/) {
   if (auto* g = signal_group.load()) {
-    g->stop();
+    g->drain();
   }
   if (auto* n = signal_naive.load()) {
     n->stop();
   }
-  if (auto* m = signal_metrics.load()) {
-    m->stop();
+}
+
+// The systemd side of the health (sd_notify(3)): STATUS=<state>: <reason> at every change,
+// STOPPING=1 once the drain begins, and, when WATCHDOG_USEC is set for this process,
+// WATCHDOG=1 every half interval while the loops make progress or are healthy and idle
+// (accepting, backpressure). None once degraded without progress or stalled: WatchdogSec=
+// then restarts a server whose descriptors leak, even with --stall-timeout 0. On a thread
+// of its own that reads what the loops publish.
+class supervisor_notifier {
+ public:
+  explicit supervisor_notifier(const serve_group& group) : group_(group), socket_(problem_) {
+    if (!socket_) {
+      return;  // NOTIFY_SOCKET unset, or unusable (announce() said so)
+    }
+    interval_ = watchdog_interval();
+    thread_ = thread_without_signals([this] { run(); });
   }
+  ~supervisor_notifier() {
+    {
+      const std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+  }
+  supervisor_notifier(const supervisor_notifier&) = delete;
+  supervisor_notifier& operator=(const supervisor_notifier&) = delete;
+
+ private:
+  using clock = std::chrono::steady_clock;
+
+  // Half of WATCHDOG_USEC, if it is set and WATCHDOG_PID (when set) is this process; else 0.
+  static std::chrono::microseconds watchdog_interval() {
+    const char* usec = std::getenv("WATCHDOG_USEC");
+    const char* pid = std::getenv("WATCHDOG_PID");
+    if (usec == nullptr || (pid != nullptr && std::string_view(pid) != std::to_string(::getpid()))) {
+      return {};
+    }
+    std::uint64_t value = 0;
+    const std::string_view text(usec);
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc{} || end != text.data() + text.size() || value == 0) {
+      return {};
+    }
+    return std::chrono::microseconds(value / 2);
+  }
+
+  void send(const std::string& message) const {
+    std::error_code ec;
+    socket_.send(message, ec);  // a supervisor gone away is not serve's failure
+  }
+
+  void run() {
+    const auto tick = interval_.count() > 0 ? std::min<clock::duration>(interval_, std::chrono::milliseconds(100))
+                                            : clock::duration(std::chrono::milliseconds(100));
+    next_ping_ = clock::now();
+    last_progress_ = group_.progress();
+    std::unique_lock lock(mutex_);
+    while (!done_) {
+      lock.unlock();
+      report(true);
+      lock.lock();
+      wake_.wait_for(lock, tick, [this] { return done_; });
+    }
+    lock.unlock();
+    report(false);  // the final state (stalled, stopped) before the process exits
+  }
+
+  // Sends STATUS= if the health changed, STOPPING=1 once, and the watchdog ping when due.
+  void report(bool ping) {
+    const health_report h = group_.health();
+    const std::string status = "STATUS=" + h.state + (h.reason.empty() ? "" : ": " + h.reason);
+    if (status != last_status_) {
+      send(status);
+      last_status_ = status;
+    }
+    if ((h.state == "stopped" || h.state == "stalled") && !stopping_sent_) {
+      send("STOPPING=1");
+      stopping_sent_ = true;
+    }
+    const auto now = clock::now();
+    if (ping && interval_.count() > 0 && now >= next_ping_) {
+      const std::uint64_t progress = group_.progress();
+      const bool healthy = h.state == "accepting" || h.state == "backpressure" || h.state == "stopped";
+      if (!group_.failed() && (healthy || progress != last_progress_)) {
+        send("WATCHDOG=1");
+      }
+      last_progress_ = progress;
+      next_ping_ = now + interval_;
+    }
+  }
+
+  const serve_group& group_;
+  std::error_code problem_;
+  supervisor_socket socket_;
+  std::chrono::microseconds interval_{0};
+  std::mutex mutex_;  // guards done_
+  std::condition_variable wake_;
+  bool done_ = false;
+  // The notifier thread's own state.
+  clock::time_point next_ping_{};
+  std::uint64_t last_progress_ = 0;
+  std::string last_status_;
+  bool stopping_sent_ = false;
+  std::thread thread_;  // last: started when everything above is initialized
+};
+
+std::string serve_metrics_text(const serve_group& group) {
+  return to_prometheus(group.metrics()) +
+         "# HELP transient_serve_header_timeouts_total Connections closed for sending no complete request head "
+         "within --header-timeout.\n# TYPE transient_serve_header_timeouts_total counter\n"
+         "transient_serve_header_timeouts_total " +
+         std::to_string(group.header_timeouts()) + "\n";
 }
 
 int serve_transient(const serve_settings& s, listener l) {
@@ -268,22 +516,25 @@ int serve_transient(const serve_settings& s, listener l) {
   serve_group group(s, std::move(l), s.leak_per_connection > 0 ? &leak : nullptr);
   std::string problem;
   const auto metrics = start_metrics(
-      s, [&group] { return to_prometheus(group.metrics()); }, problem);
+      s, [&group] { return serve_metrics_text(group); }, [&group] { return group.health(); }, problem);
   if (!problem.empty()) {
     std::cerr << "transient serve: " << problem << '\n';
     return 1;
   }
   announce(group.local_endpoint());
+  const supervisor_notifier notifier(group);
   signal_group.store(&group);
-  signal_metrics.store(metrics.get());
   const int status = group.run();
   signal_group.store(nullptr);
-  signal_metrics.store(nullptr);
   return status;
 }
 
 int serve_naive(const serve_settings& s, listener l) {
-  connection_loop io(s.idle_timeout, &append_ok_response);
+  connection_limits limits;
+  limits.idle = s.idle_timeout;
+  limits.header = s.header_timeout;
+  limits.drain = {};  // the naive loop closes everything at once, as most servers do
+  connection_loop io(limits, &append_ok_response);
   naive_loop loop(io.epoll_fd(), std::move(l), [&io](connection c) { io.add(std::move(c)); });
   std::string problem;
   const auto metrics = start_metrics(
@@ -293,7 +544,7 @@ int serve_naive(const serve_settings& s, listener l) {
                "\n# TYPE naive_accept_errors_total counter\nnaive_accept_errors_total " +
                std::to_string(loop.failures()) + "\n";
       },
-      problem);
+      {}, problem);
   if (!problem.empty()) {
     std::cerr << "transient serve: " << problem << '\n';
     return 1;
@@ -301,10 +552,8 @@ int serve_naive(const serve_settings& s, listener l) {
   std::cerr << "transient serve: --policy naive: a loop that re-arms on every error, for demonstration only\n";
   announce(loop.local_endpoint());
   signal_naive.store(&loop);
-  signal_metrics.store(metrics.get());
   io.run(loop);
   signal_naive.store(nullptr);
-  signal_metrics.store(nullptr);
   return 0;
 }
 
@@ -322,6 +571,11 @@ int serve(arguments args) {
     return exit_usage;
   }
   const serve_settings& s = parsed.settings;
+  if (s.listen_given && socket_activated()) {
+    std::cerr << "transient serve: --listen and --port-range cannot be used when systemd passes the socket "
+                 "(LISTEN_FDS is set for this process)\n";
+    return exit_usage;
+  }
   install_signal_handlers();
   int status = 0;
   {

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -25,10 +26,32 @@ constexpr auto linger_limit = std::chrono::seconds(2);
 
 [[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::system_category(), what); }
 
+// True if `in` (the unanswered input) holds a complete request head, as parse_request frames
+// it: the blank line after the request line, past any empty lines before it.
+bool has_complete_head(std::string_view in) noexcept {
+  std::size_t start = 0;
+  while (in.size() - start >= 2 && in.substr(start, 2) == "\r\n") {
+    start += 2;
+  }
+  return in.find("\r\n\r\n", start) != std::string_view::npos;
+}
+
+std::string seconds_text(std::chrono::milliseconds d) {
+  return d.count() % 1000 == 0 ? std::to_string(d.count() / 1000) + "s" : std::to_string(d.count()) + "ms";
+}
+
+int ms_until(std::chrono::steady_clock::time_point when, std::chrono::steady_clock::time_point now) {
+  if (when <= now) {
+    return 0;
+  }
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(when - now).count();
+  return static_cast<int>(std::min<std::int64_t>(ms, 60000));
+}
+
 }  // namespace
 
-connection_loop::connection_loop(std::chrono::milliseconds idle_timeout, responder respond)
-    : idle_timeout_(idle_timeout), respond_(std::move(respond)), epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
+connection_loop::connection_loop(connection_limits limits, responder respond)
+    : limits_(limits), respond_(std::move(respond)), epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
   if (!epoll_) {
     throw_errno("connection loop: epoll_create1");
   }
@@ -57,39 +80,91 @@ void connection_loop::add(connection conn) {
   c.draining = false;
   c.writing = false;
   c.reading = true;
+  c.head_received = false;
+  c.delayed = false;
+  c.waited = false;
   c.last = now_;
   link_newest(fd);
   ++open_;
+  update_head_timer(c);
 }
 
 void connection_loop::run(accept_source& source) {
   std::array<epoll_event, 64> events{};
   now_ = clock::now();
   while (!source.done()) {
-    int timeout = next_timeout();
-    const int source_timeout = source.timeout_ms(now_);
-    if (source_timeout >= 0 && (timeout < 0 || source_timeout < timeout)) {
-      timeout = source_timeout;
-    }
-    const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
-    if (n < 0 && errno != EINTR) {
-      throw_errno("connection loop: epoll_wait");
-    }
-    now_ = clock::now();
-    for (int i = 0; i < n; ++i) {
-      const epoll_event& e = events[static_cast<std::size_t>(i)];
-      if (e.data.u64 >= accept_source::first_source_tag) {
-        if (!source.handle(e, now_)) {
-          continue;  // not ours either: nothing else registers here
-        }
-      } else {
-        on_event(static_cast<int>(e.data.u64), e.events);
-      }
-    }
-    source.on_time(now_);
-    expire();
+    turn(source, events);
+  }
+  if (drain_requested_.load(std::memory_order_acquire) && limits_.drain.count() > 0) {
+    drain(source, events);
   }
   close_all();
+}
+
+void connection_loop::turn(accept_source& source, std::array<epoll_event, 64>& events) {
+  int timeout = next_timeout();
+  const int source_timeout = source.timeout_ms(now_);
+  if (source_timeout >= 0 && (timeout < 0 || source_timeout < timeout)) {
+    timeout = source_timeout;
+  }
+  const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
+  if (n < 0 && errno != EINTR) {
+    throw_errno("connection loop: epoll_wait");
+  }
+  now_ = clock::now();
+  for (int i = 0; i < n; ++i) {
+    const epoll_event& e = events[static_cast<std::size_t>(i)];
+    if (e.data.u64 >= accept_source::first_source_tag) {
+      if (!source.handle(e, now_)) {
+        continue;  // not ours either: nothing else registers here
+      }
+    } else {
+      on_event(static_cast<int>(e.data.u64), e.events);
+    }
+  }
+  source.on_time(now_);
+  expire();
+}
+
+// The graceful stop: the source accepts no more; idle connections close now, the others
+// are answered (their last response says Connection: close) and close when done, until
+// none is left or limits.drain has passed.
+void connection_loop::drain(accept_source& source, std::array<epoll_event, 64>& events) {
+  now_ = clock::now();
+  draining_all_ = true;
+  drain_until_ = now_ + limits_.drain;
+  for (int fd = oldest_; fd != none;) {
+    const int newer = clients_[static_cast<std::size_t>(fd)].newer;
+    if (done_draining(clients_[static_cast<std::size_t>(fd)])) {
+      close_client(fd);
+    }
+    fd = newer;
+  }
+  while (open_ > 0 && now_ < drain_until_) {
+    turn(source, events);
+  }
+  if (open_ > 0 && log_) {
+    log_("drain timeout (" + seconds_text(limits_.drain) + "): closing " + std::to_string(open_) +
+         " connection(s) still in flight");
+  }
+}
+
+bool connection_loop::idle(const client& c) const noexcept {
+  return c.conn && c.in.empty() && c.out.empty() && !c.delayed && !c.draining;
+}
+
+// While the loop drains, a connection is done when idle, or when its last response is out
+// and nothing unread waits in its receive queue (a close with unread input would reset the
+// response). Outside a drain such a connection lingers until the client closes.
+bool connection_loop::done_draining(const client& c) const noexcept {
+  if (!draining_all_ || !c.conn) {
+    return false;
+  }
+  if (idle(c)) {
+    return true;
+  }
+  int unread = 0;
+  return c.draining && c.out.empty() && ::ioctl(c.conn.native_handle(), FIONREAD, &unread) == 0 && unread == 0;
 }
 
 void connection_loop::on_event(int fd, unsigned events) {
@@ -108,11 +183,23 @@ void connection_loop::on_event(int fd, unsigned events) {
     flush(c);
     touch(fd);
   }
-  if (!c.conn) {
+  after_event(fd);
+}
+
+// What every event on a client ends with: close it if it is gone (or, while draining, done),
+// else update its epoll interest and its header timer.
+void connection_loop::after_event(int fd) {
+  client& c = clients_[static_cast<std::size_t>(fd)];
+  if (!c.conn || done_draining(c)) {
     close_client(fd);
     return;
   }
   update_interest(c);
+  if (!c.conn) {
+    close_client(fd);
+    return;
+  }
+  update_head_timer(c);
 }
 
 void connection_loop::read_from(client& c) {
@@ -156,8 +243,8 @@ void connection_loop::read_from(client& c) {
 
 void connection_loop::answer(client& c) {
   std::size_t used = 0;
-  while (!c.close_after_write && used < c.in.size()) {
-    const parsed_request r = parse_request(std::string_view(c.in).substr(used));
+  while (!c.close_after_write && !c.delayed && used < c.in.size()) {
+    parsed_request r = parse_request(std::string_view(c.in).substr(used));
     if (r.status == parse_status::incomplete) {
       break;
     }
@@ -167,11 +254,23 @@ void connection_loop::answer(client& c) {
       used = c.in.size();
       break;
     }
+    if (limits_.slow_response.count() > 0 && !c.waited && r.target.substr(0, 5) == "/slow") {
+      c.delayed = true;  // answered by respond_delayed(); reading stops meanwhile
+      c.respond_at = now_ + limits_.slow_response;
+      ++delayed_;
+      break;
+    }
+    c.waited = false;
+    if (draining_all_) {
+      r.keep_alive = false;  // the last response on this connection: the server is stopping
+    }
+    head_unlink(c.conn.native_handle());  // the next head's time counts from this response
     respond_(r, c.out);
     used += r.length;
     c.close_after_write = !r.keep_alive;
   }
   c.in.erase(0, used);
+  c.head_received = !c.in.empty() && !c.close_after_write && has_complete_head(c.in);
 }
 
 void connection_loop::flush(client& c) {
@@ -200,7 +299,7 @@ void connection_loop::flush(client& c) {
 
 void connection_loop::update_interest(client& c) {
   const bool want_write = !c.out.empty();
-  const bool want_read = c.draining || c.out.size() <= output_high_water;
+  const bool want_read = c.draining || (!c.delayed && c.out.size() <= output_high_water);
   if (want_write == c.writing && want_read == c.reading) {
     return;
   }
@@ -243,12 +342,50 @@ void connection_loop::touch(int fd) {
   }
 }
 
+// The header timer runs while the server waits for a request head: from the connection's
+// start, or from the moment its previous response was written out, to a complete head. It
+// does not run while a response is queued, after a 400, or while a body is coming.
+void connection_loop::update_head_timer(client& c) {
+  const bool waiting = !c.draining && !c.close_after_write && !c.delayed && !c.head_received && c.out.empty();
+  const int fd = c.conn.native_handle();
+  if (waiting == c.awaiting_head) {
+    return;
+  }
+  if (!waiting) {
+    head_unlink(fd);
+    return;
+  }
+  c.awaiting_head = true;
+  c.head_since = now_;  // the newest: the head order stays sorted by head_since
+  c.head_older = head_newest_;
+  c.head_newer = none;
+  (head_newest_ != none ? clients_[static_cast<std::size_t>(head_newest_)].head_newer : head_oldest_) = fd;
+  head_newest_ = fd;
+}
+
+void connection_loop::head_unlink(int fd) {
+  client& c = clients_[static_cast<std::size_t>(fd)];
+  if (!c.awaiting_head) {
+    return;
+  }
+  (c.head_older != none ? clients_[static_cast<std::size_t>(c.head_older)].head_newer : head_oldest_) = c.head_newer;
+  (c.head_newer != none ? clients_[static_cast<std::size_t>(c.head_newer)].head_older : head_newest_) = c.head_older;
+  c.head_older = none;
+  c.head_newer = none;
+  c.awaiting_head = false;
+}
+
 void connection_loop::close_client(int fd) {
   client& c = clients_[static_cast<std::size_t>(fd)];
   unlink(fd);
+  head_unlink(fd);
   if (c.draining) {
     --draining_;
     c.draining = false;
+  }
+  if (c.delayed) {
+    --delayed_;
+    c.delayed = false;
   }
   c.conn.close();  // closes the descriptor, then releases the permit (connection's order)
   c.in.clear();    // the capacity stays for the next connection on this descriptor
@@ -269,41 +406,55 @@ void connection_loop::close_all() noexcept {
   clients_.clear();
   open_ = 0;
   draining_ = 0;
+  delayed_ = 0;
+  head_oldest_ = none;
+  head_newest_ = none;
 }
 
-// Timeouts: idle_timeout for every connection, linger_limit for one draining after a 400.
-// The idle order is by last activity, so its oldest entry is the next idle deadline;
-// draining connections are few and scanned, only while there are any.
+// Timeouts: limits.idle for every connection, limits.header for those waiting for a request
+// head, linger_limit for one draining after a 400, the delay of a /slow request, the end of
+// a run of header timeouts and of the drain. The idle and head orders are by time, so their
+// oldest entries are the next deadlines; draining and delayed connections are few and
+// scanned, only while there are any.
 int connection_loop::next_timeout() const {
   auto next = clock::time_point::max();
   if (oldest_ != none) {
-    next = clients_[static_cast<std::size_t>(oldest_)].last + idle_timeout_;
+    next = clients_[static_cast<std::size_t>(oldest_)].last + limits_.idle;
   }
-  if (draining_ > 0) {
-    const auto limit = std::min<clock::duration>(idle_timeout_, linger_limit);
+  if (head_oldest_ != none) {
+    next = std::min(next, clients_[static_cast<std::size_t>(head_oldest_)].head_since + limits_.header);
+  }
+  if (timeouts_running_) {
+    next = std::min(next, last_header_timeout_ + limits_.header);
+  }
+  if (draining_all_) {
+    next = std::min(next, drain_until_);
+  }
+  if (draining_ > 0 || delayed_ > 0) {
+    const auto limit = std::min<clock::duration>(limits_.idle, linger_limit);
     for (int fd = oldest_; fd != none; fd = clients_[static_cast<std::size_t>(fd)].newer) {
       const client& c = clients_[static_cast<std::size_t>(fd)];
       if (c.draining) {
         next = std::min(next, c.last + limit);
       }
+      if (c.delayed) {
+        next = std::min(next, c.respond_at);
+      }
     }
   }
-  if (next == clock::time_point::max()) {
-    return -1;
-  }
-  if (next <= now_) {
-    return 0;
-  }
-  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - now_).count();
-  return static_cast<int>(std::min<std::int64_t>(ms, 60000));
+  return next == clock::time_point::max() ? -1 : ms_until(next, now_);
 }
 
 void connection_loop::expire() {
-  while (oldest_ != none && clients_[static_cast<std::size_t>(oldest_)].last + idle_timeout_ <= now_) {
+  if (delayed_ > 0) {
+    respond_delayed();
+  }
+  expire_heads();
+  while (oldest_ != none && clients_[static_cast<std::size_t>(oldest_)].last + limits_.idle <= now_) {
     close_client(oldest_);
   }
   if (draining_ > 0) {
-    const auto limit = std::min<clock::duration>(idle_timeout_, linger_limit);
+    const auto limit = std::min<clock::duration>(limits_.idle, linger_limit);
     for (int fd = oldest_; fd != none;) {
       const client& c = clients_[static_cast<std::size_t>(fd)];
       const int newer = c.newer;
@@ -312,6 +463,51 @@ void connection_loop::expire() {
       }
       fd = newer;
     }
+  }
+}
+
+// Closes the connections whose request head is late, counting them; a run of such closes is
+// logged when it starts and when it ends, not once per client (a slowloris attack is
+// thousands of them).
+void connection_loop::expire_heads() {
+  while (head_oldest_ != none && clients_[static_cast<std::size_t>(head_oldest_)].head_since + limits_.header <= now_) {
+    close_client(head_oldest_);
+    ++header_timeouts_;
+    ++timeouts_in_run_;
+    last_header_timeout_ = now_;
+    if (!timeouts_running_) {
+      timeouts_running_ = true;
+      if (log_) {
+        log_("header timeout: closing connections that send no complete request head within " +
+             seconds_text(limits_.header) + " (counted in transient_serve_header_timeouts_total)");
+      }
+    }
+  }
+  if (timeouts_running_ && last_header_timeout_ + limits_.header <= now_) {
+    timeouts_running_ = false;
+    if (log_) {
+      log_("header timeouts ended: " + std::to_string(timeouts_in_run_) +
+           " connection(s) closed without a complete request head");
+    }
+    timeouts_in_run_ = 0;
+  }
+}
+
+// Answers the /slow requests whose delay is over (the test knob), then what followed them.
+void connection_loop::respond_delayed() {
+  for (int fd = oldest_; fd != none;) {
+    client& c = clients_[static_cast<std::size_t>(fd)];
+    const int newer = c.newer;
+    if (c.delayed && c.respond_at <= now_) {
+      c.delayed = false;
+      c.waited = true;
+      --delayed_;
+      touch(fd);
+      answer(c);
+      flush(c);
+      after_event(fd);
+    }
+    fd = newer;
   }
 }
 

@@ -7,6 +7,8 @@
 
 #include <sys/epoll.h>
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -54,17 +56,36 @@ class accept_source {
   accept_source& operator=(const accept_source&) = default;
 };
 
+/// The time limits of a connection_loop.
+struct connection_limits {
+  /// Close a connection silent this long.
+  std::chrono::milliseconds idle = std::chrono::seconds(60);
+  /// Close a connection that has not sent a complete request head this long after it was
+  /// added, or after its previous response was written (slow clients, slowloris). A body
+  /// after a complete head falls under `idle`.
+  std::chrono::milliseconds header = std::chrono::seconds(10);
+  /// After request_drain() and the source's stop: serve requests in flight at most this long
+  /// (0: close every connection at once).
+  std::chrono::milliseconds drain = std::chrono::seconds(10);
+  /// Test knob: answer requests whose target starts with /slow after this long (0: off).
+  std::chrono::milliseconds slow_response{0};
+};
+
+/// Writes one log line (without its newline); may be empty.
+using log_writer = std::function<void(const std::string& line)>;
+
 /// An HTTP/1.1 keep-alive connection loop on one thread: pipelined requests are answered in
 /// order, a bad or oversized request gets 400 and a close, a connection idle for
-/// `idle_timeout` is closed. Everything runs on the thread that calls run(), including add()
-/// (from the source's handler); nothing here is thread-safe, nothing needs to be.
+/// `limits.idle` or without a request head for `limits.header` is closed. Everything runs on
+/// the thread that calls run(), including add() (from the source's handler); nothing here is
+/// thread-safe, nothing needs to be, except request_drain().
 class connection_loop {
  public:
   /// The clock of every `now`.
   using clock = accept_source::clock;
 
   /// Creates the epoll set. Throws std::system_error.
-  connection_loop(std::chrono::milliseconds idle_timeout, responder respond);
+  connection_loop(connection_limits limits, responder respond);
   ~connection_loop();
   connection_loop(const connection_loop&) = delete;
   connection_loop& operator=(const connection_loop&) = delete;
@@ -73,6 +94,12 @@ class connection_loop {
   [[nodiscard]] int epoll_fd() const noexcept { return epoll_.get(); }
   /// Calls `hook` after each connection is closed (set before run()).
   void set_after_close(std::function<void()> hook) { after_close_ = std::move(hook); }
+  /// Where the state changes of header timeouts are logged (set before run()).
+  void set_log(log_writer log) { log_ = std::move(log); }
+  /// Makes run(), once the source is done, drain instead of closing everything: idle
+  /// connections close at once, requests in flight are answered (with Connection: close),
+  /// for at most limits.drain. Call it before stopping the source. Async-signal-safe.
+  void request_drain() noexcept { drain_requested_.store(true, std::memory_order_release); }
   /// Takes a connection the source accepted (on the loop thread, during run()). A connection
   /// the epoll set cannot take (ENOMEM, ENOSPC) is closed.
   void add(connection c);
@@ -81,6 +108,8 @@ class connection_loop {
   void run(accept_source& source);
   /// Connections open now.
   [[nodiscard]] std::size_t open_connections() const noexcept { return open_; }
+  /// Connections closed so far because no request head came within limits.header.
+  [[nodiscard]] std::uint64_t header_timeouts() const noexcept { return header_timeouts_; }
 
  private:
   static constexpr int none = -1;
@@ -89,14 +118,24 @@ class connection_loop {
     std::string in;
     std::string out;
     bool close_after_write = false;
-    bool draining = false;  // response sent and write side shut: discard input until EOF or deadline
-    bool writing = false;   // EPOLLOUT in the interest set
-    bool reading = true;    // EPOLLIN in the interest set
+    bool draining = false;       // response sent and write side shut: discard input until EOF or deadline
+    bool writing = false;        // EPOLLOUT in the interest set
+    bool reading = true;         // EPOLLIN in the interest set
+    bool head_received = false;  // `in` holds a complete head whose body is still coming
+    bool awaiting_head = false;  // in the head order: the header timeout runs
+    bool delayed = false;        // a /slow request waits until respond_at (test knob)
+    bool waited = false;         // the first request in `in` has had its delay
     clock::time_point last{};
+    clock::time_point head_since{};
+    clock::time_point respond_at{};
     int older = none;  // the idle order, least recently active first, linked by descriptor
     int newer = none;
+    int head_older = none;  // the head order, longest waiting for a request head first
+    int head_newer = none;
   };
 
+  void turn(accept_source& source, std::array<epoll_event, 64>& events);
+  void drain(accept_source& source, std::array<epoll_event, 64>& events);
   void on_event(int fd, unsigned events);
   void read_from(client& c);
   void answer(client& c);
@@ -105,14 +144,22 @@ class connection_loop {
   void link_newest(int fd);
   void unlink(int fd);
   void touch(int fd);
+  void update_head_timer(client& c);
+  void head_unlink(int fd);
+  void respond_delayed();
+  void after_event(int fd);
+  [[nodiscard]] bool idle(const client& c) const noexcept;
+  [[nodiscard]] bool done_draining(const client& c) const noexcept;
   void close_client(int fd);
   void close_all() noexcept;
   [[nodiscard]] int next_timeout() const;
   void expire();
+  void expire_heads();
 
-  std::chrono::milliseconds idle_timeout_;
+  connection_limits limits_;
   responder respond_;
   std::function<void()> after_close_;
+  log_writer log_;
   unique_fd epoll_;
   clock::time_point now_{};      // when the current batch of events arrived
   std::vector<client> clients_;  // by descriptor; a closed slot keeps its buffers' capacity
@@ -120,6 +167,18 @@ class connection_loop {
   std::size_t draining_ = 0;  // clients with draining set (their deadlines are scanned)
   int oldest_ = none;
   int newest_ = none;
+  int head_oldest_ = none;
+  int head_newest_ = none;
+  std::size_t delayed_ = 0;  // clients with delayed set (their deadlines are scanned)
+  std::uint64_t header_timeouts_ = 0;
+  // A run of header timeouts is logged as two state changes: its first close and, once no
+  // more came for limits.header, its end with the count.
+  bool timeouts_running_ = false;
+  std::uint64_t timeouts_in_run_ = 0;
+  clock::time_point last_header_timeout_{};
+  std::atomic<bool> drain_requested_{false};
+  bool draining_all_ = false;  // the source stopped and the loop drains
+  clock::time_point drain_until_{};
 };
 
 /// Starts `body` on a new thread with SIGINT and SIGTERM blocked, so that they reach the

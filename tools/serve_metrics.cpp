@@ -3,21 +3,43 @@
 
 #include <iostream>
 
+#include "json.hpp"
+
 namespace transient::tool {
 
-std::string metrics_response(const parsed_request& request, const std::function<std::string()>& text) {
-  const std::string_view path = request.target.substr(0, request.target.find('?'));
-  if (path != "/metrics") {
-    return text_response("404 Not Found", "text/plain", "not found: try /metrics\n", request.keep_alive);
+std::string health_json(const health_report& h) {
+  return "{\"state\":" + json_quote(h.state) + ",\"reason\":" + json_quote(h.reason) + "}\n";
+}
+
+std::string metrics_response(const parsed_request& request, const std::function<std::string()>& text,
+                             const std::function<health_report()>& health) {
+  if (request.method != "GET" && request.method != "HEAD") {
+    std::string response =
+        text_response("405 Method Not Allowed", "text/plain", "only GET and HEAD\n", request.keep_alive);
+    response.insert(response.find("\r\n") + 2, "Allow: GET, HEAD\r\n");
+    return response;
   }
-  std::string response = text_response("200 OK", "text/plain; version=0.0.4", text(), request.keep_alive);
+  const std::string_view path = request.target.substr(0, request.target.find('?'));
+  std::string response;
+  if (path == "/metrics") {
+    response = text_response("200 OK", "text/plain; version=0.0.4", text(), request.keep_alive);
+  } else if (path == "/healthz" || path == "/readyz") {
+    const health_report h = health ? health() : health_report{};
+    const bool ok = path == "/healthz" ? h.live : h.ready;
+    response = text_response(ok ? "200 OK" : "503 Service Unavailable", "application/json", health_json(h),
+                             request.keep_alive);
+  } else {
+    return text_response("404 Not Found", "text/plain", "not found: try /metrics, /healthz or /readyz\n",
+                         request.keep_alive);
+  }
   if (request.method == "HEAD") {
     response.erase(response.find("\r\n\r\n") + 4);
   }
   return response;
 }
 
-metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text) {
+metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text,
+                                   std::function<health_report()> health) {
   acceptor_options options;
   options.max_connections = 8;               // scrapers only
   options.policy.stall_timeout = {};         // the main server's watchdog decides
@@ -29,8 +51,10 @@ metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text
     }
   };
   loop_ = std::make_unique<serve_loop>(
-      std::chrono::seconds(60),
-      [text = std::move(text)](const parsed_request& r, std::string& out) { out += metrics_response(r, text); },
+      connection_limits{},
+      [text = std::move(text), health = std::move(health)](const parsed_request& r, std::string& out) {
+        out += metrics_response(r, text, health);
+      },
       std::make_shared<const listener>(std::move(l)), std::move(options));
   thread_ = thread_without_signals([loop = loop_.get()] {
     try {

@@ -1,5 +1,7 @@
-// The metrics port of `transient serve`: Prometheus text at /metrics on a second (loopback)
-// listener, with its own loop, thread and budget, so it never takes a place in the main budget.
+// The metrics port of `transient serve`: Prometheus text at /metrics and health for
+// orchestrators at /healthz and /readyz, on a second (loopback) listener with its own loop,
+// thread and budget, so it never takes a place in the main budget and never blocks the
+// accept loops (it reads what they published).
 #pragma once
 
 #include <functional>
@@ -12,15 +14,29 @@
 
 namespace transient::tool {
 
-/// The response for one request to the metrics port: 200 with `text()` for GET/HEAD /metrics,
-/// 404 otherwise.
-[[nodiscard]] std::string metrics_response(const parsed_request& request, const std::function<std::string()>& text);
+/// The server's health as the orchestrator's probes see it.
+struct health_report {
+  std::string state = "accepting";  ///< accepting, backpressure, degraded, stalled, stopped.
+  std::string reason;               ///< One line: why (empty while accepting normally).
+  bool live = true;                 ///< /healthz answers 200 (else 503): the process serves.
+  bool ready = true;                ///< /readyz answers 200 (else 503): send it new clients.
+};
 
-/// Serves `text()` at http://LISTENER/metrics on a thread of its own until stop().
+/// The small JSON body of /healthz and /readyz: {"state":"...","reason":"..."} and a newline.
+[[nodiscard]] std::string health_json(const health_report& h);
+
+/// The response for one request to the metrics port: for GET or HEAD, 200 with `text()` at
+/// /metrics, the health at /healthz (200 if live, else 503) and /readyz (200 if ready, else
+/// 503), 404 elsewhere; 405 for any other method.
+[[nodiscard]] std::string metrics_response(const parsed_request& request, const std::function<std::string()>& text,
+                                           const std::function<health_report()>& health);
+
+/// Serves `text()` at http://LISTENER/metrics and `health()` at /healthz and /readyz on a
+/// thread of its own until stop().
 class metrics_endpoint {
  public:
   /// Starts serving. Throws std::system_error if the loop cannot be created.
-  metrics_endpoint(listener l, std::function<std::string()> text);
+  metrics_endpoint(listener l, std::function<std::string()> text, std::function<health_report()> health);
   /// Stops and joins.
   ~metrics_endpoint();
   metrics_endpoint(const metrics_endpoint&) = delete;

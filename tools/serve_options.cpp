@@ -28,7 +28,19 @@ const std::string_view serve_help =
     "  --stall-timeout DURATION stop when descriptors stay exhausted with no progress this long\n"
     "                           (default 30s; 0 disables)\n"
     "  --idle-timeout DURATION  close a connection idle this long (default 60s)\n"
-    "  --metrics ADDRESS        Prometheus text at http://ADDRESS/metrics (loopback only)\n"
+    "  --header-timeout DURATION\n"
+    "                           close a connection that has not sent a complete request\n"
+    "                           head this long after connecting or after its last response\n"
+    "                           (default 10s; slow clients, slowloris)\n"
+    "  --max-per-peer N|off     live connections per client address (IPv4, IPv6 /64);\n"
+    "                           the excess is shed as --shed says (queue: closed). Default\n"
+    "                           off; 16 to 64 suits clients behind NAT, 2 to 8 direct ones\n"
+    "  --drain-timeout DURATION after SIGTERM/SIGINT: stop accepting, finish requests in\n"
+    "                           flight, close idle connections, exit when done or after\n"
+    "                           this long (default 10s; 0: close everything at once)\n"
+    "  --metrics ADDRESS        Prometheus text at http://ADDRESS/metrics, and health for\n"
+    "                           orchestrators at /healthz (200 unless stopped or stalled)\n"
+    "                           and /readyz (200 only while accepting), loopback only\n"
     "  --engine epoll|io_uring  what accepts: epoll (default) or an io_uring multishot accept\n"
     "                           (same policy; connections are served on epoll either way)\n"
     "  --policy transient|naive naive: a loop that re-arms on every accept error, as Asio's\n"
@@ -36,7 +48,13 @@ const std::string_view serve_help =
     "                           at 100 % CPU and floods the log when descriptors run out.\n"
     "\n"
     "Requests are limited to 8 KiB; larger or malformed ones get 400 and a close.\n"
-    "DURATION: 250ms, 60s, 2m, or a number of seconds.\n";
+    "DURATION: 250ms, 60s, 2m, or a number of seconds.\n"
+    "\n"
+    "Started by systemd socket activation (LISTEN_FDS and LISTEN_PID for this process), it\n"
+    "serves the one socket passed (verified like any listener; --listen is then refused).\n"
+    "With NOTIFY_SOCKET it sends READY=1, STATUS=<health state> on every change and, when\n"
+    "WATCHDOG_USEC is set, WATCHDOG=1 at half that interval while accepting works (none once\n"
+    "descriptors stay exhausted with no progress), so WatchdogSec= restarts a stuck server.\n";
 
 namespace {
 
@@ -52,6 +70,9 @@ std::optional<T> parse_number(std::string_view text, T max) {
 
 // Appended piece by piece: `"'" + std::string(s)` trips g++ 12's false -Wrestrict at -O3 (GCC bug 105329).
 std::string quoted(std::string_view s) { return std::string(1, '\'').append(s).append(1, '\''); }
+
+// The longest duration the new timeouts take: longer ones are typing mistakes, not settings.
+constexpr auto longest_timeout = std::chrono::hours(24);
 
 }  // namespace
 
@@ -92,7 +113,8 @@ serve_parse_result parse_serve_arguments(arguments args) {
     const bool known = flag == "--listen" || flag == "--port-range" || flag == "--max-connections" ||
                        flag == "--threads" || flag == "--shed" || flag == "--stall-timeout" ||
                        flag == "--idle-timeout" || flag == "--metrics" || flag == "--policy" || flag == "--engine" ||
-                       flag == "--leak-per-connection";
+                       flag == "--header-timeout" || flag == "--max-per-peer" || flag == "--drain-timeout" ||
+                       flag == "--leak-per-connection" || flag == "--slow-response";
     if (!known) {
       return fail("unknown option " + quoted(flag) + " (try 'transient serve --help')");
     }
@@ -112,6 +134,7 @@ serve_parse_result parse_serve_arguments(arguments args) {
         s.metrics = *parsed.value;
       } else {
         s.listen_on = *parsed.value;
+        s.listen_given = true;
       }
     } else if (flag == "--port-range") {
       const std::size_t dash = value.find('-');
@@ -122,6 +145,7 @@ serve_parse_result parse_serve_arguments(arguments args) {
         return fail("--port-range: " + quoted(value) + " is not a range FIRST-LAST with 1 <= FIRST <= LAST <= 65535");
       }
       s.port_range = std::make_pair(*first, *last);
+      s.listen_given = true;
     } else if (flag == "--max-connections") {
       if (value == "auto") {
         s.max_connections = 0;
@@ -157,14 +181,23 @@ serve_parse_result parse_serve_arguments(arguments args) {
                     (flag == "--idle-timeout" ? " above 0" : ""));
       }
       (flag == "--stall-timeout" ? s.stall_timeout : s.idle_timeout) = *d;
-    } else if (flag == "--policy") {
-      if (value == "transient") {
-        s.policy = serve_policy::transient;
-      } else if (value == "naive") {
-        s.policy = serve_policy::naive;
-      } else {
-        return fail("--policy: " + quoted(value) + " is not transient or naive");
+    } else if (flag == "--header-timeout" || flag == "--drain-timeout" || flag == "--slow-response") {
+      // A header timeout of 0 would close every connection at once; a drain of 0 is "no drain".
+      const bool zero_allowed = flag != "--header-timeout";
+      const auto d = parse_duration(value);
+      if (!d || (!zero_allowed && d->count() == 0) || *d > longest_timeout) {
+        return fail(std::string(flag) + ": " + quoted(value) + " is not a duration (e.g. 250ms, 10s, 2m) " +
+                    (zero_allowed ? "from 0" : "above 0") + " up to 24h");
       }
+      (flag == "--header-timeout"  ? s.header_timeout
+       : flag == "--drain-timeout" ? s.drain_timeout
+                                   : s.slow_response) = *d;
+    } else if (flag == "--max-per-peer") {
+      const auto n = value == "off" ? std::optional<std::uint32_t>(0) : parse_number<std::uint32_t>(value, 1000000);
+      if (!n || (*n == 0 && value != "off")) {
+        return fail("--max-per-peer: " + quoted(value) + " is not 'off' or a number from 1 to 1000000");
+      }
+      s.max_per_peer = *n;
     } else if (flag == "--engine") {
       if (value == "epoll") {
         s.engine = serve_engine::epoll;
@@ -172,6 +205,14 @@ serve_parse_result parse_serve_arguments(arguments args) {
         s.engine = serve_engine::io_uring;
       } else {
         return fail("--engine: " + quoted(value) + " is not epoll or io_uring");
+      }
+    } else if (flag == "--policy") {
+      if (value == "transient") {
+        s.policy = serve_policy::transient;
+      } else if (value == "naive") {
+        s.policy = serve_policy::naive;
+      } else {
+        return fail("--policy: " + quoted(value) + " is not transient or naive");
       }
     } else {  // --leak-per-connection
       const auto n = parse_number<unsigned>(value, 64);
@@ -181,8 +222,8 @@ serve_parse_result parse_serve_arguments(arguments args) {
       s.leak_per_connection = *n;
     }
   }
-  if (s.policy == serve_policy::naive && (s.shed != shed_mode::queue || s.threads != 1)) {
-    return fail("--policy naive supports neither --shed nor --threads (it is the naive loop)");
+  if (s.policy == serve_policy::naive && (s.shed != shed_mode::queue || s.threads != 1 || s.max_per_peer != 0)) {
+    return fail("--policy naive supports neither --shed nor --threads nor --max-per-peer (it is the naive loop)");
   }
   if (s.policy == serve_policy::naive && s.engine != serve_engine::epoll) {
     return fail("--policy naive runs on epoll only (--engine io_uring needs --policy transient)");

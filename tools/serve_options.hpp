@@ -28,19 +28,27 @@ enum class serve_engine : unsigned char {
 
 /// The settings of `transient serve`.
 struct serve_settings {
-  endpoint listen_on = endpoint::loopback_v4(8080);                    ///< --listen (ignored with --port-range).
-  std::optional<std::pair<std::uint16_t, std::uint16_t>> port_range;   ///< --port-range FIRST-LAST.
-  std::uint64_t max_connections = 0;                                   ///< --max-connections (0: auto).
-  unsigned threads = 1;                                                ///< --threads.
-  shed_mode shed = shed_mode::queue;                                   ///< --shed (respond = "503").
-  std::chrono::milliseconds stall_timeout = std::chrono::seconds(30);  ///< --stall-timeout.
-  std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);   ///< --idle-timeout.
-  std::optional<endpoint> metrics;                                     ///< --metrics ADDRESS.
-  serve_policy policy = serve_policy::transient;                       ///< --policy.
-  serve_engine engine = serve_engine::epoll;                           ///< --engine.
+  endpoint listen_on = endpoint::loopback_v4(8080);                     ///< --listen (ignored with --port-range).
+  std::optional<std::pair<std::uint16_t, std::uint16_t>> port_range;    ///< --port-range FIRST-LAST.
+  std::uint64_t max_connections = 0;                                    ///< --max-connections (0: auto).
+  unsigned threads = 1;                                                 ///< --threads.
+  shed_mode shed = shed_mode::queue;                                    ///< --shed (respond = "503").
+  std::chrono::milliseconds stall_timeout = std::chrono::seconds(30);   ///< --stall-timeout.
+  std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);    ///< --idle-timeout.
+  std::chrono::milliseconds header_timeout = std::chrono::seconds(10);  ///< --header-timeout.
+  std::uint32_t max_per_peer = 0;                                       ///< --max-per-peer (0: off).
+  std::chrono::milliseconds drain_timeout = std::chrono::seconds(10);   ///< --drain-timeout.
+  bool listen_given = false;        ///< --listen or --port-range was given (refused under socket activation).
+  std::optional<endpoint> metrics;  ///< --metrics ADDRESS.
+  serve_policy policy = serve_policy::transient;  ///< --policy.
+  serve_engine engine = serve_engine::epoll;      ///< --engine.
   /// Hidden test knob for `transient drill` (not in --help): descriptors leaked per accepted
   /// connection, outside the budget, to show the stall watchdog and its diagnosis.
   unsigned leak_per_connection = 0;
+  /// Hidden test knob for tests and `transient drill` (not in --help): requests for paths
+  /// starting with /slow are answered after this long (0: off), to have a request in flight
+  /// when SIGTERM or a stall comes.
+  std::chrono::milliseconds slow_response{0};
 };
 
 /// What parse_serve_arguments returns: settings, or help requested, or one line of problem.

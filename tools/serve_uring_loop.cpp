@@ -1,127 +1,86 @@
-// The io_uring engine of `transient serve` (see serve_uring_loop.hpp).
+// The accept engines of `transient serve` (see serve_uring_loop.hpp).
 #include "serve_uring_loop.hpp"
 
-#include <algorithm>
-
-#if TRANSIENT_HAVE_URING
 #include "transient/detail/throw_error.hpp"
+#if TRANSIENT_HAVE_URING
 #include "transient/uring.hpp"
 #endif
 
 namespace transient::tool {
-
-#if TRANSIENT_HAVE_URING
 namespace {
 
-// The ring's epoll tag, above every descriptor number (connections use those).
-constexpr std::uint64_t ring_tag = accept_source::first_source_tag;
-
-class serve_uring_loop final : public accept_source, public serve_engine_loop {
+class epoll_engine final : public accept_engine {
  public:
-  serve_uring_loop(std::chrono::milliseconds idle_timeout, responder respond, std::shared_ptr<const listener> source,
-                   acceptor_options options, std::function<void()> after_accept)
-      : io_(idle_timeout, std::move(respond)),
-        acceptor_(
-            std::move(source),
-            [this, after = std::move(after_accept)](connection c) {
-              io_.add(std::move(c));
-              if (after) {
-                after();
-              }
-            },
-            std::move(options)) {
+  epoll_engine(int epoll_fd, std::uint64_t first_tag, std::shared_ptr<const listener> source,
+               connection_handler handler, acceptor_options options)
+      : acceptor_(epoll_fd, std::move(source), {first_tag, first_tag + 1}, std::move(handler), std::move(options)) {}
+  bool handle(const epoll_event& event, clock::time_point now) override { return acceptor_.handle(event, now); }
+  void on_time(clock::time_point now) override { acceptor_.on_time(now); }
+  [[nodiscard]] int timeout_ms(clock::time_point now) const noexcept override { return acceptor_.timeout_ms(now); }
+  void stop() noexcept override { acceptor_.stop(); }
+  [[nodiscard]] bool done() const noexcept override { return acceptor_.done(); }
+  [[nodiscard]] const stop_info& result() const noexcept override { return acceptor_.result(); }
+  [[nodiscard]] policy_metrics metrics() const noexcept override { return acceptor_.metrics(); }
+  [[nodiscard]] policy_health health() const noexcept override { return acceptor_.health(); }
+  [[nodiscard]] const std::shared_ptr<shared_budget>& budget() const noexcept override { return acceptor_.budget(); }
+  [[nodiscard]] const endpoint& local_endpoint() const noexcept override { return acceptor_.local_endpoint(); }
+
+ private:
+  acceptor acceptor_;
+};
+
+#if TRANSIENT_HAVE_URING
+class uring_engine final : public accept_engine {
+ public:
+  uring_engine(int epoll_fd, std::uint64_t tag, std::shared_ptr<const listener> source, connection_handler handler,
+               acceptor_options options)
+      : acceptor_(std::move(source), std::move(handler), std::move(options)), tag_(tag) {
     epoll_event event{};
     event.events = EPOLLIN;
-    event.data.u64 = ring_tag;
-    if (::epoll_ctl(io_.epoll_fd(), EPOLL_CTL_ADD, acceptor_.native_handle(), &event) != 0) {
+    event.data.u64 = tag_;
+    // The ring's descriptor closes with the acceptor, which takes it out of the epoll set.
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, acceptor_.native_handle(), &event) != 0) {
       throw std::system_error(transient::detail::last_error(), "serve: epoll_ctl(io_uring)");
     }
   }
-  serve_uring_loop(const serve_uring_loop&) = delete;
-  serve_uring_loop& operator=(const serve_uring_loop&) = delete;
-  ~serve_uring_loop() override = default;
-
-  void run() override {
-    next_publish_ = clock::now() + publish_every;
-    io_.run(*this);
-    publish();
-  }
-  void stop() noexcept override { acceptor_.stop(); }
-  [[nodiscard]] const stop_info& result() const noexcept override { return acceptor_.result(); }
-  [[nodiscard]] policy_metrics metrics() const override {
-    const std::lock_guard lock(mutex_);
-    return published_;
-  }
-  [[nodiscard]] const std::shared_ptr<shared_budget>& budget() const noexcept override { return acceptor_.budget(); }
-  [[nodiscard]] const endpoint& local_endpoint() const noexcept override { return acceptor_.local_endpoint(); }
-  [[nodiscard]] connection_loop& connections() noexcept override { return io_; }
-
   bool handle(const epoll_event& event, clock::time_point now) override {
-    if (event.data.u64 != ring_tag) {
+    if (event.data.u64 != tag_) {
       return false;
     }
     acceptor_.handle(now);
-    changed_ = true;
     return true;
   }
-  void on_time(clock::time_point now) override {
-    acceptor_.on_time(now);
-    if (now >= next_publish_) {
-      if (changed_) {
-        publish();
-      }
-      next_publish_ = now + publish_every;
-    }
-  }
-  [[nodiscard]] int timeout_ms(clock::time_point now) const override {
-    const int accept_timeout = acceptor_.timeout_ms(now);
-    if (!changed_) {
-      return accept_timeout;
-    }
-    const auto until_publish =
-        std::max<std::int64_t>(0, std::chrono::ceil<std::chrono::milliseconds>(next_publish_ - now).count());
-    const int publish_timeout = static_cast<int>(std::min<std::int64_t>(until_publish, publish_every.count()));
-    return accept_timeout < 0 ? publish_timeout : std::min(accept_timeout, publish_timeout);
-  }
-  [[nodiscard]] bool done() const override { return acceptor_.done(); }
+  void on_time(clock::time_point now) override { acceptor_.on_time(now); }
+  [[nodiscard]] int timeout_ms(clock::time_point now) const noexcept override { return acceptor_.timeout_ms(now); }
+  void stop() noexcept override { acceptor_.stop(); }
+  [[nodiscard]] bool done() const noexcept override { return acceptor_.done(); }
+  [[nodiscard]] const stop_info& result() const noexcept override { return acceptor_.result(); }
+  [[nodiscard]] policy_metrics metrics() const noexcept override { return acceptor_.metrics(); }
+  [[nodiscard]] policy_health health() const noexcept override { return acceptor_.health(); }
+  [[nodiscard]] const std::shared_ptr<shared_budget>& budget() const noexcept override { return acceptor_.budget(); }
+  [[nodiscard]] const endpoint& local_endpoint() const noexcept override { return acceptor_.local_endpoint(); }
 
  private:
-  static constexpr auto publish_every = std::chrono::milliseconds(100);
-  void publish() {
-    const policy_metrics now = acceptor_.metrics();
-    const std::lock_guard lock(mutex_);
-    published_ = now;
-    changed_ = false;
-  }
-
-  connection_loop io_;  // first: the ring's descriptor is in its epoll set
   uring_acceptor acceptor_;
-  mutable std::mutex mutex_;  // guards published_
-  policy_metrics published_;
-  clock::time_point next_publish_{};
-  bool changed_ = false;
+  std::uint64_t tag_;
 };
+#endif
 
 }  // namespace
 
-std::unique_ptr<serve_engine_loop> make_serve_uring_loop(std::chrono::milliseconds idle_timeout, responder respond,
-                                                         std::shared_ptr<const listener> source,
-                                                         acceptor_options options, std::function<void()> after_accept) {
-  return std::make_unique<serve_uring_loop>(idle_timeout, std::move(respond), std::move(source), std::move(options),
-                                            std::move(after_accept));
-}
-
+std::unique_ptr<accept_engine> make_accept_engine(serve_engine engine, int epoll_fd, std::uint64_t first_tag,
+                                                  std::shared_ptr<const listener> source, connection_handler handler,
+                                                  acceptor_options options) {
+  if (engine == serve_engine::epoll) {
+    return std::make_unique<epoll_engine>(epoll_fd, first_tag, std::move(source), std::move(handler),
+                                          std::move(options));
+  }
+#if TRANSIENT_HAVE_URING
+  return std::make_unique<uring_engine>(epoll_fd, first_tag, std::move(source), std::move(handler), std::move(options));
 #else
-
-std::unique_ptr<serve_engine_loop> make_serve_uring_loop(std::chrono::milliseconds /*idle_timeout*/,
-                                                         responder /*respond*/,
-                                                         std::shared_ptr<const listener> /*source*/,
-                                                         acceptor_options /*options*/,
-                                                         std::function<void()> /*after_accept*/) {
   throw std::system_error(std::make_error_code(std::errc::not_supported),
                           "--engine io_uring: this transient was built without liburing (Debian: liburing-dev)");
-}
-
 #endif
+}
 
 }  // namespace transient::tool

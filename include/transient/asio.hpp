@@ -1,7 +1,7 @@
 // transient/asio.hpp: the accept policy over a standalone Asio acceptor (header-only).
 //
 // Asio's own HTTP server example re-arms async_accept on every error: under EMFILE the
-// kernel fails the accept without consuming the queued client (ERRORS.md), the listener
+// kernel fails the accept without consuming the queued client (docs/errors.md), the listener
 // stays readable, and the loop burns a core and writes a log line per failure. This
 // adapter runs transient's accept_policy instead:
 //   - a connection budget taken before accept, with a permit attached to each socket;
@@ -56,100 +56,51 @@
 // EMFILE reserve. A type
 // derived from asio::ip::tcp::acceptor that hides async_accept can complete some accepts
 // with synthesized error codes (EMFILE, ENFILE, EPERM...) the kernel will not produce on
-// demand; tests/unit/asio_errors_test.cpp does that for every accept errno of ERRORS.md.
+// demand; tests/unit/asio_errors_test.cpp does that for every accept errno of docs/errors.md.
 //
-// This header needs standalone Asio (Debian: libasio-dev); the transient library itself does
-// not depend on Asio. Link transient::transient.
+// The adapter is written once (asio_flavour_types.hpp, detail/asio_loop.hpp,
+// asio_flavour.hpp) for both flavours of Asio: this header instantiates it for standalone
+// Asio, <transient/boost_asio.hpp> for Boost.Asio (namespace transient::boost_asio, the same
+// names). This header needs standalone Asio (Debian: libasio-dev); the transient library
+// itself does not depend on Asio. Link transient::transient.
 #pragma once
 
-#if !defined(ASIO_STANDALONE) && !defined(ASIO_VERSION)
-#define ASIO_STANDALONE 1  // the adapter is for standalone Asio, without Boost
-#endif
+#include "transient/asio_types.hpp"  // defines ASIO_STANDALONE unless Asio was configured already
 
+#include <asio/any_io_executor.hpp>
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
-#include <asio/redirect_error.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/bind_executor.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/dispatch.hpp>
+#include <asio/execution/outstanding_work.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/post.hpp>
+#include <asio/prefer.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 #include <asio/use_awaitable.hpp>
-#include <memory>
-#include <string>
 #include <system_error>
-#include <utility>
 
-#include "transient/asio_types.hpp"
-#include "transient/detail/asio_loop.hpp"
-
-namespace transient::asio {
-
-namespace detail {
-
-// The initiation of async_accept_loop: makes the loop's state and starts it.
-template <typename Acceptor>
-struct initiate_accept_loop {
-  Acceptor* acceptor;
-
-  template <typename Completion, typename Handler>
-  void operator()(Completion&& completion, Handler&& handler, loop_options options) const {
-    using state = loop_state<Acceptor, std::decay_t<Handler>, std::decay_t<Completion>>;
-    auto loop = std::make_shared<state>(*acceptor, std::forward<Handler>(handler), std::move(options),
-                                        std::forward<Completion>(completion));
-    loop->start();
-  }
-};
-
-inline void check(const loop_options& options) {
-  check_driver_options("transient::asio", options.policy, static_cast<bool>(options.refuse));
-}
-
-}  // namespace detail
-
-/// Runs the accept policy over `acceptor` (open and listening) until it stops, calling
-/// `handler(accepted_socket)` on the loop's strand for each connection. Completes with
-/// (std::error_code, loop_report): an empty code for a clean stop (cancellation through
-/// the completion's cancellation slot, acceptor closed or cancelled), else the failure
-/// (compare with transient::condition: stalled, not_listening, programming_error...) with
-/// a diagnosis. Throws std::system_error (invalid_argument) at once for an invalid policy
-/// configuration or shed_mode::respond without `refuse`, and the error of
-/// default_max_connections() when no budget size is given and RLIMIT_NOFILE leaves no room.
-template <typename Acceptor, typename Handler, typename CompletionToken>
-auto async_accept_loop(Acceptor& acceptor, Handler&& handler, loop_options options, CompletionToken&& token) {
-  detail::check(options);
-  return ::asio::async_initiate<CompletionToken, void(std::error_code, loop_report)>(
-      detail::initiate_accept_loop<Acceptor>{&acceptor}, token, std::forward<Handler>(handler), std::move(options));
-}
-
-#if defined(ASIO_HAS_CO_AWAIT)  // C++20 coroutines (g++ 12; not clang 14 with libstdc++)
-
-/// The coroutine form: `co_await accept_loop(acceptor, handler, options)`. Returns the report
-/// of a clean stop; throws std::system_error(error, diagnosis) for a failure, and rethrows
-/// what the handler threw. Cancel it through co_spawn's cancellation slot.
-template <typename Acceptor, typename Handler>
-::asio::awaitable<loop_report> accept_loop(Acceptor& acceptor, Handler handler, loop_options options = {}) {
-  std::error_code ec;
-  loop_report report = co_await async_accept_loop(acceptor, std::move(handler), std::move(options),
-                                                  ::asio::redirect_error(::asio::use_awaitable, ec));
-  if (report.handler_exception) {
-    std::rethrow_exception(report.handler_exception);
-  }
-  if (ec) {
-    throw std::system_error(ec,
-                            report.diagnosis.empty() ? std::string("transient::asio::accept_loop") : report.diagnosis);
-  }
-  co_return report;
-}
-
-/// The coroutine form without exceptions for a failure: sets `ec` (cleared for a clean stop)
-/// and returns the report. `ec` must outlive the co_await. What the handler threw is in
-/// loop_report::handler_exception (and `ec` is operation_canceled).
-template <typename Acceptor, typename Handler>
-::asio::awaitable<loop_report> accept_loop(Acceptor& acceptor, Handler handler, loop_options options,
-                                           std::error_code& ec) {
-  std::error_code result;
-  loop_report report = co_await async_accept_loop(acceptor, std::move(handler), std::move(options),
-                                                  ::asio::redirect_error(::asio::use_awaitable, result));
-  ec = result;
-  co_return report;
-}
-
-#endif  // ASIO_HAS_CO_AWAIT
-
-}  // namespace transient::asio
+#define TRANSIENT_ASIO_FLAVOUR asio
+#define TRANSIENT_ASIO_NET ::asio
+#define TRANSIENT_ASIO_ERROR_CODE std::error_code
+#define TRANSIENT_ASIO_NAME "transient::asio"
+#define TRANSIENT_ASIO_HAS_CANCELLATION 1  // Asio 1.19+; Debian 12 has 1.22
+#if defined(ASIO_HAS_CO_AWAIT)
+#define TRANSIENT_ASIO_HAS_CO_AWAIT 1
+#else
+#define TRANSIENT_ASIO_HAS_CO_AWAIT 0
+#endif
+#include "transient/detail/asio_loop.hpp"  // IWYU pragma: export
+// After the loop, which it starts:
+#include "transient/asio_flavour.hpp"  // IWYU pragma: export
+#undef TRANSIENT_ASIO_FLAVOUR
+#undef TRANSIENT_ASIO_NET
+#undef TRANSIENT_ASIO_ERROR_CODE
+#undef TRANSIENT_ASIO_NAME
+#undef TRANSIENT_ASIO_HAS_CANCELLATION
+#undef TRANSIENT_ASIO_HAS_CO_AWAIT

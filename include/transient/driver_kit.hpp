@@ -87,7 +87,7 @@ class emfile_reserve {
   /// Takes the descriptor if it is wanted and missing; true if it is held afterwards. A
   /// failure other than a descriptor shortage (no /dev/null in a chroot) will not pass: the
   /// reserve then stops being wanted, rather than pay a failing open() before every accept.
-  bool take() noexcept;
+  bool take() noexcept { return (!wanted_ || fd_) ? held() : reopen(); }
   /// Closes the descriptor so that its number is free for the next accept (a drain).
   void give_up() noexcept { fd_.reset(); }
   /// Closes the descriptor and stops wanting it (the driver stops).
@@ -101,6 +101,9 @@ class emfile_reserve {
   [[nodiscard]] bool wanted() const noexcept { return wanted_; }
 
  private:
+  // take() when the descriptor is wanted and missing (out of line: the rare case).
+  bool reopen() noexcept;
+
   bool wanted_ = false;
   unique_fd fd_;
 };

@@ -27,6 +27,7 @@ struct listen_row {
   std::uint32_t uid = 0;     ///< Owner's user id.
   std::uint64_t inode = 0;   ///< Socket inode.
   std::uint64_t cookie = 0;  ///< SO_COOKIE of the socket; 0 when read from /proc (which does not show it).
+  std::uint32_t queued = 0;  ///< Connections waiting in its accept queue (sock_diag's rqueue, /proc's rx_queue).
 };
 
 /// The LISTEN sockets and where they came from.

@@ -143,6 +143,11 @@ std::optional<tcp_row> parse_tcp_row(std::string_view line, std::string* problem
   if (!state) {
     return fail(problem, "malformed state (expected 2 hex digits)");
   }
+  const std::string_view queues = fields[4];  // "tx_queue:rx_queue", 8 hex digits each
+  const auto rx_queue = queues.size() == 17 && queues[8] == ':' ? parse_hex(queues.substr(9), 8) : std::nullopt;
+  if (!rx_queue) {
+    return fail(problem, "malformed queues (expected 8 hex digits, ':', 8 hex digits)");
+  }
   const auto uid = parse_decimal(fields[7], std::numeric_limits<std::uint32_t>::max());
   if (!uid) {
     return fail(problem, "malformed uid");
@@ -156,6 +161,7 @@ std::optional<tcp_row> parse_tcp_row(std::string_view line, std::string* problem
   row.state = static_cast<int>(*state);
   row.uid = static_cast<std::uint32_t>(*uid);
   row.inode = *inode;
+  row.rx_queue = *rx_queue;
   return row;
 }
 

@@ -23,11 +23,12 @@ inline constexpr int tcp_state_listen = 0x0A;
 
 /// One parsed row of /proc/net/tcp or /proc/net/tcp6.
 struct tcp_row {
-  endpoint local;           ///< local_address
-  endpoint remote;          ///< rem_address
-  int state = 0;            ///< st (0x0A = LISTEN)
-  std::uint32_t uid = 0;    ///< uid of the socket's owner
-  std::uint64_t inode = 0;  ///< inode of the socket (0 for TIME_WAIT rows)
+  endpoint local;              ///< local_address
+  endpoint remote;             ///< rem_address
+  int state = 0;               ///< st (0x0A = LISTEN)
+  std::uint32_t uid = 0;       ///< uid of the socket's owner
+  std::uint64_t inode = 0;     ///< inode of the socket (0 for TIME_WAIT rows)
+  std::uint32_t rx_queue = 0;  ///< rx_queue of tx_queue:rx_queue (a LISTEN row: the accept queue's length)
 };
 
 /// Parses one row. Returns nothing for the header line and for malformed lines; when `problem`

@@ -2,13 +2,17 @@
 // server_loop.cpp (what one loop does: wait and pass each event to its acceptors).
 #pragma once
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "transient/server.hpp"
@@ -39,23 +43,33 @@ namespace detail {
 // calls. It announces itself in `users` before looking at `finished`; run() sets `finished`,
 // then waits for `users` to drain before destroying. Sequentially consistent order on both
 // atomics makes one side see the other.
+//
+// The wait sleeps on a futex. A sched_yield loop (and std::atomic::wait, which libstdc++ begins
+// with one) hands the processor to another process for a whole time slice on a loaded machine:
+// milliseconds, where the stopping thread needs microseconds. A futex wake is a plain system
+// call, so leave() stays safe in a signal handler.
 struct server::shared {
   std::atomic<bool> finished{false};
   std::atomic<int> users{0};
+  static_assert(sizeof(std::atomic<int>) == sizeof(int) && std::atomic<int>::is_always_lock_free);
 
   bool enter() noexcept {
     users.fetch_add(1);
     if (finished.load()) {
-      users.fetch_sub(1);
+      leave();
       return false;
     }
     return true;
   }
-  void leave() noexcept { users.fetch_sub(1); }
+  void leave() noexcept {
+    if (users.fetch_sub(1) == 1 && finished.load()) {
+      ::syscall(SYS_futex, &users, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+    }
+  }
   void finish() noexcept {
     finished.store(true);
-    while (users.load() != 0) {
-      std::this_thread::yield();
+    for (int n = users.load(); n != 0; n = users.load()) {
+      ::syscall(SYS_futex, &users, FUTEX_WAIT_PRIVATE, n, nullptr, nullptr, 0);  // returns at once if users moved
     }
   }
 };

@@ -1,4 +1,4 @@
-// The Asio adapter fed every accept errno of ERRORS.md. The kernel will not produce ENFILE,
+// The Asio adapter fed every accept errno of docs/errors.md. The kernel will not produce ENFILE,
 // EPERM, EPROTO... on demand, so a custom acceptor (the adapter's acceptor is a template
 // parameter) completes the first accepts with scripted error codes in Asio's own
 // "asio.system" category, then accepts for real. Each case checks what the policy made of
@@ -9,9 +9,6 @@
 
 #include <algorithm>
 #include <array>
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/cancellation_signal.hpp>
-#include <asio/post.hpp>
 #include <cerrno>
 #include <deque>
 #include <numeric>
@@ -19,13 +16,13 @@
 
 #include "asio_support.hpp"
 #include "support/loopback.hpp"
-#include "transient/asio.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-namespace tasio = transient::asio;
-using tcp = asio::ip::tcp;
+namespace tasio = transient::test::adapter;
+namespace net = transient::test::net;
+using tcp = net::ip::tcp;
 using transient::condition;
 using transient::test::address_of;
 using transient::test::completion_into;
@@ -33,15 +30,16 @@ using transient::test::connect_to;
 using transient::test::loop_outcome;
 using transient::test::run_until;
 
-std::error_code asio_errno(int value) { return {value, asio::error::get_system_category()}; }
+// An errno value as the Asio flavour reports it.
+transient::test::net_error_code asio_errno(int value) { return {value, net::error::get_system_category()}; }
 
 // A real acceptor whose next accepts complete with scripted errors (posted, as Asio would).
 class scripted_acceptor : public tcp::acceptor {
  public:
   using tcp::acceptor::acceptor;
 
-  std::deque<std::error_code> script;  // errors for the next accepts, then real accepts
-  int accepts = 0;                     // async_accept calls
+  std::deque<transient::test::net_error_code> script;  // errors for the next accepts, then real accepts
+  int accepts = 0;                                     // async_accept calls
 
   template <typename Executor, typename Handler>
   void async_accept(const Executor& executor, tcp::endpoint& peer, Handler&& handler) {
@@ -50,17 +48,17 @@ class scripted_acceptor : public tcp::acceptor {
       tcp::acceptor::async_accept(executor, peer, std::forward<Handler>(handler));
       return;
     }
-    const std::error_code ec = script.front();
+    const transient::test::net_error_code ec = script.front();
     script.pop_front();
-    const auto where = asio::get_associated_executor(handler, get_executor());
-    asio::post(where, [h = std::forward<Handler>(handler), ec, executor]() mutable {
+    const auto where = net::get_associated_executor(handler, get_executor());
+    net::post(where, [h = std::forward<Handler>(handler), ec, executor]() mutable {
       std::move(h)(ec, tcp::socket(executor));
     });
   }
 };
 
-scripted_acceptor listening(asio::io_context& io) {
-  return scripted_acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+scripted_acceptor listening(net::io_context& io) {
+  return scripted_acceptor(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
 }
 
 std::uint64_t sum(const transient::policy_metrics::by_condition& counts) {
@@ -69,15 +67,15 @@ std::uint64_t sum(const transient::policy_metrics::by_condition& counts) {
 
 // Runs a loop whose first accepts fail with `errors`, with one client waiting.
 struct scripted_run {
-  asio::io_context io;
+  net::io_context io;
   scripted_acceptor acceptor = listening(io);
   transient::unique_fd client;
   std::vector<transient::policy_event> events;
   std::vector<tasio::accepted_socket> served;
-  asio::cancellation_signal cancel;
+  transient::test::stop_signal cancel;
   loop_outcome outcome;
 
-  explicit scripted_run(std::vector<std::error_code> errors, tasio::loop_options options = {}) {
+  explicit scripted_run(std::vector<transient::test::net_error_code> errors, tasio::loop_options options = {}) {
     acceptor.script.assign(errors.begin(), errors.end());
     options.max_connections = 16;
     options.policy.sink = [this](const transient::policy_event& e) { events.push_back(e); };
@@ -85,7 +83,7 @@ struct scripted_run {
     client = connect_to(address_of(acceptor));
     tasio::async_accept_loop(
         acceptor, [this](tasio::accepted_socket c) { served.push_back(std::move(c)); }, options,
-        asio::bind_cancellation_slot(cancel.slot(), completion_into(outcome)));
+        cancel.bind(completion_into(outcome)));
   }
   bool served_within(std::chrono::milliseconds limit) {
     return run_until(
@@ -93,7 +91,7 @@ struct scripted_run {
            !served.empty();
   }
   void stop() {
-    cancel.emit(asio::cancellation_type::terminal);
+    cancel.emit(acceptor);
     ASSERT_TRUE(run_until(io, [&] { return outcome.done; }));
   }
 };
@@ -162,7 +160,7 @@ TEST(AsioErrors, ExhaustionBacksOffOnTheTimerThenRecoversWithTwoLogLines) {
 TEST(AsioErrors, PersistentExhaustionDoesNotSpinAndTheWatchdogStopsWithADiagnosis) {
   tasio::loop_options options;
   options.policy.stall_timeout = 300ms;
-  scripted_run run(std::vector<std::error_code>(100000, asio_errno(EMFILE)), options);
+  scripted_run run(std::vector<transient::test::net_error_code>(100000, asio_errno(EMFILE)), options);
   ASSERT_TRUE(run_until(
       run.io, [&] { return run.outcome.done; }, 3s));
   EXPECT_TRUE(run.served.empty());
@@ -238,7 +236,7 @@ TEST(AsioErrors, UnderEmfileTheSpareShedsEveryWaitingClientAtOnce) {
 }
 
 TEST(AsioErrors, CancelledWhileBackingOffStopsAtOnce) {
-  scripted_run run(std::vector<std::error_code>(100000, asio_errno(ENOBUFS)));
+  scripted_run run(std::vector<transient::test::net_error_code>(100000, asio_errno(ENOBUFS)));
   transient::test::run_for(run.io, 100ms);
   const int accepts = run.acceptor.accepts;
   run.stop();

@@ -1,6 +1,6 @@
 // The Asio adapter under real descriptor exhaustion: a child process lowers its
 // RLIMIT_NOFILE soft limit to 64 and runs the loop with a budget far above what the limit
-// allows, so accept(2) fails with EMFILE while clients wait in the backlog (ERRORS.md: the
+// allows, so accept(2) fails with EMFILE while clients wait in the backlog (docs/design.md: the
 // kernel fails the accept without consuming the queued client). The parent is the client.
 //
 // Checked: the loop does not spin (its CPU time while exhausted is at most 5 % of the wall
@@ -16,11 +16,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/cancellation_signal.hpp>
-#include <asio/posix/stream_descriptor.hpp>
-#include <asio/read.hpp>
-#include <asio/write.hpp>
 #include <deque>
 #include <string>
 #include <thread>
@@ -29,12 +24,12 @@
 #include "asio_support.hpp"
 #include "support/child_report.hpp"
 #include "support/loopback.hpp"
-#include "transient/asio.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-namespace tasio = transient::asio;
+namespace tasio = transient::test::adapter;
+namespace net = transient::test::net;
 using clock_type = std::chrono::steady_clock;
 using transient::test::cpu_microseconds;
 using transient::test::read_line;
@@ -77,10 +72,10 @@ struct child_report {
     ::_exit(1);
   }
   try {
-    asio::io_context io;
+    net::io_context io;
     auto acceptor = transient::test::loopback_acceptor(io);
     write_all(report_fd, std::to_string(acceptor.local_endpoint().port()) + "\n");
-    asio::posix::stream_descriptor control(io, control_fd);
+    net::posix::stream_descriptor control(io, control_fd);
 
     std::deque<tasio::accepted_socket> held;
     std::vector<transient::policy_event_kind> events;
@@ -101,27 +96,27 @@ struct child_report {
         wall_start = clock_type::now();
       }
     };
-    asio::cancellation_signal cancel;
+    transient::test::stop_signal cancel;
     transient::test::loop_outcome outcome;
     tasio::async_accept_loop(
         acceptor,
         [&](tasio::accepted_socket c) {
-          std::error_code ignored;
-          asio::write(c.socket, asio::buffer("hi", 2), ignored);
+          transient::test::net_error_code ignored;
+          net::write(c.socket, net::buffer("hi", 2), ignored);
           held.push_back(std::move(c));
         },
-        options, asio::bind_cancellation_slot(cancel.slot(), transient::test::completion_into(outcome)));
+        options, cancel.bind(transient::test::completion_into(outcome)));
 
     char command = 0;
     std::function<void()> read_command = [&] {
-      asio::async_read(control, asio::buffer(&command, 1), [&](std::error_code ec, std::size_t) {
+      net::async_read(control, net::buffer(&command, 1), [&](const transient::test::net_error_code& ec, std::size_t) {
         if (!ec && command == 'r') {
           cpu_end = cpu_microseconds();
           wall_end = clock_type::now();
           held.pop_front();  // closes the socket, then releases its permit: the loop resumes
           read_command();
         } else {
-          cancel.emit(asio::cancellation_type::terminal);
+          cancel.emit(acceptor);
         }
       });
     };

@@ -6,11 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/cancellation_signal.hpp>
-#include <asio/post.hpp>
-#include <asio/strand.hpp>
-#include <asio/write.hpp>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -20,13 +15,13 @@
 
 #include "asio_support.hpp"
 #include "support/loopback.hpp"
-#include "transient/asio.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-namespace tasio = transient::asio;
-using tcp = asio::ip::tcp;
+namespace tasio = transient::test::adapter;
+namespace net = transient::test::net;
+using tcp = net::ip::tcp;
 
 // Accepted sockets waiting to be let go by the releasing threads.
 struct release_queue {
@@ -65,9 +60,9 @@ struct release_queue {
 
 TEST(AsioThreads, TwoLoopsOnFourThreadsShareOneBudgetReleasedFromOtherThreads) {
   constexpr int per_client_thread = 150;
-  asio::io_context io;
-  tcp::acceptor first(asio::make_strand(io), tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  tcp::acceptor second(asio::make_strand(io), tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  net::io_context io;
+  tcp::acceptor first(net::make_strand(io), tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  tcp::acceptor second(net::make_strand(io), tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
   const auto where_first = transient::test::address_of(first);
   const auto where_second = transient::test::address_of(second);
   auto budget = tasio::shared_budget::create(6);
@@ -75,26 +70,26 @@ TEST(AsioThreads, TwoLoopsOnFourThreadsShareOneBudgetReleasedFromOtherThreads) {
   std::atomic<int> handled{0};
   std::atomic<int> finished{0};
   std::atomic<int> errors{0};
-  asio::cancellation_signal cancel_first;
-  asio::cancellation_signal cancel_second;
+  transient::test::stop_signal cancel_first;
+  transient::test::stop_signal cancel_second;
 
   tasio::loop_options options;
   options.budget = budget;
   options.policy.sink = [](const transient::policy_event&) {};
-  options.socket_executor = [&io] { return asio::make_strand(io); };
+  options.socket_executor = [&io] { return net::make_strand(io); };
   auto handler = [&](tasio::accepted_socket c) {
     EXPECT_LE(budget->budget().live(), 6U);
     handled.fetch_add(1);  // before the answer: the client may check the count once it has it
-    std::error_code ec;
-    asio::write(c.socket, asio::buffer("hi", 2), ec);
+    transient::test::net_error_code ec;
+    net::write(c.socket, net::buffer("hi", 2), ec);
     released.push(std::move(c));
   };
   auto completion = [&](std::error_code ec, tasio::loop_report) {
     errors.fetch_add(ec ? 1 : 0);
     finished.fetch_add(1);
   };
-  tasio::async_accept_loop(first, handler, options, asio::bind_cancellation_slot(cancel_first.slot(), completion));
-  tasio::async_accept_loop(second, handler, options, asio::bind_cancellation_slot(cancel_second.slot(), completion));
+  tasio::async_accept_loop(first, handler, options, cancel_first.bind(completion));
+  tasio::async_accept_loop(second, handler, options, cancel_second.bind(completion));
 
   std::vector<std::thread> threads;
   for (int i = 0; i < 4; ++i) {
@@ -124,8 +119,8 @@ TEST(AsioThreads, TwoLoopsOnFourThreadsShareOneBudgetReleasedFromOtherThreads) {
   EXPECT_LE(budget->budget().peak(), 6U);
 
   // Cancel through each acceptor's strand, where the loops' slots are used.
-  asio::post(first.get_executor(), [&] { cancel_first.emit(asio::cancellation_type::terminal); });
-  asio::post(second.get_executor(), [&] { cancel_second.emit(asio::cancellation_type::terminal); });
+  net::post(first.get_executor(), [&] { cancel_first.emit(first); });
+  net::post(second.get_executor(), [&] { cancel_second.emit(second); });
   const auto deadline = std::chrono::steady_clock::now() + 5s;
   while (finished.load() < 2 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(1ms);

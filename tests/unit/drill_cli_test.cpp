@@ -29,13 +29,13 @@ std::string scenario_object(const std::string& json, const std::string& name) {
   return json.substr(at, json.find('}', at) - at + 1);
 }
 
-TEST(DrillCli, QuickJsonReportsSevenPassingScenariosWithFigures) {
+TEST(DrillCli, QuickJsonReportsEightPassingScenariosWithFigures) {
   const auto r =
       transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--quick", "--json"}, std::chrono::seconds(90));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(r.out.rfind("{\"passed\":true,", 0), 0U) << r.out;
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one JSON object, one line";
-  EXPECT_EQ(occurrences(r.out, "{\"name\":"), 7U);
+  EXPECT_EQ(occurrences(r.out, "{\"name\":"), 8U);
   // Each scenario: passed, and the figures it promises.
   const std::vector<std::pair<std::string, std::vector<std::string>>> expected{
       {"backpressure", {"clients", "served", "lost\":0,", "peak_connections"}},
@@ -44,7 +44,12 @@ TEST(DrillCli, QuickJsonReportsSevenPassingScenariosWithFigures) {
       {"leak", {"stopped_after_s", "stall_timeout_s", "exit_status\":1"}},
       {"naive contrast", {"transient_cpu_percent", "naive_cpu_percent", "naive_log_bytes_per_s"}},
       {"port race", {"\"processes\":16,", "\"distinct_ports\":16,", "\"verified\":16,"}},
-      {"clean stop", {"stop_ms", "exit_ms", "\"exit_status\":0,", "descriptors_at_start", "descriptors_at_exit"}},
+      {"clean stop",
+       {"stop_ms", "exit_ms", "\"exit_status\":0,", "descriptors_at_start", "descriptors_at_exit",
+        "\"in_flight_completed\":1,"}},
+      {"slow clients",
+       {"\"idle_held\":4,", "other_served_ms", "idle_closed_ms", "\"unguarded_idle_held\":8,",
+        "\"unguarded_other_served\":0,"}},
       {"churn at the limit", {"\"clients\":200,", "\"served\":200,", "log_lines", "log_lines_per_100"}},
   };
   for (const auto& [name, figures] : expected) {
@@ -56,7 +61,9 @@ TEST(DrillCli, QuickJsonReportsSevenPassingScenariosWithFigures) {
     }
   }
   // Progress went to stderr, not into the JSON.
-  EXPECT_THAT(r.err, HasSubstr("drill [7/7] churn at the limit: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [6/8] clean stop: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [7/8] churn at the limit: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [8/8] slow clients: PASS"));
 }
 
 TEST(DrillCli, BadArgumentsGetOneLineAndExitTwo) {

@@ -24,6 +24,21 @@ TEST(ProcNetTcp, ParsesIpv4ListenRow) {
   EXPECT_EQ(row->state, 0x0A);
   EXPECT_EQ(row->uid, 1000u);
   EXPECT_EQ(row->inode, 12345u);
+  EXPECT_EQ(row->rx_queue, 0u);
+}
+
+TEST(ProcNetTcp, ParsesTheAcceptQueueOfAListenRow) {
+  const auto row = parse_tcp_row(
+      "   0: 0100007F:1F90 00000000:0000 0A 00000000:0000001F 00:00000000 00000000  1000        0 12345 1 "
+      "0000000000000000 100 0 0 10 0");
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->rx_queue, 31u);
+  std::string problem;
+  EXPECT_FALSE(
+      parse_tcp_row("   0: 0100007F:1F90 00000000:0000 0A 0000000000000000 00:00000000 00000000  1000        0 "
+                    "12345 1 0000000000000000 100 0 0 10 0",
+                    &problem));
+  EXPECT_EQ(problem, "malformed queues (expected 8 hex digits, ':', 8 hex digits)");
 }
 
 TEST(ProcNetTcp, ParsesIpv4EstablishedRow) {

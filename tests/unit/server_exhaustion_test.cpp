@@ -179,10 +179,16 @@ TEST(ServerExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
 // held, the server's next call is the reserve's: it has just freed a descriptor number. When
 // armed by command 's', the seam takes that number first, as another thread of the process
 // could, so the reserve cannot be re-opened; command 'g' gives the number back.
+//
+// 's' arms only once no drain is under way (the last accept4 failed). The client the parent
+// saw shed was closed in the middle of its drain, which goes on with the reserve given up: a
+// client connecting before that drain's last accept4 (the EAGAIN that ends it) is drained
+// too, as it should be, and the theft, armed for the next EMFILE, would come too late for it.
 namespace theft {
 std::atomic<bool> armed{false};
 std::atomic<int> stolen{-1};
-bool after_emfile = false;  // the loop thread only
+std::atomic<bool> draining{false};  // the last accept4 succeeded: a drain may still be under way
+bool after_emfile = false;          // the loop thread only
 
 int accept4(int fd, sockaddr* address, socklen_t* length, int flags) {
   if (after_emfile && armed.exchange(false)) {
@@ -190,11 +196,17 @@ int accept4(int fd, sockaddr* address, socklen_t* length, int flags) {
   }
   const int result = ::accept4(fd, address, length, flags);
   after_emfile = result < 0 && errno == EMFILE;
+  draining = result >= 0;
   return result;
 }
 
 void on_command(char command) {
   if (command == 's') {
+    // No client connects until the answer to the next command: once the last accept4 failed,
+    // every later one fails too (EMFILE, or EAGAIN in a drain) until the parent's next client.
+    for (int i = 0; i < 3000 && draining; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     armed = true;
   } else if (command == 'g') {
     const int fd = stolen.exchange(-1);

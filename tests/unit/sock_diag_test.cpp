@@ -440,6 +440,30 @@ TEST_P(SourceTest, VerifyPassesAndMatchesByCookieOnlyWithSockDiag) {
   }
 }
 
+// The accept queue's length, as the drill reads it to tell whether a foreign server took a
+// client: 0, then one per client connected and not yet accepted, then 0 again.
+TEST_P(SourceTest, ListenRowsCountTheClientsWaitingInTheAcceptQueue) {
+  const listener l = transient::listen(endpoint::loopback_v4(0));
+  const auto queued = [&]() -> long {
+    std::error_code ec;
+    const auto table = transient::detail::read_listen_table(GetParam(), ec);
+    EXPECT_FALSE(ec) << ec.message();
+    for (const auto& row : table.rows) {
+      if (row.inode == inode_of(l.native_handle())) {
+        return row.queued;
+      }
+    }
+    return -1;
+  };
+  EXPECT_EQ(queued(), 0);
+  const auto first = transient::test::connect_to(l.local_endpoint());
+  const auto second = transient::test::connect_to(l.local_endpoint());
+  EXPECT_EQ(queued(), 2);
+  const transient::unique_fd taken(::accept(l.native_handle(), nullptr, nullptr));
+  ASSERT_TRUE(taken);
+  EXPECT_EQ(queued(), 1);
+}
+
 TEST_P(SourceTest, VerifyFindsTheOtherHalfOfAReusePortPair) {
   const listener first = transient::listen(endpoint::loopback_v4(0), reuse_port_options());
   const listener second = transient::listen(first.local_endpoint(), reuse_port_options());
@@ -591,7 +615,7 @@ transient::verify_report listening_report() {
 TEST(VerifyTable, ASockDiagRowWithOurInodeButAnotherCookieIsNotUs) {
   listen_table table;
   table.source = listen_source::sock_diag;
-  table.rows.push_back(listen_row{endpoint::loopback_v4(8080), 0, 500, 78});  // inode reused by another socket
+  table.rows.push_back(listen_row{endpoint::loopback_v4(8080), 0, 500, 78, 0});  // inode reused by another socket
   auto report = listening_report();
   transient::detail::check_kernel_table(report, table, false);
   EXPECT_FALSE(report.kernel_listener);
@@ -617,7 +641,7 @@ TEST(VerifyTable, ASockDiagRowWithOurInodeButAnotherCookieIsNotUs) {
 TEST(VerifyTable, NoRowForOurAddressIsNotTheKernelsListener) {
   listen_table table;
   table.source = listen_source::sock_diag;
-  table.rows.push_back(listen_row{endpoint::loopback_v4(8081), 0, 500, 77});  // our identity, another port
+  table.rows.push_back(listen_row{endpoint::loopback_v4(8081), 0, 500, 77, 0});  // our identity, another port
   auto report = listening_report();
   transient::detail::check_kernel_table(report, table, false);
   EXPECT_EQ(report.error, transient::error::not_kernel_listener);

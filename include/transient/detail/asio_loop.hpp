@@ -1,5 +1,10 @@
 // transient/detail/asio_loop.hpp: the state of one Asio accept loop, and how it maps the
-// accept policy's decisions to Asio operations. Included by transient/asio.hpp.
+// accept policy's decisions to Asio operations. Written once for both flavours of Asio:
+// <transient/asio.hpp> and <transient/boost_asio.hpp> include it once each, with the macros
+// of asio_flavour_types.hpp defined and also
+//   TRANSIENT_ASIO_HAS_CANCELLATION  1 where the Asio has per-operation cancellation
+//                                    (cancellation slots: Asio 1.19+, Boost 1.77+), else 0
+// and that Asio's headers included. No include guard on purpose (one copy per flavour).
 //
 //   decision            what the loop does
 //   accept / shed       acceptor.async_accept (Asio tries accept(2) at once and, on EAGAIN,
@@ -18,22 +23,7 @@
 // At most one operation of ours is outstanding at a time (an accept, the timer, or a posted
 // on_ready), plus posted release wake-ups and stop requests. All state lives on one strand
 // over the acceptor's executor, so an io_context run by several threads is safe.
-#pragma once
-
 #include <fcntl.h>
-
-#include <asio/associated_cancellation_slot.hpp>
-#include <asio/associated_executor.hpp>
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/bind_executor.hpp>
-#include <asio/cancellation_signal.hpp>
-#include <asio/dispatch.hpp>
-#include <asio/execution/outstanding_work.hpp>
-#include <asio/ip/tcp.hpp>
-#include <asio/post.hpp>
-#include <asio/prefer.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/strand.hpp>
 
 #include <atomic>
 #include <cerrno>
@@ -47,13 +37,12 @@
 #include <utility>
 
 #include "transient/accept_policy.hpp"
-#include "transient/asio_types.hpp"
 #include "transient/classify.hpp"
 #include "transient/diagnostics.hpp"
 #include "transient/driver_kit.hpp"
 #include "transient/unique_fd.hpp"
 
-namespace transient::asio {
+namespace transient::TRANSIENT_ASIO_FLAVOUR {
 
 namespace detail {
 
@@ -64,12 +53,12 @@ template <typename Acceptor, typename Handler, typename Completion>
 class loop_state final : public release_listener,
                          public std::enable_shared_from_this<loop_state<Acceptor, Handler, Completion>> {
   using clock = std::chrono::steady_clock;
-  using strand_type = ::asio::strand<::asio::any_io_executor>;
-  using completion_executor = ::asio::associated_executor_t<Completion, strand_type>;
+  using strand_type = net::strand<net::any_io_executor>;
+  using completion_executor = net::associated_executor_t<Completion, strand_type>;
   // Outstanding work on the completion's executor while the loop runs (as Asio's own
   // operations do), so that its io_context does not run out of work under us.
-  using work_executor = std::decay_t<decltype(::asio::prefer(std::declval<completion_executor>(),
-                                                             ::asio::execution::outstanding_work.tracked))>;
+  using work_executor = std::decay_t<decltype(net::prefer(std::declval<completion_executor>(),
+                                                          net::execution::outstanding_work.tracked))>;
 
   enum class pending : unsigned char { none, accept, timer, ready };
 
@@ -77,13 +66,13 @@ class loop_state final : public release_listener,
   loop_state(Acceptor& acceptor, Handler handler, loop_options options, Completion completion)
       : acceptor_(acceptor),
         shared_(options.budget ? std::move(options.budget) : shared_budget::create(options.max_connections)),
-        strand_(::asio::make_strand(::asio::any_io_executor(acceptor.get_executor()))),
+        strand_(net::make_strand(net::any_io_executor(acceptor.get_executor()))),
         timer_(strand_),
         policy_(shared_->budget(), options.policy),
         handler_(std::move(handler)),
         completion_(std::move(completion)),
-        executor_(::asio::get_associated_executor(completion_, strand_)),
-        work_(::asio::prefer(executor_, ::asio::execution::outstanding_work.tracked)),
+        executor_(net::get_associated_executor(completion_, strand_)),
+        work_(net::prefer(executor_, net::execution::outstanding_work.tracked)),
         options_(std::move(options)) {
     if (options_.diagnostics_reserve) {
       std::error_code ignored;  // without it the census degrades (and says so)
@@ -99,17 +88,19 @@ class loop_state final : public release_listener,
   /// Starts the loop: never completes inline (the first step is posted to the strand).
   void start() {
     // Asio retries accept on ECONNABORTED and EPROTO internally, out of sight, unless this
-    // is set; with it set they reach the policy, which skips them (ERRORS.md: the pending
+    // is set; with it set they reach the policy, which skips them (docs/design.md: the pending
     // connection died, the listener is fine) and counts them.
     open_at_start_ = acceptor_.is_open();
-    std::error_code ignored;  // a closed acceptor fails the first step instead
-    acceptor_.set_option(::asio::socket_base::enable_connection_aborted(true), ignored);
+    error_code ignored;  // a closed acceptor fails the first step instead
+    acceptor_.set_option(net::socket_base::enable_connection_aborted(true), ignored);
     shared_->add(this, this->weak_from_this());
-    auto slot = ::asio::get_associated_cancellation_slot(completion_);
+#if TRANSIENT_ASIO_HAS_CANCELLATION
+    auto slot = net::get_associated_cancellation_slot(completion_);
     if (slot.is_connected()) {
       slot.template emplace<cancel_handler>(this->weak_from_this());
     }
-    ::asio::post(strand_, [self = this->shared_from_this()] { self->begin(); });
+#endif
+    net::post(strand_, [self = this->shared_from_this()] { self->begin(); });
   }
 
   void on_permit_released() noexcept override {
@@ -117,7 +108,7 @@ class loop_state final : public release_listener,
       return;  // a wake-up is already on its way; it will see this release too
     }
     try {
-      ::asio::post(strand_, [self = this->shared_from_this()] { self->released(); });
+      net::post(strand_, [self = this->shared_from_this()] { self->released(); });
     } catch (...) {
       // No memory for the wake-up (or the context is gone): the pause timer still fires.
       wake_posted_.store(false, std::memory_order_release);
@@ -125,13 +116,14 @@ class loop_state final : public release_listener,
   }
 
  private:
+#if TRANSIENT_ASIO_HAS_CANCELLATION
   // Installed in the completion handler's cancellation slot (co_spawn with a cancellation
   // signal, asio::bind_cancellation_slot...). Runs wherever the signal is emitted.
   struct cancel_handler {
     explicit cancel_handler(std::weak_ptr<loop_state> l) noexcept : loop(std::move(l)) {}
     std::weak_ptr<loop_state> loop;
-    void operator()(::asio::cancellation_type type) const {
-      if (type == ::asio::cancellation_type::none) {
+    void operator()(net::cancellation_type type) const {
+      if (type == net::cancellation_type::none) {
         return;
       }
       if (auto self = loop.lock()) {
@@ -144,7 +136,7 @@ class loop_state final : public release_listener,
   void request_stop() {
     stop_requested_.store(true, std::memory_order_release);
     policy_.request_stop();
-    ::asio::post(strand_, [self = this->shared_from_this()] { self->cancel_pending(); });
+    net::post(strand_, [self = this->shared_from_this()] { self->cancel_pending(); });
   }
 
   // Cancels our outstanding operation; its completion (operation_aborted) ends the loop.
@@ -153,12 +145,13 @@ class loop_state final : public release_listener,
       return;
     }
     switch (pending_) {
-      case pending::accept: accept_cancel_.emit(::asio::cancellation_type::terminal); break;
+      case pending::accept: accept_cancel_.emit(net::cancellation_type::terminal); break;
       case pending::timer: timer_.cancel(); break;
       case pending::ready:  // the posted on_ready sees the request
       case pending::none: break;
     }
   }
+#endif  // TRANSIENT_ASIO_HAS_CANCELLATION
 
   [[nodiscard]] bool stopping() const noexcept { return stop_requested_.load(std::memory_order_acquire); }
 
@@ -171,7 +164,7 @@ class loop_state final : public release_listener,
       apply(policy_.on_stop(now));
     } else if (!acceptor_.is_open()) {
       // A loop started on a closed acceptor is a bug (EBADF): the policy fails it.
-      apply(policy_.on_accept_failed(now, ::asio::error::bad_descriptor));
+      apply(policy_.on_accept_failed(now, error_code(net::error::bad_descriptor)));
     } else {
       apply(policy_.on_ready(now));
     }
@@ -186,7 +179,7 @@ class loop_state final : public release_listener,
     apply(stopping() ? policy_.on_stop(now) : policy_.on_ready(now));
   }
 
-  void accepted(const std::error_code& ec, ::asio::ip::tcp::socket socket) {
+  void accepted(const error_code& ec, net::ip::tcp::socket socket) {
     pending_ = pending::none;
     if (done_) {
       return;
@@ -194,8 +187,8 @@ class loop_state final : public release_listener,
     const auto now = clock::now();
     // operation_aborted: our own cancellation, acceptor.cancel() or acceptor.close(); all
     // mean "stop". A connection accepted just as a stop was requested is closed unserved.
-    if (stopping() || ec == ::asio::error::operation_aborted || !acceptor_.is_open()) {
-      std::error_code ignored;
+    if (stopping() || ec == net::error::operation_aborted || !acceptor_.is_open()) {
+      error_code ignored;
       socket.close(ignored);
       policy_.request_stop();
       apply(policy_.on_stop(now));
@@ -271,7 +264,7 @@ class loop_state final : public release_listener,
         // Asio's async_accept waits for readiness itself; a wait is only a turn given to
         // the other handlers (after accepts_per_ready accepts) or the first step.
         pending_ = pending::ready;
-        ::asio::post(strand_, [self = this->shared_from_this()] { self->ready(); });
+        net::post(strand_, [self = this->shared_from_this()] { self->ready(); });
         return;
       case step::pause_for_release: arm_timer(close_check_after(now, clock::time_point::max())); return;
       case step::pause_until: arm_timer(close_check_after(now, d.until)); return;
@@ -289,33 +282,34 @@ class loop_state final : public release_listener,
 
   void start_accept() {
     pending_ = pending::accept;
-    // Per-operation cancellation (Asio 1.22 reactor sockets support it): stopping cancels
-    // this accept only, not other operations the user may have on the acceptor.
-    acceptor_.async_accept(
-        options_.socket_executor ? options_.socket_executor() : ::asio::any_io_executor(acceptor_.get_executor()),
-        peer_,
-        ::asio::bind_cancellation_slot(
-            accept_cancel_.slot(),
-            ::asio::bind_executor(
-                strand_, [self = this->shared_from_this()](const std::error_code& ec, ::asio::ip::tcp::socket socket) {
-                  self->accepted(ec, std::move(socket));
-                })));
+    auto on_accepted = net::bind_executor(
+        strand_, [self = this->shared_from_this()](const error_code& ec, net::ip::tcp::socket socket) {
+          self->accepted(ec, std::move(socket));
+        });
+    auto executor =
+        options_.socket_executor ? options_.socket_executor() : net::any_io_executor(acceptor_.get_executor());
+#if TRANSIENT_ASIO_HAS_CANCELLATION
+    // Per-operation cancellation (reactor sockets support it): stopping cancels this accept
+    // only, not other operations the user may have on the acceptor.
+    acceptor_.async_accept(executor, peer_, net::bind_cancellation_slot(accept_cancel_.slot(), std::move(on_accepted)));
+#else
+    acceptor_.async_accept(executor, peer_, std::move(on_accepted));
+#endif
   }
 
   void arm_timer(clock::time_point when) {
     pending_ = pending::timer;
     const std::uint64_t sequence = ++timer_sequence_;
     timer_.expires_at(when);
-    timer_.async_wait(::asio::bind_executor(
-        strand_,
-        [self = this->shared_from_this(), sequence](const std::error_code& /*ec*/) { self->timer_fired(sequence); }));
+    timer_.async_wait(net::bind_executor(strand_, [self = this->shared_from_this(), sequence](
+                                                      const error_code& /*ec*/) { self->timer_fired(sequence); }));
   }
 
-  void shed(::asio::ip::tcp::socket& socket, shed_mode mode) {
-    std::error_code ignored;
+  void shed(net::ip::tcp::socket& socket, shed_mode mode) {
+    error_code ignored;
     if (mode == shed_mode::reset) {
       // SO_LINGER {on, 0 s}: close() sends a reset instead of a FIN.
-      socket.set_option(::asio::socket_base::linger(true, 0), ignored);
+      socket.set_option(net::socket_base::linger(true, 0), ignored);
     } else if (mode == shed_mode::respond && options_.refuse) {
       socket.non_blocking(true, ignored);
       if (!write_refusal([&] { options_.refuse(socket, peer_); })) {
@@ -327,7 +321,7 @@ class loop_state final : public release_listener,
 
   // Whether the acceptor can accept synchronously without blocking, which a drain needs.
   static constexpr bool can_drain =
-      requires(Acceptor & a, ::asio::ip::tcp::socket& s, ::asio::ip::tcp::endpoint& e, std::error_code& ec) {
+      requires(Acceptor & a, net::ip::tcp::socket& s, net::ip::tcp::endpoint& e, error_code& ec) {
     a.non_blocking(true, ec);
     a.accept(s, e, ec);
   };
@@ -339,12 +333,12 @@ class loop_state final : public release_listener,
   void drain(decision d) {
     const auto now = clock::now();
     if constexpr (can_drain) {
-      std::error_code ec;
+      error_code ec;
       const bool was_non_blocking = acceptor_.non_blocking();
       acceptor_.non_blocking(true, ec);
       reserve_.give_up();
       while (!ec && d.next == step::drain) {
-        ::asio::ip::tcp::socket socket(acceptor_.get_executor());
+        net::ip::tcp::socket socket(acceptor_.get_executor());
         acceptor_.accept(socket, peer_, ec);
         if (ec) {
           d = policy_.on_accept_failed(now, ec);
@@ -357,7 +351,7 @@ class loop_state final : public release_listener,
       if (d.next == step::drain) {
         d = policy_.on_accept_failed(now, ec);  // non_blocking(true) failed: the drain ends
       }
-      std::error_code ignored;
+      error_code ignored;
       acceptor_.non_blocking(was_non_blocking, ignored);
     } else {
       d = policy_.on_accept_failed(now, std::make_error_code(std::errc::operation_not_supported));
@@ -366,7 +360,7 @@ class loop_state final : public release_listener,
   }
 
   [[nodiscard]] std::string diagnose_failure(const std::error_code& ec) const {
-    std::error_code ignored;
+    error_code ignored;
     const auto where = acceptor_.local_endpoint(ignored);
     failure_context context;
     context.where = where.address().to_string() + ":" + std::to_string(where.port());
@@ -382,7 +376,9 @@ class loop_state final : public release_listener,
     done_ = true;
     pending_ = pending::none;
     shared_->remove(this);
-    ::asio::get_associated_cancellation_slot(completion_).clear();
+#if TRANSIENT_ASIO_HAS_CANCELLATION
+    net::get_associated_cancellation_slot(completion_).clear();
+#endif
     loop_report report;
     report.error = d.error;
     if (d.next == step::fail) {
@@ -399,16 +395,15 @@ class loop_state final : public release_listener,
     const std::error_code ec = report.error;
     // The completion may run inline (dispatch on its own executor) and destroy the
     // acceptor: nothing after this line touches it.
-    ::asio::dispatch(executor_,
-                     [completion = std::move(completion_), work = std::move(work_), ec,
-                      report = std::move(report)]() mutable { std::move(completion)(ec, std::move(report)); });
+    net::dispatch(executor_, [completion = std::move(completion_), work = std::move(work_), ec,
+                              report = std::move(report)]() mutable { std::move(completion)(ec, std::move(report)); });
   }
 
   // The members below are used on the strand only, except where noted.
   Acceptor& acceptor_;
   std::shared_ptr<shared_budget> shared_;  // before policy_: the policy refers to its budget
   strand_type strand_;
-  ::asio::steady_timer timer_;
+  net::steady_timer timer_;
   accept_policy policy_;
   Handler handler_;
   Completion completion_;
@@ -418,8 +413,10 @@ class loop_state final : public release_listener,
   diagnostics_reserve reserve_diagnostics_;
   emfile_reserve reserve_;  // for the policy's drains (loop_options::emfile_reserve)
   std::uint64_t refusals_failed_ = 0;
-  ::asio::cancellation_signal accept_cancel_;
-  ::asio::ip::tcp::endpoint peer_;           // filled by the accept in flight
+#if TRANSIENT_ASIO_HAS_CANCELLATION
+  net::cancellation_signal accept_cancel_;
+#endif
+  net::ip::tcp::endpoint peer_;              // filled by the accept in flight
   std::atomic<bool> wake_posted_{false};     // any thread
   std::atomic<bool> stop_requested_{false};  // any thread
   pending pending_ = pending::none;
@@ -431,4 +428,4 @@ class loop_state final : public release_listener,
 };
 
 }  // namespace detail
-}  // namespace transient::asio
+}  // namespace transient::TRANSIENT_ASIO_FLAVOUR

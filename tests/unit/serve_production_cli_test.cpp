@@ -1,0 +1,587 @@
+// ctest-labels: threads
+// `transient serve` in production, end to end: the request head timeout (slow clients), the
+// per-peer cap (several loopback addresses), /healthz and /readyz through accepting,
+// backpressure, degraded, stalled and stopped, systemd's STATUS= and WATCHDOG=1 on a fake
+// NOTIFY_SOCKET, the graceful drain on SIGTERM, and socket activation by
+// systemd-socket-activate.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/loopback.hpp"
+#include "support/run_command.hpp"
+#include "support/spawned_process.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+using testing::HasSubstr;
+using transient::endpoint;
+using transient::unique_fd;
+using transient::test::spawned_process;
+
+constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+constexpr std::string_view get = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+constexpr std::string_view get_slow = "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n";
+
+// The address in a line "PREFIX ADDRESS..." (up to the next space or "/").
+std::optional<endpoint> address_after(const std::string& line, const std::string& prefix) {
+  if (line.rfind(prefix, 0) != 0) {
+    return std::nullopt;
+  }
+  const std::size_t end = line.find_first_of(" /", prefix.size());
+  std::error_code ec;
+  const endpoint at = transient::parse_endpoint(line.substr(prefix.size(), end - prefix.size()), ec);
+  return ec ? std::nullopt : std::optional(at);
+}
+
+// A running `transient serve` (killed when destroyed) with its serving and metrics addresses.
+class serve_process : public spawned_process {
+ public:
+  explicit serve_process(std::vector<std::string> args) : spawned_process(TRANSIENT_CLI_PATH, with_serve(args)) {
+    for (int i = 0; i < 2; ++i) {
+      const std::string line = read_line(stream::out, 5s);
+      if (auto m = address_after(line, "metrics on http://")) {
+        metrics = m;
+      } else if (auto l = address_after(line, "listening on ")) {
+        at = l;
+        break;
+      }
+    }
+  }
+  std::optional<endpoint> at;       // "listening on ADDRESS (verified)"
+  std::optional<endpoint> metrics;  // "metrics on http://ADDRESS/metrics"
+
+ private:
+  static std::vector<std::string> with_serve(std::vector<std::string> args) {
+    args.insert(args.begin(), {"serve", "--listen", "127.0.0.1:0"});
+    return args;
+  }
+};
+
+bool send_text(int fd, std::string_view text) {
+  return ::send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+}
+
+// Reads until the text holds a complete response (head and Content-Length body), the peer
+// closed, or `timeout` passed.
+std::string read_response(int fd, std::chrono::milliseconds timeout) {
+  std::string all;
+  const auto deadline = clock_type::now() + timeout;
+  while (clock_type::now() < deadline) {
+    const std::size_t head = all.find("\r\n\r\n");
+    if (head != std::string::npos) {
+      const std::size_t length_at = all.find("Content-Length: ");
+      const std::size_t body = length_at == std::string::npos ? 0 : std::stoul(all.substr(length_at + 16));
+      if (all.size() >= head + 4 + body) {
+        break;
+      }
+    }
+    const std::string chunk = transient::test::read_some(fd, 20ms);
+    if (chunk.empty() && transient::test::closed_by_peer(fd, 1ms)) {
+      break;
+    }
+    all += chunk;
+  }
+  return all;
+}
+
+// A connection from `source` (a loopback address, port chosen by the kernel) to `to`.
+unique_fd connect_from(const char* source, const endpoint& to) {
+  unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  ::inet_pton(AF_INET, source, &local.sin_addr);
+  sockaddr_storage remote{};
+  const socklen_t length = to.to_sockaddr(remote);
+  if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof local) != 0 ||
+      ::connect(fd.get(), reinterpret_cast<sockaddr*>(&remote), length) != 0) {
+    return {};
+  }
+  return fd;
+}
+
+// GET `path` on the keep-alive connection `fd`: the status code and the body ("" / 0 if none).
+std::pair<int, std::string> query(int fd, const std::string& path) {
+  if (!send_text(fd, "GET " + path + " HTTP/1.1\r\nHost: a\r\n\r\n")) {
+    return {0, ""};
+  }
+  const std::string response = read_response(fd, 2000ms);
+  if (response.rfind("HTTP/1.1 ", 0) != 0 || response.find("\r\n\r\n") == std::string::npos) {
+    return {0, response};
+  }
+  return {std::stoi(response.substr(9, 3)), response.substr(response.find("\r\n\r\n") + 4)};
+}
+
+// Queries `path` on `fd` every 20 ms until the status is `status` and the body names `state`,
+// for at most `timeout`; the last answer.
+std::pair<int, std::string> query_until(int fd, const std::string& path, int status, const std::string& state,
+                                        std::chrono::milliseconds timeout) {
+  const auto deadline = clock_type::now() + timeout;
+  std::pair<int, std::string> r = query(fd, path);
+  while (!(r.first == status && r.second.find("\"state\":\"" + state + "\"") != std::string::npos) &&
+         clock_type::now() < deadline && r.first != 0) {
+    std::this_thread::sleep_for(20ms);
+    r = query(fd, path);
+  }
+  return r;
+}
+
+// The value of the Prometheus sample `name` on the metrics connection `fd` (-1: absent).
+double metric(int fd, const std::string& name) {
+  const std::string text = query(fd, "/metrics").second;
+  const std::size_t at = text.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
+}
+
+// Milliseconds until the peer closes `fd` (at most `timeout`; nullopt if it did not).
+std::optional<double> ms_until_closed(int fd, clock_type::time_point since, std::chrono::milliseconds timeout) {
+  if (!transient::test::closed_by_peer(fd, timeout)) {
+    return std::nullopt;
+  }
+  return std::chrono::duration<double, std::milli>(clock_type::now() - since).count();
+}
+
+// Sets RLIMIT_NOFILE's soft limit for the children started in its lifetime.
+class fd_limit_for_children {
+ public:
+  explicit fd_limit_for_children(rlim_t soft) {
+    ::getrlimit(RLIMIT_NOFILE, &saved_);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = soft;
+    ::setrlimit(RLIMIT_NOFILE, &lowered);
+  }
+  ~fd_limit_for_children() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+  fd_limit_for_children(const fd_limit_for_children&) = delete;
+  fd_limit_for_children& operator=(const fd_limit_for_children&) = delete;
+
+ private:
+  rlimit saved_{};
+};
+
+// Short connections one after another until one gets no answer within 300 ms: with
+// --leak-per-connection, the leak then holds every free descriptor. Returns that client.
+unique_fd exhaust_by_leak(const endpoint& at) {
+  for (int i = 0; i < 100; ++i) {
+    unique_fd c = transient::test::connect_to(at);
+    if (!c || !send_text(c.get(), get)) {
+      return {};
+    }
+    if (read_response(c.get(), 300ms).find("\r\n\r\nok") == std::string::npos) {
+      return c;
+    }
+  }
+  return {};
+}
+
+// A unix datagram socket standing in for systemd's NOTIFY_SOCKET, set in the environment
+// of the children started while it lives.
+class fake_notify_socket {
+ public:
+  fake_notify_socket() : path_("/tmp/transient-notify-prod-" + std::to_string(::getpid())) {
+    ::unlink(path_.c_str());
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    path_.copy(address.sun_path, path_.size());
+    ok_ =
+        static_cast<bool>(socket_) && ::bind(socket_.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+    ::setenv("NOTIFY_SOCKET", path_.c_str(), 1);
+  }
+  ~fake_notify_socket() {
+    ::unsetenv("NOTIFY_SOCKET");
+    ::unlink(path_.c_str());
+  }
+  fake_notify_socket(const fake_notify_socket&) = delete;
+  fake_notify_socket& operator=(const fake_notify_socket&) = delete;
+
+  [[nodiscard]] bool ok() const { return ok_; }
+  // The messages that arrive within `window`.
+  std::vector<std::string> read_for(std::chrono::milliseconds window) {
+    std::vector<std::string> messages;
+    const auto deadline = clock_type::now() + window;
+    for (auto now = clock_type::now(); now < deadline; now = clock_type::now()) {
+      const std::string m =
+          transient::test::read_some(socket_.get(), std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
+      if (!m.empty()) {
+        messages.push_back(m);
+      }
+    }
+    return messages;
+  }
+
+ private:
+  std::string path_;
+  unique_fd socket_{::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
+  bool ok_ = false;
+};
+
+long count_prefix(const std::vector<std::string>& messages, std::string_view prefix) {
+  return std::count_if(messages.begin(), messages.end(), [&](const std::string& m) { return m.rfind(prefix, 0) == 0; });
+}
+
+TEST(ServeProduction, HeaderTimeoutClosesSilentAndTricklingClientsButNotActiveOnes) {
+  serve_process serve({"--header-timeout", "400ms", "--metrics", "127.0.0.1:0"});
+  ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
+  const unique_fd scraper = transient::test::connect_to(*serve.metrics);
+  const auto start = clock_type::now();
+  std::vector<unique_fd> silent;
+  for (int i = 0; i < 5; ++i) {
+    silent.push_back(transient::test::connect_to(*serve.at));
+    ASSERT_TRUE(silent.back());
+  }
+  const unique_fd trickling = transient::test::connect_to(*serve.at);
+  const unique_fd active = transient::test::connect_to(*serve.at);
+  ASSERT_TRUE(trickling && active);
+  // The trickling client sends a header line every 100 ms: bytes do not reset the timer.
+  // The active one sends a request every 150 ms: each response restarts it.
+  ASSERT_TRUE(send_text(trickling.get(), "GET / HTTP/1.1\r\n"));
+  for (int i = 0; i < 4; ++i) {
+    std::this_thread::sleep_for(100ms);
+    (void)send_text(trickling.get(), "X-Slow: " + std::to_string(i) + "\r\n");
+    if (i % 2 == 0) {
+      ASSERT_TRUE(send_text(active.get(), get));
+      ASSERT_EQ(read_response(active.get(), 1000ms), ok);
+    }
+  }
+  for (const auto& c : silent) {
+    const auto silent_ms = ms_until_closed(c.get(), start, 2000ms);
+    ASSERT_TRUE(silent_ms) << "a silent client was not closed at the header timeout";
+    EXPECT_GE(*silent_ms, 390);
+    EXPECT_LT(*silent_ms, 1500);
+  }
+  const auto trickling_ms = ms_until_closed(trickling.get(), start, 2000ms);
+  ASSERT_TRUE(trickling_ms) << "the trickling client was not closed at the header timeout";
+  EXPECT_GE(*trickling_ms, 390);
+  EXPECT_LT(*trickling_ms, 1500);
+  // The active client's last response came at about 300 ms: it is still open after the
+  // others closed, then its next head is late too.
+  const auto last_response = clock_type::now();
+  ASSERT_TRUE(send_text(active.get(), get));
+  ASSERT_EQ(read_response(active.get(), 1000ms), ok) << "an active client was closed";
+  const auto active_ms = ms_until_closed(active.get(), last_response, 2000ms);
+  ASSERT_TRUE(active_ms);
+  EXPECT_GE(*active_ms, 390);
+  double counted = -1;
+  for (int i = 0; i < 50 && counted != 7; ++i) {  // published within 100 ms
+    std::this_thread::sleep_for(20ms);
+    counted = metric(scraper.get(), "transient_serve_header_timeouts_total");
+  }
+  EXPECT_EQ(counted, 7);
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(3000ms), 0);
+  // Logged as state changes (a start, an end with the count), not a line per client: the
+  // six closed together are one run; the active client's late head joins it or starts another.
+  const std::string err = serve.stderr_text();
+  std::size_t starts = 0;
+  for (std::size_t at = err.find("header timeout: closing"); at != std::string::npos;
+       at = err.find("header timeout: closing", at + 1)) {
+    ++starts;
+  }
+  EXPECT_GE(starts, 1U) << err;
+  EXPECT_LE(starts, 2U) << err;
+  EXPECT_THAT(err, HasSubstr("header timeout: closing connections that send no complete request head within 400ms"));
+  unsigned ended = 0;
+  for (std::size_t at = err.find("header timeouts ended: "); at != std::string::npos;
+       at = err.find("header timeouts ended: ", at + 1)) {
+    ended += static_cast<unsigned>(std::stoul(err.substr(at + 23)));
+  }
+  EXPECT_EQ(ended, 7U) << err;
+}
+
+TEST(ServeProduction, PerPeerCapLeavesRoomForOtherAddresses) {
+  for (const char* shed : {"queue", "503"}) {
+    SCOPED_TRACE(std::string("--shed ") + shed);
+    serve_process serve({"--max-connections", "8", "--max-per-peer", "2", "--shed", shed, "--metrics", "127.0.0.1:0"});
+    ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
+    std::vector<unique_fd> greedy;
+    for (int i = 0; i < 5; ++i) {
+      greedy.push_back(connect_from("127.0.0.2", *serve.at));
+      ASSERT_TRUE(greedy.back());
+    }
+    int closed = 0;
+    int refused_with_503 = 0;
+    for (const auto& c : greedy) {
+      const std::string got = transient::test::read_some(c.get(), 300ms);
+      refused_with_503 += got.rfind("HTTP/1.1 503", 0) == 0 ? 1 : 0;
+      closed += transient::test::closed_by_peer(c.get(), 200ms) ? 1 : 0;
+    }
+    EXPECT_EQ(closed, 3) << "the peer's connections beyond 2 are shed";
+    EXPECT_EQ(refused_with_503, std::string(shed) == "503" ? 3 : 0);
+    // Another address is served at once, although the greedy one still holds two places.
+    const auto start = clock_type::now();
+    const unique_fd other = connect_from("127.0.0.3", *serve.at);
+    ASSERT_TRUE(other && send_text(other.get(), get));
+    EXPECT_EQ(read_response(other.get(), 1000ms), ok);
+    EXPECT_LT(clock_type::now() - start, 500ms);
+    const unique_fd scraper = transient::test::connect_to(*serve.metrics);
+    double shed_by_peer = -1;
+    for (int i = 0; i < 50 && shed_by_peer != 3; ++i) {
+      std::this_thread::sleep_for(20ms);
+      shed_by_peer = metric(scraper.get(), "transient_shed_total{reason=\"peer_limit\"}");
+    }
+    EXPECT_EQ(shed_by_peer, 3);
+    serve.signal(SIGTERM);
+    EXPECT_EQ(serve.wait(3000ms), 0);
+  }
+}
+
+// accepting -> backpressure -> accepting -> stopped (SIGTERM: 503 at once, while a slow
+// response is still in flight, which then completes).
+TEST(ServeProduction, HealthAndReadinessFollowTheServer) {
+  serve_process serve({"--max-connections", "2", "--metrics", "127.0.0.1:0", "--slow-response", "800ms"});
+  ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
+  const unique_fd probe = transient::test::connect_to(*serve.metrics);
+  auto r = query(probe.get(), "/healthz");
+  EXPECT_EQ(r.first, 200);
+  EXPECT_EQ(r.second, "{\"state\":\"accepting\",\"reason\":\"\"}\n");
+  EXPECT_EQ(query(probe.get(), "/readyz").first, 200);
+
+  std::vector<unique_fd> held;
+  for (int i = 0; i < 2; ++i) {
+    held.push_back(transient::test::connect_to(*serve.at));
+    ASSERT_TRUE(send_text(held.back().get(), get));
+    ASSERT_EQ(read_response(held.back().get(), 1000ms), ok);
+  }
+  unique_fd waiting = transient::test::connect_to(*serve.at);  // in the backlog: the budget is full
+  ASSERT_TRUE(waiting && send_text(waiting.get(), get));
+  r = query_until(probe.get(), "/readyz", 503, "backpressure", 2000ms);
+  EXPECT_EQ(r.first, 503) << r.second;
+  EXPECT_THAT(r.second, HasSubstr("connection budget full (2 of 2)"));
+  r = query(probe.get(), "/healthz");
+  EXPECT_EQ(r.first, 200) << "backpressure is healthy";
+  EXPECT_THAT(r.second, HasSubstr("\"state\":\"backpressure\""));
+
+  held.pop_back();
+  EXPECT_EQ(read_response(waiting.get(), 1000ms), ok) << "the waiting client is served after a release";
+  waiting.reset();  // one of two places taken: accepting again
+  r = query_until(probe.get(), "/readyz", 200, "accepting", 2000ms);
+  EXPECT_EQ(r.first, 200) << r.second;
+
+  // Only GET and HEAD; HEAD has the status without a body.
+  ASSERT_TRUE(send_text(probe.get(), "POST /readyz HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"));
+  EXPECT_THAT(read_response(probe.get(), 1000ms), HasSubstr("405 Method Not Allowed\r\nAllow: GET, HEAD"));
+  ASSERT_TRUE(send_text(probe.get(), "HEAD /readyz HTTP/1.1\r\nHost: a\r\n\r\n"));
+  const std::string head = transient::test::read_some(probe.get(), 1000ms);
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0U) << head;
+  EXPECT_EQ(head.substr(head.size() - 4), "\r\n\r\n") << head;
+
+  const unique_fd slow = transient::test::connect_to(*serve.at);  // a place was freed above
+  ASSERT_TRUE(slow && send_text(slow.get(), get_slow));
+  std::this_thread::sleep_for(100ms);
+  const auto sent = clock_type::now();
+  serve.signal(SIGTERM);
+  r = query_until(probe.get(), "/readyz", 503, "stopped", 500ms);
+  EXPECT_EQ(r.first, 503) << r.second;
+  EXPECT_LT(clock_type::now() - sent, 500ms);
+  EXPECT_THAT(r.second, HasSubstr("stopping: draining "));
+  EXPECT_EQ(query(probe.get(), "/healthz").first, 503);
+  EXPECT_EQ(transient::test::read_some(slow.get(), 1ms), "") << "the slow response is still in flight";
+  EXPECT_THAT(read_response(slow.get(), 2000ms), HasSubstr("Connection: close\r\n\r\nok"));
+  EXPECT_EQ(serve.wait(3000ms), 0);
+}
+
+// A leak exhausts the descriptors: degraded (alive, not ready), then stalled (503 on both)
+// while a slow request still finishes, then exit 1 with the diagnosis.
+TEST(ServeProduction, HealthShowsDegradedThenStalledWhenDescriptorsLeak) {
+  std::unique_ptr<serve_process> started;
+  {
+    const fd_limit_for_children limit(64);
+    started = std::make_unique<serve_process>(std::vector<std::string>{
+        "--leak-per-connection", "4", "--stall-timeout", "1s", "--metrics", "127.0.0.1:0", "--slow-response", "3s"});
+  }
+  serve_process& serve = *started;
+  ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
+  const unique_fd probe = transient::test::connect_to(*serve.metrics);  // probes reuse it: no descriptor needed
+  EXPECT_EQ(query(probe.get(), "/healthz").first, 200);
+  const unique_fd slow = transient::test::connect_to(*serve.at);
+  ASSERT_TRUE(slow && send_text(slow.get(), get_slow));
+  const unique_fd pending = exhaust_by_leak(*serve.at);
+  ASSERT_TRUE(pending) << "the leak never exhausted the descriptors";
+  auto r = query_until(probe.get(), "/readyz", 503, "degraded", 1000ms);
+  EXPECT_EQ(r.first, 503) << r.second;
+  EXPECT_THAT(r.second, HasSubstr("Too many open files"));
+  EXPECT_EQ(query(probe.get(), "/healthz").first, 200) << "degraded is still alive";
+  r = query_until(probe.get(), "/healthz", 503, "stalled", 3000ms);
+  EXPECT_EQ(r.first, 503) << r.second;
+  EXPECT_THAT(r.second, HasSubstr("no progress"));
+  EXPECT_EQ(query(probe.get(), "/readyz").first, 503);
+  EXPECT_THAT(read_response(slow.get(), 4000ms), HasSubstr("\r\n\r\nok")) << "the request in flight is answered";
+  EXPECT_EQ(serve.wait(3000ms), 1);
+  EXPECT_THAT(serve.stderr_text(), HasSubstr("stopped: stalled"));
+}
+
+TEST(ServeProduction, WatchdogPingsWhileHealthyAndStopsWhenStalled) {
+  fake_notify_socket notify;
+  ASSERT_TRUE(notify.ok());
+  ::setenv("WATCHDOG_USEC", "200000", 1);  // a ping every 100 ms
+  std::unique_ptr<serve_process> started;
+  {
+    const fd_limit_for_children limit(64);
+    started = std::make_unique<serve_process>(
+        std::vector<std::string>{"--leak-per-connection", "4", "--stall-timeout", "1500ms"});
+  }
+  ::unsetenv("WATCHDOG_USEC");
+  serve_process& serve = *started;
+  ASSERT_TRUE(serve.at) << serve.stderr_text();
+  const std::vector<std::string> healthy = notify.read_for(600ms);
+  ASSERT_FALSE(healthy.empty());
+  EXPECT_EQ(healthy.front(), "READY=1");
+  EXPECT_EQ(count_prefix(healthy, "STATUS=accepting"), 1);
+  EXPECT_GE(count_prefix(healthy, "WATCHDOG=1"), 3) << "healthy and idle: pings every 100 ms";
+
+  const unique_fd pending = exhaust_by_leak(*serve.at);
+  ASSERT_TRUE(pending);
+  const std::vector<std::string> after = notify.read_for(3000ms);
+  const auto degraded =
+      std::find_if(after.begin(), after.end(), [](const std::string& m) { return m.rfind("STATUS=degraded", 0) == 0; });
+  const auto stalled =
+      std::find_if(after.begin(), after.end(), [](const std::string& m) { return m.rfind("STATUS=stalled", 0) == 0; });
+  ASSERT_NE(degraded, after.end()) << testing::PrintToString(after);
+  ASSERT_NE(stalled, after.end()) << testing::PrintToString(after);
+  EXPECT_LT(degraded, stalled);
+  // Degraded without progress: at most the ping for the accepts just before; none once stalled.
+  EXPECT_LE(std::count(degraded, stalled, "WATCHDOG=1"), 1) << testing::PrintToString(after);
+  EXPECT_EQ(std::count(stalled, after.end(), "WATCHDOG=1"), 0) << testing::PrintToString(after);
+  EXPECT_EQ(serve.wait(3000ms), 1);
+}
+
+TEST(ServeProduction, DrainFinishesTheResponseInFlightAndClosesIdleConnections) {
+  serve_process serve({"--slow-response", "600ms"});
+  ASSERT_TRUE(serve.at) << serve.stderr_text();
+  const unique_fd idle = transient::test::connect_to(*serve.at);
+  ASSERT_TRUE(idle && send_text(idle.get(), get));
+  ASSERT_EQ(read_response(idle.get(), 1000ms), ok);
+  const unique_fd slow = transient::test::connect_to(*serve.at);
+  ASSERT_TRUE(slow && send_text(slow.get(), get_slow));
+  std::this_thread::sleep_for(100ms);
+  const auto sent = clock_type::now();
+  serve.signal(SIGTERM);
+  const auto idle_ms = ms_until_closed(idle.get(), sent, 1000ms);
+  ASSERT_TRUE(idle_ms) << "the idle keep-alive connection is not closed at once";
+  EXPECT_LT(*idle_ms, 300);
+  const std::string response = read_response(slow.get(), 2000ms);
+  const auto answered_ms = std::chrono::duration<double, std::milli>(clock_type::now() - sent).count();
+  EXPECT_EQ(response,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+  EXPECT_GE(answered_ms, 300) << "answered after SIGTERM, when its time came";
+  EXPECT_TRUE(transient::test::closed_by_peer(slow.get(), 1000ms));
+  EXPECT_EQ(serve.wait(2000ms), 0);
+  EXPECT_FALSE(transient::test::connect_to(*serve.at)) << "nothing listens after the drain";
+  EXPECT_THAT(serve.stderr_text(), HasSubstr("stopped cleanly"));
+}
+
+TEST(ServeProduction, DrainTimeoutBoundsTheWait) {
+  serve_process serve({"--slow-response", "5s", "--drain-timeout", "300ms"});
+  ASSERT_TRUE(serve.at) << serve.stderr_text();
+  const unique_fd slow = transient::test::connect_to(*serve.at);
+  ASSERT_TRUE(slow && send_text(slow.get(), get_slow));
+  std::this_thread::sleep_for(100ms);
+  const auto sent = clock_type::now();
+  serve.signal(SIGTERM);
+  const auto closed_ms = ms_until_closed(slow.get(), sent, 2000ms);
+  ASSERT_TRUE(closed_ms);
+  EXPECT_GE(*closed_ms, 280);
+  EXPECT_LT(*closed_ms, 1500);
+  EXPECT_EQ(serve.wait(2000ms), 0);
+  EXPECT_THAT(serve.stderr_text(), HasSubstr("drain timeout (300ms): closing 1 connection(s) still in flight"));
+}
+
+constexpr const char* socket_activate = "/usr/bin/systemd-socket-activate";
+
+// A loopback port free a moment ago (the kernel's choice for port 0).
+std::uint16_t free_port() {
+  const unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    return 0;
+  }
+  return ntohs(address.sin_port);
+}
+
+// systemd-socket-activate listens, and on the first connection starts serve with the socket
+// as descriptor 3 (LISTEN_FDS=1): the client that triggered it gets its answer.
+TEST(ServeProduction, AnswersOnTheSocketSystemdPasses) {
+  if (::access(socket_activate, X_OK) != 0) {
+    GTEST_SKIP() << socket_activate << " is missing (Debian package systemd; scripts/install-deps.sh installs it)";
+  }
+  const std::uint16_t port = free_port();
+  ASSERT_NE(port, 0);
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  spawned_process activator(socket_activate, {"-l", address, TRANSIENT_CLI_PATH, "serve"});
+  ASSERT_THAT(activator.read_line(spawned_process::stream::err, 5s), HasSubstr("Listening on"));
+  const unique_fd c = transient::test::connect_to(endpoint::loopback_v4(port));
+  ASSERT_TRUE(c && send_text(c.get(), get));
+  EXPECT_EQ(read_response(c.get(), 5000ms), ok);
+  const std::string line = activator.read_line(spawned_process::stream::out, 2s);
+  EXPECT_EQ(line, "listening on " + address + " (verified)");
+  activator.signal(SIGTERM);
+  EXPECT_EQ(activator.wait(3000ms), 0);
+}
+
+TEST(ServeProduction, RefusesListenWhenSystemdPassesTheSocket) {
+  if (::access(socket_activate, X_OK) != 0) {
+    GTEST_SKIP() << socket_activate << " is missing (Debian package systemd; scripts/install-deps.sh installs it)";
+  }
+  const std::uint16_t port = free_port();
+  ASSERT_NE(port, 0);
+  spawned_process activator(socket_activate, {"-l", "127.0.0.1:" + std::to_string(port), TRANSIENT_CLI_PATH, "serve",
+                                              "--listen", "127.0.0.1:0"});
+  ASSERT_THAT(activator.read_line(spawned_process::stream::err, 5s), HasSubstr("Listening on"));
+  const unique_fd c = transient::test::connect_to(endpoint::loopback_v4(port));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(activator.wait(5000ms), 2);
+  EXPECT_THAT(activator.stderr_text(), HasSubstr("--listen and --port-range cannot be used when systemd passes"));
+}
+
+void expect_usage_error(const std::vector<std::string>& args, const std::string& names) {
+  std::vector<std::string> full{"serve"};
+  full.insert(full.end(), args.begin(), args.end());
+  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, full, 5000ms);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line expected: " << r.err;
+  EXPECT_THAT(r.err, HasSubstr(names));
+}
+
+TEST(ServeProduction, NewFlagsRefuseBadValuesWithOneLine) {
+  expect_usage_error({"--header-timeout", "0"}, "--header-timeout: '0' is not a duration");
+  expect_usage_error({"--header-timeout", "-1s"}, "--header-timeout: '-1s'");
+  expect_usage_error({"--header-timeout", "25h"}, "up to 24h");
+  expect_usage_error({"--header-timeout"}, "--header-timeout needs a value");
+  expect_usage_error({"--drain-timeout", "soon"}, "--drain-timeout: 'soon' is not a duration");
+  expect_usage_error({"--drain-timeout", "100000m"}, "up to 24h");
+  expect_usage_error({"--max-per-peer", "0"}, "--max-per-peer: '0' is not 'off' or a number from 1 to 1000000");
+  expect_usage_error({"--max-per-peer", "-3"}, "--max-per-peer: '-3'");
+  expect_usage_error({"--max-per-peer", "99999999"}, "--max-per-peer: '99999999'");
+  expect_usage_error({"--policy", "naive", "--max-per-peer", "4"}, "--policy naive");
+}
+
+TEST(ServeProduction, HelpDocumentsTheNewFlagsAndNotTheTestKnobs) {
+  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"serve", "--help"}, 5000ms);
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* text :
+       {"--header-timeout", "--max-per-peer", "--drain-timeout", "/healthz", "/readyz", "WATCHDOG=1", "LISTEN_FDS"}) {
+    EXPECT_THAT(r.out, HasSubstr(text));
+  }
+  EXPECT_THAT(r.out, testing::Not(HasSubstr("slow-response")));
+}
+
+}  // namespace
