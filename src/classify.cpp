@@ -1,8 +1,8 @@
 // classify(): the verdict for an error code in the context of one operation.
 //
-// The rules follow ERRORS.md column by column. They are evaluated once, at compile time,
+// The rules follow docs/errors.md column by column. They are evaluated once, at compile time,
 // into a table indexed by operation and errno value, so classify() is a category check
-// and one load. Cells ERRORS.md marks "—" (the operation does not return that errno) get
+// and one load. Cells where the operation does not return that errno (docs/design.md) get
 // the operation's rule for "anything else", with `unclassified` as the reason.
 #include "transient/classify.hpp"
 

@@ -1,7 +1,7 @@
 // listen_in_range(): port hunting that stays correct when many processes hunt at once.
 //
 // The bug this prevents (the report): processes hunting upward from 9000 with one
-// socket each, retrying bind on the same socket, ended up two to a port. ERRORS.md (measured)
+// socket each, retrying bind on the same socket, ended up two to a port. docs/design.md (measured)
 // explains every rule below:
 // - Two SO_REUSEADDR sockets can both bind a port while neither listens; the loser learns it
 //   only from listen() (EADDRINUSE), and its socket stays bound (re-binding it: EINVAL). So

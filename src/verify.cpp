@@ -1,6 +1,6 @@
 // verify(): is this socket really the kernel's one listener for its address?
 //
-// ERRORS.md (measured): SO_ACCEPTCONN is 1 only while listening; the kernel's table of LISTEN
+// docs/design.md (measured): SO_ACCEPTCONN is 1 only while listening; the kernel's table of LISTEN
 // sockets for the caller's network namespace has one entry per listener, with its inode
 // (fstat(fd).st_ino). Any other LISTEN entry on the same address and port, without
 // SO_REUSEPORT, is a second listener. The table comes from an inet_diag netlink dump, which

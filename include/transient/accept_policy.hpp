@@ -127,7 +127,7 @@ struct accept_policy_config {
   /// the server adds "loop I/N" with several loops. With the Asio adapter, set it yourself.
   std::string label;
   /// The driver verified the listener (SO_ACCEPTCONN = 1, SO_TYPE = SOCK_STREAM): EOPNOTSUPP
-  /// from accept is then one connection's failure (skip), not a bug (fail). ERRORS.md.
+  /// from accept is then one connection's failure (skip), not a bug (fail). docs/design.md.
   bool listener_verified = false;
 };
 
@@ -194,7 +194,7 @@ class accept_policy {
   [[nodiscard]] decision on_stop(time_point now) noexcept;
 
   /// Asks the policy to stop at its next event; the only call safe from any thread.
-  /// After it, an accept error (EINVAL after shutdown(SHUT_RD), as ERRORS.md measured) is a
+  /// After it, an accept error (EINVAL after shutdown(SHUT_RD), as measured: docs/design.md) is a
   /// clean stop, not a failure.
   void request_stop() noexcept { stop_requested_.store(true, std::memory_order_relaxed); }
 

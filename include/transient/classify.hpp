@@ -3,7 +3,7 @@
 // "Temporary" means nothing without context: EINVAL from accept() on a socket we shut
 // down is a clean stop, from a socket that never listened a dead listener, from bind() a
 // bug. classify() answers for one operation at a time, from a constexpr table that
-// follows the project's ERRORS.md. It never allocates and never throws.
+// follows docs/errors.md. It never allocates and never throws.
 #pragma once
 
 #include <optional>

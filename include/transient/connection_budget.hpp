@@ -3,7 +3,7 @@
 //
 // The budget is taken *before* accept (as Go's netutil.LimitListener and HAProxy do): a
 // full server leaves clients in the kernel backlog instead of running out of descriptors
-// (ERRORS.md: EMFILE leaves the queued client in the backlog, but a loop that re-arms on
+// (docs/design.md: EMFILE leaves the queued client in the backlog, but a loop that re-arms on
 // it spins). Each accepted connection carries a permit; destroying the permit gives the
 // place back.
 //

@@ -71,7 +71,7 @@ class endpoint {
   /// An IPv6 address of the form ::ffff:a.b.c.d.
   [[nodiscard]] bool is_v4_mapped() const noexcept;
   /// For a v4-mapped IPv6 endpoint, the IPv4 endpoint it stands for; otherwise a copy.
-  /// The kernel treats [::ffff:127.0.0.1]:P and 127.0.0.1:P as one address (ERRORS.md).
+  /// The kernel treats [::ffff:127.0.0.1]:P and 127.0.0.1:P as one address (docs/design.md).
   [[nodiscard]] endpoint unmapped() const noexcept;
 
   /// The address alone, canonical: "127.0.0.1", "::1" (no brackets).

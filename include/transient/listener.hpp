@@ -36,7 +36,7 @@ struct listen_options {
   /// lets two sockets listen on one address), so it is on by default as in every server.
   bool reuse_address = true;
   /// SO_REUSEPORT. Off by default: it lets any process of the same user join the port and take
-  /// a share of its connections (ERRORS.md). listen_in_range refuses it.
+  /// a share of its connections (docs/design.md). listen_in_range refuses it.
   bool reuse_port = false;
   /// IPV6_V6ONLY for IPv6 endpoints. On by default, so [::]:P does not also take 0.0.0.0:P.
   bool v6_only = true;
@@ -70,7 +70,7 @@ class listener {
   explicit operator bool() const noexcept { return is_open(); }
 
   /// shutdown(SHUT_RD): wakes a thread blocked in accept (which then fails with EINVAL) and
-  /// stops the socket listening. close() would not wake it (ERRORS.md: "A thread blocked in
+  /// stops the socket listening. close() would not wake it (docs/design.md: "A thread blocked in
   /// accept is not woken by close()"), so drivers stop with this, then close. Const because it
   /// changes the kernel socket, not this object; safe to call from another thread.
   std::error_code shutdown_read() const noexcept;

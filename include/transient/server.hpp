@@ -7,7 +7,7 @@
 // The loop never spins and never sleeps blindly: when the policy pauses (the budget is
 // full, or descriptors or memory are exhausted), the listener is removed from the epoll
 // set, because a level-triggered listener keeps reporting readable while accept fails with
-// EMFILE (ERRORS.md) and re-arming it would spin. Accepting resumes on a permit release
+// EMFILE (docs/design.md) and re-arming it would spin. Accepting resumes on a permit release
 // (an eventfd wake-up, which the budget performs only when a loop is paused) or when the
 // backoff delay ends (the epoll_wait timeout). When descriptors stay exhausted with no
 // progress for stall_timeout, run() ends with condition::stalled and a diagnosis that says
@@ -51,7 +51,7 @@ struct server_options {
   /// Instead of sharing each listener between the loops, give every loop its own socket on
   /// the same address (SO_REUSEPORT), so the kernel spreads connections over them. Needs
   /// listeners opened with listen_options::reuse_port; the server opens threads - 1 more per
-  /// listener. Caveat (ERRORS.md): any process of the same user may join such a group.
+  /// listener. Caveat (docs/design.md): any process of the same user may join such a group.
   bool reuse_port_shards = false;
   /// The accept policy's settings (shed mode, backoff, stall timeout, event sink, per-peer
   /// cap...). Each loop gets its own policy per listener with these settings.

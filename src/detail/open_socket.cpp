@@ -1,6 +1,6 @@
 // One attempt at a listening socket.
 //
-// A failed attempt always closes its socket. ERRORS.md (measured): two SO_REUSEADDR sockets can
+// A failed attempt always closes its socket. docs/design.md (measured): two SO_REUSEADDR sockets can
 // both bind one address while neither listens; the second listen() then fails with EADDRINUSE
 // and leaves the socket bound, and re-binding it to another port fails with EINVAL. So a
 // caller that wants another port must start again from a fresh socket, never retry this one.

@@ -1,5 +1,5 @@
 // Property test: a seeded generator drives two accept policies sharing one budget with
-// random events (errnos from ERRORS.md, accepts, releases, timers, readiness, stop) and
+// random events (errnos from docs/errors.md, accepts, releases, timers, readiness, stop) and
 // checks the invariants after every step:
 //  - live <= budget, and live == permits held + accepts in flight (permits never leak);
 //  - no lost wake-up: after the wake-ups are delivered, no loop is paused for a release
@@ -31,7 +31,7 @@ constexpr std::uint64_t min_events = 300'000;
 
 std::error_code sys(int e) { return {e, std::system_category()}; }
 
-// Errnos from ERRORS.md's accept column, by verdict.
+// Errnos from docs/errors.md's accept column, by verdict.
 const int skip_errnos[] = {ECONNABORTED, EPROTO, ENOPROTOOPT, ENETDOWN, ENETUNREACH, EHOSTDOWN,
                            EHOSTUNREACH, ENONET, EPERM,       EACCES,   ECONNRESET};
 const int back_off_errnos[] = {EMFILE, ENFILE, ENOBUFS, ENOMEM, EIO /* unclassified: back off */};

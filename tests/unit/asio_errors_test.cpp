@@ -1,4 +1,4 @@
-// The Asio adapter fed every accept errno of ERRORS.md. The kernel will not produce ENFILE,
+// The Asio adapter fed every accept errno of docs/errors.md. The kernel will not produce ENFILE,
 // EPERM, EPROTO... on demand, so a custom acceptor (the adapter's acceptor is a template
 // parameter) completes the first accepts with scripted error codes in Asio's own
 // "asio.system" category, then accepts for real. Each case checks what the policy made of

@@ -1,6 +1,6 @@
 // The Asio adapter under real descriptor exhaustion: a child process lowers its
 // RLIMIT_NOFILE soft limit to 64 and runs the loop with a budget far above what the limit
-// allows, so accept(2) fails with EMFILE while clients wait in the backlog (ERRORS.md: the
+// allows, so accept(2) fails with EMFILE while clients wait in the backlog (docs/design.md: the
 // kernel fails the accept without consuming the queued client). The parent is the client.
 //
 // Checked: the loop does not spin (its CPU time while exhausted is at most 5 % of the wall

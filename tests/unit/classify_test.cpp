@@ -1,6 +1,6 @@
-// classify(): one test per row of ERRORS.md, for every operation. The expected verdicts are
+// classify(): one test per row of docs/errors.md, for every operation. The expected verdicts are
 // written out here, independently of src/classify.cpp's rules, so a wrong rule fails a test.
-// Cells ERRORS.md marks "—" expect the operation's "anything else" rule: accept backs off,
+// Cells where the operation does not return the errno expect the operation's "anything else" rule: accept backs off,
 // every other operation fails, and the reason is `unclassified`.
 #include <gtest/gtest.h>
 
@@ -24,7 +24,7 @@ struct cell {
   condition why;
 };
 
-// Expected verdicts for one ERRORS.md row; read and write share a column, bind and listen too.
+// Expected verdicts for one row of that table; read and write share a column, bind and listen too.
 struct row {
   std::initializer_list<int> errnos;
   cell accept, connect, transfer, setup;

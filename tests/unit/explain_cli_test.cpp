@@ -83,7 +83,7 @@ TEST(ExplainCli, Table) {
                                "(process_fd_limit) | back_off (process_fd_limit) | fail (unclassified) | fail "
                                "(unclassified) | back_off (process_fd_limit) | back_off (process_fd_limit) |"));
   EXPECT_THAT(r.out, HasSubstr("| anything else | | unclassified | back_off | fail | fail | fail | fail | fail |"));
-  // 33 classified errnos (those ERRORS.md names), a header, a separator and "anything else".
+  // 33 classified errnos (those docs/errors.md lists), a header, a separator and "anything else".
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 33 + 3);
 }
 

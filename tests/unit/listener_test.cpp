@@ -1,5 +1,5 @@
 // listen, verify and who_listens on real sockets (127.0.0.1 and ::1 only), including the
-// kernel's conflict rules measured in ERRORS.md.
+// kernel's conflict rules measured in docs/design.md.
 #include "transient/listener.hpp"
 
 #include <fcntl.h>
@@ -319,7 +319,7 @@ TEST(ListenInRange, TakesAPortInTheRangeAndWarnsAboutTheEphemeralRange) {
   EXPECT_EQ(report.attempts.back().port, l.local_endpoint().port());
   EXPECT_TRUE(transient::verify(l));
 
-  // 32768-60999 is ip_local_port_range on this machine (ERRORS.md).
+  // 32768-60999 is ip_local_port_range on this machine (docs/design.md).
   const listener risky = transient::listen_in_range(endpoint::loopback_v4(0), 32000, 33000, {}, report);
   ASSERT_TRUE(risky) << report.message;
   EXPECT_NE(report.warning.find("ip_local_port_range"), std::string::npos) << report.warning;

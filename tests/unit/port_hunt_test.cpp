@@ -2,7 +2,7 @@
 // distinct ports, every listener verified, and (from the kernel's own table) no port held by
 // two processes. Prints the figures: collisions seen and handled, time per hunt.
 //
-// The range 24000-24063 is outside ip_local_port_range (32768-60999 here; ERRORS.md: TIME_WAIT
+// The range 24000-24063 is outside ip_local_port_range (32768-60999 here; docs/design.md: TIME_WAIT
 // entries of outgoing connections there block even a SO_REUSEADDR bind). 64 ports for 32
 // hunters makes collisions frequent, which is the point.
 #include <fcntl.h>

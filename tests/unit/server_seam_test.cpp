@@ -1,5 +1,5 @@
 // ctest-labels: threads
-// The server through the syscall seam: accept4 returns each errno of ERRORS.md's accept
+// The server through the syscall seam: accept4 returns each errno of docs/errors.md's accept
 // column, and sequences of them, and the server does what the verdict says.
 #include <gtest/gtest.h>
 

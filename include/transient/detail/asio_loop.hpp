@@ -88,7 +88,7 @@ class loop_state final : public release_listener,
   /// Starts the loop: never completes inline (the first step is posted to the strand).
   void start() {
     // Asio retries accept on ECONNABORTED and EPROTO internally, out of sight, unless this
-    // is set; with it set they reach the policy, which skips them (ERRORS.md: the pending
+    // is set; with it set they reach the policy, which skips them (docs/design.md: the pending
     // connection died, the listener is fine) and counts them.
     open_at_start_ = acceptor_.is_open();
     error_code ignored;  // a closed acceptor fails the first step instead
