@@ -389,7 +389,8 @@ std::string json_list(const std::vector<double>& v, int precision) {
   for (std::size_t i = 0; i < v.size(); ++i) {
     char number[32];
     std::snprintf(number, sizeof number, "%.*f", precision, v[i]);
-    out += (i == 0 ? "" : ",") + std::string(number);
+    out += i == 0 ? "" : ",";  // appended, not prepended to a temporary: g++ 12's false -Wrestrict (GCC bug 105329)
+    out += number;
   }
   return out + "]";
 }

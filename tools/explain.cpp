@@ -148,8 +148,9 @@ std::optional<platform_error> parse_platform_code(platform p, std::string_view t
     found = find_platform_error(p, text);
   }
   if (!found) {
-    problem = "'" + std::string(text) + "' is not a socket error code transient knows on " + std::string(to_string(p)) +
-              " (see 'transient explain --table --platform " + std::string(to_string(p)) + "')";
+    problem.assign(1, '\'').append(text);  // appended: g++ 12's false -Wrestrict (GCC bug 105329)
+    problem += "' is not a socket error code transient knows on " + std::string(to_string(p)) +
+               " (see 'transient explain --table --platform " + std::string(to_string(p)) + "')";
   }
   return found;
 }
