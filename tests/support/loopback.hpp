@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
 
 #include "transient/endpoint.hpp"
 #include "transient/unique_fd.hpp"
@@ -40,14 +41,34 @@ inline std::string read_some(int fd, std::chrono::milliseconds timeout) {
   return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
 }
 
-/// True if the peer closed (or reset) the connection within `timeout`.
+/// True if the peer closed (or reset) the connection within `timeout` and no data is left to
+/// read first. It only peeks: a byte that arrives just now stays for the next read.
 inline bool closed_by_peer(int fd, std::chrono::milliseconds timeout) {
   pollfd p{fd, POLLIN, 0};
   if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) {
     return false;
   }
   char byte = 0;
-  return ::recv(fd, &byte, 1, MSG_DONTWAIT) <= 0;
+  return ::recv(fd, &byte, 1, MSG_DONTWAIT | MSG_PEEK) <= 0;
+}
+
+/// Sends all of `text` in one call (loopback: a small text goes in one piece); false otherwise.
+inline bool send_text(int fd, std::string_view text) {
+  return ::send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+}
+
+/// Reads until `bytes` bytes arrived, the peer closed, or about `limit` passed.
+inline std::string read_at_least(int fd, std::size_t bytes, std::chrono::milliseconds limit = std::chrono::seconds(2)) {
+  std::string all;
+  constexpr std::chrono::milliseconds step(50);
+  for (auto waited = std::chrono::milliseconds(0); waited < limit && all.size() < bytes; waited += step) {
+    const std::string chunk = read_some(fd, step);
+    if (chunk.empty() && closed_by_peer(fd, std::chrono::milliseconds(1))) {
+      break;
+    }
+    all += chunk;
+  }
+  return all;
 }
 
 /// The number of descriptors this process holds (entries of /proc/self/fd, less the one

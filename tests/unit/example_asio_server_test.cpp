@@ -21,6 +21,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using transient::unique_fd;
+using transient::test::send_text;
+using transient::test::read_at_least;
 using transient::test::spawned_process;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok";
@@ -43,23 +45,6 @@ struct example_server {
     EXPECT_TRUE(line.rfind(prefix, 0) == 0 && !ec) << line;
   }
 };
-
-bool send_text(int fd, std::string_view text) {
-  return ::send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
-}
-
-// Reads until `bytes` bytes arrived, the peer closed, or about `limit` passed.
-std::string read_at_least(int fd, std::size_t bytes, std::chrono::milliseconds limit = 2s) {
-  std::string all;
-  for (auto waited = 0ms; waited < limit && all.size() < bytes; waited += 50ms) {
-    const std::string chunk = transient::test::read_some(fd, 50ms);
-    if (chunk.empty() && transient::test::closed_by_peer(fd, 1ms)) {
-      break;
-    }
-    all += chunk;
-  }
-  return all;
-}
 
 TEST(ExampleAsioServer, AnswersKeepAliveRequestsAndStopsCleanlyOnSigterm) {
   example_server server(0);

@@ -28,6 +28,8 @@ namespace {
 using namespace std::chrono_literals;
 using testing::HasSubstr;
 using transient::unique_fd;
+using transient::test::read_at_least;
+using transient::test::send_text;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
 
@@ -55,23 +57,6 @@ class serve_process : public transient::test::spawned_process {
     return args;
   }
 };
-
-bool send_text(int fd, std::string_view text) {
-  return ::send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
-}
-
-// Reads until `bytes` bytes arrived or the peer closed or 2 s passed.
-std::string read_at_least(int fd, std::size_t bytes) {
-  std::string all;
-  for (int i = 0; i < 40 && all.size() < bytes; ++i) {
-    const std::string chunk = transient::test::read_some(fd, 50ms);
-    if (chunk.empty() && transient::test::closed_by_peer(fd, 1ms)) {
-      break;
-    }
-    all += chunk;
-  }
-  return all;
-}
 
 class ServeCli : public testing::Test {
  protected:

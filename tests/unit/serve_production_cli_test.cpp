@@ -33,6 +33,7 @@ using clock_type = std::chrono::steady_clock;
 using testing::HasSubstr;
 using transient::endpoint;
 using transient::unique_fd;
+using transient::test::send_text;
 using transient::test::spawned_process;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
@@ -73,10 +74,6 @@ class serve_process : public spawned_process {
     return args;
   }
 };
-
-bool send_text(int fd, std::string_view text) {
-  return ::send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
-}
 
 // Reads until the text holds a complete response (head and Content-Length body), the peer
 // closed, or `timeout` passed.
