@@ -62,21 +62,22 @@ constexpr bool is_token(std::string_view s) noexcept {
          std::all_of(s.begin(), s.end(), [](char c) { return token_chars[static_cast<unsigned char>(c)]; });
 }
 
-// True if every LF in `head` follows a CR and every CR precedes an LF. It jumps from one CR
-// or LF to the next (memchr) rather than testing every character: a head has one of each
-// per line.
-constexpr bool crlf_only(std::string_view head) noexcept {
-  for (std::size_t i = head.find('\n'); i != std::string_view::npos; i = head.find('\n', i + 1)) {
-    if (i == 0 || head[i - 1] != '\r') {
-      return false;
-    }
+// Where the CRLF-terminated line that starts at `from` ends.
+struct line_end {
+  std::size_t cr = std::string_view::npos;  // index of its CR; npos: the buffer ends first
+  bool bare = false;                        // a CR without LF or an LF without CR came first
+};
+
+// Lines are found with memchr (short lines, a call each, still beat a loop over every byte):
+// the LF, then the first CR, which must be the byte before it (RFC 9112 2.2: a bare CR or LF
+// makes the request bad). A CR that is the buffer's last byte is incomplete: its LF may come.
+constexpr line_end find_line_end(std::string_view s, std::size_t from) noexcept {
+  const std::size_t lf = s.find('\n', from);
+  const std::size_t cr = s.substr(0, lf).find('\r', from);
+  if (lf == std::string_view::npos) {
+    return cr == std::string_view::npos || cr + 1 == s.size() ? line_end{} : line_end{cr, true};
   }
-  for (std::size_t i = head.find('\r'); i != std::string_view::npos; i = head.find('\r', i + 1)) {
-    if (i + 1 == head.size() || head[i + 1] != '\n') {
-      return false;
-    }
-  }
-  return true;
+  return {lf - 1, cr != lf - 1 || lf == from};
 }
 
 constexpr char lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
@@ -117,34 +118,29 @@ inline parsed_request bad(std::string problem) {
 
 }  // namespace detail
 
-/// Frames the first request in `buffer` (which may hold several, or part of one).
+/// Frames the first request in `buffer` (which may hold several, or part of one). It reads
+/// the head once, line by line; a line that breaks the grammar makes the request bad as soon
+/// as that line is complete, even if the head is not.
 inline parsed_request parse_request(std::string_view buffer) {
   using detail::bad;
-  constexpr std::string_view end_of_head = "\r\n\r\n";
+  const auto too_large = [] { return bad("request head larger than " + std::to_string(request_limit) + " bytes"); };
+  const auto bare_cr_or_lf = [] { return bad("bare CR or LF in the request head (lines end with CRLF)"); };
   // RFC 9112 2.2: a server should ignore empty lines received before the request line.
   std::size_t start = 0;
-  while (buffer.size() - start >= 2 && buffer.substr(start, 2) == "\r\n") {
+  while (buffer.size() - start >= 2 && buffer[start] == '\r' && buffer[start + 1] == '\n') {
     start += 2;
   }
-  const std::size_t head_end = buffer.find(end_of_head, start);
-  if (head_end == std::string_view::npos) {
-    if (buffer.size() >= request_limit) {
-      return bad("request head larger than " + std::to_string(request_limit) + " bytes");
-    }
-    return {};
-  }
-  const std::size_t head_length = head_end + end_of_head.size();
-  if (head_length > request_limit) {
-    return bad("request head larger than " + std::to_string(request_limit) + " bytes");
-  }
-  const std::string_view head = buffer.substr(start, head_end - start);
-  if (!detail::crlf_only(head)) {
-    return bad("bare CR or LF in the request head (lines end with CRLF)");
-  }
+  const auto incomplete_or_too_large = [&] { return buffer.size() >= request_limit ? too_large() : parsed_request{}; };
 
   // Request line: METHOD SP TARGET SP HTTP/1.x
-  const std::size_t line_end = head.find("\r\n");
-  const std::string_view line = head.substr(0, line_end);
+  const detail::line_end first = detail::find_line_end(buffer, start);
+  if (first.bare) {
+    return bare_cr_or_lf();
+  }
+  if (first.cr == std::string_view::npos) {
+    return incomplete_or_too_large();
+  }
+  const std::string_view line = buffer.substr(start, first.cr - start);
   const std::size_t sp1 = line.find(' ');
   const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
   if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
@@ -166,18 +162,27 @@ inline parsed_request parse_request(std::string_view buffer) {
   }
   const bool http11 = version == "HTTP/1.1";
 
-  // Header fields: NAME ":" OWS VALUE OWS, one per CRLF-terminated line.
+  // Header fields: NAME ":" OWS VALUE OWS, one per line, up to the empty line.
   bool host = false;
   bool close = false;
   bool keep_alive_asked = false;
   bool have_length = false;
   std::size_t body = 0;
-  std::string_view rest = line_end == std::string_view::npos ? std::string_view() : head.substr(line_end + 2);
-  while (!rest.empty()) {
-    const std::size_t eol = rest.find("\r\n");
-    const std::string_view field = rest.substr(0, eol);
-    rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 2);
-    if (field.empty() || field.front() == ' ' || field.front() == '\t') {
+  std::size_t at = first.cr + 2;
+  for (;;) {
+    const detail::line_end end = detail::find_line_end(buffer, at);
+    if (end.bare) {
+      return bare_cr_or_lf();
+    }
+    if (end.cr == std::string_view::npos) {
+      return incomplete_or_too_large();
+    }
+    const std::string_view field = buffer.substr(at, end.cr - at);
+    at = end.cr + 2;
+    if (field.empty()) {
+      break;  // the end of the head
+    }
+    if (field.front() == ' ' || field.front() == '\t') {
       return bad("obsolete line folding or empty header line");
     }
     const std::size_t colon = field.find(':');
@@ -211,6 +216,10 @@ inline parsed_request parse_request(std::string_view buffer) {
       have_length = true;
       body = n;
     }
+  }
+  const std::size_t head_length = at;
+  if (head_length > request_limit) {
+    return too_large();
   }
   if (http11 && !host) {
     return bad("HTTP/1.1 request without a Host header");

@@ -102,6 +102,26 @@ TEST(ServeHttp, MalformedRequestsAreBad) {
   }
 }
 
+// A line that breaks the grammar is refused as soon as it is complete: the server need not
+// wait for (or buffer) the rest of a head it will refuse anyway. A CR that ends the buffer
+// is not bare yet: its LF may be in the next read.
+TEST(ServeHttp, ABadLineIsBadBeforeTheHeadIsComplete) {
+  for (const char* text : {
+           "G(T / HTTP/1.1\r\n",
+           "GET / HTTP/1.1\nHo",
+           "GET / HTTP/1.1\r\nHost: a\rb",
+           "GET / HTTP/1.1\r\nNo colon\r\n",
+           "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n",
+       }) {
+    const auto r = parse_request(text);
+    EXPECT_EQ(r.status, parse_status::bad) << text;
+    EXPECT_FALSE(r.problem.empty()) << text;
+  }
+  EXPECT_EQ(parse_request("GET / HTTP/1.1\r").status, parse_status::incomplete);
+  EXPECT_EQ(parse_request("GET / HTTP/1.1\r\nHost: a\r").status, parse_status::incomplete);
+  EXPECT_EQ(parse_request("GET / HTTP/1.1\r\nHost: a\r\n").status, parse_status::incomplete);
+}
+
 TEST(ServeHttp, Responses) {
   const auto get = parse_request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
   EXPECT_EQ(transient::tool::ok_response(get),
