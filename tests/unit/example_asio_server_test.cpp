@@ -21,8 +21,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using transient::unique_fd;
-using transient::test::send_text;
 using transient::test::read_at_least;
+using transient::test::send_text;
 using transient::test::spawned_process;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok";

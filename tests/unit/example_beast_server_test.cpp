@@ -25,8 +25,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using transient::unique_fd;
-using transient::test::send_text;
 using transient::test::read_at_least;
+using transient::test::send_text;
 using transient::test::spawned_process;
 
 // Beast writes the fields in the order the example sets them, Content-Length last.
