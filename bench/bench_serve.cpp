@@ -11,13 +11,14 @@
 // `GET /`, reads the whole response, checks it byte for byte and closes with a reset
 // (SO_LINGER 0): no TIME_WAIT piles up in the ephemeral range at any rate. Both servers run in
 // their own processes for the whole run (the raw responder in a child forked before any thread
-// exists), so each one's CPU is read the same way; rounds alternate raw, serve, raw, serve...
-// and each pair of neighbours gives one ratio, so load from elsewhere on the machine falls on
-// both sides of a ratio alike. CPU comes in clock ticks (usually 10 ms): over a 2 s round that
-// is under 1 % of the figure.
+// exists), so each one's CPU is read the same way. Within a round the load moves from one
+// server to the other every 100 ms until each had `--seconds` of it, and the round gives one
+// ratio: load from elsewhere on the machine, which changes over seconds, falls on both sides
+// of a ratio alike. CPU comes in clock ticks (usually 10 ms), read at a round's start and end:
+// over a 2 s round that is under 1 % of the figure.
 //
-// Prints one line per round, then one JSON object as the last line. Bounded: about 35 s with
-// the defaults (7 rounds of 2.3 s per server); --rounds x --seconds is capped at 300 s per server.
+// Prints one line per round, then one JSON object as the last line. Bounded: about 30 s with
+// the defaults (7 rounds of 2 s per server); --rounds x --seconds is capped at 300 s per server.
 // Usage: transient_bench_serve [--serve PATH] [--threads N] [--rounds N] [--seconds S] [--clients N]
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -34,6 +35,7 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -263,11 +265,6 @@ serve_child start_serve(const settings& s) {
 
 // ---- the load generator ----------------------------------------------------------------
 
-struct alignas(64) client_counters {
-  std::atomic<std::uint64_t> done{0};    // connections that got the whole, right response
-  std::atomic<std::uint64_t> failed{0};  // connect/send/receive failed or the response differed
-};
-
 // One connection: connect, send `request`, read until `response` has come whole, close with a
 // reset. Every blocking call is bounded by the socket timeouts.
 bool one_connection(const sockaddr_in& to) {
@@ -299,48 +296,66 @@ struct round_result {
   std::uint64_t failed = 0;
 };
 
-// Runs the load against `port` for 200 ms of warm-up plus `seconds`, and measures the second part.
-round_result measure(std::uint16_t port, pid_t server, const settings& s) {
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(port);
-  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::vector<client_counters> counters(s.clients);
+// Which server the load generator's clients connect to: its index in `targets`.
+constexpr std::size_t raw_target = 0;
+constexpr std::size_t serve_target = 1;
+constexpr auto slice = 100ms;  // how long the load stays on one server before it moves to the other
+
+// One round: the clients' load moves between the two servers every `slice` (raw first), until
+// each had `seconds` of it, so a change of load elsewhere on the machine falls on both alike.
+// A server without load sleeps in epoll_wait: its CPU over the whole round is the CPU its
+// connections cost. Connections are counted for the server they went to.
+std::array<round_result, 2> measure(const std::array<sockaddr_in, 2>& targets, const std::array<pid_t, 2>& servers,
+                                    const settings& s) {
+  struct alignas(64) counters {
+    std::array<std::atomic<std::uint64_t>, 2> done{};    // connections that got the whole, right response
+    std::array<std::atomic<std::uint64_t>, 2> failed{};  // connect/send/receive failed or the response differed
+  };
+  std::vector<counters> per_client(s.clients);
+  std::atomic<std::size_t> target{raw_target};
   std::atomic<bool> stop{false};
   std::vector<std::thread> clients;
   for (unsigned i = 0; i < s.clients; ++i) {
     clients.emplace_back([&, i] {
       while (!stop.load(std::memory_order_relaxed)) {
-        auto& counter = one_connection(to) ? counters[i].done : counters[i].failed;
+        const std::size_t t = target.load(std::memory_order_relaxed);
+        auto& counter = one_connection(targets[t]) ? per_client[i].done[t] : per_client[i].failed[t];
         counter.fetch_add(1, std::memory_order_relaxed);
       }
     });
   }
-  const auto total = [&counters](bool done) {
+  const auto total = [&per_client](bool done, std::size_t t) {
     std::uint64_t sum = 0;
-    for (const auto& c : counters) {
-      sum += (done ? c.done : c.failed).load(std::memory_order_relaxed);
+    for (const auto& c : per_client) {
+      sum += (done ? c.done[t] : c.failed[t]).load(std::memory_order_relaxed);
     }
     return sum;
   };
-  std::this_thread::sleep_for(200ms);
-  const std::uint64_t done_before = total(true);
-  const std::uint64_t failed_before = total(false);
-  const std::int64_t cpu_before = process_cpu_us(server);
-  const auto start = clock_type::now();
-  std::this_thread::sleep_for(std::chrono::duration<double>(s.seconds));
-  const std::uint64_t done = total(true) - done_before;
-  const std::int64_t cpu = process_cpu_us(server) - cpu_before;
-  const double elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
-  round_result r;
-  r.failed = total(false) - failed_before;
-  stop = true;
-  for (auto& t : clients) {
-    t.join();
+  std::array<std::uint64_t, 2> done_before{total(true, 0), total(true, 1)};
+  std::array<std::uint64_t, 2> failed_before{total(false, 0), total(false, 1)};
+  std::array<std::int64_t, 2> cpu_before{process_cpu_us(servers[0]), process_cpu_us(servers[1])};
+  std::array<clock_type::duration, 2> loaded{};
+  const auto slices = static_cast<int>(std::ceil(std::chrono::duration<double>(s.seconds) / slice));
+  for (int k = 0; k < 2 * slices; ++k) {
+    const std::size_t t = k % 2 == 0 ? raw_target : serve_target;
+    target.store(t, std::memory_order_relaxed);
+    const auto start = clock_type::now();
+    std::this_thread::sleep_for(slice);
+    loaded[t] += clock_type::now() - start;
   }
-  r.conns_per_s = static_cast<double>(done) / elapsed;
-  r.cpu_us_per_conn = done == 0 ? 0.0 : static_cast<double>(cpu) / static_cast<double>(done);
-  std::this_thread::sleep_for(100ms);  // let the server close what the last resets left
+  stop = true;
+  for (auto& c : clients) {
+    c.join();
+  }
+  std::this_thread::sleep_for(100ms);  // let the servers close what the last resets left
+  std::array<round_result, 2> r;
+  for (std::size_t t = 0; t < 2; ++t) {
+    const std::uint64_t done = total(true, t) - done_before[t];
+    const std::int64_t cpu = process_cpu_us(servers[t]) - cpu_before[t];
+    r[t].failed = total(false, t) - failed_before[t];
+    r[t].conns_per_s = static_cast<double>(done) / std::chrono::duration<double>(loaded[t]).count();
+    r[t].cpu_us_per_conn = done == 0 ? 0.0 : static_cast<double>(cpu) / static_cast<double>(done);
+  }
   return r;
 }
 
@@ -434,9 +449,19 @@ int main(int argc, char** argv) {
   std::vector<double> rate_ratio;
   std::vector<double> cpu_ratio;
   std::uint64_t failed = 0;
+  const auto loopback = [](std::uint16_t port) {
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return to;
+  };
+  const std::array<sockaddr_in, 2> targets{loopback(raw.port), loopback(serve.port)};
+  settings warm_up = s;
+  warm_up.seconds = 0.2;
+  (void)measure(targets, {raw.pid, serve.pid}, warm_up);  // both servers' caches, buffers and slots
   for (unsigned round = 1; round <= s.rounds; ++round) {
-    const round_result r = measure(raw.port, raw.pid, s);
-    const round_result v = measure(serve.port, serve.pid, s);
+    const auto [r, v] = measure(targets, {raw.pid, serve.pid}, s);
     failed += r.failed + v.failed;
     raw_rate.push_back(r.conns_per_s);
     raw_cpu.push_back(r.cpu_us_per_conn);
