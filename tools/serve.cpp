@@ -48,8 +48,11 @@ class serve_group;
 // handler runs only there, never while main is tearing these objects down (it clears them
 // first). Everything the handler calls is async-signal-safe (acceptor::stop documents it).
 // The metrics port stays up until the loops have drained, so /readyz answers 503 meanwhile.
+// A signal that comes before there is anything to stop (the handlers are installed before the
+// listener opens) is kept in `stop_signalled`, and honoured once there is.
 std::atomic<serve_group*> signal_group{nullptr};
 std::atomic<naive_loop*> signal_naive{nullptr};
+std::atomic<bool> stop_signalled{false};
 
 extern "C" void on_stop_signal(int /*signal*/);
 
@@ -388,6 +391,7 @@ class serve_group {
 };
 
 extern "C" void on_stop_signal(int /*signal*/) {
+  stop_signalled.store(true);
   if (auto* g = signal_group.load()) {
     g->drain();
   }
@@ -521,9 +525,14 @@ int serve_transient(const serve_settings& s, listener l) {
     std::cerr << "transient serve: " << problem << '\n';
     return 1;
   }
+  // The group takes signals before "listening on" tells anyone to send them; one that came
+  // earlier still stops it (drain() may then run twice: it is idempotent).
+  signal_group.store(&group);
+  if (stop_signalled.load()) {
+    group.drain();
+  }
   announce(group.local_endpoint());
   const supervisor_notifier notifier(group);
-  signal_group.store(&group);
   const int status = group.run();
   signal_group.store(nullptr);
   return status;
@@ -550,8 +559,11 @@ int serve_naive(const serve_settings& s, listener l) {
     return 1;
   }
   std::cerr << "transient serve: --policy naive: a loop that re-arms on every error, for demonstration only\n";
-  announce(loop.local_endpoint());
   signal_naive.store(&loop);
+  if (stop_signalled.load()) {
+    loop.stop();
+  }
+  announce(loop.local_endpoint());
   io.run(loop);
   signal_naive.store(nullptr);
   return 0;

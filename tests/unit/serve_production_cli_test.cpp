@@ -378,7 +378,9 @@ TEST(ServeProduction, HealthAndReadinessFollowTheServer) {
   EXPECT_EQ(head.substr(head.size() - 4), "\r\n\r\n") << head;
 
   const unique_fd slow = transient::test::connect_to(*serve.at);  // a place was freed above
-  ASSERT_TRUE(slow && send_text(slow.get(), get_slow));
+  ASSERT_TRUE(slow && send_text(slow.get(), get));  // accepted and served: the next request is read at once
+  ASSERT_EQ(read_response(slow.get(), 2000ms), ok);
+  ASSERT_TRUE(send_text(slow.get(), get_slow));
   std::this_thread::sleep_for(100ms);
   const auto sent = clock_type::now();
   serve.signal(SIGTERM);
@@ -464,7 +466,9 @@ TEST(ServeProduction, DrainFinishesTheResponseInFlightAndClosesIdleConnections) 
   ASSERT_TRUE(idle && send_text(idle.get(), get));
   ASSERT_EQ(read_response(idle.get(), 1000ms), ok);
   const unique_fd slow = transient::test::connect_to(*serve.at);
-  ASSERT_TRUE(slow && send_text(slow.get(), get_slow));
+  ASSERT_TRUE(slow && send_text(slow.get(), get));  // accepted and served: the next request is read at once
+  ASSERT_EQ(read_response(slow.get(), 2000ms), ok);
+  ASSERT_TRUE(send_text(slow.get(), get_slow));
   std::this_thread::sleep_for(100ms);
   const auto sent = clock_type::now();
   serve.signal(SIGTERM);
@@ -486,7 +490,9 @@ TEST(ServeProduction, DrainTimeoutBoundsTheWait) {
   serve_process serve({"--slow-response", "5s", "--drain-timeout", "300ms"});
   ASSERT_TRUE(serve.at) << serve.stderr_text();
   const unique_fd slow = transient::test::connect_to(*serve.at);
-  ASSERT_TRUE(slow && send_text(slow.get(), get_slow));
+  ASSERT_TRUE(slow && send_text(slow.get(), get));  // accepted and served: the next request is read at once
+  ASSERT_EQ(read_response(slow.get(), 2000ms), ok);
+  ASSERT_TRUE(send_text(slow.get(), get_slow));
   std::this_thread::sleep_for(100ms);
   const auto sent = clock_type::now();
   serve.signal(SIGTERM);
@@ -496,6 +502,21 @@ TEST(ServeProduction, DrainTimeoutBoundsTheWait) {
   EXPECT_LT(*closed_ms, 1500);
   EXPECT_EQ(serve.wait(2000ms), 0);
   EXPECT_THAT(serve.stderr_text(), HasSubstr("drain timeout (300ms): closing 1 connection(s) still in flight"));
+}
+
+// A SIGTERM at any moment of the start-up ends serve: before the handler exists it kills it;
+// afterwards serve stops cleanly, also when the signal comes before its loops exist (it is
+// kept for them). The delays sweep the start-up, listener and verification included.
+TEST(ServeProduction, ASigtermDuringStartUpIsNeverLost) {
+  for (int i = 0; i < 40; ++i) {
+    transient::test::spawned_process serve(TRANSIENT_CLI_PATH, {"serve", "--listen", "127.0.0.1:0"});
+    const auto delay = std::chrono::microseconds(250 * i);  // 0 to 9.75 ms
+    std::this_thread::sleep_for(delay);
+    serve.signal(SIGTERM);
+    const auto status = serve.wait(3000ms);
+    ASSERT_TRUE(status) << "a SIGTERM " << delay.count() << " us after the start was lost";
+    EXPECT_TRUE(*status == 0 || *status == -1) << "exit status " << *status << " after " << delay.count() << " us";
+  }
 }
 
 constexpr const char* socket_activate = "/usr/bin/systemd-socket-activate";
