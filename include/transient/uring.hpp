@@ -123,6 +123,10 @@ class uring_acceptor {
   [[nodiscard]] const endpoint& local_endpoint() const noexcept;
 
  private:
+  friend class uring_server;
+  // The first half of stop(), without the wake-up, as for transient::acceptor (acceptor.hpp).
+  void request_stop() noexcept;
+
   struct state;
   std::shared_ptr<state> state_;  // shared: the budget's wake-up registry holds it weakly
 };
