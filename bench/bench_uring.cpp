@@ -29,16 +29,13 @@ int main(int argc, char** argv) {
     std::printf("io_uring unavailable: %s\n{\"uring_available\":false}\n", why.c_str());
     return 1;
   }
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  const auto run_length = quick ? 300ms : 700ms;
-  const int rounds = quick ? 2 : 11;
-  const int trials = quick ? 2 : 5;
-  const auto exhausted_for = quick ? 500ms : 3000ms;
+  const auto settings = transient::bench::settings_of(argc, argv);
 
   // Exhaustion first, while this process has no threads to fork with.
-  const auto ex = transient::bench::measure_exhaustion<transient::uring_server>(trials, exhausted_for);
-  const auto rounds_run =
-      transient::bench::interleaved_rounds<transient::uring_server>(rounds, run_length, "uring", true);
+  const auto ex =
+      transient::bench::measure_exhaustion<transient::uring_server>(settings.trials, settings.exhausted_for);
+  const auto rounds_run = transient::bench::interleaved_rounds<transient::uring_server>(
+      settings.rounds, settings.run_length, "uring", true);
   const std::vector<double>& ratios = rounds_run.ratios;
   const std::uint64_t accepted = rounds_run.accepted;
   const std::uint64_t accepted_total = rounds_run.accepted_total;
@@ -49,13 +46,13 @@ int main(int argc, char** argv) {
   const double ratio = transient::bench::median(ratios);
   const double ratio_min = *std::ranges::min_element(ratios);
   const double ratio_max = *std::ranges::max_element(ratios);
-  const double allocs = accepted > 0 ? static_cast<double>(rounds_run.allocations) / static_cast<double>(accepted) : -1;
+  const double allocs = rounds_run.allocations_per_connection();
   const double sqes_per_conn = accepted > 0 ? static_cast<double>(rounds_run.sqes) / static_cast<double>(accepted) : -1;
   const double uring_cpu_per_conn =
       accepted_total > 0 ? rounds_run.server_cpu_us / static_cast<double>(accepted_total) : -1;
   const double raw_cpu_per_conn = raw_accepted > 0 ? rounds_run.raw_cpu_us / static_cast<double>(raw_accepted) : -1;
-  const double rec_median = transient::bench::median(ex.recovery_ms);
-  const double rec_max = ex.recovery_ms.empty() ? -1 : *std::ranges::max_element(ex.recovery_ms);
+  const double rec_median = ex.recovery_median();
+  const double rec_max = ex.recovery_max();
 
   std::printf("%-38s %14s %s\n", "figure", "value", "goal");
   std::printf("%-38s %14.0f\n", "uring_server conns/s (median)", conns);
@@ -65,14 +62,8 @@ int main(int argc, char** argv) {
   std::printf("%-38s %14.4f\n", "SQEs per connection", sqes_per_conn);
   std::printf("%-38s %14.2f\n", "accepting thread CPU us/conn (uring)", uring_cpu_per_conn);
   std::printf("%-38s %14.2f\n", "accepting thread CPU us/conn (raw)", raw_cpu_per_conn);
-  std::printf("%-38s %14.4f 0\n", "allocations per connection", allocs);
-  std::printf("%-38s %14.3f <= 0.5\n", "recovery median (ms)", rec_median);
-  std::printf("%-38s %14.3f <= 2\n", "recovery max (ms)", rec_max);
-  std::printf("%-38s %14.3f <= 1 (test: <= 5)\n", "CPU while exhausted (%)", ex.cpu_percent);
-  std::printf("%-38s %14.2f <= 2\n", "log lines per episode", ex.log_lines_per_episode);
-  std::printf("(%d interleaved rounds of %lld ms; %zu recovery trials after %lld ms exhausted%s)\n", rounds,
-              static_cast<long long>(run_length.count()), ex.recovery_ms.size(),
-              static_cast<long long>(exhausted_for.count()), ex.ok ? "" : "; SOME TRIALS FAILED");
+  transient::bench::print_shared_rows(38, rounds_run, ex);
+  transient::bench::print_summary(settings, ex);
   std::printf(
       "{\"uring_conns_per_s\":%.0f,\"raw_conns_per_s\":%.0f,\"uring_ratio_vs_raw\":%.4f,"
       "\"uring_ratio_min\":%.4f,\"uring_ratio_max\":%.4f,\"uring_recovery_median_ms\":%.4f,"

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <utility>
@@ -33,6 +34,22 @@ namespace transient::bench {
 
 /// The clock of every figure.
 using clock_type = std::chrono::steady_clock;
+
+/// How long and how often both programs measure.
+struct accept_bench_settings {
+  std::chrono::milliseconds run_length{700};      ///< one run of a server or of the reference
+  int rounds = 11;                                ///< interleaved rounds
+  int trials = 5;                                 ///< recoveries from exhaustion
+  std::chrono::milliseconds exhausted_for{3000};  ///< exhausted before each recovery
+};
+
+/// The settings of the command line: the defaults, or shorter runs for `--quick`.
+inline accept_bench_settings settings_of(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--quick") == 0) {
+    return {std::chrono::milliseconds(300), 2, 2, std::chrono::milliseconds(500)};
+  }
+  return {};
+}
 
 /// The median (the upper one of an even count); 0 for none.
 inline double median(std::vector<double> v) {
@@ -169,6 +186,11 @@ struct rounds_result {
   double server_cpu_us = 0;
   std::uint64_t raw_accepted = 0;
   double raw_cpu_us = 0;
+
+  /// Heap allocations per connection accepted in the steady state (-1: none accepted).
+  [[nodiscard]] double allocations_per_connection() const {
+    return accepted > 0 ? static_cast<double>(allocations) / static_cast<double>(accepted) : -1;
+  }
 };
 
 /// `rounds` runs of `Server` and of the reference, `run_length` each, interleaved and in
@@ -217,7 +239,31 @@ struct exhaustion_figures {
   double cpu_percent = 0;            ///< the child's CPU while exhausted, % of wall time
   double log_lines_per_episode = 0;  ///< policy events per exhaustion episode
   bool ok = false;                   ///< every trial had its answer
+
+  /// The median recovery (0: none).
+  [[nodiscard]] double recovery_median() const { return median(recovery_ms); }
+  /// The longest recovery (-1: none).
+  [[nodiscard]] double recovery_max() const {
+    return recovery_ms.empty() ? -1 : *std::ranges::max_element(recovery_ms);
+  }
 };
+
+/// The rows both tables have, names padded to `width`: allocations per connection (of
+/// `rounds_run`) and the exhaustion figures `ex`.
+inline void print_shared_rows(int width, const rounds_result& rounds_run, const exhaustion_figures& ex) {
+  std::printf("%-*s %14.4f 0\n", width, "allocations per connection", rounds_run.allocations_per_connection());
+  std::printf("%-*s %14.3f <= 0.5\n", width, "recovery median (ms)", ex.recovery_median());
+  std::printf("%-*s %14.3f <= 2\n", width, "recovery max (ms)", ex.recovery_max());
+  std::printf("%-*s %14.3f <= 1 (test: <= 5)\n", width, "CPU while exhausted (%)", ex.cpu_percent);
+  std::printf("%-*s %14.2f <= 2\n", width, "log lines per episode", ex.log_lines_per_episode);
+}
+
+/// The line after the table: what was measured, and whether a trial failed.
+inline void print_summary(const accept_bench_settings& settings, const exhaustion_figures& ex) {
+  std::printf("(%d interleaved rounds of %lld ms; %zu recovery trials after %lld ms exhausted%s)\n", settings.rounds,
+              static_cast<long long>(settings.run_length.count()), ex.recovery_ms.size(),
+              static_cast<long long>(settings.exhausted_for.count()), ex.ok ? "" : "; SOME TRIALS FAILED");
+}
 
 /// The next line from `fd` (through `buffer`), or "" after 5 s without one.
 inline std::string read_line(int fd, std::string& buffer) {
