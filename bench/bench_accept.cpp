@@ -12,15 +12,8 @@
 //
 // Prints a table, then one JSON object as the last line. Bounded: about 40 s with defaults.
 // Usage: transient_bench_accept [--quick]
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -28,217 +21,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <string>
 #include <thread>
 #include <vector>
 
-#include "support/allocation_counter.hpp"
-#include "support/child_report.hpp"
-#include "support/holding_server.hpp"
+#include "support/accept_bench.hpp"
 #include "transient/server.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-using clock_type = std::chrono::steady_clock;
 using transient::unique_fd;
-
-double median(std::vector<double> v) {
-  std::ranges::sort(v);
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
-double since_ms(clock_type::time_point start) {
-  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
-}
-
-// ---- short-lived connections ------------------------------------------------------------
-
-// Connects and closes with a reset (SO_LINGER 0) as fast as it can until `stop`: no TIME_WAIT
-// piles up in the ephemeral range, whatever the rate.
-void client_loop(const transient::endpoint& to, const std::atomic<bool>& stop) {
-  sockaddr_storage address{};
-  const socklen_t length = to.to_sockaddr(address);
-  const linger reset{1, 0};
-  while (!stop.load(std::memory_order_relaxed)) {
-    const unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
-    ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), length);
-  }
-}
-
-// The reference: the smallest correct non-blocking epoll accept loop.
-std::uint64_t raw_run(std::chrono::milliseconds duration) {
-  auto l = transient::listen(transient::parse_endpoint("127.0.0.1:0"));
-  const unique_fd epoll(::epoll_create1(EPOLL_CLOEXEC));
-  epoll_event event{};
-  event.events = EPOLLIN;
-  ::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, l.native_handle(), &event);
-  std::atomic<bool> stop{false};
-  std::thread client([&] { client_loop(l.local_endpoint(), stop); });
-  std::uint64_t accepted = 0;
-  const auto end = clock_type::now() + duration;
-  epoll_event ready[8];
-  while (clock_type::now() < end) {
-    if (::epoll_wait(epoll.get(), ready, 8, 10) <= 0) {
-      continue;
-    }
-    for (int i = 0; i < 64; ++i) {
-      const int fd = ::accept4(l.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        break;
-      }
-      ::close(fd);
-      ++accepted;
-    }
-  }
-  stop = true;
-  client.join();
-  return accepted;
-}
-
-struct server_run {
-  std::uint64_t accepted = 0;
-  std::size_t allocations = 0;
-};
-
-// Allocations are counted in the steady state only (after a warm-up, before the stop), so
-// that start-up and shutdown do not hide in the per-connection figure.
-server_run transient_run(std::chrono::milliseconds duration) {
-  std::vector<transient::listener> ls;
-  ls.push_back(transient::listen(transient::parse_endpoint("127.0.0.1:0")));
-  const auto where = ls[0].local_endpoint();
-  transient::server_options options;
-  options.policy.sink = [](const transient::policy_event&) {};
-  transient::server srv(
-      std::move(ls), [](transient::connection) {}, options);
-  std::atomic<bool> stop{false};
-  std::thread client([&] { client_loop(where, stop); });
-  server_run r;
-  std::thread stopper([&] {
-    std::this_thread::sleep_for(100ms);
-    const auto allocations_before = transient::bench::allocation_count.load();
-    const auto accepted_before = srv.metrics().accepted;
-    std::this_thread::sleep_for(duration);
-    r.allocations = transient::bench::allocation_count.load() - allocations_before;
-    r.accepted = srv.metrics().accepted - accepted_before;
-    stop = true;
-    srv.stop();
-  });
-  srv.run();
-  stopper.join();
-  client.join();
-  return r;
-}
-
-// ---- exhaustion, in a child with a low RLIMIT_NOFILE -------------------------------------
-
-struct exhaustion_figures {
-  std::vector<double> recovery_ms;
-  double cpu_percent = 0;
-  double log_lines_per_episode = 0;
-  bool ok = false;
-};
-
-std::string read_line(int fd, std::string& buffer) {
-  for (int i = 0; i < 1000; ++i) {
-    if (const auto end = buffer.find('\n'); end != std::string::npos) {
-      std::string line = buffer.substr(0, end);
-      buffer.erase(0, end + 1);
-      return line;
-    }
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 5000) <= 0) {
-      return {};
-    }
-    char chunk[256];
-    const ssize_t n = ::read(fd, chunk, sizeof chunk);
-    if (n <= 0) {
-      return {};
-    }
-    buffer.append(chunk, static_cast<std::size_t>(n));
-  }
-  return {};
-}
-
-bool answered(int fd, std::chrono::milliseconds limit) {
-  pollfd p{fd, POLLIN, 0};
-  char byte = 0;
-  return ::poll(&p, 1, static_cast<int>(limit.count())) == 1 && ::recv(fd, &byte, 1, 0) == 1;
-}
-
-exhaustion_figures measure_exhaustion(int trials, std::chrono::milliseconds exhausted_for) {
-  int down[2];
-  int up[2];
-  if (::pipe2(down, O_CLOEXEC) != 0 || ::pipe2(up, O_CLOEXEC) != 0) {
-    return {};
-  }
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    transient::test::run_holding_server(down[0], up[1], 64);
-  }
-  ::close(down[0]);
-  ::close(up[1]);
-  const unique_fd commands(down[1]);
-  const unique_fd reports(up[0]);
-  std::string buffer;
-  exhaustion_figures f;
-  const std::string port = read_line(reports.get(), buffer);
-  const auto where = transient::parse_endpoint("127.0.0.1:" + port.substr(5));
-  const auto connect_one = [&] {
-    unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_storage address{};
-    const socklen_t length = where.to_sockaddr(address);
-    ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), length);
-    return fd;
-  };
-  std::vector<unique_fd> served;
-  unique_fd pending;
-  for (int i = 0; i < 100 && !pending; ++i) {
-    unique_fd c = connect_one();
-    if (answered(c.get(), 300ms)) {
-      served.push_back(std::move(c));
-    } else {
-      pending = std::move(c);
-    }
-  }
-  const auto cpu_of = [&] {
-    [[maybe_unused]] const ssize_t n = ::write(commands.get(), "c", 1);
-    unsigned long long cpu = 0;
-    int events = 0;
-    std::sscanf(read_line(reports.get(), buffer).c_str(), "cpu %llu events %d", &cpu, &events);
-    return std::pair{static_cast<double>(cpu), events};
-  };
-  double cpu_total = 0;
-  double wall_total = 0;
-  const int events_start = cpu_of().second;
-  for (int t = 0; t < trials && pending; ++t) {
-    const auto [cpu_before, events_before] = cpu_of();
-    const auto wall_start = clock_type::now();
-    std::this_thread::sleep_for(exhausted_for);
-    const auto [cpu_after, events_after] = cpu_of();
-    cpu_total += cpu_after - cpu_before;
-    wall_total += since_ms(wall_start) * 1000.0;
-    const auto released = clock_type::now();
-    [[maybe_unused]] const ssize_t n = ::write(commands.get(), "r", 1);
-    if (!answered(pending.get(), 2s)) {
-      break;
-    }
-    f.recovery_ms.push_back(since_ms(released));
-    served.push_back(std::move(pending));
-    pending = connect_one();
-  }
-  const int events_end = cpu_of().second;
-  [[maybe_unused]] const ssize_t n = ::write(commands.get(), "q", 1);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  f.ok = static_cast<int>(f.recovery_ms.size()) == trials;
-  f.cpu_percent = wall_total > 0 ? 100.0 * cpu_total / wall_total : 0;
-  // Episodes: the first exhaustion plus one per trial (each release ends one, the next
-  // accept starts another).
-  f.log_lines_per_episode = static_cast<double>(events_end - events_start + 1) / static_cast<double>(trials + 1);
-  return f;
-}
+using transient::bench::clock_type;
 
 // ---- stop latency ------------------------------------------------------------------------
 
@@ -277,69 +70,31 @@ double measured_stop_ms(bool paused) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  const auto run_length = quick ? 300ms : 700ms;
-  const int rounds = quick ? 2 : 11;
-  const int trials = quick ? 2 : 5;
-  const auto exhausted_for = quick ? 500ms : 3000ms;
+  const auto settings = transient::bench::settings_of(argc, argv);
 
   // Exhaustion first, while this process has no threads to fork with.
-  const exhaustion_figures ex = measure_exhaustion(trials, exhausted_for);
-
-  std::vector<double> raw;
-  std::vector<double> ours;
-  std::vector<double> ratios;  // per round: each server run against the raw run beside it
-  std::uint64_t accepted = 0;
-  std::size_t allocations = 0;
-  const auto per_second = [&](std::uint64_t n) {
-    return static_cast<double>(n) * 1000.0 / static_cast<double>(run_length.count());
-  };
-  raw_run(200ms);  // warm-up
-  for (int i = 0; i < rounds; ++i) {
-    // Interleaved and in alternating order, so drift on this shared machine hits both alike.
-    double r = 0;
-    server_run s;
-    if (i % 2 == 0) {
-      r = per_second(raw_run(run_length));
-      s = transient_run(run_length);
-    } else {
-      s = transient_run(run_length);
-      r = per_second(raw_run(run_length));
-    }
-    raw.push_back(r);
-    ours.push_back(per_second(s.accepted));
-    ratios.push_back(r > 0 ? per_second(s.accepted) / r : 0);
-    if (std::getenv("TRANSIENT_BENCH_VERBOSE") != nullptr) {
-      std::fprintf(stderr, "round %d: raw %.0f server %.0f ratio %.3f\n", i, r, per_second(s.accepted), ratios.back());
-    }
-    accepted += s.accepted;
-    allocations += s.allocations;
-  }
+  const auto ex = transient::bench::measure_exhaustion<transient::server>(settings.trials, settings.exhausted_for);
+  const auto rounds_run = transient::bench::interleaved_rounds<transient::server>(
+      settings.rounds, settings.run_length, "server", std::getenv("TRANSIENT_BENCH_VERBOSE") != nullptr);
   double stop_max = 0;
   for (int i = 0; i < 3; ++i) {
     stop_max = std::max({stop_max, measured_stop_ms(false), measured_stop_ms(true)});
   }
 
-  const double conns = median(ours);
-  const double raw_conns = median(raw);
-  const double ratio = median(ratios);
-  const double allocs = accepted > 0 ? static_cast<double>(allocations) / static_cast<double>(accepted) : -1;
-  const double rec_median = median(ex.recovery_ms);
-  const double rec_max = ex.recovery_ms.empty() ? -1 : *std::ranges::max_element(ex.recovery_ms);
+  const double conns = transient::bench::median(rounds_run.ours);
+  const double raw_conns = transient::bench::median(rounds_run.raw);
+  const double ratio = transient::bench::median(rounds_run.ratios);
+  const double allocs = rounds_run.allocations_per_connection();
+  const double rec_median = ex.recovery_median();
+  const double rec_max = ex.recovery_max();
 
   std::printf("%-34s %14s %s\n", "figure", "value", "goal");
   std::printf("%-34s %14.0f\n", "server conns/s (median)", conns);
   std::printf("%-34s %14.0f\n", "raw epoll conns/s (median)", raw_conns);
   std::printf("%-34s %14.3f >= 0.97\n", "ratio vs raw (median of rounds)", ratio);
-  std::printf("%-34s %14.4f 0\n", "allocations per connection", allocs);
-  std::printf("%-34s %14.3f <= 0.5\n", "recovery median (ms)", rec_median);
-  std::printf("%-34s %14.3f <= 2\n", "recovery max (ms)", rec_max);
-  std::printf("%-34s %14.3f <= 1 (test: <= 5)\n", "CPU while exhausted (%)", ex.cpu_percent);
-  std::printf("%-34s %14.2f <= 2\n", "log lines per episode", ex.log_lines_per_episode);
+  transient::bench::print_shared_rows(34, rounds_run, ex);
   std::printf("%-34s %14.3f <= 10\n", "stop() to run() return, max (ms)", stop_max);
-  std::printf("(%d interleaved rounds of %lld ms; %zu recovery trials after %lld ms exhausted%s)\n", rounds,
-              static_cast<long long>(run_length.count()), ex.recovery_ms.size(),
-              static_cast<long long>(exhausted_for.count()), ex.ok ? "" : "; SOME TRIALS FAILED");
+  transient::bench::print_summary(settings, ex);
   std::printf(
       "{\"conns_per_s\":%.0f,\"raw_conns_per_s\":%.0f,\"ratio_vs_raw\":%.4f,\"recovery_median_ms\":%.4f,"
       "\"recovery_max_ms\":%.4f,\"allocs_per_conn\":%.4f,\"exhausted_cpu_percent\":%.4f,"

@@ -1,217 +1,74 @@
-// The epoll server: set-up, stop, run and the counters. What each loop does is in
-// server_loop.cpp; the parts both share are in detail/server_parts.hpp.
+// The epoll server: the shared server (detail/server_core.hpp) over transient::acceptor, each
+// loop an epoll set that its acceptors share. Nothing about accepting is decided here.
 #include "transient/server.hpp"
 
 #include <sys/epoll.h>
 
-#include <algorithm>
-#include <thread>
+#include <array>
+#include <cerrno>
 
-#include "detail/server_parts.hpp"
+#include "detail/server_core.hpp"
 #include "transient/detail/throw_error.hpp"
 
 namespace transient {
-namespace {
 
-std::error_code invalid() { return std::make_error_code(std::errc::invalid_argument); }
+// The epoll driver's steps of the shared server.
+struct server::impl final : detail::server_core<impl, acceptor> {
+  static constexpr std::string_view name = "transient::server";
+  static constexpr int max_events = 64;
 
-// The policy settings of loop `t` of `loops`: with several, its lines name the loop (the
-// acceptor puts the listener's address first), else three loops give three identical lines.
-accept_policy_config labelled(accept_policy_config config, unsigned t, unsigned loops) {
-  if (loops > 1) {
-    config.label += (config.label.empty() ? "loop " : " loop ") + std::to_string(t + 1) + "/" + std::to_string(loops);
-  }
-  return config;
-}
-
-}  // namespace
-
-server::server(std::vector<listener> listeners, connection_handler handler, server_options options)
-    : handler_(std::move(handler)), options_(std::move(options)), shared_(std::make_shared<shared>()) {
-  if (listeners.empty() || !std::ranges::all_of(listeners, [](const listener& l) { return l.is_open(); })) {
-    throw std::system_error(invalid(), "transient::server needs at least one open listener");
-  }
-  if (options_.threads == 0) {
-    throw std::system_error(invalid(), "transient::server needs threads >= 1");
-  }
-  if (!handler_) {
-    throw std::system_error(invalid(), "transient::server needs a connection handler");
-  }
-  check_driver_options("transient::server", options_.policy, static_cast<bool>(options_.refuse));
-  budget_ = shared_budget::create(options_.max_connections);
-
-  given_listeners_ = listeners.size();
-  const bool shards = options_.reuse_port_shards && options_.threads > 1;
-  if (shards) {
-    for (const listener& l : listeners) {
-      if (!l.reuse_port()) {
-        throw std::system_error(invalid(), "reuse_port_shards needs listeners opened with SO_REUSEPORT (" +
-                                               l.local_endpoint().to_string() + " was not)");
-      }
-    }
-  }
-  for (listener& l : listeners) {
-    listeners_.push_back(std::make_shared<const listener>(std::move(l)));
-  }
-  if (shards) {
-    listen_options shard_options;
-    shard_options.reuse_port = true;
-    for (unsigned t = 1; t < options_.threads; ++t) {
-      for (std::size_t i = 0; i < given_listeners_; ++i) {
-        listeners_.push_back(std::make_shared<const listener>(listen(listeners_[i]->local_endpoint(), shard_options)));
-      }
-    }
+  impl(std::vector<listener> listeners, connection_handler handler, server_options options)
+      : server_core(std::move(listeners), std::move(handler), std::move(options)) {
+    open_loops();
   }
 
-  acceptor_options settings;
-  settings.budget = budget_;
-  settings.refuse = options_.refuse;
-  settings.emfile_reserve = options_.emfile_reserve;
-  // A listener shared by several loops wakes only one of them per connection.
-  settings.exclusive = options_.threads > 1 && !shards;
-  settings.open_diagnostics_reserve = false;
-  if (options_.diagnostics_reserve) {
-    std::error_code ignored;  // without it the census degrades, and says so
-    settings.diagnostics = std::make_shared<const diagnostics_reserve>(diagnostics_reserve::open(ignored));
-  }
-  settings.sys = options_.sys;
-  for (unsigned t = 0; t < options_.threads; ++t) {
-    auto l = std::make_unique<loop>();
-    l->epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
-    if (!l->epoll) {
+  static void check_supported() noexcept {}
+  static void request_stop(acceptor& a) noexcept { a.request_stop(); }
+
+  // One epoll set per loop; an event's tag says which acceptor it is for (tags_of).
+  static void add_acceptors(loop& l, const std::vector<std::shared_ptr<const listener>>& listeners,
+                            const connection_handler& handler, const acceptor_options& settings) {
+    l.epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
+    if (!l.epoll) {
       throw std::system_error(detail::last_error(), "epoll_create1");
     }
-    // Shared listeners: every loop watches each one. Shards: loop t watches its own copies.
-    for (std::size_t k = 0; k < given_listeners_; ++k) {
-      const std::size_t i = shards ? t * given_listeners_ + k : k;
-      settings.policy = labelled(options_.policy, t, options_.threads);
-      l->acceptors.emplace_back(l->epoll.get(), listeners_[i], detail::tags_of(k), handler_, settings);
-    }
-    loops_.push_back(std::move(l));
-  }
-}
-
-server::~server() {
-  stop();
-  shared_->finish();
-}
-
-const connection_budget& server::budget() const noexcept { return budget_->budget(); }
-
-std::vector<endpoint> server::local_endpoints() const {
-  std::vector<endpoint> out;
-  for (std::size_t i = 0; i < given_listeners_ && i < listeners_.size(); ++i) {
-    out.push_back(listeners_[i]->local_endpoint());
-  }
-  return out;
-}
-
-void server::stop() noexcept {
-  if (!shared_->enter()) {
-    return;
-  }
-  stopping_.store(true);
-  // Before the listeners are shut down: the EINVAL that accept then returns is a clean stop.
-  for (const auto& l : loops_) {
-    for (acceptor& a : l->acceptors) {
-      a.request_stop();
+    for (std::size_t k = 0; k < listeners.size(); ++k) {
+      l.acceptors.emplace_back(l.epoll.get(), listeners[k], detail::tags_of(k), handler, settings);
     }
   }
-  // shutdown(SHUT_RD) wakes a thread blocked in accept (close() does not; docs/errors.md). Our
-  // loops never block in accept, but users may share the listener; and it ends listening.
-  for (const auto& l : listeners_) {
-    [[maybe_unused]] const std::error_code ec = l->shutdown_read();
-  }
-  // The loops are woken last: run() cannot return before this call leaves, so a loop woken
-  // earlier would finish first and wait for the shutdowns above (on a loaded machine, for
-  // this thread to be scheduled again).
-  for (const auto& l : loops_) {
-    for (acceptor& a : l->acceptors) {
-      a.stop();
+
+  int wait(loop& l, int timeout, std::error_code& ec) {
+    std::array<epoll_event, max_events> events{};
+    const int n = options().sys.epoll_wait(l.epoll.get(), events.data(), max_events, timeout);
+    if (n < 0 && errno != EINTR) {
+      ec = detail::last_error();
     }
-  }
-  shared_->leave();
-}
-
-void server::record_failure(stop_info info, std::exception_ptr exception) {
-  {
-    const std::lock_guard lock(mutex_);
-    if (!failure_.error && !handler_exception_) {
-      failure_ = std::move(info);
-      handler_exception_ = std::move(exception);
-    }
-  }
-  stop();
-}
-
-stop_info server::run() {
-  std::error_code ec;
-  stop_info info = run(ec);
-  if (ec) {
-    throw std::system_error(ec, info.diagnosis.empty() ? std::string(to_string(info.reason)) : info.diagnosis);
-  }
-  return info;
-}
-
-stop_info server::run(std::error_code& ec) {
-  if (ran_.exchange(true)) {
-    ec = invalid();
-    return {stop_reason::programming_error, ec, "transient::server::run() called twice"};
-  }
-  std::vector<std::thread> threads;
-  for (std::size_t i = 1; i < loops_.size(); ++i) {
-    threads.emplace_back([this, i] { run_loop_guarded(*loops_[i]); });
-  }
-  run_loop_guarded(*loops_[0]);
-  for (std::thread& t : threads) {
-    t.join();
-  }
-  shared_->finish();
-  // A policy failure (stall, dead listener) is the first acceptor's result that is not clean.
-  for (const auto& l : loops_) {
-    for (const acceptor& a : l->acceptors) {
-      if (a.result().error) {
-        record_failure(a.result());
+    const auto now = clock::now();
+    for (int i = 0; i < n; ++i) {
+      const epoll_event& e = events[static_cast<std::size_t>(i)];
+      const auto index = static_cast<std::size_t>(e.data.u64 / 2);
+      if (index < l.acceptors.size()) {
+        l.acceptors[index].handle(e, now);
       }
     }
-  }
-  // Close what run() opened, and the listeners; keep the budget: live connections hold permits.
-  for (const auto& l : loops_) {
-    const std::lock_guard lock(l->snapshot_mutex);
-    l->acceptors.clear();
-    l->epoll.reset();
-  }
-  listeners_.clear();
-
-  const std::lock_guard lock(mutex_);
-  if (handler_exception_) {
-    std::rethrow_exception(handler_exception_);
-  }
-  ec = failure_.error;
-  return failure_;
-}
-
-policy_metrics server::metrics() const {
-  policy_metrics total;
-  for (const auto& l : loops_) {
-    const std::lock_guard lock(l->snapshot_mutex);
-    total += l->metrics;
-  }
-  total.live = budget_->budget().live();
-  total.peak = budget_->budget().peak();
-  total.max_connections = budget_->budget().max_connections();
-  return total;
-}
-
-policy_health server::health() const {
-  policy_health worst;
-  for (const auto& l : loops_) {
-    const std::lock_guard lock(l->snapshot_mutex);
-    if (detail::severity(l->health.state) > detail::severity(worst.state)) {
-      worst = l->health;
+    for (acceptor& a : l.acceptors) {
+      a.on_time(now);
     }
+    return n;
   }
-  return worst;
-}
+};
+
+server::server(std::vector<listener> listeners, connection_handler handler, server_options options)
+    : impl_(std::make_unique<impl>(std::move(listeners), std::move(handler), std::move(options))) {}
+
+server::~server() = default;
+
+stop_info server::run(std::error_code& ec) { return impl_->run(ec); }
+stop_info server::run() { return impl_->run(); }
+void server::stop() noexcept { impl_->stop(); }
+policy_metrics server::metrics() const { return impl_->metrics(); }
+policy_health server::health() const { return impl_->health(); }
+const connection_budget& server::budget() const noexcept { return impl_->budget(); }
+std::vector<endpoint> server::local_endpoints() const { return impl_->local_endpoints(); }
 
 }  // namespace transient

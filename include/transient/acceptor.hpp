@@ -163,7 +163,7 @@ class acceptor {
   friend class server;
   // The first half of stop(), without the wake-up: the server asks every acceptor first,
   // shuts the listeners down (an accept failing then is a clean stop), and wakes the loops
-  // last, so that a loop does not finish before stop() and wait for it (server.cpp).
+  // last, so that a loop does not finish before stop() and wait for it (server_core.hpp).
   void request_stop() noexcept;
 
   struct state;

@@ -112,31 +112,9 @@ class server {
   [[nodiscard]] std::vector<endpoint> local_endpoints() const;
 
  private:
-  struct loop;
-  struct shared;
-
-  void run_loop_guarded(loop& l);
-  void run_loop(loop& l);
-  static bool publish(loop& l, std::chrono::steady_clock::time_point now, bool force);
-  void record_failure(stop_info info, std::exception_ptr exception = nullptr);
-
-  // The caller's listeners, then the shards the server opened; shared with the acceptors.
-  std::vector<std::shared_ptr<const listener>> listeners_;
-  std::size_t given_listeners_ = 0;  // how many of listeners_ the caller gave
-  connection_handler handler_;
-  server_options options_;
-  // The budget all loops share. Connections share its ownership, so a connection may outlive
-  // the server.
-  std::shared_ptr<shared_budget> budget_;
-  // What stop() needs to know that run() is not closing the acceptors under it.
-  std::shared_ptr<shared> shared_;
-  std::vector<std::unique_ptr<loop>> loops_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<bool> ran_{false};
-
-  mutable std::mutex mutex_;  // guards what follows
-  stop_info failure_;
-  std::exception_ptr handler_exception_;
+  // The server both drivers share (src/detail/server_core.hpp) over transient::acceptor.
+  struct impl;
+  std::unique_ptr<impl> impl_;
 };
 
 }  // namespace transient

@@ -123,6 +123,10 @@ class uring_acceptor {
   [[nodiscard]] const endpoint& local_endpoint() const noexcept;
 
  private:
+  friend class uring_server;
+  // The first half of stop(), without the wake-up, as for transient::acceptor (acceptor.hpp).
+  void request_stop() noexcept;
+
   struct state;
   std::shared_ptr<state> state_;  // shared: the budget's wake-up registry holds it weakly
 };
@@ -157,24 +161,9 @@ class uring_server {
   [[nodiscard]] std::vector<endpoint> local_endpoints() const;
 
  private:
-  struct loop;
-  struct shared;
-
-  void run_loop(loop& l);
-  void record_failure(stop_info info, std::exception_ptr exception = nullptr);
-
-  std::vector<std::shared_ptr<const listener>> listeners_;
-  std::size_t given_listeners_ = 0;
-  connection_handler handler_;
-  server_options options_;
-  std::shared_ptr<shared_budget> budget_;
-  std::shared_ptr<shared> shared_;
-  std::vector<std::unique_ptr<loop>> loops_;
-  std::atomic<bool> ran_{false};
-
-  mutable std::mutex mutex_;  // guards what follows
-  stop_info failure_;
-  std::exception_ptr handler_exception_;
+  // The server both drivers share (src/detail/server_core.hpp) over transient::uring_acceptor.
+  struct impl;
+  std::unique_ptr<impl> impl_;
 };
 
 }  // namespace transient

@@ -4,17 +4,14 @@
 // submits and takes completions until nothing is left to do. Every decision is the policy's.
 #include <liburing.h>
 #include <poll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <limits>
 
+#include "detail/acceptor_core.hpp"
 #include "transient/detail/throw_error.hpp"
 #include "transient/uring.hpp"
 
@@ -22,6 +19,7 @@ namespace transient {
 namespace {
 
 using clock = std::chrono::steady_clock;
+constexpr std::string_view driver_name = "transient::uring_acceptor";
 
 // A completion's user_data: what it completes and, for accepts, which request (a cancelled
 // request's last completions are told from the current one's by their generation).
@@ -80,11 +78,6 @@ std::error_code open_ring(io_uring& ring, unsigned entries, std::string& why) {
   return {};
 }
 
-accept_policy_config labelled(accept_policy_config config, const endpoint& where) {
-  config.label = config.label.empty() ? where.to_string() : where.to_string() + " " + config.label;
-  return config;
-}
-
 bool takes_accept(step s) noexcept { return s == step::accept || s == step::shed || s == step::drain; }
 
 }  // namespace
@@ -99,15 +92,10 @@ bool uring_available(std::string& why) {
   return true;
 }
 
-struct uring_acceptor::state final : release_listener {
-  state(std::shared_ptr<const listener> l, connection_handler h, acceptor_options o, uring_options r)
-      : source(std::move(l)),
-        handler(std::move(h)),
-        options(std::move(o)),
-        ring_options(r),
-        budget(options.budget ? options.budget : shared_budget::create(options.max_connections)),
-        policy(budget->budget(), labelled(options.policy, source->local_endpoint())),
-        reserve(options.emfile_reserve && options.policy.shed != shed_mode::queue) {}
+// The state: what every acceptor keeps (detail/acceptor_core.hpp) and the ring's part.
+struct uring_acceptor::state final : detail::acceptor_core<state> {
+  state(std::shared_ptr<const listener> l, connection_handler h, acceptor_options o)
+      : acceptor_core(std::move(l), std::move(h), std::move(o)) {}
 
   state(const state&) = delete;
   state& operator=(const state&) = delete;
@@ -117,41 +105,14 @@ struct uring_acceptor::state final : release_listener {
     }
   }
 
-  std::shared_ptr<const listener> source;
-  connection_handler handler;
-  acceptor_options options;
-  uring_options ring_options;
-  std::shared_ptr<shared_budget> budget;  // before policy: the policy refers to its budget
-  accept_policy policy;
-  emfile_reserve reserve;
-  std::shared_ptr<const diagnostics_reserve> diagnostics;
   io_uring ring{};
   bool ring_open = false;
-  unique_fd wake;
-  std::atomic<bool> wake_pending{false};    // any thread: a wake-up is written and not yet taken
-  std::atomic<bool> stop_requested{false};  // any thread
-  bool accept_armed = false;                // the request of `generation` is in the ring (or queued for it)
-  bool accept_multishot = false;            // ... and it is a multishot one
-  unsigned accepts_outstanding = 0;         // accept requests whose last completion has not come
+  bool accept_armed = false;         // the request of `generation` is in the ring (or queued for it)
+  bool accept_multishot = false;     // ... and it is a multishot one
+  unsigned accepts_outstanding = 0;  // accept requests whose last completion has not come
   std::uint64_t generation = 0;
   bool wake_armed = false;
-  bool timed = false;
-  bool done = false;
-  time_point until{};
-  std::error_code last_accept_error;
-  std::uint64_t refusals_failed = 0;
   std::uint64_t submitted = 0;
-  stop_info result;
-
-  // ---- any thread ---------------------------------------------------------------------
-
-  void signal() noexcept {
-    if (!wake_pending.exchange(true, std::memory_order_acq_rel)) {
-      const std::uint64_t one = 1;
-      [[maybe_unused]] const ssize_t n = ::write(wake.get(), &one, sizeof one);
-    }
-  }
-  void on_permit_released() noexcept override { signal(); }
 
   // ---- the ring -------------------------------------------------------------------------
 
@@ -176,7 +137,7 @@ struct uring_acceptor::state final : release_listener {
     if (n > 0) {
       submitted += static_cast<std::uint64_t>(n);
     } else if (n < 0 && n != -EINTR && n != -EAGAIN && n != -EBUSY && !done) {
-      fail_ring({-n, std::system_category()}, "io_uring_submit");
+      fail({-n, std::system_category()}, "io_uring_submit");
     }
   }
 
@@ -287,22 +248,11 @@ struct uring_acceptor::state final : release_listener {
     if (policy.current().next == step::wait) {
       static_cast<void>(policy.on_ready(now));  // the ring accepted for a connection that came
     }
-    permit place;
-    const decision d = policy.on_accepted(now, place, key);
-    if (d.shed_accepted) {
-      if (!shed(std::move(fd), peer, d.shed, options.refuse, options.sys)) {
-        ++refusals_failed;
-      }
-    } else {
-      handler(connection(std::move(fd), std::move(place), peer, budget));
-    }
-    apply(d, now);
+    apply(deliver(now, std::move(fd), peer, key), now);
   }
 
   void failed(time_point now, std::error_code ec) {
-    if (ec != condition::would_block) {
-      last_accept_error = ec;
-    }
+    note_accept_error(ec);
     decision d = policy.current();
     if (d.next == step::wait) {
       d = policy.on_ready(now);  // the ring tried an accept for a connection that came
@@ -315,9 +265,7 @@ struct uring_acceptor::state final : release_listener {
 
   void on_wake(time_point now) {
     wake_armed = false;
-    std::uint64_t count = 0;
-    [[maybe_unused]] const ssize_t r = ::read(wake.get(), &count, sizeof count);
-    wake_pending.exchange(false, std::memory_order_acq_rel);
+    take_wake();
     if (stopping()) {
       return;
     }
@@ -325,23 +273,6 @@ struct uring_acceptor::state final : release_listener {
       apply(policy.on_release(now), now);
       arm_wake();
     }
-  }
-
-  void timer(time_point now) {
-    if (!stopping() && !done && timed && until <= now) {
-      apply(policy.on_timer(now), now);
-    }
-  }
-
-  bool stopping() {
-    if (!stop_requested.load(std::memory_order_acquire)) {
-      return false;
-    }
-    if (!done) {
-      policy.request_stop();
-      apply(policy.on_stop(clock::now()), clock::now());
-    }
-    return true;
   }
 
   void apply(decision d, time_point now) {
@@ -416,30 +347,10 @@ struct uring_acceptor::state final : release_listener {
   }
 
   void finish(const decision& d, time_point now) {
-    if (done) {
-      return;
+    if (conclude(d)) {
+      cancel_accept();
+      settle(now);
     }
-    done = true;
-    timed = false;
-    cancel_accept();
-    budget->remove(this);
-    reserve.clear();
-    if (d.next == step::fail) {
-      failure_context context;
-      context.where = source->local_endpoint().to_string();
-      if (d.error == condition::not_listening) {
-        context.listener_state = verify(*source).message;
-      }
-      context.last_accept_error = last_accept_error;
-      context.live = budget->budget().live();
-      context.max_connections = budget->budget().max_connections();
-      context.stall_timeout = options.policy.stall_timeout;
-      const diagnostics_reserve none;
-      std::string text = failure_text(d.error, context, diagnostics ? *diagnostics : none);
-      policy.attach_diagnosis(text);
-      result = {stop_reason_of(d.error), d.error, std::move(text)};
-    }
-    settle(now);
   }
 
   // Waits (bounded) for the last completion of every accept request: a multishot accept
@@ -466,71 +377,23 @@ struct uring_acceptor::state final : release_listener {
       }
     }
   }
-
-  void fail_ring(std::error_code ec, const char* what) {
-    if (done) {
-      return;
-    }
-    policy.request_stop();
-    finish(policy.on_stop(clock::now()), clock::now());
-    result = {stop_reason_of(ec), ec, std::string(what) + " failed: " + ec.message()};
-  }
-
-  void abandon() noexcept {
-    if (!done) {
-      try {
-        policy.request_stop();
-        finish(policy.on_stop(clock::now()), clock::now());
-      } catch (...) {  // a stopping acceptor calls no handler; a failed submit is reported below
-      }
-      result = {stop_reason::other_error, std::make_error_code(std::errc::operation_canceled),
-                std::string(handler_threw_text())};
-    }
-  }
 };
-
-namespace {
-
-std::shared_ptr<const listener> owned(listener source) {
-  if (!source.is_open()) {
-    throw std::system_error(std::make_error_code(std::errc::invalid_argument),
-                            "transient::uring_acceptor needs an open listener");
-  }
-  return std::make_shared<const listener>(std::move(source));
-}
-
-}  // namespace
 
 uring_acceptor::uring_acceptor(listener source, connection_handler handler, acceptor_options options,
                                uring_options ring)
-    : uring_acceptor(owned(std::move(source)), std::move(handler), std::move(options), ring) {}
+    : uring_acceptor(detail::owned(driver_name, std::move(source)), std::move(handler), std::move(options), ring) {}
 
 uring_acceptor::uring_acceptor(std::shared_ptr<const listener> source, connection_handler handler,
                                acceptor_options options, uring_options ring) {
-  const auto invalid = std::make_error_code(std::errc::invalid_argument);
-  if (!source || !source->is_open()) {
-    throw std::system_error(invalid, "transient::uring_acceptor needs an open listener");
-  }
-  if (!handler) {
-    throw std::system_error(invalid, "transient::uring_acceptor needs a connection handler");
-  }
-  check_driver_options("transient::uring_acceptor", options.policy, static_cast<bool>(options.refuse));
-  auto s = std::make_shared<state>(std::move(source), std::move(handler), std::move(options), ring);
+  detail::check_acceptor(driver_name, source, handler);
+  check_driver_options(driver_name, options.policy, static_cast<bool>(options.refuse));
+  auto s = std::make_shared<state>(std::move(source), std::move(handler), std::move(options));
   std::string why;
   if (const std::error_code ec = open_ring(s->ring, ring.entries, why)) {
     throw std::system_error(ec, "transient::uring_acceptor: " + why);
   }
   s->ring_open = true;
-  if (s->options.diagnostics) {
-    s->diagnostics = s->options.diagnostics;
-  } else if (s->options.open_diagnostics_reserve) {
-    std::error_code ignored;  // without it the census degrades, and says so
-    s->diagnostics = std::make_shared<const diagnostics_reserve>(diagnostics_reserve::open(ignored));
-  }
-  s->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!s->wake) {
-    throw std::system_error(detail::last_error(), "transient::uring_acceptor: eventfd");
-  }
+  s->open(driver_name);
   s->budget->add(s.get(), s);
   state_ = std::move(s);
   const auto now = clock::now();
@@ -568,27 +431,21 @@ int uring_acceptor::native_handle() const noexcept { return state_->ring.ring_fd
 
 void uring_acceptor::handle(time_point now) {
   state& s = *state_;
-  try {
+  s.guarded([&] {
     if (!s.stopping()) {
       s.pump(now);
     }
-  } catch (...) {
-    s.abandon();
-    throw;
-  }
+  });
 }
 
 void uring_acceptor::on_time(time_point now) {
   state& s = *state_;
-  try {
+  s.guarded([&] {
     s.timer(now);
     if (!s.done) {
       s.pump(now);
     }
-  } catch (...) {
-    s.abandon();
-    throw;
-  }
+  });
 }
 
 void uring_acceptor::wait(std::chrono::milliseconds timeout) {
@@ -600,7 +457,7 @@ void uring_acceptor::wait(std::chrono::milliseconds timeout) {
     io_uring_cqe* cqe = nullptr;
     const int r = io_uring_submit_and_wait_timeout(&s.ring, &cqe, 1, timeout.count() >= 0 ? &ts : nullptr, nullptr);
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
-      s.fail_ring({-r, std::system_category()}, "io_uring_enter");
+      s.fail({-r, std::system_category()}, "io_uring_enter");
     }
   }
   const auto now = clock::now();
@@ -608,39 +465,19 @@ void uring_acceptor::wait(std::chrono::milliseconds timeout) {
   on_time(now);
 }
 
-uring_acceptor::time_point uring_acceptor::next_timer() const noexcept {
-  return state_->timed && !state_->done ? state_->until : time_point::max();
-}
-
-int uring_acceptor::timeout_ms(time_point now) const noexcept {
-  const time_point when = next_timer();
-  if (when == time_point::max()) {
-    return -1;
-  }
-  if (when <= now) {
-    return 0;
-  }
-  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(when - now).count();
-  return static_cast<int>(std::min<std::int64_t>(ms, std::numeric_limits<int>::max()));
-}
+uring_acceptor::time_point uring_acceptor::next_timer() const noexcept { return state_->next_timer(); }
+int uring_acceptor::timeout_ms(time_point now) const noexcept { return state_->timeout_ms(now); }
 
 void uring_acceptor::stop() noexcept {
-  state& s = *state_;
-  s.stop_requested.store(true, std::memory_order_release);
-  s.policy.request_stop();
-  s.signal();
+  request_stop();
+  state_->signal();
 }
 
+void uring_acceptor::request_stop() noexcept { state_->request_stop(); }
 bool uring_acceptor::done() const noexcept { return state_->done; }
 const stop_info& uring_acceptor::result() const noexcept { return state_->result; }
 bool uring_acceptor::armed() const noexcept { return state_->accept_armed; }
-
-policy_metrics uring_acceptor::metrics() const noexcept {
-  policy_metrics m = state_->policy.metrics();
-  m.refusals_failed += state_->refusals_failed;
-  return m;
-}
-
+policy_metrics uring_acceptor::metrics() const noexcept { return state_->metrics(); }
 policy_health uring_acceptor::health() const noexcept { return state_->policy.health(); }
 std::uint64_t uring_acceptor::submissions() const noexcept { return state_->submitted; }
 const std::shared_ptr<shared_budget>& uring_acceptor::budget() const noexcept { return state_->budget; }

@@ -1,0 +1,176 @@
+// The parent's side of holding_server.hpp, for the exhaustion tests of every driver: a forked
+// child runs the holding server under a low RLIMIT_NOFILE, the test process is the client, sends
+// the commands and reads the reports. Also the scenario every driver must pass under real
+// EMFILE (expect_each_release_serves_the_pending_client).
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/child_report.hpp"
+#include "support/loopback.hpp"
+#include "transient/endpoint.hpp"
+#include "transient/unique_fd.hpp"
+
+namespace transient::test {
+
+/// A forked child and its two pipes.
+struct child_process {
+  pid_t pid = -1;
+  unique_fd commands;  ///< parent -> child
+  unique_fd reports;   ///< child -> parent
+  std::string buffer;  ///< what was read and not yet taken as a line
+
+  /// Sends one command byte.
+  void send(char command) const { ASSERT_EQ(::write(commands.get(), &command, 1), 1); }
+
+  /// The rest of the next line that starts with `key` (others are skipped), or "" after `limit`.
+  std::string next(const std::string& key, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      const auto end = buffer.find('\n');
+      if (end != std::string::npos) {
+        std::string line = buffer.substr(0, end);
+        buffer.erase(0, end + 1);
+        if (line.rfind(key, 0) == 0) {
+          return line.substr(key.size() + 1);
+        }
+        continue;
+      }
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      pollfd p{reports.get(), POLLIN, 0};
+      if (left <= std::chrono::milliseconds(0) || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+        return {};
+      }
+      char chunk[256];
+      const ssize_t n = ::read(reports.get(), chunk, sizeof chunk);
+      if (n <= 0) {
+        return {};
+      }
+      buffer.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+
+  /// The child's exit status (see reap_within).
+  int wait_exit(std::chrono::milliseconds limit = std::chrono::seconds(10)) const { return reap_within(pid, limit); }
+};
+
+/// Forks a child that runs `body(commands, reports)` and then exits with status 0.
+inline child_process start_child(void (*body)(int, int)) {
+  int down[2];
+  int up[2];
+  EXPECT_EQ(::pipe2(down, O_CLOEXEC), 0);
+  EXPECT_EQ(::pipe2(up, O_CLOEXEC), 0);
+  child_process child;
+  child.pid = ::fork();
+  if (child.pid == 0) {
+    ::close(down[1]);
+    ::close(up[0]);
+    body(down[0], up[1]);
+    ::_exit(0);
+  }
+  ::close(down[0]);
+  ::close(up[1]);
+  child.commands.reset(down[1]);
+  child.reports.reset(up[0]);
+  return child;
+}
+
+/// The "key value key value ..." pairs of a report line.
+inline std::map<std::string, long> fields(const std::string& text) {
+  std::istringstream in(text);
+  std::map<std::string, long> out;
+  std::string key;
+  long value = 0;
+  while (in >> key >> value) {
+    out[key] = value;
+  }
+  return out;
+}
+
+/// Stops the holding server and returns its "done" fields, having checked that it stopped
+/// cleanly and holds as many descriptors after the server as before it.
+inline std::map<std::string, long> quit_and_check(child_process& child) {
+  child.send('q');
+  auto done = fields(child.next("done"));
+  const std::string fds = child.next("fds");
+  EXPECT_EQ(child.wait_exit(), 0);
+  EXPECT_EQ(done["clean"], 1);
+  std::istringstream in(fds);  // "before after"
+  int before = -1;
+  int after = -2;
+  in >> before >> after;
+  EXPECT_EQ(before, after) << "descriptors leaked by the server";
+  return done;
+}
+
+/// The real-EMFILE scenario, for a child running the holding server (RLIMIT_NOFILE 64, shed
+/// mode queue): clients fill it until one is left waiting; exhausted for a second, the child
+/// must sleep, not spin (<= 5 % CPU); then 100 episodes, each a release after which the waiting
+/// client is served and a new one waits; the server stops cleanly, without leaking, having
+/// accepted every client served, in a few log lines for episodes that were real exhaustions.
+inline void expect_each_release_serves_the_pending_client(child_process& child) {
+  using namespace std::chrono_literals;
+  const std::string port = child.next("port");
+  ASSERT_FALSE(port.empty());
+  const auto where = parse_endpoint("127.0.0.1:" + port);
+
+  // Fill the child until a client is left waiting (EMFILE in the child).
+  std::vector<unique_fd> served;
+  unique_fd pending;
+  for (int i = 0; i < 100 && !pending; ++i) {
+    unique_fd client = connect_to(where);
+    ASSERT_TRUE(client);
+    if (read_some(client.get(), 300ms) == "a") {
+      served.push_back(std::move(client));
+    } else {
+      pending = std::move(client);
+    }
+  }
+  ASSERT_TRUE(pending) << "the child never ran out of descriptors";
+  ASSERT_GT(served.size(), 20U);
+
+  // Exhausted for a second: the child must sleep, not spin (issue: <= 5 % of wall time).
+  child.send('c');
+  const long cpu_before = std::stol(child.next("cpu"));  // "cpu US events N"
+  const auto wall_start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(1s);
+  child.send('c');
+  const long cpu_after = std::stol(child.next("cpu"));
+  const auto wall_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - wall_start);
+  EXPECT_LE(cpu_after - cpu_before, wall_us.count() / 20)
+      << "CPU while exhausted: " << (cpu_after - cpu_before) << " us";
+
+  // 100 episodes: release one, the pending client is served, a new one waits.
+  constexpr int episodes = 100;
+  for (int i = 0; i < episodes; ++i) {
+    child.send('r');
+    ASSERT_EQ(read_some(pending.get(), 3s), "a") << "episode " << i << ": pending client lost";
+    served.push_back(std::move(pending));
+    pending = connect_to(where);
+    ASSERT_TRUE(pending);
+  }
+  const auto done = quit_and_check(child);
+  EXPECT_EQ(done.at("accepted"), static_cast<long>(served.size()));
+  // The releases come faster than the quiet period (1 s), so the exhaustions after them are
+  // flaps of one episode: one degraded line, and one line ending it (at the stop, here).
+  const long lines = done.at("degraded") + done.at("summaries") + done.at("recovered");
+  EXPECT_LE(lines, 3) << "log lines for " << episodes + 1 << " exhaustions";
+  // The bound above says something only if they were real exhaustions: counted as flaps. (A
+  // few merge: a release that lands while an accept is failing is retried at once.)
+  EXPECT_GE(done.at("flaps"), episodes / 2);
+}
+
+}  // namespace transient::test
