@@ -134,12 +134,12 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
   shed_mode how = shed_for_accepted();
   shed_reason why = shed_reason::budget;
   if (state_ == state::shedding) {
-    shed_accepted = true;
+    shed_accepted = true;  // what step::shed asked for
     how = config_.shed;
   } else {
     if (!reservation_) {
-      // No accept was in flight (a driver that accepts on its own): take a place now, so
-      // the budget still holds.
+      // A mode that sheds, or a driver that accepts on its own: take the place now, so the
+      // budget still holds.
       reservation_ = budget_.try_reserve();
     }
     peer_slot slot;
@@ -287,8 +287,11 @@ decision accept_policy::begin_accept(time_point now) noexcept {
   // during the accept) is seen when the accept fails on exhaustion.
   generation_ = budget_.generation();
   if (config_.shed != shed_mode::queue) {
-    reservation_ = budget_.try_reserve();
-    if (!reservation_) {
+    // A mode that sheds accepts whether or not there is room, so it takes no place before
+    // the accept: on_accepted takes one when the connection arrives, or sheds it. A place
+    // held across the accept (and the handler before it) would make a loop sharing the
+    // budget shed a client below the budget.
+    if (budget_.live() >= budget_.max_connections()) {
       if (state_ != state::shedding) {
         pause_start_ = now;  // backpressure began
       }

@@ -240,7 +240,7 @@ class accept_policy {
   accept_policy_config config_;
   backoff backoff_;
   degradation_log log_;
-  permit reservation_;  // the place taken for the accept in flight
+  permit reservation_;  // the place taken for the accept in flight (queue; the modes that shed take it on arrival)
   state state_ = state::waiting;
   std::uint32_t burst_ = 0;       // accepts decided since the last ready event
   std::uint32_t drain_left_ = 0;  // paused_backoff: accepts left in the drain in progress (0: none)

@@ -470,6 +470,47 @@ TEST_F(policy_spec, other_shed_modes_shed_at_the_budget) {
   }
 }
 
+// A mode that sheds accepts whether or not there is room, so it holds no place across the
+// accept: a loop sharing the budget never sheds a client below the budget because another
+// loop's accept is in flight. The place is taken when the connection arrives, or it is shed.
+TEST_F(policy_spec, a_mode_that_sheds_takes_the_place_when_the_connection_arrives) {
+  connection_budget budget(2);
+  accept_policy_config c = config();
+  c.shed = shed_mode::respond;
+  accept_policy first(budget, c);
+  accept_policy second(budget, c);
+  permit held;
+  ASSERT_EQ(first.on_ready(now).next, step::accept);
+  EXPECT_EQ(budget.live(), 0U) << "no place is held across the accept";
+  ASSERT_EQ(first.on_accepted(now, held).next, step::accept);
+  ASSERT_TRUE(held);
+  EXPECT_EQ(budget.live(), 1U) << "the connection holds a place, the next accept none";
+  EXPECT_EQ(second.on_ready(now).next, step::accept) << "one place is free: not shed";
+  EXPECT_EQ(first.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  permit served;
+  decision d = second.on_accepted(now, served);
+  EXPECT_TRUE(served);
+  EXPECT_FALSE(d.shed_accepted);
+  EXPECT_EQ(d.next, step::shed) << "two connections: the budget is full";
+  EXPECT_EQ(second.health().state, health_state::backpressure);
+  served.release();
+
+  // Both loops accept with one place left: the first connection to arrive takes it, the
+  // other is shed.
+  EXPECT_EQ(second.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  ASSERT_EQ(first.on_ready(now).next, step::accept);
+  ASSERT_EQ(second.on_ready(now).next, step::accept);
+  permit taken;
+  EXPECT_FALSE(first.on_accepted(now, taken).shed_accepted);
+  EXPECT_TRUE(taken);
+  permit refused;
+  d = second.on_accepted(now, refused);
+  EXPECT_FALSE(refused);
+  EXPECT_TRUE(d.shed_accepted);
+  EXPECT_EQ(d.why_shed, shed_reason::budget);
+  EXPECT_EQ(budget.live(), 2U);
+}
+
 // ---- what happens on EMFILE and ENFILE: back off, and drain with the reserve ------------
 
 TEST_F(policy_spec, descriptor_shortage_drains_with_the_reserve_when_the_mode_sheds) {
