@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -124,21 +125,27 @@ inline parsed_request bad(std::string problem) {
 inline parsed_request parse_request(std::string_view buffer) {
   using detail::bad;
   const auto too_large = [] { return bad("request head larger than " + std::to_string(request_limit) + " bytes"); };
-  const auto bare_cr_or_lf = [] { return bad("bare CR or LF in the request head (lines end with CRLF)"); };
   // RFC 9112 2.2: a server should ignore empty lines received before the request line.
   std::size_t start = 0;
   while (buffer.size() - start >= 2 && buffer[start] == '\r' && buffer[start + 1] == '\n') {
     start += 2;
   }
-  const auto incomplete_or_too_large = [&] { return buffer.size() >= request_limit ? too_large() : parsed_request{}; };
+  // Why the parse ends at a line: a bare CR or LF, or no line end yet (read more, unless the
+  // buffer is at the limit already); nothing if the line is whole.
+  const auto unfinished = [&](const detail::line_end& end) -> std::optional<parsed_request> {
+    if (end.bare) {
+      return bad("bare CR or LF in the request head (lines end with CRLF)");
+    }
+    if (end.cr == std::string_view::npos) {
+      return buffer.size() >= request_limit ? too_large() : parsed_request{};
+    }
+    return std::nullopt;
+  };
 
   // Request line: METHOD SP TARGET SP HTTP/1.x
   const detail::line_end first = detail::find_line_end(buffer, start);
-  if (first.bare) {
-    return bare_cr_or_lf();
-  }
-  if (first.cr == std::string_view::npos) {
-    return incomplete_or_too_large();
+  if (auto stop = unfinished(first)) {
+    return std::move(*stop);
   }
   const std::string_view line = buffer.substr(start, first.cr - start);
   const std::size_t sp1 = line.find(' ');
@@ -171,11 +178,8 @@ inline parsed_request parse_request(std::string_view buffer) {
   std::size_t at = first.cr + 2;
   for (;;) {
     const detail::line_end end = detail::find_line_end(buffer, at);
-    if (end.bare) {
-      return bare_cr_or_lf();
-    }
-    if (end.cr == std::string_view::npos) {
-      return incomplete_or_too_large();
+    if (auto stop = unfinished(end)) {
+      return std::move(*stop);
     }
     const std::string_view field = buffer.substr(at, end.cr - at);
     at = end.cr + 2;

@@ -2,6 +2,7 @@
 // byte by byte without a socket.
 #include <gtest/gtest.h>
 
+#include <initializer_list>
 #include <string>
 
 #include "../../tools/serve_http.hpp"
@@ -10,6 +11,15 @@ namespace {
 
 using transient::tool::parse_request;
 using transient::tool::parse_status;
+
+// Each text is refused with a reason.
+void expect_all_bad(std::initializer_list<const char*> texts) {
+  for (const char* text : texts) {
+    const auto r = parse_request(text);
+    EXPECT_EQ(r.status, parse_status::bad) << text;
+    EXPECT_FALSE(r.problem.empty()) << text;
+  }
+}
 
 TEST(ServeHttp, OneCompleteRequest) {
   const std::string text = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -77,46 +87,38 @@ TEST(ServeHttp, SizeLimit) {
 }
 
 TEST(ServeHttp, MalformedRequestsAreBad) {
-  for (const char* text : {
-           "GET /\r\n\r\n",                                     // no version
-           "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",                // two spaces
-           "GET / HTTP/2.0\r\nHost: a\r\n\r\n",                 // unsupported version
-           "G(T / HTTP/1.1\r\nHost: a\r\n\r\n",                 // not a token
-           "GET / HTTP/1.1\r\n\r\n",                            // HTTP/1.1 without Host
-           "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",      // two Hosts
-           "GET / HTTP/1.1\r\nHost: a\r\nNo colon\r\n\r\n",     // header without a colon
-           "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",  // space in a header name
-           "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",      // obsolete folding
-           "GET / HTTP/1.1\nHost: a\r\n\r\n",                   // bare LF
-           "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",              // bare CR
-           "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",               // bare LF first
-           "GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",               // bare CR last
-           "GET / HTTP/1.1\r\nHost: a\r\nX: \n\r\n\r\n",        // bare LF in a later line
-           "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-           "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
-           "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-       }) {
-    const auto r = parse_request(text);
-    EXPECT_EQ(r.status, parse_status::bad) << text;
-    EXPECT_FALSE(r.problem.empty()) << text;
-  }
+  expect_all_bad({
+      "GET /\r\n\r\n",                                     // no version
+      "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",                // two spaces
+      "GET / HTTP/2.0\r\nHost: a\r\n\r\n",                 // unsupported version
+      "G(T / HTTP/1.1\r\nHost: a\r\n\r\n",                 // not a token
+      "GET / HTTP/1.1\r\n\r\n",                            // HTTP/1.1 without Host
+      "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",      // two Hosts
+      "GET / HTTP/1.1\r\nHost: a\r\nNo colon\r\n\r\n",     // header without a colon
+      "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",  // space in a header name
+      "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",      // obsolete folding
+      "GET / HTTP/1.1\nHost: a\r\n\r\n",                   // bare LF
+      "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",              // bare CR
+      "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",               // bare LF first
+      "GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",               // bare CR last
+      "GET / HTTP/1.1\r\nHost: a\r\nX: \n\r\n\r\n",        // bare LF in a later line
+      "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+  });
 }
 
 // A line that breaks the grammar is refused as soon as it is complete: the server need not
 // wait for (or buffer) the rest of a head it will refuse anyway. A CR that ends the buffer
 // is not bare yet: its LF may be in the next read.
 TEST(ServeHttp, ABadLineIsBadBeforeTheHeadIsComplete) {
-  for (const char* text : {
-           "G(T / HTTP/1.1\r\n",
-           "GET / HTTP/1.1\nHo",
-           "GET / HTTP/1.1\r\nHost: a\rb",
-           "GET / HTTP/1.1\r\nNo colon\r\n",
-           "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n",
-       }) {
-    const auto r = parse_request(text);
-    EXPECT_EQ(r.status, parse_status::bad) << text;
-    EXPECT_FALSE(r.problem.empty()) << text;
-  }
+  expect_all_bad({
+      "G(T / HTTP/1.1\r\n",
+      "GET / HTTP/1.1\nHo",
+      "GET / HTTP/1.1\r\nHost: a\rb",
+      "GET / HTTP/1.1\r\nNo colon\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n",
+  });
   EXPECT_EQ(parse_request("GET / HTTP/1.1\r").status, parse_status::incomplete);
   EXPECT_EQ(parse_request("GET / HTTP/1.1\r\nHost: a\r").status, parse_status::incomplete);
   EXPECT_EQ(parse_request("GET / HTTP/1.1\r\nHost: a\r\n").status, parse_status::incomplete);
