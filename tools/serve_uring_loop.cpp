@@ -1,6 +1,8 @@
 // The accept engines of `transient serve` (see serve_uring_loop.hpp).
 #include "serve_uring_loop.hpp"
 
+#include <utility>
+
 #include "transient/detail/throw_error.hpp"
 #if TRANSIENT_HAVE_URING
 #include "transient/uring.hpp"
@@ -9,12 +11,11 @@
 namespace transient::tool {
 namespace {
 
-class epoll_engine final : public accept_engine {
+// What every engine passes to its acceptor as it is; an engine adds its constructor and how it
+// recognises its events.
+template <typename Acceptor>
+class engine_over : public accept_engine {
  public:
-  epoll_engine(int epoll_fd, std::uint64_t first_tag, std::shared_ptr<const listener> source,
-               connection_handler handler, acceptor_options options)
-      : acceptor_(epoll_fd, std::move(source), {first_tag, first_tag + 1}, std::move(handler), std::move(options)) {}
-  bool handle(const epoll_event& event, clock::time_point now) override { return acceptor_.handle(event, now); }
   void on_time(clock::time_point now) override { acceptor_.on_time(now); }
   [[nodiscard]] int timeout_ms(clock::time_point now) const noexcept override { return acceptor_.timeout_ms(now); }
   void stop() noexcept override { acceptor_.stop(); }
@@ -25,21 +26,35 @@ class epoll_engine final : public accept_engine {
   [[nodiscard]] const std::shared_ptr<shared_budget>& budget() const noexcept override { return acceptor_.budget(); }
   [[nodiscard]] const endpoint& local_endpoint() const noexcept override { return acceptor_.local_endpoint(); }
 
+ protected:
+  template <typename... Args>
+  explicit engine_over(Args&&... args) : acceptor_(std::forward<Args>(args)...) {}
+  [[nodiscard]] Acceptor& accepting() noexcept { return acceptor_; }
+
  private:
-  acceptor acceptor_;
+  Acceptor acceptor_;
+};
+
+class epoll_engine final : public engine_over<acceptor> {
+ public:
+  epoll_engine(int epoll_fd, std::uint64_t first_tag, std::shared_ptr<const listener> source,
+               connection_handler handler, acceptor_options options)
+      : engine_over(epoll_fd, std::move(source), acceptor_tags{first_tag, first_tag + 1}, std::move(handler),
+                    std::move(options)) {}
+  bool handle(const epoll_event& event, clock::time_point now) override { return accepting().handle(event, now); }
 };
 
 #if TRANSIENT_HAVE_URING
-class uring_engine final : public accept_engine {
+class uring_engine final : public engine_over<uring_acceptor> {
  public:
   uring_engine(int epoll_fd, std::uint64_t tag, std::shared_ptr<const listener> source, connection_handler handler,
                acceptor_options options)
-      : acceptor_(std::move(source), std::move(handler), std::move(options)), tag_(tag) {
+      : engine_over(std::move(source), std::move(handler), std::move(options)), tag_(tag) {
     epoll_event event{};
     event.events = EPOLLIN;
     event.data.u64 = tag_;
     // The ring's descriptor closes with the acceptor, which takes it out of the epoll set.
-    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, acceptor_.native_handle(), &event) != 0) {
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, accepting().native_handle(), &event) != 0) {
       throw std::system_error(transient::detail::last_error(), "serve: epoll_ctl(io_uring)");
     }
   }
@@ -47,21 +62,11 @@ class uring_engine final : public accept_engine {
     if (event.data.u64 != tag_) {
       return false;
     }
-    acceptor_.handle(now);
+    accepting().handle(now);
     return true;
   }
-  void on_time(clock::time_point now) override { acceptor_.on_time(now); }
-  [[nodiscard]] int timeout_ms(clock::time_point now) const noexcept override { return acceptor_.timeout_ms(now); }
-  void stop() noexcept override { acceptor_.stop(); }
-  [[nodiscard]] bool done() const noexcept override { return acceptor_.done(); }
-  [[nodiscard]] const stop_info& result() const noexcept override { return acceptor_.result(); }
-  [[nodiscard]] policy_metrics metrics() const noexcept override { return acceptor_.metrics(); }
-  [[nodiscard]] policy_health health() const noexcept override { return acceptor_.health(); }
-  [[nodiscard]] const std::shared_ptr<shared_budget>& budget() const noexcept override { return acceptor_.budget(); }
-  [[nodiscard]] const endpoint& local_endpoint() const noexcept override { return acceptor_.local_endpoint(); }
 
  private:
-  uring_acceptor acceptor_;
   std::uint64_t tag_;
 };
 #endif
