@@ -146,6 +146,17 @@ double metric(int fd, const std::string& name) {
   return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
 }
 
+// A connection to `at` with a /slow request in flight: it is first served a plain request, so
+// it is surely accepted and its next request is read at once. Empty if any step failed.
+unique_fd slow_request_in_flight(const endpoint& at) {
+  unique_fd fd = transient::test::connect_to(at);
+  if (!fd || !send_text(fd.get(), get) || read_response(fd.get(), 2000ms) != ok || !send_text(fd.get(), get_slow)) {
+    return {};
+  }
+  std::this_thread::sleep_for(100ms);  // serve reads it and holds the response back
+  return fd;
+}
+
 // Milliseconds until the peer closes `fd` (at most `timeout`; nullopt if it did not).
 std::optional<double> ms_until_closed(int fd, clock_type::time_point since, std::chrono::milliseconds timeout) {
   if (!transient::test::closed_by_peer(fd, timeout)) {
@@ -377,11 +388,8 @@ TEST(ServeProduction, HealthAndReadinessFollowTheServer) {
   EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0U) << head;
   EXPECT_EQ(head.substr(head.size() - 4), "\r\n\r\n") << head;
 
-  const unique_fd slow = transient::test::connect_to(*serve.at);  // a place was freed above
-  ASSERT_TRUE(slow && send_text(slow.get(), get));  // accepted and served: the next request is read at once
-  ASSERT_EQ(read_response(slow.get(), 2000ms), ok);
-  ASSERT_TRUE(send_text(slow.get(), get_slow));
-  std::this_thread::sleep_for(100ms);
+  const unique_fd slow = slow_request_in_flight(*serve.at);  // a place was freed above
+  ASSERT_TRUE(slow);
   const auto sent = clock_type::now();
   serve.signal(SIGTERM);
   r = query_until(probe.get(), "/readyz", 503, "stopped", 500ms);
@@ -465,11 +473,8 @@ TEST(ServeProduction, DrainFinishesTheResponseInFlightAndClosesIdleConnections) 
   const unique_fd idle = transient::test::connect_to(*serve.at);
   ASSERT_TRUE(idle && send_text(idle.get(), get));
   ASSERT_EQ(read_response(idle.get(), 1000ms), ok);
-  const unique_fd slow = transient::test::connect_to(*serve.at);
-  ASSERT_TRUE(slow && send_text(slow.get(), get));  // accepted and served: the next request is read at once
-  ASSERT_EQ(read_response(slow.get(), 2000ms), ok);
-  ASSERT_TRUE(send_text(slow.get(), get_slow));
-  std::this_thread::sleep_for(100ms);
+  const unique_fd slow = slow_request_in_flight(*serve.at);
+  ASSERT_TRUE(slow);
   const auto sent = clock_type::now();
   serve.signal(SIGTERM);
   const auto idle_ms = ms_until_closed(idle.get(), sent, 1000ms);
@@ -489,11 +494,8 @@ TEST(ServeProduction, DrainFinishesTheResponseInFlightAndClosesIdleConnections) 
 TEST(ServeProduction, DrainTimeoutBoundsTheWait) {
   serve_process serve({"--slow-response", "5s", "--drain-timeout", "300ms"});
   ASSERT_TRUE(serve.at) << serve.stderr_text();
-  const unique_fd slow = transient::test::connect_to(*serve.at);
-  ASSERT_TRUE(slow && send_text(slow.get(), get));  // accepted and served: the next request is read at once
-  ASSERT_EQ(read_response(slow.get(), 2000ms), ok);
-  ASSERT_TRUE(send_text(slow.get(), get_slow));
-  std::this_thread::sleep_for(100ms);
+  const unique_fd slow = slow_request_in_flight(*serve.at);
+  ASSERT_TRUE(slow);
   const auto sent = clock_type::now();
   serve.signal(SIGTERM);
   const auto closed_ms = ms_until_closed(slow.get(), sent, 2000ms);
