@@ -10,7 +10,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -78,6 +81,30 @@ class spawned_process {
 
   /// The child's process id (-1 if fork failed).
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+
+  /// The child's CPU time so far, utime + stime in clock ticks, from /proc/PID/stat (-1 if
+  /// unreadable).
+  [[nodiscard]] long cpu_ticks() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto end = text.rfind(')');  // the command name may contain spaces and parentheses
+    if (end == std::string::npos) {
+      return -1;
+    }
+    std::istringstream fields(text.substr(end + 2));
+    std::string field;
+    long utime = 0;
+    long stime = 0;
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    for (int i = 3; i <= 15 && fields >> field; ++i) {
+      if (i == 14) {
+        utime = std::stol(field);
+      } else if (i == 15) {
+        stime = std::stol(field);
+      }
+    }
+    return utime + stime;
+  }
 
   /// The exit status within `timeout` (-1 if a signal ended it; nullopt: still running).
   std::optional<int> wait(std::chrono::milliseconds timeout) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "support/example_server.hpp"
 #include "support/loopback.hpp"
 #include "support/spawned_process.hpp"
 #include "transient/endpoint.hpp"
@@ -29,21 +30,9 @@ constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent
 constexpr std::string_view request = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
 
 // The example on 127.0.0.1 (any free port) with two threads and `max_connections`.
-struct example_server {
-  spawned_process process;
-  transient::endpoint at;
-
+struct example_server : transient::test::example_server {
   explicit example_server(unsigned max_connections)
-      : process(TRANSIENT_EXAMPLE_ASIO_SERVER, {"0", "2", std::to_string(max_connections), "127.0.0.1"}) {
-    // "asio_server: listening on 127.0.0.1:PORT with 2 thread(s)"
-    const std::string line = process.read_line(spawned_process::stream::err, 5s);
-    const std::string prefix = "asio_server: listening on ";
-    std::error_code ec;
-    if (line.rfind(prefix, 0) == 0) {
-      at = transient::parse_endpoint(line.substr(prefix.size(), line.find(' ', prefix.size()) - prefix.size()), ec);
-    }
-    EXPECT_TRUE(line.rfind(prefix, 0) == 0 && !ec) << line;
-  }
+      : transient::test::example_server(TRANSIENT_EXAMPLE_ASIO_SERVER, "asio_server", max_connections) {}
 };
 
 TEST(ExampleAsioServer, AnswersKeepAliveRequestsAndStopsCleanlyOnSigterm) {

@@ -10,13 +10,12 @@
 #include <sys/socket.h>
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
+#include "support/example_server.hpp"
 #include "support/loopback.hpp"
 #include "support/spawned_process.hpp"
 #include "transient/endpoint.hpp"
@@ -36,44 +35,10 @@ constexpr std::string_view ok_close =
 constexpr std::string_view request = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
 
 // The example on 127.0.0.1 (any free port) with two threads and `max_connections`.
-struct example_server {
-  spawned_process process;
-  transient::endpoint at;
-
+struct example_server : transient::test::example_server {
   explicit example_server(unsigned max_connections)
-      : process(TRANSIENT_EXAMPLE_BEAST_SERVER, {"0", "2", std::to_string(max_connections), "127.0.0.1"}) {
-    // "beast_server: listening on 127.0.0.1:PORT with 2 thread(s)"
-    const std::string line = process.read_line(spawned_process::stream::err, 5s);
-    const std::string prefix = "beast_server: listening on ";
-    std::error_code ec;
-    if (line.rfind(prefix, 0) == 0) {
-      at = transient::parse_endpoint(line.substr(prefix.size(), line.find(' ', prefix.size()) - prefix.size()), ec);
-    }
-    EXPECT_TRUE(line.rfind(prefix, 0) == 0 && !ec) << line;
-  }
+      : transient::test::example_server(TRANSIENT_EXAMPLE_BEAST_SERVER, "beast_server", max_connections) {}
 };
-
-// utime + stime of `pid` in clock ticks, from /proc/PID/stat (-1 if unreadable).
-long cpu_ticks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto end = text.rfind(')');
-  if (end == std::string::npos) {
-    return -1;
-  }
-  std::istringstream fields(text.substr(end + 2));
-  std::string field;
-  long utime = 0;
-  long stime = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) {
-      utime = std::stol(field);
-    } else if (i == 15) {
-      stime = std::stol(field);
-    }
-  }
-  return utime + stime;
-}
 
 TEST(ExampleBeastServer, AnswersKeepAliveRequestsAndStopsCleanlyOnSigterm) {
   example_server server(0);
@@ -140,9 +105,9 @@ TEST(ExampleBeastServer, UnderEmfileItDoesNotSpinRecoversAtAReleaseAndStopsClean
   EXPECT_LT(served.size(), 64U);
 
   // Exhausted: the loop backs off (up to 1 s between tries); a spinning loop would use a core.
-  const long before = cpu_ticks(server.process.pid());
+  const long before = server.process.cpu_ticks();
   std::this_thread::sleep_for(1500ms);
-  const long after = cpu_ticks(server.process.pid());
+  const long after = server.process.cpu_ticks();
   ASSERT_GE(before, 0);
   EXPECT_LE(after - before, 15) << "ticks of CPU in 1.5 s while exhausted (a spin uses about 150)";
   EXPECT_TRUE(transient::test::read_some(waiting.get(), 10ms).empty());

@@ -8,8 +8,6 @@
 #include <sys/resource.h>
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,28 +21,6 @@ namespace {
 using namespace std::chrono_literals;
 using transient::unique_fd;
 using transient::test::spawned_process;
-
-// utime + stime of `pid` in clock ticks, from /proc/PID/stat (-1 if unreadable).
-long cpu_ticks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto end = text.rfind(')');
-  if (end == std::string::npos) {
-    return -1;
-  }
-  std::istringstream fields(text.substr(end + 2));
-  std::string field;
-  long utime = 0;
-  long stime = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) {
-      utime = std::stol(field);
-    } else if (i == 15) {
-      stime = std::stol(field);
-    }
-  }
-  return utime + stime;
-}
 
 // Sends "ping" and expects `expected` back (what was sent before, unanswered, comes first).
 bool echoes(int fd, std::chrono::milliseconds timeout, const std::string& expected = "ping") {
@@ -86,9 +62,9 @@ TEST(ExampleOwnLoop, UnderEmfileItDoesNotSpinRecoversAtAReleaseAndStopsCleanly) 
   EXPECT_LT(served.size(), 64U);
 
   // Exhausted: the loop backs off (up to 1 s between tries); a spinning loop would use a core.
-  const long before = cpu_ticks(example.pid());
+  const long before = example.cpu_ticks();
   std::this_thread::sleep_for(1500ms);
-  const long after = cpu_ticks(example.pid());
+  const long after = example.cpu_ticks();
   ASSERT_GE(before, 0);
   EXPECT_LE(after - before, 15) << "ticks of CPU in 1.5 s while exhausted (a spin uses about 150)";
   EXPECT_TRUE(transient::test::read_some(waiting.get(), 10ms).empty());
