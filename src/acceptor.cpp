@@ -74,11 +74,16 @@ struct acceptor::state final : detail::acceptor_core<state> {
     sockaddr_storage address;  // NOLINT(cppcoreguidelines-pro-type-member-init): accept4 fills `length` bytes
     socklen_t length = sizeof address;
     auto* const sa = reinterpret_cast<sockaddr*>(&address);
-    const int fd = options.sys.accept4(source->native_handle(), sa, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    const bool with_peer = reads_peer_addresses();
+    const int fd = options.sys.accept4(source->native_handle(), with_peer ? sa : nullptr, with_peer ? &length : nullptr,
+                                       SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       const std::error_code ec = detail::last_error();
       note_accept_error(ec);
       return policy.on_accept_failed(now, ec, reserve.held());
+    }
+    if (!with_peer) {
+      return deliver(now, unique_fd(fd), endpoint{}, peer_key{});
     }
     std::error_code ignored;
     const endpoint peer = endpoint::from_sockaddr(sa, length, ignored);

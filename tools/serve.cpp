@@ -197,6 +197,7 @@ class serve_group {
       acceptor_options options;
       options.budget = budget;
       options.exclusive = s.threads > 1;
+      options.peer_addresses = false;  // serve never reads them (a per-peer cap still does)
       options.policy.shed = s.shed;
       options.policy.peers = peers_.get();
       options.policy.stall_timeout = s.stall_timeout;

@@ -73,6 +73,11 @@ struct acceptor_options {
   /// Register the listener with EPOLLEXCLUSIVE: for one listener watched by several loops
   /// (acceptors sharing it, each in its own epoll set), so a connection wakes one loop only.
   bool exclusive = false;
+  /// Read each client's address as it is accepted, for connection::peer() and the refusal
+  /// writer. false: both see an empty endpoint, and no address is copied out of the kernel
+  /// per connection (about 1 % of a short connection's server CPU in transient_bench_serve).
+  /// A per-peer cap (policy.peers) reads the addresses whatever this says.
+  bool peer_addresses = true;
   /// The descriptors a stall diagnosis reads when no descriptor is free. Empty: the acceptor
   /// opens its own (two descriptors) unless `open_diagnostics_reserve` is false, and the
   /// census then opens what it needs, or probes. Share one between acceptors to save

@@ -67,6 +67,8 @@ struct server_options {
   /// Keep /proc/self/fd and /proc/sys/fs/file-nr open so that a diagnosis can be written
   /// when no descriptor is free (two descriptors).
   bool diagnostics_reserve = true;
+  /// Read each client's address as it is accepted (see acceptor_options::peer_addresses).
+  bool peer_addresses = true;
   /// The system calls (tests replace some; see syscalls.hpp).
   syscalls sys{};
 };

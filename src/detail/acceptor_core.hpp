@@ -184,6 +184,11 @@ struct acceptor_core : release_listener {
     return when == time_point::max() ? -1 : ms_until(now, when);
   }
 
+  /// True if each accepted client's address is read: asked for, or needed by a per-peer cap.
+  [[nodiscard]] bool reads_peer_addresses() const noexcept {
+    return options.peer_addresses || options.policy.peers != nullptr;
+  }
+
   /// Keeps an accept's error for a stall diagnosis (an empty queue exhausts nothing).
   void note_accept_error(const std::error_code& ec) noexcept {
     if (ec != condition::would_block) {

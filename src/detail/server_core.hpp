@@ -339,6 +339,7 @@ class server_core {
     settings.budget = budget_;
     settings.refuse = options_.refuse;
     settings.emfile_reserve = options_.emfile_reserve;
+    settings.peer_addresses = options_.peer_addresses;
     // A listener shared by several loops wakes only one of them per connection.
     settings.exclusive = options_.threads > 1 && !shards_;
     settings.open_diagnostics_reserve = false;

@@ -241,7 +241,7 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
     std::error_code ignored;
     endpoint peer;
     peer_key key;
-    if (::getpeername(fd.get(), sa, &length) == 0) {
+    if (reads_peer_addresses() && ::getpeername(fd.get(), sa, &length) == 0) {
       peer = endpoint::from_sockaddr(sa, length, ignored);
       key = peer_key_of(sa, length);
     }
