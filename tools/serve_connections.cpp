@@ -230,8 +230,7 @@ void connection_loop::read_from(client& c) {
       continue;  // input after a 400 is discarded
     }
     touch(fd);
-    c.in.append(buffer.data(), static_cast<std::size_t>(n));
-    answer(c);
+    serve_input(c, std::string_view(buffer.data(), static_cast<std::size_t>(n)));
     // A short read emptied the socket: level-triggered epoll reports what comes next, so
     // another recv now would only return EAGAIN (one wasted system call per request).
     if (static_cast<std::size_t>(n) < buffer.size() || c.out.size() > output_high_water || c.close_after_write) {
@@ -241,18 +240,35 @@ void connection_loop::read_from(client& c) {
   flush(c);
 }
 
-void connection_loop::answer(client& c) {
+// Answers what `arrived` completes and keeps the rest in c.in. When nothing waits in c.in
+// (the usual case) requests are framed straight from the read buffer, and only a partial
+// request is copied.
+void connection_loop::serve_input(client& c, std::string_view arrived) {
+  if (c.in.empty()) {
+    const std::size_t used = answer(c, arrived);
+    if (used < arrived.size()) {
+      c.in.assign(arrived.substr(used));
+    }
+  } else {
+    c.in.append(arrived);
+    c.in.erase(0, answer(c, c.in));
+  }
+  c.head_received = !c.in.empty() && !c.close_after_write && has_complete_head(c.in);
+}
+
+// Answers the complete requests at the start of `input` in order, until one is incomplete,
+// bad, delayed or the last on the connection; returns the bytes they took.
+std::size_t connection_loop::answer(client& c, std::string_view input) {
   std::size_t used = 0;
-  while (!c.close_after_write && !c.delayed && used < c.in.size()) {
-    parsed_request r = parse_request(std::string_view(c.in).substr(used));
+  while (!c.close_after_write && !c.delayed && used < input.size()) {
+    parsed_request r = parse_request(input.substr(used));
     if (r.status == parse_status::incomplete) {
       break;
     }
     if (r.status == parse_status::bad) {
       c.out += bad_request_response(r.problem);
       c.close_after_write = true;
-      used = c.in.size();
-      break;
+      return input.size();
     }
     if (limits_.slow_response.count() > 0 && !c.waited && r.target.substr(0, 5) == "/slow") {
       c.delayed = true;  // answered by respond_delayed(); reading stops meanwhile
@@ -269,8 +285,7 @@ void connection_loop::answer(client& c) {
     used += r.length;
     c.close_after_write = !r.keep_alive;
   }
-  c.in.erase(0, used);
-  c.head_received = !c.in.empty() && !c.close_after_write && has_complete_head(c.in);
+  return used;
 }
 
 void connection_loop::flush(client& c) {
@@ -503,7 +518,7 @@ void connection_loop::respond_delayed() {
       c.waited = true;
       --delayed_;
       touch(fd);
-      answer(c);
+      serve_input(c, {});  // nothing new arrived: answer what waits behind the /slow request
       flush(c);
       after_event(fd);
     }

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -138,7 +139,8 @@ class connection_loop {
   void drain(accept_source& source, std::array<epoll_event, 64>& events);
   void on_event(int fd, unsigned events);
   void read_from(client& c);
-  void answer(client& c);
+  void serve_input(client& c, std::string_view arrived);
+  std::size_t answer(client& c, std::string_view input);
   void flush(client& c);
   void update_interest(client& c);
   void link_newest(int fd);

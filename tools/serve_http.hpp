@@ -21,6 +21,10 @@ namespace transient::tool {
 
 /// The largest request (request line, headers and body) serve accepts; larger ones get 400.
 inline constexpr std::size_t request_limit = 8192;
+/// Why a request over request_limit is bad: its head alone, or head and body, are too large.
+inline constexpr std::string_view head_too_large = "request head larger than 8192 bytes";
+inline constexpr std::string_view request_too_large = "request larger than 8192 bytes";  ///< See head_too_large.
+static_assert(request_limit == 8192, "head_too_large and request_too_large spell request_limit out");
 
 /// What parse_request found at the start of a buffer.
 enum class parse_status : unsigned char {
@@ -36,7 +40,7 @@ struct parsed_request {
   std::string_view method;                         ///< complete: "GET", ... (a view into the buffer).
   std::string_view target;                         ///< complete: "/metrics", ... (a view into the buffer).
   bool keep_alive = true;                          ///< complete: the connection stays open afterwards.
-  std::string problem;                             ///< bad: one line saying what is wrong.
+  std::string_view problem;                        ///< bad: one line saying what is wrong (static text).
 };
 
 namespace detail {
@@ -58,27 +62,60 @@ inline constexpr auto token_chars = [] {
   return table;
 }();
 
-constexpr bool is_token(std::string_view s) noexcept {
-  return !s.empty() &&
-         std::all_of(s.begin(), s.end(), [](char c) { return token_chars[static_cast<unsigned char>(c)]; });
-}
-
 // Where the CRLF-terminated line that starts at `from` ends.
 struct line_end {
   std::size_t cr = std::string_view::npos;  // index of its CR; npos: the buffer ends first
   bool bare = false;                        // a CR without LF or an LF without CR came first
 };
 
-// Lines are found with memchr (short lines, a call each, still beat a loop over every byte):
-// the LF, then the first CR, which must be the byte before it (RFC 9112 2.2: a bare CR or LF
-// makes the request bad). A CR that is the buffer's last byte is incomplete: its LF may come.
+// Where the line that starts at `from` ends: at its LF, which must follow a CR (RFC 9112
+// 2.2: a bare CR or LF makes the request bad). One search per line: a CR inside the line is
+// caught by the checks of the line's parts (no token, target, version or field value holds
+// one). Without an LF yet, the line is incomplete unless a CR already has another byte after
+// it; a CR that is the buffer's last byte may still get its LF.
 constexpr line_end find_line_end(std::string_view s, std::size_t from) noexcept {
   const std::size_t lf = s.find('\n', from);
-  const std::size_t cr = s.substr(0, lf).find('\r', from);
   if (lf == std::string_view::npos) {
+    const std::size_t cr = s.find('\r', from);
     return cr == std::string_view::npos || cr + 1 == s.size() ? line_end{} : line_end{cr, true};
   }
-  return {lf - 1, cr != lf - 1 || lf == from};
+  return lf > from && s[lf - 1] == '\r' ? line_end{lf - 1, false} : line_end{lf, true};
+}
+
+// The length of the run of token characters that `s` starts with.
+constexpr std::size_t token_length(std::string_view s) noexcept {
+  std::size_t n = 0;
+  while (n < s.size() && token_chars[static_cast<unsigned char>(s[n])]) {
+    ++n;
+  }
+  return n;
+}
+
+// A character of a request target: visible ASCII or above (no space, no control).
+constexpr bool is_target_char(char c) noexcept { return static_cast<unsigned char>(c) > 0x20 && c != 0x7f; }
+
+// A character of a field value (RFC 9110 5.5): visible, obs-text, space or tab; never CR,
+// LF, NUL or another control.
+constexpr bool is_field_char(char c) noexcept {
+  return c == '\t' || (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f);
+}
+
+// What is wrong with a request line that parse_request's one-pass read refused, examined
+// part by part (only bad lines come here).
+constexpr std::string_view request_line_problem(std::string_view line) noexcept {
+  const std::size_t sp1 = line.find(' ');
+  const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
+    return "malformed request line (expected METHOD TARGET HTTP/1.1)";
+  }
+  if (sp1 == 0 || token_length(line) != sp1) {
+    return "malformed method";
+  }
+  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  if (target.empty() || !std::all_of(target.begin(), target.end(), is_target_char)) {
+    return "malformed request target";
+  }
+  return "unsupported HTTP version (expected HTTP/1.1 or HTTP/1.0)";
 }
 
 constexpr char lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
@@ -110,10 +147,10 @@ constexpr bool has_option(std::string_view value, std::string_view option) noexc
   return false;
 }
 
-inline parsed_request bad(std::string problem) {
+constexpr parsed_request bad(std::string_view problem) noexcept {
   parsed_request r;
   r.status = parse_status::bad;
-  r.problem = std::move(problem);
+  r.problem = problem;
   return r;
 }
 
@@ -122,9 +159,8 @@ inline parsed_request bad(std::string problem) {
 /// Frames the first request in `buffer` (which may hold several, or part of one). It reads
 /// the head once, line by line; a line that breaks the grammar makes the request bad as soon
 /// as that line is complete, even if the head is not.
-inline parsed_request parse_request(std::string_view buffer) {
+constexpr parsed_request parse_request(std::string_view buffer) noexcept {
   using detail::bad;
-  const auto too_large = [] { return bad("request head larger than " + std::to_string(request_limit) + " bytes"); };
   // RFC 9112 2.2: a server should ignore empty lines received before the request line.
   std::size_t start = 0;
   while (buffer.size() - start >= 2 && buffer[start] == '\r' && buffer[start + 1] == '\n') {
@@ -137,7 +173,7 @@ inline parsed_request parse_request(std::string_view buffer) {
       return bad("bare CR or LF in the request head (lines end with CRLF)");
     }
     if (end.cr == std::string_view::npos) {
-      return buffer.size() >= request_limit ? too_large() : parsed_request{};
+      return buffer.size() >= request_limit ? bad(head_too_large) : parsed_request{};
     }
     return std::nullopt;
   };
@@ -145,28 +181,24 @@ inline parsed_request parse_request(std::string_view buffer) {
   // Request line: METHOD SP TARGET SP HTTP/1.x
   const detail::line_end first = detail::find_line_end(buffer, start);
   if (auto stop = unfinished(first)) {
-    return std::move(*stop);
+    return *stop;
   }
+  // One pass: a token, a space, target characters, a space, the version. A line this read
+  // refuses is examined again only to say what is wrong with it.
   const std::string_view line = buffer.substr(start, first.cr - start);
-  const std::size_t sp1 = line.find(' ');
-  const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
-    return bad("malformed request line (expected METHOD TARGET HTTP/1.1)");
+  const std::size_t sp1 = detail::token_length(line);
+  std::size_t sp2 = sp1 + 1;
+  while (sp2 < line.size() && detail::is_target_char(line[sp2])) {
+    ++sp2;
+  }
+  const std::string_view version = sp2 < line.size() ? line.substr(sp2 + 1) : std::string_view();
+  if (sp1 == 0 || sp2 >= line.size() || line[sp1] != ' ' || sp2 == sp1 + 1 || line[sp2] != ' ' ||
+      (version != "HTTP/1.1" && version != "HTTP/1.0")) {
+    return bad(detail::request_line_problem(line));
   }
   parsed_request r;
   r.method = line.substr(0, sp1);
   r.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  const std::string_view version = line.substr(sp2 + 1);
-  if (!detail::is_token(r.method)) {
-    return bad("malformed method");
-  }
-  if (r.target.empty() || std::any_of(r.target.begin(), r.target.end(),
-                                      [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
-    return bad("malformed request target");
-  }
-  if (version != "HTTP/1.1" && version != "HTTP/1.0") {
-    return bad("unsupported HTTP version (expected HTTP/1.1 or HTTP/1.0)");
-  }
   const bool http11 = version == "HTTP/1.1";
 
   // Header fields: NAME ":" OWS VALUE OWS, one per line, up to the empty line.
@@ -179,7 +211,7 @@ inline parsed_request parse_request(std::string_view buffer) {
   for (;;) {
     const detail::line_end end = detail::find_line_end(buffer, at);
     if (auto stop = unfinished(end)) {
-      return std::move(*stop);
+      return *stop;
     }
     const std::string_view field = buffer.substr(at, end.cr - at);
     at = end.cr + 2;
@@ -189,12 +221,15 @@ inline parsed_request parse_request(std::string_view buffer) {
     if (field.front() == ' ' || field.front() == '\t') {
       return bad("obsolete line folding or empty header line");
     }
-    const std::size_t colon = field.find(':');
-    if (colon == std::string_view::npos || !detail::is_token(field.substr(0, colon))) {
+    const std::size_t colon = detail::token_length(field);
+    if (colon == 0 || colon == field.size() || field[colon] != ':') {
       return bad("malformed header field (expected NAME: VALUE)");
     }
     const std::string_view name = field.substr(0, colon);
     const std::string_view value = detail::trim(field.substr(colon + 1));
+    if (!std::all_of(value.begin(), value.end(), [](char c) { return detail::is_field_char(c); })) {
+      return bad("malformed header field value (a control character)");
+    }
     if (detail::iequals(name, "host")) {
       if (host) {
         return bad("more than one Host header");
@@ -223,13 +258,13 @@ inline parsed_request parse_request(std::string_view buffer) {
   }
   const std::size_t head_length = at;
   if (head_length > request_limit) {
-    return too_large();
+    return bad(head_too_large);
   }
   if (http11 && !host) {
     return bad("HTTP/1.1 request without a Host header");
   }
   if (head_length + body > request_limit) {
-    return bad("request larger than " + std::to_string(request_limit) + " bytes");
+    return bad(request_too_large);
   }
   if (buffer.size() < head_length + body) {
     return {};  // the body has not all arrived
@@ -241,12 +276,14 @@ inline parsed_request parse_request(std::string_view buffer) {
 }
 
 /// Appends the response serve gives every request to `out`: 200, "ok" (no body for HEAD).
+/// Each case is one constant text, so a response is a single append.
 inline void append_ok_response(const parsed_request& request, std::string& out) {
-  out += "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n";
-  out += request.keep_alive ? "\r\n" : "Connection: close\r\n\r\n";
-  if (request.method != "HEAD") {
-    out += "ok";
-  }
+  static constexpr std::string_view open =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+  static constexpr std::string_view closing =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+  const std::string_view text = request.keep_alive ? open : closing;
+  out += request.method == "HEAD" ? text.substr(0, text.size() - 2) : text;
 }
 
 /// The response serve gives every request: 200, "ok" (no body for HEAD).

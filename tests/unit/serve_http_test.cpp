@@ -102,10 +102,27 @@ TEST(ServeHttp, MalformedRequestsAreBad) {
       "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",               // bare LF first
       "GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",               // bare CR last
       "GET / HTTP/1.1\r\nHost: a\r\nX: \n\r\n\r\n",        // bare LF in a later line
+      "GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n",            // bare CR in the request target
+      "GET / HTTP/1.1\r\r\nHost: a\r\n\r\n",                // bare CR ending the request line
+      "GET / HTTP/1.1\r\nHo\rst: a\r\n\r\n",                // bare CR in a header name
       "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
       "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
       "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
   });
+}
+
+// RFC 9110 5.5: a field value holds no CR, LF, NUL or other control character (a tab and
+// bytes above 0x7f are allowed).
+TEST(ServeHttp, AControlCharacterInAFieldValueIsBad) {
+  expect_all_bad({
+      "GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nX: \x1f\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f\r\n\r\n",
+  });
+  const std::string with_nul("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 35);
+  EXPECT_EQ(parse_request(with_nul).status, parse_status::bad);
+  const auto fine = parse_request("GET / HTTP/1.1\r\nHost: a\r\nX: a\tb \xc3\xa9\r\n\r\n");
+  EXPECT_EQ(fine.status, parse_status::complete) << fine.problem;
 }
 
 // A line that breaks the grammar is refused as soon as it is complete: the server need not
