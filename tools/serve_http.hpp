@@ -278,8 +278,7 @@ constexpr parsed_request parse_request(std::string_view buffer) noexcept {
 /// Appends the response serve gives every request to `out`: 200, "ok" (no body for HEAD).
 /// Each case is one constant text, so a response is a single append.
 inline void append_ok_response(const parsed_request& request, std::string& out) {
-  static constexpr std::string_view open =
-      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+  static constexpr std::string_view open = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
   static constexpr std::string_view closing =
       "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
   const std::string_view text = request.keep_alive ? open : closing;

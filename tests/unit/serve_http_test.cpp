@@ -102,9 +102,9 @@ TEST(ServeHttp, MalformedRequestsAreBad) {
       "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",               // bare LF first
       "GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",               // bare CR last
       "GET / HTTP/1.1\r\nHost: a\r\nX: \n\r\n\r\n",        // bare LF in a later line
-      "GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n",            // bare CR in the request target
-      "GET / HTTP/1.1\r\r\nHost: a\r\n\r\n",                // bare CR ending the request line
-      "GET / HTTP/1.1\r\nHo\rst: a\r\n\r\n",                // bare CR in a header name
+      "GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n",             // bare CR in the request target
+      "GET / HTTP/1.1\r\r\nHost: a\r\n\r\n",               // bare CR ending the request line
+      "GET / HTTP/1.1\r\nHo\rst: a\r\n\r\n",               // bare CR in a header name
       "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
       "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
       "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
