@@ -226,8 +226,8 @@ void connection_loop::read_from(client& c) {
       }
       break;
     }
-    if (c.draining) {
-      continue;  // input after a 400 is discarded
+    if (c.draining || c.close_after_write) {
+      continue;  // after a 400 or the last request nothing more is answered: discarded, not kept
     }
     touch(fd);
     serve_input(c, std::string_view(buffer.data(), static_cast<std::size_t>(n)));

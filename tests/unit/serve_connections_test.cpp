@@ -1,0 +1,155 @@
+// ctest-labels: threads
+// serve's connection loop (tools/serve_connections.cpp) driven directly over a socketpair,
+// where a test sets what a TCP peer cannot: the size of the server side's send buffer.
+#include <gtest/gtest.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "../../tools/serve_connections.hpp"
+#include "support/loopback.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using transient::connection;
+using transient::unique_fd;
+using transient::tool::accept_source;
+using transient::tool::append_ok_response;
+using transient::tool::connection_limits;
+using transient::tool::connection_loop;
+
+// An accept source that hands the loop one connection on its first turn and stops when told.
+class one_connection final : public accept_source {
+ public:
+  one_connection(connection_loop& loop, unique_fd fd) : loop_(loop), fd_(std::move(fd)) {}
+  bool handle(const epoll_event& /*event*/, clock::time_point /*now*/) override { return false; }
+  void on_time(clock::time_point /*now*/) override {
+    if (fd_) {
+      loop_.add(connection(std::move(fd_), transient::permit{}, transient::endpoint{}));
+    }
+  }
+  [[nodiscard]] int timeout_ms(clock::time_point /*now*/) const override { return fd_ ? 0 : 5; }
+  [[nodiscard]] bool done() const override { return stop.load(); }
+  std::atomic<bool> stop{false};
+
+ private:
+  connection_loop& loop_;
+  unique_fd fd_;
+};
+
+// The loop on a thread, serving the server end of a socketpair; stopped and joined at the end.
+struct running_loop {
+  connection_loop loop{connection_limits{}, &append_ok_response};
+  one_connection source;
+  std::thread thread;
+
+  explicit running_loop(unique_fd server_end) : source(loop, std::move(server_end)) {
+    thread = std::thread([this] { loop.run(source); });
+  }
+  ~running_loop() {
+    source.stop = true;
+    thread.join();
+  }
+  running_loop(const running_loop&) = delete;
+  running_loop& operator=(const running_loop&) = delete;
+};
+
+// This process's resident memory, in KiB.
+long resident_kib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      return std::stol(line.substr(6));
+    }
+  }
+  return -1;
+}
+
+// Bytes written by the peer that this end has not read yet.
+int unread(int fd) {
+  int n = 0;
+  return ::ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+}
+
+// A client that asked for the last response (Connection: close) but reads nothing, while its
+// responses wait in the server's output, and then sends and sends: nothing after that
+// request is answered, so nothing of it may be kept.
+TEST(ServeConnections, InputAfterTheLastRequestIsNotKept) {
+  std::array<int, 2> ends{};
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends.data()), 0);
+  unique_fd client(ends[0]);
+  unique_fd server(ends[1]);
+  const int small = 4096;
+  ASSERT_EQ(::setsockopt(server.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  std::string requests;
+  constexpr int keep_alive_requests = 400;
+  for (int i = 0; i < keep_alive_requests; ++i) {
+    requests += "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+  }
+  requests += "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+  ASSERT_EQ(::send(client.get(), requests.data(), requests.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(requests.size()));
+  running_loop serving(std::move(server));
+  // The server reads all of it and answers what its send buffer takes; the rest waits.
+  const auto deadline = std::chrono::steady_clock::now() + 3s;
+  int last = -1;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+    const int now = unread(client.get());
+    if (now > 0 && now == last) {
+      break;
+    }
+    last = now;
+  }
+  int queued = 0;  // what the client sent and the server has not read
+  ASSERT_EQ(::ioctl(client.get(), TIOCOUTQ, &queued), 0);
+  ASSERT_EQ(queued, 0) << "the server did not read the requests";
+
+  const long before = resident_kib();
+  const std::string junk(64 * 1024, 'x');
+  std::size_t sent = 0;
+  const auto junk_until = std::chrono::steady_clock::now() + 2s;
+  while (sent < std::size_t{64} << 20U && std::chrono::steady_clock::now() < junk_until) {
+    const ssize_t n = ::send(client.get(), junk.data(), junk.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+    } else {
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  EXPECT_GT(sent, std::size_t{16} << 20U) << "the server stopped reading";
+  const long grown = resident_kib() - before;
+  EXPECT_LT(grown, 8 * 1024) << "KiB kept after " << sent << " bytes of input nobody will answer";
+
+  // The client reads at last: every response, the last with Connection: close, then the end.
+  std::string responses;
+  std::array<char, 65536> buffer{};
+  const auto read_until = std::chrono::steady_clock::now() + 3s;
+  for (;;) {
+    const ssize_t n = ::recv(client.get(), buffer.data(), buffer.size(), 0);
+    if (n == 0 || std::chrono::steady_clock::now() > read_until) {
+      break;
+    }
+    if (n > 0) {
+      responses.append(buffer.data(), static_cast<std::size_t>(n));
+    } else {
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  std::size_t count = 0;
+  for (std::size_t at = responses.find("HTTP/1.1 200 OK"); at != std::string::npos;
+       at = responses.find("HTTP/1.1 200 OK", at + 1)) {
+    ++count;
+  }
+  EXPECT_EQ(count, static_cast<std::size_t>(keep_alive_requests + 1));
+  EXPECT_TRUE(responses.ends_with("Connection: close\r\n\r\nok"));
+}
+
+}  // namespace
