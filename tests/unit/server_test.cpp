@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "support/loopback.hpp"
-#include "transient/peer_limit.hpp"
+#include "support/peer_addresses.hpp"
 #include "transient/server.hpp"
 
 namespace {
@@ -107,36 +107,8 @@ TEST(Server, HandsEachConnectionToTheHandler) {
   EXPECT_EQ(s.srv.budget().live(), 0U);
 }
 
-// The address the handler sees for one loopback client of a server with `options`.
-transient::endpoint peer_seen(transient::server_options options) {
-  transient::endpoint where;
-  std::promise<transient::endpoint> seen;
-  std::future<transient::endpoint> peer = seen.get_future();
-  std::atomic<bool> first{true};
-  running_server s(
-      one_loopback_listener(where),
-      [&](connection c) {
-        if (first.exchange(false)) {
-          seen.set_value(c.peer());
-        }
-      },
-      std::move(options));
-  const auto client = connect_to(where);
-  EXPECT_EQ(peer.wait_for(3s), std::future_status::ready);
-  return peer.wait_for(0s) == std::future_status::ready ? peer.get() : transient::endpoint{};
-}
-
 TEST(Server, ReadsPeerAddressesUnlessTurnedOff) {
-  EXPECT_TRUE(peer_seen({}).is_loopback());
-  transient::server_options off;
-  off.peer_addresses = false;
-  const transient::endpoint none = peer_seen(off);
-  EXPECT_FALSE(none.is_loopback());
-  EXPECT_EQ(none.port(), 0);
-  // A per-peer cap needs the addresses, so they are read anyway.
-  transient::peer_limit limit(4);
-  off.policy.peers = &limit;
-  EXPECT_TRUE(peer_seen(off).is_loopback());
+  transient::test::expect_peer_addresses_read_unless_turned_off<transient::server>();
 }
 
 TEST(Server, BudgetLeavesClientsInTheBacklogUntilARelease) {

@@ -12,9 +12,9 @@
 #include <thread>
 
 #include "support/loopback.hpp"
+#include "support/peer_addresses.hpp"
 #include "transient/classify.hpp"
 #include "transient/errno_name.hpp"
-#include "transient/peer_limit.hpp"
 #include "transient/uring.hpp"
 
 namespace {
@@ -101,36 +101,8 @@ TEST_F(UringServer, ServesClientsWithFewSubmissions) {
   EXPECT_LT(srv.submissions(), static_cast<std::uint64_t>(clients) / 4) << srv.submissions();
 }
 
-// The address the handler sees for one loopback client of a uring_server with `options`.
-transient::endpoint peer_seen(transient::server_options options) {
-  std::promise<transient::endpoint> seen;
-  std::future<transient::endpoint> peer = seen.get_future();
-  std::atomic<bool> first{true};
-  transient::uring_server srv(
-      one_listener(),
-      [&](connection c) {
-        if (first.exchange(false)) {
-          seen.set_value(c.peer());
-        }
-      },
-      std::move(options));
-  running r(srv);
-  const unique_fd client = transient::test::connect_to(srv.local_endpoints().at(0));
-  EXPECT_EQ(peer.wait_for(3s), std::future_status::ready);
-  return peer.wait_for(0s) == std::future_status::ready ? peer.get() : transient::endpoint{};
-}
-
 TEST_F(UringServer, ReadsPeerAddressesUnlessTurnedOff) {
-  EXPECT_TRUE(peer_seen({}).is_loopback());
-  transient::server_options off;
-  off.peer_addresses = false;
-  const transient::endpoint none = peer_seen(off);
-  EXPECT_FALSE(none.is_loopback());
-  EXPECT_EQ(none.port(), 0);
-  // A per-peer cap needs the addresses, so they are read anyway.
-  transient::peer_limit limit(4);
-  off.policy.peers = &limit;
-  EXPECT_TRUE(peer_seen(off).is_loopback());
+  transient::test::expect_peer_addresses_read_unless_turned_off<transient::uring_server>();
 }
 
 // shed_mode::queue: the ring accepts no more than the budget; the others wait in the backlog
