@@ -1,12 +1,14 @@
 // The HTTP/1.1 request framing of `transient serve`, as a pure function: bytes in, a verdict
-// out (incomplete, one complete request, or a bad request). No I/O, no allocation beyond the
-// result, so every case is unit-tested without a socket (tests/unit/serve_http_test.cpp).
+// out (incomplete, one complete request, or a bad request). No I/O and no allocation, so every
+// case is unit-tested without a socket (tests/unit/serve_http_test.cpp) and fuzzed
+// (fuzz/fuzz_serve_http.cpp).
 //
 // `serve` answers every request with the same tiny response, so it only needs to frame
 // requests: find where one ends (the blank line, plus a Content-Length body if any), decide
 // whether the connection stays open, and refuse what it cannot frame safely (no CRLF, a
-// malformed request line or header, Transfer-Encoding, a missing Host in HTTP/1.1,
-// more than request_limit bytes) with 400 and a close, as RFC 9112 asks of a server.
+// malformed request line or header, a control character in a field value, Transfer-Encoding,
+// a missing Host in HTTP/1.1, more than request_limit bytes) with 400 and a close, as
+// RFC 9112 asks of a server.
 #pragma once
 
 #include <algorithm>
@@ -15,7 +17,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 
 namespace transient::tool {
 
