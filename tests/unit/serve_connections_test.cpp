@@ -129,20 +129,8 @@ TEST(ServeConnections, InputAfterTheLastRequestIsNotKept) {
   EXPECT_LT(grown, 8 * 1024) << "KiB kept after " << sent << " bytes of input nobody will answer";
 
   // The client reads at last: every response, the last with Connection: close, then the end.
-  std::string responses;
-  std::array<char, 65536> buffer{};
-  const auto read_until = std::chrono::steady_clock::now() + 3s;
-  for (;;) {
-    const ssize_t n = ::recv(client.get(), buffer.data(), buffer.size(), 0);
-    if (n == 0 || std::chrono::steady_clock::now() > read_until) {
-      break;
-    }
-    if (n > 0) {
-      responses.append(buffer.data(), static_cast<std::size_t>(n));
-    } else {
-      std::this_thread::sleep_for(1ms);
-    }
-  }
+  const std::string responses = transient::test::read_at_least(client.get(), std::string::npos, 10s);
+  EXPECT_TRUE(transient::test::closed_by_peer(client.get(), 1s));
   std::size_t count = 0;
   for (std::size_t at = responses.find("HTTP/1.1 200 OK"); at != std::string::npos;
        at = responses.find("HTTP/1.1 200 OK", at + 1)) {
