@@ -8,7 +8,10 @@
 // the server. It then writes "done clean 0|1 accepted N shed N degraded N summaries N
 // recovered N flaps N" (flaps: counted in the lines that end episodes) and "fds BEFORE AFTER" (its descriptors before
 // the server existed and after it was gone). A test may see every command first (holding_config::on_command), e.g. to
-// drive a syscall seam it installed.
+// drive a syscall seam it installed. 'e' asks for "answers accepted N emfile_since N all N": what the
+// accepts have answered so far (seen through the syscall seam, behind any fake the test installed):
+// connections, EMFILE answers since the latest connection, and answers of any kind; a test drives its
+// episodes from these instead of guessing from time whether the child has run out of descriptors.
 #pragma once
 
 #include <sys/resource.h>
@@ -17,6 +20,7 @@
 
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -38,6 +42,50 @@ struct holding_config {
   syscalls sys{};                      ///< The server's syscall seam.
   void (*on_command)(char) = nullptr;  ///< Sees every command byte before the server does.
 };
+
+/// The accepts' answers in the holding server's process (one server per forked child), counted by
+/// wrappers around the syscall seam's accept4 and uring_accept_result, which call what the test
+/// installed. Under one mutex, so that a report never pairs a count with an older EMFILE count.
+namespace holding_answers {
+inline std::mutex mutex;
+inline long accepted = 0;      // answers that were connections
+inline long emfile_since = 0;  // EMFILE answers since the latest connection
+inline long all = 0;           // every answer
+inline int (*inner_accept4)(int, sockaddr*, socklen_t*, int) = ::accept4;
+inline int (*inner_uring_accept_result)(int) = uring_accept_result_as_posted;
+
+inline void note(bool connection, bool emfile) {
+  const std::lock_guard lock(mutex);
+  ++all;
+  if (connection) {
+    ++accepted;
+    emfile_since = 0;
+  } else if (emfile) {
+    ++emfile_since;
+  }
+}
+
+inline int accept4(int fd, sockaddr* address, socklen_t* length, int flags) {
+  const int result = inner_accept4(fd, address, length, flags);
+  const int error = errno;
+  note(result >= 0, result < 0 && error == EMFILE);
+  errno = error;
+  return result;
+}
+
+inline int uring_accept_result(int result) {
+  const int answer = inner_uring_accept_result(result);
+  note(answer >= 0, answer == -EMFILE);
+  return answer;
+}
+
+/// "answers accepted N emfile_since N all N".
+inline std::string report() {
+  const std::lock_guard lock(mutex);
+  return "answers accepted " + std::to_string(accepted) + " emfile_since " + std::to_string(emfile_since) + " all " +
+         std::to_string(all);
+}
+}  // namespace holding_answers
 
 /// Runs the holding server (transient::server, or a driver with its constructor and
 /// contract, e.g. transient::uring_server) in this (forked) process as `config` says; reads commands from
@@ -71,6 +119,10 @@ template <typename Server = server>
     };
     options.policy.shed = config.shed;
     options.sys = config.sys;
+    holding_answers::inner_accept4 = config.sys.accept4;
+    holding_answers::inner_uring_accept_result = config.sys.uring_accept_result;
+    options.sys.accept4 = holding_answers::accept4;
+    options.sys.uring_accept_result = holding_answers::uring_accept_result;
     Server srv(
         std::move(ls),
         [&](connection c) {
@@ -93,6 +145,8 @@ template <typename Server = server>
         } else if (command == 'c') {
           const int lines = events[0] + events[1] + events[2];
           write_line(reports, "cpu " + std::to_string(cpu_microseconds()) + " events " + std::to_string(lines));
+        } else if (command == 'e') {
+          write_line(reports, holding_answers::report());
         }
       }
       srv.stop();

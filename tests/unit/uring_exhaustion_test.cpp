@@ -25,38 +25,13 @@ using transient::test::start_child;
 
 constexpr rlim_t child_fd_limit = 64;
 
-// ---- the child: a release only ends an exhaustion that happened ---------------------------
-//
 // After a successful accept the kernel retries a multishot accept only if the listen queue
 // still holds a connection, so the exhaustion of an episode is the ring's attempt at the
-// client that connects next. That attempt runs in the loop thread's task work, and the
-// parent sends the next release right after that client's connect: on a loaded machine the
-// release can close a descriptor first, the accept then succeeds, and the episode has no
-// exhaustion at all. The seam (which passes every result through) sees the ring's answers,
-// and the child's control thread holds each release until an EMFILE has followed the latest
-// accepted connection, so every episode is a real success-then-exhaustion.
-
-std::atomic<long> emfile_since_accepted{0};  // in the child: EMFILE answers since the latest accept
-
-int count_exhaustion(int result) noexcept {
-  if (result >= 0) {
-    emfile_since_accepted.store(0);
-  } else if (result == -EMFILE) {
-    emfile_since_accepted.fetch_add(1);
-  }
-  return result;
-}
-
-void release_after_exhaustion(char command) {
-  if (command != 'r') {
-    return;
-  }
-  // Bounded: without the exhaustion the release goes ahead, and the flap count below fails.
-  const auto deadline = std::chrono::steady_clock::now() + 2s;
-  while (emfile_since_accepted.load() == 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(1ms);
-  }
-}
+// client that connects next, in the loop thread's task work. On a loaded machine a release
+// sent right after that connect can close a descriptor first; the accept then succeeds and the
+// episode has no exhaustion at all. expect_each_release_serves_the_pending_client therefore
+// sends each release only once the child's answers (its seam) show the EMFILE, so a shortfall
+// of flaps is the driver's: a success or a failure the policy was not told about.
 
 TEST(UringExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
   std::string why;
@@ -64,14 +39,8 @@ TEST(UringExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
     GTEST_SKIP() << "io_uring unavailable: " << why;
   }
   child_process child = start_child([](int commands, int reports) {
-    transient::test::holding_config config;
-    config.fd_limit = child_fd_limit;
-    config.sys.uring_accept_result = count_exhaustion;
-    config.on_command = release_after_exhaustion;
-    transient::test::run_holding_server<transient::uring_server>(commands, reports, config);
+    transient::test::run_holding_server<transient::uring_server>(commands, reports, child_fd_limit);
   });
-  // Each release waits for its episode's EMFILE (release_after_exhaustion), so a shortfall of
-  // flaps in the scenario is the driver's: a success or a failure the policy was not told about.
   transient::test::expect_each_release_serves_the_pending_client(child);
 }
 
