@@ -47,8 +47,8 @@ std::string_view to_string(health_state s) noexcept {
 }
 
 std::error_code validate(const accept_policy_config& config) noexcept {
-  const bool bad = config.accepts_per_ready == 0 || config.stall_timeout.count() < 0 ||
-                   config.summary_interval.count() < 0 || config.quiet_period.count() < 0 ||
+  const bool bad = config.accepts_per_ready == 0 || !setting_in_range(config.stall_timeout) ||
+                   !setting_in_range(config.summary_interval) || !setting_in_range(config.quiet_period) ||
                    config.shed > shed_mode::respond;
   if (bad) {
     return std::make_error_code(std::errc::invalid_argument);
@@ -67,8 +67,9 @@ std::uint64_t seed_or_random(std::uint64_t seed) {
 }
 
 const accept_policy_config& checked(const accept_policy_config& config) {
-  detail::throw_if(validate(config),
-                   "accept_policy: accepts_per_ready must be > 0, durations >= 0, and the backoff valid");
+  detail::throw_if(
+      validate(config),
+      "accept_policy: accepts_per_ready must be > 0, durations from 0 to longest_setting, and the backoff valid");
   return config;
 }
 

@@ -9,7 +9,8 @@ namespace transient {
 
 std::error_code validate(const backoff_config& config) noexcept {
   // `!(factor >= 1)` also rejects NaN.
-  if (config.initial <= std::chrono::nanoseconds::zero() || !(config.factor >= 1.0) || config.cap < config.initial) {
+  if (config.initial <= std::chrono::nanoseconds::zero() || !(config.factor >= 1.0) || config.cap < config.initial ||
+      !setting_in_range(config.cap)) {
     return std::make_error_code(std::errc::invalid_argument);
   }
   if (config.mode != jitter::none && config.mode != jitter::full && config.mode != jitter::equal) {
@@ -19,7 +20,7 @@ std::error_code validate(const backoff_config& config) noexcept {
 }
 
 backoff::backoff(backoff_config config, std::uint64_t seed) : config_(config), base_(config.initial), state_(seed) {
-  detail::throw_if(validate(config), "backoff: initial must be > 0, factor >= 1, cap >= initial");
+  detail::throw_if(validate(config), "backoff: initial must be > 0, factor >= 1, initial <= cap <= longest_setting");
 }
 
 // splitmix64 (Steele, Lea, Flood): tiny, fast and good enough to spread retries.

@@ -132,7 +132,7 @@ struct accept_policy_config {
 };
 
 /// Checks a config: invalid_argument if accepts_per_ready is 0, a duration (stall_timeout,
-/// summary_interval, quiet_period) is negative,
+/// summary_interval, quiet_period) is negative or above longest_setting (backoff.hpp),
 /// the shed mode is unknown or the backoff is invalid; else an empty code.
 [[nodiscard]] std::error_code validate(const accept_policy_config& config) noexcept;
 

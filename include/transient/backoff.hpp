@@ -13,6 +13,18 @@
 
 namespace transient {
 
+/// The longest duration any transient setting takes: a backoff delay, a policy timeout or
+/// interval, the Asio adapter's close check. Longer values are typing mistakes, not settings,
+/// and would overflow the clock's arithmetic (a deadline of now plus the duration, in
+/// nanoseconds), so every validate() refuses them. A setting that can be turned off takes 0.
+inline constexpr std::chrono::hours longest_setting{24 * 365};
+
+/// True if `d` is a duration a setting takes: from 0 to longest_setting.
+template <class Rep, class Period>
+[[nodiscard]] constexpr bool setting_in_range(std::chrono::duration<Rep, Period> d) noexcept {
+  return d >= decltype(d)::zero() && d <= longest_setting;
+}
+
 /// How a delay is randomised.
 enum class jitter : unsigned char {
   none,   ///< Exactly the exponential delay.
@@ -29,7 +41,7 @@ struct backoff_config {
 };
 
 /// Checks a backoff_config: an error code in std::generic_category() (invalid_argument)
-/// if a value is out of range, else an empty code.
+/// if a value is out of range (including a cap above longest_setting), else an empty code.
 [[nodiscard]] std::error_code validate(const backoff_config& config) noexcept;
 
 /// Exponential backoff with jitter. Not thread-safe: one per loop.

@@ -74,6 +74,10 @@ class loop_state final : public release_listener,
         executor_(net::get_associated_executor(completion_, strand_)),
         work_(net::prefer(executor_, net::execution::outstanding_work.tracked)),
         options_(std::move(options)) {
+    if (!setting_in_range(options_.close_check)) {
+      throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                              "accept loop: close_check must be from 0 to longest_setting");
+    }
     if (options_.diagnostics_reserve) {
       std::error_code ignored;  // without it the census degrades (and says so)
       reserve_diagnostics_ = diagnostics_reserve::open(ignored);

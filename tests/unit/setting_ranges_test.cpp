@@ -1,0 +1,102 @@
+// Durations in the library's settings: every one is checked against longest_setting, so that
+// no value a user gives can overflow the clock's arithmetic (a deadline of now plus the
+// duration, in nanoseconds); the longest accepted one behaves as a long timeout, not as a
+// deadline in the past. A fake clock, no sockets.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "transient/accept_policy.hpp"
+#include "transient/backoff.hpp"
+
+namespace transient {
+namespace {
+
+using namespace std::chrono_literals;
+using time_point = accept_policy::time_point;
+
+std::error_code sys(int e) { return {e, std::system_category()}; }
+
+// Each duration of an accept_policy_config, by name, with a way to set it.
+struct duration_field {
+  const char* name;
+  std::function<void(accept_policy_config&, std::chrono::milliseconds)> set;
+};
+
+std::vector<duration_field> duration_fields() {
+  return {
+      {"stall_timeout", [](accept_policy_config& c, std::chrono::milliseconds d) { c.stall_timeout = d; }},
+      {"summary_interval", [](accept_policy_config& c, std::chrono::milliseconds d) { c.summary_interval = d; }},
+      {"quiet_period", [](accept_policy_config& c, std::chrono::milliseconds d) { c.quiet_period = d; }},
+      {"backoff.cap", [](accept_policy_config& c, std::chrono::milliseconds d) { c.backoff.cap = d; }},
+  };
+}
+
+TEST(SettingRanges, EveryPolicyDurationIsRefusedAboveTheLongestSettingAndTakenUpToIt) {
+  const std::chrono::milliseconds longest = longest_setting;
+  for (const auto& field : duration_fields()) {
+    SCOPED_TRACE(field.name);
+    for (const std::chrono::milliseconds d : {longest, longest / 2, 1ms}) {
+      accept_policy_config c;
+      field.set(c, d);
+      EXPECT_FALSE(validate(c)) << d.count() << " ms";
+    }
+    // Just above, the largest a std::chrono::milliseconds holds, and the values that overflow
+    // nanoseconds or a time point.
+    for (const std::chrono::milliseconds d :
+         {longest + 1ms, std::chrono::milliseconds::max(), std::chrono::milliseconds(9223372036LL * 1000),
+          std::chrono::milliseconds(9223372036854LL), -1ms, std::chrono::milliseconds::min()}) {
+      accept_policy_config c;
+      field.set(c, d);
+      EXPECT_EQ(validate(c), std::errc::invalid_argument) << d.count() << " ms";
+      connection_budget budget(1);
+      EXPECT_THROW(accept_policy(budget, c), std::system_error) << d.count() << " ms";
+    }
+  }
+}
+
+TEST(SettingRanges, ABackoffCapAboveTheLongestSettingIsRefused) {
+  backoff_config c;
+  c.cap = longest_setting;
+  EXPECT_FALSE(validate(c));
+  c.cap = std::chrono::nanoseconds::max();
+  EXPECT_EQ(validate(c), std::errc::invalid_argument);
+  EXPECT_THROW(backoff{c}, std::system_error);
+}
+
+// The longest stall timeout is a long watchdog: exhausted accepts pause until a deadline in
+// the future (they never spin), and the watchdog fires only after the whole timeout.
+TEST(SettingRanges, TheLongestStallTimeoutPausesAndFiresOnTimeWithoutOverflow) {
+  connection_budget budget(10);
+  accept_policy_config c;
+  c.backoff.mode = jitter::none;
+  c.backoff.cap = longest_setting;  // the longest pauses too
+  c.backoff.factor = 1000;
+  c.seed = 1;
+  c.stall_timeout = longest_setting;
+  c.sink = [](const policy_event&) {};
+  accept_policy policy(budget, c);
+  time_point now = time_point{} + 1000h;
+  const time_point start = now;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  decision d = policy.on_accept_failed(now, sys(EMFILE));
+  int pauses = 0;
+  for (; pauses < 100 && d.next == step::pause_until; ++pauses) {
+    ASSERT_GT(d.until, now) << "a pause that ends before it starts is a spin";
+    now = d.until;
+    d = policy.on_timer(now);
+    if (d.next == step::accept) {
+      d = policy.on_accept_failed(now, sys(EMFILE));
+    }
+  }
+  EXPECT_EQ(d.next, step::fail);
+  EXPECT_TRUE(d.error == condition::stalled);
+  EXPECT_EQ(now - start, longest_setting) << "stops exactly at the timeout";
+  EXPECT_GT(pauses, 2);
+}
+
+}  // namespace
+}  // namespace transient
