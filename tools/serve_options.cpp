@@ -2,6 +2,7 @@
 #include "serve_options.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <string>
 
@@ -48,7 +49,7 @@ const std::string_view serve_help =
     "                           at 100 % CPU and floods the log when descriptors run out.\n"
     "\n"
     "Requests are limited to 8 KiB; larger or malformed ones get 400 and a close.\n"
-    "DURATION: 250ms, 60s, 2m, or a number of seconds.\n"
+    "DURATION: 250ms, 60s, 2m, 1h, or a number of seconds; at most 24h.\n"
     "\n"
     "Started by systemd socket activation (LISTEN_FDS and LISTEN_PID for this process), it\n"
     "serves the one socket passed (verified like any listener; --listen is then refused).\n"
@@ -71,27 +72,54 @@ std::optional<T> parse_number(std::string_view text, T max) {
 // Appended piece by piece: `"'" + std::string(s)` trips g++ 12's false -Wrestrict at -O3 (GCC bug 105329).
 std::string quoted(std::string_view s) { return std::string(1, '\'').append(s).append(1, '\''); }
 
-// The longest duration the new timeouts take: longer ones are typing mistakes, not settings.
-constexpr auto longest_timeout = std::chrono::hours(24);
+// serve's duration options, their ranges and what their zero means: the one place where a
+// duration from the command line is checked. Every one ends at longest_duration, far below
+// what std::chrono's arithmetic (a deadline of now plus the duration) can hold.
+struct duration_option {
+  std::string_view flag;
+  std::chrono::milliseconds serve_settings::*field;
+  bool zero_allowed;
+};
+constexpr std::array<duration_option, 5> duration_options{{
+    {"--stall-timeout", &serve_settings::stall_timeout, true},     // 0: no watchdog
+    {"--idle-timeout", &serve_settings::idle_timeout, false},      // 0 would close every connection at once
+    {"--header-timeout", &serve_settings::header_timeout, false},  // likewise
+    {"--drain-timeout", &serve_settings::drain_timeout, true},     // 0: no drain
+    {"--slow-response", &serve_settings::slow_response, true},     // 0: off
+}};
+
+const duration_option* find_duration_option(std::string_view flag) {
+  const auto* it = std::find_if(duration_options.begin(), duration_options.end(),
+                                [flag](const duration_option& o) { return o.flag == flag; });
+  return it == duration_options.end() ? nullptr : it;
+}
+
+std::string duration_problem(const duration_option& o, std::string_view value) {
+  return std::string(o.flag) + ": " + quoted(value) + " is not a duration (250ms, 10s, 2m, 1h) from " +
+         (o.zero_allowed ? "0" : "1ms") + " to 24h";
+}
 
 }  // namespace
 
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
-  std::uint64_t scale = 1000;
+  using std::chrono::milliseconds;
+  milliseconds unit = std::chrono::seconds(1);
   if (text.size() > 2 && text.substr(text.size() - 2) == "ms") {
-    scale = 1;
+    unit = milliseconds(1);
     text.remove_suffix(2);
-  } else if (!text.empty() && text.back() == 's') {
-    text.remove_suffix(1);
-  } else if (!text.empty() && text.back() == 'm') {
-    scale = 60000;
+  } else if (!text.empty() && (text.back() == 's' || text.back() == 'm' || text.back() == 'h')) {
+    unit = text.back() == 'h'   ? milliseconds(std::chrono::hours(1))
+           : text.back() == 'm' ? milliseconds(std::chrono::minutes(1))
+                                : milliseconds(std::chrono::seconds(1));
     text.remove_suffix(1);
   }
-  const auto n = parse_number<std::uint64_t>(text, std::uint64_t{1} << 40U);
+  // Checked before the multiplication, so no count overflows.
+  const auto n = parse_number<std::uint64_t>(
+      text, static_cast<std::uint64_t>(milliseconds(longest_duration).count() / unit.count()));
   if (!n) {
     return std::nullopt;
   }
-  return std::chrono::milliseconds(static_cast<std::int64_t>(*n * scale));
+  return unit * static_cast<std::int64_t>(*n);
 }
 
 serve_parse_result parse_serve_arguments(arguments args) {
@@ -111,10 +139,9 @@ serve_parse_result parse_serve_arguments(arguments args) {
       return fail("unexpected argument " + quoted(flag) + " (serve takes only options; try --help)");
     }
     const bool known = flag == "--listen" || flag == "--port-range" || flag == "--max-connections" ||
-                       flag == "--threads" || flag == "--shed" || flag == "--stall-timeout" ||
-                       flag == "--idle-timeout" || flag == "--metrics" || flag == "--policy" || flag == "--engine" ||
-                       flag == "--header-timeout" || flag == "--max-per-peer" || flag == "--drain-timeout" ||
-                       flag == "--leak-per-connection" || flag == "--slow-response";
+                       flag == "--threads" || flag == "--shed" || find_duration_option(flag) != nullptr ||
+                       flag == "--metrics" || flag == "--policy" || flag == "--engine" || flag == "--max-per-peer" ||
+                       flag == "--fd-limit" || flag == "--leak-per-connection";
     if (!known) {
       return fail("unknown option " + quoted(flag) + " (try 'transient serve --help')");
     }
@@ -174,30 +201,23 @@ serve_parse_result parse_serve_arguments(arguments args) {
       } else {
         return fail("--shed: " + quoted(value) + " is not queue, close, reset or 503");
       }
-    } else if (flag == "--stall-timeout" || flag == "--idle-timeout") {
+    } else if (const duration_option* o = find_duration_option(flag)) {
       const auto d = parse_duration(value);
-      if (!d || (flag == "--idle-timeout" && d->count() == 0)) {
-        return fail(std::string(flag) + ": " + quoted(value) + " is not a duration (e.g. 250ms, 60s, 2m)" +
-                    (flag == "--idle-timeout" ? " above 0" : ""));
+      if (!d || (!o->zero_allowed && d->count() == 0)) {
+        return fail(duration_problem(*o, value));
       }
-      (flag == "--stall-timeout" ? s.stall_timeout : s.idle_timeout) = *d;
-    } else if (flag == "--header-timeout" || flag == "--drain-timeout" || flag == "--slow-response") {
-      // A header timeout of 0 would close every connection at once; a drain of 0 is "no drain".
-      const bool zero_allowed = flag != "--header-timeout";
-      const auto d = parse_duration(value);
-      if (!d || (!zero_allowed && d->count() == 0) || *d > longest_timeout) {
-        return fail(std::string(flag) + ": " + quoted(value) + " is not a duration (e.g. 250ms, 10s, 2m) " +
-                    (zero_allowed ? "from 0" : "above 0") + " up to 24h");
-      }
-      (flag == "--header-timeout"  ? s.header_timeout
-       : flag == "--drain-timeout" ? s.drain_timeout
-                                   : s.slow_response) = *d;
+      s.*(o->field) = *d;
     } else if (flag == "--max-per-peer") {
       const auto n = value == "off" ? std::optional<std::uint32_t>(0) : parse_number<std::uint32_t>(value, 1000000);
       if (!n || (*n == 0 && value != "off")) {
         return fail("--max-per-peer: " + quoted(value) + " is not 'off' or a number from 1 to 1000000");
       }
       s.max_per_peer = *n;
+    } else if (flag == "--fd-limit") {
+      if (value != "raise" && value != "keep") {
+        return fail("--fd-limit: " + quoted(value) + " is not raise or keep");
+      }
+      s.raise_fd_limit = value == "raise";
     } else if (flag == "--engine") {
       if (value == "epoll") {
         s.engine = serve_engine::epoll;

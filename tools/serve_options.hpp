@@ -38,6 +38,7 @@ struct serve_settings {
   std::chrono::milliseconds header_timeout = std::chrono::seconds(10);  ///< --header-timeout.
   std::uint32_t max_per_peer = 0;                                       ///< --max-per-peer (0: off).
   std::chrono::milliseconds drain_timeout = std::chrono::seconds(10);   ///< --drain-timeout.
+  bool raise_fd_limit = true;                                           ///< --fd-limit raise (default) or keep.
   bool listen_given = false;        ///< --listen or --port-range was given (refused under socket activation).
   std::optional<endpoint> metrics;  ///< --metrics ADDRESS.
   serve_policy policy = serve_policy::transient;  ///< --policy.
@@ -61,7 +62,11 @@ struct serve_parse_result {
 /// Parses serve's arguments.
 [[nodiscard]] serve_parse_result parse_serve_arguments(arguments args);
 
-/// Parses a duration: "60s", "250ms", "2m", or a plain number of seconds. nullopt if invalid.
+/// The longest duration any option of the command takes.
+inline constexpr std::chrono::hours longest_duration{24};
+
+/// Parses a duration: "250ms", "60s", "2m", "1h", or a plain number of seconds, from 0 to
+/// longest_duration. nullopt if invalid or longer.
 [[nodiscard]] std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
 
 /// The text of `transient serve --help`.
