@@ -242,12 +242,16 @@ constexpr parsed_request parse_request(std::string_view buffer) noexcept {
     } else if (detail::iequals(name, "transfer-encoding")) {
       return bad("Transfer-Encoding is not supported");
     } else if (detail::iequals(name, "content-length")) {
-      if (value.empty() || value.size() > 5 ||
-          !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      if (value.empty() || !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        return bad("malformed Content-Length");
+      }
+      // RFC 9110 8.6 allows leading zeros; five digits are more than any body under the limit.
+      const std::string_view digits = value.substr(std::min(value.find_first_not_of('0'), value.size() - 1));
+      if (digits.size() > 5) {
         return bad("malformed Content-Length");
       }
       std::size_t n = 0;
-      for (const char c : value) {
+      for (const char c : digits) {
         n = n * 10 + static_cast<std::size_t>(c - '0');
       }
       if (have_length && n != body) {

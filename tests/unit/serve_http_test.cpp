@@ -60,6 +60,18 @@ TEST(ServeHttp, ContentLengthBodyBelongsToTheRequest) {
   EXPECT_EQ(r.length, text.size() - 3);
 }
 
+TEST(ServeHttp, ContentLengthMayHaveLeadingZeros) {
+  const std::string text = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 000003\r\n\r\nabcGET";
+  const auto r = parse_request(text);
+  ASSERT_EQ(r.status, parse_status::complete) << r.problem;
+  EXPECT_EQ(r.length, text.size() - 3);
+  EXPECT_EQ(parse_request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0000000000\r\n\r\n").status,
+            parse_status::complete);
+  // Leading zeros do not hide a body too large: 9000 bytes is over the limit however written.
+  EXPECT_EQ(parse_request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0009000\r\n\r\n").status, parse_status::bad);
+  EXPECT_EQ(parse_request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n").status, parse_status::bad);
+}
+
 TEST(ServeHttp, KeepAliveRules) {
   EXPECT_FALSE(parse_request("GET / HTTP/1.0\r\n\r\n").keep_alive);
   EXPECT_TRUE(parse_request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
