@@ -3,8 +3,10 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -23,6 +25,19 @@ constexpr int reads_per_event = 4;
 // After a 400 the write side is shut and input discarded for at most this long before the
 // close: closing with unread input would send a reset that can destroy the 400 in flight.
 constexpr auto linger_limit = std::chrono::seconds(2);
+
+// A closed connection's buffers keep up to this capacity for the next connection on the same
+// descriptor (no allocation per connection once a loop is warm); larger ones, grown by a
+// pipelining burst, are given back, so that memory returns after the burst.
+constexpr std::size_t kept_capacity = std::size_t{16} * 1024;
+
+void keep_small(std::string& buffer) {
+  if (buffer.capacity() > kept_capacity) {
+    std::string().swap(buffer);
+  } else {
+    buffer.clear();
+  }
+}
 
 [[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::system_category(), what); }
 
@@ -51,10 +66,24 @@ int ms_until(std::chrono::steady_clock::time_point when, std::chrono::steady_clo
 }  // namespace
 
 connection_loop::connection_loop(connection_limits limits, responder respond)
-    : limits_(limits), respond_(std::move(respond)), epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
-  if (!epoll_) {
-    throw_errno("connection loop: epoll_create1");
+    : limits_(limits),
+      respond_(std::move(respond)),
+      epoll_(::epoll_create1(EPOLL_CLOEXEC)),
+      wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!epoll_ || !wake_) {
+    throw_errno(!epoll_ ? "connection loop: epoll_create1" : "connection loop: eventfd");
   }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = wake_tag;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) {
+    throw_errno("connection loop: epoll_ctl");
+  }
+}
+
+void connection_loop::wake() noexcept {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);  // fails only when already readable
 }
 
 connection_loop::~connection_loop() { close_all(); }
@@ -95,7 +124,8 @@ void connection_loop::run(accept_source& source) {
   while (!source.done()) {
     turn(source, events);
   }
-  if (drain_requested_.load(std::memory_order_acquire) && limits_.drain.count() > 0) {
+  if (drain_requested_.load(std::memory_order_acquire) && limits_.drain.count() > 0 &&
+      !drain_ended_.load(std::memory_order_acquire)) {
     drain(source, events);
   }
   close_all();
@@ -114,7 +144,10 @@ void connection_loop::turn(accept_source& source, std::array<epoll_event, 64>& e
   now_ = clock::now();
   for (int i = 0; i < n; ++i) {
     const epoll_event& e = events[static_cast<std::size_t>(i)];
-    if (e.data.u64 >= accept_source::first_source_tag) {
+    if (e.data.u64 == wake_tag) {
+      std::uint64_t count = 0;
+      [[maybe_unused]] const ssize_t got = ::read(wake_.get(), &count, sizeof count);
+    } else if (e.data.u64 >= accept_source::first_source_tag) {
       if (!source.handle(e, now_)) {
         continue;  // not ours either: nothing else registers here
       }
@@ -140,12 +173,14 @@ void connection_loop::drain(accept_source& source, std::array<epoll_event, 64>& 
     }
     fd = newer;
   }
-  while (open_ > 0 && now_ < drain_until_) {
+  const auto ended = [this] { return drain_ended_.load(std::memory_order_acquire); };
+  while (open_ > 0 && now_ < drain_until_ && !ended()) {
     turn(source, events);
   }
   if (open_ > 0 && log_) {
-    log_("drain timeout (" + seconds_text(limits_.drain) + "): closing " + std::to_string(open_) +
-         " connection(s) still in flight");
+    log_((ended() ? std::string("drain ended by a second stop signal")
+                  : "drain timeout (" + seconds_text(limits_.drain) + ")") +
+         ": closing " + std::to_string(open_) + " connection(s) still in flight");
   }
 }
 
@@ -357,12 +392,17 @@ void connection_loop::touch(int fd) {
   }
 }
 
-// The header timer runs while the server waits for a request head: from the connection's
-// start, or from the moment its previous response was written out, to a complete head. It
-// does not run while a response is queued, after a 400, or while a body is coming.
+// The header timer runs while the server waits for a request: from the connection's start,
+// or from the moment its previous response was written out, to a complete head; then once
+// more, from the head, to the end of its body, so that a body sent a byte at a time cannot
+// hold the connection (and a drain) past twice the limit. It does not run while a response is
+// queued or after a 400.
 void connection_loop::update_head_timer(client& c) {
-  const bool waiting = !c.draining && !c.close_after_write && !c.delayed && !c.head_received && c.out.empty();
+  const bool waiting = !c.draining && !c.close_after_write && !c.delayed && c.out.empty();
   const int fd = c.conn.native_handle();
+  if (c.awaiting_head && c.timing_body != c.head_received) {
+    head_unlink(fd);  // the head came (its body's time counts from now), or the request ended
+  }
   if (waiting == c.awaiting_head) {
     return;
   }
@@ -371,6 +411,7 @@ void connection_loop::update_head_timer(client& c) {
     return;
   }
   c.awaiting_head = true;
+  c.timing_body = c.head_received;
   c.head_since = now_;  // the newest: the head order stays sorted by head_since
   c.head_older = head_newest_;
   c.head_newer = none;
@@ -403,11 +444,17 @@ void connection_loop::close_client(int fd) {
     c.delayed = false;
   }
   c.conn.close();  // closes the descriptor, then releases the permit (connection's order)
-  c.in.clear();    // the capacity stays for the next connection on this descriptor
-  c.out.clear();
+  keep_small(c.in);
+  keep_small(c.out);
   --open_;
   if (after_close_) {
     after_close_();
+  }
+}
+
+void connection_loop::close_idlest() {
+  if (oldest_ != none) {
+    close_client(oldest_);
   }
 }
 
@@ -493,8 +540,10 @@ void connection_loop::expire_heads() {
     if (!timeouts_running_) {
       timeouts_running_ = true;
       if (log_) {
-        log_("header timeout: closing connections that send no complete request head within " +
-             seconds_text(limits_.header) + " (counted in transient_serve_header_timeouts_total)");
+        log_(
+            "header timeout: closing connections that send no complete request head, or no body after "
+            "it, within " +
+            seconds_text(limits_.header) + " (counted in transient_serve_header_timeouts_total)");
       }
     }
   }
@@ -502,7 +551,7 @@ void connection_loop::expire_heads() {
     timeouts_running_ = false;
     if (log_) {
       log_("header timeouts ended: " + std::to_string(timeouts_in_run_) +
-           " connection(s) closed without a complete request head");
+           " connection(s) closed without a complete request");
     }
     timeouts_in_run_ = 0;
   }
@@ -530,8 +579,12 @@ std::thread thread_without_signals(std::function<void()> body) {
   sigset_t block;
   sigset_t old;
   sigemptyset(&block);
-  sigaddset(&block, SIGINT);
-  sigaddset(&block, SIGTERM);
+  for (const int signal : stop_signal_numbers) {
+    sigaddset(&block, signal);
+  }
+  sigaddset(&block, SIGHUP);
+  sigaddset(&block, SIGUSR1);
+  sigaddset(&block, SIGUSR2);
   ::pthread_sigmask(SIG_BLOCK, &block, &old);
   std::thread t(std::move(body));
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);

@@ -7,6 +7,8 @@
 
 #include <sys/epoll.h>
 
+#include <csignal>
+
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -62,8 +64,8 @@ struct connection_limits {
   /// Close a connection silent this long.
   std::chrono::milliseconds idle = std::chrono::seconds(60);
   /// Close a connection that has not sent a complete request head this long after it was
-  /// added, or after its previous response was written (slow clients, slowloris). A body
-  /// after a complete head falls under `idle`.
+  /// added, or after its previous response was written (slow clients, slowloris), or whose
+  /// body has not arrived whole this long after its head.
   std::chrono::milliseconds header = std::chrono::seconds(10);
   /// After request_drain() and the source's stop: serve requests in flight at most this long
   /// (0: close every connection at once).
@@ -100,16 +102,28 @@ class connection_loop {
   /// Makes run(), once the source is done, drain instead of closing everything: idle
   /// connections close at once, requests in flight are answered (with Connection: close),
   /// for at most limits.drain. Call it before stopping the source. Async-signal-safe.
-  void request_drain() noexcept { drain_requested_.store(true, std::memory_order_release); }
+  void request_drain() noexcept {
+    drain_requested_.store(true, std::memory_order_release);
+    wake();
+  }
+  /// Ends a drain at once (or the one to come): run() closes every connection and returns.
+  /// Async-signal-safe.
+  void end_drain() noexcept {
+    drain_ended_.store(true, std::memory_order_release);
+    wake();
+  }
   /// Takes a connection the source accepted (on the loop thread, during run()). A connection
   /// the epoll set cannot take (ENOMEM, ENOSPC) is closed.
   void add(connection c);
   /// Serves until `source` is done(); closes every connection before returning. Throws
   /// std::system_error if epoll_wait fails; an exception from the source propagates.
   void run(accept_source& source);
+  /// Closes the connection idle longest (the least recently active), if there is one.
+  void close_idlest();
   /// Connections open now.
   [[nodiscard]] std::size_t open_connections() const noexcept { return open_; }
-  /// Connections closed so far because no request head came within limits.header.
+  /// Connections closed so far because no request head, or no body after it, came within
+  /// limits.header.
   [[nodiscard]] std::uint64_t header_timeouts() const noexcept { return header_timeouts_; }
 
  private:
@@ -124,6 +138,7 @@ class connection_loop {
     bool reading = true;         // EPOLLIN in the interest set
     bool head_received = false;  // `in` holds a complete head whose body is still coming
     bool awaiting_head = false;  // in the head order: the header timeout runs
+    bool timing_body = false;    // ... for the body of a complete head
     bool delayed = false;        // a /slow request waits until respond_at (test knob)
     bool waited = false;         // the first request in `in` has had its delay
     clock::time_point last{};
@@ -135,6 +150,10 @@ class connection_loop {
     int head_newer = none;
   };
 
+  // The epoll tag of wake_: above every descriptor, below every source's tags.
+  static constexpr std::uint64_t wake_tag = accept_source::first_source_tag - 1;
+
+  void wake() noexcept;
   void turn(accept_source& source, std::array<epoll_event, 64>& events);
   void drain(accept_source& source, std::array<epoll_event, 64>& events);
   void on_event(int fd, unsigned events);
@@ -163,6 +182,7 @@ class connection_loop {
   std::function<void()> after_close_;
   log_writer log_;
   unique_fd epoll_;
+  unique_fd wake_;               // an eventfd in epoll_: end_drain() and request_drain() end a wait
   clock::time_point now_{};      // when the current batch of events arrived
   std::vector<client> clients_;  // by descriptor; a closed slot keeps its buffers' capacity
   std::size_t open_ = 0;
@@ -179,12 +199,17 @@ class connection_loop {
   std::uint64_t timeouts_in_run_ = 0;
   clock::time_point last_header_timeout_{};
   std::atomic<bool> drain_requested_{false};
+  std::atomic<bool> drain_ended_{false};
   bool draining_all_ = false;  // the source stopped and the loop drains
   clock::time_point drain_until_{};
 };
 
-/// Starts `body` on a new thread with SIGINT and SIGTERM blocked, so that they reach the
-/// main thread only (serve's handler runs there, never during the teardown of a loop).
+/// The signals serve handles: a stop signal drains, a second one ends the drain at once.
+inline constexpr std::array<int, 3> stop_signal_numbers{SIGTERM, SIGINT, SIGQUIT};
+
+/// Starts `body` on a new thread with every signal serve handles blocked (the stop signals,
+/// SIGHUP, SIGUSR1, SIGUSR2), so that they reach the main thread only (serve's handlers run
+/// there, never during the teardown of a loop).
 std::thread thread_without_signals(std::function<void()> body);
 
 }  // namespace transient::tool

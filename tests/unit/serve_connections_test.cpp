@@ -46,11 +46,12 @@ class one_connection final : public accept_source {
 
 // The loop on a thread, serving the server end of a socketpair; stopped and joined at the end.
 struct running_loop {
-  connection_loop loop{connection_limits{}, &append_ok_response};
+  connection_loop loop;
   one_connection source;
   std::thread thread;
 
-  explicit running_loop(unique_fd server_end) : source(loop, std::move(server_end)) {
+  explicit running_loop(unique_fd server_end, connection_limits limits = {})
+      : loop(limits, &append_ok_response), source(loop, std::move(server_end)) {
     thread = std::thread([this] { loop.run(source); });
   }
   ~running_loop() {
@@ -76,6 +77,93 @@ long resident_kib() {
 int unread(int fd) {
   int n = 0;
   return ::ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+}
+
+// A connected socketpair, nonblocking; first: the client's end, second: the server's.
+std::pair<unique_fd, unique_fd> socket_pair() {
+  std::array<int, 2> ends{};
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends.data()), 0);
+  return {unique_fd(ends[0]), unique_fd(ends[1])};
+}
+
+std::size_t count_of(std::string_view text, std::string_view what) {
+  std::size_t count = 0;
+  for (std::size_t at = text.find(what); at != std::string_view::npos; at = text.find(what, at + 1)) {
+    ++count;
+  }
+  return count;
+}
+
+// A pipelining client that sends valid requests and never reads its responses: once the
+// output waiting for it passes the high-water mark, the server stops reading, so the client's
+// sends block and the server's memory stays bounded. Every request it did read is answered.
+TEST(ServeConnections, APipeliningClientThatNeverReadsIsNotReadWithoutBound) {
+  auto [client, server] = socket_pair();
+  running_loop serving(std::move(server));
+  const std::string request = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+  std::string batch;
+  for (int i = 0; i < 256; ++i) {
+    batch += request;
+  }
+  const long before = resident_kib();
+  std::size_t sent = 0;
+  auto last_progress = std::chrono::steady_clock::now();
+  const auto deadline = last_progress + 10s;
+  // Until no byte goes out for 300 ms (the server stopped reading), or 64 MiB went out.
+  while (sent < std::size_t{64} << 20U && std::chrono::steady_clock::now() < deadline &&
+         std::chrono::steady_clock::now() - last_progress < 300ms) {
+    const std::size_t at = sent % batch.size();
+    const ssize_t n = ::send(client.get(), batch.data() + at, batch.size() - at, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      last_progress = std::chrono::steady_clock::now();
+    } else {
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  // Bounded by the high-water mark's worth of requests plus two socket buffers.
+  EXPECT_LT(sent, std::size_t{8} << 20U) << "the server went on reading requests it could not answer";
+  EXPECT_LT(resident_kib() - before, 16 * 1024) << "KiB kept for a client that never reads";
+  // The client reads at last: one response per whole request sent, none lost (a request cut
+  // off by the last short send is incomplete and waits).
+  const std::size_t expected = sent / request.size();
+  std::string responses;
+  const auto read_until = std::chrono::steady_clock::now() + 20s;
+  while (count_of(responses, "\r\n\r\nok") < expected && std::chrono::steady_clock::now() < read_until) {
+    responses += transient::test::read_some(client.get(), 100ms);
+  }
+  EXPECT_EQ(count_of(responses, "\r\n\r\nok"), expected);
+}
+
+// A complete head whose body comes a byte at a time: the header timeout applies to the body
+// too (from the head's arrival), so the connection is closed, not held while bytes trickle in.
+TEST(ServeConnections, ABodyTrickledInIsClosedAtTheHeaderTimeout) {
+  auto [client, server] = socket_pair();
+  connection_limits limits;
+  limits.header = 500ms;
+  running_loop serving(std::move(server), limits);
+  ASSERT_TRUE(transient::test::send_text(client.get(), "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8000\r\n\r\n"));
+  const auto start = std::chrono::steady_clock::now();
+  bool closed = false;
+  // One byte every 100 ms keeps the idle timer (60 s) fresh; 8 s is far past the header timeout.
+  while (!closed && std::chrono::steady_clock::now() - start < 8s) {
+    (void)::send(client.get(), "x", 1, MSG_NOSIGNAL);
+    closed = transient::test::closed_by_peer(client.get(), 100ms);
+  }
+  EXPECT_TRUE(closed) << "a trickled body held the connection for 8 s with a 500 ms header timeout";
+}
+
+// A body that arrives within the header timeout of its head is answered.
+TEST(ServeConnections, ABodyInTimeIsAnswered) {
+  auto [client, server] = socket_pair();
+  connection_limits limits;
+  limits.header = 10s;
+  running_loop serving(std::move(server), limits);
+  ASSERT_TRUE(transient::test::send_text(client.get(), "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe"));
+  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(transient::test::send_text(client.get(), "llo"));
+  const std::string response = transient::test::read_at_least(client.get(), 40, 5s);
+  EXPECT_TRUE(response.starts_with("HTTP/1.1 200 OK")) << response;
 }
 
 // A client that asked for the last response (Connection: close) but reads nothing, while its
