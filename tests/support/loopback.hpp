@@ -29,6 +29,21 @@ inline unique_fd connect_to(const endpoint& to) {
   return fd;
 }
 
+/// As connect_to, from the local address `from` (port 0: any), e.g. 127.0.0.2 for a second
+/// client address on loopback; empty on failure.
+inline unique_fd connect_from(const endpoint& from, const endpoint& to) {
+  sockaddr_storage local{};
+  const socklen_t local_length = from.to_sockaddr(local);
+  sockaddr_storage address{};
+  const socklen_t length = to.to_sockaddr(address);
+  unique_fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (fd && (::bind(fd.get(), reinterpret_cast<sockaddr*>(&local), local_length) != 0 ||
+             ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), length) != 0)) {
+    fd.reset();
+  }
+  return fd;
+}
+
 /// Reads what arrives within `timeout` (stops at the first chunk, end of stream or error).
 /// Returns the bytes read; "" on timeout or end of stream.
 inline std::string read_some(int fd, std::chrono::milliseconds timeout) {

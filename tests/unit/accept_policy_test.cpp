@@ -695,22 +695,61 @@ TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
   permit a2;
   permit a3;
   permit b1;
+  // live() counts the connections and, in queue mode, the place reserved for the next accept.
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
   ASSERT_FALSE(policy.on_accepted(now, a1, v4("10.0.0.1")).shed_accepted);
   ASSERT_FALSE(policy.on_accepted(now, a2, v4("10.0.0.1")).shed_accepted);
+  EXPECT_EQ(budget.live(), 3U);
   const decision d = policy.on_accepted(now, a3, v4("10.0.0.1"));
   EXPECT_TRUE(d.shed_accepted);
   EXPECT_FALSE(a3);
   EXPECT_EQ(d.shed, shed_mode::close) << "an accepted connection cannot be queued";
   EXPECT_EQ(d.why_shed, shed_reason::peer_limit);
   EXPECT_EQ(d.next, step::accept);
+  EXPECT_EQ(budget.live(), 3U) << "the shed connection's place is not given back";
   EXPECT_FALSE(policy.on_accepted(now, b1, v4("10.0.0.2")).shed_accepted);
+  EXPECT_EQ(budget.live(), 4U);
   EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::peer_limit)], 1U);
 
   a1.release();
+  EXPECT_EQ(budget.live(), 3U);
   EXPECT_EQ(peers.count(v4("10.0.0.1")), 1U);
   EXPECT_FALSE(policy.on_accepted(now, a3, v4("10.0.0.1")).shed_accepted);
   EXPECT_TRUE(a3);
+  EXPECT_EQ(budget.live(), 4U);
+}
+
+// The place of a connection the per-peer cap sheds goes back to the budget at once, in every
+// mode: kept, it would count against every other peer until the next accept (shed modes), or
+// leave the loop paused for a release while holding it (queue mode at a full budget).
+TEST_F(policy_spec, the_per_peer_cap_gives_back_the_place_of_what_it_sheds_in_every_mode) {
+  for (const shed_mode mode : {shed_mode::queue, shed_mode::close, shed_mode::reset}) {
+    SCOPED_TRACE(to_string(mode));
+    connection_budget budget(3);
+    peer_limit peers(2, 1024, 42);
+    accept_policy_config c = config();
+    c.peers = &peers;
+    c.shed = mode;
+    accept_policy policy(budget, c);
+    // Queue mode reserves the next accept's place before it accepts; the shed modes at accept.
+    const std::uint64_t in_flight = mode == shed_mode::queue ? 1 : 0;
+    permit a1;
+    permit a2;
+    permit a3;
+    permit b1;
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    ASSERT_FALSE(policy.on_accepted(now, a1, v4("10.0.0.1")).shed_accepted);
+    ASSERT_FALSE(policy.on_accepted(now, a2, v4("10.0.0.1")).shed_accepted);
+    ASSERT_EQ(budget.live(), 2 + in_flight);
+    const decision d = policy.on_accepted(now, a3, v4("10.0.0.1"));
+    ASSERT_TRUE(d.shed_accepted);
+    EXPECT_EQ(d.why_shed, shed_reason::peer_limit);
+    EXPECT_EQ(budget.live(), 2 + in_flight) << "the shed connection kept its place";
+    EXPECT_EQ(d.next, step::accept) << "the third place is free for another peer";
+    EXPECT_FALSE(policy.on_accepted(now, b1, v4("10.0.0.2")).shed_accepted);
+    EXPECT_TRUE(b1);
+    EXPECT_EQ(budget.live(), 3U);
+  }
 }
 
 TEST_F(policy_spec, degraded_state_is_logged_once_summarised_and_recovered) {

@@ -12,6 +12,7 @@
 
 #include "support/loopback.hpp"
 #include "support/peer_addresses.hpp"
+#include "transient/peer_limit.hpp"
 #include "transient/server.hpp"
 
 namespace {
@@ -328,6 +329,46 @@ TEST(Server, AThrowingRefusalWriterShedsTheClientAndTheServerGoesOn) {
   held.release_one();
   const auto third = connect_to(where);
   EXPECT_TRUE(eventually([&] { return held.size() == 1; })) << "the server still serves";
+}
+
+// The per-peer cap in the driver: a client over it is shed and its place goes back to the
+// budget (live counts the held connection only), so a client from another address is served. Kept, the place would
+// count against everyone (shed modes) or leave the loop paused at the full budget (queue).
+TEST(Server, PerPeerCapShedsAClientAndGivesItsPlaceBack) {
+  for (const auto mode : {transient::shed_mode::queue, transient::shed_mode::close}) {
+    SCOPED_TRACE(to_string(mode));
+    transient::endpoint where;
+    auto ls = one_loopback_listener(where);
+    held_connections held;
+    transient::peer_limit peers(1);
+    transient::server_options options;
+    options.max_connections = 2;
+    options.policy.shed = mode;
+    options.policy.peers = &peers;
+    options.policy.sink = [](const transient::policy_event&) {};
+    running_server s(
+        std::move(ls),
+        [&](connection c) {
+          ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
+          held.keep(std::move(c));
+        },
+        options);
+    const auto first = connect_to(where);  // 127.0.0.1
+    ASSERT_EQ(read_some(first.get(), 3s), "a");
+    const auto second = connect_to(where);  // 127.0.0.1 again: over its cap of 1
+    ASSERT_TRUE(transient::test::closed_by_peer(second.get(), 3s)) << "not shed";
+    // Once the loop waits again, only the held connection counts (queue mode gives back the
+    // place it reserved for an accept when the accept finds the backlog empty).
+    EXPECT_TRUE(eventually([&] { return s.srv.budget().live() == 1; }))
+        << "the shed connection kept its place: live " << s.srv.budget().live();
+    const auto other = transient::test::connect_from(transient::parse_endpoint("127.0.0.2:0"), where);
+    ASSERT_TRUE(other);
+    EXPECT_EQ(read_some(other.get(), 3s), "a") << "the free place did not serve another address";
+    EXPECT_EQ(s.srv.budget().live(), 2U);
+    EXPECT_TRUE(eventually([&] { return held.size() == 2; }));  // the handler sends, then keeps
+    EXPECT_TRUE(eventually(
+        [&] { return s.srv.metrics().shed[static_cast<std::size_t>(transient::shed_reason::peer_limit)] == 1; }));
+  }
 }
 
 }  // namespace
