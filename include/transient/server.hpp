@@ -78,7 +78,11 @@ struct server_options {
 /// The epoll server. Construct, run(), stop() from anywhere. Not copyable or movable.
 class server {
  public:
-  /// A server over `listeners` (at least one, each open). Throws std::system_error:
+  /// A server over `listeners` (at least one, each open). `handler` runs on the loop thread
+  /// that accepted the connection, inside that loop's accept step: it should hand the
+  /// connection on (to a queue, an io_context, a thread of its own) and return. While it
+  /// blocks, that loop accepts nothing (the other loops go on), so a handler that serves the
+  /// connection itself stops its loop's accepts for as long as it does. Throws std::system_error:
   /// invalid_argument for no listener, a closed one, threads == 0, reuse_port_shards over a
   /// listener without SO_REUSEPORT, shed_mode::respond without
   /// `refuse`, or an invalid policy config; the error of default_max_connections(), epoll or
