@@ -346,4 +346,111 @@ TEST(ServerSeam, EpollWaitInterruptionsAreHarmless) {
   EXPECT_GE(interruptions.load(), 2);
 }
 
+// ---- the listener's registration ---------------------------------------------------------
+
+// The events of every EPOLL_CTL_ADD of a listening socket, and the count of its removals,
+// through the seam's epoll_ctl.
+namespace registration {
+std::mutex mutex;
+std::vector<std::uint32_t> listener_adds;
+int listener_removals = 0;
+
+bool listens(int fd) {
+  int accepting = 0;
+  socklen_t length = sizeof accepting;
+  return ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &length) == 0 && accepting == 1;
+}
+
+int epoll_ctl(int epfd, int op, int fd, epoll_event* event) {
+  if ((op == EPOLL_CTL_ADD || op == EPOLL_CTL_DEL) && listens(fd)) {
+    const std::lock_guard lock(mutex);
+    if (op == EPOLL_CTL_DEL) {
+      ++listener_removals;
+    } else if (event != nullptr) {
+      listener_adds.push_back(event->events);
+    }
+  }
+  return ::epoll_ctl(epfd, op, fd, event);
+}
+
+std::vector<std::uint32_t> adds() {
+  const std::lock_guard lock(mutex);
+  return listener_adds;
+}
+
+int removals() {
+  const std::lock_guard lock(mutex);
+  return listener_removals;
+}
+
+// Waits (at most 3 s) until `what()` holds.
+template <typename Predicate>
+bool within_3s(Predicate what) {
+  const auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (!what() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  return what();
+}
+}  // namespace registration
+
+// Loops sharing one listener register it with EPOLLEXCLUSIVE, so that a client wakes one loop,
+// not all of them; every time: at the start and again after each pause (a full budget), which
+// removes the listener (EPOLLEXCLUSIVE cannot be modified in place).
+TEST(ServerSeam, LoopsSharingAListenerRegisterItExclusivelyEveryTime) {
+  {
+    const std::lock_guard lock(registration::mutex);
+    registration::listener_adds.clear();
+    registration::listener_removals = 0;
+  }
+  auto l = transient::listen(transient::parse_endpoint("127.0.0.1:0"));
+  const auto where = l.local_endpoint();
+  std::vector<transient::listener> ls;
+  ls.push_back(std::move(l));
+  transient::server_options options;
+  options.threads = 2;
+  options.max_connections = 1;
+  options.sys.epoll_ctl = registration::epoll_ctl;
+  options.policy.sink = [](const transient::policy_event&) {};
+  std::mutex held_mutex;
+  std::vector<transient::connection> held;
+  bool released = false;
+  transient::server srv(
+      std::move(ls),
+      [&](transient::connection c) {
+        ::send(c.native_handle(), "k", 1, MSG_NOSIGNAL);
+        const std::lock_guard lock(held_mutex);
+        if (!released) {  // the first is held (the budget is full); the rest close at once
+          held.push_back(std::move(c));
+        }
+      },
+      options);
+  auto result = std::async(std::launch::async, [&] { return srv.run(); });
+  using registration::within_3s;
+  EXPECT_TRUE(within_3s([] { return registration::adds().size() >= 2; })) << "one registration per loop";
+  // Fill the budget: the loop that accepted pauses (removes the listener), the other one too
+  // when the next client wakes it.
+  const auto first = transient::test::connect_to(where);
+  ASSERT_EQ(transient::test::read_some(first.get(), 3s), "k");
+  const auto second = transient::test::connect_to(where);  // waits in the backlog
+  ASSERT_TRUE(within_3s([] { return registration::removals() >= 2; })) << "both loops pause at the full budget";
+  const auto before_release = registration::adds().size();
+  {
+    const std::lock_guard lock(held_mutex);
+    held.clear();
+    released = true;
+  }
+  // The loop resumed by the release serves the client, finds the backlog empty and waits for
+  // the next one: it registers the listener again.
+  EXPECT_EQ(transient::test::read_some(second.get(), 3s), "k") << "not served after the release";
+  EXPECT_TRUE(within_3s([&] { return registration::adds().size() > before_release; }))
+      << "no registration after the pause";
+  srv.stop();
+  EXPECT_EQ(result.wait_for(5s), std::future_status::ready);
+  const auto adds = registration::adds();
+  for (std::size_t i = 0; i < adds.size(); ++i) {
+    EXPECT_EQ(adds[i], static_cast<std::uint32_t>(EPOLLIN | EPOLLEXCLUSIVE)) << "registration " << i;
+  }
+}
+
 }  // namespace
