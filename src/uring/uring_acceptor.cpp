@@ -210,28 +210,45 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
   }
 
   void on_accept_completion(time_point now, std::uint64_t gen, int res, unsigned flags) {
-    const bool more = (flags & IORING_CQE_F_MORE) != 0;
+    bool more = (flags & IORING_CQE_F_MORE) != 0;
     const bool current = gen == generation && accept_armed;
+    if (res != -ECANCELED) {
+      res = options.sys.uring_accept_result(res);
+    }
+    if (res < 0 && more) {
+      // A seam's failure while the kernel's request goes on: the completion is handled as
+      // the kernel's own failure, which ends a multishot accept (no IORING_CQE_F_MORE).
+      detach(gen);
+      more = false;
+    }
     if (!more) {
       --accepts_outstanding;
       if (current) {
         accept_armed = false;  // ended: by a failure, a CQ overflow, or a single-shot's one result
       }
     }
-    if (res != -ECANCELED) {
-      res = options.sys.uring_accept_result(res);
-    }
     if (res >= 0) {
       accepted(now, unique_fd(res));
       return;
-    }
-    if (more && current) {
-      cancel_accept();  // a seam's failure: end the request as the kernel's failure would
     }
     if (res == -ECANCELED || !current || done) {
       return;  // our own cancel, or a request already replaced
     }
     failed(now, {-res, std::system_category()});
+  }
+
+  // Lets the kernel's request `gen` go on apart from the one the driver tracks, which has just
+  // ended: it is cancelled (if current; a replaced one already was), its later completions
+  // are another generation's, and its own last completion is still awaited (outstanding).
+  void detach(std::uint64_t gen) {
+    ++accepts_outstanding;
+    if (gen != generation || !accept_armed) {
+      return;
+    }
+    io_uring_sqe* e = sqe();
+    io_uring_prep_cancel64(e, tag(kind::accept, gen), 0);
+    io_uring_sqe_set_data64(e, tag(kind::cancel, gen));
+    ++generation;
   }
 
   void accepted(time_point now, unique_fd fd) {
