@@ -127,13 +127,19 @@ int drill(arguments args) {
   for (std::size_t i = 0; i < scenarios.size(); ++i) {
     const std::string prefix =
         "drill [" + std::to_string(i + 1) + "/" + std::to_string(scenarios.size()) + "] " + scenarios[i].first;
-    progress.show(prefix + " ...");
+    progress.begin(prefix + " ...", drill_scenario_bound);
+    settings.deadline = std::chrono::steady_clock::now() + drill_scenario_bound / 2;
     settings.progress = [&](std::string_view text) { progress.show(prefix + ": " + std::string(text)); };
     scenario_result r;
     try {
       r = scenarios[i].second(settings);
     } catch (const std::exception& e) {
-      r = {scenarios[i].first, false, std::string("the drill itself failed: ") + e.what(), {}, {}, {}};
+      r = {scenarios[i].first, false, std::string("the drill itself failed: ") + e.what(), {}, {}, {}, {}};
+    }
+    if (!r.passed) {
+      r.fix =
+          "transient failed its own scenario: run the drill again on a quieter machine; if it fails again, "
+          "report it with the output of 'transient drill --json'";
     }
     progress.done(prefix + ": " + (r.passed ? "PASS" : "FAIL") + " (" + r.detail + ")");
     results.push_back(std::move(r));

@@ -15,6 +15,7 @@
 #include <array>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <system_error>
@@ -81,7 +82,56 @@ void for_each_process(Visit visit) {
   ::closedir(dir);
 }
 
+// Calls `visit(name)` for every entry of the directory `path` but . and ..
+template <class Visit>
+void for_each_entry(const std::string& path, Visit visit) {
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) {
+    return;
+  }
+  while (const dirent* entry = ::readdir(dir)) {
+    if (std::strcmp(entry->d_name, ".") != 0 && std::strcmp(entry->d_name, "..") != 0) {
+      visit(std::string(entry->d_name));
+    }
+  }
+  ::closedir(dir);
+}
+
+// Adds the schedstat times of every thread of `pid` to `total`.
+void add_sched(pid_t pid, sched_time& total) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task/";
+  for_each_entry(tasks, [&](const std::string& tid) {
+    std::ifstream in(tasks + tid + "/schedstat");
+    double on_cpu_ns = 0;
+    double waiting_ns = 0;
+    if (in >> on_cpu_ns >> waiting_ns) {
+      total.on_cpu += on_cpu_ns / 1e9;
+      total.waiting += waiting_ns / 1e9;
+    }
+  });
+}
+
+// The state letter of thread `tid` of `pid` (field 3 of its stat), '?' if unreadable.
+char thread_state(pid_t pid, const std::string& tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + tid + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  const std::size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : '?';
+}
+
 }  // namespace
+
+sched_time this_thread_sched() {
+  sched_time t;
+  std::ifstream in("/proc/thread-self/schedstat");
+  double on_cpu_ns = 0;
+  double waiting_ns = 0;
+  if (in >> on_cpu_ns >> waiting_ns) {
+    t = {on_cpu_ns / 1e9, waiting_ns / 1e9};
+  }
+  return t;
+}
 
 namespace {
 std::string& serve_engine() {
@@ -130,9 +180,7 @@ void serve_child::start(const std::string& program, std::vector<std::string> sto
   rlimit limit{};
   ::getrlimit(RLIMIT_NOFILE, &limit);
   limit.rlim_cur = std::min<rlim_t>(fd_limit, limit.rlim_max);
-  if (own_group_) {
-    limit.rlim_max = limit.rlim_cur;  // a target may raise its soft limit to the hard one
-  }
+  limit.rlim_max = limit.rlim_cur;  // a server may raise its soft limit to the hard one (serve does)
   const pid_t parent = ::getpid();
   const bool group = own_group_;
 
@@ -330,6 +378,40 @@ double serve_child::group_cpu_seconds() const {
     }
   });
   return total;
+}
+
+std::vector<pid_t> serve_child::processes() const {
+  if (own_group_) {
+    return group_members();
+  }
+  return status_ ? std::vector<pid_t>{} : std::vector<pid_t>{pid_};
+}
+
+sched_time serve_child::sched() const {
+  sched_time total;
+  for (const pid_t pid : processes()) {
+    add_sched(pid, total);
+  }
+  return total;
+}
+
+int serve_child::runnable_threads() const {
+  int runnable = 0;
+  for (const pid_t pid : processes()) {
+    for_each_entry("/proc/" + std::to_string(pid) + "/task",
+                   [&](const std::string& tid) { runnable += thread_state(pid, tid) == 'R' ? 1 : 0; });
+  }
+  return runnable;
+}
+
+int serve_child::max_open_descriptors() const {
+  int most = -1;
+  for (const pid_t pid : processes()) {
+    int count = 0;
+    for_each_entry("/proc/" + std::to_string(pid) + "/fd", [&](const std::string&) { ++count; });
+    most = std::max(most, count);
+  }
+  return most;
 }
 
 void serve_child::reap_group() {

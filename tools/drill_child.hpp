@@ -29,6 +29,19 @@ struct timed_line {
   std::string text;                          ///< The line, without the newline.
 };
 
+/// Where a process's threads spent their time, from /proc/PID/task/TID/schedstat: on a CPU, and
+/// runnable but waiting for one. Their sum (the time it was runnable) is what a spinning loop
+/// keeps near 100 % of the wall clock however busy the machine is, while its CPU share shrinks.
+struct sched_time {
+  double on_cpu = 0;   ///< Seconds on a CPU.
+  double waiting = 0;  ///< Seconds runnable but waiting for a CPU.
+  /// Seconds runnable: on a CPU or waiting for one.
+  [[nodiscard]] double runnable() const noexcept { return on_cpu + waiting; }
+};
+
+/// The calling thread's sched_time (/proc/thread-self/schedstat).
+[[nodiscard]] sched_time this_thread_sched();
+
 /// How to start a child that is not `transient serve` itself (a drill target).
 struct child_launch {
   std::string program;            ///< Absolute or relative path of the executable (no PATH search).
@@ -46,7 +59,7 @@ class serve_child {
  public:
   using clock = std::chrono::steady_clock;
 
-  /// Starts `/proc/self/exe serve ARGS...` with RLIMIT_NOFILE soft limit `fd_limit`. Throws
+  /// Starts `/proc/self/exe serve ARGS...` with RLIMIT_NOFILE `fd_limit` (soft and hard). Throws
   /// std::system_error if pipe or fork fails.
   serve_child(const std::vector<std::string>& args, std::uint64_t fd_limit);
   /// Starts `launch` in a new process group (its id is the child's pid) with RLIMIT_NOFILE soft
@@ -81,6 +94,13 @@ class serve_child {
   /// User plus system CPU time of the child so far, in seconds (-1 if it cannot be read); of
   /// its whole group if it has one of its own.
   [[nodiscard]] double cpu_seconds() const;
+  /// sched_time summed over every thread of the child (of every live process in its group if it
+  /// has one of its own).
+  [[nodiscard]] sched_time sched() const;
+  /// Threads of the child (its group) that are runnable now (state R: on a CPU or waiting for one).
+  [[nodiscard]] int runnable_threads() const;
+  /// The most descriptors any process of the child (its group) has open now (-1 if none readable).
+  [[nodiscard]] int max_open_descriptors() const;
   /// Sends `signal` (to the child only, not its group).
   void send(int signal) const noexcept;
   /// True if the child runs in a process group of its own (started from a child_launch).
@@ -103,6 +123,7 @@ class serve_child {
   void drain();
   void count_lines(std::string_view chunk, clock::time_point now);
   void reap_group();
+  std::vector<pid_t> processes() const;
   std::optional<endpoint> wait_stdout_line(std::string_view prefix, std::chrono::milliseconds timeout);
 
   pid_t pid_ = -1;

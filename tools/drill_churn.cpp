@@ -1,7 +1,7 @@
 // Drill scenario 7: churn at the descriptor limit. Idle connections hold all but one of the
 // descriptors RLIMIT_NOFILE allows, then short clients come one after another: each takes the
 // last descriptor, the accept after it fails with EMFILE, and the client's close lets the
-// next one in. Every client is served; the log stays at a few lines for the whole run,
+// next one in. Every client is served; the log stays at a few lines for the whole churn,
 // because the flaps are one episode (policy_events.hpp).
 #include <signal.h>
 
@@ -13,7 +13,7 @@
 namespace transient::tool {
 
 scenario_result run_churn(const drill_settings& s) {
-  scenario_result r{"churn at the limit", false, "", {}, {}, {}};
+  scenario_result r{"churn at the limit", false, "", {}, {}, {}, {}};
   constexpr int rounds = 2;
   constexpr int clients_per_round = 100;
   // The numbers: a budget above what RLIMIT_NOFILE leaves, so descriptors run out first.
@@ -25,14 +25,17 @@ scenario_result run_churn(const drill_settings& s) {
   }
   std::vector<unique_fd> idle;
   std::atomic<int> live{0};
-  unique_fd pending = drill_detail::fill_until_exhausted(*at, idle, live, 200, std::chrono::milliseconds(300));
+  unique_fd pending = drill_detail::fill_until_exhausted(child, *at, idle, live, 200, s.deadline);
   if (!pending || idle.empty()) {
     r.detail = "the server never ran out of descriptors";
     return r;
   }
+  // What serve logs from here to the stop is the churn's: its start-up lines and the first
+  // "accept degraded" came before.
+  const std::uint64_t lines_before = child.stderr_lines();
   // One descriptor free: the waiting client takes it, and the churn the one after.
   idle.erase(idle.begin());
-  if (read_response(pending.get(), std::chrono::seconds(2)).rfind("HTTP/1.1 200 OK", 0) != 0) {
+  if (read_response(pending.get(), std::chrono::seconds(5)).rfind("HTTP/1.1 200 OK", 0) != 0) {
     r.detail = "the waiting client was not served after a release";
     return r;
   }
@@ -42,26 +45,26 @@ scenario_result run_churn(const drill_settings& s) {
                std::to_string(clients_per_round) + " short clients");
   }
   int served = 0;
-  for (int i = 0; i < rounds * clients_per_round; ++i) {
+  for (int i = 0; i < rounds * clients_per_round && std::chrono::steady_clock::now() < s.deadline; ++i) {
     const unique_fd c = connect_and_request(*at);
-    if (c && read_response(c.get(), std::chrono::seconds(2)).rfind("HTTP/1.1 200 OK", 0) == 0) {
+    if (c && read_response(c.get(), std::chrono::seconds(5)).rfind("HTTP/1.1 200 OK", 0) == 0) {
       ++served;
     }
   }
+  const std::uint64_t lines = child.stderr_lines() - lines_before;
   child.send(SIGTERM);
   const auto status = child.wait_exit(std::chrono::seconds(5));
-  const std::uint64_t lines = child.stderr_lines();
   const int clients = rounds * clients_per_round;
   r.figures = {{"idle_held", static_cast<double>(idle.size())},
                {"clients", static_cast<double>(clients)},
                {"served", static_cast<double>(served)},
                {"log_lines", static_cast<double>(lines)},
                {"log_lines_per_100", std::round(1000.0 * static_cast<double>(lines) / clients) / 10.0}};
-  r.passed = served == clients && lines <= 4 && status == 0;
+  r.passed = served == clients && lines <= 2 && status == 0;
   r.detail = served != clients ? "a client was not served"
-             : lines > 4       ? "the log grew with the churn: " + std::to_string(lines) + " lines"
+             : lines > 2       ? "the log grew with the churn: " + std::to_string(lines) + " lines"
              : status != 0     ? "serve did not stop cleanly"
-                               : "every client served; the whole run logged " + std::to_string(lines) + " lines";
+                               : "every client served; the churn logged " + std::to_string(lines) + " lines";
   return r;
 }
 

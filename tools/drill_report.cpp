@@ -24,23 +24,31 @@ std::string number(double v) {
   return out.str();
 }
 
+// Seconds with one decimal ("6.3").
+std::string seconds_text(double seconds) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << seconds;
+  return out.str();
+}
+
+// "what to change:" and one line per failed result that carries a fix; "" if none.
+std::string fixes_text(const std::vector<scenario_result>& results, const std::vector<int>& numbers) {
+  std::string out;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    if (!r.passed && !r.fix.empty()) {
+      const int n = i < numbers.size() ? numbers[i] : static_cast<int>(i + 1);
+      out += "  " + std::to_string(n) + " " + r.name + " (" + (r.verdict.empty() ? "FAIL" : r.verdict) + "): " + r.fix +
+             "\n";
+    }
+  }
+  return out.empty() ? out : "\nwhat to change:\n" + out;
+}
+
 std::string figures_text(const scenario_result& r) {
   std::string out;
   for (const auto& f : r.figures) {
     out += (out.empty() ? "" : ", ") + f.name + " " + number(f.value);
-  }
-  return out;
-}
-
-std::string xml_text(const std::string& text) {
-  std::string out;
-  for (const char c : text) {
-    switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      default: out.push_back(c);
-    }
   }
   return out;
 }
@@ -59,6 +67,9 @@ std::string scenarios_json(const std::vector<scenario_result>& results) {
       out << ",\"verdict\":" << json_quote(r.verdict);
     }
     out << ",\"detail\":" << json_quote(r.detail);
+    if (!r.fix.empty()) {
+      out << ",\"fix\":" << json_quote(r.fix);
+    }
     for (const auto& f : r.figures) {
       out << "," << json_quote(f.name) << ":" << (std::isfinite(f.value) ? number(f.value) : "null");
     }
@@ -82,21 +93,60 @@ std::string joined(const std::vector<std::string>& words) {
 
 }  // namespace
 
-progress_line::progress_line() : tty_(::isatty(2) == 1) {}
+progress_line::progress_line() : tty_(::isatty(2) == 1) {
+  ticker_ = std::thread([this] { tick(); });
+}
+
+progress_line::~progress_line() {
+  {
+    const std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  ticker_.join();
+}
+
+void progress_line::begin(const std::string& text, std::chrono::seconds bound) {
+  {
+    const std::lock_guard lock(mutex_);
+    began_ = std::chrono::steady_clock::now();
+    bound_ = bound;
+  }
+  show(text);
+}
 
 void progress_line::show(const std::string& text) {
-  if (tty_) {
-    std::cerr << "\r\033[K" << text.substr(0, 100) << std::flush;
-  } else {
-    std::cerr << text << '\n';
-  }
+  const std::lock_guard lock(mutex_);
+  current_ = text;
+  write(text, false);
 }
 
 void progress_line::done(const std::string& text) {
+  const std::lock_guard lock(mutex_);
+  current_.clear();
+  write(text, true);
+}
+
+void progress_line::write(const std::string& text, bool finished) {
+  shown_ = std::chrono::steady_clock::now();
   if (tty_) {
-    std::cerr << "\r\033[K";
+    std::cerr << "\r\033[K" << (finished ? text : text.substr(0, 100)) << (finished ? "\n" : "") << std::flush;
+  } else {
+    std::cerr << text << '\n' << std::flush;
   }
-  std::cerr << text << '\n';
+}
+
+void progress_line::tick() {
+  std::unique_lock lock(mutex_);
+  while (!stop_) {
+    wake_.wait_for(lock, std::chrono::seconds(1));
+    const auto now = std::chrono::steady_clock::now();
+    if (stop_ || current_.empty() || now - shown_ < std::chrono::seconds(4)) {
+      continue;
+    }
+    const auto running = std::chrono::duration_cast<std::chrono::seconds>(now - began_).count();
+    write(current_ + " (" + std::to_string(running) + " s of at most " + std::to_string(bound_.count()) + " s)", false);
+  }
 }
 
 std::string card_table(const drill_card& card) {
@@ -106,21 +156,21 @@ std::string card_table(const drill_card& card) {
       << "| # | scenario | server | result | what it showed | figures |\n|---|---|---|---|---|---|\n";
   for (std::size_t i = 0; i < card.target.size(); ++i) {
     const auto& r = card.target[i];
-    out << "| " << i + 1 << " | " << r.name << " | target | " << result_word(r) << " | " << r.detail << " | "
-        << figures_text(r) << " |\n";
+    out << "| " << (i < card.numbers.size() ? card.numbers[i] : static_cast<int>(i + 1)) << " | " << r.name
+        << " | target | " << result_word(r) << " | " << r.detail << " | " << figures_text(r) << " |\n";
     if (i < card.reference.size()) {
       const auto& ref = card.reference[i];
       out << "|   |   | transient serve | " << result_word(ref) << " | " << ref.detail << " | " << figures_text(ref)
           << " |\n";
     }
   }
-  out << "\nthresholds:\n";
+  out << fixes_text(card.target, card.numbers) << "\nthresholds:\n";
   for (const auto& [name, meaning] : card.thresholds) {
     out << "  " << name << ": " << meaning << "\n";
   }
   const auto passed = std::count_if(card.target.begin(), card.target.end(), [](const auto& r) { return r.passed; });
   out << "\nthe target passed " << passed << " of " << card.target.size() << " scenarios in "
-      << number(std::round(card.seconds * 10) / 10) << " s" << (all_passed(card.target) ? "" : " (FAILED)");
+      << seconds_text(card.seconds) << " s" << (all_passed(card.target) ? "" : " (FAILED)");
   if (!card.reference.empty()) {
     out << (all_passed(card.reference)
                 ? "; the reference (transient serve) passed all"
@@ -162,8 +212,8 @@ std::string drill_table(const std::vector<scenario_result>& results, double seco
   }
   out << "\n"
       << std::count_if(results.begin(), results.end(), [](const auto& r) { return r.passed; }) << " of "
-      << results.size() << " scenarios passed in " << number(std::round(seconds * 10) / 10) << " s"
-      << (all ? "" : " (FAILED)") << "\n";
+      << results.size() << " scenarios passed in " << seconds_text(seconds) << " s" << (all ? "" : " (FAILED)") << "\n"
+      << fixes_text(results, {});
   return out.str();
 }
 
@@ -171,72 +221,6 @@ std::string drill_json(const std::vector<scenario_result>& results, double secon
   std::ostringstream out;
   out << "{\"passed\":" << (all_passed(results) ? "true" : "false") << ",\"quick\":" << (quick ? "true" : "false")
       << ",\"seconds\":" << number(seconds) << ",\"scenarios\":" << scenarios_json(results) << "}\n";
-  return out.str();
-}
-
-std::string drill_svg(const std::vector<scenario_result>& results) {
-  std::vector<const timeline*> charts;
-  for (const auto& r : results) {
-    for (const auto& c : r.charts) {
-      charts.push_back(&c);
-    }
-  }
-  constexpr double width = 860;
-  constexpr double panel = 260;
-  constexpr double left = 60;
-  constexpr double plot_w = 720;
-  constexpr double plot_h = 180;
-  std::ostringstream out;
-  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\""
-      << panel * static_cast<double>(std::max<std::size_t>(charts.size(), 1)) + 20
-      << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  if (charts.empty()) {
-    out << "<text x=\"20\" y=\"30\">no timeline recorded</text>\n";
-  }
-  for (std::size_t i = 0; i < charts.size(); ++i) {
-    const timeline& c = *charts[i];
-    const double top = 40 + panel * static_cast<double>(i);
-    const double t_max = c.samples.empty() ? 1.0 : std::max(c.samples.back().t, 0.001);
-    double live_max = c.limit;
-    for (const auto& s : c.samples) {
-      live_max = std::max(live_max, s.live);
-    }
-    live_max = std::max(live_max * 1.1, 1.0);
-    const auto x = [&](double t) { return left + plot_w * std::clamp(t / t_max, 0.0, 1.0); };
-    const auto y_live = [&](double v) { return top + plot_h - plot_h * std::clamp(v / live_max, 0.0, 1.0); };
-    const auto y_cpu = [&](double v) { return top + plot_h - plot_h * std::clamp(v / 100.0, 0.0, 1.0); };
-    out << "<text x=\"" << left << "\" y=\"" << top - 14 << "\" font-weight=\"bold\">" << xml_text(c.title)
-        << "</text>\n";
-    for (const auto& [a, b] : c.paused) {
-      out << "<rect x=\"" << x(a) << "\" y=\"" << top << "\" width=\"" << std::max(x(b) - x(a), 1.0) << "\" height=\""
-          << plot_h << "\" fill=\"#fde2b8\"/>\n";
-    }
-    out << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << plot_w << "\" height=\"" << plot_h
-        << "\" fill=\"none\" stroke=\"#444\"/>\n";
-    if (c.limit > 0) {
-      out << "<line x1=\"" << left << "\" x2=\"" << left + plot_w << "\" y1=\"" << y_live(c.limit) << "\" y2=\""
-          << y_live(c.limit) << "\" stroke=\"#c00\" stroke-dasharray=\"6,4\"/>\n<text x=\"" << left + 4 << "\" y=\""
-          << y_live(c.limit) - 4 << "\" fill=\"#c00\">" << xml_text(c.limit_label) << "</text>\n";
-    }
-    const auto polyline = [&](auto value, const char* color) {
-      out << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"1.5\" points=\"";
-      for (const auto& s : c.samples) {
-        out << x(s.t) << ',' << value(s) << ' ';
-      }
-      out << "\"/>\n";
-    };
-    polyline([&](const timeline_sample& s) { return y_live(s.live); }, "#1f5fbf");
-    polyline([&](const timeline_sample& s) { return y_cpu(s.cpu); }, "#2a9d3a");
-    out << "<text x=\"" << left - 6 << "\" y=\"" << top + 10 << "\" text-anchor=\"end\">" << number(live_max)
-        << "</text>\n<text x=\"" << left - 6 << "\" y=\"" << top + plot_h << "\" text-anchor=\"end\">0</text>\n"
-        << "<text x=\"" << left + plot_w + 4 << "\" y=\"" << top + 10 << "\" fill=\"#2a9d3a\">100 %</text>\n"
-        << "<text x=\"" << left + plot_w << "\" y=\"" << top + plot_h + 16 << "\" text-anchor=\"end\">"
-        << number(std::round(t_max * 100) / 100) << " s</text>\n"
-        << "<text x=\"" << left << "\" y=\"" << top + plot_h + 16 << "\">"
-        << "<tspan fill=\"#1f5fbf\">live connections</tspan>  <tspan fill=\"#2a9d3a\">server CPU %</tspan>"
-        << (c.paused.empty() ? "" : "  <tspan fill=\"#d08a20\">accepting paused</tspan>") << "</text>\n";
-  }
-  out << "</svg>\n";
   return out.str();
 }
 

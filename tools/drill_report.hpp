@@ -2,7 +2,11 @@
 // and the timelines of the exhaustion scenarios as an SVG chart.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -16,9 +20,16 @@ struct figure {
 
 /// One point of a timeline.
 struct timeline_sample {
-  double t = 0;     ///< Seconds since the scenario started.
-  double live = 0;  ///< Connections the server holds (served and still open).
-  double cpu = 0;   ///< Server CPU % over the last interval.
+  double t = 0;         ///< Seconds since the scenario started.
+  double live = 0;      ///< Connections the server holds (served and still open).
+  double runnable = 0;  ///< Server runnable % (on a CPU or waiting for one) over the last interval.
+};
+
+/// One release of a held connection in a recovery trial, and when the waiting client was served.
+struct release_mark {
+  double released = 0;    ///< Seconds since the scenario started.
+  double served = -1;     ///< When the waiting client got its answer; negative: it did not.
+  double latency_ms = 0;  ///< served - released, in ms (as measured, CPU waits included).
 };
 
 /// Live connections, paused intervals and CPU of one server over a scenario.
@@ -28,6 +39,7 @@ struct timeline {
   std::string limit_label;                        ///< Its label.
   std::vector<timeline_sample> samples;           ///< In time order.
   std::vector<std::pair<double, double>> paused;  ///< Intervals in which accepting paused.
+  std::vector<release_mark> releases;             ///< Releases and the served moments after them.
 };
 
 /// The verdict of one scenario.
@@ -38,6 +50,7 @@ struct scenario_result {
   std::vector<figure> figures;   ///< Its measurements.
   std::vector<timeline> charts;  ///< Timelines for the SVG (scenarios 2 and 4).
   std::string verdict;           ///< The result's word ("LATE", "SPIN+FLOOD"); empty: PASS or FAIL.
+  std::string fix;               ///< When it failed: one line of what to change.
 };
 
 /// The report card of `transient drill --target`: the target's scenarios, each followed by the
@@ -45,6 +58,7 @@ struct scenario_result {
 struct drill_card {
   std::vector<std::string> command;                             ///< The target's words, `{port}` kept.
   std::string setup;                                            ///< "RLIMIT_NOFILE 64 (soft and hard), HTTP".
+  std::vector<int> numbers;                                     ///< Each result's scenario number.
   std::vector<scenario_result> target;                          ///< The target's results.
   std::vector<scenario_result> reference;                       ///< transient serve's (empty: --no-reference).
   std::vector<std::pair<std::string, std::string>> thresholds;  ///< Verdict name, what it means.
@@ -52,17 +66,35 @@ struct drill_card {
   bool quick = false;                                           ///< --quick.
 };
 
-/// Progress on stderr: one rewritten line on a terminal, plain lines otherwise.
+/// Progress on stderr: one rewritten line on a terminal, plain lines otherwise. Between
+/// begin() and the next done(), a quiet step is shown again every 4 s with its time and bound,
+/// so that no scenario runs silent for longer.
 class progress_line {
  public:
   progress_line();
+  ~progress_line();
+  progress_line(const progress_line&) = delete;
+  progress_line& operator=(const progress_line&) = delete;
+  /// Starts a step that may take up to `bound`: shows `text`.
+  void begin(const std::string& text, std::chrono::seconds bound);
   /// Shows `text` as the current step.
   void show(const std::string& text);
   /// Shows `text` as a finished step (kept on screen).
   void done(const std::string& text);
 
  private:
+  void write(const std::string& text, bool finished);
+  void tick();
+
   bool tty_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::string current_;  // the step in progress; empty: none
+  std::chrono::steady_clock::time_point began_{};
+  std::chrono::steady_clock::time_point shown_{};
+  std::chrono::seconds bound_{0};
+  bool stop_ = false;
+  std::thread ticker_;
 };
 
 /// The final table (plain text, one row per scenario).

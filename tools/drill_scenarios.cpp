@@ -34,7 +34,7 @@ double metric(const std::string& text, const std::string& name) {
 }  // namespace
 
 scenario_result run_backpressure(const drill_settings& s) {
-  scenario_result r{"backpressure", false, "", {}, {}, {}};
+  scenario_result r{"backpressure", false, "", {}, {}, {}, {}};
   const std::size_t clients = s.quick ? 24 : 64;
   constexpr int budget = 8;
   constexpr milliseconds hold{20};  // each client keeps its connection this long after its answer
@@ -61,7 +61,7 @@ scenario_result run_backpressure(const drill_settings& s) {
   }
   std::size_t served = 0;
   std::size_t finished = 0;
-  const auto deadline = start + std::chrono::seconds(20);
+  const auto deadline = std::min(start + std::chrono::seconds(20), s.deadline);
   while (finished < clients && clock::now() < deadline) {
     std::vector<pollfd> fds;
     std::vector<std::size_t> which;
@@ -129,7 +129,7 @@ scenario_result run_backpressure(const drill_settings& s) {
 }
 
 scenario_result run_leak(const drill_settings& s) {
-  scenario_result r{"leak", false, "", {}, {}, {}};
+  scenario_result r{"leak", false, "", {}, {}, {}, {}};
   const milliseconds stall(s.quick ? 1000 : 2000);
   constexpr int leak_per_connection = 4;
   serve_child child({"--listen", "127.0.0.1:0", "--stall-timeout", std::to_string(stall.count()) + "ms",
@@ -142,26 +142,37 @@ scenario_result run_leak(const drill_settings& s) {
   }
   note(s, "each connection leaks " + std::to_string(leak_per_connection) + " descriptors; stall timeout " +
               std::to_string(stall.count()) + " ms");
-  // Short connections, one after another, until one is not answered: the leak filled the table.
+  // Short connections, one after another, until one is not accepted: the leak filled the table.
   int connections = 0;
   unique_fd pending;
-  for (int i = 0; i < 100 && !pending; ++i) {
+  for (int i = 0; i < 100 && !pending && clock::now() < s.deadline; ++i) {
     unique_fd fd = connect_and_request(*at);
     if (!fd) {
       break;
     }
-    if (read_response(fd.get(), milliseconds(300)).empty()) {
+    const auto a = drill_detail::await_answer(fd.get(), child, *at, child_fd_limit, std::chrono::seconds(5));
+    if (a == drill_detail::answer::blocked) {
       pending = std::move(fd);
-    } else {
+    } else if (a == drill_detail::answer::served) {
       ++connections;
+    } else {
+      break;
     }
   }
-  const auto stuck = clock::now() - milliseconds(300);  // the unanswered client waited this long already
   if (!pending) {
     r.detail = "the leak never exhausted the server's descriptors";
     return r;
   }
-  const auto status = child.wait_exit(stall + std::chrono::seconds(3));
+  // The stall timeout runs from the first failed accept, which serve reports as "accept degraded".
+  child.wait_stderr("accept degraded", std::chrono::seconds(5));
+  clock::time_point stuck = clock::now();
+  for (const auto& line : child.stderr_timeline()) {
+    if (line.text.find("accept degraded") != std::string::npos) {
+      stuck = line.at;
+      break;
+    }
+  }
+  const auto status = child.wait_exit(stall + std::chrono::seconds(10));
   const double stopped_after = status ? std::chrono::duration<double>(child.exited_at() - stuck).count() : NAN;
   const std::string err = child.stderr_text();
   const bool stalled = err.find("stopped: stalled") != std::string::npos;
@@ -177,7 +188,7 @@ scenario_result run_leak(const drill_settings& s) {
   // serve exits 1 when the server stops on an error; anything else (a crash, a sanitizer's
   // report) is a failure of its own.
   r.passed = status && *status == 1 && stalled && names_leak && names_kind && stopped_after <= bound;
-  r.detail = !status        ? "serve did not stop within stall timeout + 3 s"
+  r.detail = !status        ? "serve did not stop within stall timeout + 10 s"
              : *status != 1 ? "serve exited with status " + std::to_string(*status) + ", not 1 (stopped on an error)"
              : !stalled     ? "serve did not stop as stalled"
              : !names_leak  ? "the diagnosis did not call it a leak"
@@ -189,7 +200,7 @@ scenario_result run_leak(const drill_settings& s) {
 }
 
 scenario_result run_port_race(const drill_settings& s) {
-  scenario_result r{"port race", false, "", {}, {}, {}};
+  scenario_result r{"port race", false, "", {}, {}, {}, {}};
   constexpr int processes = 16;
   const std::string range = "9000-9099";
   note(s, std::to_string(processes) + " serve processes hunting " + range + " at once");

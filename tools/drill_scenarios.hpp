@@ -23,7 +23,13 @@ namespace transient::tool {
 struct drill_settings {
   bool quick = false;                              ///< CI mode: fewer trials, shorter windows.
   std::function<void(std::string_view)> progress;  ///< Receives progress notes (may be empty).
+  /// When the scenario's own work must end (now + drill_scenario_bound / 2 at its start); its
+  /// stops and waits for exits take the rest of the bound at most.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
+
+/// The most one scenario of `transient drill` may take.
+inline constexpr std::chrono::seconds drill_scenario_bound{60};
 
 /// The RLIMIT_NOFILE soft limit of every serve child: low, so exhaustion takes milliseconds.
 inline constexpr std::uint64_t child_fd_limit = 64;
@@ -46,12 +52,13 @@ scenario_result run_clean_stop(const drill_settings& s);
 scenario_result run_slow_clients(const drill_settings& s);
 
 /// 7. Churn at the descriptor limit: idle connections hold all but one descriptor, 200 short
-/// clients one after another; all served, and the whole run logs at most 4 lines.
+/// clients one after another; all served, and serve logs at most 2 lines during the churn.
 scenario_result run_churn(const drill_settings& s);
 
 namespace drill_detail {
 
-/// Records a child's CPU % and a live-connection count every 20 ms on a thread of its own.
+/// Records a child's runnable % (on a CPU or waiting for one, schedstat) and a live-connection
+/// count every 20 ms on a thread of its own.
 class sampler {
  public:
   sampler(const serve_child& child, const std::atomic<int>& live);
@@ -60,6 +67,12 @@ class sampler {
   sampler& operator=(const sampler&) = delete;
   /// Stops sampling; returns the samples.
   std::vector<timeline_sample> finish();
+  /// When sampling started: time 0 of the samples.
+  [[nodiscard]] std::chrono::steady_clock::time_point start() const noexcept { return start_; }
+  /// Seconds from the start to `t`.
+  [[nodiscard]] double at(std::chrono::steady_clock::time_point t) const noexcept {
+    return std::chrono::duration<double>(t - start_).count();
+  }
 
  private:
   const serve_child& child_;
@@ -70,11 +83,52 @@ class sampler {
   std::thread thread_;
 };
 
-/// Opens keep-alive connections one at a time (each answered before the next) until one gets
-/// no answer within `quiet`: the server can no longer accept. Answered ones go to `held`
-/// (and `live`); returns the unanswered one (empty if `cap` connections were all answered).
-unique_fd fill_until_exhausted(const endpoint& at, std::vector<unique_fd>& held, std::atomic<int>& live,
-                               std::size_t cap, std::chrono::milliseconds quiet);
+/// A server's use of the machine over a window, as % of the wall time summed over its threads.
+struct window_usage {
+  double runnable = 0;  ///< On a CPU or waiting for one: a spinning loop stays near 100 % under any load.
+  double on_cpu = 0;    ///< On a CPU: the share it got, which falls as the machine gets busier.
+};
+
+/// `child`'s window_usage while the drill waits `window`, doing nothing that would wake it.
+window_usage usage_over(const serve_child& child, std::chrono::milliseconds window);
+
+/// The time `child` (every thread) and the calling thread spent waiting for a CPU since the
+/// meter was made: the part of a measured latency that the machine's load, not the server,
+/// explains. The drill judges latencies less this, and reports both.
+class cpu_wait {
+ public:
+  explicit cpu_wait(const serve_child& child);
+  /// Milliseconds waited since construction (0 if the child exited meanwhile).
+  [[nodiscard]] double ms() const;
+
+ private:
+  const serve_child& child_;
+  double start_;
+};
+
+/// True if `child` does not take the client waiting in the accept queue on `port`: one is
+/// queued, and the child is asleep (no runnable thread) or a process of it has `fd_limit`
+/// descriptors open; seen twice, 5 ms apart. Events, not a timeout: load cannot fake them.
+bool not_accepting(const serve_child& child, std::uint16_t port, std::uint64_t fd_limit);
+
+/// What became of a request the drill waits on.
+enum class answer : unsigned char { served, closed, blocked, timeout };
+
+/// Waits at most `timeout` for an HTTP response on `fd` (served), its close (closed), or until
+/// the server is seen not accepting it (blocked, see not_accepting).
+answer await_answer(int fd, const serve_child& child, const endpoint& at, std::uint64_t fd_limit,
+                    std::chrono::milliseconds timeout);
+
+/// Opens keep-alive connections one at a time (each answered before the next) until one is
+/// blocked (not_accepting) or unanswered for 5 s: the server can no longer accept. Answered
+/// ones go to `held` (and `live`); returns the blocked one (empty if `cap` were all answered
+/// or the deadline passed first).
+unique_fd fill_until_exhausted(const serve_child& child, const endpoint& at, std::vector<unique_fd>& held,
+                               std::atomic<int>& live, std::size_t cap, std::chrono::steady_clock::time_point deadline);
+
+/// Waits (at most `timeout`) until `child` has no runnable thread, seen twice 5 ms apart: it has
+/// handled what the drill just sent. False on timeout.
+bool wait_asleep(const serve_child& child, std::chrono::milliseconds timeout);
 
 /// Accepting-paused intervals from the child's stderr ("accept degraded" .. "accept recovered"),
 /// in seconds since `start`; an open interval ends at `end`.

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -29,14 +30,16 @@ struct target_options {
   std::string problem;  // non-empty: the usage error
 };
 
+// "1,4": numbers 1 to 5, each once, separated by single commas; empty on anything else.
 std::vector<int> parse_scenario_list(std::string_view text) {
   std::vector<int> out;
-  for (const char c : text) {
-    if (c >= '1' && c <= '5') {
-      out.push_back(c - '0');
-    } else if (c != ',') {
+  for (std::size_t i = 0; i < text.size(); i += 2) {
+    const char c = text[i];
+    const bool separated = i + 1 == text.size() || (text[i + 1] == ',' && i + 2 < text.size());
+    if (c < '1' || c > '5' || !separated || std::find(out.begin(), out.end(), c - '0') != out.end()) {
       return {};
     }
+    out.push_back(c - '0');
   }
   return out;
 }
@@ -87,7 +90,8 @@ target_options parse(const std::vector<std::string_view>& args) {
     } else if (arg == "--scenarios" && (v = value(i))) {
       o.scenarios = parse_scenario_list(*v);
       if (o.scenarios.empty()) {
-        o.problem = "--scenarios is a list of numbers 1 to 5 such as 1,4, not '" + std::string(*v) + "'";
+        o.problem = "--scenarios is a list of numbers 1 to 5, each once, separated by commas, such as 1,4; not '" +
+                    std::string(*v) + "'";
       }
     } else if (o.problem.empty()) {
       o.problem = "unknown argument '" + std::string(arg) + "' with --target";
@@ -98,9 +102,24 @@ target_options parse(const std::vector<std::string_view>& args) {
     if (words) {
       o.settings.command = *words;
       o.settings.label = o.settings.command.front().substr(o.settings.command.front().rfind('/') + 1);
+      if (resolve_program(words->front()).empty()) {
+        o.problem = "cannot run '" + words->front() + "': " +
+                    (words->front().find('/') == std::string::npos ? "not found in PATH" : "no such executable file");
+      }
     }
   }
   return o;
+}
+
+// The hint for a command without {port}: the drill cannot tell the server where to listen.
+constexpr std::string_view port_hint =
+    "transient drill: note: the command has no {port}. The drill picks a free loopback port for each scenario "
+    "and writes it where {port} stands; the server must listen on 127.0.0.1 at that port, e.g. "
+    "--target 'python3 -m http.server {port} --bind 127.0.0.1'\n";
+
+bool has_port(const std::vector<std::string>& words) {
+  return std::any_of(words.begin(), words.end(),
+                     [](const std::string& w) { return w.find("{port}") != std::string::npos; });
 }
 
 using scenario = scenario_result (*)(const target_settings&);
@@ -116,17 +135,19 @@ constexpr std::array<std::pair<const char*, scenario>, 5> all_scenarios{{
 std::vector<scenario_result> run_all(target_settings s, const std::vector<int>& chosen, const std::string& who,
                                      progress_line& progress) {
   std::vector<scenario_result> results;
+  const std::chrono::seconds bound = target_scenario_bound(s.quick);
   for (std::size_t k = 0; k < chosen.size(); ++k) {
     const auto& [name, run] = all_scenarios.at(static_cast<std::size_t>(chosen[k] - 1));
-    const std::string prefix =
-        "drill " + who + " [" + std::to_string(k + 1) + "/" + std::to_string(chosen.size()) + "] " + name;
-    progress.show(prefix + " ...");
+    const std::string prefix = "drill " + who + " [" + std::to_string(k + 1) + "/" + std::to_string(chosen.size()) +
+                               "] scenario " + std::to_string(chosen[k]) + ", " + name;
+    progress.begin(prefix + " ...", bound);
+    s.deadline = clock::now() + bound;
     s.progress = [&](std::string_view text) { progress.show(prefix + ": " + std::string(text)); };
     scenario_result r;
     try {
       r = run(s);
     } catch (const std::exception& e) {
-      r = {name, false, std::string("the drill itself failed: ") + e.what(), {}, {}, "FAIL"};
+      r = {name, false, std::string("the drill itself failed: ") + e.what(), {}, {}, "FAIL", {}};
     }
     progress.done(prefix + ": " + (r.verdict.empty() ? (r.passed ? "PASS" : "FAIL") : r.verdict) + " (" + r.detail +
                   ")");
@@ -172,6 +193,9 @@ int drill_target(const std::vector<std::string_view>& args) {
     std::cerr << "transient drill: " << o.problem << " (try 'transient drill --help')\n";
     return exit_usage;
   }
+  if (!has_port(o.settings.command)) {
+    std::cerr << port_hint;
+  }
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   progress_line progress;
   const auto start = clock::now();
@@ -182,6 +206,7 @@ int drill_target(const std::vector<std::string_view>& args) {
                (o.settings.protocol == target_protocol::http ? "HTTP/1.1 GET /" : "TCP accept") +
                " on 127.0.0.1:{port}, " + (o.settings.quick ? "--quick" : "full") + " run";
   card.thresholds = target_threshold_lines();
+  card.numbers = o.scenarios;
   card.target = run_all(o.settings, o.scenarios, "target", progress);
   if (o.reference) {
     target_settings reference = o.settings;

@@ -28,11 +28,14 @@ enum class target_protocol : unsigned char {
 
 /// The thresholds behind the verdicts; the report prints them, so a verdict can be checked.
 namespace target_threshold {
-/// Spin: the target's process group uses more CPU than this (% of one core) while exhausted.
-inline constexpr double spin_cpu_percent = 20;
+/// Spin: the target's threads are runnable (on a CPU or waiting for one, schedstat) more than
+/// this % of the time while exhausted. A loop that sleeps is near 0 and one that spins near 100
+/// whatever the load, which would hide a spin behind a small CPU share.
+inline constexpr double spin_runnable_percent = 20;
 /// Flood: the target writes more log lines a second than this while exhausted.
 inline constexpr double flood_lines_per_s = 20;
-/// Late: the slowest recovery (a waiting client served after one release) takes longer.
+/// Late: the slowest recovery (a waiting client served after one release), less the time the
+/// target and the drill waited for a CPU meanwhile, takes longer.
 inline constexpr std::chrono::milliseconds late_recovery{100};
 /// Stuck: no client served this long after a release.
 inline constexpr std::chrono::milliseconds stuck_after_release{2500};
@@ -55,7 +58,16 @@ struct target_settings {
   std::vector<std::string> log_files;                ///< --log FILE, counted with its output.
   bool quick = false;                                ///< Shorter waits, fewer trials.
   std::function<void(std::string_view)> progress;    ///< Progress notes (may be empty).
+  /// When the scenario must end its work (set per scenario: now + target_scenario_bound).
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
+
+/// How long one scenario of `drill --target` may work (quick or full run); its stops and
+/// clean-up add at most a few seconds.
+[[nodiscard]] std::chrono::seconds target_scenario_bound(bool quick);
+
+/// One line of what to change in the target for a failed `verdict` ("SPIN", "LATE", ...).
+[[nodiscard]] std::string target_fix(const std::string& verdict);
 
 /// Splits `text` into words as a POSIX shell does, without a shell: blanks separate words;
 /// single quotes keep everything literally; double quotes keep everything but `\"`, `\\`, `\$`

@@ -64,17 +64,67 @@ std::uint64_t file_size(const std::string& path) {
 
 }  // namespace
 
+std::chrono::seconds target_scenario_bound(bool quick) { return std::chrono::seconds(quick ? 20 : 40); }
+
+std::string target_fix(const std::string& verdict) {
+  static const std::vector<std::pair<std::string, std::string>> fixes{
+      {"SPIN",
+       "stop polling the listener while accept fails with EMFILE or ENFILE, and resume when a connection closes "
+       "(or after a backoff)"},
+      {"FLOOD", "log the first failed accept of an episode and a summary when it ends, not every failure"},
+      {"LATE", "resume accepting as soon as a connection closes (a close frees a descriptor), not after a fixed sleep"},
+      {"STUCK", "after EMFILE, resume accepting when a connection closes: the pause must end on a release"},
+      {"DEAD", "treat EMFILE and ENFILE from accept as a temporary condition: pause accepting and keep running"},
+      {"LOST",
+       "keep waiting clients in the listen queue: stop accepting at your limit instead of accepting and closing "
+       "them, and listen with a backlog of at least the burst (listen(fd, SOMAXCONN))"},
+      {"IGNORES SIGTERM", "on SIGTERM close the listener, finish or close the open connections, and exit"},
+      {"UNCLEAN STOP", "on SIGTERM close every connection and exit with status 0"},
+      {"LEFT PROCESSES", "stop the processes you fork before you exit (or signal your process group)"},
+      {"STARVED",
+       "bound the time a client may take to send its request (a header timeout) and cap connections "
+       "per address"},
+      {"NO START",
+       "make the command listen on 127.0.0.1:{port} and answer within --ready-timeout; the drill writes the port "
+       "it picked where {port} stands"},
+      {"NO LIMIT",
+       "run the server so that its RLIMIT_NOFILE applies to the process that accepts (no raising it, "
+       "no helper process holding the connections)"},
+      {"CANNOT FILL", "drill it with --protocol tcp, where the drill holds connections that send no request"},
+  };
+  std::string out;
+  for (const auto& [word, fix] : fixes) {
+    // A combined verdict ("SPIN+FLOOD") gets the fix of each part.
+    const std::size_t at = verdict.find(word);
+    const bool whole =
+        at != std::string::npos && (at + word.size() == verdict.size() || verdict[at + word.size()] == '+');
+    if (whole && (at == 0 || verdict[at - 1] == '+')) {
+      out += (out.empty() ? "" : "; ") + fix;
+    }
+  }
+  return out.empty() ? "see the verdict's threshold below" : out;
+}
+
 std::vector<std::pair<std::string, std::string>> target_threshold_lines() {
   using namespace target_threshold;
   const auto number = [](double v) { return std::to_string(static_cast<long long>(v)); };
-  return {{"spin", "the process group uses more than " + number(spin_cpu_percent) + " % of one core while exhausted"},
+  return {{"spin",
+           "the process group is runnable (on a CPU or waiting for one, /proc/PID/task/*/schedstat) more "
+           "than " +
+               number(spin_runnable_percent) + " % of the time while exhausted"},
           {"flood", "more than " + number(flood_lines_per_s) + " log lines a second while exhausted"},
-          {"late", "a waiting client served more than " + ms_text(late_recovery) + " after a release (worst trial)"},
+          {"late", "a waiting client served more than " + ms_text(late_recovery) +
+                       " after a release (worst trial), not counting time the target and the drill waited for a CPU"},
           {"stuck", "no client served within " + ms_text(stuck_after_release) + " of a release"},
           {"dead", "the server exited while exhausted"},
           {"lost", "a client of the backpressure scenario reset, closed or not served"},
+          {"ignores sigterm",
+           "the process, or whatever holds its port, still runs (listens) " + ms_text(stop_within) + " after SIGTERM"},
           {"unclean stop", "connections not closed or no exit within " + ms_text(stop_within) +
                                " of SIGTERM, an exit status other than 0 or SIGTERM's, or processes left"},
+          {"cannot fill",
+           "the drill could not fill the server's descriptor table (it closes what it answered, "
+           "or the scenario's time ran out): nothing was judged"},
           {"starved", "a client from another address not served within " + ms_text(other_address_within) +
                           " while slow clients hold connections"}};
 }
