@@ -12,7 +12,10 @@
 // - TIME_WAIT entries of outgoing connections fill ip_local_port_range and block even a
 //   SO_REUSEADDR bind: a range overlapping it is warned about.
 // - Starting at a random candidate spreads hunters out, so they rarely collide at all.
+// - EACCES (a privileged port without CAP_NET_BIND_SERVICE) says nothing about who holds the
+//   port and would come from every privileged port alike: it ends the hunt at once, saying why.
 #include <algorithm>
+#include <charconv>
 #include <random>
 
 #include "detail/open_socket.hpp"
@@ -28,8 +31,33 @@ namespace {
 using steady = std::chrono::steady_clock;
 
 // True for an answer that means "someone else has this port": try the next one.
-bool taken(const std::error_code& ec) noexcept {
-  return ec == std::errc::address_in_use || ec == std::errc::permission_denied;
+bool taken(const std::error_code& ec) noexcept { return ec == std::errc::address_in_use; }
+
+// net.ipv4.ip_unprivileged_port_start: the first port a process without CAP_NET_BIND_SERVICE
+// may bind; 1024 (the kernel's default) if unreadable.
+unsigned unprivileged_port_start() {
+  std::error_code ec;
+  const std::string text = detail::read_whole_file("/proc/sys/net/ipv4/ip_unprivileged_port_start", ec);
+  unsigned port = 0;
+  if (ec || std::from_chars(text.data(), text.data() + text.size(), port).ec != std::errc{}) {
+    return 1024;
+  }
+  return port;
+}
+
+// The message of a hunt ended at `candidate` by `ec` at `stage`; for EACCES, what it means.
+std::string stop_message(const endpoint& candidate, std::string_view stage, const std::error_code& ec) {
+  std::string text = "port hunt on " + candidate.to_string() + ": " + std::string(stage) + ": " + ec.message();
+  if (ec != std::errc::permission_denied) {
+    return text;
+  }
+  const unsigned start = unprivileged_port_start();
+  if (candidate.port() < start) {
+    return text + ": ports below " + std::to_string(start) +
+           " are privileged (net.ipv4.ip_unprivileged_port_start) and need CAP_NET_BIND_SERVICE; hunt from " +
+           std::to_string(start) + " up, or give the process that capability";
+  }
+  return text + " (not a privileged port: a security policy refuses it)";
 }
 
 std::uint32_t random_offset(std::uint32_t count) {
@@ -100,10 +128,10 @@ listener listen_in_range(const endpoint& address, std::uint16_t first_port, std:
     std::error_code ec;
     unique_fd fd = detail::open_listening_socket(candidate, options, backlog, stage, ec);  // fresh each time
     if (ec) {
-      if (!taken(ec)) {
-        return finish(ec, "port hunt on " + candidate.to_string() + ": " + std::string(stage) + ": " + ec.message());
-      }
       report.attempts.push_back(port_attempt{port, stage, ec});
+      if (!taken(ec)) {
+        return finish(ec, stop_message(candidate, stage, ec));
+      }
       ++(stage == "bind" ? report.bind_collisions : report.listen_collisions);
       continue;
     }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "transient/endpoint.hpp"
+#include "transient/syscalls.hpp"
 #include "transient/unique_fd.hpp"
 
 namespace transient {
@@ -42,6 +43,8 @@ struct listen_options {
   bool v6_only = true;
   /// Verify the new listener (see verify()) before returning it.
   bool verify = true;
+  /// The system calls (tests replace bind and listen; see syscalls.hpp).
+  syscalls sys{};
 };
 
 /// A move-only owner of a listening TCP socket (CLOEXEC, non-blocking) and its local endpoint.
@@ -164,7 +167,7 @@ struct listen_report {
   /// processes holding them (who_listens); `message` names them, or says that the holder
   /// cannot be seen (another network namespace or user, or a socket bound but not listening).
   std::vector<listen_entry> holders;
-  std::size_t bind_collisions = 0;    ///< Hunt: candidates refused at bind (EADDRINUSE/EACCES).
+  std::size_t bind_collisions = 0;    ///< Hunt: candidates refused at bind (EADDRINUSE).
   std::size_t listen_collisions = 0;  ///< Hunt: candidates bound but refused at listen (EADDRINUSE).
   std::size_t verify_collisions = 0;  ///< Hunt: candidates listening but shared (duplicate found).
   /// Hunt: a warning that the range overlaps ip_local_port_range (outgoing connections' ports,
@@ -186,11 +189,13 @@ struct listen_report {
 [[nodiscard]] listener listen(const endpoint& where, const listen_options& options, listen_report& report);
 
 /// Hunts for a free port in [first_port, last_port] on `address` (its port is ignored). Safe
-/// when many processes hunt at once: a fresh socket per candidate; EADDRINUSE or EACCES at bind
-/// *or* listen, or a duplicate found by verification, means "next candidate"; the start is
-/// random so hunters spread out. Refuses options.reuse_port (error::reuse_port_refused): it
-/// would let two hunters share a port. Errors: error::invalid_port_range (empty range, port 0),
-/// error::port_range_exhausted (every port taken; the message lists them), system errors.
+/// when many processes hunt at once: a fresh socket per candidate; EADDRINUSE at bind *or*
+/// listen, or a duplicate found by verification, means "next candidate"; the start is random
+/// so hunters spread out. Any other error ends the hunt at that port: EACCES (a privileged
+/// port without CAP_NET_BIND_SERVICE, whose message says so) would come from every port alike.
+/// Refuses options.reuse_port (error::reuse_port_refused): it would let two hunters share a
+/// port. Errors: error::invalid_port_range (empty range, port 0), error::port_range_exhausted
+/// (every port taken; the message lists them), system errors.
 [[nodiscard]] listener listen_in_range(const endpoint& address, std::uint16_t first_port, std::uint16_t last_port,
                                        const listen_options& options = {});
 /// As above; on failure sets `ec` and returns an empty listener.

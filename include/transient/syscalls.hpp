@@ -1,10 +1,11 @@
-// transient/syscalls.hpp: the system calls the epoll server makes, as a seam for tests.
+// transient/syscalls.hpp: the system calls the drivers make, and those that open a listener,
+// as a seam for tests.
 //
-// The kernel will not produce ENFILE, ENOBUFS, EPROTO or EPERM from accept on demand. A
-// test (yours too) sets these function pointers to fakes that return any errno in any
-// sequence, and the server runs unchanged. Every member defaults to the real call.
-// Captureless lambdas convert to these pointer types; keep a fake's state in a static or
-// thread_local variable.
+// The kernel will not produce ENFILE, ENOBUFS, EPROTO or EPERM from accept on demand, nor
+// EADDRINUSE from listen() rather than bind(). A test (yours too) sets these function
+// pointers to fakes that return any errno in any sequence, and the code runs unchanged. Every
+// member defaults to the real call. Captureless lambdas convert to these pointer types; keep a
+// fake's state in a static or thread_local variable.
 #pragma once
 
 #include <sys/epoll.h>
@@ -16,8 +17,10 @@ namespace transient {
 /// The default of syscalls::uring_accept_result: the completion as the kernel posted it.
 inline int uring_accept_result_as_posted(int result) noexcept { return result; }
 
-/// The system calls of the epoll driver. Copy it, replace what you need, pass it in
-/// server_options::sys. Each must behave like the call it replaces (return -1 and set errno).
+/// The system calls of the drivers and of opening listeners. Copy it, replace what you need,
+/// pass it in server_options::sys (or acceptor_options::sys), or in listen_options::sys for
+/// listen() and listen_in_range(). Each must behave like the call it replaces (return -1 and
+/// set errno).
 struct syscalls {
   /// accept4(2) on a listener (the driver always passes SOCK_NONBLOCK | SOCK_CLOEXEC).
   int (*accept4)(int fd, sockaddr* address, socklen_t* length, int flags) = ::accept4;
@@ -32,8 +35,13 @@ struct syscalls {
   /// The io_uring driver's accept: each accept completion's result (a descriptor, or -errno)
   /// passes through this before the policy sees it. The kernel will not post ENFILE or EPERM
   /// on demand either; a fake returns any -errno (closing a descriptor it replaces) and the
-  /// driver treats it as the kernel's: a failed completion ends the accept request.
+  /// driver treats it as the kernel's: a failed completion ends the accept request, as if it
+  /// came without IORING_CQE_F_MORE (the driver cancels the kernel's request behind it).
   int (*uring_accept_result)(int result) = uring_accept_result_as_posted;
+  /// bind(2) of each socket listen() and listen_in_range() open.
+  int (*bind)(int fd, const sockaddr* address, socklen_t length) = ::bind;
+  /// listen(2) of each socket listen() and listen_in_range() open.
+  int (*listen)(int fd, int backlog) = ::listen;
 };
 
 }  // namespace transient

@@ -45,12 +45,12 @@ unique_fd open_listening_socket(const endpoint& where, const listen_options& opt
   stage = "bind";
   sockaddr_storage address{};
   const socklen_t length = where.to_sockaddr(address);
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0) {
+  if (options.sys.bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0) {
     ec = last_error();
     return {};
   }
   stage = "listen";
-  if (::listen(fd.get(), backlog) != 0) {
+  if (options.sys.listen(fd.get(), backlog) != 0) {
     ec = last_error();
     return {};
   }

@@ -6,9 +6,12 @@
 // entries of outgoing connections there block even a SO_REUSEADDR bind). 64 ports for 32
 // hunters makes collisions frequent, which is the point.
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,10 +19,13 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <mutex>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "detail/proc_file.hpp"
+#include "support/child_report.hpp"
 #include "transient/listener.hpp"
 
 namespace {
@@ -261,7 +267,7 @@ TEST(PortHunt, ThirtyTwoProcessesHuntOneRangeForAHundredRounds) {
   std::printf(
       "port hunt figures: %d rounds x %d hunters in %d-%d (%.1f s)\n"
       "  hunts: %ld, hunts that met a collision: %ld, rounds with a collision: %ld\n"
-      "  collisions seen and handled: %ld (bind EADDRINUSE/EACCES: %ld, listen EADDRINUSE: %ld, "
+      "  collisions seen and handled: %ld (bind EADDRINUSE: %ld, listen EADDRINUSE: %ld, "
       "verify duplicate: %ld)\n"
       "  time per hunt (incl. verification): mean %.0f us, median %.0f us, p99 %.0f us, max %.0f us\n"
       "  one hunt alone (no contention, 100 samples): mean %.0f us\n",
@@ -271,6 +277,132 @@ TEST(PortHunt, ThirtyTwoProcessesHuntOneRangeForAHundredRounds) {
       percentile(0.99), percentile(1.0), alone_us);
   std::fflush(stdout);
   EXPECT_GT(totals.bind_collisions + totals.listen_collisions, 0) << "the test never made hunters collide";
+}
+
+// ---- through the seam: what the kernel will not produce on demand -----------------------
+
+// listen() refusing with EADDRINUSE (another SO_REUSEADDR socket bound the port too and
+// listened first): the next `listen_refusals` calls fail so, after noting the port.
+namespace listen_seam {
+std::mutex mutex;
+int refusals_left = 0;
+std::vector<std::uint16_t> refused_ports;
+
+std::uint16_t port_of(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
+}
+
+int listen(int fd, int backlog) {
+  {
+    const std::lock_guard lock(mutex);
+    if (refusals_left > 0) {
+      --refusals_left;
+      refused_ports.push_back(port_of(fd));
+      errno = EADDRINUSE;
+      return -1;
+    }
+  }
+  return ::listen(fd, backlog);
+}
+}  // namespace listen_seam
+
+TEST(PortHunt, ListenRefusedWithAddressInUseMovesToTheNextPort) {
+  {
+    const std::lock_guard lock(listen_seam::mutex);
+    listen_seam::refusals_left = 3;
+    listen_seam::refused_ports.clear();
+  }
+  transient::listen_options options;
+  options.sys.listen = listen_seam::listen;
+  transient::listen_report report;
+  const transient::listener l =
+      transient::listen_in_range(transient::endpoint::loopback_v4(0), 24100, 24163, options, report);
+  ASSERT_TRUE(l) << report.message;
+  EXPECT_EQ(report.listen_collisions, 3U);
+  EXPECT_EQ(report.bind_collisions, 0U);
+  ASSERT_EQ(report.attempts.size(), 4U);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(report.attempts[i].stage, "listen");
+    EXPECT_EQ(report.attempts[i].error, std::errc::address_in_use);
+    EXPECT_EQ(report.attempts[i].port, listen_seam::refused_ports.at(i));
+    EXPECT_NE(l.local_endpoint().port(), listen_seam::refused_ports.at(i)) << "a refused port was taken";
+  }
+  EXPECT_EQ(report.attempts.back().stage, "ok");
+  EXPECT_EQ(report.attempts.back().port, l.local_endpoint().port());
+  int accepting = 0;
+  socklen_t length = sizeof accepting;
+  ASSERT_EQ(::getsockopt(l.native_handle(), SOL_SOCKET, SO_ACCEPTCONN, &accepting, &length), 0);
+  EXPECT_EQ(accepting, 1) << "the socket returned does not listen";
+  EXPECT_TRUE(transient::verify(l)) << transient::verify(l).message;
+}
+
+// bind() refusing with EACCES, as the kernel does for a port below
+// net.ipv4.ip_unprivileged_port_start without CAP_NET_BIND_SERVICE (the tests run as root).
+int bind_denied(int /*fd*/, const sockaddr* /*address*/, socklen_t /*length*/) {
+  errno = EACCES;
+  return -1;
+}
+
+// Every port of the range would answer the same: the hunt stops at the first, and says why.
+TEST(PortHunt, PermissionDeniedEndsTheHuntAtTheFirstPortSayingWhy) {
+  transient::listen_options options;
+  options.sys.bind = bind_denied;
+  transient::listen_report report;
+  const auto start = steady::now();
+  EXPECT_FALSE(transient::listen_in_range(transient::endpoint::loopback_v4(0), 1, 1023, options, report));
+  EXPECT_LT(steady::now() - start, 1s);
+  EXPECT_EQ(report.error, std::errc::permission_denied);
+  ASSERT_EQ(report.attempts.size(), 1U) << report.message;
+  EXPECT_EQ(report.attempts[0].stage, "bind");
+  EXPECT_EQ(report.bind_collisions, 0U) << "a refusal is not a collision";
+  const std::string port = std::to_string(report.attempts[0].port);
+  EXPECT_EQ(report.message.rfind("port hunt on 127.0.0.1:" + port + ": bind: Permission denied: ports below ", 0), 0U)
+      << report.message;
+  EXPECT_NE(report.message.find("privileged"), std::string::npos) << report.message;
+  EXPECT_NE(report.message.find("CAP_NET_BIND_SERVICE"), std::string::npos) << report.message;
+  EXPECT_EQ(report.message.find('\n'), std::string::npos) << "one line";
+
+  // Above the privileged ports EACCES is some security policy's: said as such.
+  EXPECT_FALSE(transient::listen_in_range(transient::endpoint::loopback_v4(0), 24200, 24210, options, report));
+  EXPECT_EQ(report.attempts.size(), 1U);
+  EXPECT_NE(report.message.find("not a privileged port"), std::string::npos) << report.message;
+}
+
+// The same for real: a forked child drops root (user and group nobody, no capability) and
+// hunts 1-1023; it reports its error, the ports it tried and the message.
+TEST(PortHunt, AnUnprivilegedHuntOfPrivilegedPortsStopsAtTheFirst) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root to drop privileges in a child";
+  }
+  std::error_code ec;
+  const std::string start_text =
+      transient::detail::read_whole_file("/proc/sys/net/ipv4/ip_unprivileged_port_start", ec);
+  if (ec || std::stoul(start_text) <= 1) {
+    GTEST_SKIP() << "no privileged ports here (net.ipv4.ip_unprivileged_port_start = " << start_text << ")";
+  }
+  pipe_pair report_pipe;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::alarm(30);
+    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) {
+      ::_exit(10);
+    }
+    transient::listen_report report;
+    const transient::listener l = transient::listen_in_range(transient::endpoint::loopback_v4(0), 1, 1023, {}, report);
+    transient::test::write_line(report_pipe.write_end.get(), std::to_string(l ? 0 : report.error.value()) + " " +
+                                                                 std::to_string(report.attempts.size()) + " " +
+                                                                 report.message);
+    ::_exit(0);
+  }
+  report_pipe.write_end.reset();
+  const std::string line = transient::test::read_line(report_pipe.read_end.get(), 20s);
+  EXPECT_EQ(transient::test::reap_within(child, 10s), 0) << line;
+  EXPECT_EQ(line.rfind(std::to_string(EACCES) + " 1 port hunt on 127.0.0.1:", 0), 0U) << line;
+  EXPECT_NE(line.find("Permission denied: ports below "), std::string::npos) << line;
 }
 
 }  // namespace
