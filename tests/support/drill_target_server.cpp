@@ -9,6 +9,9 @@
 //   die          on EMFILE, logs and exits 1: dead
 //   ignore-term  like good, but ignores SIGTERM
 //   fork         like good, but first forks a process that ignores SIGTERM and sleeps
+//   close        like good, but closes each connection after answering (as python3 -m http.server)
+//
+// MODE may join several with commas ("close,ignore-term").
 //
 // PIDFILE, if given, receives the pid of the server (or, with fork, of the forked process).
 #include <arpa/inet.h>
@@ -66,12 +69,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: drill_target_server MODE PORT [PIDFILE]\n");
     return 2;
   }
-  const std::string mode = argv[1];
+  const std::string modes = "," + std::string(argv[1]) + ",";
+  const auto is = [&](const char* m) { return modes.find("," + std::string(m) + ",") != std::string::npos; };
+  const std::string mode = is("rearm") ? "rearm" : is("sleep") ? "sleep" : is("die") ? "die" : "good";
+  const bool close_after_answer = is("close");
   const char* pidfile = argc > 3 ? argv[3] : nullptr;
-  if (mode == "ignore-term") {
+  if (is("ignore-term")) {
     ::signal(SIGTERM, SIG_IGN);
   }
-  if (mode == "fork") {
+  if (is("fork")) {
     const pid_t child = ::fork();
     if (child == 0) {
       ::signal(SIGTERM, SIG_IGN);
@@ -110,9 +116,16 @@ int main(int argc, char** argv) {
         continue;
       }
       c.data.append(buffer, static_cast<std::size_t>(n));
+      bool answered = false;
       for (std::size_t end = c.data.find("\r\n\r\n"); end != std::string::npos; end = c.data.find("\r\n\r\n")) {
         c.data.erase(0, end + 4);
         (void)::send(c.fd, response.data(), response.size(), MSG_NOSIGNAL);
+        answered = true;
+      }
+      if (answered && close_after_answer) {
+        ::close(c.fd);
+        clients.erase(clients.begin() + static_cast<std::ptrdiff_t>(i - 1));
+        paused = false;
       }
     }
     if ((fds[0].revents & POLLIN) == 0) {

@@ -3,7 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <string>
 
 #include "support/run_command.hpp"
@@ -30,8 +34,9 @@ std::string scenario_object(const std::string& json, const std::string& name) {
 }
 
 TEST(DrillCli, QuickJsonReportsEightPassingScenariosWithFigures) {
-  const auto r =
-      transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--quick", "--json"}, std::chrono::seconds(90));
+  const std::string svg = "/tmp/transient_drill_cli_" + std::to_string(::getpid()) + ".svg";
+  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--quick", "--json", "--svg", svg},
+                                              std::chrono::seconds(90));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(r.out.rfind("{\"passed\":true,", 0), 0U) << r.out;
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one JSON object, one line";
@@ -40,9 +45,11 @@ TEST(DrillCli, QuickJsonReportsEightPassingScenariosWithFigures) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> expected{
       {"backpressure", {"clients", "served", "lost\":0,", "peak_connections"}},
       {"exhaustion and recovery",
-       {"recovery_median_ms", "recovery_max_ms", "cpu_percent_exhausted", "log_lines", "\"trials\":5,"}},
+       {"recovery_median_ms", "recovery_max_ms", "runnable_percent_exhausted", "cpu_percent_exhausted", "log_lines",
+        "\"trials\":5,"}},
       {"leak", {"stopped_after_s", "stall_timeout_s", "exit_status\":1"}},
-      {"naive contrast", {"transient_cpu_percent", "naive_cpu_percent", "naive_log_bytes_per_s"}},
+      {"naive contrast",
+       {"transient_runnable_percent", "naive_runnable_percent", "transient_cpu_percent", "naive_log_bytes_per_s"}},
       {"port race", {"\"processes\":16,", "\"distinct_ports\":16,", "\"verified\":16,"}},
       {"clean stop",
        {"stop_ms", "exit_ms", "\"exit_status\":0,", "descriptors_at_start", "descriptors_at_exit",
@@ -64,6 +71,24 @@ TEST(DrillCli, QuickJsonReportsEightPassingScenariosWithFigures) {
   EXPECT_THAT(r.err, HasSubstr("drill [6/8] clean stop: PASS"));
   EXPECT_THAT(r.err, HasSubstr("drill [7/8] churn at the limit: PASS"));
   EXPECT_THAT(r.err, HasSubstr("drill [8/8] slow clients: PASS"));
+  // The chart, by its elements: both panels on one time axis with ticks, whole numbers on the
+  // live axis, and each of the 5 releases marked with the moment its client was served.
+  std::ifstream in(svg);
+  const std::string chart((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::remove(svg.c_str());
+  EXPECT_EQ(occurrences(chart, "class=\"release\""), 5U) << chart;
+  EXPECT_EQ(occurrences(chart, "class=\"served\""), 5U) << chart;
+  EXPECT_EQ(occurrences(chart, "class=\"latency\""), 5U) << chart;
+  EXPECT_THAT(chart, HasSubstr(" ms</text>"));
+  const std::size_t ticks = occurrences(chart, "class=\"tick-x\"");
+  EXPECT_GE(ticks, 8U) << "at least 4 time ticks in each of the two panels";
+  EXPECT_EQ(ticks % 2, 0U) << "the same time ticks in both panels";
+  for (std::size_t at = chart.find("class=\"tick-y-label\""); at != std::string::npos;
+       at = chart.find("class=\"tick-y-label\"", at + 1)) {
+    const std::size_t open = chart.find('>', at) + 1;
+    const std::string label = chart.substr(open, chart.find('<', open) - open);
+    EXPECT_EQ(label.find_first_not_of("0123456789"), std::string::npos) << "a whole number: " << label;
+  }
 }
 
 TEST(DrillCli, BadArgumentsGetOneLineAndExitTwo) {
