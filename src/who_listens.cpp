@@ -165,7 +165,7 @@ std::string describe_owners(const listen_entry& entry) {
     if (!text.empty()) {
       text += ", ";
     }
-    text += "pid " + std::to_string(owner.pid) + " (" + owner.command + ")";
+    text += "pid " + std::to_string(owner.pid) + " (" + printable(owner.command) + ")";
   }
   return text;
 }
@@ -196,6 +196,27 @@ std::vector<listen_entry> who_listens(std::uint16_t port) {
   auto entries = who_listens(port, ec);
   detail::throw_if(ec, "who_listens: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
   return entries;
+}
+
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n' || c == '\t' || c == '\r') {
+      out += c == '\n' ? "\\n" : c == '\t' ? "\\t" : "\\r";
+    } else if (byte < 0x20 || byte == 0x7f) {
+      static constexpr std::string_view hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[byte >> 4U];
+      out += hex[byte & 0xfU];
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 }  // namespace transient

@@ -98,7 +98,7 @@ void print_table(std::uint16_t port, const std::vector<listen_entry>& entries, c
     width = std::max(width, entry.address.to_string().size());
     command_width = std::max(command_width, unknown_owner_text(entry).size());
     for (const auto& owner : entry.owners) {
-      command_width = std::max(command_width, command_cell(owner.command).size());
+      command_width = std::max(command_width, command_cell(printable(owner.command)).size());
     }
   }
   const auto row = [&](const std::string& address, const std::string& pid, const std::string& command,
@@ -115,7 +115,8 @@ void print_table(std::uint16_t port, const std::vector<listen_entry>& entries, c
       row(entry.address.to_string(), "?", unknown_owner_text(entry), inode, duplicate[i]);
     }
     for (const auto& owner : entry.owners) {
-      row(entry.address.to_string(), std::to_string(owner.pid), command_cell(owner.command), inode, duplicate[i]);
+      row(entry.address.to_string(), std::to_string(owner.pid), command_cell(printable(owner.command)), inode,
+          duplicate[i]);
     }
   }
 }

@@ -95,6 +95,12 @@ struct process_info {
   bool command_known = true;  ///< False if the command line could not be read (command is then "?").
 };
 
+/// `text` fit for a line of human output: every control character and DEL is written as a C
+/// escape (\n, \t, \x1b...) and a backslash as two, so that a command line read from another
+/// process can neither break a line nor send escape sequences to a terminal. (JSON output
+/// escapes for itself and carries the text as it is.)
+[[nodiscard]] std::string printable(std::string_view text);
+
 /// One LISTEN socket of the kernel's table.
 struct listen_entry {
   endpoint address;                  ///< Local address and port.
