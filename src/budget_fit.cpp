@@ -1,7 +1,13 @@
 // budget_fit: the budget against RLIMIT_NOFILE and the descriptors already open.
 #include "transient/budget_fit.hpp"
 
+#include <sys/resource.h>
+
+#include <cerrno>
+
+#include "detail/proc_file.hpp"
 #include "transient/connection_budget.hpp"
+#include "transient/detail/throw_error.hpp"
 #include "transient/diagnostics.hpp"
 
 namespace transient {
@@ -24,8 +30,8 @@ budget_fit check_budget_fit(std::uint64_t max_connections) {
                   std::to_string(fit.open) + " are open, so at most " + std::to_string(fit.fits) +
                   " connections fit; descriptors will run out first, and the stall watchdog may stop a server whose "
                   "clients are legitimate. Use a budget of " +
-                  std::to_string(fit.fits) + " (0: the automatic one) or raise the limit to " +
-                  std::to_string(max_connections + fit.open) + " (ulimit -n)";
+                  std::to_string(fit.fits) + (max_connections_for(fit.fd_limit) > 0 ? " (0: the automatic one)" : "") +
+                  " or raise the limit to " + std::to_string(max_connections + fit.open) + " (ulimit -n)";
   }
   return fit;
 }
@@ -50,6 +56,34 @@ budget_fit warn_if_budget_does_not_fit(std::uint64_t max_connections, const poli
   } catch (...) {  // out of memory, or a failing sink: the warning is advice, never a failure
     return {};
   }
+}
+
+fd_limit_raise raise_fd_limit(std::error_code& ec) noexcept {
+  ec.clear();
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    ec = std::error_code(errno, std::system_category());
+    return {};
+  }
+  const rlim_t target = limit.rlim_max != RLIM_INFINITY ? limit.rlim_max : detail::kernel_nr_open();
+  fd_limit_raise result{limit.rlim_cur, limit.rlim_cur, limit.rlim_max};
+  if (target <= limit.rlim_cur) {
+    return result;
+  }
+  limit.rlim_cur = target;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    ec = std::error_code(errno, std::system_category());
+    return result;
+  }
+  result.after = target;
+  return result;
+}
+
+fd_limit_raise raise_fd_limit() {
+  std::error_code ec;
+  const fd_limit_raise result = raise_fd_limit(ec);
+  detail::throw_if(ec, "raise_fd_limit: cannot raise RLIMIT_NOFILE");
+  return result;
 }
 
 }  // namespace transient

@@ -41,4 +41,25 @@ struct budget_fit {
 /// the sink is dropped, as the accept policy does). Returns the check.
 budget_fit warn_if_budget_does_not_fit(std::uint64_t max_connections, const policy_event_sink& sink) noexcept;
 
+/// What raise_fd_limit() found and did.
+struct fd_limit_raise {
+  std::uint64_t before = 0;  ///< The RLIMIT_NOFILE soft limit before.
+  std::uint64_t after = 0;   ///< The soft limit now (before, if nothing changed).
+  std::uint64_t hard = 0;    ///< The hard limit: the most an unprivileged process may raise it to.
+
+  /// True if the soft limit was raised.
+  [[nodiscard]] bool raised() const noexcept { return after > before; }
+};
+
+/// Raises the RLIMIT_NOFILE soft limit to the hard limit, as a server that needs many
+/// descriptors should do itself at start: Debian and systemd give services a soft limit of
+/// 1,024 (kept low for programs that still use select(), whose FD_SETSIZE is 1,024) under a
+/// hard limit of 524,288. Go raises its soft limit the same way. Do not call it in a process
+/// that uses select(). A hard limit of RLIM_INFINITY (which setrlimit refuses for descriptors)
+/// raises the soft limit to the kernel's fs.nr_open instead. On failure `ec` is set (getrlimit's
+/// or setrlimit's error) and the limit is left as it was.
+[[nodiscard]] fd_limit_raise raise_fd_limit(std::error_code& ec) noexcept;
+/// As above; throws std::system_error on failure.
+fd_limit_raise raise_fd_limit();
+
 }  // namespace transient

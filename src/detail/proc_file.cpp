@@ -109,4 +109,9 @@ int kernel_somaxconn() noexcept {
   return SOMAXCONN;
 }
 
+std::uint64_t kernel_nr_open() noexcept {
+  long value[1] = {};
+  return read_numbers("/proc/sys/fs/nr_open", value) && value[0] > 0 ? static_cast<std::uint64_t>(value[0]) : 0;
+}
+
 }  // namespace transient::detail

@@ -25,4 +25,7 @@ namespace transient::detail {
 /// /proc/sys/net/core/somaxconn; SOMAXCONN if unreadable.
 [[nodiscard]] int kernel_somaxconn() noexcept;
 
+/// The kernel's ceiling on any process's descriptor limit (/proc/sys/fs/nr_open); 0 if unreadable.
+[[nodiscard]] std::uint64_t kernel_nr_open() noexcept;
+
 }  // namespace transient::detail
