@@ -112,6 +112,7 @@ struct acceptor::state final : detail::acceptor_core<state> {
     if (conclude(d)) {
       arm(false);
       unwatch_wake();
+      let_go();
     }
   }
 
@@ -206,7 +207,7 @@ bool acceptor::armed() const noexcept { return state_->armed; }
 policy_metrics acceptor::metrics() const noexcept { return state_->metrics(); }
 policy_health acceptor::health() const noexcept { return state_->policy.health(); }
 const std::shared_ptr<shared_budget>& acceptor::budget() const noexcept { return state_->budget; }
-const endpoint& acceptor::local_endpoint() const noexcept { return state_->source->local_endpoint(); }
+const endpoint& acceptor::local_endpoint() const noexcept { return state_->where; }
 acceptor_tags acceptor::tags() const noexcept { return state_->tags; }
 
 }  // namespace transient

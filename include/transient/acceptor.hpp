@@ -49,7 +49,9 @@ namespace transient {
 
 /// The epoll_event::data.u64 values of an acceptor's two descriptors in the user's epoll set.
 /// They must differ from each other and from every tag the user's own descriptors use (cast
-/// a pointer with reinterpret_cast<std::uintptr_t> if the loop keys its data by pointer).
+/// a pointer with reinterpret_cast<std::uintptr_t> if the loop keys its data by pointer). The
+/// defaults, 0 and 1, are also descriptor numbers: a loop that tags its connections by
+/// descriptor picks values no descriptor takes, such as 1 << 32 and (1 << 32) + 1.
 struct acceptor_tags {
   std::uint64_t listener = 0;  ///< The listening socket's events.
   std::uint64_t wake = 1;      ///< The wake-up eventfd's events (releases while paused, stop()).
@@ -91,6 +93,8 @@ struct acceptor_options {
 };
 
 /// A listener and its accept policy in an epoll loop the user owns (see the file comment).
+/// The epoll descriptor must outlive the acceptor, which removes its descriptors from it when
+/// destroyed.
 /// Move-only. Destroying it removes its descriptors from the epoll set, closes them (and the
 /// listener, if owned) and unregisters from the budget; connections already handed out stay
 /// valid (they keep the budget alive).
@@ -145,7 +149,9 @@ class acceptor {
   /// a signal handler (an atomic store and a write(2)). Connections handed out are untouched.
   void stop() noexcept;
   /// True once the acceptor has stopped (after stop(), a failure or a handler exception): it
-  /// watches nothing any more; result() says why.
+  /// watches nothing any more and has let go of its listener (closed, if it was the last
+  /// holder: clients still arriving are refused rather than left waiting; a listener shared
+  /// with another holder, such as systemd's socket unit, stays open there); result() says why.
   [[nodiscard]] bool done() const noexcept;
   /// Why it stopped (meaningful once done()): clean, or the policy's failure with a diagnosis
   /// (a stall names what holds the descriptors).

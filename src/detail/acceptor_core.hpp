@@ -80,6 +80,7 @@ struct acceptor_core : release_listener {
 
   acceptor_core(std::shared_ptr<const listener> l, connection_handler h, acceptor_options o)
       : source(std::move(l)),
+        where(source->local_endpoint()),
         handler(std::move(h)),
         options(std::move(o)),
         budget(options.budget ? options.budget : shared_budget::create(options.max_connections)),
@@ -90,7 +91,8 @@ struct acceptor_core : release_listener {
   acceptor_core& operator=(const acceptor_core&) = delete;
   ~acceptor_core() override = default;
 
-  std::shared_ptr<const listener> source;
+  std::shared_ptr<const listener> source;  // empty once the acceptor has let go (let_go)
+  endpoint where;                          // the listener's local endpoint, kept after let_go
   connection_handler handler;
   acceptor_options options;
   std::shared_ptr<shared_budget> budget;  // before policy: the policy refers to its budget
@@ -254,6 +256,13 @@ struct acceptor_core : release_listener {
     }
     result = std::move(info);
   }
+
+  /// The last step of the driver's finish(): a stopped acceptor lets go of its listener, so
+  /// that the socket closes with its last holder. A server that drains closes it at once that
+  /// way: clients still arriving are refused and retry elsewhere instead of waiting in a queue
+  /// nobody accepts from, while another holder of the same socket (systemd's socket unit, a
+  /// successor) keeps it listening, queue and all.
+  void let_go() noexcept { source.reset(); }
 
   /// stop_with() for a failed system call `what`.
   void fail(const std::error_code& ec, std::string_view what) noexcept {
