@@ -33,6 +33,8 @@
 #include "serve_naive.hpp"
 #include "serve_notify.hpp"
 #include "serve_options.hpp"
+#include "transient/budget_fit.hpp"
+#include "transient/connection_budget.hpp"
 #include "transient/diagnostics.hpp"
 #include "transient/error.hpp"
 #include "transient/peer_limit.hpp"
@@ -44,24 +46,40 @@ namespace {
 
 class serve_group;
 
-// What a SIGINT/SIGTERM stops. Signals are blocked on every thread but the main one, so the
-// handler runs only there, never while main is tearing these objects down (it clears them
-// first). Everything the handler calls is async-signal-safe (acceptor::stop documents it).
-// The metrics port stays up until the loops have drained, so /readyz answers 503 meanwhile.
-// A signal that comes before there is anything to stop (the handlers are installed before the
-// listener opens) is kept in `stop_signalled`, and honoured once there is.
+// What a stop signal (SIGTERM, SIGINT, SIGQUIT) stops: the first drains, a second ends the
+// drain at once. Signals are blocked on every thread but the main one, so the handlers run
+// only there, never while main is tearing these objects down (it clears them first).
+// Everything the handlers call is async-signal-safe (acceptor::stop documents it). The
+// metrics port stays up until the loops have drained, so /readyz answers 503 meanwhile. A
+// signal that comes before there is anything to stop (the handlers are installed before the
+// listener opens) is counted in `stop_signals`, and honoured once there is.
 std::atomic<serve_group*> signal_group{nullptr};
 std::atomic<naive_loop*> signal_naive{nullptr};
-std::atomic<bool> stop_signalled{false};
+std::atomic<int> stop_signals{0};
 
 extern "C" void on_stop_signal(int /*signal*/);
 
+// SIGHUP, SIGUSR1 and SIGUSR2, which supervisors send to reload or reopen logs, would end the
+// process without a drain: serve has nothing to reload or reopen, so it says so and goes on.
+extern "C" void on_ignored_signal(int signal) {
+  const std::string_view line =
+      signal == SIGHUP    ? "transient serve: SIGHUP ignored (nothing to reload; SIGTERM drains and stops)\n"
+      : signal == SIGUSR1 ? "transient serve: SIGUSR1 ignored (nothing to reopen; SIGTERM drains and stops)\n"
+                          : "transient serve: SIGUSR2 ignored (no upgrade in place; SIGTERM drains and stops)\n";
+  [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
+}
+
 void install_signal_handlers() {
   struct sigaction action {};
-  action.sa_handler = &on_stop_signal;
   sigemptyset(&action.sa_mask);
-  ::sigaction(SIGINT, &action, nullptr);
-  ::sigaction(SIGTERM, &action, nullptr);
+  action.sa_handler = &on_stop_signal;
+  for (const int signal : stop_signal_numbers) {
+    ::sigaction(signal, &action, nullptr);
+  }
+  action.sa_handler = &on_ignored_signal;
+  for (const int signal : {SIGHUP, SIGUSR1, SIGUSR2}) {
+    ::sigaction(signal, &action, nullptr);
+  }
   (void)::signal(SIGPIPE, SIG_IGN);  // a reader of our stdout may go away; sockets use MSG_NOSIGNAL
 }
 
@@ -184,7 +202,7 @@ class serve_group {
  public:
   serve_group(const serve_settings& s, listener l, descriptor_leak* leak) : stall_timeout_(s.stall_timeout) {
     const auto source = std::make_shared<const listener>(std::move(l));
-    const auto budget = shared_budget::create(s.max_connections);
+    const auto budget = budget_for(s);
     if (s.max_per_peer > 0) {
       peers_ = std::make_unique<peer_limit>(s.max_per_peer);
     }
@@ -227,13 +245,55 @@ class serve_group {
       if (leak != nullptr) {
         after_accept = [leak] { leak->on_accept(); };
       }
-      loops_.push_back(std::make_unique<serve_loop>(limits, &append_ok_response, source, std::move(options),
-                                                    std::move(after_accept), s.engine));
+      add_loop(s, [&] {
+        return std::make_unique<serve_loop>(limits, &append_ok_response, source, std::move(options),
+                                            std::move(after_accept), s.engine);
+      });
       if (leak != nullptr) {
         loops_.back()->connections().set_after_close([leak] { leak->pay(); });
       }
       loops_.back()->connections().set_log(&log_line);
       loops_.back()->set_on_accept_end([this] { drain(); });
+    }
+  }
+
+  // The budget --max-connections asks for; an automatic one that leaves no room names the
+  // option that gives one.
+  static std::shared_ptr<shared_budget> budget_for(const serve_settings& s) {
+    try {
+      return shared_budget::create(s.max_connections);
+    } catch (const std::system_error& e) {
+      if (s.max_connections != 0) {
+        throw;
+      }
+      std::error_code ec;
+      throw std::system_error(e.code(), "the automatic connection budget leaves no room: RLIMIT_NOFILE is " +
+                                            std::to_string(fd_soft_limit(ec)) +
+                                            " and at least 32 descriptors are kept in reserve; give "
+                                            "--max-connections N or raise the limit");
+    }
+  }
+
+  // Adds the loop `make` builds. Running out of descriptors for it says what each loop holds.
+  void add_loop(const serve_settings& s, const std::function<std::unique_ptr<serve_loop>()>& make) {
+    const int before = open_descriptors();
+    try {
+      loops_.push_back(make());
+    } catch (const std::system_error& e) {
+      if (e.code() != std::errc::too_many_files_open && e.code() != std::errc::too_many_files_open_in_system) {
+        throw;
+      }
+      std::error_code ec;
+      throw std::system_error(
+          e.code(), "--threads " + std::to_string(s.threads) + ": loop " + std::to_string(loops_.size() + 1) +
+                        " cannot start (" + e.what() + "); each loop holds " +
+                        (per_loop_ > 0 ? std::to_string(per_loop_) : std::string("a few")) +
+                        " descriptors of its own (an epoll set, wake-ups, the diagnostics reserve) and RLIMIT_NOFILE "
+                        "is " +
+                        std::to_string(fd_soft_limit(ec)) + ": use fewer --threads or raise the limit");
+    }
+    if (per_loop_ == 0) {
+      per_loop_ = open_descriptors() - before;
     }
   }
 
@@ -273,6 +333,13 @@ class serve_group {
     draining_.store(true);
     for (const auto& l : loops_) {
       l->drain();
+    }
+  }
+
+  // Ends a drain at once: every loop closes its connections and returns. Async-signal-safe.
+  void end_drain() noexcept {
+    for (const auto& l : loops_) {
+      l->connections().end_drain();
     }
   }
 
@@ -383,6 +450,7 @@ class serve_group {
   }
 
   std::chrono::milliseconds stall_timeout_;
+  int per_loop_ = 0;                   // descriptors the first loop took
   std::unique_ptr<peer_limit> peers_;  // before loops_: the permits of their connections point to it
   std::vector<std::unique_ptr<serve_loop>> loops_;
   std::atomic<bool> draining_{false};
@@ -392,9 +460,9 @@ class serve_group {
 };
 
 extern "C" void on_stop_signal(int /*signal*/) {
-  stop_signalled.store(true);
+  const bool first = stop_signals.fetch_add(1) == 0;
   if (auto* g = signal_group.load()) {
-    g->drain();
+    first ? g->drain() : g->end_drain();
   }
   if (auto* n = signal_naive.load()) {
     n->stop();
@@ -516,7 +584,34 @@ std::string serve_metrics_text(const serve_group& group) {
          std::to_string(group.header_timeouts()) + "\n";
 }
 
-int serve_transient(const serve_settings& s, listener l) {
+// RLIMIT_NOFILE raised to its hard limit (--fd-limit raise): a service's soft limit is
+// usually 1,024 under a far higher hard one. What it did goes into the start-up line; a
+// failure is said at once.
+fd_limit_raise raise_descriptor_limit(const serve_settings& s) {
+  if (!s.raise_fd_limit) {
+    return {};
+  }
+  std::error_code ec;
+  const fd_limit_raise r = raise_fd_limit(ec);
+  if (ec) {
+    log_line("cannot raise RLIMIT_NOFILE from " + std::to_string(r.before) + " to the hard limit " +
+             std::to_string(r.hard) + ": " + ec.message());
+  }
+  return r;
+}
+
+// The start-up line of the descriptors, after "listening on": the limit in force (and how it
+// came to be) and the budget that follows.
+void say_budget(const serve_settings& s, const fd_limit_raise& raised, const policy_metrics& m) {
+  std::error_code ec;
+  const std::uint64_t limit = fd_soft_limit(ec);
+  std::cout << "descriptors: RLIMIT_NOFILE " << (ec ? std::string("unknown") : std::to_string(limit))
+            << (raised.raised() ? " (raised from " + std::to_string(raised.before) + ", the hard limit)" : "")
+            << ", connection budget " << m.max_connections
+            << (s.max_connections == 0 ? " (auto: the limit less a reserve)" : "") << std::endl;
+}
+
+int serve_transient(const serve_settings& s, const fd_limit_raise& raised, listener l) {
   descriptor_leak leak(s.leak_per_connection);
   serve_group group(s, std::move(l), s.leak_per_connection > 0 ? &leak : nullptr);
   std::string problem;
@@ -529,10 +624,14 @@ int serve_transient(const serve_settings& s, listener l) {
   // The group takes signals before "listening on" tells anyone to send them; one that came
   // earlier still stops it (drain() may then run twice: it is idempotent).
   signal_group.store(&group);
-  if (stop_signalled.load()) {
+  if (const int signals = stop_signals.load(); signals > 0) {
     group.drain();
+    if (signals > 1) {
+      group.end_drain();
+    }
   }
   announce(group.local_endpoint());
+  say_budget(s, raised, group.metrics());
   const supervisor_notifier notifier(group);
   const int status = group.run();
   signal_group.store(nullptr);
@@ -561,7 +660,7 @@ int serve_naive(const serve_settings& s, listener l) {
   }
   std::cerr << "transient serve: --policy naive: a loop that re-arms on every error, for demonstration only\n";
   signal_naive.store(&loop);
-  if (stop_signalled.load()) {
+  if (stop_signals.load() > 0) {
     loop.stop();
   }
   announce(loop.local_endpoint());
@@ -590,6 +689,7 @@ int serve(arguments args) {
     return exit_usage;
   }
   install_signal_handlers();
+  const fd_limit_raise raised = raise_descriptor_limit(s);
   int status = 0;
   {
     std::string problem;
@@ -599,7 +699,8 @@ int serve(arguments args) {
       return 1;
     }
     try {
-      status = s.policy == serve_policy::naive ? serve_naive(s, std::move(l)) : serve_transient(s, std::move(l));
+      status =
+          s.policy == serve_policy::naive ? serve_naive(s, std::move(l)) : serve_transient(s, raised, std::move(l));
     } catch (const std::system_error& e) {
       std::cerr << "transient serve: " << e.what() << '\n';
       return 1;

@@ -78,6 +78,9 @@ bool serve_loop::handle(const epoll_event& event, clock::time_point now) {
 
 void serve_loop::on_time(clock::time_point now) {
   acceptor_->on_time(now);
+  if (evict_when_full_ && !acceptor_->done() && acceptor_->health().state == health_state::backpressure) {
+    io_.close_idlest();  // its permit's release wakes the acceptor for the client waiting
+  }
   if (!ended_ && acceptor_->done()) {
     ended_ = true;
     publish();  // the stop (and a failure's reason) is visible at once

@@ -65,6 +65,10 @@ class serve_loop final : public accept_source {
   /// Calls `hook` once, on the loop thread, when the acceptor has stopped (stop(), drain(),
   /// a failure), before the loop drains or closes its connections (set before run()).
   void set_on_accept_end(std::function<void()> hook) { on_accept_end_ = std::move(hook); }
+  /// With `on`, a full budget closes the connection idle longest, so that a new one is
+  /// accepted at once instead of waiting for a place (the metrics port: a probe is answered
+  /// however many scrapers or silent clients hold connections). Set before run().
+  void set_evict_when_full(bool on) noexcept { evict_when_full_ = on; }
 
   /// accept_source: the acceptor's events.
   bool handle(const epoll_event& event, clock::time_point now) override;
@@ -85,6 +89,7 @@ class serve_loop final : public accept_source {
   loop_snapshot published_;
   clock::time_point next_publish_{};
   std::function<void()> on_accept_end_;
+  bool evict_when_full_ = false;                       // see set_evict_when_full
   bool ended_ = false;                                 // the acceptor's stop was seen (on_accept_end_ called)
   bool changed_ = false;                               // counters changed since the last publication
   health_state last_state_ = health_state::accepting;  // health at the last publication

@@ -41,7 +41,7 @@ std::string metrics_response(const parsed_request& request, const std::function<
 metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text,
                                    std::function<health_report()> health) {
   acceptor_options options;
-  options.max_connections = 8;               // scrapers only
+  options.max_connections = metrics_connections;
   options.policy.stall_timeout = {};         // the main server's watchdog decides
   options.open_diagnostics_reserve = false;  // never diagnoses (no watchdog)
   options.policy.sink = [](const policy_event& e) {
@@ -56,6 +56,7 @@ metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text
         out += metrics_response(r, text, health);
       },
       std::make_shared<const listener>(std::move(l)), std::move(options));
+  loop_->set_evict_when_full(true);
   thread_ = thread_without_signals([loop = loop_.get()] {
     try {
       loop->run();

@@ -31,6 +31,10 @@ struct health_report {
 [[nodiscard]] std::string metrics_response(const parsed_request& request, const std::function<std::string()>& text,
                                            const std::function<health_report()>& health);
 
+/// The connections the metrics port holds at most. At that many, a new connection closes
+/// the one idle longest: a probe is never queued behind scrapers or silent clients.
+inline constexpr std::uint64_t metrics_connections = 16;
+
 /// Serves `text()` at http://LISTENER/metrics and `health()` at /healthz and /readyz on a
 /// thread of its own until stop().
 class metrics_endpoint {

@@ -302,7 +302,8 @@ TEST(ServeProduction, HeaderTimeoutClosesSilentAndTricklingClientsButNotActiveOn
   }
   EXPECT_GE(starts, 1U) << err;
   EXPECT_LE(starts, 2U) << err;
-  EXPECT_THAT(err, HasSubstr("header timeout: closing connections that send no complete request head within 400ms"));
+  EXPECT_THAT(err, HasSubstr("header timeout: closing connections that send no complete request head, or no body "
+                             "after it, within 400ms"));
   unsigned ended = 0;
   for (std::size_t at = err.find("header timeouts ended: "); at != std::string::npos;
        at = err.find("header timeouts ended: ", at + 1)) {
@@ -408,8 +409,9 @@ TEST(ServeProduction, HealthShowsDegradedThenStalledWhenDescriptorsLeak) {
   std::unique_ptr<serve_process> started;
   {
     const fd_limit_for_children limit(64);
-    started = std::make_unique<serve_process>(std::vector<std::string>{
-        "--leak-per-connection", "4", "--stall-timeout", "1s", "--metrics", "127.0.0.1:0", "--slow-response", "3s"});
+    started = std::make_unique<serve_process>(std::vector<std::string>{"--leak-per-connection", "4", "--stall-timeout",
+                                                                       "1s", "--metrics", "127.0.0.1:0",
+                                                                       "--slow-response", "3s", "--fd-limit", "keep"});
   }
   serve_process& serve = *started;
   ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
@@ -440,7 +442,7 @@ TEST(ServeProduction, WatchdogPingsWhileHealthyAndStopsWhenStalled) {
   {
     const fd_limit_for_children limit(64);
     started = std::make_unique<serve_process>(
-        std::vector<std::string>{"--leak-per-connection", "4", "--stall-timeout", "1500ms"});
+        std::vector<std::string>{"--leak-per-connection", "4", "--stall-timeout", "1500ms", "--fd-limit", "keep"});
   }
   ::unsetenv("WATCHDOG_USEC");
   serve_process& serve = *started;
@@ -572,6 +574,175 @@ TEST(ServeProduction, RefusesListenWhenSystemdPassesTheSocket) {
   EXPECT_THAT(activator.stderr_text(), HasSubstr("--listen and --port-range cannot be used when systemd passes"));
 }
 
+// A second stop signal ends a drain at once, whatever is still in flight.
+TEST(ServeProduction, ASecondStopSignalEndsTheDrainAtOnce) {
+  for (const int second : {SIGTERM, SIGINT}) {
+    serve_process serve({"--slow-response", "20s", "--drain-timeout", "30s"});
+    ASSERT_TRUE(serve.at) << serve.stderr_text();
+    const unique_fd slow = slow_request_in_flight(*serve.at);
+    ASSERT_TRUE(slow);
+    serve.signal(SIGTERM);
+    EXPECT_FALSE(serve.wait(300ms)) << "the first signal drains: the slow request holds it";
+    serve.signal(second);
+    EXPECT_EQ(serve.wait(3000ms), 0) << "the second signal did not end the drain";
+    EXPECT_TRUE(transient::test::closed_by_peer(slow.get(), 1000ms));
+    EXPECT_THAT(serve.stderr_text(), HasSubstr("drain ended by a second stop signal: closing 1 connection(s)"));
+  }
+}
+
+// What supervisors send to reload or reopen logs never ends serve: it says so and serves on.
+// SIGQUIT (nginx's graceful stop) drains like SIGTERM.
+TEST(ServeProduction, HangUpAndUserSignalsAreLoggedAndServingGoesOn) {
+  serve_process serve({});
+  ASSERT_TRUE(serve.at) << serve.stderr_text();
+  const unique_fd c = transient::test::connect_to(*serve.at);
+  ASSERT_TRUE(c);
+  for (const int signal : {SIGHUP, SIGUSR1, SIGUSR2}) {
+    serve.signal(signal);
+    const std::string line = serve.read_line(spawned_process::stream::err, 3s);
+    EXPECT_THAT(line,
+                testing::MatchesRegex("transient serve: SIG(HUP|USR1|USR2) ignored .*SIGTERM drains and stops.*"));
+    ASSERT_TRUE(send_text(c.get(), get));
+    EXPECT_EQ(read_response(c.get(), 2000ms), ok) << "signal " << signal;
+  }
+  EXPECT_FALSE(serve.wait(100ms)) << "a reload signal ended serve";
+  serve.signal(SIGQUIT);
+  EXPECT_EQ(serve.wait(3000ms), 0);
+  EXPECT_THAT(serve.stderr_text(), HasSubstr("stopped cleanly"));
+}
+
+// A drain closes the listener at once: a client arriving meanwhile is refused (and retries
+// elsewhere) instead of waiting in a queue nobody accepts from, while the request in flight
+// is still answered.
+TEST(ServeProduction, ADrainRefusesNewClientsAtOnce) {
+  serve_process serve({"--slow-response", "1500ms"});
+  ASSERT_TRUE(serve.at) << serve.stderr_text();
+  const unique_fd slow = slow_request_in_flight(*serve.at);
+  ASSERT_TRUE(slow);
+  serve.signal(SIGTERM);
+  bool refused = false;
+  std::vector<unique_fd> queued;  // connections the kernel completed while serve still listened
+  for (const auto deadline = clock_type::now() + 1000ms; !refused && clock_type::now() < deadline;) {
+    unique_fd c = transient::test::connect_to(*serve.at);
+    refused = !c;
+    queued.push_back(std::move(c));
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(refused) << "new clients still queued 1 s into the drain";
+  EXPECT_FALSE(serve.wait(1ms)) << "the slow request still holds the drain";
+  for (const auto& c : queued) {
+    if (c) {
+      EXPECT_TRUE(transient::test::closed_by_peer(c.get(), 1000ms)) << "a queued client was left waiting";
+    }
+  }
+  EXPECT_THAT(read_response(slow.get(), 3000ms), HasSubstr("Connection: close\r\n\r\nok"));
+  EXPECT_EQ(serve.wait(3000ms), 0);
+}
+
+// A listener that another process holds too (as systemd's socket unit does with socket
+// activation): serve's drain lets go of its descriptor only, so the socket keeps listening
+// and its queue survives for the other holder (here, the test).
+TEST(ServeProduction, ASharedListenerKeepsListeningThroughTheDrain) {
+  const int held = ::socket(AF_INET, SOCK_STREAM, 0);  // inherited by the child (no CLOEXEC)
+  ASSERT_GE(held, 0);
+  const unique_fd owner(held);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(::bind(held, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(held, 16), 0);
+  ASSERT_EQ(::getsockname(held, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const endpoint at = endpoint::loopback_v4(ntohs(address.sin_port));
+  // The shell passes the socket as descriptor 3, as systemd does, and execs serve in place.
+  const std::string to_3 = held == 3 ? "" : "exec 3<&" + std::to_string(held) + " " + std::to_string(held) + "<&- && ";
+  spawned_process serve("/bin/bash", {"-c", to_3 + "LISTEN_FDS=1 LISTEN_PID=$$ exec \"$0\" serve --slow-response 800ms",
+                                      TRANSIENT_CLI_PATH});
+  ASSERT_THAT(serve.read_line(spawned_process::stream::out, 5s), HasSubstr("listening on"));
+  const unique_fd slow = slow_request_in_flight(at);
+  ASSERT_TRUE(slow);
+  serve.signal(SIGTERM);
+  std::this_thread::sleep_for(200ms);  // the drain has begun (the slow request still holds it)
+  const unique_fd late = transient::test::connect_to(at);
+  EXPECT_TRUE(late) << "the shared socket stopped listening";
+  const unique_fd taken(::accept4(held, nullptr, nullptr, SOCK_CLOEXEC));
+  EXPECT_TRUE(taken) << "the client that came during the drain is in the other holder's queue";
+  EXPECT_THAT(read_response(slow.get(), 3000ms), HasSubstr("Connection: close\r\n\r\nok"));
+  EXPECT_EQ(serve.wait(3000ms), 0);
+}
+
+// Any number of connections held open on the metrics port (silent ones, keep-alive pollers)
+// leaves a new probe answered: at the port's limit the connection idle longest is closed.
+TEST(ServeProduction, AProbeIsAnsweredWhateverHoldsTheMetricsPort) {
+  serve_process serve({"--metrics", "127.0.0.1:0"});
+  ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
+  std::vector<unique_fd> pollers;
+  for (int i = 0; i < 8; ++i) {
+    pollers.push_back(transient::test::connect_to(*serve.metrics));
+    ASSERT_TRUE(pollers.back());
+    ASSERT_EQ(query(pollers.back().get(), "/metrics").first, 200);
+  }
+  std::vector<unique_fd> silent;
+  for (int i = 0; i < 200; ++i) {
+    silent.push_back(transient::test::connect_to(*serve.metrics));
+    ASSERT_TRUE(silent.back());
+  }
+  for (int i = 0; i < 3; ++i) {
+    const unique_fd probe = transient::test::connect_to(*serve.metrics);
+    ASSERT_TRUE(probe);
+    // The header timeout (10 s) is what freed a place before: 2 s is far below it.
+    const auto r = query(probe.get(), "/healthz");
+    EXPECT_EQ(r.first, 200) << r.second;
+  }
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(3000ms), 0);
+}
+
+// Runs `command` in sh with `transient` as $0; the exit code and the outputs.
+transient::test::command_result shell(const std::string& command) {
+  return transient::test::run_command("/bin/sh", {"-c", command, TRANSIENT_CLI_PATH}, 10000ms);
+}
+
+TEST(ServeProduction, TheDescriptorLimitIsRaisedToTheHardLimitAndSaidAtStart) {
+  rlimit limit{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &limit), 0);
+  if (limit.rlim_max <= 256 || limit.rlim_max == RLIM_INFINITY) {
+    GTEST_SKIP() << "the hard limit here leaves nothing to raise";
+  }
+  const std::string hard = std::to_string(limit.rlim_max);
+  // serve runs until the shell stops it, after its start-up lines.
+  const std::string run =
+      "ulimit -S -n 256 && (\"$0\" serve --listen 127.0.0.1:0 %s & pid=$!; sleep 0.5; "
+      "kill -TERM $pid; wait $pid)";
+  auto raised = shell(std::string(run).replace(run.find("%s"), 2, ""));
+  EXPECT_EQ(raised.exit_code, 0) << raised.err;
+  EXPECT_THAT(raised.out, HasSubstr("descriptors: RLIMIT_NOFILE " + hard +
+                                    " (raised from 256, the hard limit), connection budget "));
+  auto kept = shell(std::string(run).replace(run.find("%s"), 2, "--fd-limit keep"));
+  EXPECT_EQ(kept.exit_code, 0) << kept.err;
+  EXPECT_THAT(kept.out, testing::Not(HasSubstr("raised")));
+  EXPECT_THAT(kept.out, HasSubstr("descriptors: RLIMIT_NOFILE 256, connection budget 224 (auto"));
+}
+
+TEST(ServeProduction, TooFewDescriptorsForTheLoopsOrTheAutomaticBudgetSayWhatToChange) {
+  auto threads = shell("ulimit -n 64 && exec \"$0\" serve --listen 127.0.0.1:0 --threads 256 --max-connections 4");
+  EXPECT_EQ(threads.exit_code, 1) << threads.err;
+  EXPECT_THAT(threads.err, HasSubstr("--threads 256: loop "));
+  EXPECT_THAT(threads.err, testing::ContainsRegex("each loop holds [0-9]+ descriptors of its own"));
+  EXPECT_THAT(threads.err, HasSubstr("use fewer --threads or raise the limit"));
+  auto automatic = shell("ulimit -n 32 && exec \"$0\" serve --listen 127.0.0.1:0");
+  EXPECT_EQ(automatic.exit_code, 1) << automatic.err;
+  EXPECT_THAT(automatic.err, HasSubstr("the automatic connection budget leaves no room: RLIMIT_NOFILE is 32"));
+  EXPECT_THAT(automatic.err, HasSubstr("give --max-connections N"));
+  // A budget over the limit is warned about, without recommending the automatic one that
+  // this limit cannot give.
+  auto over = shell(
+      "ulimit -n 32 && (\"$0\" serve --listen 127.0.0.1:0 --max-connections 100 & pid=$!; "
+      "sleep 0.5; kill -TERM $pid; wait $pid)");
+  EXPECT_THAT(over.err, HasSubstr("the connection budget of 100 is more than the descriptors left"));
+  EXPECT_THAT(over.err, testing::Not(HasSubstr("the automatic one")));
+}
+
 void expect_usage_error(const std::vector<std::string>& args, const std::string& names) {
   std::vector<std::string> full{"serve"};
   full.insert(full.end(), args.begin(), args.end());
@@ -584,10 +755,10 @@ void expect_usage_error(const std::vector<std::string>& args, const std::string&
 TEST(ServeProduction, NewFlagsRefuseBadValuesWithOneLine) {
   expect_usage_error({"--header-timeout", "0"}, "--header-timeout: '0' is not a duration");
   expect_usage_error({"--header-timeout", "-1s"}, "--header-timeout: '-1s'");
-  expect_usage_error({"--header-timeout", "25h"}, "up to 24h");
+  expect_usage_error({"--header-timeout", "25h"}, "from 1ms to 24h");
   expect_usage_error({"--header-timeout"}, "--header-timeout needs a value");
   expect_usage_error({"--drain-timeout", "soon"}, "--drain-timeout: 'soon' is not a duration");
-  expect_usage_error({"--drain-timeout", "100000m"}, "up to 24h");
+  expect_usage_error({"--drain-timeout", "100000m"}, "from 0 to 24h");
   expect_usage_error({"--max-per-peer", "0"}, "--max-per-peer: '0' is not 'off' or a number from 1 to 1000000");
   expect_usage_error({"--max-per-peer", "-3"}, "--max-per-peer: '-3'");
   expect_usage_error({"--max-per-peer", "99999999"}, "--max-per-peer: '99999999'");
