@@ -16,6 +16,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -771,6 +773,13 @@ TEST(ServeProduction, HelpDocumentsTheNewFlagsAndNotTheTestKnobs) {
   for (const char* text :
        {"--header-timeout", "--max-per-peer", "--drain-timeout", "/healthz", "/readyz", "WATCHDOG=1", "LISTEN_FDS"}) {
     EXPECT_THAT(r.out, HasSubstr(text));
+  }
+  // Every signal's effect, in --help and in the man page.
+  std::ifstream page(std::string(TRANSIENT_SOURCE_DIR) + "/transient.1");
+  const std::string man((std::istreambuf_iterator<char>(page)), std::istreambuf_iterator<char>());
+  for (const char* text : {"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "second", "24h"}) {
+    EXPECT_THAT(r.out, HasSubstr(text));
+    EXPECT_THAT(man, HasSubstr(text));
   }
   EXPECT_THAT(r.out, testing::Not(HasSubstr("slow-response")));
 }
