@@ -381,8 +381,10 @@ scenario_result run_clean_stop(const drill_settings& s) {
   // The stop is what clients see: every idle connection closed. The process exit comes after
   // (and, in a sanitizer build, after the leak check), so it is judged apart, more loosely.
   std::size_t closed = 0;
+  const auto close_deadline = sent + std::chrono::seconds(5);
   for (const auto& fd : x.held) {
-    closed += wait_closed(fd.get(), milliseconds(5000)) ? 1 : 0;
+    const auto left = std::max(std::chrono::ceil<milliseconds>(close_deadline - clock::now()), milliseconds(0));
+    closed += wait_closed(fd.get(), left) ? 1 : 0;
   }
   const double stop_ms = std::chrono::duration<double, std::milli>(clock::now() - sent).count();
   const double stop_wait_ms = waited.ms();

@@ -315,6 +315,11 @@ scenario_result run_target_exhaustion(const target_settings& s) {
   for (std::size_t i = 0; i < waits.size() && verdict.empty(); ++i) {
     note(s, "trial " + std::to_string(i + 1) + "/" + std::to_string(waits.size()) + ": release one after " +
                 std::to_string(waits[i].count()) + " ms exhausted");
+    if (clock::now() >= s.deadline) {
+      verdict = "CANNOT FILL";
+      detail = "the scenario's time ran out before trial " + std::to_string(i + 1);
+      break;
+    }
     if (i > 0 && !x.probe) {
       fill(s, x);  // the next probe: exhausted again
     }
