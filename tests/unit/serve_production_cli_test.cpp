@@ -700,6 +700,58 @@ TEST(ServeProduction, AProbeIsAnsweredWhateverHoldsTheMetricsPort) {
   EXPECT_EQ(serve.wait(3000ms), 0);
 }
 
+// A process's resident memory in KiB (-1 if unreadable).
+long resident_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      return std::stol(line.substr(6));
+    }
+  }
+  return -1;
+}
+
+// 400 pipelining clients that never read make serve buffer their responses up to its
+// high-water mark; once they close, that memory goes back: RSS before, at the peak, after.
+TEST(ServeProduction, MemoryTakenByABurstIsGivenBackWhenItEnds) {
+  serve_process serve({});
+  ASSERT_TRUE(serve.at) << serve.stderr_text();
+  std::this_thread::sleep_for(100ms);
+  const long before = resident_kib(serve.pid());
+  std::string requests;
+  for (int i = 0; i < 2000; ++i) {
+    requests += get;
+  }
+  std::vector<unique_fd> clients;
+  for (int i = 0; i < 400; ++i) {
+    clients.push_back(transient::test::connect_to(*serve.at));
+    ASSERT_TRUE(clients.back());
+  }
+  // Each client sends until its socket is full (serve stopped reading it), for at most 5 s.
+  std::vector<bool> full(clients.size(), false);
+  for (const auto deadline = clock_type::now() + 5s;
+       clock_type::now() < deadline && std::count(full.begin(), full.end(), false) > 0;) {
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+      full[i] = full[i] || ::send(clients[i].get(), requests.data(), requests.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0;
+    }
+  }
+  std::this_thread::sleep_for(200ms);  // serve answers what it read
+  const long peak = resident_kib(serve.pid());
+  EXPECT_GT(peak, before + 16 * 1024) << "the burst did not make serve buffer (a weaker test)";
+  clients.clear();
+  long after = peak;
+  for (const auto deadline = clock_type::now() + 5s; clock_type::now() < deadline && after > before + 4096;) {
+    std::this_thread::sleep_for(50ms);
+    after = resident_kib(serve.pid());
+  }
+  EXPECT_LT(after, before + 4096) << "KiB before " << before << ", at the peak " << peak << ", after " << after;
+  RecordProperty("rss_kib_before", static_cast<int>(before));
+  RecordProperty("rss_kib_peak", static_cast<int>(peak));
+  RecordProperty("rss_kib_after", static_cast<int>(after));
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(3000ms), 0);
+}
+
 // Runs `command` in sh with `transient` as $0; the exit code and the outputs.
 transient::test::command_result shell(const std::string& command) {
   return transient::test::run_command("/bin/sh", {"-c", command, TRANSIENT_CLI_PATH}, 10000ms);
