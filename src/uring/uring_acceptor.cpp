@@ -110,6 +110,8 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
   bool accept_armed = false;         // the request of `generation` is in the ring (or queued for it)
   bool accept_multishot = false;     // ... and it is a multishot one
   unsigned accepts_outstanding = 0;  // accept requests whose last completion has not come
+  bool arm_deferred = false;         // an accept is wanted once the cancelled requests are gone
+  bool deferred_multishot = false;   // ... and whether multishot
   std::uint64_t generation = 0;
   bool wake_armed = false;
   std::uint64_t submitted = 0;
@@ -170,11 +172,23 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
     return live < b.max_connections() && b.max_connections() - live > options.policy.accepts_per_ready;
   }
 
+  // Accept requests cancelled or replaced whose last completion has not come.
+  [[nodiscard]] unsigned stale_requests() const noexcept { return accepts_outstanding - (accept_armed ? 1U : 0U); }
+
   void arm_accept(bool multishot) {
     if (accept_armed && (!accept_multishot || multishot)) {
       return;  // the request in the ring suits: its next completion is the answer
     }
     cancel_accept();  // a multishot where only one accept fits
+    if (stale_requests() > 0) {
+      // A cancelled request leaves the listener's wait queue only in its submitter's task work.
+      // Until then a client can wake it instead of a new request (an accept's poll wakes one
+      // waiter) and wait unseen in the backlog; a request armed after the old one's last
+      // completion looks at the backlog first.
+      arm_deferred = true;
+      deferred_multishot = multishot;
+      return;
+    }
     io_uring_sqe* e = sqe();
     if (multishot) {
       io_uring_prep_multishot_accept(e, source->native_handle(), nullptr, nullptr, accept_flags);
@@ -188,7 +202,16 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
     ++accepts_outstanding;
   }
 
+  // Arms the accept that waited for the cancelled requests, once they are all gone.
+  void arm_if_deferred() {
+    if (arm_deferred && !done && stale_requests() == 0) {
+      arm_deferred = false;
+      arm_accept(deferred_multishot);
+    }
+  }
+
   void cancel_accept() {
+    arm_deferred = false;  // a pause or a stop: no accept is wanted now
     if (!accept_armed) {
       return;
     }
@@ -203,7 +226,10 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
 
   void on_completion(time_point now, std::uint64_t data, int res, unsigned flags) {
     switch (kind_of(data)) {
-      case kind::accept: on_accept_completion(now, generation_of(data), res, flags); return;
+      case kind::accept:
+        on_accept_completion(now, generation_of(data), res, flags);
+        arm_if_deferred();
+        return;
       case kind::wake: on_wake(now); return;
       case kind::cancel: return;
     }
