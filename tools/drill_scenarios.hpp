@@ -87,6 +87,10 @@ class sampler {
 struct window_usage {
   double runnable = 0;  ///< On a CPU or waiting for one: a spinning loop stays near 100 % under any load.
   double on_cpu = 0;    ///< On a CPU: the share it got, which falls as the machine gets busier.
+  /// Neither spinning nor busy: runnable less than half the time (a sleeping loop is runnable
+  /// only after its wake-ups, which load stretches) and on a CPU less than 10 % (which load can
+  /// only lower).
+  [[nodiscard]] bool quiet() const noexcept { return runnable < 50.0 && on_cpu < 10.0; }
 };
 
 /// `child`'s window_usage while the drill waits `window`, doing nothing that would wake it.

@@ -29,9 +29,13 @@ enum class target_protocol : unsigned char {
 /// The thresholds behind the verdicts; the report prints them, so a verdict can be checked.
 namespace target_threshold {
 /// Spin: the target's threads are runnable (on a CPU or waiting for one, schedstat) more than
-/// this % of the time while exhausted. A loop that sleeps is near 0 and one that spins near 100
-/// whatever the load, which would hide a spin behind a small CPU share.
-inline constexpr double spin_runnable_percent = 20;
+/// this % of the time while exhausted. A loop that spins is near 100 whatever the load; one that
+/// sleeps is runnable only after its wake-ups, which a loaded machine stretches, but never most
+/// of the time.
+inline constexpr double spin_runnable_percent = 50;
+/// Spin too: the target's threads are on a CPU more than this % of the time (load can only
+/// lower that share, never raise it).
+inline constexpr double spin_cpu_percent = 20;
 /// Flood: the target writes more log lines a second than this while exhausted.
 inline constexpr double flood_lines_per_s = 20;
 /// Late: the slowest recovery (a waiting client served after one release), less the time the

@@ -111,7 +111,8 @@ std::vector<std::pair<std::string, std::string>> target_threshold_lines() {
   return {{"spin",
            "the process group is runnable (on a CPU or waiting for one, /proc/PID/task/*/schedstat) more "
            "than " +
-               number(spin_runnable_percent) + " % of the time while exhausted"},
+               number(spin_runnable_percent) + " % of the time, or on a CPU more than " + number(spin_cpu_percent) +
+               " %, while exhausted"},
           {"flood", "more than " + number(flood_lines_per_s) + " log lines a second while exhausted"},
           {"late", "a waiting client served more than " + ms_text(late_recovery) +
                        " after a release (worst trial), not counting time the target and the drill waited for a CPU"},

@@ -412,7 +412,7 @@ scenario_result run_target_exhausted_cost(const target_settings& s) {
   if (status) {
     return verdict_of(r, "DEAD", "exited (" + status_text(*status) + ") while its descriptors were exhausted");
   }
-  const bool spin = runnable > target_threshold::spin_runnable_percent;
+  const bool spin = runnable > target_threshold::spin_runnable_percent || cpu > target_threshold::spin_cpu_percent;
   const bool flood = lines_per_s > target_threshold::flood_lines_per_s;
   const std::string what = "runnable " + number_text(runnable) + " % of the time (" + number_text(cpu) +
                            " % on a CPU), " + number_text(lines_per_s) + " log lines/s while exhausted";
