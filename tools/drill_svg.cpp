@@ -80,7 +80,9 @@ struct scales {
 
 void axes(std::ostringstream& out, const scales& s) {
   const double t_step = nice_step(s.t_max, 10);
-  for (double t = 0; t <= s.t_max + t_step * 1e-6; t += t_step) {
+  const int t_ticks = static_cast<int>(std::floor(s.t_max / t_step + 1e-6));
+  for (int i = 0; i <= t_ticks; ++i) {
+    const double t = t_step * i;
     out << "<line class=\"tick-x\" x1=\"" << px(s.x(t)) << "\" x2=\"" << px(s.x(t)) << "\" y1=\"" << px(s.top + plot_h)
         << "\" y2=\"" << px(s.top + plot_h + 5) << "\" stroke=\"#444\"/>\n"
         << "<text x=\"" << px(s.x(t)) << "\" y=\"" << px(s.top + plot_h + 17) << "\" text-anchor=\"middle\">"
@@ -89,7 +91,9 @@ void axes(std::ostringstream& out, const scales& s) {
   out << "<text x=\"" << px(left + plot_w) << "\" y=\"" << px(s.top + plot_h + 31)
       << "\" text-anchor=\"end\">seconds since the server's descriptors ran out</text>\n";
   const double live_step = std::max(1.0, nice_step(s.live_max, 4));
-  for (double v = 0; v <= s.live_max + 1e-9; v += live_step) {
+  const int live_ticks = static_cast<int>(std::floor(s.live_max / live_step + 1e-9));
+  for (int i = 0; i <= live_ticks; ++i) {
+    const double v = live_step * i;
     out << "<line class=\"tick-y\" x1=\"" << px(left - 5) << "\" x2=\"" << left << "\" y1=\"" << px(s.y_live(v))
         << "\" y2=\"" << px(s.y_live(v)) << "\" stroke=\"#1f5fbf\"/>\n<text class=\"tick-y-label\" x=\"" << px(left - 8)
         << "\" y=\"" << px(s.y_live(v) + 4) << "\" text-anchor=\"end\" fill=\"#1f5fbf\">" << tick_text(v, 1)
