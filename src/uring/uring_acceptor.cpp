@@ -393,6 +393,7 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
     if (conclude(d)) {
       cancel_accept();
       settle(now);
+      let_go();
     }
   }
 
@@ -524,6 +525,6 @@ policy_metrics uring_acceptor::metrics() const noexcept { return state_->metrics
 policy_health uring_acceptor::health() const noexcept { return state_->policy.health(); }
 std::uint64_t uring_acceptor::submissions() const noexcept { return state_->submitted; }
 const std::shared_ptr<shared_budget>& uring_acceptor::budget() const noexcept { return state_->budget; }
-const endpoint& uring_acceptor::local_endpoint() const noexcept { return state_->source->local_endpoint(); }
+const endpoint& uring_acceptor::local_endpoint() const noexcept { return state_->where; }
 
 }  // namespace transient

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "support/loopback.hpp"
 #include "support/run_command.hpp"
@@ -42,6 +43,29 @@ int rings_of(pid_t pid) {
     rings += target.find("io_uring") != std::string::npos ? 1 : 0;
   }
   return rings;
+}
+
+// As on epoll, a drain lets go of the listener at once: a client arriving meanwhile is
+// refused, and the request in flight is still answered.
+TEST_F(UringCli, ADrainRefusesNewClientsAtOnce) {
+  transient::test::spawned_process serve(
+      TRANSIENT_CLI_PATH, {"serve", "--listen", "127.0.0.1:0", "--engine", "io_uring", "--slow-response", "1500ms"});
+  const std::string line = serve.read_line(transient::test::spawned_process::stream::out, 5s);
+  ASSERT_EQ(line.rfind("listening on ", 0), 0U) << line << serve.stderr_text();
+  const auto at = transient::parse_endpoint(line.substr(13, line.find(' ', 13) - 13));
+  const unique_fd slow = transient::test::connect_to(at);
+  ASSERT_TRUE(slow && transient::test::send_text(slow.get(), "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"));
+  std::this_thread::sleep_for(100ms);  // serve reads it and holds the response back
+  serve.signal(SIGTERM);
+  bool refused = false;
+  for (const auto deadline = std::chrono::steady_clock::now() + 1000ms;
+       !refused && std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(10ms)) {
+    refused = !transient::test::connect_to(at);
+  }
+  EXPECT_TRUE(refused) << "new clients still queued 1 s into the drain";
+  EXPECT_FALSE(serve.wait(1ms)) << "the slow request still holds the drain";
+  EXPECT_THAT(transient::test::read_at_least(slow.get(), 100, 3000ms), HasSubstr("Connection: close\r\n\r\nok"));
+  EXPECT_EQ(serve.wait(3000ms), 0);
 }
 
 TEST_F(UringCli, ServeAcceptsThroughARingServesAndStopsCleanly) {
