@@ -147,7 +147,9 @@ listener systemd_listener_of(std::string& problem) {
   return std::move(passed.front().socket);
 }
 
-listener open_listener(const serve_settings& s, std::string& problem) {
+// The listener --listen or --port-range asks for, or the one systemd passed; on failure,
+// `problem` says why and `error` is the cause.
+listener open_listener(const serve_settings& s, std::string& problem, std::error_code& error) {
   if (socket_activated()) {
     return systemd_listener_of(problem);
   }
@@ -157,6 +159,7 @@ listener open_listener(const serve_settings& s, std::string& problem) {
                             : listen(s.listen_on, options, report);
   if (!l) {
     problem = report.message.empty() ? report.error.message() : report.message;
+    error = report.error;
   } else if (!report.warning.empty()) {
     std::cerr << "transient serve: " << report.warning << '\n';
   }
@@ -693,10 +696,12 @@ int serve(arguments args) {
   int status = 0;
   {
     std::string problem;
-    listener l = open_listener(s, problem);
+    std::error_code error;
+    listener l = open_listener(s, problem, error);
     if (!l) {
       std::cerr << "transient serve: cannot listen: " << problem << '\n';
-      return 1;
+      // A port this user may not bind is the operator's choice to change, as a bad value is.
+      return error == std::errc::permission_denied ? exit_usage : 1;
     }
     try {
       status =

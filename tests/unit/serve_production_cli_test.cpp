@@ -822,6 +822,27 @@ TEST(ServeProduction, NewFlagsRefuseBadValuesWithOneLine) {
   expect_usage_error({"--policy", "naive", "--max-per-peer", "4"}, "--policy naive");
 }
 
+// An unprivileged user hunting privileged ports hears why at the first one, as a usage error.
+TEST(ServeProduction, PrivilegedPortsForAnUnprivilegedUserAreAUsageError) {
+  if (::geteuid() != 0 || ::access("/usr/bin/setpriv", X_OK) != 0) {
+    GTEST_SKIP() << "needs root and setpriv (util-linux) to run serve as another user";
+  }
+  std::ifstream start_file("/proc/sys/net/ipv4/ip_unprivileged_port_start");
+  int unprivileged_start = 1024;
+  start_file >> unprivileged_start;
+  if (unprivileged_start <= 1) {
+    GTEST_SKIP() << "here every user may bind port 1 (net.ipv4.ip_unprivileged_port_start)";
+  }
+  const auto r = transient::test::run_command(
+      "/usr/bin/setpriv",
+      {"--reuid=65534", "--regid=65534", "--clear-groups", TRANSIENT_CLI_PATH, "serve", "--port-range", "1-1023"},
+      10000ms);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("Permission denied"));
+  EXPECT_THAT(r.err, HasSubstr("privileged"));
+}
+
 TEST(ServeProduction, HelpDocumentsTheNewFlagsAndNotTheTestKnobs) {
   const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"serve", "--help"}, 5000ms);
   EXPECT_EQ(r.exit_code, 0);
