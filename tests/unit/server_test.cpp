@@ -339,8 +339,8 @@ TEST(Server, PerPeerCapShedsAClientAndGivesItsPlaceBack) {
     SCOPED_TRACE(to_string(mode));
     transient::endpoint where;
     auto ls = one_loopback_listener(where);
+    transient::peer_limit peers(1);  // before the connections: their permits hold slots in it
     held_connections held;
-    transient::peer_limit peers(1);
     transient::server_options options;
     options.max_connections = 2;
     options.policy.shed = mode;
