@@ -8,18 +8,19 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <fstream>
 #include <string>
 #include <thread>
 
 #include "../../tools/serve_connections.hpp"
 #include "support/loopback.hpp"
+#include "support/resident_memory.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using transient::connection;
 using transient::unique_fd;
+using transient::test::resident_kib;
 using transient::tool::accept_source;
 using transient::tool::append_ok_response;
 using transient::tool::connection_limits;
@@ -61,17 +62,6 @@ struct running_loop {
   running_loop(const running_loop&) = delete;
   running_loop& operator=(const running_loop&) = delete;
 };
-
-// This process's resident memory, in KiB.
-long resident_kib() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      return std::stol(line.substr(6));
-    }
-  }
-  return -1;
-}
 
 // Bytes written by the peer that this end has not read yet.
 int unread(int fd) {

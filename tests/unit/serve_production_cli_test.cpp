@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "support/loopback.hpp"
+#include "support/resident_memory.hpp"
 #include "support/run_command.hpp"
 #include "support/spawned_process.hpp"
 
@@ -35,6 +36,7 @@ using clock_type = std::chrono::steady_clock;
 using testing::HasSubstr;
 using transient::endpoint;
 using transient::unique_fd;
+using transient::test::resident_kib;
 using transient::test::send_text;
 using transient::test::spawned_process;
 
@@ -698,17 +700,6 @@ TEST(ServeProduction, AProbeIsAnsweredWhateverHoldsTheMetricsPort) {
   }
   serve.signal(SIGTERM);
   EXPECT_EQ(serve.wait(3000ms), 0);
-}
-
-// A process's resident memory in KiB (-1 if unreadable).
-long resident_kib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      return std::stol(line.substr(6));
-    }
-  }
-  return -1;
 }
 
 // 400 pipelining clients that never read make serve buffer their responses up to its
