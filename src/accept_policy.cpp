@@ -170,7 +170,6 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
     ++counters_.shed[static_cast<std::size_t>(why)];
     next.shed_accepted = true;
     next.shed = how;
-    next.why_shed = why;
   }
   return next;
 }
@@ -282,7 +281,7 @@ decision accept_policy::on_stop(time_point now) noexcept {
 decision accept_policy::begin_accept(time_point now) noexcept {
   if (burst_ >= config_.accepts_per_ready) {
     state_ = state::waiting;
-    return waiting(true);
+    return waiting();  // the cap on accepts per ready event: a level-triggered listener reports again
   }
   // The generation is read before the place is taken, so a release between the two (or
   // during the accept) is seen when the accept fails on exhaustion.
@@ -313,9 +312,8 @@ decision accept_policy::begin_accept(time_point now) noexcept {
   return make(step::accept);
 }
 
-decision accept_policy::waiting(bool yielded) const noexcept {
+decision accept_policy::waiting() const noexcept {
   decision d = make(step::wait);
-  d.yielded = yielded;
   if (log_.degraded() && !log_.failing()) {
     d.until = log_.quiet_until();  // the recovered line is due then, even if no client comes
   }
@@ -388,7 +386,6 @@ decision accept_policy::drained(time_point now, bool accepted) noexcept {
   if (accepted) {
     d.shed_accepted = true;
     d.shed = config_.shed;
-    d.why_shed = shed_reason::budget;
   }
   return d;
 }
@@ -465,8 +462,7 @@ void accept_policy::emit(const std::optional<policy_event>& event) noexcept {
     return;
   }
   if (!config_.sink) {
-    write_to_stderr(*event);
-    return;
+    return;  // sans-IO: without a sink the policy writes nowhere
   }
   try {
     config_.sink(*event);

@@ -67,6 +67,13 @@ void check_driver_options(std::string_view driver, const accept_policy_config& p
   detail::throw_if(validate(policy), std::string(driver) + ": invalid accept policy configuration");
 }
 
+accept_policy_config with_default_sink(accept_policy_config config) {
+  if (!config.sink) {
+    config.sink = &write_to_stderr;
+  }
+  return config;
+}
+
 std::string_view handler_threw_text() noexcept { return "the connection handler threw"; }
 
 std::string failure_text(const std::error_code& ec, const failure_context& context,

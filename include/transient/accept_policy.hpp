@@ -86,12 +86,7 @@ struct decision {
   /// on_accepted only: the connection just accepted must not be served but shed with
   /// `shed` (the permit was left empty).
   bool shed_accepted = false;
-  /// step::wait only: the cap on accepts per ready event was reached; the listener is
-  /// probably still readable (a level-triggered driver sees it again at once; an
-  /// edge-triggered one must re-post the event itself).
-  bool yielded = false;
-  shed_mode shed = shed_mode::queue;           ///< How to shed (step::shed or shed_accepted).
-  shed_reason why_shed = shed_reason::budget;  ///< Why (step::shed or shed_accepted; a drain counts as budget).
+  shed_mode shed = shed_mode::queue;  ///< How to shed (step::shed or shed_accepted).
   /// step::pause_until (and drain): when to call on_timer. step::wait: zero, or when to call
   /// on_timer while waiting for readiness (an episode's quiet period ends then and its
   /// `recovered` line is due; a driver that cannot arm a timer while waiting gets it at the
@@ -120,7 +115,9 @@ struct accept_policy_config {
   /// accept through and the next fails, the log stays at a few lines (policy_events.hpp).
   /// 0: an episode ends at the first success (one pair of lines per flap).
   std::chrono::milliseconds quiet_period = std::chrono::seconds(1);
-  policy_event_sink sink{};  ///< Receives events (empty: write_to_stderr).
+  /// Receives events. Empty: the policy writes nowhere (it does no I/O); the library's
+  /// drivers (acceptor, server, uring_acceptor, the Asio adapters) give it write_to_stderr.
+  policy_event_sink sink{};
   /// Names the loop and listener in every event (policy_event::source), so that lines from
   /// several loops can be told apart. An acceptor (and so the epoll server and serve) puts
   /// the listener's address first: "ADDRESS", or "ADDRESS LABEL" with the label given here;
@@ -221,7 +218,7 @@ class accept_policy {
   enum class state : unsigned char { waiting, accepting, shedding, paused_capacity, paused_backoff, stopped };
 
   decision begin_accept(time_point now) noexcept;
-  decision waiting(bool yielded = false) const noexcept;
+  decision waiting() const noexcept;
   void tick(time_point now) noexcept;
   void healthy(time_point now) noexcept;
   decision enter_backoff(time_point now, condition why, std::error_code ec) noexcept;

@@ -130,6 +130,10 @@ bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writ
 /// writer (`has_refuse` false).
 void check_driver_options(std::string_view driver, const accept_policy_config& policy, bool has_refuse);
 
+/// `config` as a driver runs it: without a sink, its events go to stderr (write_to_stderr).
+/// The policy itself writes nowhere; the drivers give users the lines by default.
+[[nodiscard]] accept_policy_config with_default_sink(accept_policy_config config);
+
 /// The diagnosis text of a handler exception ("the connection handler threw").
 [[nodiscard]] std::string_view handler_threw_text() noexcept;
 

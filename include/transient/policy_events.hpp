@@ -5,7 +5,8 @@
 // becomes degraded (backing off on exhaustion), a summary at a fixed interval while it
 // lasts (with the number of failures it did not report one by one), one event on
 // recovery, and one when it stops. A user sink receives the structured events; the
-// default sink writes one line per event to stderr.
+// drivers' default sink writes one line per event to stderr (a policy without a sink, driven
+// by hand, writes nowhere).
 //
 // The episode rule: an episode begins with the first failure on exhaustion and ends only
 // when accepting has been healthy (accepts succeed or find the queue empty, and none fails)
@@ -71,7 +72,7 @@ using policy_event_sink = std::function<void(const policy_event&)>;
 /// Durations are in seconds with one decimal, or in milliseconds when that would read 0.0 s.
 [[nodiscard]] std::string format(const policy_event& event);
 
-/// The default sink: writes format(event) and a newline to stderr in one write(2).
+/// The drivers' default sink: writes format(event) and a newline to stderr in one write(2).
 /// Never throws; a failed write is dropped (there is nowhere better to report it).
 void write_to_stderr(const policy_event& event) noexcept;
 

@@ -39,10 +39,10 @@ namespace transient::detail {
 }
 
 /// The policy's settings for the listener at `where`: its lines name the listener first, then
-/// what the driver adds ("loop 2/3").
+/// what the driver adds ("loop 2/3"), and go to stderr unless a sink is given.
 [[nodiscard]] inline accept_policy_config labelled(accept_policy_config config, const endpoint& where) {
   config.label = config.label.empty() ? where.to_string() : where.to_string() + " " + config.label;
-  return config;
+  return with_default_sink(std::move(config));
 }
 
 /// The listener an acceptor owns; throws invalid_argument naming `driver` if it is closed.

@@ -349,8 +349,7 @@ TEST_F(policy_spec, accepts_per_ready_event_are_capped) {
   ASSERT_EQ(policy.on_accepted(now, p[0]).next, step::accept);
   ASSERT_EQ(policy.on_accept_failed(now, sys(ECONNABORTED)).next, step::accept) << "skips count too";
   const decision d = policy.on_accepted(now, p[1]);
-  EXPECT_EQ(d.next, step::wait);
-  EXPECT_TRUE(d.yielded);
+  EXPECT_EQ(d.next, step::wait) << "with room for more, only the cap makes it wait";
   EXPECT_EQ(budget.live(), 2U) << "no reservation is held while waiting";
   EXPECT_EQ(policy.on_ready(now).next, step::accept) << "the next ready event starts a new burst";
 }
@@ -462,7 +461,6 @@ TEST_F(policy_spec, other_shed_modes_shed_at_the_budget) {
     EXPECT_FALSE(shed);
     EXPECT_TRUE(d.shed_accepted);
     EXPECT_EQ(d.shed, mode);
-    EXPECT_EQ(d.why_shed, shed_reason::budget);
     EXPECT_EQ(d.next, step::shed);
     EXPECT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
     EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::budget)], 1U);
@@ -507,7 +505,7 @@ TEST_F(policy_spec, a_mode_that_sheds_takes_the_place_when_the_connection_arrive
   d = second.on_accepted(now, refused);
   EXPECT_FALSE(refused);
   EXPECT_TRUE(d.shed_accepted);
-  EXPECT_EQ(d.why_shed, shed_reason::budget);
+  EXPECT_EQ(second.metrics().shed[static_cast<std::size_t>(shed_reason::budget)], 1U);
   EXPECT_EQ(budget.live(), 2U);
 }
 
@@ -565,7 +563,8 @@ TEST_F(policy_spec, each_drained_connection_is_shed_and_the_backlog_end_resumes_
     EXPECT_FALSE(p) << "drained connections are never served";
     EXPECT_TRUE(d.shed_accepted);
     EXPECT_EQ(d.shed, shed_mode::reset);
-    EXPECT_EQ(d.why_shed, shed_reason::budget);
+    EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::budget)], static_cast<std::uint64_t>(i + 1))
+        << "a drained connection is shed for the budget";
     EXPECT_EQ(d.next, step::drain);
   }
   const decision end = policy.on_accept_failed(now, sys(EAGAIN));
@@ -704,7 +703,7 @@ TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
   EXPECT_TRUE(d.shed_accepted);
   EXPECT_FALSE(a3);
   EXPECT_EQ(d.shed, shed_mode::close) << "an accepted connection cannot be queued";
-  EXPECT_EQ(d.why_shed, shed_reason::peer_limit);
+  EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::peer_limit)], 1U);
   EXPECT_EQ(d.next, step::accept);
   EXPECT_EQ(budget.live(), 3U) << "the shed connection's place is not given back";
   EXPECT_FALSE(policy.on_accepted(now, b1, v4("10.0.0.2")).shed_accepted);
@@ -743,7 +742,7 @@ TEST_F(policy_spec, the_per_peer_cap_gives_back_the_place_of_what_it_sheds_in_ev
     ASSERT_EQ(budget.live(), 2 + in_flight);
     const decision d = policy.on_accepted(now, a3, v4("10.0.0.1"));
     ASSERT_TRUE(d.shed_accepted);
-    EXPECT_EQ(d.why_shed, shed_reason::peer_limit);
+    EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::peer_limit)], 1U);
     EXPECT_EQ(budget.live(), 2 + in_flight) << "the shed connection kept its place";
     EXPECT_EQ(d.next, step::accept) << "the third place is free for another peer";
     EXPECT_FALSE(policy.on_accepted(now, b1, v4("10.0.0.2")).shed_accepted);
