@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -515,6 +516,22 @@ TEST(ServeProduction, DrainTimeoutBoundsTheWait) {
 // A SIGTERM at any moment of the start-up ends serve: before the handler exists it kills it;
 // afterwards serve stops cleanly, also when the signal comes before its loops exist (it is
 // kept for them). The delays sweep the start-up, listener and verification included.
+// What each thread of `pid` is doing: name, state and the kernel function it waits in.
+std::string threads_of(pid_t pid) {
+  std::string out;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream stat(task.path() / "stat");
+    std::ifstream wchan(task.path() / "wchan");
+    std::string line;
+    std::string waits;
+    std::getline(stat, line);
+    std::getline(wchan, waits);
+    out += "\n  " + line.substr(0, line.find(' ', line.find(')') + 2)) + " in " + waits;
+  }
+  return out;
+}
+
 TEST(ServeProduction, ASigtermDuringStartUpIsNeverLost) {
   for (int i = 0; i < 40; ++i) {
     transient::test::spawned_process serve(TRANSIENT_CLI_PATH, {"serve", "--listen", "127.0.0.1:0"});
@@ -524,7 +541,8 @@ TEST(ServeProduction, ASigtermDuringStartUpIsNeverLost) {
     // A lost signal leaves serve running for good; 10 s only leaves room for a sanitizer's
     // start-up and exit on a loaded machine (a clean run takes milliseconds).
     const auto status = serve.wait(10000ms);
-    ASSERT_TRUE(status) << "a SIGTERM " << delay.count() << " us after the start was lost";
+    ASSERT_TRUE(status) << "a SIGTERM " << delay.count()
+                        << " us after the start was lost; its threads:" << threads_of(serve.pid());
     EXPECT_TRUE(*status == 0 || *status == -1) << "exit status " << *status << " after " << delay.count() << " us";
   }
 }
