@@ -77,7 +77,7 @@ void install_signal_handlers() {
     ::sigaction(signal, &action, nullptr);
   }
   action.sa_handler = &on_ignored_signal;
-  for (const int signal : {SIGHUP, SIGUSR1, SIGUSR2}) {
+  for (const int signal : ignored_signal_numbers) {
     ::sigaction(signal, &action, nullptr);
   }
   (void)::signal(SIGPIPE, SIG_IGN);  // a reader of our stdout may go away; sockets use MSG_NOSIGNAL

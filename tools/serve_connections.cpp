@@ -579,12 +579,11 @@ std::thread thread_without_signals(std::function<void()> body) {
   sigset_t block;
   sigset_t old;
   sigemptyset(&block);
-  for (const int signal : stop_signal_numbers) {
-    sigaddset(&block, signal);
+  for (const auto& signals : {stop_signal_numbers, ignored_signal_numbers}) {
+    for (const int signal : signals) {
+      sigaddset(&block, signal);
+    }
   }
-  sigaddset(&block, SIGHUP);
-  sigaddset(&block, SIGUSR1);
-  sigaddset(&block, SIGUSR2);
   ::pthread_sigmask(SIG_BLOCK, &block, &old);
   std::thread t(std::move(body));
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);

@@ -206,6 +206,8 @@ class connection_loop {
 
 /// The signals serve handles: a stop signal drains, a second one ends the drain at once.
 inline constexpr std::array<int, 3> stop_signal_numbers{SIGTERM, SIGINT, SIGQUIT};
+/// The signals serve logs and ignores: what supervisors send to reload or reopen logs.
+inline constexpr std::array<int, 3> ignored_signal_numbers{SIGHUP, SIGUSR1, SIGUSR2};
 
 /// Starts `body` on a new thread with every signal serve handles blocked (the stop signals,
 /// SIGHUP, SIGUSR1, SIGUSR2), so that they reach the main thread only (serve's handlers run
