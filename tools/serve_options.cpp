@@ -5,6 +5,7 @@
 #include <array>
 #include <charconv>
 #include <string>
+#include <utility>
 
 namespace transient::tool {
 
@@ -113,15 +114,18 @@ std::string duration_problem(const duration_option& o, std::string_view value) {
 
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   using std::chrono::milliseconds;
-  milliseconds unit = std::chrono::seconds(1);
-  if (text.size() > 2 && text.substr(text.size() - 2) == "ms") {
-    unit = milliseconds(1);
-    text.remove_suffix(2);
-  } else if (!text.empty() && (text.back() == 's' || text.back() == 'm' || text.back() == 'h')) {
-    unit = text.back() == 'h'   ? milliseconds(std::chrono::hours(1))
-           : text.back() == 'm' ? milliseconds(std::chrono::minutes(1))
-                                : milliseconds(std::chrono::seconds(1));
-    text.remove_suffix(1);
+  // "ms" before "s", which it also ends with.
+  static constexpr std::array<std::pair<std::string_view, milliseconds>, 4> units{{{"ms", milliseconds(1)},
+                                                                                   {"s", std::chrono::seconds(1)},
+                                                                                   {"m", std::chrono::minutes(1)},
+                                                                                   {"h", std::chrono::hours(1)}}};
+  milliseconds unit = std::chrono::seconds(1);  // a plain number is seconds
+  for (const auto& [suffix, size] : units) {
+    if (text.size() > suffix.size() && text.ends_with(suffix)) {
+      unit = size;
+      text.remove_suffix(suffix.size());
+      break;
+    }
   }
   // Checked before the multiplication, so no count overflows.
   const auto n = parse_number<std::uint64_t>(

@@ -84,7 +84,7 @@ struct acceptor_core : release_listener {
         handler(std::move(h)),
         options(std::move(o)),
         budget(options.budget ? options.budget : shared_budget::create(options.max_connections)),
-        policy(budget->budget(), labelled(options.policy, source->local_endpoint())),
+        policy(budget->budget(), labelled(options.policy, where)),
         reserve(options.emfile_reserve && options.policy.shed != shed_mode::queue) {}
 
   acceptor_core(const acceptor_core&) = delete;
@@ -226,7 +226,7 @@ struct acceptor_core : release_listener {
     reserve.clear();
     if (d.next == step::fail) {
       failure_context context;
-      context.where = source->local_endpoint().to_string();
+      context.where = where.to_string();
       if (d.error == condition::not_listening) {
         context.listener_state = verify(*source).message;
       }

@@ -41,6 +41,11 @@ struct held_connections {
     const std::lock_guard lock(mutex);
     held.push_back(std::move(c));
   }
+  // Sends "a" (the client sees it was served), then keeps the connection.
+  void greet_and_keep(connection c) {
+    ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
+    keep(std::move(c));
+  }
   std::size_t size() {
     const std::lock_guard lock(mutex);
     return held.size();
@@ -119,12 +124,7 @@ TEST(Server, BudgetLeavesClientsInTheBacklogUntilARelease) {
   transient::server_options options;
   options.max_connections = 2;
   running_server s(
-      std::move(ls),
-      [&](connection c) {
-        ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
-        held.keep(std::move(c));
-      },
-      options);
+      std::move(ls), [&](connection c) { held.greet_and_keep(std::move(c)); }, options);
   std::vector<transient::unique_fd> clients;
   for (int i = 0; i < 3; ++i) {
     clients.push_back(connect_to(where));
@@ -347,12 +347,7 @@ TEST(Server, PerPeerCapShedsAClientAndGivesItsPlaceBack) {
     options.policy.peers = &peers;
     options.policy.sink = [](const transient::policy_event&) {};
     running_server s(
-        std::move(ls),
-        [&](connection c) {
-          ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
-          held.keep(std::move(c));
-        },
-        options);
+        std::move(ls), [&](connection c) { held.greet_and_keep(std::move(c)); }, options);
     const auto first = connect_to(where);  // 127.0.0.1
     ASSERT_EQ(read_some(first.get(), 3s), "a");
     const auto second = connect_to(where);  // 127.0.0.1 again: over its cap of 1
