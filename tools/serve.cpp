@@ -1,17 +1,17 @@
 // `transient serve`: an HTTP/1.1 keep-alive responder on transient's accept loop (or, for
 // demonstration, on a naive one). See serve_options.cpp for the command line.
 //
-// Run to completion: each of --threads N loops (serve_loop) owns an epoll set, an acceptor on
-// the one verified listener (EPOLLEXCLUSIVE when there are several, so a connection wakes one
-// loop) and the connections it accepted; all acceptors draw from one shared budget (and,
-// with --max-per-peer, one peer_limit).
+// serve is transient::server (or uring_server, --engine io_uring) with a connection_loop as
+// each loop's handler: the --threads N loops share the one verified listener and one budget
+// (and, with --max-per-peer, one peer_limit), and each serves the connections it accepted.
 //
-// The stop is a drain: SIGTERM (or a failure such as a stall) stops every acceptor at once,
+// The stop is a drain: SIGTERM (or a failure such as a stall) stops the server's accepting,
 // idle connections close, requests in flight are answered, and the process exits when they
 // are done or after --drain-timeout. Outside the process, the metrics port's /healthz and
-// /readyz and systemd's STATUS= and WATCHDOG=1 show the health the loops publish.
+// /readyz and systemd's STATUS= and WATCHDOG=1 show the health the server publishes.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -28,7 +28,6 @@
 
 #include "command.hpp"
 #include "serve_connections.hpp"
-#include "serve_loop.hpp"
 #include "serve_metrics.hpp"
 #include "serve_naive.hpp"
 #include "serve_notify.hpp"
@@ -39,21 +38,25 @@
 #include "transient/error.hpp"
 #include "transient/peer_limit.hpp"
 #include "transient/policy_metrics.hpp"
+#include "transient/server.hpp"
 #include "transient/shared_budget.hpp"
+#if TRANSIENT_HAVE_URING
+#include "transient/uring.hpp"
+#endif
 
 namespace transient::tool {
 namespace {
 
-class serve_group;
+class serving;
 
 // What a stop signal (SIGTERM, SIGINT, SIGQUIT) stops: the first drains, a second ends the
-// drain at once. Signals are blocked on every thread but the main one, so the handlers run
-// only there, never while main is tearing these objects down (it clears them first).
-// Everything the handlers call is async-signal-safe (acceptor::stop documents it). The
-// metrics port stays up until the loops have drained, so /readyz answers 503 meanwhile. A
-// signal that comes before there is anything to stop (the handlers are installed before the
+// drain at once. The handlers may run on any of the server's loops, and touch only what
+// outlives them (the server and the drain-end eventfd; main clears the pointer before they
+// go). Everything they call is async-signal-safe (server::stop documents it). The metrics
+// port stays up until the loops have drained, so /readyz answers 503 meanwhile. A signal
+// that comes before there is anything to stop (the handlers are installed before the
 // listener opens) is counted in `stop_signals`, and honoured once there is.
-std::atomic<serve_group*> signal_group{nullptr};
+std::atomic<serving*> signal_serving{nullptr};
 std::atomic<naive_loop*> signal_naive{nullptr};
 std::atomic<int> stop_signals{0};
 
@@ -198,167 +201,112 @@ void log_line(const std::string& text) {
   [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
 }
 
-// The loops of serve_transient: one per --threads, all on one listener, one budget and one
-// per-peer cap. The first acceptor to stop (SIGTERM, a stall, a dead listener, an exception)
-// makes every loop stop accepting and drain; the first failure is reported.
-class serve_group {
+// A 503 for a client shed with --shed respond.
+void refuse_busy(int fd, const endpoint& /*peer*/) {
+  static constexpr std::string_view refusal =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n";
+  [[maybe_unused]] const ssize_t n = ::send(fd, refusal.data(), refusal.size(), MSG_NOSIGNAL);
+}
+
+// The stop and its diagnosis are said once, at exit, by serve itself (with the stop reason and
+// the descriptors open); a loop's stop line only when it ends an episode that had not
+// recovered (else its `degraded` line would have no end); other events as usual.
+void log_policy_event(const policy_event& e) {
+  const bool said_at_exit =
+      e.kind == policy_event_kind::diagnosis || (e.kind == policy_event_kind::stopped && !e.error && e.failures == 0);
+  if (!said_at_exit) {
+    write_to_stderr(e);
+  }
+}
+
+// The server's settings for serve's options.
+server_options server_options_of(const serve_settings& s, peer_limit* peers) {
+  server_options options;
+  options.max_connections = s.max_connections;
+  options.threads = s.threads;
+  options.peer_addresses = false;  // serve never reads them (a per-peer cap still does)
+  options.policy.shed = s.shed;
+  options.policy.peers = peers;
+  options.policy.stall_timeout = s.stall_timeout;
+  options.policy.listener_verified = true;
+  options.policy.sink = &log_policy_event;
+  if (s.shed == shed_mode::respond) {
+    options.refuse = &refuse_busy;
+  }
+  return options;
+}
+
+// What serve_transient runs and what the threads reporting on it read: the server, the
+// counters of its connection loops, whether the stop began, and the eventfd that ends a drain
+// (written by a second stop signal; every loop watches it while it drains).
+class serving {
  public:
-  serve_group(const serve_settings& s, listener l, descriptor_leak* leak) : stall_timeout_(s.stall_timeout) {
-    const auto source = std::make_shared<const listener>(std::move(l));
-    const auto budget = budget_for(s);
+  serving(const serve_settings& s, listener l, descriptor_leak* leak)
+      : stall_timeout_(s.stall_timeout),
+        counters_(std::make_unique<connection_counters[]>(s.threads)),
+        drain_end_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (!drain_end_) {
+      throw std::system_error(errno, std::system_category(), "eventfd");
+    }
     if (s.max_per_peer > 0) {
       peers_ = std::make_unique<peer_limit>(s.max_per_peer);
     }
-    connection_limits limits;
-    limits.idle = s.idle_timeout;
-    limits.header = s.header_timeout;
-    limits.drain = s.drain_timeout;
-    limits.slow_response = s.slow_response;
-    for (unsigned i = 0; i < s.threads; ++i) {
-      acceptor_options options;
-      options.budget = budget;
-      options.exclusive = s.threads > 1;
-      options.peer_addresses = false;  // serve never reads them (a per-peer cap still does)
-      options.policy.shed = s.shed;
-      options.policy.peers = peers_.get();
-      options.policy.stall_timeout = s.stall_timeout;
-      options.policy.listener_verified = true;
-      if (s.threads > 1) {  // the lines name the listener (the policy adds it) and the loop
-        options.policy.label = "loop " + std::to_string(i + 1) + "/" + std::to_string(s.threads);
-      }
-      // The stop and its diagnosis are said once, at exit, by serve itself (with the stop reason
-      // and the descriptors open); a loop's stop line only when it ends an episode that had not
-      // recovered (else its `degraded` line would have no end); other events as usual.
-      options.policy.sink = [](const policy_event& e) {
-        const bool said_at_exit = e.kind == policy_event_kind::diagnosis ||
-                                  (e.kind == policy_event_kind::stopped && !e.error && e.failures == 0);
-        if (!said_at_exit) {
-          write_to_stderr(e);
-        }
-      };
-      if (s.shed == shed_mode::respond) {
-        options.refuse = [](int fd, const endpoint&) {
-          static constexpr std::string_view refusal =
-              "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nRetry-After: 1\r\nConnection: "
-              "close\r\n\r\nbusy\n";
-          [[maybe_unused]] const ssize_t n = ::send(fd, refusal.data(), refusal.size(), MSG_NOSIGNAL);
-        };
-      }
-      std::function<void()> after_accept;
-      if (leak != nullptr) {
-        after_accept = [leak] { leak->on_accept(); };
-      }
-      add_loop(s, [&] {
-        return std::make_unique<serve_loop>(limits, &append_ok_response, source, std::move(options),
-                                            std::move(after_accept), s.engine);
-      });
-      if (leak != nullptr) {
-        loops_.back()->connections().set_after_close([leak] { leak->pay(); });
-      }
-      loops_.back()->connections().set_log(&log_line);
-      loops_.back()->set_on_accept_end([this] { drain(); });
-    }
-  }
-
-  // The budget --max-connections asks for; an automatic one that leaves no room names the
-  // option that gives one.
-  static std::shared_ptr<shared_budget> budget_for(const serve_settings& s) {
+    check_automatic_budget(s);
+    std::vector<listener> listeners;
+    listeners.push_back(std::move(l));
     try {
-      return shared_budget::create(s.max_connections);
-    } catch (const std::system_error& e) {
-      if (s.max_connections != 0) {
-        throw;
-      }
-      std::error_code ec;
-      throw std::system_error(e.code(), "the automatic connection budget leaves no room: RLIMIT_NOFILE is " +
-                                            std::to_string(fd_soft_limit(ec)) +
-                                            " and at least 32 descriptors are kept in reserve; give "
-                                            "--max-connections N or raise the limit");
-    }
-  }
-
-  // Adds the loop `make` builds. Running out of descriptors for it says what each loop holds.
-  void add_loop(const serve_settings& s, const std::function<std::unique_ptr<serve_loop>()>& make) {
-    const int before = per_loop_ == 0 ? open_descriptors() : 0;  // measured at the first loop only
-    try {
-      loops_.push_back(make());
+      server_ = make_server(s, std::move(listeners), handlers(s, leak));
     } catch (const std::system_error& e) {
       if (e.code() != std::errc::too_many_files_open && e.code() != std::errc::too_many_files_open_in_system) {
         throw;
       }
       std::error_code ec;
-      throw std::system_error(
-          e.code(), "--threads " + std::to_string(s.threads) + ": loop " + std::to_string(loops_.size() + 1) +
-                        " cannot start (" + e.what() + "); each loop holds " +
-                        (per_loop_ > 0 ? std::to_string(per_loop_) : std::string("a few")) +
-                        " descriptors of its own (an epoll set, wake-ups, the diagnostics reserve) and RLIMIT_NOFILE "
-                        "is " +
-                        std::to_string(fd_soft_limit(ec)) + ": use fewer --threads or raise the limit");
-    }
-    if (per_loop_ == 0) {
-      per_loop_ = open_descriptors() - before;
+      throw std::system_error(e.code(), "--threads " + std::to_string(s.threads) + ": " + e.what() +
+                                            " (an epoll set, wake-ups, the diagnostics reserve) and RLIMIT_NOFILE is " +
+                                            std::to_string(fd_soft_limit(ec)) +
+                                            ": use fewer --threads or raise the limit");
     }
   }
 
-  // Runs every loop (the first on the calling thread) until stop() or the first failure.
-  // Returns 0 for a clean stop, 1 after printing why not.
+  // Runs the server until it stops and its loops have drained. Returns 0 for a clean stop, 1
+  // after printing why not.
   int run() {
-    std::vector<std::thread> threads;
-    for (std::size_t i = 1; i < loops_.size(); ++i) {
-      threads.push_back(thread_without_signals([this, i] { run_loop(*loops_[i]); }));
-    }
-    run_loop(*loops_.front());
-    for (auto& t : threads) {
-      t.join();
-    }
-    if (exception_) {
-      try {
-        std::rethrow_exception(exception_);
-      } catch (const std::exception& e) {
-        std::cerr << "transient serve: stopped: " << e.what() << '\n';
-      }
+    std::error_code ec;
+    stop_info r;
+    try {
+      r = server_->run(ec);
+    } catch (const std::exception& e) {
+      std::cerr << "transient serve: stopped: " << e.what() << '\n';
       return 1;
     }
-    if (!failure_) {
-      std::cerr << "transient serve: stopped: " << to_string(failure_.reason) << ": " << failure_.error.message()
-                << '\n';
-      if (!failure_.diagnosis.empty()) {
-        std::cerr << failure_.diagnosis << (failure_.diagnosis.back() == '\n' ? "" : "\n");
+    if (!r) {
+      std::cerr << "transient serve: stopped: " << to_string(r.reason) << ": " << r.error.message() << '\n';
+      if (!r.diagnosis.empty()) {
+        std::cerr << r.diagnosis << (r.diagnosis.back() == '\n' ? "" : "\n");
       }
       return 1;
     }
     return 0;
   }
 
-  // Stops every loop's accepting; each ends once its connections in flight are answered
-  // (at most --drain-timeout). Async-signal-safe.
+  // Stops accepting; every loop drains. Async-signal-safe.
   void drain() noexcept {
-    draining_.store(true);
-    for (const auto& l : loops_) {
-      l->drain();
-    }
+    stopping_.store(true);
+    server_->stop();
   }
 
-  // Ends a drain at once: every loop closes its connections and returns. Async-signal-safe.
+  // Ends a drain at once: every loop closes its connections. Async-signal-safe.
   void end_drain() noexcept {
-    for (const auto& l : loops_) {
-      l->connections().end_drain();
-    }
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(drain_end_.get(), &one, sizeof one);
   }
 
-  // The health the probes and systemd see, from what the loops published (never blocks them):
-  // the worst loop's state, or stalled / stopped once accepting has ended.
+  // The health the probes and systemd see, from what the server published (never blocks the
+  // loops): its worst state, or stalled / stopped once accepting has ended.
   [[nodiscard]] health_report health() const {
+    const policy_health worst = server_->health();
+    const std::size_t open = open_connections();
     health_report h;
-    std::size_t open = 0;
-    policy_health worst;
-    for (const auto& l : loops_) {
-      const loop_snapshot snap = l->snapshot();
-      open += snap.open_connections;
-      if (snap.health.state >= worst.state) {
-        worst = snap.health;
-      }
-    }
     if (worst.state == health_state::stopped && worst.error) {
       const bool stalled = worst.error == condition::stalled;
       h.state = stalled ? "stalled" : "stopped";
@@ -368,7 +316,7 @@ class serve_group {
                  "; exiting after " + std::to_string(open) + " connection(s) in flight";
       h.live = false;
       h.ready = false;
-    } else if (draining_.load() || worst.state == health_state::stopped) {
+    } else if (stopping_.load() || worst.state == health_state::stopped) {
       h.state = "stopped";
       h.reason = "stopping: draining " + std::to_string(open) + " connection(s) in flight";
       h.live = false;
@@ -378,7 +326,7 @@ class serve_group {
       h.reason = "accept failing, backing off: " + worst.error.message();
       h.ready = false;
     } else if (worst.state == health_state::backpressure) {
-      const policy_metrics m = metrics();
+      const policy_metrics m = server_->metrics();
       h.state = "backpressure";
       h.reason = "connection budget full (" + std::to_string(m.live) + " of " + std::to_string(m.max_connections) +
                  "): new clients wait";
@@ -387,84 +335,105 @@ class serve_group {
     return h;
   }
 
-  // True if a loop's acceptor stopped on a failure (a stall): no watchdog ping any more.
+  // True if accepting stopped on a failure (a stall): no watchdog ping any more.
   [[nodiscard]] bool failed() const {
-    return std::any_of(loops_.begin(), loops_.end(), [](const auto& l) {
-      const loop_snapshot snap = l->snapshot();
-      return snap.health.state == health_state::stopped && static_cast<bool>(snap.health.error);
-    });
+    const policy_health h = server_->health();
+    return h.state == health_state::stopped && static_cast<bool>(h.error);
   }
 
   // A number that grows while the loops do work (accepts, sheds, and the budget's live
   // count moving as connections come and go); failed accepts do not count.
   [[nodiscard]] std::uint64_t progress() const {
-    std::uint64_t total = 0;
-    for (const auto& l : loops_) {
-      const policy_metrics m = l->metrics();
-      total += m.accepted;
-      for (const std::uint64_t n : m.shed) {
-        total += n;
-      }
+    const policy_metrics m = server_->metrics();
+    std::uint64_t total = m.accepted;
+    for (const std::uint64_t n : m.shed) {
+      total += n;
     }
-    return total + (loops_.front()->budget()->budget().live() << 32U);
+    return total + (m.live << 32U);
   }
 
-  // Connections closed for a late request head, over all loops.
-  [[nodiscard]] std::uint64_t header_timeouts() const {
-    std::uint64_t total = 0;
-    for (const auto& l : loops_) {
-      total += l->snapshot().header_timeouts;
+  // The server's counters and serve's own, in Prometheus text.
+  [[nodiscard]] std::string metrics_text() const {
+    std::uint64_t timeouts = 0;
+    for (unsigned i = 0; i < threads_; ++i) {
+      timeouts += counters_[i].header_timeouts.load(std::memory_order_relaxed);
     }
-    return total;
+    return to_prometheus(server_->metrics()) +
+           "# HELP transient_serve_header_timeouts_total Connections closed for sending no complete request head "
+           "within --header-timeout.\n# TYPE transient_serve_header_timeouts_total counter\n"
+           "transient_serve_header_timeouts_total " +
+           std::to_string(timeouts) + "\n";
   }
 
-  // The counters of every loop's acceptor, with the budget's current live and peak.
-  [[nodiscard]] policy_metrics metrics() const {
-    policy_metrics m;
-    for (const auto& l : loops_) {
-      m += l->metrics();
-    }
-    const connection_budget& b = loops_.front()->budget()->budget();
-    m.live = b.live();
-    m.peak = b.peak();
-    m.max_connections = b.max_connections();
-    return m;
-  }
-
-  [[nodiscard]] const endpoint& local_endpoint() const noexcept { return loops_.front()->local_endpoint(); }
+  [[nodiscard]] const basic_server& server() const noexcept { return *server_; }
 
  private:
-  void run_loop(serve_loop& l) {
-    try {
-      l.run();
-      if (!l.result()) {
-        const std::lock_guard lock(mutex_);
-        if (failure_ && !exception_) {
-          failure_ = l.result();
-        }
-      }
-    } catch (...) {
-      const std::lock_guard lock(mutex_);
-      if (failure_ && !exception_) {
-        exception_ = std::current_exception();
-      }
+  // The automatic budget needs room below RLIMIT_NOFILE; say which option gives one.
+  static void check_automatic_budget(const serve_settings& s) {
+    std::error_code ec;
+    if (s.max_connections == 0 && default_max_connections(ec) == 0 && ec) {
+      throw std::system_error(ec, "the automatic connection budget leaves no room: RLIMIT_NOFILE is " +
+                                      std::to_string(fd_soft_limit(ec)) +
+                                      " and at least 32 descriptors are kept in reserve; give "
+                                      "--max-connections N or raise the limit");
     }
-    drain();  // the first loop to end ends them all (already done when its acceptor stopped)
+  }
+
+  // Each loop's handler: a connection_loop, with serve's log, counters and drain end.
+  loop_handler_factory handlers(const serve_settings& s, descriptor_leak* leak) {
+    threads_ = s.threads;
+    connection_limits limits;
+    limits.idle = s.idle_timeout;
+    limits.header = s.header_timeout;
+    limits.drain = s.drain_timeout;
+    limits.slow_response = s.slow_response;
+    return [this, limits, leak](loop& l) {
+      auto connections = std::make_unique<connection_loop>(l, limits, &append_ok_response);
+      connections->set_log(&log_line);
+      connections->set_counters(&counters_[l.index()]);
+      connections->set_drain_end(drain_end_.get());
+      if (leak != nullptr) {
+        connections->set_after_accept([leak] { leak->on_accept(); });
+        connections->set_after_close([leak] { leak->pay(); });
+      }
+      return connections;
+    };
+  }
+
+  [[nodiscard]] std::unique_ptr<basic_server> make_server(const serve_settings& s, std::vector<listener> listeners,
+                                                          loop_handler_factory handlers) const {
+    server_options options = server_options_of(s, peers_.get());
+    if (s.engine == serve_engine::epoll) {
+      return std::make_unique<transient::server>(std::move(listeners), std::move(handlers), std::move(options));
+    }
+#if TRANSIENT_HAVE_URING
+    return std::make_unique<uring_server>(std::move(listeners), std::move(handlers), std::move(options));
+#else
+    throw std::system_error(std::make_error_code(std::errc::not_supported),
+                            "--engine io_uring: this transient was built without liburing (Debian: liburing-dev)");
+#endif
+  }
+
+  [[nodiscard]] std::size_t open_connections() const {
+    std::size_t open = 0;
+    for (unsigned i = 0; i < threads_; ++i) {
+      open += counters_[i].open.load(std::memory_order_relaxed);
+    }
+    return open;
   }
 
   std::chrono::milliseconds stall_timeout_;
-  int per_loop_ = 0;                   // descriptors the first loop took
-  std::unique_ptr<peer_limit> peers_;  // before loops_: the permits of their connections point to it
-  std::vector<std::unique_ptr<serve_loop>> loops_;
-  std::atomic<bool> draining_{false};
-  std::mutex mutex_;  // guards failure_ and exception_ (the first failure wins)
-  stop_info failure_;
-  std::exception_ptr exception_;
+  unsigned threads_ = 0;
+  std::unique_ptr<connection_counters[]> counters_;  // one per loop, by loop index
+  unique_fd drain_end_;
+  std::unique_ptr<peer_limit> peers_;  // before server_: the permits of its connections point to it
+  std::unique_ptr<basic_server> server_;
+  std::atomic<bool> stopping_{false};
 };
 
 extern "C" void on_stop_signal(int /*signal*/) {
   const bool first = stop_signals.fetch_add(1) == 0;
-  if (auto* g = signal_group.load()) {
+  if (auto* g = signal_serving.load()) {
     first ? g->drain() : g->end_drain();
   }
   if (auto* n = signal_naive.load()) {
@@ -480,7 +449,7 @@ extern "C" void on_stop_signal(int /*signal*/) {
 // of its own that reads what the loops publish.
 class supervisor_notifier {
  public:
-  explicit supervisor_notifier(const serve_group& group) : group_(group), socket_(problem_) {
+  explicit supervisor_notifier(const serving& group) : group_(group), socket_(problem_) {
     if (!socket_) {
       return;  // NOTIFY_SOCKET unset, or unusable (announce() said so)
     }
@@ -564,7 +533,7 @@ class supervisor_notifier {
     }
   }
 
-  const serve_group& group_;
+  const serving& group_;
   std::error_code problem_;
   supervisor_socket socket_;
   std::chrono::microseconds interval_{0};
@@ -578,14 +547,6 @@ class supervisor_notifier {
   bool stopping_sent_ = false;
   std::thread thread_;  // last: started when everything above is initialized
 };
-
-std::string serve_metrics_text(const serve_group& group) {
-  return to_prometheus(group.metrics()) +
-         "# HELP transient_serve_header_timeouts_total Connections closed for sending no complete request head "
-         "within --header-timeout.\n# TYPE transient_serve_header_timeouts_total counter\n"
-         "transient_serve_header_timeouts_total " +
-         std::to_string(group.header_timeouts()) + "\n";
-}
 
 // RLIMIT_NOFILE raised to its hard limit (--fd-limit raise): a service's soft limit is
 // usually 1,024 under a far higher hard one. What it did goes into the start-up line; a
@@ -616,28 +577,28 @@ void say_budget(const serve_settings& s, const fd_limit_raise& raised, const pol
 
 int serve_transient(const serve_settings& s, const fd_limit_raise& raised, listener l) {
   descriptor_leak leak(s.leak_per_connection);
-  serve_group group(s, std::move(l), s.leak_per_connection > 0 ? &leak : nullptr);
+  serving group(s, std::move(l), s.leak_per_connection > 0 ? &leak : nullptr);
   std::string problem;
   const auto metrics = start_metrics(
-      s, [&group] { return serve_metrics_text(group); }, [&group] { return group.health(); }, problem);
+      s, [&group] { return group.metrics_text(); }, [&group] { return group.health(); }, problem);
   if (!problem.empty()) {
     std::cerr << "transient serve: " << problem << '\n';
     return 1;
   }
-  // The group takes signals before "listening on" tells anyone to send them; one that came
+  // The server takes signals before "listening on" tells anyone to send them; one that came
   // earlier still stops it (drain() may then run twice: it is idempotent).
-  signal_group.store(&group);
+  signal_serving.store(&group);
   if (const int signals = stop_signals.load(); signals > 0) {
     group.drain();
     if (signals > 1) {
       group.end_drain();
     }
   }
-  announce(group.local_endpoint());
-  say_budget(s, raised, group.metrics());
+  announce(group.server().local_endpoints().front());
+  say_budget(s, raised, group.server().metrics());
   const supervisor_notifier notifier(group);
   const int status = group.run();
-  signal_group.store(nullptr);
+  signal_serving.store(nullptr);
   return status;
 }
 
@@ -646,8 +607,8 @@ int serve_naive(const serve_settings& s, listener l) {
   limits.idle = s.idle_timeout;
   limits.header = s.header_timeout;
   limits.drain = {};  // the naive loop closes everything at once, as most servers do
-  connection_loop io(limits, &append_ok_response);
-  naive_loop loop(io.epoll_fd(), std::move(l), [&io](connection c) { io.add(std::move(c)); });
+  naive_loop loop(std::move(l));
+  connection_loop io(loop, limits, &append_ok_response);
   std::string problem;
   const auto metrics = start_metrics(
       s,
@@ -667,7 +628,7 @@ int serve_naive(const serve_settings& s, listener l) {
     loop.stop();
   }
   announce(loop.local_endpoint());
-  io.run(loop);
+  loop.run(io);
   signal_naive.store(nullptr);
   return 0;
 }

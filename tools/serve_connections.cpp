@@ -3,7 +3,6 @@
 
 #include <pthread.h>
 #include <signal.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -39,8 +38,6 @@ void keep_small(std::string& buffer) {
   }
 }
 
-[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::system_category(), what); }
-
 // True if `in` (the unanswered input) holds a complete request head, as parse_request frames
 // it: the blank line after the request line, past any empty lines before it.
 bool has_complete_head(std::string_view in) noexcept {
@@ -55,38 +52,26 @@ std::string seconds_text(std::chrono::milliseconds d) {
   return d.count() % 1000 == 0 ? std::to_string(d.count() / 1000) + "s" : std::to_string(d.count()) + "ms";
 }
 
-int ms_until(std::chrono::steady_clock::time_point when, std::chrono::steady_clock::time_point now) {
-  if (when <= now) {
-    return 0;
-  }
-  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(when - now).count();
-  return static_cast<int>(std::min<std::int64_t>(ms, 60000));
-}
-
 }  // namespace
 
-connection_loop::connection_loop(connection_limits limits, responder respond)
-    : limits_(limits),
-      respond_(std::move(respond)),
-      epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-      wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  if (!epoll_ || !wake_) {
-    throw_errno(!epoll_ ? "connection loop: epoll_create1" : "connection loop: eventfd");
-  }
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = wake_tag;
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) {
-    throw_errno("connection loop: epoll_ctl");
+connection_loop::connection_loop(loop& l, connection_limits limits, responder respond)
+    : loop_(l), limits_(limits), respond_(std::move(respond)), now_(l.now()) {}
+
+connection_loop::~connection_loop() {
+  close_all();
+  finish_if_drained();
+  if (timeouts_running_) {
+    end_timeout_run();  // a run of header timeouts always has its end line
   }
 }
 
-void connection_loop::wake() noexcept {
-  const std::uint64_t one = 1;
-  [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);  // fails only when already readable
+void connection_loop::on_connection(connection c) {
+  now_ = loop_.now();
+  add(std::move(c));
+  if (after_accept_) {
+    after_accept_();
+  }
 }
-
-connection_loop::~connection_loop() { close_all(); }
 
 void connection_loop::add(connection conn) {
   const int fd = conn.native_handle();
@@ -97,10 +82,9 @@ void connection_loop::add(connection conn) {
   if (slot >= clients_.size()) {
     clients_.resize(std::max(slot + 1, clients_.size() * 2));  // may throw: `conn` is closed then
   }
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = static_cast<std::uint64_t>(fd);
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+  std::error_code ec;
+  loop_.watch(fd, EPOLLIN, *this, ec);
+  if (ec) {
     return;  // ENOMEM/ENOSPC: the connection is closed as `conn` goes
   }
   client& c = clients_[slot];
@@ -118,54 +102,38 @@ void connection_loop::add(connection conn) {
   update_head_timer(c);
 }
 
-void connection_loop::run(accept_source& source) {
-  std::array<epoll_event, 64> events{};
-  now_ = clock::now();
-  while (!source.done()) {
-    turn(source, events);
+void connection_loop::on_ready(int fd, std::uint32_t events) {
+  now_ = loop_.now();
+  if (fd == drain_end_) {
+    end_drain("drain ended by a second stop signal");
+    return;
   }
-  if (drain_requested_.load(std::memory_order_acquire) && limits_.drain.count() > 0 &&
-      !drain_ended_.load(std::memory_order_acquire)) {
-    drain(source, events);
-  }
-  close_all();
+  on_event(fd, events);
 }
 
-void connection_loop::turn(accept_source& source, std::array<epoll_event, 64>& events) {
-  int timeout = next_timeout();
-  const int source_timeout = source.timeout_ms(now_);
-  if (source_timeout >= 0 && (timeout < 0 || source_timeout < timeout)) {
-    timeout = source_timeout;
-  }
-  const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
-  if (n < 0 && errno != EINTR) {
-    throw_errno("connection loop: epoll_wait");
-  }
-  now_ = clock::now();
-  for (int i = 0; i < n; ++i) {
-    const epoll_event& e = events[static_cast<std::size_t>(i)];
-    if (e.data.u64 == wake_tag) {
-      std::uint64_t count = 0;
-      [[maybe_unused]] const ssize_t got = ::read(wake_.get(), &count, sizeof count);
-    } else if (e.data.u64 >= accept_source::first_source_tag) {
-      if (!source.handle(e, now_)) {
-        continue;  // not ours either: nothing else registers here
-      }
-    } else {
-      on_event(static_cast<int>(e.data.u64), e.events);
-    }
-  }
-  source.on_time(now_);
+void connection_loop::on_time(clock::time_point now) {
+  now_ = now;
   expire();
+  if (draining_all_ && now_ >= drain_until_) {
+    end_drain("drain timeout (" + seconds_text(limits_.drain) + ")");
+  }
+  if (evict_when_full_ && loop_.health().state == health_state::backpressure) {
+    close_idlest();  // its permit's release wakes the acceptor for the client waiting
+  }
+  finish_if_drained();
+  publish();
 }
 
-// The graceful stop: the source accepts no more; idle connections close now, the others
-// are answered (their last response says Connection: close) and close when done, until
-// none is left or limits.drain has passed.
-void connection_loop::drain(accept_source& source, std::array<epoll_event, 64>& events) {
-  now_ = clock::now();
+// The graceful stop: idle connections close now, the others are answered (their last
+// response says Connection: close) and close when done, until none is left or limits.drain
+// has passed; the drain-end descriptor cuts it short.
+void connection_loop::on_accepting_end() {
+  now_ = loop_.now();
   draining_all_ = true;
   drain_until_ = now_ + limits_.drain;
+  if (limits_.drain.count() == 0) {
+    close_all();
+  }
   for (int fd = oldest_; fd != none;) {
     const int newer = clients_[static_cast<std::size_t>(fd)].newer;
     if (done_draining(clients_[static_cast<std::size_t>(fd)])) {
@@ -173,14 +141,35 @@ void connection_loop::drain(accept_source& source, std::array<epoll_event, 64>& 
     }
     fd = newer;
   }
-  const auto ended = [this] { return drain_ended_.load(std::memory_order_acquire); };
-  while (open_ > 0 && now_ < drain_until_ && !ended()) {
-    turn(source, events);
+  if (open_ > 0 && drain_end_ >= 0) {
+    std::error_code ec;
+    loop_.watch(drain_end_, EPOLLIN, *this, ec);
+    drain_end_watched_ = !ec;
   }
+  publish();
+}
+
+// Closes every connection at once, saying how many were still in flight.
+void connection_loop::end_drain(std::string_view why) {
   if (open_ > 0 && log_) {
-    log_((ended() ? std::string("drain ended by a second stop signal")
-                  : "drain timeout (" + seconds_text(limits_.drain) + ")") +
-         ": closing " + std::to_string(open_) + " connection(s) still in flight");
+    log_(std::string(why) + ": closing " + std::to_string(open_) + " connection(s) still in flight");
+  }
+  close_all();
+  finish_if_drained();
+}
+
+// Once the drain has nothing left, the loop must see no watch of ours, or it never ends.
+void connection_loop::finish_if_drained() noexcept {
+  if (draining_all_ && open_ == 0 && drain_end_watched_) {
+    loop_.unwatch(drain_end_);
+    drain_end_watched_ = false;
+  }
+}
+
+void connection_loop::publish() const noexcept {
+  if (counters_ != nullptr) {
+    counters_->open.store(open_, std::memory_order_relaxed);
+    counters_->header_timeouts.store(header_timeouts_, std::memory_order_relaxed);
   }
 }
 
@@ -353,11 +342,10 @@ void connection_loop::update_interest(client& c) {
   if (want_write == c.writing && want_read == c.reading) {
     return;
   }
-  epoll_event ev{};
-  ev.events = (want_read ? EPOLLIN : 0U) | (want_write ? EPOLLOUT : 0U);
-  ev.data.u64 = static_cast<std::uint64_t>(c.conn.native_handle());
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.conn.native_handle(), &ev) != 0) {
-    c.conn.close();
+  std::error_code ec;
+  loop_.modify(c.conn.native_handle(), (want_read ? EPOLLIN : 0U) | (want_write ? EPOLLOUT : 0U), ec);
+  if (ec) {
+    c.conn.close();  // the caller closes the client, which unwatches it
     return;
   }
   c.writing = want_write;
@@ -443,6 +431,7 @@ void connection_loop::close_client(int fd) {
     --delayed_;
     c.delayed = false;
   }
+  loop_.unwatch(fd);
   c.conn.close();  // closes the descriptor, then releases the permit (connection's order)
   keep_small(c.in);
   keep_small(c.out);
@@ -463,6 +452,7 @@ void connection_loop::close_all() noexcept {
     const int fd = oldest_;
     client& c = clients_[static_cast<std::size_t>(fd)];
     unlink(fd);
+    loop_.unwatch(fd);
     c.conn.close();
   }
   clients_.clear();
@@ -478,7 +468,7 @@ void connection_loop::close_all() noexcept {
 // a run of header timeouts and of the drain. The idle and head orders are by time, so their
 // oldest entries are the next deadlines; draining and delayed connections are few and
 // scanned, only while there are any.
-int connection_loop::next_timeout() const {
+connection_loop::clock::time_point connection_loop::next_timer() const noexcept {
   auto next = clock::time_point::max();
   if (oldest_ != none) {
     next = clients_[static_cast<std::size_t>(oldest_)].last + limits_.idle;
@@ -504,7 +494,7 @@ int connection_loop::next_timeout() const {
       }
     }
   }
-  return next == clock::time_point::max() ? -1 : ms_until(next, now_);
+  return next;
 }
 
 void connection_loop::expire() {
@@ -548,13 +538,17 @@ void connection_loop::expire_heads() {
     }
   }
   if (timeouts_running_ && last_header_timeout_ + limits_.header <= now_) {
-    timeouts_running_ = false;
-    if (log_) {
-      log_("header timeouts ended: " + std::to_string(timeouts_in_run_) +
-           " connection(s) closed without a complete request");
-    }
-    timeouts_in_run_ = 0;
+    end_timeout_run();
   }
+}
+
+void connection_loop::end_timeout_run() {
+  timeouts_running_ = false;
+  if (log_) {
+    log_("header timeouts ended: " + std::to_string(timeouts_in_run_) +
+         " connection(s) closed without a complete request");
+  }
+  timeouts_in_run_ = 0;
 }
 
 // Answers the /slow requests whose delay is over (the test knob), then what followed them.

@@ -1,8 +1,6 @@
-// The loops of `transient serve`, run to completion: one thread, one epoll set, an accept
-// source (transient's acceptor, or the naive loop) and the connections that source accepted
-// on this thread. A connection never crosses threads: it is accepted, read, answered, timed
-// out and closed by the loop that accepted it, as in nginx workers or an Asio io_context per
-// thread, so a connection costs no hand-over (no queue, no lock, no eventfd write, no wake-up).
+// The HTTP side of `transient serve`: the connections one loop of the server accepted, served
+// on that loop (transient/loop.hpp). A connection never crosses threads: it is accepted,
+// read, answered, timed out and closed by the loop that accepted it.
 #pragma once
 
 #include <sys/epoll.h>
@@ -22,7 +20,7 @@
 
 #include "serve_http.hpp"
 #include "transient/connection.hpp"
-#include "transient/unique_fd.hpp"
+#include "transient/loop.hpp"
 
 namespace transient::tool {
 
@@ -30,34 +28,6 @@ namespace transient::tool {
 /// metrics). Appending into the connection's own buffer reuses its capacity: no allocation
 /// per request once a loop is warm.
 using responder = std::function<void(const parsed_request& request, std::string& out)>;
-
-/// What a connection_loop accepts connections from. It registers its own descriptors in the
-/// loop's epoll set with data.u64 tags of at least `first_source_tag` (connections use their
-/// descriptor numbers), hands each connection to connection_loop::add on the loop thread, and
-/// says when the loop must end.
-class accept_source {
- public:
-  /// The clock of every `now`.
-  using clock = std::chrono::steady_clock;
-  /// The smallest epoll tag a source may use (above every descriptor number).
-  static constexpr std::uint64_t first_source_tag = std::uint64_t{1} << 32U;
-
-  /// Handles one event if its tag is the source's; false if it is not.
-  virtual bool handle(const epoll_event& event, clock::time_point now) = 0;
-  /// The source's timers that fell due by `now` (called after every epoll_wait).
-  virtual void on_time(clock::time_point now) = 0;
-  /// Milliseconds until the source's next timer (-1: none).
-  [[nodiscard]] virtual int timeout_ms(clock::time_point now) const = 0;
-  /// True once the source has stopped: the loop closes its connections and returns.
-  [[nodiscard]] virtual bool done() const = 0;
-  /// Virtual: a final source's destructor is then virtual too (clang-tidy asks for one or the other).
-  virtual ~accept_source() = default;
-
- protected:
-  accept_source() = default;
-  accept_source(const accept_source&) = default;
-  accept_source& operator=(const accept_source&) = default;
-};
 
 /// The time limits of a connection_loop.
 struct connection_limits {
@@ -67,57 +37,69 @@ struct connection_limits {
   /// added, or after its previous response was written (slow clients, slowloris), or whose
   /// body has not arrived whole this long after its head.
   std::chrono::milliseconds header = std::chrono::seconds(10);
-  /// After request_drain() and the source's stop: serve requests in flight at most this long
-  /// (0: close every connection at once).
+  /// Once accepting ends: serve requests in flight at most this long (0: close every
+  /// connection at once).
   std::chrono::milliseconds drain = std::chrono::seconds(10);
   /// Test knob: answer requests whose target starts with /slow after this long (0: off).
   std::chrono::milliseconds slow_response{0};
 };
 
+/// What a connection_loop shows other threads (the metrics port, the supervisor), refreshed
+/// after every wait of its loop.
+struct connection_counters {
+  std::atomic<std::size_t> open{0};               ///< Connections the loop holds.
+  std::atomic<std::uint64_t> header_timeouts{0};  ///< Connections closed for a late request head.
+};
+
 /// Writes one log line (without its newline); may be empty.
 using log_writer = std::function<void(const std::string& line)>;
 
-/// An HTTP/1.1 keep-alive connection loop on one thread: pipelined requests are answered in
-/// order, a bad or oversized request gets 400 and a close, a connection idle for
-/// `limits.idle` or without a request head for `limits.header` is closed. Everything runs on
-/// the thread that calls run(), including add() (from the source's handler); nothing here is
-/// thread-safe, nothing needs to be, except request_drain().
-class connection_loop {
+/// The HTTP/1.1 keep-alive side of one server loop (a transient::loop_handler): pipelined
+/// requests are answered in order, a bad or oversized request gets 400 and a close, a
+/// connection idle for `limits.idle` or without a request head for `limits.header` is
+/// closed. When accepting ends it drains: idle connections close at once, requests in flight
+/// are answered (with Connection: close) for at most `limits.drain`. Everything runs on the
+/// loop's thread; nothing here is thread-safe, nothing needs to be.
+class connection_loop final : public loop_handler, public io_watcher {
  public:
   /// The clock of every `now`.
-  using clock = accept_source::clock;
+  using clock = loop::clock;
 
-  /// Creates the epoll set. Throws std::system_error.
-  connection_loop(connection_limits limits, responder respond);
-  ~connection_loop();
+  /// Serves on `l`, which must outlive it.
+  connection_loop(loop& l, connection_limits limits, responder respond);
+  /// Closes every connection.
+  ~connection_loop() override;
   connection_loop(const connection_loop&) = delete;
   connection_loop& operator=(const connection_loop&) = delete;
 
-  /// The epoll set, for the source to register its descriptors in.
-  [[nodiscard]] int epoll_fd() const noexcept { return epoll_.get(); }
-  /// Calls `hook` after each connection is closed (set before run()).
+  /// Calls `hook` after each connection is added (set before the loop runs).
+  void set_after_accept(std::function<void()> hook) { after_accept_ = std::move(hook); }
+  /// Calls `hook` after each connection is closed (set before the loop runs).
   void set_after_close(std::function<void()> hook) { after_close_ = std::move(hook); }
-  /// Where the state changes of header timeouts are logged (set before run()).
+  /// Where the state changes of header timeouts and the drain's end are logged.
   void set_log(log_writer log) { log_ = std::move(log); }
-  /// Makes run(), once the source is done, drain instead of closing everything: idle
-  /// connections close at once, requests in flight are answered (with Connection: close),
-  /// for at most limits.drain. Call it before stopping the source. Async-signal-safe.
-  void request_drain() noexcept {
-    drain_requested_.store(true, std::memory_order_release);
-    wake();
-  }
-  /// Ends a drain at once (or the one to come): run() closes every connection and returns.
-  /// Async-signal-safe.
-  void end_drain() noexcept {
-    drain_ended_.store(true, std::memory_order_release);
-    wake();
-  }
-  /// Takes a connection the source accepted (on the loop thread, during run()). A connection
-  /// the epoll set cannot take (ENOMEM, ENOSPC) is closed.
-  void add(connection c);
-  /// Serves until `source` is done(); closes every connection before returning. Throws
-  /// std::system_error if epoll_wait fails; an exception from the source propagates.
-  void run(accept_source& source);
+  /// Where the counters go (it must outlive this loop; may be null).
+  void set_counters(connection_counters* counters) noexcept { counters_ = counters; }
+  /// A descriptor (an eventfd) that, once readable, ends a drain at once: every connection
+  /// closes. It must outlive this loop. -1: none.
+  void set_drain_end(int fd) noexcept { drain_end_ = fd; }
+  /// With `on`, a full budget closes the connection idle longest, so that a new one is
+  /// accepted at once instead of waiting for a place (the metrics port: a probe is answered
+  /// however many scrapers or silent clients hold connections).
+  void set_evict_when_full(bool on) noexcept { evict_when_full_ = on; }
+
+  /// loop_handler: takes a connection the loop accepted. One the loop cannot watch (ENOMEM,
+  /// ENOSPC) is closed.
+  void on_connection(connection c) override;
+  /// loop_handler: begins the drain.
+  void on_accepting_end() override;
+  /// loop_handler: the earliest timeout.
+  [[nodiscard]] clock::time_point next_timer() const noexcept override;
+  /// loop_handler: closes what timed out, answers delayed requests, publishes the counters.
+  void on_time(clock::time_point now) override;
+  /// io_watcher: a client's events, or the drain's end.
+  void on_ready(int fd, std::uint32_t events) override;
+
   /// Closes the connection idle longest (the least recently active), if there is one.
   void close_idlest();
   /// Connections open now.
@@ -150,12 +132,7 @@ class connection_loop {
     int head_newer = none;
   };
 
-  // The epoll tag of wake_: above every descriptor, below every source's tags.
-  static constexpr std::uint64_t wake_tag = accept_source::first_source_tag - 1;
-
-  void wake() noexcept;
-  void turn(accept_source& source, std::array<epoll_event, 64>& events);
-  void drain(accept_source& source, std::array<epoll_event, 64>& events);
+  void add(connection c);
   void on_event(int fd, unsigned events);
   void read_from(client& c);
   void serve_input(client& c, std::string_view arrived);
@@ -173,16 +150,23 @@ class connection_loop {
   [[nodiscard]] bool done_draining(const client& c) const noexcept;
   void close_client(int fd);
   void close_all() noexcept;
-  [[nodiscard]] int next_timeout() const;
+  void end_drain(std::string_view why);
+  void finish_if_drained() noexcept;
+  void publish() const noexcept;
   void expire();
   void expire_heads();
+  void end_timeout_run();
 
+  loop& loop_;
   connection_limits limits_;
   responder respond_;
+  std::function<void()> after_accept_;
   std::function<void()> after_close_;
   log_writer log_;
-  unique_fd epoll_;
-  unique_fd wake_;               // an eventfd in epoll_: end_drain() and request_drain() end a wait
+  connection_counters* counters_ = nullptr;
+  int drain_end_ = -1;
+  bool drain_end_watched_ = false;
+  bool evict_when_full_ = false;
   clock::time_point now_{};      // when the current batch of events arrived
   std::vector<client> clients_;  // by descriptor; a closed slot keeps its buffers' capacity
   std::size_t open_ = 0;
@@ -198,9 +182,7 @@ class connection_loop {
   bool timeouts_running_ = false;
   std::uint64_t timeouts_in_run_ = 0;
   clock::time_point last_header_timeout_{};
-  std::atomic<bool> drain_requested_{false};
-  std::atomic<bool> drain_ended_{false};
-  bool draining_all_ = false;  // the source stopped and the loop drains
+  bool draining_all_ = false;  // accepting ended and the loop drains
   clock::time_point drain_until_{};
 };
 

@@ -1,6 +1,8 @@
 // The metrics port of `transient serve` (see serve_metrics.hpp).
 #include "serve_metrics.hpp"
 
+#include <unistd.h>
+
 #include <iostream>
 
 #include "json.hpp"
@@ -40,28 +42,35 @@ std::string metrics_response(const parsed_request& request, const std::function<
 
 metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text,
                                    std::function<health_report()> health) {
-  acceptor_options options;
+  server_options options;
   options.max_connections = metrics_connections;
-  options.policy.stall_timeout = {};         // the main server's watchdog decides
-  options.open_diagnostics_reserve = false;  // never diagnoses (no watchdog)
+  options.policy.stall_timeout = {};  // the main server's watchdog decides
+  options.diagnostics_reserve = false;
   options.policy.sink = [](const policy_event& e) {
     if (e.kind != policy_event_kind::diagnosis) {
       const std::string line = "transient serve (metrics port): " + format(e) + "\n";
       [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
     }
   };
-  loop_ = std::make_unique<serve_loop>(
-      connection_limits{},
-      [text = std::move(text), health = std::move(health)](const parsed_request& r, std::string& out) {
-        out += metrics_response(r, text, health);
+  auto respond = [text = std::move(text), health = std::move(health)](const parsed_request& r, std::string& out) {
+    out += metrics_response(r, text, health);
+  };
+  std::vector<listener> listeners;
+  listeners.push_back(std::move(l));
+  server_ = std::make_unique<server>(
+      std::move(listeners),
+      [respond = std::move(respond)](loop& on) {
+        connection_limits limits;
+        limits.drain = {};  // a probe or a scrape is not worth a drain
+        auto connections = std::make_unique<connection_loop>(on, limits, respond);
+        connections->set_evict_when_full(true);
+        return connections;
       },
-      std::make_shared<const listener>(std::move(l)), std::move(options));
-  loop_->set_evict_when_full(true);
-  thread_ = thread_without_signals([loop = loop_.get()] {
+      std::move(options));
+  thread_ = thread_without_signals([s = server_.get()] {
     try {
-      loop->run();
-      if (!loop->result()) {
-        std::cerr << "transient serve: metrics port stopped: " << loop->result().error.message() << '\n';
+      if (const stop_info r = s->run(); !r) {
+        std::cerr << "transient serve: metrics port stopped: " << r.error.message() << '\n';
       }
     } catch (const std::exception& e) {
       std::cerr << "transient serve: metrics port stopped: " << e.what() << '\n';
@@ -69,7 +78,7 @@ metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text
   });
 }
 
-void metrics_endpoint::stop() noexcept { loop_->stop(); }
+void metrics_endpoint::stop() noexcept { server_->stop(); }
 
 metrics_endpoint::~metrics_endpoint() {
   stop();

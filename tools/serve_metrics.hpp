@@ -9,8 +9,9 @@
 #include <string>
 #include <thread>
 
-#include "serve_loop.hpp"
+#include "serve_connections.hpp"
 #include "transient/listener.hpp"
+#include "transient/server.hpp"
 
 namespace transient::tool {
 
@@ -36,7 +37,8 @@ struct health_report {
 inline constexpr std::uint64_t metrics_connections = 16;
 
 /// Serves `text()` at http://LISTENER/metrics and `health()` at /healthz and /readyz on a
-/// thread of its own until stop().
+/// thread of its own until stop(): a transient::server of one loop and a budget of
+/// metrics_connections.
 class metrics_endpoint {
  public:
   /// Starts serving. Throws std::system_error if the loop cannot be created.
@@ -45,11 +47,11 @@ class metrics_endpoint {
   ~metrics_endpoint();
   metrics_endpoint(const metrics_endpoint&) = delete;
   metrics_endpoint& operator=(const metrics_endpoint&) = delete;
-  /// Stops the loop. Async-signal-safe (serve_loop::stop).
+  /// Stops the loop. Async-signal-safe (server::stop).
   void stop() noexcept;
 
  private:
-  std::unique_ptr<serve_loop> loop_;
+  std::unique_ptr<server> server_;
   std::thread thread_;
 };
 

@@ -5,26 +5,29 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
+#include <system_error>
+#include <vector>
 
-#include "serve_connections.hpp"
 #include "transient/connection.hpp"
 #include "transient/listener.hpp"
+#include "transient/loop.hpp"
 #include "transient/unique_fd.hpp"
 
 namespace transient::tool {
 
-/// The naive accept side of a connection_loop: level-triggered epoll on the listener, one
-/// accept per readiness event, a log line per failure, and straight back to epoll_wait. With
-/// descriptors exhausted, accept fails with EMFILE while the client stays queued, so the
-/// listener is readable again at once (docs/errors.md, measured): the loop spins at 100 % CPU
-/// and writes a line per spin.
-class naive_loop final : public accept_source {
+/// The naive loop: level-triggered epoll on the listener, one accept per readiness event, a
+/// log line per failure, and straight back to epoll_wait. With descriptors exhausted, accept
+/// fails with EMFILE while the client stays queued, so the listener is readable again at once
+/// (docs/errors.md, measured): the loop spins at 100 % CPU and writes a line per spin. It
+/// hosts a loop_handler as a server's loop does (index 0, no budget).
+class naive_loop final : public loop {
  public:
-  /// Watches `l` in `epoll_fd` (which must outlive this object); hands every accepted
-  /// connection (with an empty permit: no budget) to `handler`. Throws std::system_error.
-  naive_loop(int epoll_fd, listener l, std::function<void(connection)> handler);
-  /// Makes the loop end soon (done()). Async-signal-safe.
+  /// A loop accepting on `l`. Throws std::system_error.
+  explicit naive_loop(listener l);
+  /// Runs until stop(), then until `handler` watches nothing; hands every accepted connection
+  /// (with an empty permit: no budget) to it. Throws std::system_error if epoll_wait fails.
+  void run(loop_handler& handler);
+  /// Makes the loop stop accepting soon. Async-signal-safe.
   void stop() noexcept;
   /// Where the listener listens.
   [[nodiscard]] const endpoint& local_endpoint() const noexcept { return listener_.local_endpoint(); }
@@ -33,22 +36,27 @@ class naive_loop final : public accept_source {
   /// Accept failures so far. Thread-safe.
   [[nodiscard]] std::uint64_t failures() const noexcept { return failures_.load(std::memory_order_relaxed); }
 
-  /// Accepts one connection on listener readiness; takes a stop wake-up.
-  bool handle(const epoll_event& event, clock::time_point now) override;
-  /// No timers.
-  void on_time(clock::time_point /*now*/) override {}
-  /// No timers: -1.
-  [[nodiscard]] int timeout_ms(clock::time_point /*now*/) const override { return -1; }
-  /// True after stop().
-  [[nodiscard]] bool done() const override { return stopping_.load(); }
+  void watch(int fd, std::uint32_t events, io_watcher& watcher, std::error_code& ec) noexcept override;
+  void modify(int fd, std::uint32_t events, std::error_code& ec) noexcept override;
+  void unwatch(int fd) noexcept override;
+  [[nodiscard]] time_point now() const noexcept override { return now_; }
+  [[nodiscard]] unsigned index() const noexcept override { return 0; }
+  [[nodiscard]] policy_health health() const noexcept override;
 
  private:
-  static constexpr std::uint64_t listener_tag = first_source_tag;
-  static constexpr std::uint64_t wake_tag = first_source_tag + 1;
+  // Above every descriptor number, which tags the handler's descriptors.
+  static constexpr std::uint64_t listener_tag = std::uint64_t{1} << 32U;
+  static constexpr std::uint64_t wake_tag = listener_tag + 1;
+
+  void accept_one(loop_handler& handler);
+  [[nodiscard]] std::error_code control(int op, int fd, std::uint32_t events) const noexcept;
 
   listener listener_;
-  std::function<void(connection)> handler_;
+  unique_fd epoll_;
   unique_fd wake_;
+  time_point now_{};
+  std::vector<io_watcher*> watchers_;  // by descriptor
+  std::size_t watched_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> failures_{0};

@@ -16,6 +16,9 @@
 //   transient::server srv(std::move(listeners), [](transient::connection c) { ... });
 //   std::thread t([&] { srv.run(); });   // blocks; throws on a non-clean stop
 //   srv.stop();                          // any thread, or a signal handler
+//
+// To serve each connection on the loop that accepted it (run to completion), give a
+// loop_handler_factory instead of the connection handler (loop.hpp).
 #pragma once
 
 #include <atomic>
@@ -35,6 +38,7 @@
 #include "transient/connection_budget.hpp"
 #include "transient/diagnostics.hpp"
 #include "transient/listener.hpp"
+#include "transient/loop.hpp"
 #include "transient/syscalls.hpp"
 
 namespace transient {
@@ -75,47 +79,79 @@ struct server_options {
 
 /// Why run() returned: stop_reason and stop_info (driver_kit.hpp), as for every driver.
 
+/// What every server offers whatever its engine (server, uring_server), so that the engine
+/// can be chosen at run time. Each member is documented at server's.
+class basic_server {
+ public:
+  /// Stops the server (and waits until no stop() is inside) before it goes.
+  virtual ~basic_server() = default;
+  /// See server::run(std::error_code&).
+  virtual stop_info run(std::error_code& ec) = 0;
+  /// See server::run().
+  virtual stop_info run() = 0;
+  /// See server::stop(). Async-signal-safe.
+  virtual void stop() noexcept = 0;
+  /// See server::metrics().
+  [[nodiscard]] virtual policy_metrics metrics() const = 0;
+  /// See server::health().
+  [[nodiscard]] virtual policy_health health() const = 0;
+  /// See server::budget().
+  [[nodiscard]] virtual const connection_budget& budget() const noexcept = 0;
+  /// See server::local_endpoints().
+  [[nodiscard]] virtual std::vector<endpoint> local_endpoints() const = 0;
+
+ protected:
+  basic_server() = default;
+  basic_server(const basic_server&) = default;
+  basic_server& operator=(const basic_server&) = default;
+};
+
 /// The epoll server. Construct, run(), stop() from anywhere. Not copyable or movable.
-class server {
+class server final : public basic_server {
  public:
   /// A server over `listeners` (at least one, each open). `handler` runs on the loop thread
   /// that accepted the connection, inside that loop's accept step: it should hand the
-  /// connection on (to a queue, an io_context, a thread of its own) and return. While it
-  /// blocks, that loop accepts nothing (the other loops go on), so a handler that serves the
-  /// connection itself stops its loop's accepts for as long as it does. Throws std::system_error:
-  /// invalid_argument for no listener, a closed one, threads == 0, reuse_port_shards over a
-  /// listener without SO_REUSEPORT, shed_mode::respond without
+  /// connection on (to a queue, an io_context, a thread of its own) and return; to serve it
+  /// on that loop, give a loop_handler_factory instead. Throws std::system_error:
+  /// invalid_argument for no listener, a closed one, an empty handler, threads == 0,
+  /// reuse_port_shards over a listener without SO_REUSEPORT, shed_mode::respond without
   /// `refuse`, or an invalid policy config; the error of default_max_connections(), epoll or
-  /// eventfd creation otherwise.
+  /// eventfd creation otherwise (EMFILE at a later loop says how many descriptors a loop holds).
   server(std::vector<listener> listeners, connection_handler handler, server_options options = {});
-  ~server();
+  /// A server whose every loop serves the connections it accepts with its own loop_handler,
+  /// made by `handlers` on that loop's thread when run() starts (loop.hpp). Throws as above.
+  server(std::vector<listener> listeners, loop_handler_factory handlers, server_options options = {});
+  ~server() override;
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
   /// Runs the loops until stop() or a failure; returns the reason. A failure also sets `ec`
-  /// (to stop_info::error); a clean stop clears it. Exceptions from the handler propagate.
-  /// Every descriptor the server opened is closed when it returns; the listeners are closed
-  /// too (accepted connections still alive are the handler's). Call it once.
-  stop_info run(std::error_code& ec);
+  /// (to stop_info::error); a clean stop clears it. The first exception from a handler stops
+  /// the server and propagates. With loop handlers, each loop runs after the stop until its
+  /// handler watches no descriptor. Every descriptor the server opened is closed when it
+  /// returns, and the listeners are let go (accepted connections still alive are the
+  /// handler's). Call it once.
+  stop_info run(std::error_code& ec) override;
   /// As above; throws std::system_error(error, diagnosis) unless the stop was clean.
-  stop_info run();
+  stop_info run() override;
 
-  /// Stops the server: the loops wake within milliseconds and run() returns. Safe from any
-  /// thread and from a signal handler (async-signal-safe: atomic stores, shutdown(2) of the
-  /// listeners and write(2) to eventfds). Listeners are shut down for reading, which also
-  /// resets clients still waiting in their backlog.
-  void stop() noexcept;
+  /// Stops accepting: the loops wake within milliseconds, let go of the listeners (a listener
+  /// closes with its last holder: clients arriving are refused, those in its backlog reset; one
+  /// that systemd's socket unit holds too goes on listening there), tell their loop handlers,
+  /// and run() returns once they are done. Safe from any thread and from a signal handler
+  /// (async-signal-safe: atomic stores and write(2) to eventfds).
+  void stop() noexcept override;
 
   /// The policies' counters, summed over loops and listeners. Thread-safe; the per-loop
   /// counters are refreshed at least every 100 ms while the loops run, live and peak are current.
-  [[nodiscard]] policy_metrics metrics() const;
+  [[nodiscard]] policy_metrics metrics() const override;
   /// The health of the server: the worst state among its policies (stopped > degraded >
   /// backpressure > accepting). Thread-safe, refreshed like metrics().
-  [[nodiscard]] policy_health health() const;
+  [[nodiscard]] policy_health health() const override;
   /// The budget all loops share.
-  [[nodiscard]] const connection_budget& budget() const noexcept;
+  [[nodiscard]] const connection_budget& budget() const noexcept override;
   /// The local endpoints of the listeners, in the order given.
-  [[nodiscard]] std::vector<endpoint> local_endpoints() const;
+  [[nodiscard]] std::vector<endpoint> local_endpoints() const override;
 
  private:
   // The server both drivers share (src/detail/server_core.hpp) over transient::acceptor.

@@ -134,31 +134,35 @@ class uring_acceptor {
 /// The io_uring server: transient::server's options, handler and contract, over rings. Each
 /// of options.threads loops has a ring per listener (shared listeners, or SO_REUSEPORT shards
 /// with reuse_port_shards); all draw on one budget. Not copyable or movable.
-class uring_server {
+class uring_server final : public basic_server {
  public:
   /// As server::server, plus not_supported (and why) where io_uring is unavailable.
   uring_server(std::vector<listener> listeners, connection_handler handler, server_options options = {},
                uring_options ring = {});
-  ~uring_server();
+  /// As server::server with a loop_handler_factory, plus not_supported as above. The loops
+  /// wait in epoll_wait over their rings' descriptors and the handlers' ones.
+  uring_server(std::vector<listener> listeners, loop_handler_factory handlers, server_options options = {},
+               uring_options ring = {});
+  ~uring_server() override;
   uring_server(const uring_server&) = delete;
   uring_server& operator=(const uring_server&) = delete;
 
   /// As server::run(std::error_code&).
-  stop_info run(std::error_code& ec);
+  stop_info run(std::error_code& ec) override;
   /// As server::run(): throws std::system_error(error, diagnosis) unless the stop was clean.
-  stop_info run();
+  stop_info run() override;
   /// As server::stop(): any thread, a signal handler.
-  void stop() noexcept;
+  void stop() noexcept override;
   /// The acceptors' counters, summed (refreshed at least every 100 ms while running). Thread-safe.
-  [[nodiscard]] policy_metrics metrics() const;
+  [[nodiscard]] policy_metrics metrics() const override;
   /// The worst health of the acceptors (refreshed like metrics()). Thread-safe.
-  [[nodiscard]] policy_health health() const;
+  [[nodiscard]] policy_health health() const override;
   /// Submission queue entries submitted so far, over all rings (refreshed like metrics()).
   [[nodiscard]] std::uint64_t submissions() const;
   /// The budget all loops share.
-  [[nodiscard]] const connection_budget& budget() const noexcept;
+  [[nodiscard]] const connection_budget& budget() const noexcept override;
   /// The local endpoints of the listeners, in the order given.
-  [[nodiscard]] std::vector<endpoint> local_endpoints() const;
+  [[nodiscard]] std::vector<endpoint> local_endpoints() const override;
 
  private:
   // The server both drivers share (src/detail/server_core.hpp) over transient::uring_acceptor.

@@ -16,15 +16,20 @@
 #pragma once
 
 #include <linux/futex.h>
+#include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cstdint>
 #include <exception>
+#include <filesystem>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -33,6 +38,8 @@
 #include <vector>
 
 #include "detail/acceptor_core.hpp"
+#include "transient/detail/throw_error.hpp"
+#include "transient/loop.hpp"
 #include "transient/server.hpp"
 
 namespace transient::detail {
@@ -48,10 +55,15 @@ namespace transient::detail {
   return 0;
 }
 
+/// The first epoll tag of the acceptors: above every descriptor number, which tags the
+/// handler's descriptors.
+inline constexpr std::uint64_t first_acceptor_tag = std::uint64_t{1} << 32U;
+
 /// The tags of a loop's acceptor `index`: its listener and its wake-up, so that an event's
-/// tag divided by two is the acceptor it belongs to.
+/// tag, less first_acceptor_tag, divided by two is the acceptor it belongs to.
 [[nodiscard]] inline acceptor_tags tags_of(std::size_t index) noexcept {
-  return {2 * static_cast<std::uint64_t>(index), 2 * static_cast<std::uint64_t>(index) + 1};
+  const std::uint64_t first = first_acceptor_tag + 2 * static_cast<std::uint64_t>(index);
+  return {first, first + 1};
 }
 
 /// The earlier of two timeouts in milliseconds, where -1 is none.
@@ -106,52 +118,116 @@ class stop_gate {
   static_assert(sizeof(std::atomic<int>) == sizeof(int) && std::atomic<int>::is_always_lock_free);
 };
 
-/// One loop: an acceptor per listener it watches, an epoll set if the driver needs one, and
-/// the counters it last published for metrics() and health().
+/// One loop: an epoll set, an acceptor per listener it watches, the user's loop handler (if
+/// any) with the descriptors it watches, and the counters it last published for metrics()
+/// and health().
 template <typename Acceptor>
-struct server_loop {
+class server_loop final : public loop {
+ public:
   /// How often a loop publishes its counters.
   static constexpr auto snapshot_interval = std::chrono::milliseconds(100);
 
+  /// Loop `index`, with its epoll set. Throws std::system_error.
+  explicit server_loop(unsigned index) : epoll(::epoll_create1(EPOLL_CLOEXEC)), index_(index) {
+    if (!epoll) {
+      throw std::system_error(last_error(), "epoll_create1");
+    }
+  }
+
   unique_fd epoll;
   std::vector<Acceptor> acceptors;
+  std::unique_ptr<loop_handler> handler;  // made on the loop's thread by run()
 
   mutable std::mutex snapshot_mutex;  // guards the snapshots
   policy_metrics metrics;
-  policy_health health;
+  policy_health health_snapshot;
   std::uint64_t submissions = 0;  // drivers whose acceptors count them (io_uring)
-  std::chrono::steady_clock::time_point last_snapshot{};
+  time_point last_snapshot{};
 
-  /// True once every acceptor is done.
-  [[nodiscard]] bool finished() const {
-    return std::ranges::all_of(acceptors, [](const Acceptor& a) { return a.done(); });
+  void watch(int fd, std::uint32_t events, io_watcher& watcher, std::error_code& ec) noexcept override {
+    ec = control(EPOLL_CTL_ADD, fd, events);
+    if (!ec) {
+      if (static_cast<std::size_t>(fd) >= watchers_.size()) {
+        watchers_.resize(std::max(static_cast<std::size_t>(fd) + 1, 2 * watchers_.size()), nullptr);
+      }
+      watchers_[static_cast<std::size_t>(fd)] = &watcher;
+      ++watched_;
+    }
+  }
+  void modify(int fd, std::uint32_t events, std::error_code& ec) noexcept override {
+    ec = control(EPOLL_CTL_MOD, fd, events);
+  }
+  void unwatch(int fd) noexcept override {
+    if (fd >= 0 && static_cast<std::size_t>(fd) < watchers_.size() && watchers_[static_cast<std::size_t>(fd)]) {
+      [[maybe_unused]] const std::error_code ignored = control(EPOLL_CTL_DEL, fd, 0);
+      watchers_[static_cast<std::size_t>(fd)] = nullptr;
+      --watched_;
+    }
+  }
+  [[nodiscard]] time_point now() const noexcept override { return now_; }
+  [[nodiscard]] unsigned index() const noexcept override { return index_; }
+  [[nodiscard]] policy_health health() const noexcept override {
+    policy_health worst;
+    for (const Acceptor& a : acceptors) {
+      if (const policy_health h = a.health(); severity(h.state) > severity(worst.state)) {
+        worst = h;
+      }
+    }
+    return worst;
   }
 
+  /// Sets the time the events being handled came.
+  void set_now(time_point now) noexcept { now_ = now; }
+  /// Passes a handler's event to the watcher of its descriptor, if still watched.
+  void deliver(const epoll_event& e) const {
+    const auto fd = static_cast<std::size_t>(e.data.u64);
+    if (fd < watchers_.size() && watchers_[fd] != nullptr) {
+      watchers_[fd]->on_ready(static_cast<int>(fd), e.events);
+    }
+  }
+  /// True once every acceptor is done.
+  [[nodiscard]] bool accepting_ended() const {
+    return std::ranges::all_of(acceptors, [](const Acceptor& a) { return a.done(); });
+  }
+  /// True once accepting has ended and the handler, if any, watches nothing.
+  [[nodiscard]] bool finished() const { return watched_ == 0 && accepting_ended(); }
+
   /// Publishes the acceptors' counters if the interval has passed (or `force`); true if it did.
-  bool publish(std::chrono::steady_clock::time_point now, bool force) {
+  bool publish(time_point now, bool force) {
     if (!force && now - last_snapshot < snapshot_interval) {
       return false;
     }
     last_snapshot = now;
     policy_metrics m;
-    policy_health worst;
     std::uint64_t sqes = 0;
     for (const Acceptor& a : acceptors) {
       m += a.metrics();
       if constexpr (requires { a.submissions(); }) {
         sqes += a.submissions();
       }
-      const policy_health h = a.health();
-      if (severity(h.state) > severity(worst.state)) {
-        worst = h;
-      }
     }
+    const policy_health worst = health();
     const std::lock_guard lock(snapshot_mutex);
     metrics = m;
-    health = worst;
+    health_snapshot = worst;
     submissions = sqes;
     return true;
   }
+
+ private:
+  [[nodiscard]] std::error_code control(int op, int fd, std::uint32_t events) const noexcept {
+    epoll_event event{};
+    event.events = events;
+    event.data.u64 = static_cast<std::uint64_t>(fd);
+    return fd >= 0 && ::epoll_ctl(epoll.get(), op, fd, &event) == 0
+               ? std::error_code{}
+               : (fd < 0 ? std::make_error_code(std::errc::bad_file_descriptor) : last_error());
+  }
+
+  unsigned index_;
+  time_point now_{};
+  std::vector<io_watcher*> watchers_;  // by descriptor: the handler's watches
+  std::size_t watched_ = 0;
 };
 
 /// The server over `Acceptor`s; `Driver` is the driver's server, derived from it (see the
@@ -163,6 +239,8 @@ class server_core {
   using loop = server_loop<Acceptor>;
   /// The clock of the loops.
   using clock = std::chrono::steady_clock;
+  /// Events taken per wait.
+  static constexpr int max_events = 64;
 
   server_core(const server_core&) = delete;
   server_core& operator=(const server_core&) = delete;
@@ -195,13 +273,12 @@ class server_core {
         }
       }
     }
-    // Close what run() opened, and the listeners; keep the budget: live connections hold permits.
+    // Close what run() opened; keep the budget: live connections hold permits.
     for (const auto& l : loops_) {
       const std::lock_guard lock(l->snapshot_mutex);
       l->acceptors.clear();
       l->epoll.reset();
     }
-    listeners_.clear();
 
     const std::lock_guard lock(mutex_);
     if (handler_exception_) {
@@ -220,24 +297,12 @@ class server_core {
     return info;
   }
 
+  // Each acceptor lets go of its listener as it stops, so the listener closes with the last
+  // (clients arriving are refused, those queued reset) unless another process holds it too.
   void stop() noexcept {
     if (!gate_.enter()) {
       return;
     }
-    // Before the listeners are shut down: the EINVAL that accept then returns is a clean stop.
-    for (const auto& l : loops_) {
-      for (Acceptor& a : l->acceptors) {
-        Driver::request_stop(a);
-      }
-    }
-    // shutdown(SHUT_RD) wakes a thread blocked in accept (close() does not; docs/errors.md). Our
-    // loops never block in accept, but users may share the listener; and it ends listening.
-    for (const auto& l : listeners_) {
-      [[maybe_unused]] const std::error_code ec = l->shutdown_read();
-    }
-    // The loops are woken last: run() cannot return before this call leaves, so a loop woken
-    // earlier would finish first and wait for the shutdowns above (on a loaded machine, for
-    // this thread to be scheduled again).
     for (const auto& l : loops_) {
       for (Acceptor& a : l->acceptors) {
         a.stop();
@@ -262,8 +327,8 @@ class server_core {
     policy_health worst;
     for (const auto& l : loops_) {
       const std::lock_guard lock(l->snapshot_mutex);
-      if (severity(l->health.state) > severity(worst.state)) {
-        worst = l->health;
+      if (severity(l->health_snapshot.state) > severity(worst.state)) {
+        worst = l->health_snapshot;
       }
     }
     return worst;
@@ -281,19 +346,81 @@ class server_core {
 
   [[nodiscard]] const connection_budget& budget() const noexcept { return budget_->budget(); }
 
-  [[nodiscard]] std::vector<endpoint> local_endpoints() const {
-    std::vector<endpoint> out;
-    for (std::size_t i = 0; i < given_listeners_ && i < listeners_.size(); ++i) {
-      out.push_back(listeners_[i]->local_endpoint());
-    }
-    return out;
-  }
+  [[nodiscard]] std::vector<endpoint> local_endpoints() const { return endpoints_; }
 
  protected:
-  /// Checks the arguments (throws std::system_error as server::server says) and takes the
-  /// listeners, opening the SO_REUSEPORT shards if asked; the driver then calls open_loops().
+  /// Checks the arguments (throws std::system_error as server::server says) and keeps the
+  /// listeners for open_loops(), opening the SO_REUSEPORT shards if asked.
   server_core(std::vector<listener> listeners, connection_handler handler, server_options options)
       : handler_(std::move(handler)), options_(std::move(options)) {
+    if (!handler_) {
+      throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                              std::string(Driver::name) + " needs a connection handler");
+    }
+    take(std::move(listeners));
+  }
+  /// As above, with a handler per loop made by `factory`.
+  server_core(std::vector<listener> listeners, loop_handler_factory factory, server_options options)
+      : factory_(std::move(factory)), options_(std::move(options)) {
+    if (!factory_) {
+      throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                              std::string(Driver::name) + " needs a loop handler factory");
+    }
+    take(std::move(listeners));
+  }
+
+  /// Makes the loops. The server keeps no listener: each closes when the last acceptor
+  /// holding it lets go.
+  void open_loops() {
+    const acceptor_options settings = acceptor_settings();
+    const bool measure = options_.threads > 1;
+    const std::size_t before = measure ? open_descriptors() : 0;
+    for (unsigned t = 0; t < options_.threads; ++t) {
+      try {
+        open_loop(t, settings);
+      } catch (const std::system_error& e) {
+        const bool out_of_descriptors =
+            e.code() == std::errc::too_many_files_open || e.code() == std::errc::too_many_files_open_in_system;
+        if (t == 0 || !out_of_descriptors) {
+          throw;
+        }
+        throw std::system_error(e.code(), "loop " + std::to_string(t + 1) + " of " + std::to_string(options_.threads) +
+                                              " cannot start (" + e.what() + "); each loop holds " +
+                                              std::to_string(per_loop_) + " descriptors of its own");
+      }
+      if (measure && t == 0) {
+        per_loop_ = open_descriptors() - before;
+      }
+    }
+    listeners_.clear();
+  }
+
+  /// The settings given.
+  [[nodiscard]] const server_options& options() const noexcept { return options_; }
+
+ private:
+  // Loop `t`, with the driver's acceptors over its listeners (the given ones, shared by every
+  // loop, or its own shards).
+  void open_loop(unsigned t, acceptor_options settings) {
+    auto l = std::make_unique<loop>(t);
+    std::vector<std::shared_ptr<const listener>> mine;
+    for (std::size_t k = 0; k < endpoints_.size(); ++k) {
+      mine.push_back(listeners_[shards_ ? t * endpoints_.size() + k : k]);
+    }
+    settings.policy = labelled(options_.policy, t, options_.threads);
+    static_cast<Driver&>(*this).add_acceptors(*l, mine, handler_of(*l), settings);
+    loops_.push_back(std::move(l));
+  }
+
+  // Descriptors this process holds, for the message of a loop that cannot start.
+  static std::size_t open_descriptors() {
+    std::error_code ec;
+    const auto entries = std::filesystem::directory_iterator("/proc/self/fd", ec);
+    return ec ? 0 : static_cast<std::size_t>(std::distance(begin(entries), end(entries))) - 1;  // less its own
+  }
+
+  // Checks the arguments and takes the listeners (see the constructors).
+  void take(std::vector<listener> listeners) {
     const std::string name(Driver::name);
     const auto invalid = std::make_error_code(std::errc::invalid_argument);
     if (listeners.empty() || !std::ranges::all_of(listeners, [](const listener& l) { return l.is_open(); })) {
@@ -302,39 +429,36 @@ class server_core {
     if (options_.threads == 0) {
       throw std::system_error(invalid, name + " needs threads >= 1");
     }
-    if (!handler_) {
-      throw std::system_error(invalid, name + " needs a connection handler");
-    }
     check_driver_options(name, options_.policy, static_cast<bool>(options_.refuse));
     Driver::check_supported();
     budget_ = shared_budget::create(options_.max_connections);
-
-    given_listeners_ = listeners.size();
     shards_ = options_.reuse_port_shards && options_.threads > 1;
     for (const listener& l : listeners) {
       if (shards_ && !l.reuse_port()) {
         throw std::system_error(invalid, "reuse_port_shards needs listeners opened with SO_REUSEPORT (" +
                                              l.local_endpoint().to_string() + " was not)");
       }
+      endpoints_.push_back(l.local_endpoint());
     }
     for (listener& l : listeners) {
       listeners_.push_back(std::make_shared<const listener>(std::move(l)));
     }
     if (shards_) {
-      listen_options shard_options;
-      shard_options.reuse_port = true;
-      for (unsigned t = 1; t < options_.threads; ++t) {
-        for (std::size_t i = 0; i < given_listeners_; ++i) {
-          listeners_.push_back(
-              std::make_shared<const listener>(listen(listeners_[i]->local_endpoint(), shard_options)));
-        }
+      open_shards();
+    }
+  }
+
+  void open_shards() {
+    listen_options shard_options;
+    shard_options.reuse_port = true;
+    for (unsigned t = 1; t < options_.threads; ++t) {
+      for (const endpoint& where : endpoints_) {
+        listeners_.push_back(std::make_shared<const listener>(listen(where, shard_options)));
       }
     }
   }
 
-  /// Makes the loops, each with the driver's acceptors over its listeners (the given ones,
-  /// shared by every loop, or its own shards).
-  void open_loops() {
+  [[nodiscard]] acceptor_options acceptor_settings() const {
     acceptor_options settings;
     settings.budget = budget_;
     settings.refuse = options_.refuse;
@@ -348,62 +472,113 @@ class server_core {
       settings.diagnostics = std::make_shared<const diagnostics_reserve>(diagnostics_reserve::open(ignored));
     }
     settings.sys = options_.sys;
-    for (unsigned t = 0; t < options_.threads; ++t) {
-      auto l = std::make_unique<loop>();
-      std::vector<std::shared_ptr<const listener>> mine;
-      for (std::size_t k = 0; k < given_listeners_; ++k) {
-        mine.push_back(listeners_[shards_ ? t * given_listeners_ + k : k]);
-      }
-      settings.policy = labelled(options_.policy, t, options_.threads);
-      static_cast<Driver&>(*this).add_acceptors(*l, mine, handler_, settings);
-      loops_.push_back(std::move(l));
-    }
+    return settings;
   }
 
-  /// The settings given.
-  [[nodiscard]] const server_options& options() const noexcept { return options_; }
+  // What the acceptors of `l` hand their connections to: the user's handler, or the loop's.
+  [[nodiscard]] connection_handler handler_of(loop& l) const {
+    if (!factory_) {
+      return handler_;
+    }
+    return [&l](connection c) { l.handler->on_connection(std::move(c)); };
+  }
 
- private:
-  // One loop, on its thread: the acceptors' earliest timer and the next snapshot bound each wait.
+  // One loop, on its thread: the acceptors' earliest timer, the handler's and the next
+  // snapshot bound each wait.
   void run_loop(loop& l) {
     try {
-      bool dirty = true;  // counters changed since the last snapshot
-      while (!l.finished()) {
-        const auto now = clock::now();
-        int timeout = -1;
-        for (const Acceptor& a : l.acceptors) {
-          timeout = earliest(timeout, a.timeout_ms(now));
-        }
-        if (dirty) {  // wake once more to publish the counters, even if nothing else happens
-          timeout = earliest(timeout, ms_until(now, l.last_snapshot + loop::snapshot_interval));
-        }
-        std::error_code ec;
-        const int n = static_cast<Driver&>(*this).wait(l, timeout, ec);
-        if (ec) {
-          record_failure({stop_reason_of(ec), ec, "epoll_wait failed: " + ec.message()});
-        }
-        for (const Acceptor& a : l.acceptors) {
-          if (a.done() && a.result().error) {
-            record_failure(a.result());  // a failed listener (stall, dead listener) stops the server
-          }
-        }
-        dirty = !l.publish(clock::now(), false) && (dirty || n > 0);
+      if (factory_) {
+        l.set_now(clock::now());
+        l.handler = factory_(l);
       }
+      serve(l);
     } catch (...) {
-      // The acceptor that called the handler has stopped itself; stop the others of this loop.
       record_failure({stop_reason::other_error, std::make_error_code(std::errc::operation_canceled),
                       std::string(handler_threw_text())},
                      std::current_exception());
-      const auto now = clock::now();
-      for (Acceptor& a : l.acceptors) {
-        a.stop();
-        try {
-          a.on_time(now);  // takes the stop request
-        } catch (...) {    // a stopping acceptor calls no handler
+      abandon(l);
+    }
+    l.handler.reset();
+    l.publish(clock::now(), true);
+  }
+
+  void serve(loop& l) {
+    std::array<epoll_event, max_events> events{};
+    bool dirty = true;  // counters changed since the last snapshot
+    bool told = false;  // the handler heard that accepting ended
+    while (!l.finished()) {
+      const int n = options_.sys.epoll_wait(l.epoll.get(), events.data(), max_events, timeout_of(l, dirty));
+      if (n < 0 && errno != EINTR) {
+        record_failure({stop_reason_of(last_error()), last_error(), "epoll_wait failed: " + last_error().message()});
+      }
+      l.set_now(clock::now());
+      for (int i = 0; i < n; ++i) {
+        dispatch(l, events[static_cast<std::size_t>(i)]);
+      }
+      on_time(l);
+      if (!told && l.accepting_ended()) {
+        told = true;
+        if (l.handler) {
+          l.handler->on_accepting_end();
         }
       }
+      dirty = !l.publish(clock::now(), false) && (dirty || n > 0);
     }
-    l.publish(clock::now(), true);
+  }
+
+  [[nodiscard]] int timeout_of(const loop& l, bool dirty) const {
+    const auto now = clock::now();
+    int timeout = -1;
+    for (const Acceptor& a : l.acceptors) {
+      timeout = earliest(timeout, a.timeout_ms(now));
+    }
+    if (l.handler && l.handler->next_timer() != clock::time_point::max()) {
+      timeout = earliest(timeout, ms_until(now, l.handler->next_timer()));
+    }
+    if (dirty) {  // wake once more to publish the counters, even if nothing else happens
+      timeout = earliest(timeout, ms_until(now, l.last_snapshot + loop::snapshot_interval));
+    }
+    return timeout;
+  }
+
+  static void dispatch(loop& l, const epoll_event& e) {
+    if (e.data.u64 < first_acceptor_tag) {
+      l.deliver(e);
+      return;
+    }
+    const auto index = static_cast<std::size_t>((e.data.u64 - first_acceptor_tag) / 2);
+    if (index < l.acceptors.size()) {
+      Driver::dispatch(l.acceptors[index], e, l.now());
+    }
+  }
+
+  void on_time(loop& l) {
+    for (Acceptor& a : l.acceptors) {
+      a.on_time(l.now());
+      if (a.done() && a.result().error) {
+        record_failure(a.result());  // a failed listener (stall, dead listener) stops the server
+      }
+    }
+    if (l.handler) {
+      l.handler->on_time(l.now());
+    }
+  }
+
+  // After an exception on the loop: its acceptors stop (the one that called the handler has
+  // stopped itself) and its handler goes, closing what it held.
+  static void abandon(loop& l) noexcept {
+    const auto now = clock::now();
+    for (Acceptor& a : l.acceptors) {
+      a.stop();
+      try {
+        a.on_time(now);  // takes the stop request
+      } catch (...) {    // a stopping acceptor calls no handler
+      }
+    }
+    try {
+      l.handler.reset();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor that throws ends nothing more
+    }
   }
 
   void record_failure(stop_info info, std::exception_ptr exception = nullptr) {
@@ -417,11 +592,13 @@ class server_core {
     stop();
   }
 
-  // The caller's listeners, then the shards the server opened; shared with the acceptors.
+  // The listeners until open_loops() hands them to the acceptors: the caller's, then the
+  // shards the server opened.
   std::vector<std::shared_ptr<const listener>> listeners_;
-  std::size_t given_listeners_ = 0;  // how many of listeners_ the caller gave
+  std::vector<endpoint> endpoints_;  // of the caller's listeners, in their order
   bool shards_ = false;
   connection_handler handler_;
+  loop_handler_factory factory_;
   server_options options_;
   // The budget all loops share. Connections share its ownership, so a connection may outlive
   // the server.
@@ -429,6 +606,7 @@ class server_core {
   stop_gate gate_;
   std::vector<std::unique_ptr<loop>> loops_;
   std::atomic<bool> ran_{false};
+  std::size_t per_loop_ = 0;  // descriptors the first loop opened (measured with several)
 
   mutable std::mutex mutex_;  // guards what follows
   stop_info failure_;

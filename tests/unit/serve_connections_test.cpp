@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "../../tools/serve_connections.hpp"
+#include "../../tools/serve_naive.hpp"
 #include "support/loopback.hpp"
 #include "support/resident_memory.hpp"
 
@@ -21,46 +22,35 @@ using namespace std::chrono_literals;
 using transient::connection;
 using transient::unique_fd;
 using transient::test::resident_kib;
-using transient::tool::accept_source;
 using transient::tool::append_ok_response;
 using transient::tool::connection_limits;
 using transient::tool::connection_loop;
+using transient::tool::naive_loop;
 
-// An accept source that hands the loop one connection on its first turn and stops when told.
-class one_connection final : public accept_source {
- public:
-  one_connection(connection_loop& loop, unique_fd fd) : loop_(loop), fd_(std::move(fd)) {}
-  bool handle(const epoll_event& /*event*/, clock::time_point /*now*/) override { return false; }
-  void on_time(clock::time_point /*now*/) override {
-    if (fd_) {
-      loop_.add(connection(std::move(fd_), transient::permit{}, transient::endpoint{}));
-    }
-  }
-  [[nodiscard]] int timeout_ms(clock::time_point /*now*/) const override { return fd_ ? 0 : 5; }
-  [[nodiscard]] bool done() const override { return stop.load(); }
-  std::atomic<bool> stop{false};
-
- private:
-  connection_loop& loop_;
-  unique_fd fd_;
-};
-
-// The loop on a thread, serving the server end of a socketpair; stopped and joined at the end.
+// serve's connection loop on a naive loop (over a listener nobody connects to), serving the
+// server end of a socketpair; stopped and joined at the end, closing what it holds.
 struct running_loop {
-  connection_loop loop;
-  one_connection source;
+  naive_loop loop;
+  connection_loop connections;
   std::thread thread;
 
   explicit running_loop(unique_fd server_end, connection_limits limits = {})
-      : loop(limits, &append_ok_response), source(loop, std::move(server_end)) {
-    thread = std::thread([this] { loop.run(source); });
+      : loop(transient::listen(transient::endpoint::loopback_v4(0))),
+        connections(loop, without_drain(limits), &append_ok_response) {
+    connections.on_connection(connection(std::move(server_end), transient::permit{}, transient::endpoint{}));
+    thread = std::thread([this] { loop.run(connections); });
   }
   ~running_loop() {
-    source.stop = true;
+    loop.stop();
     thread.join();
   }
   running_loop(const running_loop&) = delete;
   running_loop& operator=(const running_loop&) = delete;
+
+  static connection_limits without_drain(connection_limits limits) {
+    limits.drain = {};
+    return limits;
+  }
 };
 
 // Bytes written by the peer that this end has not read yet.
