@@ -1,0 +1,265 @@
+// The loop handler's contract (transient/loop.hpp), written once and run on each engine: a
+// test file instantiates LoopHandlerCases with its server type.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/loopback.hpp"
+#include "transient/listener.hpp"
+#include "transient/loop.hpp"
+#include "transient/server.hpp"
+
+namespace transient::test {
+
+/// What the handlers of one server saw, across its loops.
+struct loop_record {
+  std::atomic<int> handlers{0};          ///< Handlers made.
+  std::atomic<int> wrong_thread{0};      ///< Calls on another thread than the handler's loop.
+  std::atomic<int> accepted{0};          ///< Connections handed to a handler.
+  std::atomic<int> accepting_ended{0};   ///< on_accepting_end() calls.
+  std::atomic<int> unwatched_events{0};  ///< Events of a descriptor the handler had unwatched.
+  std::atomic<int> timers{0};            ///< on_time() calls at or after next_timer().
+  bool keep_after_stop = false;          ///< Keep connections after the stop until they end.
+  bool throw_on_input = false;           ///< on_ready throws.
+  bool close_all_on_input = false;       ///< The first input closes every connection held.
+  std::chrono::milliseconds timer{0};    ///< next_timer() this long after the handler is made.
+};
+
+/// An echo handler that checks the loop's contract as it goes.
+class checking_echo final : public loop_handler, public io_watcher {
+ public:
+  checking_echo(loop& l, loop_record& record)
+      : loop_(l),
+        record_(record),
+        thread_(std::this_thread::get_id()),
+        due_(record.timer.count() > 0 ? l.now() + record.timer : time_point::max()) {
+    ++record_.handlers;
+  }
+  ~checking_echo() override { close_all(); }
+  checking_echo(const checking_echo&) = delete;
+  checking_echo& operator=(const checking_echo&) = delete;
+
+  void on_connection(connection c) override {
+    check_thread();
+    loop_.watch(c.native_handle(), EPOLLIN, *this);
+    open_.emplace(c.native_handle(), std::move(c));
+    ++record_.accepted;
+  }
+  void on_ready(int fd, std::uint32_t /*events*/) override {
+    check_thread();
+    if (open_.find(fd) == open_.end()) {
+      ++record_.unwatched_events;
+      return;
+    }
+    if (record_.throw_on_input) {
+      throw std::runtime_error("handler failed on purpose");
+    }
+    if (record_.close_all_on_input) {
+      close_all();
+      return;
+    }
+    std::array<char, 512> buffer{};
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n <= 0 || ::send(fd, buffer.data(), static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) {
+      close(fd);
+    }
+  }
+  void on_accepting_end() override {
+    check_thread();
+    ++record_.accepting_ended;
+    if (!record_.keep_after_stop) {
+      close_all();
+    }
+  }
+  [[nodiscard]] time_point next_timer() const noexcept override { return due_; }
+  void on_time(time_point now) override {
+    check_thread();
+    if (now >= due_) {
+      ++record_.timers;
+      due_ = time_point::max();
+    }
+  }
+
+ private:
+  void check_thread() {
+    if (std::this_thread::get_id() != thread_) {
+      ++record_.wrong_thread;
+    }
+  }
+  void close(int fd) {
+    loop_.unwatch(fd);
+    open_.erase(fd);
+  }
+  void close_all() {
+    while (!open_.empty()) {
+      close(open_.begin()->first);
+    }
+  }
+
+  loop& loop_;
+  loop_record& record_;
+  std::thread::id thread_;
+  time_point due_;
+  std::map<int, connection> open_;
+};
+
+/// A server of `Server` type on 127.0.0.1 with checking_echo handlers, run on a thread.
+template <typename Server>
+struct running_server {
+  loop_record record;
+  std::unique_ptr<Server> server;
+  endpoint at;
+  std::future<void> done;
+
+  explicit running_server(unsigned threads, const std::function<void(loop_record&)>& setup = {}) {
+    if (setup) {
+      setup(record);
+    }
+    server_options options;
+    options.threads = threads;
+    std::vector<listener> listeners;
+    listeners.push_back(listen(endpoint::loopback_v4(0)));
+    server = std::make_unique<Server>(
+        std::move(listeners), [this](loop& l) { return std::make_unique<checking_echo>(l, record); }, options);
+    at = server->local_endpoints().front();
+    done = std::async(std::launch::async, [this] { server->run(); });
+  }
+  ~running_server() {
+    server->stop();
+    if (done.valid()) {
+      done.wait();
+    }
+  }
+  running_server(const running_server&) = delete;
+  running_server& operator=(const running_server&) = delete;
+
+  /// True if run() returned within `limit`.
+  bool returns_within(std::chrono::milliseconds limit) { return done.wait_for(limit) == std::future_status::ready; }
+  /// Waits (bounded) until `n` connections were handed to handlers.
+  bool accepted(int n) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (record.accepted.load() < n && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return record.accepted.load() >= n;
+  }
+};
+
+/// Whether the engine of `Server` works here (a test file of an engine that may be missing
+/// specializes it).
+template <typename Server>
+struct engine {
+  static bool available(std::string& /*why*/) { return true; }
+};
+
+template <typename Server>
+class LoopHandlerCases : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string why; !engine<Server>::available(why)) {
+      GTEST_SKIP() << "engine unavailable: " << why;
+    }
+  }
+};
+TYPED_TEST_SUITE_P(LoopHandlerCases);
+
+TYPED_TEST_P(LoopHandlerCases, EachConnectionIsServedOnTheThreadOfTheLoopThatAcceptedIt) {
+  running_server<TypeParam> s(2);
+  std::vector<unique_fd> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.push_back(connect_to(s.at));
+    ASSERT_TRUE(send_text(clients.back().get(), "ping" + std::to_string(i)));
+  }
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(read_at_least(clients[static_cast<std::size_t>(i)].get(), 5), "ping" + std::to_string(i));
+  }
+  s.server->stop();
+  ASSERT_TRUE(s.returns_within(std::chrono::seconds(3)));
+  EXPECT_EQ(s.record.handlers.load(), 2);
+  EXPECT_EQ(s.record.accepting_ended.load(), 2);
+  EXPECT_EQ(s.record.wrong_thread.load(), 0);
+  for (const unique_fd& c : clients) {
+    EXPECT_TRUE(closed_by_peer(c.get(), std::chrono::seconds(2))) << "the handler closed it at the stop";
+  }
+}
+
+TYPED_TEST_P(LoopHandlerCases, AfterTheStopALoopRunsUntilItsHandlerWatchesNothing) {
+  running_server<TypeParam> s(1, [](loop_record& r) { r.keep_after_stop = true; });
+  const unique_fd c = connect_to(s.at);
+  ASSERT_TRUE(send_text(c.get(), "a"));
+  ASSERT_EQ(read_at_least(c.get(), 1), "a");
+  s.server->stop();
+  EXPECT_FALSE(s.returns_within(std::chrono::milliseconds(300))) << "run() returned with a connection held";
+  EXPECT_EQ(s.record.accepting_ended.load(), 1);
+  EXPECT_FALSE(connect_to(s.at)) << "the listener closed at the stop";
+  ASSERT_TRUE(send_text(c.get(), "b"));  // served during the drain
+  EXPECT_EQ(read_at_least(c.get(), 1), "b");
+  ::shutdown(c.get(), SHUT_WR);  // its end: the handler closes it and watches nothing
+  EXPECT_TRUE(s.returns_within(std::chrono::seconds(3)));
+}
+
+TYPED_TEST_P(LoopHandlerCases, AHandlerExceptionStopsTheServerAndRunRethrowsIt) {
+  loop_record record;
+  record.throw_on_input = true;
+  server_options options;
+  options.threads = 2;
+  std::vector<listener> listeners;
+  listeners.push_back(listen(endpoint::loopback_v4(0)));
+  TypeParam server(
+      std::move(listeners), [&record](loop& l) { return std::make_unique<checking_echo>(l, record); }, options);
+  auto run = std::async(std::launch::async, [&server] { server.run(); });
+  const unique_fd c = connect_to(server.local_endpoints().front());
+  ASSERT_TRUE(send_text(c.get(), "x"));
+  ASSERT_EQ(run.wait_for(std::chrono::seconds(3)), std::future_status::ready);
+  EXPECT_THROW(run.get(), std::runtime_error);
+  EXPECT_EQ(record.accepting_ended.load(), 1) << "the other loop was told, the failed one went at once";
+  EXPECT_TRUE(closed_by_peer(c.get(), std::chrono::seconds(2)));
+}
+
+// Two clients' input arrives together; the first event closes both connections: the second
+// event, returned by the same wait, must not reach the handler.
+TYPED_TEST_P(LoopHandlerCases, NoEventReachesAWatcherAfterItsDescriptorIsUnwatched) {
+  running_server<TypeParam> s(1, [](loop_record& r) { r.close_all_on_input = true; });
+  for (int round = 0; round < 20; ++round) {
+    const unique_fd a = connect_to(s.at);
+    const unique_fd b = connect_to(s.at);
+    ASSERT_TRUE(s.accepted(2 * (round + 1)));
+    ASSERT_TRUE(send_text(a.get(), "1"));
+    ASSERT_TRUE(send_text(b.get(), "2"));
+    EXPECT_TRUE(closed_by_peer(a.get(), std::chrono::seconds(2)));
+    EXPECT_TRUE(closed_by_peer(b.get(), std::chrono::seconds(2)));
+  }
+  EXPECT_EQ(s.record.unwatched_events.load(), 0);
+}
+
+TYPED_TEST_P(LoopHandlerCases, TheHandlersTimerRunsWhenDueWithoutAnyEvent) {
+  running_server<TypeParam> s(1, [](loop_record& r) { r.timer = std::chrono::milliseconds(150); });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (s.record.timers.load() == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(s.record.timers.load(), 1);
+}
+
+REGISTER_TYPED_TEST_SUITE_P(LoopHandlerCases, EachConnectionIsServedOnTheThreadOfTheLoopThatAcceptedIt,
+                            AfterTheStopALoopRunsUntilItsHandlerWatchesNothing,
+                            AHandlerExceptionStopsTheServerAndRunRethrowsIt,
+                            NoEventReachesAWatcherAfterItsDescriptorIsUnwatched,
+                            TheHandlersTimerRunsWhenDueWithoutAnyEvent);
+
+}  // namespace transient::test
