@@ -16,21 +16,17 @@
 
 #include <atomic>
 #include <charconv>
-#include <condition_variable>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "command.hpp"
 #include "serve_connections.hpp"
 #include "serve_metrics.hpp"
 #include "serve_naive.hpp"
-#include "serve_notify.hpp"
 #include "serve_options.hpp"
 #include "transient/budget_fit.hpp"
 #include "transient/connection_budget.hpp"
@@ -40,6 +36,7 @@
 #include "transient/policy_metrics.hpp"
 #include "transient/server.hpp"
 #include "transient/shared_budget.hpp"
+#include "transient/systemd.hpp"
 #if TRANSIENT_HAVE_URING
 #include "transient/uring.hpp"
 #endif
@@ -335,23 +332,6 @@ class serving {
     return h;
   }
 
-  // True if accepting stopped on a failure (a stall): no watchdog ping any more.
-  [[nodiscard]] bool failed() const {
-    const policy_health h = server_->health();
-    return h.state == health_state::stopped && static_cast<bool>(h.error);
-  }
-
-  // A number that grows while the loops do work (accepts, sheds, and the budget's live
-  // count moving as connections come and go); failed accepts do not count.
-  [[nodiscard]] std::uint64_t progress() const {
-    const policy_metrics m = server_->metrics();
-    std::uint64_t total = m.accepted;
-    for (const std::uint64_t n : m.shed) {
-      total += n;
-    }
-    return total + (m.live << 32U);
-  }
-
   // The server's counters and serve's own, in Prometheus text.
   [[nodiscard]] std::string metrics_text() const {
     std::uint64_t timeouts = 0;
@@ -363,6 +343,18 @@ class serving {
            "within --header-timeout.\n# TYPE transient_serve_header_timeouts_total counter\n"
            "transient_serve_header_timeouts_total " +
            std::to_string(timeouts) + "\n";
+  }
+
+  // The systemd side of the health (systemd.hpp): serve's health as STATUS=, STOPPING=1 once
+  // the drain begins, no WATCHDOG=1 once degraded without progress or stalled (WatchdogSec=
+  // then restarts a server whose descriptors leak, even with --stall-timeout 0).
+  [[nodiscard]] supervision supervised() const {
+    supervision v = supervision_of(*server_);
+    const health_report h = health();
+    v.status = h.state + (h.reason.empty() ? "" : ": " + h.reason);
+    v.stopping = h.state == "stopped" || h.state == "stalled";
+    v.healthy = h.state == "accepting" || h.state == "backpressure" || h.state == "stopped";
+    return v;
   }
 
   [[nodiscard]] const basic_server& server() const noexcept { return *server_; }
@@ -441,113 +433,6 @@ extern "C" void on_stop_signal(int /*signal*/) {
   }
 }
 
-// The systemd side of the health (sd_notify(3)): STATUS=<state>: <reason> at every change,
-// STOPPING=1 once the drain begins, and, when WATCHDOG_USEC is set for this process,
-// WATCHDOG=1 every half interval while the loops make progress or are healthy and idle
-// (accepting, backpressure). None once degraded without progress or stalled: WatchdogSec=
-// then restarts a server whose descriptors leak, even with --stall-timeout 0. On a thread
-// of its own that reads what the loops publish.
-class supervisor_notifier {
- public:
-  explicit supervisor_notifier(const serving& group) : group_(group), socket_(problem_) {
-    if (!socket_) {
-      return;  // NOTIFY_SOCKET unset, or unusable (announce() said so)
-    }
-    interval_ = watchdog_interval();
-    thread_ = thread_without_signals([this] { run(); });
-  }
-  ~supervisor_notifier() {
-    {
-      const std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    wake_.notify_all();
-    if (thread_.joinable()) {
-      thread_.join();
-    }
-  }
-  supervisor_notifier(const supervisor_notifier&) = delete;
-  supervisor_notifier& operator=(const supervisor_notifier&) = delete;
-
- private:
-  using clock = std::chrono::steady_clock;
-
-  // Half of WATCHDOG_USEC, if it is set and WATCHDOG_PID (when set) is this process; else 0.
-  static std::chrono::microseconds watchdog_interval() {
-    const char* usec = std::getenv("WATCHDOG_USEC");
-    const char* pid = std::getenv("WATCHDOG_PID");
-    if (usec == nullptr || (pid != nullptr && std::string_view(pid) != std::to_string(::getpid()))) {
-      return {};
-    }
-    std::uint64_t value = 0;
-    const std::string_view text(usec);
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc{} || end != text.data() + text.size() || value == 0) {
-      return {};
-    }
-    return std::chrono::microseconds(value / 2);
-  }
-
-  void send(const std::string& message) const {
-    std::error_code ec;
-    socket_.send(message, ec);  // a supervisor gone away is not serve's failure
-  }
-
-  void run() {
-    const auto tick = interval_.count() > 0 ? std::min<clock::duration>(interval_, std::chrono::milliseconds(100))
-                                            : clock::duration(std::chrono::milliseconds(100));
-    next_ping_ = clock::now();
-    last_progress_ = group_.progress();
-    std::unique_lock lock(mutex_);
-    while (!done_) {
-      lock.unlock();
-      report(true);
-      lock.lock();
-      wake_.wait_for(lock, tick, [this] { return done_; });
-    }
-    lock.unlock();
-    report(false);  // the final state (stalled, stopped) before the process exits
-  }
-
-  // Sends STATUS= if the health changed, STOPPING=1 once, and the watchdog ping when due.
-  void report(bool ping) {
-    const health_report h = group_.health();
-    const std::string status = "STATUS=" + h.state + (h.reason.empty() ? "" : ": " + h.reason);
-    if (status != last_status_) {
-      send(status);
-      last_status_ = status;
-    }
-    if ((h.state == "stopped" || h.state == "stalled") && !stopping_sent_) {
-      send("STOPPING=1");
-      stopping_sent_ = true;
-    }
-    const auto now = clock::now();
-    if (ping && interval_.count() > 0 && now >= next_ping_) {
-      const std::uint64_t progress = group_.progress();
-      const bool healthy = h.state == "accepting" || h.state == "backpressure" || h.state == "stopped";
-      if (!group_.failed() && (healthy || progress != last_progress_)) {
-        send("WATCHDOG=1");
-      }
-      last_progress_ = progress;
-      next_ping_ = now + interval_;
-    }
-  }
-
-  const serving& group_;
-  std::error_code problem_;
-  supervisor_socket socket_;
-  std::chrono::microseconds interval_{0};
-  std::mutex mutex_;  // guards done_
-  std::condition_variable wake_;
-  bool done_ = false;
-  // The notifier thread's own state.
-  clock::time_point next_ping_{};
-  std::uint64_t last_progress_ = 0;
-  std::string last_status_;
-  bool stopping_sent_ = false;
-  std::thread thread_;  // last: started when everything above is initialized
-};
-
 // RLIMIT_NOFILE raised to its hard limit (--fd-limit raise): a service's soft limit is
 // usually 1,024 under a far higher hard one. What it did goes into the start-up line; a
 // failure is said at once.
@@ -596,7 +481,8 @@ int serve_transient(const serve_settings& s, const fd_limit_raise& raised, liste
   }
   announce(group.server().local_endpoints().front());
   say_budget(s, raised, group.server().metrics());
-  const supervisor_notifier notifier(group);
+  std::error_code unusable;  // announce() said so
+  const supervisor_notifier notifier([&group] { return group.supervised(); }, unusable);
   const int status = group.run();
   signal_serving.store(nullptr);
   return status;
