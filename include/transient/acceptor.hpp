@@ -171,10 +171,7 @@ class acceptor {
   [[nodiscard]] acceptor_tags tags() const noexcept;
 
  private:
-  friend class server;
-  // The first half of stop(), without the wake-up: the server asks every acceptor first,
-  // shuts the listeners down (an accept failing then is a clean stop), and wakes the loops
-  // last, so that a loop does not finish before stop() and wait for it (server_core.hpp).
+  // The first half of stop(), without the wake-up.
   void request_stop() noexcept;
 
   struct state;

@@ -123,8 +123,7 @@ class uring_acceptor {
   [[nodiscard]] const endpoint& local_endpoint() const noexcept;
 
  private:
-  friend class uring_server;
-  // The first half of stop(), without the wake-up, as for transient::acceptor (acceptor.hpp).
+  // The first half of stop(), without the wake-up.
   void request_stop() noexcept;
 
   struct state;

@@ -1,18 +1,17 @@
 // The server, written once for every driver: transient::server (server.cpp, epoll acceptors)
 // and transient::uring_server (uring/uring_server.cpp, io_uring acceptors) are this class over
-// their acceptor. N loops, each a thread with an acceptor per listener it watches, all drawing
-// on one budget. The server only waits, publishes the counters and turns an acceptor's failure
-// into its own stop; accepting is the acceptors'.
+// their acceptor. N loops, each a thread with an epoll set, an acceptor per listener it
+// watches and, given a loop_handler_factory, the loop's handler (loop.hpp), all drawing on one
+// budget. The server only waits, passes each event to its acceptor or its watcher, publishes
+// the counters and turns a failure into its own stop; accepting is the acceptors'.
 //
 // A driver derives its server from server_core<its server, its acceptor>, calls open_loops()
 // at the end of its constructor, and gives:
 //   - name: "transient::server", for messages;
 //   - check_supported(): throws if the driver cannot work here, before anything is opened;
-//   - add_acceptors(loop&, listeners, handler, settings): a loop's acceptors, one per listener;
-//   - wait(loop&, timeout_ms, ec): waits once, passes what came to the acceptors and runs
-//     their timers; returns how many events came (a driver that cannot tell says 1), and sets
-//     `ec` if epoll_wait failed (EINTR is no failure);
-//   - request_stop(acceptor&): the first half of the acceptor's stop(), without the wake-up.
+//   - add_acceptors(loop&, listeners, handler, settings): a loop's acceptors, one per
+//     listener, registered in the loop's epoll set with tags_of(their index);
+//   - dispatch(acceptor&, event, now): passes an event with the acceptor's tag to it.
 #pragma once
 
 #include <linux/futex.h>
