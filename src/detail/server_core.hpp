@@ -507,8 +507,11 @@ class server_core {
     bool told = false;  // the handler heard that accepting ended
     while (!l.finished()) {
       const int n = options_.sys.epoll_wait(l.epoll.get(), events.data(), max_events, timeout_of(l, dirty));
-      if (n < 0 && errno != EINTR) {
-        record_failure({stop_reason_of(last_error()), last_error(), "epoll_wait failed: " + last_error().message()});
+      if (n < 0 && errno != EINTR) {  // the loop cannot wait: it ends, and the server stops
+        const std::error_code ec = last_error();
+        record_failure({stop_reason_of(ec), ec, "epoll_wait failed: " + ec.message()});
+        abandon(l);
+        return;
       }
       l.set_now(clock::now());
       for (int i = 0; i < n; ++i) {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "support/checking_echo.hpp"
 #include "support/loopback.hpp"
 #include "transient/server.hpp"
 
@@ -454,3 +455,37 @@ TEST(ServerSeam, LoopsSharingAListenerRegisterItExclusivelyEveryTime) {
 }
 
 }  // namespace
+
+// A loop whose epoll_wait fails cannot wait for anything its handler watches: it ends at once,
+// closing what the handler holds, and the server stops with the error (never a spin).
+TEST(ServerSeam, AFailingEpollWaitEndsTheLoopEvenWithConnectionsHeld) {
+  static std::atomic<bool> failing{false};
+  failing = false;
+  transient::test::loop_record record;
+  record.keep_after_stop = true;
+  transient::server_options options;
+  options.sys.epoll_wait = [](int epfd, epoll_event* events, int max, int timeout) {
+    if (failing.load()) {
+      errno = EBADF;
+      return -1;
+    }
+    return ::epoll_wait(epfd, events, max, timeout);
+  };
+  std::vector<transient::listener> ls;
+  ls.push_back(transient::listen(transient::parse_endpoint("127.0.0.1:0")));
+  const auto where = ls.front().local_endpoint();
+  transient::server srv(
+      std::move(ls),
+      [&record](transient::loop& l) { return std::make_unique<transient::test::checking_echo>(l, record); }, options);
+  std::error_code ec;
+  auto result = std::async(std::launch::async, [&] { return srv.run(ec); });
+  const auto client = transient::test::connect_to(where);
+  ASSERT_TRUE(transient::test::send_text(client.get(), "a"));
+  ASSERT_EQ(transient::test::read_some(client.get(), 3s), "a");
+  failing = true;
+  ASSERT_TRUE(transient::test::send_text(client.get(), "b"));  // wakes the loop into the failing wait
+  ASSERT_EQ(result.wait_for(3s), std::future_status::ready) << "the loop went on after epoll_wait failed";
+  const transient::stop_info info = result.get();
+  EXPECT_EQ(info.error.value(), EBADF) << info.diagnosis;
+  EXPECT_TRUE(transient::test::closed_by_peer(client.get(), 2s)) << "the handler's connection closes with it";
+}
