@@ -220,7 +220,7 @@ class serve_group {
       options.exclusive = s.threads > 1;
       options.peer_addresses = false;  // serve never reads them (a per-peer cap still does)
       options.policy.shed = s.shed;
-      options.policy.peers = peers_.get();
+      options.policy.peers = peers_;
       options.policy.stall_timeout = s.stall_timeout;
       options.policy.listener_verified = true;
       if (s.threads > 1) {  // the lines name the listener (the policy adds it) and the loop
@@ -454,7 +454,7 @@ class serve_group {
 
   std::chrono::milliseconds stall_timeout_;
   int per_loop_ = 0;                   // descriptors the first loop took
-  std::unique_ptr<peer_limit> peers_;  // before loops_: the permits of their connections point to it
+  std::shared_ptr<peer_limit> peers_;  // shared with the permits of the connections it counts
   std::vector<std::unique_ptr<serve_loop>> loops_;
   std::atomic<bool> draining_{false};
   std::mutex mutex_;  // guards failure_ and exception_ (the first failure wins)
