@@ -88,8 +88,7 @@ accept_policy::accept_policy(connection_budget& budget, const accept_policy_conf
       log_(config_.summary_interval, config_.quiet_period) {}
 
 accept_policy::~accept_policy() {
-  // A reservation never became a connection: returning it cancels it (no release counted).
-  reservation_.release();
+  // A reservation still held is cancelled by its own destructor (no release counted).
   if (state_ == state::paused_capacity || state_ == state::paused_backoff) {
     budget_.stop_waiting();
   }
