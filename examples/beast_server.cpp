@@ -34,14 +34,11 @@ namespace http = beast::http;
 namespace net = boost::asio;
 
 // Beast's session, unchanged but for its constructor: it keeps the connection's place in
-// the budget for as long as it lives. The permit is declared before the stream, so the
-// socket closes first and a loop paused on EMFILE finds the descriptor free at the release.
+// the budget for as long as it lives.
 class session : public std::enable_shared_from_this<session> {
  public:
   explicit session(transient::boost_asio::accepted_socket connection)
-      : budget_owner_(std::move(connection.budget_owner)),
-        place_(std::move(connection.place)),
-        stream_(std::move(connection.socket)) {}
+      : place_(std::move(connection.place)), stream_(std::move(connection.socket)) {}
 
   void run() { read_request(); }
 
@@ -68,7 +65,6 @@ class session : public std::enable_shared_from_this<session> {
     });
   }
 
-  std::shared_ptr<const void> budget_owner_;
   transient::permit place_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;

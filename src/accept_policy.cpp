@@ -88,8 +88,7 @@ accept_policy::accept_policy(connection_budget& budget, const accept_policy_conf
       log_(config_.summary_interval, config_.quiet_period) {}
 
 accept_policy::~accept_policy() {
-  // A reservation never became a connection: give it back without counting a release.
-  reservation_.cancel();
+  // A reservation still held is cancelled by its own destructor (no release counted).
   if (state_ == state::paused_capacity || state_ == state::paused_backoff) {
     budget_.stop_waiting();
   }
@@ -143,20 +142,14 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
       // budget still holds.
       reservation_ = budget_.try_reserve();
     }
-    peer_slot slot;
     if (!reservation_) {
       shed_accepted = true;
-    } else if (config_.peers != nullptr && !config_.peers->try_acquire(peer, slot)) {
-      reservation_.cancel();
+    } else if (!reservation_.admit(config_.peers, peer)) {
+      reservation_.release();  // cancelled: the peer is at its cap
       shed_accepted = true;
       why = shed_reason::peer_limit;
     } else {
-      if (config_.peers != nullptr && peer) {
-        reservation_.peers_ = config_.peers;
-        reservation_.slot_ = slot;
-      }
       out = std::move(reservation_);
-      budget_.became_connection();
       ++counters_.accepted;
     }
   }
@@ -182,7 +175,7 @@ decision accept_policy::on_accept_failed(time_point now, std::error_code ec, boo
     return drained(now, false);  // EAGAIN: the backlog is empty; EMFILE: the freed number was taken
   }
   leave_pause(now);  // only if a driver reports an accept it was not asked for
-  reservation_.cancel();
+  reservation_.release();
   state_ = state::waiting;
   if (stop_requested_.load(std::memory_order_relaxed)) {
     // After a stop request the driver shuts the listener down; accept then fails (EINVAL
@@ -408,7 +401,7 @@ decision accept_policy::finish(time_point now, std::error_code ec, condition why
   if (state_ == state::stopped) {
     return stop_;
   }
-  reservation_.cancel();
+  reservation_.release();
   leave_pause(now);
   state_ = state::stopped;
   stopped_at_ = now;

@@ -217,13 +217,13 @@ void log_policy_event(const policy_event& e) {
 }
 
 // The server's settings for serve's options.
-server_options server_options_of(const serve_settings& s, peer_limit* peers) {
+server_options server_options_of(const serve_settings& s, std::shared_ptr<peer_limit> peers) {
   server_options options;
   options.max_connections = s.max_connections;
   options.threads = s.threads;
   options.peer_addresses = false;  // serve never reads them (a per-peer cap still does)
   options.policy.shed = s.shed;
-  options.policy.peers = peers;
+  options.policy.peers = std::move(peers);
   options.policy.stall_timeout = s.stall_timeout;
   options.policy.listener_verified = true;
   options.policy.sink = &log_policy_event;
@@ -246,7 +246,7 @@ class serving {
       throw std::system_error(errno, std::system_category(), "eventfd");
     }
     if (s.max_per_peer > 0) {
-      peers_ = std::make_unique<peer_limit>(s.max_per_peer);
+      peers_ = std::make_shared<peer_limit>(s.max_per_peer);
     }
     check_automatic_budget(s);
     std::vector<listener> listeners;
@@ -394,7 +394,7 @@ class serving {
 
   [[nodiscard]] std::unique_ptr<basic_server> make_server(const serve_settings& s, std::vector<listener> listeners,
                                                           loop_handler_factory handlers) const {
-    server_options options = server_options_of(s, peers_.get());
+    server_options options = server_options_of(s, peers_);
     if (s.engine == serve_engine::epoll) {
       return std::make_unique<transient::server>(std::move(listeners), std::move(handlers), std::move(options));
     }
@@ -418,7 +418,7 @@ class serving {
   unsigned threads_ = 0;
   std::unique_ptr<connection_counters[]> counters_;  // one per loop, by loop index
   unique_fd drain_end_;
-  std::unique_ptr<peer_limit> peers_;  // before server_: the permits of its connections point to it
+  std::shared_ptr<peer_limit> peers_;  // --max-per-peer; its permits keep it alive
   std::unique_ptr<basic_server> server_;
   std::atomic<bool> stopping_{false};
 };

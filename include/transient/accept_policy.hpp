@@ -36,6 +36,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -106,7 +107,7 @@ struct accept_policy_config {
   /// accept and no release. 0 disables it. Never applies to a full budget.
   std::chrono::milliseconds stall_timeout = std::chrono::seconds(30);
   shed_mode shed = shed_mode::queue;  ///< What to do at the budget.
-  peer_limit* peers = nullptr;        ///< Per-peer cap (nullptr: off). Not owned; may be shared.
+  std::shared_ptr<peer_limit> peers;  ///< Per-peer cap (empty: off). May be shared; each permit keeps it alive.
   std::chrono::milliseconds summary_interval = std::chrono::seconds(10);  ///< Summary lines while degraded (0: none).
   /// An episode of degraded accepting ends (one `recovered` line) only after accepting has
   /// been healthy this long: no failure on exhaustion, accepts succeeding or finding the

@@ -34,16 +34,13 @@ using error_code = TRANSIENT_ASIO_ERROR_CODE;
 using shared_budget = transient::shared_budget;
 
 /// One accepted connection, as the loop hands it to the handler: the socket, the permit that
-/// holds its place in the budget, and the peer's address. Destroying it closes the socket,
-/// then releases the permit, then lets go of the budget (members are destroyed in reverse
-/// order of declaration). That order matters: a loop paused on EMFILE resumes at the
-/// release, and the descriptor must be free by then. If you move `socket` out, keep `place`
-/// alive at least as long as the socket.
+/// holds its place in the budget, and the peer's address. Keep the permit as long as the
+/// connection lasts (the budget counts it); it keeps the budget alive, so it may outlive the
+/// loop, and the socket and the permit may be moved apart and dropped in any order.
 struct accepted_socket {
-  std::shared_ptr<const void> budget_owner;  ///< Keeps the budget alive while `place` holds a place in it.
-  permit place;                              ///< The connection's place in the budget.
-  net::ip::tcp::socket socket;               ///< The connection (FD_CLOEXEC set unless disabled).
-  net::ip::tcp::endpoint peer;               ///< The client's address and port.
+  permit place;                 ///< The connection's place in the budget.
+  net::ip::tcp::socket socket;  ///< The connection (FD_CLOEXEC set unless disabled).
+  net::ip::tcp::endpoint peer;  ///< The client's address and port.
 };
 
 /// Writes a refusal (e.g. "HTTP/1.1 503 ...") on a connection shed with shed_mode::respond.

@@ -1,7 +1,6 @@
 // transient/connection.hpp: one accepted connection, as a server hands it to its handler.
 #pragma once
 
-#include <memory>
 #include <utility>
 
 #include "transient/connection_budget.hpp"
@@ -11,23 +10,19 @@
 namespace transient {
 
 /// An accepted TCP connection: the descriptor (CLOEXEC, non-blocking), the permit that holds
-/// its place in the server's budget, and the peer's address. Move-only. Destroying it, on
-/// any thread, closes the descriptor and then releases the permit; that order matters: a
-/// server paused on EMFILE resumes at the release, and the descriptor must be free by then.
+/// its place in the server's budget, and the peer's address. Move-only. It may outlive the
+/// server (the permit keeps the budget alive). Destroying it, on any thread, closes it.
 class connection {
  public:
   /// An empty connection.
   connection() noexcept = default;
-  /// Owns `fd` and `place` for a connection from `peer`. `owner` keeps alive whatever the
-  /// permit's budget lives in (the server passes its shared state, so a connection may
-  /// outlive the server).
-  connection(unique_fd fd, permit place, const endpoint& peer, std::shared_ptr<const void> owner = {}) noexcept
-      : owner_(std::move(owner)), place_(std::move(place)), fd_(std::move(fd)), peer_(peer) {}
+  /// Owns `fd` and `place` for a connection from `peer`.
+  connection(unique_fd fd, permit place, const endpoint& peer) noexcept
+      : place_(std::move(place)), fd_(std::move(fd)), peer_(peer) {}
   connection(connection&& other) noexcept = default;
   connection& operator=(connection&& other) noexcept {
     if (this != &other) {
       close();
-      owner_ = std::move(other.owner_);
       place_ = std::move(other.place_);
       fd_ = std::move(other.fd_);
       peer_ = other.peer_;
@@ -46,17 +41,14 @@ class connection {
   [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(fd_); }
   /// True while the connection is open.
   explicit operator bool() const noexcept { return is_open(); }
-  /// Closes the descriptor, then gives the place back (a paused server may resume).
+  /// Closes the descriptor, then gives the place back: a server paused on EMFILE resumes at
+  /// the release and finds the descriptor free.
   void close() noexcept {
     fd_.reset();
     place_.release();
-    owner_.reset();
   }
 
  private:
-  // Destruction runs in reverse order: the descriptor is closed, then the place released,
-  // then the budget's owner let go.
-  std::shared_ptr<const void> owner_;
   permit place_;
   unique_fd fd_;
   endpoint peer_;

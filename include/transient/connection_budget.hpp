@@ -4,8 +4,20 @@
 // The budget is taken *before* accept (as Go's netutil.LimitListener and HAProxy do): a
 // full server leaves clients in the kernel backlog instead of running out of descriptors
 // (docs/design.md: EMFILE leaves the queued client in the backlog, but a loop that re-arms on
-// it spins). Each accepted connection carries a permit; destroying the permit gives the
-// place back.
+// it spins).
+//
+// When a place is taken and returned (every path; nothing else touches the count):
+//   taken     try_reserve(), acquire_or_wait(), resume_if_room(): a reservation, for an accept
+//             in flight (accept_policy takes these); try_acquire(): a connection's place at once
+//   admitted  permit::admit(): the accept gave a connection; the reservation becomes its place
+//             (and, with a per-peer cap, takes the peer's place too)
+//   returned  permit::release(), or destroying the permit: a connection's place is released
+//             (a descriptor was freed: paused loops may resume); a reservation's is cancelled
+//             (no descriptor was freed: only loops paused at a full budget care)
+// A permit holds what it counts against: its budget, kept alive when the budget lives in a
+// shared_budget (every driver's), and its peer's place in a peer_limit, kept alive too. So a
+// permit may outlive the loop, acceptor or server that issued it; closing its connection and
+// dropping the permit, in any order and on any thread, is always safe.
 //
 // One budget may be shared by several loops (epoll threads, an Asio io_context run by
 // many threads), each with its own accept_policy, and permits may be released from any
@@ -16,59 +28,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <system_error>
 #include <utility>
 
 #include "transient/peer_limit.hpp"
 
 namespace transient {
-
-class accept_policy;
-class connection_budget;
-
-/// One place in a connection_budget (and, with a per-peer cap, one place for its peer).
-/// Move-only; destroying it releases the place. May be released from any thread.
-class permit {
- public:
-  /// Holds nothing.
-  permit() noexcept = default;
-  permit(permit&& other) noexcept
-      : budget_(std::exchange(other.budget_, nullptr)),
-        peers_(std::exchange(other.peers_, nullptr)),
-        slot_(other.slot_) {}
-  permit& operator=(permit&& other) noexcept {
-    if (this != &other) {
-      release();
-      budget_ = std::exchange(other.budget_, nullptr);
-      peers_ = std::exchange(other.peers_, nullptr);
-      slot_ = other.slot_;
-    }
-    return *this;
-  }
-  permit(const permit&) = delete;
-  permit& operator=(const permit&) = delete;
-  ~permit() { release(); }
-
-  /// True if the permit holds a place.
-  explicit operator bool() const noexcept { return budget_ != nullptr; }
-
-  /// Gives the place back now (later calls do nothing). Returns true if a paused loop may
-  /// need a wake-up; the budget's waker, if installed, has then already been called.
-  bool release() noexcept;
-
-  /// The budget this permit counts against (nullptr if it holds nothing).
-  [[nodiscard]] const connection_budget* budget() const noexcept { return budget_; }
-
- private:
-  friend class connection_budget;
-  friend class accept_policy;
-  explicit permit(connection_budget* budget) noexcept : budget_(budget) {}
-  bool cancel() noexcept;  // gives back a reservation whose accept failed (no descriptor was freed)
-
-  connection_budget* budget_ = nullptr;
-  peer_limit* peers_ = nullptr;
-  peer_slot slot_{};
-};
 
 /// Called by a release when some loop waits for one (see connection_budget::set_waker).
 /// Must be thread-safe and must not throw; typically it writes to an eventfd.
@@ -89,7 +55,65 @@ struct waker {
 /// wakes). No wake-up can be lost and no seq_cst fence is needed. acq_rel on the updates
 /// also orders a connection's teardown before the loop that reuses its place.
 class connection_budget {
+  // Only the budget makes permits: their constructor takes this key, which nothing else can name.
+  struct place_key {
+    explicit place_key() = default;
+  };
+
  public:
+  /// One place in a connection_budget (and, with a per-peer cap, one place for its peer):
+  /// a reservation for an accept in flight, or, once admitted, a connection's place. Move-only;
+  /// destroying it gives the place back (see the file comment). May be released from any
+  /// thread, and may outlive whatever issued it: it keeps its budget alive when the budget
+  /// lives in a shared_budget, and its peer_limit always.
+  class permit {
+   public:
+    /// Holds nothing.
+    permit() noexcept = default;
+    /// A reservation in `budget` (made by the budget: nothing else can name the key).
+    permit(place_key /*unused*/, std::shared_ptr<connection_budget> budget) noexcept
+        : budget_(std::move(budget)), reservation_(true) {}
+    permit(permit&& other) noexcept = default;
+    permit& operator=(permit&& other) noexcept {
+      if (this != &other) {
+        release();
+        budget_ = std::move(other.budget_);
+        peers_ = std::move(other.peers_);
+        slot_ = other.slot_;
+        reservation_ = other.reservation_;
+      }
+      return *this;
+    }
+    permit(const permit&) = delete;
+    permit& operator=(const permit&) = delete;
+    ~permit() { release(); }
+
+    /// True if the permit holds a place.
+    explicit operator bool() const noexcept { return budget_ != nullptr; }
+    /// True if the place is a reservation that no accept has turned into a connection yet.
+    [[nodiscard]] bool is_reservation() const noexcept { return budget_ != nullptr && reservation_; }
+
+    /// The accept gave a connection: the reservation becomes the connection's place. With
+    /// `peers` and a non-empty `peer`, it also takes the peer's place there and keeps `peers`
+    /// alive. False, and nothing changes, if the peer already has its maximum of live
+    /// connections, or if the permit is not a reservation.
+    [[nodiscard]] bool admit(const std::shared_ptr<peer_limit>& peers = {}, peer_key peer = {}) noexcept;
+
+    /// Gives the place back now (later calls do nothing): a connection's is released, a
+    /// reservation's cancelled (file comment). Returns true if a paused loop may need a
+    /// wake-up; the budget's waker, if installed, has then already been called.
+    bool release() noexcept;
+
+    /// The budget this permit counts against (nullptr if it holds nothing).
+    [[nodiscard]] const connection_budget* budget() const noexcept { return budget_.get(); }
+
+   private:
+    std::shared_ptr<connection_budget> budget_;  // owning when the budget has an owner (keep_alive_with)
+    std::shared_ptr<peer_limit> peers_;          // with slot_, the peer's place (empty: none)
+    peer_slot slot_{};
+    bool reservation_ = false;  // not yet admitted: returning it cancels, not releases
+  };
+
   /// The largest max_connections (live connections occupy 32 bits of the state word).
   static constexpr std::uint64_t max_limit = 0xffffffffULL;
 
@@ -101,19 +125,32 @@ class connection_budget {
   /// the RLIMIT_NOFILE soft limit minus a reserve, with that limit as `fd_limit`. Throws
   /// std::system_error: invalid_argument if max_connections is above max_limit; for 0, the
   /// error of default_max_connections() (EMFILE when the limit leaves no room).
+  ///
+  /// A budget declared on its own must outlive its permits; a shared_budget's permits keep
+  /// it alive.
   explicit connection_budget(std::uint64_t max_connections, std::uint64_t fd_limit = 0);
 
   connection_budget(const connection_budget&) = delete;
   connection_budget& operator=(const connection_budget&) = delete;
 
-  /// Takes a place for a connection if one is free; an empty permit if the budget is full.
-  /// Thread-safe.
+  /// Takes a place for a connection (an admitted permit) if one is free; an empty permit if
+  /// the budget is full. For a count of your own; accept loops reserve first. Thread-safe.
   [[nodiscard]] permit try_acquire() noexcept {
     permit p = try_reserve();
-    if (p) {
-      became_connection();
-    }
+    static_cast<void>(p.admit());  // a reservation without a per-peer cap: always admitted
     return p;
+  }
+
+  /// Takes a place for an accept not yet made (a reservation: counts in live(), not in
+  /// peak()) if one is free; an empty permit if the budget is full. Thread-safe.
+  [[nodiscard]] permit try_reserve() noexcept {
+    std::uint64_t word = state_.load(std::memory_order_relaxed);
+    do {
+      if (live_of(word) >= max_) {
+        return permit{};
+      }
+    } while (!state_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+    return counted_place();
   }
 
   /// Installs the function a release calls when some loop waits. Not thread-safe: install
@@ -133,10 +170,31 @@ class connection_budget {
   /// Loops paused until a release. Thread-safe.
   [[nodiscard]] std::uint64_t waiters() const noexcept { return waiters_of(state_.load(std::memory_order_relaxed)); }
 
- private:
-  friend class permit;
-  friend class accept_policy;
+  // The waiting protocol, used by accept_policy (see the class comment). Each call is one
+  // atomic decision on the state word; a loop calls them from its own thread.
 
+  /// The release generation: a loop that reads it before an accept can tell, after the
+  /// accept failed on exhaustion, whether a release came in between. Thread-safe.
+  [[nodiscard]] std::uint16_t generation() const noexcept {
+    return generation_of(state_.load(std::memory_order_acquire));
+  }
+  /// Takes a reservation into `out` (true), or registers as a waiter because the budget is
+  /// full (false): one atomic decision, so the next release wakes the waiter.
+  bool acquire_or_wait(permit& out) noexcept;
+  /// Registers as a waiter unless a release happened since generation `seen`; false: one did.
+  bool wait_for_release(std::uint16_t seen) noexcept;
+  /// For a registered waiter: takes a reservation into `out` and unregisters if a place is
+  /// free (true); else stays registered (false).
+  bool resume_if_room(permit& out) noexcept;
+  /// Unregisters a waiter (each registration is undone once: by resume_if_room or by this).
+  void stop_waiting() noexcept { state_.fetch_sub(waiter_one, std::memory_order_acq_rel); }
+
+ protected:
+  /// For a class that holds its budget in a std::shared_ptr (shared_budget): each permit
+  /// then keeps `self` (an alias of that owner) alive. Call it before the first permit.
+  void keep_alive_with(const std::shared_ptr<connection_budget>& self) noexcept { self_ = self; }
+
+ private:
   static constexpr std::uint64_t live_mask = 0xffffffffULL;
   static constexpr std::uint64_t waiter_one = std::uint64_t{1} << 32U;
   static constexpr std::uint64_t generation_one = std::uint64_t{1} << 48U;
@@ -146,16 +204,14 @@ class connection_budget {
     return static_cast<std::uint16_t>(word >> 48U);
   }
 
-  // A place for an accept not yet made (a reservation): counts in live(), not in peak().
-  [[nodiscard]] permit try_reserve() noexcept {
-    std::uint64_t word = state_.load(std::memory_order_relaxed);
-    do {
-      if (live_of(word) >= max_) {
-        return permit{};
-      }
-    } while (!state_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+  // The permit for a place just counted: it holds the budget's owner when there is one.
+  [[nodiscard]] permit counted_place() noexcept {
     reserved_.fetch_add(1, std::memory_order_relaxed);
-    return permit{this};
+    std::shared_ptr<connection_budget> owned = self_.lock();
+    if (!owned) {
+      owned = std::shared_ptr<connection_budget>(std::shared_ptr<connection_budget>{}, this);  // not owned
+    }
+    return permit{place_key{}, std::move(owned)};
   }
 
   // A reservation became a connection: the peak counts places minus reservations.
@@ -195,47 +251,44 @@ class connection_budget {
     return wake_if(waiters_of(old) != 0 && live_of(old) >= max_);
   }
 
-  // The waiting protocol used by accept_policy (see the class comment).
-  [[nodiscard]] std::uint16_t generation() const noexcept {
-    return generation_of(state_.load(std::memory_order_acquire));
-  }
-  // Takes a place, or registers as a waiter if the budget is full (one atomic decision).
-  bool acquire_or_wait(permit& out) noexcept;
-  // Registers as a waiter unless a release happened since `seen`; false: one did.
-  bool wait_for_release(std::uint16_t seen) noexcept;
-  // For a registered waiter: takes a place and unregisters if one is free.
-  bool resume_if_room(permit& out) noexcept;
-  // Unregisters a waiter.
-  void stop_waiting() noexcept { state_.fetch_sub(waiter_one, std::memory_order_acq_rel); }
-
   std::atomic<std::uint64_t> state_{0};
   std::atomic<std::uint64_t> peak_{0};
   std::atomic<std::uint64_t> reserved_{0};  // places taken for accepts in flight
   std::uint64_t max_;
   std::uint64_t fd_limit_;
   waker waker_{};
+  std::weak_ptr<connection_budget> self_;  // the owner permits keep alive (empty: none)
 };
 
-inline bool permit::release() noexcept {
-  if (budget_ == nullptr) {
+/// One place in a connection_budget (connection_budget::permit).
+using permit = connection_budget::permit;
+
+inline bool connection_budget::permit::admit(const std::shared_ptr<peer_limit>& peers, peer_key peer) noexcept {
+  if (!is_reservation()) {
     return false;
   }
-  if (peers_ != nullptr) {
-    peers_->release(slot_);
-    peers_ = nullptr;
+  if (peers != nullptr && peer) {
+    if (!peers->try_acquire(peer, slot_)) {
+      return false;
+    }
+    peers_ = peers;
   }
-  return std::exchange(budget_, nullptr)->release_place();
+  reservation_ = false;
+  budget_->became_connection();
+  return true;
 }
 
-inline bool permit::cancel() noexcept {
+inline bool connection_budget::permit::release() noexcept {
   if (budget_ == nullptr) {
     return false;
   }
   if (peers_ != nullptr) {
     peers_->release(slot_);
-    peers_ = nullptr;
+    peers_.reset();
   }
-  return std::exchange(budget_, nullptr)->cancel_place();
+  // Held to the end of the call: the budget's last owner may be this permit.
+  const std::shared_ptr<connection_budget> budget = std::move(budget_);
+  return reservation_ ? budget->cancel_place() : budget->release_place();
 }
 
 /// The default max_connections for a process whose RLIMIT_NOFILE soft limit is

@@ -41,9 +41,9 @@ class release_listener {
 
 /// A connection budget for one or more accept loops. Each loop draws a permit for each
 /// connection it accepts; a release (on any thread) wakes the loops paused on the budget.
-/// Held by std::shared_ptr: the loops and every accepted connection keep it alive, so
-/// connections may outlive the loop that accepted them.
-class shared_budget {
+/// Held by std::shared_ptr: the loops and every permit keep it alive, so connections may
+/// outlive the loop that accepted them.
+class shared_budget : public connection_budget {
   struct private_tag {};
 
  public:
@@ -54,28 +54,30 @@ class shared_budget {
     std::error_code ec;
     const std::uint64_t fd_limit = fd_soft_limit(ec);
     const std::uint64_t max = max_connections != 0 ? max_connections : default_max_connections();
-    return std::make_shared<shared_budget>(private_tag{}, max, fd_limit);
+    auto budget = std::make_shared<shared_budget>(private_tag{}, max, fd_limit);
+    budget->keep_alive_with(budget);
+    return budget;
   }
 
   /// Use create().
   shared_budget(private_tag /*unused*/, std::uint64_t max_connections, std::uint64_t fd_limit)
-      : budget_(max_connections, fd_limit) {
-    budget_.set_waker({&shared_budget::wake, this});
+      : connection_budget(max_connections, fd_limit) {
+    set_waker({&shared_budget::wake, this});
   }
   shared_budget(const shared_budget&) = delete;
   shared_budget& operator=(const shared_budget&) = delete;
   ~shared_budget() = default;
 
   /// The budget (thread-safe queries: live(), peak(), max_connections()).
-  [[nodiscard]] connection_budget& budget() noexcept { return budget_; }
+  [[nodiscard]] connection_budget& budget() noexcept { return *this; }
   /// The budget (thread-safe queries: live(), peak(), max_connections()).
-  [[nodiscard]] const connection_budget& budget() const noexcept { return budget_; }
+  [[nodiscard]] const connection_budget& budget() const noexcept { return *this; }
 
   /// The first loop built on this budget warns (through `sink`) if the budget is more than
   /// the descriptors the process can still open (budget_fit.hpp); later loops do nothing.
   void check_fit_once(const policy_event_sink& sink) noexcept {
     if (!fit_checked_.test_and_set()) {
-      static_cast<void>(warn_if_budget_does_not_fit(budget_.max_connections(), sink));
+      static_cast<void>(warn_if_budget_does_not_fit(max_connections(), sink));
     }
   }
 
@@ -117,7 +119,6 @@ class shared_budget {
     }
   }
 
-  connection_budget budget_;
   std::atomic_flag fit_checked_;  // check_fit_once ran
   std::mutex mutex_;              // guards loops_
   std::vector<std::pair<const release_listener*, std::weak_ptr<release_listener>>> loops_;

@@ -208,7 +208,7 @@ struct acceptor_core : release_listener {
         ++refusals_failed;
       }
     } else {
-      handler(connection(std::move(fd), std::move(place), peer, budget));
+      handler(connection(std::move(fd), std::move(place), peer));
     }
     return d;
   }

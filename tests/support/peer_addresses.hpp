@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -57,8 +58,7 @@ void expect_peer_addresses_read_unless_turned_off() {
   EXPECT_FALSE(none.is_loopback());
   EXPECT_EQ(none.port(), 0);
   // A per-peer cap needs the addresses, so they are read anyway.
-  peer_limit limit(4);
-  off.policy.peers = &limit;
+  off.policy.peers = std::make_shared<peer_limit>(4);
   EXPECT_TRUE(peer_seen<Server>(off).is_loopback());
 }
 

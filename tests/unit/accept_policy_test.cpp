@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -686,9 +687,9 @@ TEST_F(policy_spec, the_watchdog_still_counts_through_drains) {
 
 TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
   connection_budget budget(100);
-  peer_limit peers(2, 1024, 42);
+  const auto peers = std::make_shared<peer_limit>(2, 1024, 42);
   accept_policy_config c = config();
-  c.peers = &peers;
+  c.peers = peers;
   accept_policy policy(budget, c);
   permit a1;
   permit a2;
@@ -712,7 +713,7 @@ TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
 
   a1.release();
   EXPECT_EQ(budget.live(), 3U);
-  EXPECT_EQ(peers.count(v4("10.0.0.1")), 1U);
+  EXPECT_EQ(peers->count(v4("10.0.0.1")), 1U);
   EXPECT_FALSE(policy.on_accepted(now, a3, v4("10.0.0.1")).shed_accepted);
   EXPECT_TRUE(a3);
   EXPECT_EQ(budget.live(), 4U);
@@ -725,9 +726,9 @@ TEST_F(policy_spec, the_per_peer_cap_gives_back_the_place_of_what_it_sheds_in_ev
   for (const shed_mode mode : {shed_mode::queue, shed_mode::close, shed_mode::reset}) {
     SCOPED_TRACE(to_string(mode));
     connection_budget budget(3);
-    peer_limit peers(2, 1024, 42);
+    const auto peers = std::make_shared<peer_limit>(2, 1024, 42);
     accept_policy_config c = config();
-    c.peers = &peers;
+    c.peers = peers;
     c.shed = mode;
     accept_policy policy(budget, c);
     // Queue mode reserves the next accept's place before it accepts; the shed modes at accept.

@@ -7,6 +7,7 @@
 
 #include <deque>
 #include <exception>
+#include <memory>
 #include <stdexcept>
 
 #include "asio_support.hpp"
@@ -189,6 +190,54 @@ TEST(AsioAdapter, ClosingTheAcceptorStopsCleanlyWhileAcceptingAndWhilePaused) {
     io.restart();
     io.run_for(1s);
     EXPECT_TRUE(io.stopped()) << "the loop left work behind";
+  }
+}
+
+// A session that takes the socket and the permit apart (as Beast's does) keeps them after
+// the loop ended and let go of its budget; the permit alone keeps the budget alive, and the
+// two may be dropped in either order.
+TEST(AsioAdapter, ASocketAndItsPermitTakenApartOutliveTheLoopAndItsBudget) {
+  for (const bool place_first : {false, true}) {
+    SCOPED_TRACE(place_first ? "the permit dropped first" : "the socket closed first");
+    net::io_context io;
+    auto acceptor = loopback_acceptor(io);
+    const auto where = address_of(acceptor);
+    struct session {
+      transient::permit place;
+      tcp::socket socket;
+    };
+    std::deque<session> sessions;
+    loop_outcome outcome;
+    auto options = quiet_options();
+    std::weak_ptr<tasio::shared_budget> watch;
+    {
+      auto budget = tasio::shared_budget::create(4);
+      watch = budget;
+      options.budget = std::move(budget);
+    }
+    tasio::async_accept_loop(
+        acceptor,
+        [&sessions](tasio::accepted_socket c) {
+          sessions.push_back({std::move(c.place), std::move(c.socket)});
+        },
+        std::move(options), completion_into(outcome));
+    const auto client = connect_to(where);
+    ASSERT_TRUE(run_until(io, [&] { return sessions.size() == 1; }));
+    acceptor.close();
+    ASSERT_TRUE(run_until(io, [&] { return outcome.done; }));
+    ASSERT_TRUE(run_until(io, [&] { return watch.use_count() == 1; }))
+        << "the permit does not hold the budget alone once the loop is gone: " << watch.use_count() << " owners";
+    EXPECT_EQ(sessions.front().place.budget()->live(), 1U);
+    if (place_first) {
+      sessions.front().place.release();
+      EXPECT_TRUE(watch.expired());
+      sessions.clear();
+    } else {
+      sessions.front().socket.close();
+      sessions.clear();
+      EXPECT_TRUE(watch.expired());
+    }
+    EXPECT_TRUE(closed_by_peer(client.get(), 3s));
   }
 }
 

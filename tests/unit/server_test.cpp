@@ -6,6 +6,7 @@
 #include <chrono>
 #include <deque>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -339,12 +340,11 @@ TEST(Server, PerPeerCapShedsAClientAndGivesItsPlaceBack) {
     SCOPED_TRACE(to_string(mode));
     transient::endpoint where;
     auto ls = one_loopback_listener(where);
-    transient::peer_limit peers(1);  // before the connections: their permits hold slots in it
     held_connections held;
     transient::server_options options;
     options.max_connections = 2;
     options.policy.shed = mode;
-    options.policy.peers = &peers;
+    options.policy.peers = std::make_shared<transient::peer_limit>(1);
     options.policy.sink = [](const transient::policy_event&) {};
     running_server s(
         std::move(ls), [&](connection c) { held.greet_and_keep(std::move(c)); }, options);

@@ -212,7 +212,7 @@ class loop_state final : public release_listener,
       shed(socket, d.shed);
     } else {
       try {
-        handler_(accepted_socket{shared_, std::move(place), std::move(socket), peer_});
+        handler_(accepted_socket{std::move(place), std::move(socket), peer_});
       } catch (...) {
         exception_ = std::current_exception();
         policy_.request_stop();
