@@ -31,8 +31,9 @@ constexpr std::string_view drill_help =
     "                             meanwhile: runnable less than half the time, on a CPU < 10 %\n"
     "  3 leak                     descriptors leak outside the budget: serve stops as stalled\n"
     "                             within the stall timeout + 1 s, its diagnosis naming the leak\n"
-    "  4 naive contrast           the same exhaustion against --policy naive: runnable time and\n"
-    "                             log volume (naive: runnable at least half the time)\n"
+    "  4 naive contrast           the same exhaustion against a naive loop that re-arms on every\n"
+    "                             error: runnable time and log volume (naive: runnable at least\n"
+    "                             half the time)\n"
     "  5 port race                16 serve processes hunt one port range: all distinct, verified\n"
     "  6 clean stop               SIGTERM while exhausted: idle connections closed within\n"
     "                             100 ms, a slow response in flight completes (the drain),\n"
@@ -47,10 +48,12 @@ constexpr std::string_view drill_help =
     "a loop that spins stays near 100 % however busy the machine, while its CPU share falls; a\n"
     "loop that sleeps stays well under half, its wake-ups' waits for a CPU included.\n"
     "Latencies (100 ms, 1 s) are judged less the time the server and the drill waited for a CPU.\n"
+    "Scenarios 3, 4 and 6 also run the test fixture transient-fixture (serve with a leak or a\n"
+    "slow response, and the naive loop), which the package installs in /usr/libexec/transient/.\n"
     "\n"
     "  --quick     fewer trials and shorter windows (for CI)\n"
     "  --engine E  the serve children accept with E: epoll (default) or io_uring (serve\n"
-    "              --engine; the naive contrast runs on epoll, as --policy naive does)\n"
+    "              --engine; the naive loop of the contrast runs on epoll)\n"
     "  --json      one JSON object on stdout: passed, seconds, scenarios[{name, passed, detail,\n"
     "              fix (when failed), figures...}]\n"
     "  --svg FILE  write a chart of scenarios 2 and 4 on one time axis (live connections, limit,\n"
@@ -151,15 +154,21 @@ int drill(arguments args) {
     settings.deadline = std::chrono::steady_clock::now() + drill_scenario_bound / 2;
     settings.progress = [&](std::string_view text) { progress.show(prefix + ": " + std::string(text)); };
     scenario_result r;
+    bool no_fixture = false;
     try {
       r = scenarios[i].second(settings);
+    } catch (const fixture_missing& e) {
+      r = {scenarios[i].first, false, e.what(), {}, {}, {}, {}};
+      no_fixture = true;
     } catch (const std::exception& e) {
       r = {scenarios[i].first, false, std::string("the drill itself failed: ") + e.what(), {}, {}, {}, {}};
     }
     if (!r.passed) {
-      r.fix =
-          "transient failed its own scenario: run the drill again on a quieter machine; if it fails again, "
-          "report it with the output of 'transient drill --json'";
+      r.fix = no_fixture ? "install transient-fixture with the drill: the package ships it in "
+                           "/usr/libexec/transient/; a build tree builds it beside transient (target "
+                           "transient_fixture)"
+                         : "transient failed its own scenario: run the drill again on a quieter machine; if it "
+                           "fails again, report it with the output of 'transient drill --json'";
     }
     progress.done(prefix + ": " + (r.passed ? "PASS" : "FAIL") + " (" + r.detail + ")");
     results.push_back(std::move(r));

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <system_error>
@@ -142,15 +143,30 @@ std::string& serve_engine() {
 
 void set_serve_engine(std::string engine) { serve_engine() = std::move(engine); }
 
-serve_child::serve_child(const std::vector<std::string>& args, std::uint64_t fd_limit) {
-  std::vector<std::string> argv{"transient", "serve"};
+std::string fixture_path() {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const std::filesystem::path installed = self.parent_path() / "../libexec/transient/transient-fixture";
+  const std::filesystem::path built = self.parent_path() / "transient-fixture";
+  for (const auto& candidate : {installed, built}) {
+    if (!ec && ::access(candidate.c_str(), X_OK) == 0) {
+      return candidate.lexically_normal().string();
+    }
+  }
+  throw fixture_missing("the drill's test fixture is missing: no transient-fixture in " +
+                        installed.parent_path().lexically_normal().string() + " or " + built.parent_path().string());
+}
+
+serve_child::serve_child(const std::vector<std::string>& args, std::uint64_t fd_limit, serve_program program) {
+  const bool naive = program == serve_program::fixture_naive;
+  std::vector<std::string> argv{program == serve_program::serve ? "transient" : "transient-fixture",
+                                naive ? "naive" : "serve"};
   argv.insert(argv.end(), args.begin(), args.end());
-  const bool naive = std::find(args.begin(), args.end(), "naive") != args.end();
   if (!serve_engine().empty() && serve_engine() != "epoll" && !naive) {
     argv.emplace_back("--engine");
     argv.push_back(serve_engine());
   }
-  start("/proc/self/exe", std::move(argv), fd_limit);
+  start(program == serve_program::serve ? "/proc/self/exe" : fixture_path(), std::move(argv), fd_limit);
 }
 
 serve_child::serve_child(const child_launch& launch) : own_group_(true) {

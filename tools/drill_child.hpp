@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,19 +50,39 @@ struct child_launch {
   std::uint64_t fd_limit = 64;    ///< RLIMIT_NOFILE, soft and hard: runtimes raise soft to hard.
 };
 
-/// A running child process of the drill.
 /// The accept engine of every serve child started after this (`serve --engine ENGINE`, e.g.
-/// "io_uring"); "" or "epoll": serve's default. A child with `--policy naive` (epoll only)
-/// keeps its own.
+/// "io_uring"); "" or "epoll": serve's default. The fixture's naive loop (epoll only) keeps
+/// its own.
 void set_serve_engine(std::string engine);
 
+/// What a serve child runs.
+enum class serve_program : unsigned char {
+  serve,          ///< `transient serve`: this executable.
+  fixture_serve,  ///< `transient-fixture serve`: serve with the test knobs (leak, slow response).
+  fixture_naive,  ///< `transient-fixture naive`: serve's responder on the naive loop.
+};
+
+/// The test fixture is not where the drill looks for it (fixture_path()).
+class fixture_missing : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The test fixture transient-fixture: in ../libexec/transient/ from this executable's folder
+/// (installed: /usr/bin and /usr/libexec/transient), else beside this executable (a build
+/// tree). Throws fixture_missing, naming both places, if it is in neither.
+[[nodiscard]] std::string fixture_path();
+
+/// A running child process of the drill.
 class serve_child {
  public:
   using clock = std::chrono::steady_clock;
 
-  /// Starts `/proc/self/exe serve ARGS...` with RLIMIT_NOFILE `fd_limit` (soft and hard). Throws
-  /// std::system_error if pipe or fork fails.
-  serve_child(const std::vector<std::string>& args, std::uint64_t fd_limit);
+  /// Starts `program` (`/proc/self/exe serve ARGS...`, or the fixture's `serve ARGS...` or
+  /// `naive ARGS...`) with RLIMIT_NOFILE `fd_limit` (soft and hard). Throws std::system_error
+  /// if pipe or fork fails, fixture_missing if the program is the fixture and it is missing.
+  serve_child(const std::vector<std::string>& args, std::uint64_t fd_limit,
+              serve_program program = serve_program::serve);
   /// Starts `launch` in a new process group (its id is the child's pid) with RLIMIT_NOFILE soft
   /// and hard limits `launch.fd_limit`. Throws std::system_error if pipe or fork fails.
   explicit serve_child(const child_launch& launch);

@@ -39,9 +39,11 @@ struct exhausted_server {
   std::string problem;
 };
 
-// Starts serve with `args` and fills it until it cannot accept; `problem` says what went wrong.
-void start_exhausted(exhausted_server& x, const std::vector<std::string>& args, clock::time_point deadline) {
-  x.child = std::make_unique<serve_child>(args, child_fd_limit);
+// Starts `program` with `args` and fills it until it cannot accept; `problem` says what went
+// wrong.
+void start_exhausted(exhausted_server& x, serve_program program, const std::vector<std::string>& args,
+                     clock::time_point deadline) {
+  x.child = std::make_unique<serve_child>(args, child_fd_limit, program);
   const auto at = x.child->wait_listening(std::chrono::seconds(5));
   if (!at) {
     x.problem = "serve did not start: " + x.child->stderr_text();
@@ -54,9 +56,9 @@ void start_exhausted(exhausted_server& x, const std::vector<std::string>& args, 
   }
 }
 
-std::vector<std::string> exhaustible_args(const std::string& policy) {
-  if (policy == "naive") {
-    return {"--listen", "127.0.0.1:0", "--policy", "naive"};
+std::vector<std::string> exhaustible_args(serve_program program) {
+  if (program == serve_program::fixture_naive) {
+    return {"--listen", "127.0.0.1:0"};  // no budget: accept fails with EMFILE
   }
   // A budget far above what RLIMIT_NOFILE leaves: accept fails with EMFILE, not backpressure.
   return {"--listen", "127.0.0.1:0", "--max-connections", "1000", "--stall-timeout", "30s"};
@@ -215,7 +217,7 @@ scenario_result run_exhaustion(const drill_settings& s) {
   const milliseconds window(s.quick ? 500 : 1500);
   const milliseconds gap(s.quick ? 100 : 150);  // exhausted this long before each release
   exhausted_server x;
-  start_exhausted(x, exhaustible_args("transient"), s.deadline);
+  start_exhausted(x, serve_program::serve, exhaustible_args(serve_program::serve), s.deadline);
   if (!x.problem.empty()) {
     r.detail = x.problem;
     return r;
@@ -307,7 +309,8 @@ scenario_result run_naive_contrast(const drill_settings& s) {
   const auto measure = [&](const std::string& policy) {
     measured m;
     exhausted_server x;
-    start_exhausted(x, exhaustible_args(policy), s.deadline);
+    const serve_program program = policy == "naive" ? serve_program::fixture_naive : serve_program::serve;
+    start_exhausted(x, program, exhaustible_args(program), s.deadline);
     if (!x.problem.empty()) {
       m.problem = policy + ": " + x.problem;
       return m;
@@ -323,7 +326,7 @@ scenario_result run_naive_contrast(const drill_settings& s) {
     if (policy == "naive") {
       const double end = samples.at(clock::now());
       r.charts.push_back(
-          {"naive contrast: --policy naive (re-arm on every error), RLIMIT_NOFILE " + std::to_string(child_fd_limit),
+          {"naive contrast: the naive loop (re-arm on every error), RLIMIT_NOFILE " + std::to_string(child_fd_limit),
            static_cast<double>(x.held.size()),
            "descriptors exhausted (" + std::to_string(x.held.size()) + " connections)",
            samples.finish(),
@@ -356,9 +359,10 @@ scenario_result run_naive_contrast(const drill_settings& s) {
 scenario_result run_clean_stop(const drill_settings& s) {
   scenario_result r{"clean stop", false, "", {}, {}, {}, {}};
   exhausted_server x;
-  std::vector<std::string> args = exhaustible_args("transient");
-  args.insert(args.end(), {"--slow-response", "300ms"});  // requests for /slow: in flight at the SIGTERM
-  start_exhausted(x, args, s.deadline);
+  // serve with the fixture's knob: requests for /slow are in flight at the SIGTERM.
+  std::vector<std::string> args = exhaustible_args(serve_program::fixture_serve);
+  args.insert(args.end(), {"--slow-response", "300ms"});
+  start_exhausted(x, serve_program::fixture_serve, args, s.deadline);
   if (!x.problem.empty()) {
     r.detail = x.problem;
     return r;

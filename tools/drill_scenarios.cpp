@@ -134,7 +134,7 @@ scenario_result run_leak(const drill_settings& s) {
   constexpr int leak_per_connection = 4;
   serve_child child({"--listen", "127.0.0.1:0", "--stall-timeout", std::to_string(stall.count()) + "ms",
                      "--leak-per-connection", std::to_string(leak_per_connection)},
-                    child_fd_limit);
+                    child_fd_limit, serve_program::fixture_serve);
   const auto at = child.wait_listening(std::chrono::seconds(5));
   if (!at) {
     r.detail = "serve did not start: " + child.stderr_text();

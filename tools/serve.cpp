@@ -1,5 +1,5 @@
-// `transient serve`: an HTTP/1.1 keep-alive responder on transient's accept loop (or, for
-// demonstration, on a naive one). See serve_options.cpp for the command line.
+// `transient serve`: an HTTP/1.1 keep-alive responder on transient's accept loop. See
+// serve_options.cpp for the command line.
 //
 // serve is transient::server (or uring_server, --engine io_uring) with a connection_loop as
 // each loop's handler: the --threads N loops share the one verified listener and one budget
@@ -9,7 +9,6 @@
 // idle connections close, requests in flight are answered, and the process exits when they
 // are done or after --drain-timeout. Outside the process, the metrics port's /healthz and
 // /readyz and systemd's STATUS= and WATCHDOG=1 show the health the server publishes.
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -23,10 +22,9 @@
 #include <string>
 #include <vector>
 
-#include "command.hpp"
+#include "serve.hpp"
 #include "serve_connections.hpp"
 #include "serve_metrics.hpp"
-#include "serve_naive.hpp"
 #include "serve_options.hpp"
 #include "transient/budget_fit.hpp"
 #include "transient/connection_budget.hpp"
@@ -54,7 +52,6 @@ class serving;
 // that comes before there is anything to stop (the handlers are installed before the
 // listener opens) is counted in `stop_signals`, and honoured once there is.
 std::atomic<serving*> signal_serving{nullptr};
-std::atomic<naive_loop*> signal_naive{nullptr};
 std::atomic<int> stop_signals{0};
 
 extern "C" void on_stop_signal(int /*signal*/);
@@ -85,35 +82,6 @@ void install_signal_handlers() {
 
 // Descriptors this process holds (the census does not count the one it reads them through).
 int open_descriptors() { return static_cast<int>(take_fd_census().total); }
-
-// The hidden --leak-per-connection knob: descriptors opened and never closed, outside the
-// budget, so the drill can show the watchdog naming a leak. /dev/null: a "character device".
-// Each accepted connection owes `count` descriptors; what cannot be opened (the table is
-// full) is owed until a connection closes, whose freed descriptor the leak takes at once, as
-// a handler that opens a file per request and never closes it would.
-class descriptor_leak {
- public:
-  explicit descriptor_leak(unsigned per_connection) : per_connection_(per_connection) {}
-  void on_accept() {
-    owed_.fetch_add(per_connection_);
-    pay();
-  }
-  void pay() {
-    unsigned owed = owed_.load();
-    while (owed > 0 && owed_.compare_exchange_weak(owed, owed - 1)) {
-      const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // deliberately never closed
-      if (fd < 0) {
-        owed_.fetch_add(1);
-        return;
-      }
-      owed = owed_.load();
-    }
-  }
-
- private:
-  unsigned per_connection_;
-  std::atomic<unsigned> owed_{0};
-};
 
 // True if systemd passed sockets to this process: LISTEN_PID is our pid and LISTEN_FDS set
 // (sd_listen_fds(3)); a LISTEN_PID of another process was meant for an ancestor.
@@ -238,7 +206,7 @@ server_options server_options_of(const serve_settings& s, std::shared_ptr<peer_l
 // (written by a second stop signal; every loop watches it while it drains).
 class serving {
  public:
-  serving(const serve_settings& s, listener l, descriptor_leak* leak)
+  serving(const serve_settings& s, listener l, const serve_extension& extension)
       : stall_timeout_(s.stall_timeout),
         counters_(std::make_unique<connection_counters[]>(s.threads)),
         drain_end_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
@@ -252,7 +220,7 @@ class serving {
     std::vector<listener> listeners;
     listeners.push_back(std::move(l));
     try {
-      server_ = make_server(s, std::move(listeners), handlers(s, leak));
+      server_ = make_server(s, std::move(listeners), handlers(s, extension));
     } catch (const std::system_error& e) {
       if (e.code() != std::errc::too_many_files_open && e.code() != std::errc::too_many_files_open_in_system) {
         throw;
@@ -371,22 +339,21 @@ class serving {
     }
   }
 
-  // Each loop's handler: a connection_loop, with serve's log, counters and drain end.
-  loop_handler_factory handlers(const serve_settings& s, descriptor_leak* leak) {
+  // Each loop's handler: a connection_loop, with serve's log, counters and drain end, and
+  // what the extension adds.
+  loop_handler_factory handlers(const serve_settings& s, const serve_extension& extension) {
     threads_ = s.threads;
     connection_limits limits;
     limits.idle = s.idle_timeout;
     limits.header = s.header_timeout;
     limits.drain = s.drain_timeout;
-    limits.slow_response = s.slow_response;
-    return [this, limits, leak](loop& l) {
+    return [this, limits, configure = extension.configure](loop& l) {
       auto connections = std::make_unique<connection_loop>(l, limits, &append_ok_response);
       connections->set_log(&log_line);
       connections->set_counters(&counters_[l.index()]);
       connections->set_drain_end(drain_end_.get());
-      if (leak != nullptr) {
-        connections->set_after_accept([leak] { leak->on_accept(); });
-        connections->set_after_close([leak] { leak->pay(); });
+      if (configure) {
+        configure(*connections);
       }
       return connections;
     };
@@ -428,9 +395,6 @@ extern "C" void on_stop_signal(int /*signal*/) {
   if (auto* g = signal_serving.load()) {
     first ? g->drain() : g->end_drain();
   }
-  if (auto* n = signal_naive.load()) {
-    n->stop();
-  }
 }
 
 // RLIMIT_NOFILE raised to its hard limit (--fd-limit raise): a service's soft limit is
@@ -460,9 +424,9 @@ void say_budget(const serve_settings& s, const fd_limit_raise& raised, const pol
             << (s.max_connections == 0 ? " (auto: the limit less a reserve)" : "") << std::endl;
 }
 
-int serve_transient(const serve_settings& s, const fd_limit_raise& raised, listener l) {
-  descriptor_leak leak(s.leak_per_connection);
-  serving group(s, std::move(l), s.leak_per_connection > 0 ? &leak : nullptr);
+int serve_transient(const serve_settings& s, const fd_limit_raise& raised, listener l,
+                    const serve_extension& extension) {
+  serving group(s, std::move(l), extension);
   std::string problem;
   const auto metrics = start_metrics(
       s, [&group] { return group.metrics_text(); }, [&group] { return group.health(); }, problem);
@@ -488,40 +452,11 @@ int serve_transient(const serve_settings& s, const fd_limit_raise& raised, liste
   return status;
 }
 
-int serve_naive(const serve_settings& s, listener l) {
-  connection_limits limits;
-  limits.idle = s.idle_timeout;
-  limits.header = s.header_timeout;
-  limits.drain = {};  // the naive loop closes everything at once, as most servers do
-  naive_loop loop(std::move(l));
-  connection_loop io(loop, limits, &append_ok_response);
-  std::string problem;
-  const auto metrics = start_metrics(
-      s,
-      [&loop] {
-        return "# TYPE naive_accepted_total counter\nnaive_accepted_total " + std::to_string(loop.accepted()) +
-               "\n# TYPE naive_accept_errors_total counter\nnaive_accept_errors_total " +
-               std::to_string(loop.failures()) + "\n";
-      },
-      {}, problem);
-  if (!problem.empty()) {
-    std::cerr << "transient serve: " << problem << '\n';
-    return 1;
-  }
-  std::cerr << "transient serve: --policy naive: a loop that re-arms on every error, for demonstration only\n";
-  signal_naive.store(&loop);
-  if (stop_signals.load() > 0) {
-    loop.stop();
-  }
-  announce(loop.local_endpoint());
-  loop.run(io);
-  signal_naive.store(nullptr);
-  return 0;
-}
-
 }  // namespace
 
-int serve(arguments args) {
+int serve(arguments args) { return serve(args, serve_extension{}); }
+
+int serve(arguments args, const serve_extension& extension) {
   const int descriptors_at_start = open_descriptors();
   const serve_parse_result parsed = parse_serve_arguments(args);
   if (parsed.help) {
@@ -551,8 +486,7 @@ int serve(arguments args) {
       return error == std::errc::permission_denied ? exit_usage : 1;
     }
     try {
-      status =
-          s.policy == serve_policy::naive ? serve_naive(s, std::move(l)) : serve_transient(s, raised, std::move(l));
+      status = serve_transient(s, raised, std::move(l), extension);
     } catch (const std::system_error& e) {
       std::cerr << "transient serve: " << e.what() << '\n';
       return 1;

@@ -294,9 +294,10 @@ std::size_t connection_loop::answer(client& c, std::string_view input) {
       c.close_after_write = true;
       return input.size();
     }
-    if (limits_.slow_response.count() > 0 && !c.waited && r.target.substr(0, 5) == "/slow") {
+    const std::chrono::milliseconds delay = (delay_ && !c.waited) ? delay_(r) : std::chrono::milliseconds(0);
+    if (delay.count() > 0) {
       c.delayed = true;  // answered by respond_delayed(); reading stops meanwhile
-      c.respond_at = now_ + limits_.slow_response;
+      c.respond_at = now_ + delay;
       ++delayed_;
       break;
     }
@@ -464,7 +465,7 @@ void connection_loop::close_all() noexcept {
 }
 
 // Timeouts: limits.idle for every connection, limits.header for those waiting for a request
-// head, linger_limit for one draining after a 400, the delay of a /slow request, the end of
+// head, linger_limit for one draining after a 400, a held-back response (delay_), the end of
 // a run of header timeouts and of the drain. The idle and head orders are by time, so their
 // oldest entries are the next deadlines; draining and delayed connections are few and
 // scanned, only while there are any.
@@ -551,7 +552,7 @@ void connection_loop::end_timeout_run() {
   timeouts_in_run_ = 0;
 }
 
-// Answers the /slow requests whose delay is over (the test knob), then what followed them.
+// Answers the held-back requests whose delay is over, then what followed them.
 void connection_loop::respond_delayed() {
   for (int fd = oldest_; fd != none;) {
     client& c = clients_[static_cast<std::size_t>(fd)];
@@ -561,7 +562,7 @@ void connection_loop::respond_delayed() {
       c.waited = true;
       --delayed_;
       touch(fd);
-      serve_input(c, {});  // nothing new arrived: answer what waits behind the /slow request
+      serve_input(c, {});  // nothing new arrived: answer what waits behind the held-back request
       flush(c);
       after_event(fd);
     }

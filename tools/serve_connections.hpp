@@ -40,9 +40,13 @@ struct connection_limits {
   /// Once accepting ends: serve requests in flight at most this long (0: close every
   /// connection at once).
   std::chrono::milliseconds drain = std::chrono::seconds(10);
-  /// Test knob: answer requests whose target starts with /slow after this long (0: off).
-  std::chrono::milliseconds slow_response{0};
 };
+
+/// How long to hold back the response to `request` (0: answer at once). Meanwhile the
+/// request is in flight: the connection is not idle, a drain waits for it, and nothing after
+/// it on the connection is read. serve sets none; the test fixture (tools/fixture) holds back
+/// requests for /slow, to have a request in flight when a stop or a stall comes.
+using response_delay = std::function<std::chrono::milliseconds(const parsed_request& request)>;
 
 /// What a connection_loop shows other threads (the metrics port, the supervisor), refreshed
 /// after every wait of its loop.
@@ -76,6 +80,8 @@ class connection_loop final : public loop_handler, public io_watcher {
   void set_after_accept(std::function<void()> hook) { after_accept_ = std::move(hook); }
   /// Calls `hook` after each connection is closed (set before the loop runs).
   void set_after_close(std::function<void()> hook) { after_close_ = std::move(hook); }
+  /// Holds back responses as `delay` says (set before the loop runs; none by default).
+  void set_response_delay(response_delay delay) { delay_ = std::move(delay); }
   /// Where the state changes of header timeouts and the drain's end are logged.
   void set_log(log_writer log) { log_ = std::move(log); }
   /// Where the counters go (it must outlive this loop; may be null).
@@ -121,7 +127,7 @@ class connection_loop final : public loop_handler, public io_watcher {
     bool head_received = false;  // `in` holds a complete head whose body is still coming
     bool awaiting_head = false;  // in the head order: the header timeout runs
     bool timing_body = false;    // ... for the body of a complete head
-    bool delayed = false;        // a /slow request waits until respond_at (test knob)
+    bool delayed = false;        // the first request in `in` waits until respond_at (delay_)
     bool waited = false;         // the first request in `in` has had its delay
     clock::time_point last{};
     clock::time_point head_since{};
@@ -162,6 +168,7 @@ class connection_loop final : public loop_handler, public io_watcher {
   responder respond_;
   std::function<void()> after_accept_;
   std::function<void()> after_close_;
+  response_delay delay_;
   log_writer log_;
   connection_counters* counters_ = nullptr;
   int drain_end_ = -1;

@@ -55,9 +55,6 @@ const std::string_view serve_help =
     "                           16 connections a new one closes the idlest\n"
     "  --engine epoll|io_uring  what accepts: epoll (default) or an io_uring multishot accept\n"
     "                           (same policy; connections are served on epoll either way)\n"
-    "  --policy transient|naive naive: a loop that re-arms on every accept error, as Asio's\n"
-    "                           examples do. For side-by-side demonstration only: it spins\n"
-    "                           at 100 % CPU and floods the log when descriptors run out.\n"
     "\n"
     "Requests are limited to 8 KiB; larger or malformed ones get 400 and a close.\n"
     "DURATION: 250ms, 60s, 2m, 1h, or a number of seconds; at most 24h.\n"
@@ -91,12 +88,11 @@ struct duration_option {
   std::chrono::milliseconds serve_settings::*field;
   bool zero_allowed;
 };
-constexpr std::array<duration_option, 5> duration_options{{
+constexpr std::array<duration_option, 4> duration_options{{
     {"--stall-timeout", &serve_settings::stall_timeout, true},     // 0: no watchdog
     {"--idle-timeout", &serve_settings::idle_timeout, false},      // 0 would close every connection at once
     {"--header-timeout", &serve_settings::header_timeout, false},  // likewise
     {"--drain-timeout", &serve_settings::drain_timeout, true},     // 0: no drain
-    {"--slow-response", &serve_settings::slow_response, true},     // 0: off
 }};
 
 const duration_option* find_duration_option(std::string_view flag) {
@@ -154,8 +150,7 @@ serve_parse_result parse_serve_arguments(arguments args) {
     }
     const bool known = flag == "--listen" || flag == "--port-range" || flag == "--max-connections" ||
                        flag == "--threads" || flag == "--shed" || find_duration_option(flag) != nullptr ||
-                       flag == "--metrics" || flag == "--policy" || flag == "--engine" || flag == "--max-per-peer" ||
-                       flag == "--fd-limit" || flag == "--leak-per-connection";
+                       flag == "--metrics" || flag == "--engine" || flag == "--max-per-peer" || flag == "--fd-limit";
     if (!known) {
       return fail("unknown option " + quoted(flag) + " (try 'transient serve --help')");
     }
@@ -232,7 +227,7 @@ serve_parse_result parse_serve_arguments(arguments args) {
         return fail("--fd-limit: " + quoted(value) + " is not raise or keep");
       }
       s.raise_fd_limit = value == "raise";
-    } else if (flag == "--engine") {
+    } else {  // --engine
       if (value == "epoll") {
         s.engine = serve_engine::epoll;
       } else if (value == "io_uring") {
@@ -240,27 +235,7 @@ serve_parse_result parse_serve_arguments(arguments args) {
       } else {
         return fail("--engine: " + quoted(value) + " is not epoll or io_uring");
       }
-    } else if (flag == "--policy") {
-      if (value == "transient") {
-        s.policy = serve_policy::transient;
-      } else if (value == "naive") {
-        s.policy = serve_policy::naive;
-      } else {
-        return fail("--policy: " + quoted(value) + " is not transient or naive");
-      }
-    } else {  // --leak-per-connection
-      const auto n = parse_number<unsigned>(value, 64);
-      if (!n) {
-        return fail("--leak-per-connection: " + quoted(value) + " is not a number from 0 to 64");
-      }
-      s.leak_per_connection = *n;
     }
-  }
-  if (s.policy == serve_policy::naive && (s.shed != shed_mode::queue || s.threads != 1 || s.max_per_peer != 0)) {
-    return fail("--policy naive supports neither --shed nor --threads nor --max-per-peer (it is the naive loop)");
-  }
-  if (s.policy == serve_policy::naive && s.engine != serve_engine::epoll) {
-    return fail("--policy naive runs on epoll only (--engine io_uring needs --policy transient)");
   }
   return r;
 }

@@ -14,12 +14,6 @@
 
 namespace transient::tool {
 
-/// Which accept loop serves.
-enum class serve_policy : unsigned char {
-  transient,  ///< transient's server: budget, pause without spinning, watchdog (default).
-  naive,      ///< A loop that re-arms on every error, as Asio's examples do (demonstration only).
-};
-
 /// What accepts connections (they are served on epoll either way).
 enum class serve_engine : unsigned char {
   epoll,     ///< transient::acceptor in the loop's epoll set (default).
@@ -39,17 +33,9 @@ struct serve_settings {
   std::uint32_t max_per_peer = 0;                                       ///< --max-per-peer (0: off).
   std::chrono::milliseconds drain_timeout = std::chrono::seconds(10);   ///< --drain-timeout.
   bool raise_fd_limit = true;                                           ///< --fd-limit raise (default) or keep.
-  bool listen_given = false;        ///< --listen or --port-range was given (refused under socket activation).
-  std::optional<endpoint> metrics;  ///< --metrics ADDRESS.
-  serve_policy policy = serve_policy::transient;  ///< --policy.
-  serve_engine engine = serve_engine::epoll;      ///< --engine.
-  /// Hidden test knob for `transient drill` (not in --help): descriptors leaked per accepted
-  /// connection, outside the budget, to show the stall watchdog and its diagnosis.
-  unsigned leak_per_connection = 0;
-  /// Hidden test knob for tests and `transient drill` (not in --help): requests for paths
-  /// starting with /slow are answered after this long (0: off), to have a request in flight
-  /// when SIGTERM or a stall comes.
-  std::chrono::milliseconds slow_response{0};
+  bool listen_given = false;                  ///< --listen or --port-range was given (refused under socket activation).
+  std::optional<endpoint> metrics;            ///< --metrics ADDRESS.
+  serve_engine engine = serve_engine::epoll;  ///< --engine.
 };
 
 /// What parse_serve_arguments returns: settings, or help requested, or one line of problem.

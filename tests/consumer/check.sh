@@ -90,6 +90,10 @@ case "$mode" in
     cmake --install "$build_dir" --prefix "$work/installed" >/dev/null
     mv "$work/installed" "$work/prefix"
     no_build_paths "$work/prefix"
+    if [ -f "$build_dir/tools/transient-fixture" ]; then  # the tools were built: the fixture is in libexec
+      [ -x "$work/prefix/libexec/transient/transient-fixture" ] ||
+        { echo "transient-fixture was not installed in libexec/transient" >&2; exit 1; }
+    fi
     configure_and_run cmake-package -DCMAKE_PREFIX_PATH="$work/prefix"
     with_pkg_config "$work/prefix"
     echo "consumer: the installed (and moved) CMake package and pkg-config files work" \
@@ -116,8 +120,20 @@ case "$mode" in
     MANWIDTH=80 man -l "$page" >"$work/man.txt" 2>"$work/man.err" || { cat "$work/man.err" >&2; exit 1; }
     grep -q "transient serve" "$work/man.txt" || { echo "the man page does not render" >&2; exit 1; }
     [ ! -s "$work/man.err" ] || { echo "man warns:" >&2; cat "$work/man.err" >&2; exit 1; }
-    echo "consumer: $(basename "$deb") installs a working library, CMake package, pkg-config files, command and" \
-      "man page (Boost.Asio consumer: $with_boost, io_uring consumer: $with_uring)"
+    # The drill's test fixture, outside PATH; the packaged drill finds it there (the leak
+    # scenario's figures come only from a run of the fixture). Its verdicts are the drill
+    # tests' business, not this check's.
+    [ -x "$work/root/usr/libexec/transient/transient-fixture" ] ||
+      { echo "the package has no /usr/libexec/transient/transient-fixture" >&2; exit 1; }
+    [ ! -e "$work/root/usr/bin/transient-fixture" ] || { echo "the test fixture is on PATH" >&2; exit 1; }
+    "$work/root/usr/bin/transient" drill --quick --json >"$work/drill.json" 2>"$work/drill.err" || true
+    if grep -q "test fixture is missing" "$work/drill.json" || ! grep -q '"leak_per_connection"' "$work/drill.json"; then
+      echo "the packaged drill did not run the packaged fixture:" >&2
+      cat "$work/drill.json" "$work/drill.err" >&2
+      exit 1
+    fi
+    echo "consumer: $(basename "$deb") installs a working library, CMake package, pkg-config files, command," \
+      "man page and the drill's fixture (Boost.Asio consumer: $with_boost, io_uring consumer: $with_uring)"
     ;;
   subdirectory)
     configure_and_run subdirectory -DTRANSIENT_CONSUMER_MODE=subdirectory -DTRANSIENT_SOURCE="$source_dir"

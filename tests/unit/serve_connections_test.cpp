@@ -11,8 +11,8 @@
 #include <string>
 #include <thread>
 
+#include "../../tools/fixture/naive_loop.hpp"
 #include "../../tools/serve_connections.hpp"
-#include "../../tools/serve_naive.hpp"
 #include "support/loopback.hpp"
 #include "support/resident_memory.hpp"
 

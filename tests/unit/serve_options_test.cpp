@@ -31,12 +31,11 @@ std::chrono::milliseconds parsed(const std::string& flag, const std::string& val
   return flag == "--stall-timeout"    ? s.stall_timeout
          : flag == "--idle-timeout"   ? s.idle_timeout
          : flag == "--header-timeout" ? s.header_timeout
-         : flag == "--drain-timeout"  ? s.drain_timeout
-                                      : s.slow_response;
+                                      : s.drain_timeout;
 }
 
 const std::vector<std::string> duration_flags{"--stall-timeout", "--idle-timeout", "--header-timeout",
-                                              "--drain-timeout", "--slow-response"};
+                                              "--drain-timeout"};
 
 TEST(ServeOptions, EveryDurationTakesUpTo24HoursInEveryUnit) {
   for (const auto& flag : duration_flags) {

@@ -48,8 +48,9 @@ int rings_of(pid_t pid) {
 // As on epoll, a drain lets go of the listener at once: a client arriving meanwhile is
 // refused, and the request in flight is still answered.
 TEST_F(UringCli, ADrainRefusesNewClientsAtOnce) {
-  transient::test::spawned_process serve(
-      TRANSIENT_CLI_PATH, {"serve", "--listen", "127.0.0.1:0", "--engine", "io_uring", "--slow-response", "1500ms"});
+  // The test fixture's serve: serve's own code, with a slow response to hold the drain.
+  transient::test::spawned_process serve(TRANSIENT_FIXTURE_PATH, {"serve", "--listen", "127.0.0.1:0", "--engine",
+                                                                  "io_uring", "--slow-response", "1500ms"});
   const std::string line = serve.read_line(transient::test::spawned_process::stream::out, 5s);
   ASSERT_EQ(line.rfind("listening on ", 0), 0U) << line << serve.stderr_text();
   const auto at = transient::parse_endpoint(line.substr(13, line.find(' ', 13) - 13));
@@ -91,9 +92,8 @@ TEST(UringCliUsage, UnknownEngineIsAUsageError) {
   const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"serve", "--engine", "kqueue"}, 5000ms);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("--engine"));
-  const auto naive =
-      transient::test::run_command(TRANSIENT_CLI_PATH, {"serve", "--policy", "naive", "--engine", "io_uring"}, 5000ms);
-  EXPECT_EQ(naive.exit_code, 2);
+  const auto naive = transient::test::run_command(TRANSIENT_FIXTURE_PATH, {"naive", "--engine", "io_uring"}, 5000ms);
+  EXPECT_EQ(naive.exit_code, 2) << "the fixture's naive loop runs on epoll only";
   const auto drill = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--engine", "kqueue"}, 5000ms);
   EXPECT_EQ(drill.exit_code, 2);
 }
