@@ -225,19 +225,12 @@ struct acceptor_core : release_listener {
     budget->remove(this);
     reserve.clear();
     if (d.next == step::fail) {
-      failure_context context;
-      context.where = where.to_string();
-      if (d.error == condition::not_listening) {
-        context.listener_state = verify(*source).message;
-      }
-      context.last_accept_error = last_accept_error;
-      context.live = budget->budget().live();
-      context.max_connections = budget->budget().max_connections();
-      context.stall_timeout = options.policy.stall_timeout;
+      const std::string state = d.error == condition::not_listening ? verify(*source).message : std::string();
       const diagnostics_reserve none;
-      std::string text = failure_text(d.error, context, diagnostics ? *diagnostics : none);
-      policy.attach_diagnosis(text);
-      result = {stop_reason_of(d.error), d.error, std::move(text)};
+      result = stop_info_of(policy, d,
+                            failure_context_of(where.to_string(), state, last_accept_error, budget->budget(),
+                                               options.policy.stall_timeout),
+                            diagnostics ? *diagnostics : none);
     }
     return true;
   }

@@ -311,14 +311,13 @@ class loop_state final : public release_listener,
 
   void shed(net::ip::tcp::socket& socket, shed_mode mode) {
     error_code ignored;
-    if (mode == shed_mode::reset) {
-      // SO_LINGER {on, 0 s}: close() sends a reset instead of a FIN.
-      socket.set_option(net::socket_base::linger(true, 0), ignored);
-    } else if (mode == shed_mode::respond && options_.refuse) {
-      socket.non_blocking(true, ignored);
-      if (!write_refusal([&] { options_.refuse(socket, peer_); })) {
-        ++refusals_failed_;  // the kit's rule: the connection is shed anyway
-      }
+    const auto write = [&] {
+      socket.non_blocking(true, ignored);  // the refusal writes what fits and does not wait
+      options_.refuse(socket, peer_);
+    };
+    // std::ref: the std::function holds a reference, which fits in it without an allocation.
+    if (!shed_as(mode, socket.native_handle(), options_.refuse ? std::function<void()>(std::ref(write)) : nullptr)) {
+      ++refusals_failed_;  // the kit's rule: the connection is shed anyway
     }
     socket.close(ignored);
   }
@@ -363,17 +362,12 @@ class loop_state final : public release_listener,
     apply(d);
   }
 
-  [[nodiscard]] std::string diagnose_failure(const std::error_code& ec) const {
+  [[nodiscard]] failure_context context_of_failure() const {
     error_code ignored;
     const auto where = acceptor_.local_endpoint(ignored);
-    failure_context context;
-    context.where = where.address().to_string() + ":" + std::to_string(where.port());
-    context.listener_state = "the acceptor is not listening (accept: EINVAL; call listen() before the loop)";
-    context.last_accept_error = last_error_;
-    context.live = shared_->budget().live();
-    context.max_connections = shared_->budget().max_connections();
-    context.stall_timeout = options_.policy.stall_timeout;
-    return failure_text(ec, context, reserve_diagnostics_);
+    return failure_context_of(where.address().to_string() + ":" + std::to_string(where.port()),
+                              "the acceptor is not listening (accept: EINVAL; call listen() before the loop)",
+                              last_error_, shared_->budget(), options_.policy.stall_timeout);
   }
 
   void finish(const decision& d) {
@@ -386,8 +380,7 @@ class loop_state final : public release_listener,
     loop_report report;
     report.error = d.error;
     if (d.next == step::fail) {
-      report.diagnosis = diagnose_failure(d.error);
-      policy_.attach_diagnosis(report.diagnosis);
+      report.diagnosis = stop_info_of(policy_, d, context_of_failure(), reserve_diagnostics_).diagnosis;
     }
     if (exception_) {
       report.error = std::make_error_code(std::errc::operation_canceled);
