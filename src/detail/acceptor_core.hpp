@@ -198,11 +198,12 @@ struct acceptor_core : release_listener {
     }
   }
 
-  /// Reports an accepted connection to the policy, then sheds it (as the decision's shed mode
-  /// says) or hands it with its permit to the handler. Returns the policy's decision.
-  decision deliver(time_point now, unique_fd fd, const endpoint& peer, peer_key key) {
+  /// Reports an accepted connection to the policy (on_accepted, or for a completion driver
+  /// `completed`, on_accept_result), then sheds it (as the decision's shed mode says) or hands
+  /// it with its permit to the handler. Returns the policy's decision.
+  decision deliver(time_point now, unique_fd fd, const endpoint& peer, peer_key key, bool completed = false) {
     permit place;
-    const decision d = policy.on_accepted(now, place, key);
+    const decision d = completed ? policy.on_accept_result(now, place, key) : policy.on_accepted(now, place, key);
     if (d.shed_accepted) {
       if (!shed(std::move(fd), peer, d.shed, options.refuse, options.sys)) {
         ++refusals_failed;
