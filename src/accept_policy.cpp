@@ -141,6 +141,7 @@ struct accept_policy::rules {
   using run_fn = decision (*)(accept_policy&, time_point, const input&) noexcept;
   struct rule {
     std::string_view name;
+    std::string_view summary;  // what it does, for the table in docs/acceptor.md
     run_fn run;
   };
   struct cell {
@@ -253,23 +254,57 @@ struct accept_policy::rules {
     return p.finish(now, make_error_code(transient::error::unexpected_event), condition::programming_error);
   }
 
-  static constexpr rule begin_burst_rule{"begin_burst", &begin_burst};
-  static constexpr rule serve_or_shed_rule{"serve_or_shed", &serve_or_shed};
-  static constexpr rule ready_then_serve_rule{"ready_then_serve", &ready_then_serve};
-  static constexpr rule resume_then_serve_rule{"resume_then_serve", &resume_then_serve};
-  static constexpr rule shed_drained_rule{"shed_drained", &shed_drained};
-  static constexpr rule shed_late_rule{"shed_late", &shed_late};
-  static constexpr rule classify_failure_rule{"classify_failure", &classify_failure};
-  static constexpr rule ready_then_classify_rule{"ready_then_classify", &ready_then_classify};
-  static constexpr rule end_drain_rule{"end_drain", &end_drain};
-  static constexpr rule queue_empty_rule{"queue_empty", &queue_empty};
-  static constexpr rule keep_rule{"keep", &keep};
-  static constexpr rule resume_if_room_rule{"resume_if_room", &resume_if_room};
-  static constexpr rule retry_if_released_rule{"retry_if_released", &retry_if_released};
-  static constexpr rule backoff_timer_rule{"backoff_timer", &backoff_timer};
-  static constexpr rule stop_rule{"stop", &stop};
-  static constexpr rule stay_stopped_rule{"stay_stopped", &stay_stopped};
-  static constexpr rule unexpected_rule{"unexpected", &unexpected};
+  static constexpr rule begin_burst_rule{"begin_burst",
+                                         "a burst of accepts begins: accept with a place taken (queue), shed at the "
+                                         "budget (the other modes), or pause for a release when the budget is full",
+                                         &begin_burst};
+  static constexpr rule serve_or_shed_rule{"serve_or_shed",
+                                           "the connection gets a permit, or is shed (no place, the per-peer cap, "
+                                           "step::shed); then the next accept, or wait after accepts_per_ready",
+                                           &serve_or_shed};
+  static constexpr rule ready_then_serve_rule{
+      "ready_then_serve",
+      "the result implies readiness: a burst begins with this connection, served if a place is free, else shed",
+      &ready_then_serve};
+  static constexpr rule resume_then_serve_rule{
+      "resume_then_serve",
+      "a request the pause cancelled too late: the pause ends, the connection is served if a place is free, else shed",
+      &resume_then_serve};
+  static constexpr rule shed_drained_rule{
+      "shed_drained",
+      "the drained connection is shed; the drain goes on, or ends after accepts_per_ready (the pause holds)",
+      &shed_drained};
+  static constexpr rule shed_late_rule{"shed_late", "accepted after the stop: shed, and the stop holds", &shed_late};
+  static constexpr rule classify_failure_rule{
+      "classify_failure",
+      "classify(): skip or retry (accept again), wait (EAGAIN), back off and maybe drain (EMFILE...), or fail",
+      &classify_failure};
+  static constexpr rule ready_then_classify_rule{
+      "ready_then_classify",
+      "the result implies readiness: a burst begins with this failure, classified as for classify_failure",
+      &ready_then_classify};
+  static constexpr rule end_drain_rule{
+      "end_drain", "the drain ends (the backlog is empty, or another thread took the freed number); the pause holds",
+      &end_drain};
+  static constexpr rule queue_empty_rule{
+      "queue_empty", "as EAGAIN: the reservation goes back, wait (accepting was healthy)", &queue_empty};
+  static constexpr rule keep_rule{
+      "keep", "the decision in force holds; an episode's summary or recovered line may fall due", &keep};
+  static constexpr rule resume_if_room_rule{"resume_if_room", "a place is free: take it and accept; else keep waiting",
+                                            &resume_if_room};
+  static constexpr rule retry_if_released_rule{
+      "retry_if_released",
+      "a connection was released since the failure: a descriptor is free, retry at once; else keep the pause",
+      &retry_if_released};
+  static constexpr rule backoff_timer_rule{
+      "backoff_timer",
+      "the pause ends at its deadline (or after a release), or the watchdog stops a stall; early: the pause holds",
+      &backoff_timer};
+  static constexpr rule stop_rule{
+      "stop", "stop cleanly (the place reserved goes back, a pause's waiter leaves the budget)", &stop};
+  static constexpr rule stay_stopped_rule{"stay_stopped", "the stop (or failure) holds", &stay_stopped};
+  static constexpr rule unexpected_rule{
+      "unexpected", "a driver's bug: stop with error::unexpected_event (condition programming_error)", &unexpected};
 
   static constexpr std::array<std::string_view, states> state_names{
       "waiting", "accepting", "shedding", "draining", "paused_capacity", "paused_backoff", "stopped"};
@@ -372,7 +407,7 @@ std::vector<policy_transition> detail::policy_transitions() {
           next += (next.empty() ? "" : ", ") + std::string(rules::state_names[t]);
         }
       }
-      rows.push_back({rules::state_names[s], rules::event_names[e], c.what->name, std::move(next)});
+      rows.push_back({rules::state_names[s], rules::event_names[e], c.what->name, c.what->summary, std::move(next)});
     }
   }
   return rows;

@@ -168,10 +168,11 @@ struct policy_health {
 /// `rule` and leaves the policy in one of the states `next` names. docs/acceptor.md shows
 /// every row.
 struct policy_transition {
-  std::string_view state;  ///< The state the event finds ("waiting", ...).
-  std::string_view event;  ///< The event: the member function the driver calls ("on_ready", ...).
-  std::string_view rule;   ///< What the policy does ("begin_burst", ..., "unexpected": a driver's bug).
-  std::string next;        ///< The states it may go to, comma-separated ("accepting, paused_capacity").
+  std::string_view state;         ///< The state the event finds ("waiting", ...).
+  std::string_view event;         ///< The event: the member function the driver calls ("on_ready", ...).
+  std::string_view rule;          ///< What the policy does ("begin_burst", ..., "unexpected": a driver's bug).
+  std::string_view rule_summary;  ///< The rule in a sentence.
+  std::string next;               ///< The states it may go to, comma-separated ("accepting, paused_capacity").
 };
 
 class accept_policy;
