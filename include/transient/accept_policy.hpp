@@ -175,8 +175,6 @@ struct policy_transition {
   std::string next;               ///< The states it may go to, comma-separated ("accepting, paused_capacity").
 };
 
-class accept_policy;
-
 namespace detail {
 /// The accept policy's state x event table, one row per pair, states and events in the
 /// order of the table in src/accept_policy.cpp. For the test that keeps docs/acceptor.md in step.
