@@ -550,10 +550,14 @@ decision accept_policy::failed(time_point now, std::error_code ec, bool reserve_
 // ---- transitions ----------------------------------------------------------------------
 
 decision accept_policy::begin_accept(time_point now) noexcept {
+  // The cap on accepts per ready event: wait, and a level-triggered listener reports again. In
+  // queue mode only while a place is free (else pause for a release): a completion driver's
+  // accept under wait takes the next connection whatever the budget, and one that finds no
+  // place is shed.
   const bool capped = burst_ >= config_.accepts_per_ready;
-  if (capped && config_.shed != shed_mode::queue) {
+  if (capped && (config_.shed != shed_mode::queue || budget_.live() < budget_.max_connections())) {
     state_ = state::waiting;
-    return waiting();  // the cap on accepts per ready event: a level-triggered listener reports again
+    return waiting();
   }
   // The generation is read before the place is taken, so a release between the two (or
   // during the accept) is seen when the accept fails on exhaustion.
@@ -579,10 +583,7 @@ decision accept_policy::begin_accept(time_point now) noexcept {
     pause_start_ = now;
     ++counters_.pauses[static_cast<std::size_t>(pause_reason::capacity)];
     return make(step::pause_for_release);
-  } else if (capped) {
-    // The cap on accepts per ready event: wait (a level-triggered listener reports again), and
-    // only while a place is free: a completion driver's accept under wait takes the next
-    // connection whatever the budget, and one that finds no place is shed.
+  } else if (capped) {  // a place came free since the look above
     reservation_.cancel();
     state_ = state::waiting;
     return waiting();
