@@ -18,9 +18,9 @@
 // What happens on EMFILE or ENFILE is decided here and nowhere else: back off (pause_until)
 // and, when the shed mode is not `queue` and the driver says it holds its spare descriptor
 // (on_accept_failed's `reserve_held`), first drain: the driver gives the descriptor up, and
-// each connection it then accepts is reported with on_accepted and shed (shed_accepted), up
-// to accepts_per_ready; the first failure (EAGAIN: the backlog is empty; EMFILE: another
-// thread took the freed number) ends the drain. The pause goes on after it; the driver takes
+// each connection it then accepts is reported (on_accepted, on_accept_result) and shed
+// (shed_accepted), up to accepts_per_ready; the first failure (EAGAIN or a parked request:
+// the backlog is empty; EMFILE: another thread took the freed number) ends the drain. The pause goes on after it; the driver takes
 // its reserve back before any step that is not a drain (emfile_reserve, driver_kit.hpp).
 //
 // A connection accepted under an `accept` decision comes with a permit (on_accepted fills

@@ -208,7 +208,7 @@ class world {
       }
     }
     const bool parked = l.completion && e == EAGAIN && l.current.next != step::wait;
-    const decision d = parked          ? p.on_accept_parked(now_)
+    const decision d = parked         ? p.on_accept_parked(now_)
                        : l.completion ? p.on_accept_result(now_, sys(e))
                                       : p.on_accept_failed(now_, sys(e));
     if (kind == 2) {
