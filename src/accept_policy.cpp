@@ -318,72 +318,42 @@ struct accept_policy::rules {
                                                                     "on_timer",
                                                                     "on_stop"};
 
+  // clang-format off
   static constexpr std::array<std::array<cell, events>, states> table = [] {
     using enum state;
-    const std::uint8_t burst = to({accepting, shedding, paused_capacity, stopped});
     const std::uint8_t next_accept = to({waiting, accepting, shedding, paused_capacity, stopped});
     const std::uint8_t any = to({waiting, accepting, shedding, draining, paused_capacity, paused_backoff, stopped});
     const std::uint8_t resumed = to({accepting, shedding, paused_capacity});
     const std::uint8_t done = to({stopped});
-    const cell no{&unexpected_rule, done};
+    const cell begin{&begin_burst_rule, to({accepting, shedding, paused_capacity, stopped})};
+    const cell serve{&serve_or_shed_rule, next_accept};
+    const cell classify{&classify_failure_rule, any};
+    const cell ready_serve{&ready_then_serve_rule, next_accept};
+    const cell ready_classify{&ready_then_classify_rule, any};
+    const cell empty{&queue_empty_rule, to({waiting, stopped})};
+    const cell drained{&shed_drained_rule, to({draining, paused_backoff, stopped})};
+    const cell drain_end{&end_drain_rule, to({paused_backoff, stopped})};
+    const cell late{&resume_then_serve_rule, next_accept};
+    const cell room{&resume_if_room_rule, to({accepting, paused_capacity})};
     const cell halt{&stop_rule, done};
+    const cell shed{&shed_late_rule, done};
     const cell still{&stay_stopped_rule, done};
-    //    ready                accepted                      accept_failed                 result_accepted
-    //    result_failed                 parked                          release  timer  stop
-    std::array<std::array<cell, events>, states> t{};
-    t[0] = {{{&begin_burst_rule, burst},
-             no,
-             no,
-             {&ready_then_serve_rule, next_accept},
-             {&ready_then_classify_rule, any},
-             no,
-             {&keep_rule, to({waiting})},
-             {&keep_rule, to({waiting})},
-             halt}};
-    for (const std::size_t taking : {1U, 2U}) {  // accepting, shedding
-      const cell keep_it{&keep_rule, static_cast<std::uint8_t>(1U << taking)};
-      t[taking] = {{no,
-                    {&serve_or_shed_rule, next_accept},
-                    {&classify_failure_rule, any},
-                    {&serve_or_shed_rule, next_accept},
-                    {&classify_failure_rule, any},
-                    {&queue_empty_rule, to({waiting, stopped})},
-                    keep_it,
-                    no,
-                    halt}};
-    }
-    const std::uint8_t drains = to({draining, paused_backoff, stopped});
-    const std::uint8_t drain_ends = to({paused_backoff, stopped});
-    t[3] = {{no,
-             {&shed_drained_rule, drains},
-             {&end_drain_rule, drain_ends},
-             {&shed_drained_rule, drains},
-             {&end_drain_rule, drain_ends},
-             {&end_drain_rule, drain_ends},
-             {&retry_if_released_rule, static_cast<std::uint8_t>(resumed | to({draining}))},
-             {&backoff_timer_rule, static_cast<std::uint8_t>(resumed | to({draining, stopped}))},
-             halt}};
-    t[4] = {{no,
-             no,
-             no,
-             {&resume_then_serve_rule, next_accept},
-             no,
-             no,
-             {&resume_if_room_rule, to({accepting, paused_capacity})},
-             no,
-             halt}};
-    t[5] = {{no,
-             no,
-             no,
-             {&resume_then_serve_rule, next_accept},
-             no,
-             no,
-             {&retry_if_released_rule, static_cast<std::uint8_t>(resumed | to({paused_backoff}))},
-             {&backoff_timer_rule, static_cast<std::uint8_t>(resumed | to({paused_backoff, stopped}))},
-             halt}};
-    t[6] = {{still, {&shed_late_rule, done}, still, {&shed_late_rule, done}, still, still, still, still, still}};
-    return t;
+    const cell no{&unexpected_rule, done};
+    const auto keep = [](state s) { return cell{&keep_rule, to({s})}; };
+    const auto retry = [&](state s) { return cell{&retry_if_released_rule, static_cast<std::uint8_t>(resumed | to({s}))}; };
+    const auto timer = [&](state s) { return cell{&backoff_timer_rule, static_cast<std::uint8_t>(resumed | to({s, stopped}))}; };
+    return std::array<std::array<cell, events>, states>{{
+        //                 ready  accepted  accept_failed  result_accepted  result_failed   parked     release                 timer                   stop
+        /* waiting */      {{begin, no,      no,            ready_serve,     ready_classify, no,        keep(waiting),          keep(waiting),          halt}},
+        /* accepting */    {{no,    serve,   classify,      serve,           classify,       empty,     keep(accepting),        no,                     halt}},
+        /* shedding */     {{no,    serve,   classify,      serve,           classify,       empty,     keep(shedding),         no,                     halt}},
+        /* draining */     {{no,    drained, drain_end,     drained,         drain_end,      drain_end, retry(draining),        timer(draining),        halt}},
+        /* paused_capacity */ {{no, no,      no,            late,            no,             no,        room,                   no,                     halt}},
+        /* paused_backoff */  {{no, no,      no,            late,            no,             no,        retry(paused_backoff),  timer(paused_backoff),  halt}},
+        /* stopped */      {{still, shed,    still,         shed,            still,          still,     still,                  still,                  still}},
+    }};
   }();
+  // clang-format on
 
   static decision dispatch(accept_policy& p, event e, time_point now, const input& in) noexcept {
     const cell& c = table[static_cast<std::size_t>(p.state_)][static_cast<std::size_t>(e)];

@@ -20,8 +20,9 @@
 // (on_accept_failed's `reserve_held`), first drain: the driver gives the descriptor up, and
 // each connection it then accepts is reported (on_accepted, on_accept_result) and shed
 // (shed_accepted), up to accepts_per_ready; the first failure (EAGAIN or a parked request:
-// the backlog is empty; EMFILE: another thread took the freed number) ends the drain. The pause goes on after it; the driver takes
-// its reserve back before any step that is not a drain (emfile_reserve, driver_kit.hpp).
+// the backlog is empty; EMFILE: another thread took the freed number) ends the drain. The
+// pause goes on after it; the driver takes its reserve back before any step that is not a
+// drain (emfile_reserve, driver_kit.hpp).
 //
 // A connection accepted under an `accept` decision comes with a permit (on_accepted fills
 // it); destroying the permit is the "released" event. Releases may happen on any thread:
