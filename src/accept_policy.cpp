@@ -3,7 +3,9 @@
 #include "transient/accept_policy.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <initializer_list>
 #include <random>
 
 #include "transient/classify.hpp"
@@ -89,38 +91,334 @@ accept_policy::accept_policy(connection_budget& budget, const accept_policy_conf
 
 accept_policy::~accept_policy() {
   // A reservation still held is cancelled by its own destructor (no release counted).
-  if (state_ == state::paused_capacity || state_ == state::paused_backoff) {
+  if (paused()) {
     budget_.stop_waiting();
   }
 }
 
-// ---- events ---------------------------------------------------------------------------
+// ---- the state x event table ----------------------------------------------------------
 
-decision accept_policy::on_ready(time_point now) noexcept {
-  if (state_ == state::stopped || stop_requested_.load(std::memory_order_relaxed)) {
-    return finish(now, {}, condition::unclassified);
+namespace {
+
+// The set of `targets`, one bit per state (a row's next states).
+template <typename State>
+constexpr std::uint8_t to(std::initializer_list<State> targets) noexcept {
+  std::uint8_t bits = 0;
+  for (const State t : targets) {
+    bits = static_cast<std::uint8_t>(bits | 1U << static_cast<unsigned>(t));
   }
-  tick(now);
-  if (state_ == state::waiting) {
-    burst_ = 0;
-    return begin_accept(now);
-  }
-  // Paused: the driver should not be watching the listener; readiness changes nothing.
-  // Accepting or shedding: the decision in force still holds.
-  return current();
+  return bits;
 }
 
-decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) noexcept {
-  if (state_ == state::stopped) {  // a driver that accepted after a stop: do not serve it
-    decision d = stop_;
+}  // namespace
+
+enum class accept_policy::event : unsigned char {
+  ready,
+  accepted,
+  accept_failed,
+  result_accepted,
+  result_failed,
+  parked,
+  release,
+  timer,
+  stop,
+};
+
+// Each state's answer to each event, as data (h11's way): the rule that runs and the states
+// it may leave the policy in. dispatch() is the one lookup every event goes through; a pair
+// that no correct driver produces runs `unexpected`, which stops the policy, and a rule that
+// leaves the policy in a state its row does not name does too. detail::policy_transitions()
+// gives the rows to the test that renders them into docs/acceptor.md.
+struct accept_policy::rules {
+  // An event's arguments; each event reads its own.
+  struct input {
+    permit* out = nullptr;
+    peer_key peer{};
+    const std::error_code* ec = nullptr;
+    bool reserve_held = false;
+  };
+  using run_fn = decision (*)(accept_policy&, time_point, const input&) noexcept;
+  struct rule {
+    std::string_view name;
+    std::string_view summary;  // what it does, for the table in docs/acceptor.md
+    run_fn run;
+  };
+  struct cell {
+    const rule* what;
+    std::uint8_t next;  // bit i: the rule may leave the policy in state i
+  };
+  static constexpr std::size_t states = 7;
+  static constexpr std::size_t events = 9;
+
+  // ---- the rules ----
+
+  // The listener is readable: a burst of accepts begins.
+  static decision begin_burst(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    if (p.stop_requested_.load(std::memory_order_relaxed)) {
+      return p.finish(now, {}, condition::unclassified);
+    }
+    p.tick(now);
+    p.burst_ = 0;
+    return p.begin_accept(now);
+  }
+  // The accept asked for gave a connection: serve it (a permit) or shed it.
+  static decision serve_or_shed(accept_policy& p, time_point now, const input& in) noexcept {
+    return p.accepted(now, *in.out, in.peer);
+  }
+  // A completion under wait: the connection came, so the listener was ready; a burst begins.
+  static decision ready_then_serve(accept_policy& p, time_point now, const input& in) noexcept {
+    p.tick(now);
+    p.burst_ = 0;
+    return p.accepted(now, *in.out, in.peer);
+  }
+  // A completion of a request that the pause cancelled too late: the connection is here, so
+  // the pause ends; it is served if a place is free, else shed (it cannot go back).
+  static decision resume_then_serve(accept_policy& p, time_point now, const input& in) noexcept {
+    p.leave_pause(now);
+    return p.accepted(now, *in.out, in.peer);
+  }
+  static decision shed_drained(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    return p.drained(now, true);
+  }
+  // A driver that accepted after the stop: do not serve it.
+  static decision shed_late(accept_policy& p, time_point /*now*/, const input& /*in*/) noexcept {
+    decision d = p.stop_;
     d.shed_accepted = true;
-    d.shed = shed_for_accepted();
+    d.shed = p.shed_for_accepted();
     return d;
   }
-  if (drain_left_ > 0) {
-    return drained(now, true);
+  static decision classify_failure(accept_policy& p, time_point now, const input& in) noexcept {
+    return p.failed(now, *in.ec, in.reserve_held);
   }
-  leave_pause(now);  // only if a driver reports an accept it was not asked for
+  static decision ready_then_classify(accept_policy& p, time_point now, const input& in) noexcept {
+    p.burst_ = 0;
+    return p.failed(now, *in.ec, in.reserve_held);
+  }
+  // EAGAIN (the backlog is empty) or EMFILE (another thread took the freed number).
+  static decision end_drain(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    return p.drained(now, false);
+  }
+  // The request waits in the kernel: the backlog was empty, as for EAGAIN.
+  static decision queue_empty(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    p.reservation_.release();
+    p.state_ = state::waiting;
+    if (p.stop_requested_.load(std::memory_order_relaxed)) {
+      return p.finish(now, {}, condition::unclassified);
+    }
+    p.tick(now);
+    p.healthy(now);  // the accept got as far as the queue: nothing is exhausted now
+    return p.waiting();
+  }
+  // The decision in force holds; an episode's summary or recovered line may fall due.
+  static decision keep(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    p.tick(now);
+    return p.current();
+  }
+  static decision resume_if_room(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    if (!p.budget_.resume_if_room(p.reservation_)) {  // took a place and stopped waiting
+      return p.current();
+    }
+    p.end_pause(now);
+    p.burst_ = 0;
+    p.generation_ = p.budget_.generation();
+    p.state_ = state::accepting;
+    return p.accepting();
+  }
+  // A release frees a descriptor: retry at once, whatever the remaining delay. If the
+  // generation did not move, the wake-up was for another loop (a cancelled reservation).
+  static decision retry_if_released(accept_policy& p, time_point now, const input& in) noexcept {
+    if (p.budget_.generation() == p.generation_) {
+      return keep(p, now, in);
+    }
+    p.stall_start_ = now;  // progress
+    return p.resume(now);
+  }
+  static decision backoff_timer(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    p.tick(now);
+    if (p.budget_.generation() != p.generation_) {
+      p.stall_start_ = now;  // a release happened that we were not told about: progress
+      return p.resume(now);
+    }
+    if (p.stalled(now)) {
+      return p.finish(now, make_error_code(transient::error::stalled), condition::stalled);
+    }
+    return now < p.deadline_ ? p.current() : p.resume(now);  // early: the pause holds
+  }
+  static decision stop(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    return p.finish(now, {}, condition::unclassified);
+  }
+  static decision stay_stopped(accept_policy& p, time_point /*now*/, const input& /*in*/) noexcept { return p.stop_; }
+  // No correct driver sends this event in this state: a bug, reported as a stop.
+  static decision unexpected(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    return p.finish(now, make_error_code(transient::error::unexpected_event), condition::programming_error);
+  }
+
+  static constexpr rule begin_burst_rule{"begin_burst",
+                                         "a burst of accepts begins: accept with a place taken (queue), shed at the "
+                                         "budget (the other modes), or pause for a release when the budget is full",
+                                         &begin_burst};
+  static constexpr rule serve_or_shed_rule{"serve_or_shed",
+                                           "the connection gets a permit, or is shed (no place, the per-peer cap, "
+                                           "step::shed); then the next accept, or wait after accepts_per_ready",
+                                           &serve_or_shed};
+  static constexpr rule ready_then_serve_rule{
+      "ready_then_serve",
+      "the result implies readiness: a burst begins with this connection, served if a place is free, else shed",
+      &ready_then_serve};
+  static constexpr rule resume_then_serve_rule{
+      "resume_then_serve",
+      "a request the pause cancelled too late: the pause ends, the connection is served if a place is free, else shed",
+      &resume_then_serve};
+  static constexpr rule shed_drained_rule{
+      "shed_drained",
+      "the drained connection is shed; the drain goes on, or ends after accepts_per_ready (the pause holds)",
+      &shed_drained};
+  static constexpr rule shed_late_rule{"shed_late", "accepted after the stop: shed, and the stop holds", &shed_late};
+  static constexpr rule classify_failure_rule{
+      "classify_failure",
+      "classify(): skip or retry (accept again), wait (EAGAIN), back off and maybe drain (EMFILE...), or fail",
+      &classify_failure};
+  static constexpr rule ready_then_classify_rule{
+      "ready_then_classify",
+      "the result implies readiness: a burst begins with this failure, classified as for classify_failure",
+      &ready_then_classify};
+  static constexpr rule end_drain_rule{
+      "end_drain", "the drain ends (the backlog is empty, or another thread took the freed number); the pause holds",
+      &end_drain};
+  static constexpr rule queue_empty_rule{
+      "queue_empty", "as EAGAIN: the reservation goes back, wait (accepting was healthy)", &queue_empty};
+  static constexpr rule keep_rule{
+      "keep", "the decision in force holds; an episode's summary or recovered line may fall due", &keep};
+  static constexpr rule resume_if_room_rule{"resume_if_room", "a place is free: take it and accept; else keep waiting",
+                                            &resume_if_room};
+  static constexpr rule retry_if_released_rule{
+      "retry_if_released",
+      "a connection was released since the failure: a descriptor is free, retry at once; else keep the pause",
+      &retry_if_released};
+  static constexpr rule backoff_timer_rule{
+      "backoff_timer",
+      "the pause ends at its deadline (or after a release), or the watchdog stops a stall; early: the pause holds",
+      &backoff_timer};
+  static constexpr rule stop_rule{
+      "stop", "stop cleanly (the place reserved goes back, a pause's waiter leaves the budget)", &stop};
+  static constexpr rule stay_stopped_rule{"stay_stopped", "the stop (or failure) holds", &stay_stopped};
+  static constexpr rule unexpected_rule{
+      "unexpected", "a driver's bug: stop with error::unexpected_event (condition programming_error)", &unexpected};
+
+  static constexpr std::array<std::string_view, states> state_names{
+      "waiting", "accepting", "shedding", "draining", "paused_capacity", "paused_backoff", "stopped"};
+  static constexpr std::array<std::string_view, events> event_names{"on_ready",
+                                                                    "on_accepted",
+                                                                    "on_accept_failed",
+                                                                    "on_accept_result (connection)",
+                                                                    "on_accept_result (error)",
+                                                                    "on_accept_parked",
+                                                                    "on_release",
+                                                                    "on_timer",
+                                                                    "on_stop"};
+
+  // clang-format off
+  static constexpr std::array<std::array<cell, events>, states> table = [] {
+    using enum state;
+    const std::uint8_t next_accept = to({waiting, accepting, shedding, paused_capacity, stopped});
+    const std::uint8_t any = to({waiting, accepting, shedding, draining, paused_capacity, paused_backoff, stopped});
+    const std::uint8_t resumed = to({accepting, shedding, paused_capacity});
+    const std::uint8_t done = to({stopped});
+    const cell begin{&begin_burst_rule, to({accepting, shedding, paused_capacity, stopped})};
+    const cell serve{&serve_or_shed_rule, next_accept};
+    const cell classify{&classify_failure_rule, any};
+    const cell ready_serve{&ready_then_serve_rule, next_accept};
+    const cell ready_classify{&ready_then_classify_rule, any};
+    const cell empty{&queue_empty_rule, to({waiting, stopped})};
+    const cell drained{&shed_drained_rule, to({draining, paused_backoff, stopped})};
+    const cell drain_end{&end_drain_rule, to({paused_backoff, stopped})};
+    const cell late{&resume_then_serve_rule, next_accept};
+    const cell room{&resume_if_room_rule, to({accepting, paused_capacity})};
+    const cell halt{&stop_rule, done};
+    const cell shed{&shed_late_rule, done};
+    const cell still{&stay_stopped_rule, done};
+    const cell no{&unexpected_rule, done};
+    const auto keep = [](state s) { return cell{&keep_rule, to({s})}; };
+    const auto retry = [&](state s) { return cell{&retry_if_released_rule, static_cast<std::uint8_t>(resumed | to({s}))}; };
+    const auto timer = [&](state s) { return cell{&backoff_timer_rule, static_cast<std::uint8_t>(resumed | to({s, stopped}))}; };
+    return std::array<std::array<cell, events>, states>{{
+        //                 ready  accepted  accept_failed  result_accepted  result_failed   parked     release                 timer                   stop
+        /* waiting */      {{begin, no,      no,            ready_serve,     ready_classify, no,        keep(waiting),          keep(waiting),          halt}},
+        /* accepting */    {{no,    serve,   classify,      serve,           classify,       empty,     keep(accepting),        no,                     halt}},
+        /* shedding */     {{no,    serve,   classify,      serve,           classify,       empty,     keep(shedding),         no,                     halt}},
+        /* draining */     {{no,    drained, drain_end,     drained,         drain_end,      drain_end, retry(draining),        timer(draining),        halt}},
+        /* paused_capacity */ {{no, no,      no,            late,            no,             no,        room,                   no,                     halt}},
+        /* paused_backoff */  {{no, no,      no,            late,            no,             no,        retry(paused_backoff),  timer(paused_backoff),  halt}},
+        /* stopped */      {{still, shed,    still,         shed,            still,          still,     still,                  still,                  still}},
+    }};
+  }();
+  // clang-format on
+
+  static decision dispatch(accept_policy& p, event e, time_point now, const input& in) noexcept {
+    const cell& c = table[static_cast<std::size_t>(p.state_)][static_cast<std::size_t>(e)];
+    decision d = c.what->run(p, now, in);
+    if ((c.next >> static_cast<unsigned>(p.state_) & 1U) == 0) {
+      d = unexpected(p, now, in);  // a rule left the row: the table and the rules disagree
+    }
+    return d;
+  }
+};
+
+std::vector<policy_transition> detail::policy_transitions() {
+  using rules = accept_policy::rules;
+  std::vector<policy_transition> rows;
+  for (std::size_t s = 0; s < rules::states; ++s) {
+    for (std::size_t e = 0; e < rules::events; ++e) {
+      const rules::cell& c = rules::table[s][e];
+      std::string next;
+      for (std::size_t t = 0; t < rules::states; ++t) {
+        if ((c.next >> t & 1U) != 0) {
+          next += (next.empty() ? "" : ", ") + std::string(rules::state_names[t]);
+        }
+      }
+      rows.push_back({rules::state_names[s], rules::event_names[e], c.what->name, c.what->summary, std::move(next)});
+    }
+  }
+  return rows;
+}
+
+// ---- events ---------------------------------------------------------------------------
+
+decision accept_policy::on_ready(time_point now) noexcept { return rules::dispatch(*this, event::ready, now, {}); }
+
+decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) noexcept {
+  return rules::dispatch(*this, event::accepted, now, {.out = &out, .peer = peer});
+}
+
+decision accept_policy::on_accept_failed(time_point now, std::error_code ec, bool reserve_held) noexcept {
+  return rules::dispatch(*this, event::accept_failed, now, {.ec = &ec, .reserve_held = reserve_held});
+}
+
+decision accept_policy::on_accept_result(time_point now, permit& out, peer_key peer) noexcept {
+  return rules::dispatch(*this, event::result_accepted, now, {.out = &out, .peer = peer});
+}
+
+decision accept_policy::on_accept_result(time_point now, std::error_code ec, bool reserve_held) noexcept {
+  return rules::dispatch(*this, event::result_failed, now, {.ec = &ec, .reserve_held = reserve_held});
+}
+
+decision accept_policy::on_accept_parked(time_point now) noexcept {
+  return rules::dispatch(*this, event::parked, now, {});
+}
+
+decision accept_policy::on_release(time_point now) noexcept { return rules::dispatch(*this, event::release, now, {}); }
+
+decision accept_policy::on_timer(time_point now) noexcept { return rules::dispatch(*this, event::timer, now, {}); }
+
+decision accept_policy::on_stop(time_point now) noexcept {
+  request_stop();
+  return rules::dispatch(*this, event::stop, now, {});
+}
+
+// ---- the rules' steps -----------------------------------------------------------------
+
+// An accept gave a connection while the policy takes connections: serve it or shed it.
+decision accept_policy::accepted(time_point now, permit& out, peer_key peer) noexcept {
   // Any successful accept is progress: the resource is available again.
   if (log_.degraded()) {  // checked first: building the event's figures costs atomic loads
     tick(now);
@@ -167,14 +465,8 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
   return next;
 }
 
-decision accept_policy::on_accept_failed(time_point now, std::error_code ec, bool reserve_held) noexcept {
-  if (state_ == state::stopped) {
-    return stop_;
-  }
-  if (drain_left_ > 0) {
-    return drained(now, false);  // EAGAIN: the backlog is empty; EMFILE: the freed number was taken
-  }
-  leave_pause(now);  // only if a driver reports an accept it was not asked for
+// An accept failed while the policy takes connections: what classify() says.
+decision accept_policy::failed(time_point now, std::error_code ec, bool reserve_held) noexcept {
   reservation_.release();
   state_ = state::waiting;
   if (stop_requested_.load(std::memory_order_relaxed)) {
@@ -218,63 +510,17 @@ decision accept_policy::on_accept_failed(time_point now, std::error_code ec, boo
   return finish(now, ec, v.why);
 }
 
-decision accept_policy::on_release(time_point now) noexcept {
-  switch (state_) {
-    case state::stopped: return stop_;
-    case state::paused_capacity:
-      if (budget_.resume_if_room(reservation_)) {  // took a place and stopped waiting
-        end_pause(now);
-        burst_ = 0;
-        generation_ = budget_.generation();
-        state_ = state::accepting;
-        return make(step::accept);
-      }
-      return current();
-    case state::paused_backoff:
-      // A release frees a descriptor: retry at once, whatever the remaining delay. If the
-      // generation did not move, the wake-up was for another loop (a cancelled reservation).
-      if (budget_.generation() != generation_) {
-        stall_start_ = now;  // progress
-        return resume(now);
-      }
-      tick(now);
-      return current();
-    default: tick(now); return current();
-  }
-}
-
-decision accept_policy::on_timer(time_point now) noexcept {
-  if (state_ == state::stopped) {
-    return stop_;
-  }
-  tick(now);
-  if (state_ != state::paused_backoff) {
-    return current();
-  }
-  if (budget_.generation() != generation_) {
-    stall_start_ = now;  // a release happened that we were not told about: progress
-    return resume(now);
-  }
-  if (stalled(now)) {
-    return finish(now, make_error_code(transient::error::stalled), condition::stalled);
-  }
-  if (now < deadline_) {
-    return current();  // early
-  }
-  return resume(now);
-}
-
-decision accept_policy::on_stop(time_point now) noexcept {
-  request_stop();
-  return finish(now, {}, condition::unclassified);
-}
-
 // ---- transitions ----------------------------------------------------------------------
 
 decision accept_policy::begin_accept(time_point now) noexcept {
-  if (burst_ >= config_.accepts_per_ready) {
+  // The cap on accepts per ready event: wait, and a level-triggered listener reports again. In
+  // queue mode only while a place is free (else pause for a release): a completion driver's
+  // accept under wait takes the next connection whatever the budget, and one that finds no
+  // place is shed.
+  const bool capped = burst_ >= config_.accepts_per_ready;
+  if (capped && (config_.shed != shed_mode::queue || budget_.live() < budget_.max_connections())) {
     state_ = state::waiting;
-    return waiting();  // the cap on accepts per ready event: a level-triggered listener reports again
+    return waiting();
   }
   // The generation is read before the place is taken, so a release between the two (or
   // during the accept) is seen when the accept fails on exhaustion.
@@ -300,13 +546,40 @@ decision accept_policy::begin_accept(time_point now) noexcept {
     pause_start_ = now;
     ++counters_.pauses[static_cast<std::size_t>(pause_reason::capacity)];
     return make(step::pause_for_release);
+  } else if (capped) {  // a place came free since the look above
+    reservation_.release();
+    state_ = state::waiting;
+    return waiting();
   }
   state_ = state::accepting;
-  return make(step::accept);
+  return accepting();
+}
+
+decision accept_policy::accepting() const noexcept {
+  decision d = make(step::accept);
+  d.batch = batch();
+  return d;
+}
+
+std::uint32_t accept_policy::batch() const noexcept {
+  if (config_.shed != shed_mode::queue) {
+    return unbounded_batch;  // what the budget cannot take is shed anyway
+  }
+  // Queue mode: the places free beyond one burst, which the completions in flight when the
+  // budget fills may take, so that none of them finds the budget full and is shed.
+  const std::uint64_t max = budget_.max_connections();
+  const std::uint64_t free = max - std::min(budget_.live(), max);
+  const std::uint64_t beyond = free > config_.accepts_per_ready ? free - config_.accepts_per_ready : 1;
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(beyond, unbounded_batch));
+}
+
+bool accept_policy::paused() const noexcept {
+  return state_ == state::paused_capacity || state_ == state::paused_backoff || state_ == state::draining;
 }
 
 decision accept_policy::waiting() const noexcept {
   decision d = make(step::wait);
+  d.batch = batch();
   if (log_.degraded() && !log_.failing()) {
     d.until = log_.quiet_until();  // the recovered line is due then, even if no client comes
   }
@@ -363,6 +636,7 @@ decision accept_policy::begin_drain(decision backing_off, condition why, bool re
   }
   drain_left_ = config_.accepts_per_ready;
   ++counters_.drains;
+  state_ = state::draining;
   return current();
 }
 
@@ -374,6 +648,9 @@ decision accept_policy::drained(time_point now, bool accepted) noexcept {
     ++counters_.shed[static_cast<std::size_t>(shed_reason::budget)];
   } else {
     drain_left_ = 0;
+  }
+  if (drain_left_ == 0) {
+    state_ = state::paused_backoff;  // the pause goes on, with the same deadline
   }
   decision d = stop_requested_.load(std::memory_order_relaxed) ? finish(now, {}, condition::unclassified) : current();
   if (accepted) {
@@ -391,7 +668,7 @@ decision accept_policy::resume(time_point now) noexcept {
 
 void accept_policy::leave_pause(time_point now) noexcept {
   drain_left_ = 0;
-  if (state_ == state::paused_capacity || state_ == state::paused_backoff) {
+  if (paused()) {
     budget_.stop_waiting();
     end_pause(now);
   }
@@ -468,19 +745,22 @@ void accept_policy::emit(const std::optional<policy_event>& event) noexcept {
 decision accept_policy::current() const noexcept {
   switch (state_) {
     case state::waiting: return waiting();
-    case state::accepting: return make(step::accept);
+    case state::accepting: return accepting();
     case state::shedding: {
       decision d = make(step::shed);
       d.shed = config_.shed;
       return d;
     }
     case state::paused_capacity: return make(step::pause_for_release);
-    case state::paused_backoff: {
-      decision d = make(drain_left_ > 0 ? step::drain : step::pause_until);
+    case state::draining: {
+      decision d = make(step::drain);
       d.until = deadline_;
-      if (drain_left_ > 0) {
-        d.shed = config_.shed;
-      }
+      d.shed = config_.shed;
+      return d;
+    }
+    case state::paused_backoff: {
+      decision d = make(step::pause_until);
+      d.until = deadline_;
       return d;
     }
     case state::stopped: return stop_;
@@ -491,6 +771,7 @@ decision accept_policy::current() const noexcept {
 policy_health accept_policy::health() const noexcept {
   switch (state_) {
     case state::stopped: return {health_state::stopped, stop_.error, stopped_at_};
+    case state::draining:
     case state::paused_backoff: return {health_state::degraded, log_.last_error(), log_.since()};
     case state::paused_capacity:
     case state::shedding: return {health_state::backpressure, {}, pause_start_};

@@ -79,6 +79,7 @@ condition_set conditions_of_transient_error(int value) noexcept {
     case error::invalid_port_range:
     case error::reuse_port_refused: return bit(invalid_argument);
     case error::no_systemd_sockets: return bit(unclassified);
+    case error::unexpected_event: return bit(programming_error);
   }
   return bit(unclassified);
 }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <functional>
 #include <mutex>
 
 #include "transient/classify.hpp"
@@ -46,15 +47,22 @@ bool emfile_reserve::reopen() noexcept {
   return held();
 }
 
-bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writer& refuse, const syscalls& sys) {
-  bool refused = true;
+bool shed_as(shed_mode mode, int fd, const std::function<void()>& refuse, const syscalls& sys) {
   if (mode == shed_mode::reset) {
     // SO_LINGER {on, 0 s}: close() sends a reset instead of a FIN.
     const linger abortive{1, 0};
-    sys.setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive);
+    sys.setsockopt(fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive);
   } else if (mode == shed_mode::respond && refuse) {
-    refused = write_refusal([&] { refuse(fd.get(), peer); });
+    return write_refusal(refuse);
   }
+  return true;
+}
+
+bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writer& refuse, const syscalls& sys) {
+  const int n = fd.get();
+  const auto write = [&] { refuse(n, peer); };
+  // std::ref: the std::function holds a reference, which fits in it without an allocation.
+  const bool refused = shed_as(mode, n, refuse ? std::function<void()>(std::ref(write)) : nullptr, sys);
   sys.close(fd.release());
   return refused;
 }
@@ -76,6 +84,19 @@ accept_policy_config with_default_sink(accept_policy_config config) {
 
 std::string_view handler_threw_text() noexcept { return "the connection handler threw"; }
 
+failure_context failure_context_of(std::string where, std::string listener_state,
+                                   const std::error_code& last_accept_error, const connection_budget& budget,
+                                   std::chrono::milliseconds stall_timeout) {
+  failure_context context;
+  context.where = std::move(where);
+  context.listener_state = std::move(listener_state);
+  context.last_accept_error = last_accept_error;
+  context.live = budget.live();
+  context.max_connections = budget.max_connections();
+  context.stall_timeout = stall_timeout;
+  return context;
+}
+
 std::string failure_text(const std::error_code& ec, const failure_context& context,
                          const diagnostics_reserve& reserve) {
   if (ec == condition::stalled) {
@@ -93,6 +114,16 @@ std::string failure_text(const std::error_code& ec, const failure_context& conte
   }
   return "accept on " + context.where + " failed: " + ec.message() + " (" +
          std::string(classify(operation::accept, ec).advice) + ")";
+}
+
+stop_info stop_info_of(accept_policy& policy, const decision& d, const failure_context& context,
+                       const diagnostics_reserve& reserve) {
+  if (d.next != step::fail) {
+    return {};
+  }
+  std::string text = failure_text(d.error, context, reserve);
+  policy.attach_diagnosis(text);
+  return {stop_reason_of(d.error), d.error, std::move(text)};
 }
 
 }  // namespace transient

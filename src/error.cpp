@@ -14,7 +14,7 @@ struct error_text {
   std::string_view message;
 };
 
-constexpr std::array<error_text, 12> error_texts{{
+constexpr std::array<error_text, 13> error_texts{{
     {"unknown", "unknown transient error"},
     {"stalled", "descriptors stayed exhausted and nothing made progress (stall watchdog)"},
     {"not_listening", "socket is not listening (SO_ACCEPTCONN = 0)"},
@@ -27,6 +27,7 @@ constexpr std::array<error_text, 12> error_texts{{
     {"invalid_port_range", "invalid port range"},
     {"reuse_port_refused", "SO_REUSEPORT refused: it would let another process share the port"},
     {"no_systemd_sockets", "no sockets were passed by systemd (LISTEN_FDS/LISTEN_PID)"},
+    {"unexpected_event", "the accept policy got an event its state does not expect (a bug in the driver)"},
 }};
 
 const error_text& text_of(int value) noexcept {

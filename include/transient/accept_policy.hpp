@@ -2,26 +2,27 @@
 // accept loop.
 //
 // The policy owns no descriptor, no thread and no clock. A driver (the epoll server, the
-// Asio adapter, a user's own loop) feeds it events, each with the time `now` from the
-// driver's steady_clock, and does what the returned decision says:
+// Asio adapter, the io_uring acceptor, a user's own loop) feeds it events, each with the time
+// `now` from the driver's steady_clock, and does what the returned decision says (`step`).
+// A readiness driver (epoll) reports readiness (on_ready) and the result of each accept it
+// was asked for (on_accepted, on_accept_failed). A completion driver (io_uring, Asio), whose
+// accept operation waits for a connection itself, reports each result with on_accept_result,
+// which implies readiness, and an accept request that waits in the kernel with
+// on_accept_parked; it never reports readiness it was not given.
 //
-//   event (driver -> policy)                  decision (policy -> driver)
-//   on_ready         listener readable        accept             call accept4 now
-//   on_accepted      accept4 gave a socket    wait               re-arm the listener, wait for readiness
-//   on_accept_failed accept4 failed           pause_for_release  disarm; resume at the next release
-//   on_release       a permit was released    pause_until        disarm; resume at `until` or a release
-//   on_timer         the pause timer fired    shed               accept the pending connection and shed it
-//   on_stop          stop was requested       stop / fail        close the listener (fail: with `error`)
-//                                             drain              give up the EMFILE reserve, accept and
-//                                                                shed; report as for accept
+// Which event each state expects, and what it does then, is one table in
+// src/accept_policy.cpp; docs/acceptor.md shows it, generated from that table
+// (detail::policy_transitions()). An event that the state does not expect is a bug in the
+// driver: the policy stops with error::unexpected_event (condition programming_error).
 //
 // What happens on EMFILE or ENFILE is decided here and nowhere else: back off (pause_until)
 // and, when the shed mode is not `queue` and the driver says it holds its spare descriptor
 // (on_accept_failed's `reserve_held`), first drain: the driver gives the descriptor up, and
-// each connection it then accepts is reported with on_accepted and shed (shed_accepted), up
-// to accepts_per_ready; the first failure (EAGAIN: the backlog is empty; EMFILE: another
-// thread took the freed number) ends the drain. The pause goes on after it; the driver takes
-// its reserve back before any step that is not a drain (emfile_reserve, driver_kit.hpp).
+// each connection it then accepts is reported (on_accepted, on_accept_result) and shed
+// (shed_accepted), up to accepts_per_ready; the first failure (EAGAIN or a parked request:
+// the backlog is empty; EMFILE: another thread took the freed number) ends the drain. The
+// pause goes on after it; the driver takes its reserve back before any step that is not a
+// drain (emfile_reserve, driver_kit.hpp).
 //
 // A connection accepted under an `accept` decision comes with a permit (on_accepted fills
 // it); destroying the permit is the "released" event. Releases may happen on any thread:
@@ -40,6 +41,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "transient/backoff.hpp"
 #include "transient/condition.hpp"
@@ -65,8 +67,10 @@ enum class shed_mode : unsigned char {
 
 /// The next thing a driver does.
 enum class step : unsigned char {
-  accept,             ///< Call accept now; report on_accepted or on_accept_failed.
-  wait,               ///< Wait until the listener is readable; report on_ready.
+  accept,  ///< Accept now; report on_accepted or on_accept_failed (a completion driver: on_accept_result).
+  /// Wait until the listener is readable and report on_ready; a completion driver instead
+  /// keeps an accept request armed and reports its result (on_accept_result).
+  wait,
   pause_for_release,  ///< Stop watching the listener until a permit is released (on_release).
   pause_until,        ///< Stop watching the listener until `until` (on_timer) or a release (on_release).
   shed,               ///< Accept the pending connection and shed it with `shed`; report as for accept.
@@ -88,6 +92,13 @@ struct decision {
   /// `shed` (the permit was left empty).
   bool shed_accepted = false;
   shed_mode shed = shed_mode::queue;  ///< How to shed (step::shed or shed_accepted).
+  /// step::accept and step::wait: how many connections the driver may take before it hears
+  /// the next decision; 1 for every other step. Above 1 a completion driver may keep one accept
+  /// request taking connection after connection (io_uring's multishot accept); in the shed
+  /// modes it is unbounded_batch (what the budget cannot take is shed anyway), in queue mode
+  /// the places free beyond one burst (accepts_per_ready), which the completions already in
+  /// flight when the budget fills may take.
+  std::uint32_t batch = 1;
   /// step::pause_until (and drain): when to call on_timer. step::wait: zero, or when to call
   /// on_timer while waiting for readiness (an episode's quiet period ends then and its
   /// `recovered` line is due; a driver that cannot arm a timer while waiting gets it at the
@@ -97,6 +108,9 @@ struct decision {
 
   friend bool operator==(const decision&, const decision&) = default;
 };
+
+/// decision::batch with no limit.
+inline constexpr std::uint32_t unbounded_batch = ~std::uint32_t{0};
 
 /// Settings of an accept policy. The defaults are those of the design.
 struct accept_policy_config {
@@ -152,6 +166,23 @@ struct policy_health {
   std::chrono::steady_clock::time_point since{};  ///< When the state began (the caller's clock).
 };
 
+/// One row of the accept policy's state x event table, by name: in `state`, `event` runs
+/// `rule` and leaves the policy in one of the states `next` names. docs/acceptor.md shows
+/// every row.
+struct policy_transition {
+  std::string_view state;         ///< The state the event finds ("waiting", ...).
+  std::string_view event;         ///< The event: the member function the driver calls ("on_ready", ...).
+  std::string_view rule;          ///< What the policy does ("begin_burst", ..., "unexpected": a driver's bug).
+  std::string_view rule_summary;  ///< The rule in a sentence.
+  std::string next;               ///< The states it may go to, comma-separated ("accepting, paused_capacity").
+};
+
+namespace detail {
+/// The accept policy's state x event table, one row per pair, states and events in the
+/// order of the table in src/accept_policy.cpp. For the test that keeps docs/acceptor.md in step.
+[[nodiscard]] std::vector<policy_transition> policy_transitions();
+}  // namespace detail
+
 /// The accept policy. See the file comment for the protocol.
 class accept_policy {
  public:
@@ -167,7 +198,7 @@ class accept_policy {
   accept_policy(const accept_policy&) = delete;
   accept_policy& operator=(const accept_policy&) = delete;
 
-  /// The listener is readable.
+  /// The listener is readable (a readiness driver, while it watches the listener: step::wait).
   [[nodiscard]] decision on_ready(time_point now) noexcept;
   /// accept succeeded (after an accept or shed decision). `peer` is the client's key for
   /// the per-peer cap (peer_key_of the address accept filled in; empty: not limited).
@@ -184,9 +215,23 @@ class accept_policy {
   /// `reserve_held`: the driver holds its EMFILE reserve, so a descriptor shortage (EMFILE,
   /// ENFILE) may be answered with a drain when the shed mode is not queue.
   [[nodiscard]] decision on_accept_failed(time_point now, std::error_code ec, bool reserve_held = false) noexcept;
+  /// A completion driver's accept request gave a connection. It implies readiness: under
+  /// step::wait it begins a burst as on_ready would, then it is on_accepted. A request that a
+  /// pause cancelled too late may still give one: the pause ends and the connection is served
+  /// if a place is free, else shed.
+  [[nodiscard]] decision on_accept_result(time_point now, permit& out, peer_key peer = {}) noexcept;
+  /// A completion driver's accept request failed with `ec` (not its own cancellation). Under
+  /// step::wait it implies readiness; then it is on_accept_failed.
+  [[nodiscard]] decision on_accept_result(time_point now, std::error_code ec, bool reserve_held = false) noexcept;
+  /// A completion driver's accept request, asked for by step::accept, shed or drain, waits in
+  /// the kernel: the submission's completions came and it was not among them. The kernel tries
+  /// the accept when the request is submitted, so the backlog was empty: the policy answers as
+  /// for EAGAIN (wait; a drain ends). The request stays armed and its result comes later.
+  [[nodiscard]] decision on_accept_parked(time_point now) noexcept;
   /// A permit was released (call it when woken by the budget's waker; harmless otherwise).
   [[nodiscard]] decision on_release(time_point now) noexcept;
-  /// The timer of a pause_until decision fired (early calls are harmless).
+  /// The timer of a pause_until or drain decision fired (early calls are harmless), or the
+  /// `until` of a wait decision came.
   [[nodiscard]] decision on_timer(time_point now) noexcept;
   /// Stop now: returns the stop decision (clean).
   [[nodiscard]] decision on_stop(time_point now) noexcept;
@@ -216,9 +261,17 @@ class accept_policy {
   [[nodiscard]] const connection_budget& budget() const noexcept { return budget_; }
 
  private:
-  enum class state : unsigned char { waiting, accepting, shedding, paused_capacity, paused_backoff, stopped };
+  enum class state : unsigned char { waiting, accepting, shedding, draining, paused_capacity, paused_backoff, stopped };
+  enum class event : unsigned char;
+  struct rules;  // the state x event table and its rules (accept_policy.cpp)
+  friend std::vector<policy_transition> detail::policy_transitions();
 
+  decision accepted(time_point now, permit& out, peer_key peer) noexcept;
+  decision failed(time_point now, std::error_code ec, bool reserve_held) noexcept;
   decision begin_accept(time_point now) noexcept;
+  decision accepting() const noexcept;
+  [[nodiscard]] std::uint32_t batch() const noexcept;
+  [[nodiscard]] bool paused() const noexcept;
   decision waiting() const noexcept;
   void tick(time_point now) noexcept;
   void healthy(time_point now) noexcept;

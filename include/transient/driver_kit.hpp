@@ -4,11 +4,12 @@
 // The accept_policy decides every step, including the EMFILE drain; a driver only does what
 // the decision says with its I/O API. What is left to do the same way in every driver is here:
 //   - emfile_reserve: the spare descriptor that a drain gives up and takes back;
-//   - shed(): closing a connection as the shed mode says, with one rule for a refusal writer
-//     that throws;
+//   - shed() and shed_as(): closing a connection as the shed mode says, with one rule for a
+//     refusal writer that throws;
 //   - check_driver_options(): the option checks every driver makes at construction;
 //   - the failure texts (a dead listener, a failed accept, a stall diagnosis, a throwing
-//     handler) and the stop_info a driver reports;
+//     handler), their context (failure_context_of) and the stop_info a driver reports
+//     (stop_info_of);
 //   - connection_handler and refusal_writer, the user's two callbacks.
 #pragma once
 
@@ -120,9 +121,14 @@ template <typename Write>
   }
 }
 
-/// Sheds an accepted connection as `mode` says: reset sets SO_LINGER {1, 0} (the client
-/// sees a reset); respond calls `refuse` (if set) under write_refusal's rule; then the
-/// descriptor is closed (through sys.close). Returns false only if the refusal writer threw.
+/// Sheds the connection on `fd` as `mode` says, all but the close, which the caller does with
+/// its own socket type: reset sets SO_LINGER {1, 0} (the close sends a reset); respond calls
+/// `refuse` (if set) under write_refusal's rule. Returns false only if the refusal writer threw.
+bool shed_as(shed_mode mode, int fd, const std::function<void()>& refuse, const syscalls& sys = {});
+
+/// Sheds an accepted connection as `mode` says (shed_as, with `refuse` given the descriptor
+/// and `peer`), then closes the descriptor (through sys.close). Returns false only if the
+/// refusal writer threw.
 bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writer& refuse, const syscalls& sys = {});
 
 /// The checks every driver makes at construction: throws std::system_error(invalid_argument)
@@ -147,10 +153,24 @@ struct failure_context {
   std::chrono::milliseconds stall_timeout{0};  ///< stalled: how long nothing progressed.
 };
 
+/// The context of a driver's failure: the listener (`where`, and what the driver found about it,
+/// `listener_state`), the last accept error, and the load: `budget`'s live places and maximum,
+/// and `stall_timeout`.
+[[nodiscard]] failure_context failure_context_of(std::string where, std::string listener_state,
+                                                 const std::error_code& last_accept_error,
+                                                 const connection_budget& budget,
+                                                 std::chrono::milliseconds stall_timeout);
+
 /// The diagnosis of a policy's fail decision `ec`: for a stall, the descriptor census (through
 /// `reserve`, which needs no free descriptor) and what to change; for a dead listener, which
 /// one and why; otherwise the failed accept and classify()'s advice.
 [[nodiscard]] std::string failure_text(const std::error_code& ec, const failure_context& context,
                                        const diagnostics_reserve& reserve = {});
+
+/// What a driver reports when its policy's last decision `d` (stop or fail) comes: for fail,
+/// failure_text of `context` (through `reserve`), also attached to `policy` so that its sink
+/// reports it; for stop, a clean stop_info.
+[[nodiscard]] stop_info stop_info_of(accept_policy& policy, const decision& d, const failure_context& context,
+                                     const diagnostics_reserve& reserve = {});
 
 }  // namespace transient

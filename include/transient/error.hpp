@@ -24,6 +24,9 @@ enum class error : int {
   invalid_port_range,    ///< A port range is empty or out of bounds.
   reuse_port_refused,    ///< SO_REUSEPORT was asked for where it would be unsafe (a port hunt).
   no_systemd_sockets,    ///< LISTEN_FDS/LISTEN_PID do not hand this process any socket.
+  /// A driver reported an event that the accept policy's state does not expect (a bug in the
+  /// driver; its condition is programming_error). docs/acceptor.md lists what each state expects.
+  unexpected_event,
 };
 
 /// The category of transient::error. Its name() is "transient.error".

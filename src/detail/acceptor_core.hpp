@@ -198,11 +198,12 @@ struct acceptor_core : release_listener {
     }
   }
 
-  /// Reports an accepted connection to the policy, then sheds it (as the decision's shed mode
-  /// says) or hands it with its permit to the handler. Returns the policy's decision.
-  decision deliver(time_point now, unique_fd fd, const endpoint& peer, peer_key key) {
+  /// Reports an accepted connection to the policy (on_accepted, or for a completion driver
+  /// `completed`, on_accept_result), then sheds it (as the decision's shed mode says) or hands
+  /// it with its permit to the handler. Returns the policy's decision.
+  decision deliver(time_point now, unique_fd fd, const endpoint& peer, peer_key key, bool completed = false) {
     permit place;
-    const decision d = policy.on_accepted(now, place, key);
+    const decision d = completed ? policy.on_accept_result(now, place, key) : policy.on_accepted(now, place, key);
     if (d.shed_accepted) {
       if (!shed(std::move(fd), peer, d.shed, options.refuse, options.sys)) {
         ++refusals_failed;
@@ -225,19 +226,12 @@ struct acceptor_core : release_listener {
     budget->remove(this);
     reserve.clear();
     if (d.next == step::fail) {
-      failure_context context;
-      context.where = where.to_string();
-      if (d.error == condition::not_listening) {
-        context.listener_state = verify(*source).message;
-      }
-      context.last_accept_error = last_accept_error;
-      context.live = budget->budget().live();
-      context.max_connections = budget->budget().max_connections();
-      context.stall_timeout = options.policy.stall_timeout;
+      const std::string state = d.error == condition::not_listening ? verify(*source).message : std::string();
       const diagnostics_reserve none;
-      std::string text = failure_text(d.error, context, diagnostics ? *diagnostics : none);
-      policy.attach_diagnosis(text);
-      result = {stop_reason_of(d.error), d.error, std::move(text)};
+      result = stop_info_of(policy, d,
+                            failure_context_of(where.to_string(), state, last_accept_error, budget->budget(),
+                                               options.policy.stall_timeout),
+                            diagnostics ? *diagnostics : none);
     }
     return true;
   }

@@ -1,7 +1,9 @@
 // The io_uring acceptor: one listener's accept policy on a ring it owns. One small function
 // per completion (an accept, a wake-up), apply(), which does what the policy decided with
 // the ring (arm a multishot or single-shot accept, cancel it, finish), and pump(), which
-// submits and takes completions until nothing is left to do. Every decision is the policy's.
+// submits and takes completions until nothing is left to do. Every decision is the policy's,
+// multishot or not too (decision::batch); the ring reports what it saw: each accept's result
+// (on_accept_result, which implies readiness) and a request parked in the kernel.
 #include <liburing.h>
 #include <poll.h>
 
@@ -157,21 +159,6 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
     wake_armed = true;
   }
 
-  // Multishot while it cannot take more than the policy allows: in the shed modes everything
-  // beyond the budget is shed anyway; with queue only while the budget has more free places
-  // than one burst (accepts_per_ready), so clients beyond it stay in the backlog.
-  [[nodiscard]] bool multishot_fits(step s) const noexcept {
-    if (s != step::accept && s != step::wait) {
-      return false;
-    }
-    if (options.policy.shed != shed_mode::queue) {
-      return true;
-    }
-    const connection_budget& b = budget->budget();
-    const std::uint64_t live = b.live();
-    return live < b.max_connections() && b.max_connections() - live > options.policy.accepts_per_ready;
-  }
-
   // Accept requests cancelled or replaced whose last completion has not come.
   [[nodiscard]] unsigned stale_requests() const noexcept { return accepts_outstanding - (accept_armed ? 1U : 0U); }
 
@@ -288,22 +275,12 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
       peer = endpoint::from_sockaddr(sa, length, ignored);
       key = peer_key_of(sa, length);
     }
-    if (policy.current().next == step::wait) {
-      static_cast<void>(policy.on_ready(now));  // the ring accepted for a connection that came
-    }
-    apply(deliver(now, std::move(fd), peer, key), now);
+    apply(deliver(now, std::move(fd), peer, key, true), now);
   }
 
   void failed(time_point now, std::error_code ec) {
     note_accept_error(ec);
-    decision d = policy.current();
-    if (d.next == step::wait) {
-      d = policy.on_ready(now);  // the ring tried an accept for a connection that came
-    }
-    if (takes_accept(d.next)) {
-      d = policy.on_accept_failed(now, ec, reserve.held());
-    }
-    apply(d, now);  // paused meanwhile (the budget filled): a release resumes and retries
+    apply(policy.on_accept_result(now, ec, reserve.held()), now);
   }
 
   void on_wake(time_point now) {
@@ -330,12 +307,12 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
       case step::accept:
       case step::shed:
         timed = false;
-        arm_accept(multishot_fits(d.next));
+        arm_accept(d.batch > 1);
         return;
       case step::wait:
         timed = d.until != time_point{};
         until = d.until;
-        arm_accept(multishot_fits(d.next));
+        arm_accept(d.batch > 1);
         return;
       case step::pause_for_release:
         timed = false;
@@ -352,16 +329,14 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
   }
 
   // After the completions of one submission: the policy waits for an accept's answer, the
-  // request is in the ring and nothing came. The kernel issues an accept inline when it is
-  // submitted (and a multishot one accepts until the queue is empty), so the queue is empty:
-  // that is EAGAIN, and the request stays parked in the ring for the next connection.
-  bool found_queue_empty(time_point now) {
+  // request is in the ring and nothing came: it is parked in the kernel, which the policy
+  // hears (on_accept_parked); its result comes later, as a completion.
+  bool found_parked(time_point now) {
     if (done || !accept_armed || io_uring_sq_ready(&ring) != 0 || io_uring_cq_ready(&ring) != 0 ||
         !takes_accept(policy.current().next)) {
       return false;
     }
-    apply(policy.on_accept_failed(now, std::make_error_code(std::errc::resource_unavailable_try_again), reserve.held()),
-          now);
+    apply(policy.on_accept_parked(now), now);
     return true;
   }
 
@@ -383,7 +358,7 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
       if (io_uring_sq_ready(&ring) != 0) {
         continue;
       }
-      if (!took && !found_queue_empty(now)) {
+      if (!took && !found_parked(now)) {
         return;
       }
     }

@@ -1,6 +1,8 @@
 // Property test: a seeded generator drives two accept policies sharing one budget with
-// random events (errnos from docs/errors.md, accepts, releases, timers, readiness, stop) and
-// checks the invariants after every step:
+// random events (errnos from docs/errors.md, accepts, releases, timers, readiness, stop), each
+// loop as a readiness driver or a completion driver (on_accept_result, on_accept_parked), each
+// event one its state expects (docs/acceptor.md), and checks the invariants after every step:
+//  - no event is unexpected (error::unexpected_event): the table and its rules agree;
 //  - live <= budget, and live == permits held + accepts in flight (permits never leak);
 //  - no lost wake-up: after the wake-ups are delivered, no loop is paused for a release
 //    while the budget has room;
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "transient/accept_policy.hpp"
+#include "transient/error.hpp"
 
 namespace transient {
 namespace {
@@ -40,6 +43,7 @@ const int fail_errnos[] = {EBADF, ENOTSOCK, EFAULT, EINVAL, EOPNOTSUPP};
 struct loop {
   std::unique_ptr<accept_policy> policy;
   decision current;
+  bool completion = false;  // a completion driver: results imply readiness
   bool stop_requested = false;
   // For the no-spin check: releases seen when the last accept was decided, and the last
   // back_off failure (when, and how many releases there had been when its accept was decided).
@@ -86,6 +90,7 @@ class world {
     for (auto& l : loops_) {
       l.policy = std::make_unique<accept_policy>(*budget_, config);
       l.current = l.policy->current();
+      l.completion = chance(0.5);
       l.stop_requested = false;
       l.backed_off = false;
     }
@@ -138,13 +143,13 @@ class world {
       d = p.on_release(now_);  // harmless even without a wake-up
     } else if (dice < 13 && pick(8) == 0) {
       l.stop_requested = true;
-      if (chance(0.5)) {
+      if (chance(0.5) && before.next == step::wait && !l.completion) {
         p.request_stop();
         d = p.on_ready(now_);
       } else {
         d = p.on_stop(now_);
       }
-    } else if (dice < 18) {
+    } else if (dice < 18 && (before.next == step::wait || before.next == step::pause_until || stopped)) {
       now_ += std::chrono::microseconds(pick(2000));
       d = p.on_timer(now_);  // often early
     } else if (before.next == step::accept || before.next == step::shed) {
@@ -153,11 +158,18 @@ class world {
     } else if (before.next == step::pause_until) {
       now_ = std::max(now_, before.until);
       d = p.on_timer(now_);
-    } else {  // wait, pause_for_release, stop: time passes, the listener becomes readable
+    } else if (before.next == step::pause_for_release) {
+      d = p.on_release(now_);  // a wake-up for another loop's pause: harmless
+    } else if (l.completion && before.next == step::wait) {
+      now_ += std::chrono::microseconds(pick(5000));
+      d = accept_outcome(l);  // the armed request's result: the listener was ready
+      outcome = true;
+    } else {  // wait, stop: time passes, the listener becomes readable
       now_ += std::chrono::microseconds(pick(5000));
       d = p.on_ready(now_);
     }
     ++events_;
+    ASSERT_NE(d.error, make_error_code(error::unexpected_event)) << "an event its state expects";
     if (stopped) {
       ASSERT_EQ(d.next, before.next) << "nothing after a stop but the stop";
       ASSERT_EQ(d.error, before.error);
@@ -171,7 +183,7 @@ class world {
     const bool shedding = l.current.next == step::shed;
     if (!exhaustion_ && chance(0.55)) {
       permit out;
-      const decision d = p.on_accepted(now_, out);
+      const decision d = l.completion ? p.on_accept_result(now_, out) : p.on_accepted(now_, out);
       EXPECT_EQ(static_cast<bool>(out), !d.shed_accepted);
       EXPECT_TRUE(!shedding || d.shed_accepted) << "a shed accept is never served";
       if (out) {
@@ -195,7 +207,10 @@ class world {
         e = EINTR;
       }
     }
-    const decision d = p.on_accept_failed(now_, sys(e));
+    const bool parked = l.completion && e == EAGAIN && l.current.next != step::wait;
+    const decision d = parked         ? p.on_accept_parked(now_)
+                       : l.completion ? p.on_accept_result(now_, sys(e))
+                                      : p.on_accept_failed(now_, sys(e));
     if (kind == 2) {
       l.backed_off = true;
       l.failed_at = now_;

@@ -137,8 +137,7 @@ TEST_F(policy_spec, full_budget_pauses_until_a_release_and_never_trips_the_watch
   EXPECT_EQ(policy.health().state, health_state::backpressure);
 
   advance(1h);  // an hour at the budget is backpressure, not a stall
-  EXPECT_EQ(policy.on_timer(now).next, step::pause_for_release);
-  EXPECT_EQ(policy.on_ready(now).next, step::pause_for_release);
+  EXPECT_EQ(policy.on_release(now).next, step::pause_for_release) << "a wake-up for another loop";
   EXPECT_EQ(policy.health().state, health_state::backpressure);
 
   EXPECT_TRUE(a.release()) << "a loop is paused: the release asks for a wake-up";
@@ -1069,6 +1068,142 @@ TEST_F(policy_spec, invalid_configs_are_refused) {
   c.stall_timeout = -1ms;
   EXPECT_EQ(validate(c), std::errc::invalid_argument);
   EXPECT_THROW(connection_budget(connection_budget::max_limit + 1), std::system_error);
+}
+
+// The state x event table (docs/acceptor.md): an event that the state does not expect is a
+// bug in the driver, and the policy stops with error::unexpected_event, whatever it was doing.
+TEST_F(policy_spec, an_event_the_state_does_not_expect_stops_the_policy_as_a_driver_bug) {
+  {
+    connection_budget budget(10);
+    accept_policy policy(budget, config());
+    permit p;
+    const decision d = policy.on_accepted(now, p);  // nothing was asked for: waiting
+    EXPECT_EQ(d.next, step::fail);
+    EXPECT_EQ(d.error, make_error_code(error::unexpected_event));
+    EXPECT_EQ(d.error, condition::programming_error);
+    EXPECT_FALSE(p);
+    EXPECT_EQ(policy.health().state, health_state::stopped);
+    EXPECT_EQ(policy.on_ready(now).next, step::fail) << "the stop holds";
+  }
+  {
+    connection_budget budget(1);
+    accept_policy policy(budget, config());
+    permit p;
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    ASSERT_EQ(policy.on_accepted(now, p).next, step::pause_for_release);
+    EXPECT_EQ(policy.on_ready(now).error, error::unexpected_event) << "paused: the listener is not watched";
+    EXPECT_EQ(budget.waiters(), 0U) << "the stop leaves the budget's waiters";
+  }
+  {
+    connection_budget budget(10);
+    accept_policy policy(budget, config());
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    EXPECT_EQ(policy.on_timer(now).error, error::unexpected_event) << "accepting arms no timer";
+    EXPECT_EQ(budget.live(), 0U) << "the reservation goes back";
+  }
+  {
+    connection_budget budget(10);
+    accept_policy policy(budget, config());
+    EXPECT_EQ(policy.on_accept_parked(now).error, error::unexpected_event) << "no accept was asked for";
+  }
+}
+
+// A completion driver's accept waits for a connection itself: its result implies readiness.
+TEST_F(policy_spec, a_completion_result_under_wait_implies_readiness) {
+  connection_budget budget(10);
+  accept_policy policy(budget, config());
+  ASSERT_EQ(policy.current().next, step::wait);
+  permit p;
+  const decision d = policy.on_accept_result(now, p);
+  EXPECT_TRUE(p);
+  EXPECT_FALSE(d.shed_accepted);
+  EXPECT_EQ(d.next, step::accept);
+  EXPECT_EQ(policy.metrics().accepted, 1U);
+  EXPECT_EQ(budget.live(), 2U) << "the connection, and the place for the next accept";
+  EXPECT_EQ(policy.on_accept_result(now, sys(ECONNABORTED)).next, step::accept) << "skipped";
+  EXPECT_EQ(policy.on_accept_parked(now).next, step::wait) << "parked: the backlog was empty";
+  EXPECT_EQ(budget.live(), 1U);
+  EXPECT_EQ(policy.on_accept_result(now, sys(EBADF)).next, step::fail) << "a failure under wait is classified";
+}
+
+TEST_F(policy_spec, a_parked_request_ends_a_drain) {
+  connection_budget budget(10);
+  accept_policy_config c = config();
+  c.shed = shed_mode::close;
+  accept_policy policy(budget, c);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accept_result(now, sys(EMFILE), true).next, step::drain);
+  permit p;
+  EXPECT_TRUE(policy.on_accept_result(now, p).shed_accepted);
+  const decision d = policy.on_accept_parked(now);
+  EXPECT_EQ(d.next, step::pause_until);
+  EXPECT_EQ(d.until, now + 1ms) << "the pause holds";
+}
+
+// A request that the pause cancelled may still complete: the connection cannot go back.
+TEST_F(policy_spec, a_result_that_comes_during_a_pause_is_served_if_a_place_is_free_else_shed) {
+  connection_budget budget(1);
+  accept_policy policy(budget, config());
+  permit first;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accept_result(now, first).next, step::pause_for_release);
+  permit late;
+  decision d = policy.on_accept_result(now, late);
+  EXPECT_FALSE(late);
+  EXPECT_TRUE(d.shed_accepted);
+  EXPECT_EQ(d.shed, shed_mode::close) << "queue: an accepted connection is closed";
+  EXPECT_EQ(d.next, step::pause_for_release);
+  EXPECT_EQ(budget.waiters(), 1U);
+  first.release();
+  d = policy.on_accept_result(now, late);
+  EXPECT_TRUE(late) << "a place is free";
+  EXPECT_EQ(d.next, step::pause_for_release);
+}
+
+TEST_F(policy_spec, the_batch_is_unbounded_when_the_mode_sheds_and_the_places_beyond_a_burst_in_queue_mode) {
+  {
+    connection_budget budget(10);
+    accept_policy_config c = config();
+    c.accepts_per_ready = 4;
+    accept_policy policy(budget, c);
+    EXPECT_EQ(policy.current().batch, 6U) << "10 free, a burst of 4";
+    EXPECT_EQ(policy.on_ready(now).batch, 5U) << "the accept's place is taken";
+    std::vector<permit> held;
+    for (int i = 0; i < 3; ++i) {
+      held.push_back(budget.try_acquire());  // places another loop (or the user) holds
+    }
+    EXPECT_EQ(policy.current().batch, 2U) << "6 free";
+    held.push_back(budget.try_acquire());
+    EXPECT_EQ(policy.current().batch, 1U) << "5 free: one beyond the burst, one at a time";
+  }
+  {
+    connection_budget budget(1);
+    accept_policy_config c = config();
+    c.shed = shed_mode::close;
+    accept_policy policy(budget, c);
+    EXPECT_EQ(policy.current().batch, unbounded_batch);
+    EXPECT_EQ(policy.on_ready(now).batch, unbounded_batch);
+    permit p;
+    const decision d = policy.on_accepted(now, p);
+    EXPECT_EQ(d.next, step::shed);
+    EXPECT_EQ(d.batch, 1U) << "shed one at a time";
+  }
+}
+
+// At the cap on accepts per ready event, queue mode waits only while a place is free: a
+// completion driver's accept under wait would take a connection it must then shed.
+TEST_F(policy_spec, at_the_burst_cap_a_full_budget_pauses_rather_than_waits) {
+  connection_budget budget(2);
+  accept_policy_config c = config();
+  c.accepts_per_ready = 1;
+  accept_policy policy(budget, c);
+  permit a;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(policy.on_accepted(now, a).next, step::wait) << "the cap, with a place free";
+  EXPECT_EQ(budget.live(), 1U) << "waiting holds no place";
+  permit b;
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(policy.on_accepted(now, b).next, step::pause_for_release) << "the cap, with the budget full";
 }
 
 TEST(default_budget, zero_means_auto_as_everywhere_a_budget_is_given) {

@@ -6,22 +6,16 @@
 //                                    (cancellation slots: Asio 1.19+, Boost 1.77+), else 0
 // and that Asio's headers included. No include guard on purpose (one copy per flavour).
 //
-//   decision            what the loop does
-//   accept / shed       acceptor.async_accept (Asio tries accept(2) at once and, on EAGAIN,
-//                       waits for readiness inside the same operation); its completion is
-//                       on_accepted / on_accept_failed
-//   wait                post on_ready to the strand (after accepts_per_ready accepts: lets
-//                       other handlers run; async_accept does the waiting itself)
-//   pause_for_release   no operation on the acceptor; a steady_timer wakes only to check
-//                       that the acceptor is still open; a permit release posts on_release
-//   pause_until         no operation on the acceptor; the steady_timer fires at `until`
-//                       (on_timer), or a release posts on_release
-//   drain               give up the EMFILE reserve; synchronous non-blocking accepts, each
-//                       reported (on_accepted: shed; on_accept_failed ends it)
-//   stop / fail         complete the operation (fail: with a diagnosis)
+// A completion driver (accept_policy.hpp): accept, shed and wait start acceptor.async_accept
+// (Asio tries accept(2) at once and, on EAGAIN, waits for readiness inside the same
+// operation), wait after a turn given to the other handlers; its completion is
+// on_accept_result, which implies readiness. The pauses run a steady_timer (on_timer, or
+// for a capacity pause a check that the acceptor is still open), a permit release posts
+// on_release; a drain accepts synchronously (on_accepted, on_accept_failed). What each state
+// expects is the policy's table (docs/acceptor.md).
 //
 // At most one operation of ours is outstanding at a time (an accept, the timer, or a posted
-// on_ready), plus posted release wake-ups and stop requests. All state lives on one strand
+// turn), plus posted release wake-ups and stop requests. All state lives on one strand
 // over the acceptor's executor, so an io_context run by several threads is safe.
 #include <fcntl.h>
 
@@ -60,7 +54,7 @@ class loop_state final : public release_listener,
   using work_executor = std::decay_t<decltype(net::prefer(std::declval<completion_executor>(),
                                                           net::execution::outstanding_work.tracked))>;
 
-  enum class pending : unsigned char { none, accept, timer, ready };
+  enum class pending : unsigned char { none, accept, timer, turn };
 
  public:
   loop_state(Acceptor& acceptor, Handler handler, loop_options options, Completion completion)
@@ -151,7 +145,7 @@ class loop_state final : public release_listener,
     switch (pending_) {
       case pending::accept: accept_cancel_.emit(net::cancellation_type::terminal); break;
       case pending::timer: timer_.cancel(); break;
-      case pending::ready:  // the posted on_ready sees the request
+      case pending::turn:  // the posted turn sees the request
       case pending::none: break;
     }
   }
@@ -166,21 +160,24 @@ class loop_state final : public release_listener,
     } else if (!acceptor_.is_open() && open_at_start_) {
       policy_.request_stop();  // closed right after the start: a clean stop
       apply(policy_.on_stop(now));
-    } else if (!acceptor_.is_open()) {
-      // A loop started on a closed acceptor is a bug (EBADF): the policy fails it.
-      apply(policy_.on_accept_failed(now, error_code(net::error::bad_descriptor)));
     } else {
-      apply(policy_.on_ready(now));
+      // wait: the accept starts. On an acceptor never opened it fails at once (EBADF), a bug
+      // the policy fails the loop for.
+      apply(policy_.current());
     }
   }
 
-  void ready() {
+  // A turn given to the other handlers is over: the accept that step::wait asked for starts.
+  void turn_over() {
     pending_ = pending::none;
     if (done_) {
       return;
     }
-    const auto now = clock::now();
-    apply(stopping() ? policy_.on_stop(now) : policy_.on_ready(now));
+    if (stopping()) {
+      apply(policy_.on_stop(clock::now()));
+    } else {
+      start_accept();
+    }
   }
 
   void accepted(const error_code& ec, net::ip::tcp::socket socket) {
@@ -191,7 +188,7 @@ class loop_state final : public release_listener,
     const auto now = clock::now();
     // operation_aborted: our own cancellation, acceptor.cancel() or acceptor.close(); all
     // mean "stop". A connection accepted just as a stop was requested is closed unserved.
-    if (stopping() || ec == net::error::operation_aborted || !acceptor_.is_open()) {
+    if (stopping() || ec == net::error::operation_aborted || (open_at_start_ && !acceptor_.is_open())) {
       error_code ignored;
       socket.close(ignored);
       policy_.request_stop();
@@ -200,14 +197,14 @@ class loop_state final : public release_listener,
     }
     if (ec) {
       last_error_ = ec;
-      apply(policy_.on_accept_failed(now, ec, reserve_.held()));
+      apply(policy_.on_accept_result(now, ec, reserve_.held()));
       return;
     }
     if (options_.cloexec) {
       ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);
     }
     permit place;
-    const decision d = policy_.on_accepted(now, place, peer_key_of(peer_.data(), peer_.size()));
+    const decision d = policy_.on_accept_result(now, place, peer_key_of(peer_.data(), peer_.size()));
     if (d.shed_accepted) {
       shed(socket, d.shed);
     } else {
@@ -265,10 +262,10 @@ class loop_state final : public release_listener,
       case step::accept:
       case step::shed: start_accept(); return;
       case step::wait:
-        // Asio's async_accept waits for readiness itself; a wait is only a turn given to
-        // the other handlers (after accepts_per_ready accepts) or the first step.
-        pending_ = pending::ready;
-        net::post(strand_, [self = this->shared_from_this()] { self->ready(); });
+        // Asio's async_accept waits for readiness itself; a wait is a turn given to the
+        // other handlers (after accepts_per_ready accepts), then the accept.
+        pending_ = pending::turn;
+        net::post(strand_, [self = this->shared_from_this()] { self->turn_over(); });
         return;
       case step::pause_for_release: arm_timer(close_check_after(now, clock::time_point::max())); return;
       case step::pause_until: arm_timer(close_check_after(now, d.until)); return;
@@ -311,14 +308,13 @@ class loop_state final : public release_listener,
 
   void shed(net::ip::tcp::socket& socket, shed_mode mode) {
     error_code ignored;
-    if (mode == shed_mode::reset) {
-      // SO_LINGER {on, 0 s}: close() sends a reset instead of a FIN.
-      socket.set_option(net::socket_base::linger(true, 0), ignored);
-    } else if (mode == shed_mode::respond && options_.refuse) {
-      socket.non_blocking(true, ignored);
-      if (!write_refusal([&] { options_.refuse(socket, peer_); })) {
-        ++refusals_failed_;  // the kit's rule: the connection is shed anyway
-      }
+    const auto write = [&] {
+      socket.non_blocking(true, ignored);  // the refusal writes what fits and does not wait
+      options_.refuse(socket, peer_);
+    };
+    // std::ref: the std::function holds a reference, which fits in it without an allocation.
+    if (!shed_as(mode, socket.native_handle(), options_.refuse ? std::function<void()>(std::ref(write)) : nullptr)) {
+      ++refusals_failed_;  // the kit's rule: the connection is shed anyway
     }
     socket.close(ignored);
   }
@@ -363,17 +359,12 @@ class loop_state final : public release_listener,
     apply(d);
   }
 
-  [[nodiscard]] std::string diagnose_failure(const std::error_code& ec) const {
+  [[nodiscard]] failure_context context_of_failure() const {
     error_code ignored;
     const auto where = acceptor_.local_endpoint(ignored);
-    failure_context context;
-    context.where = where.address().to_string() + ":" + std::to_string(where.port());
-    context.listener_state = "the acceptor is not listening (accept: EINVAL; call listen() before the loop)";
-    context.last_accept_error = last_error_;
-    context.live = shared_->budget().live();
-    context.max_connections = shared_->budget().max_connections();
-    context.stall_timeout = options_.policy.stall_timeout;
-    return failure_text(ec, context, reserve_diagnostics_);
+    return failure_context_of(where.address().to_string() + ":" + std::to_string(where.port()),
+                              "the acceptor is not listening (accept: EINVAL; call listen() before the loop)",
+                              last_error_, shared_->budget(), options_.policy.stall_timeout);
   }
 
   void finish(const decision& d) {
@@ -386,8 +377,7 @@ class loop_state final : public release_listener,
     loop_report report;
     report.error = d.error;
     if (d.next == step::fail) {
-      report.diagnosis = diagnose_failure(d.error);
-      policy_.attach_diagnosis(report.diagnosis);
+      report.diagnosis = stop_info_of(policy_, d, context_of_failure(), reserve_diagnostics_).diagnosis;
     }
     if (exception_) {
       report.error = std::make_error_code(std::errc::operation_canceled);

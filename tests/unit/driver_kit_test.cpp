@@ -1,0 +1,107 @@
+// The driver kit's shared steps, which every driver (epoll, io_uring, Asio) calls instead of
+// writing its own: shedding up to the close (shed_as), a failure's context and the stop_info
+// of the policy's last decision.
+#include "transient/driver_kit.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <chrono>
+#include <functional>
+#include <stdexcept>
+
+#include "transient/error.hpp"
+
+namespace transient {
+namespace {
+
+using namespace std::chrono_literals;
+
+thread_local int linger_calls = 0;
+thread_local int linger_on = -1;
+
+int record_setsockopt(int /*fd*/, int level, int name, const void* value, socklen_t /*length*/) {
+  if (level == SOL_SOCKET && name == SO_LINGER) {
+    ++linger_calls;
+    linger_on = static_cast<const linger*>(value)->l_onoff;
+  }
+  return 0;
+}
+
+syscalls recording() {
+  syscalls sys;
+  sys.setsockopt = record_setsockopt;
+  linger_calls = 0;
+  linger_on = -1;
+  return sys;
+}
+
+TEST(driver_kit, shed_as_reset_sets_an_abortive_linger_and_writes_no_refusal) {
+  const syscalls sys = recording();
+  int refusals = 0;
+  const std::function<void()> refuse = [&] { ++refusals; };
+  EXPECT_TRUE(shed_as(shed_mode::reset, 7, refuse, sys));
+  EXPECT_EQ(linger_calls, 1);
+  EXPECT_EQ(linger_on, 1);
+  EXPECT_EQ(refusals, 0);
+}
+
+TEST(driver_kit, shed_as_respond_writes_the_refusal_and_close_does_nothing_before_the_close) {
+  const syscalls sys = recording();
+  int refusals = 0;
+  const std::function<void()> refuse = [&] { ++refusals; };
+  EXPECT_TRUE(shed_as(shed_mode::respond, 7, refuse, sys));
+  EXPECT_EQ(refusals, 1);
+  EXPECT_TRUE(shed_as(shed_mode::close, 7, refuse, sys));
+  EXPECT_EQ(refusals, 1);
+  EXPECT_EQ(linger_calls, 0);
+  EXPECT_TRUE(shed_as(shed_mode::respond, 7, nullptr, sys)) << "no writer: nothing to write";
+}
+
+TEST(driver_kit, shed_as_reports_a_throwing_refusal_writer_as_false) {
+  const std::function<void()> refuse = [] { throw std::runtime_error("no"); };
+  EXPECT_FALSE(shed_as(shed_mode::respond, 7, refuse, recording()));
+}
+
+TEST(driver_kit, failure_context_of_takes_the_load_from_the_budget) {
+  connection_budget budget(5);
+  permit one = budget.try_acquire();
+  permit two = budget.try_acquire();
+  const std::error_code emfile{EMFILE, std::system_category()};
+  const failure_context c = failure_context_of("127.0.0.1:80", "closed", emfile, budget, 3s);
+  EXPECT_EQ(c.where, "127.0.0.1:80");
+  EXPECT_EQ(c.listener_state, "closed");
+  EXPECT_EQ(c.last_accept_error, emfile);
+  EXPECT_EQ(c.live, 2U);
+  EXPECT_EQ(c.max_connections, 5U);
+  EXPECT_EQ(c.stall_timeout, 3s);
+}
+
+TEST(driver_kit, stop_info_of_a_fail_decision_diagnoses_it_and_attaches_the_diagnosis) {
+  connection_budget budget(5);
+  accept_policy policy(budget);
+  const auto now = accept_policy::clock::now();
+  static_cast<void>(policy.on_ready(now));
+  const decision d = policy.on_accept_failed(now, {EINVAL, std::system_category()});
+  ASSERT_EQ(d.next, step::fail);
+  const stop_info info = stop_info_of(policy, d, failure_context_of("127.0.0.1:80", "not listening", {}, budget, 1s));
+  EXPECT_EQ(info.reason, stop_reason::listener_dead);
+  EXPECT_EQ(info.error, d.error);
+  EXPECT_EQ(info.diagnosis, "listener 127.0.0.1:80 stopped listening: not listening");
+  EXPECT_EQ(policy.diagnosis(), info.diagnosis);
+}
+
+TEST(driver_kit, stop_info_of_a_clean_stop_is_clean_and_attaches_nothing) {
+  connection_budget budget(5);
+  accept_policy policy(budget);
+  const decision d = policy.on_stop(accept_policy::clock::now());
+  const stop_info info = stop_info_of(policy, d, failure_context_of("127.0.0.1:80", "", {}, budget, 1s));
+  EXPECT_TRUE(info);
+  EXPECT_EQ(info.reason, stop_reason::clean);
+  EXPECT_TRUE(info.diagnosis.empty());
+  EXPECT_TRUE(policy.diagnosis().empty());
+}
+
+}  // namespace
+}  // namespace transient

@@ -1,0 +1,62 @@
+// The drivers only apply decisions and report what the kernel gave them (issue 22): read from
+// their sources, as docs/acceptor.md states it. Only the epoll acceptor reports readiness,
+// at its EPOLLIN; the completion drivers (io_uring, Asio) report results and parked requests,
+// invent no EAGAIN, leave multishot to decision::batch, and shed and diagnose through the kit.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace {
+
+std::string source(const std::string& path) {
+  std::ifstream in(std::string(TRANSIENT_SOURCE_DIR) + "/" + path);
+  EXPECT_TRUE(in) << path;
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+int count(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+TEST(driver_protocol, only_the_epoll_acceptor_reports_readiness) {
+  EXPECT_EQ(count(source("src/acceptor.cpp"), "policy.on_ready("), 1);
+  for (const char* path : {"src/uring/uring_acceptor.cpp", "include/transient/detail/asio_loop.hpp",
+                           "src/detail/acceptor_core.hpp", "src/driver_kit.cpp"}) {
+    EXPECT_EQ(count(source(path), "on_ready("), 0) << path;
+  }
+}
+
+TEST(driver_protocol, completion_drivers_report_results_and_invent_no_errno) {
+  const std::string uring = source("src/uring/uring_acceptor.cpp");
+  const std::string asio = source("include/transient/detail/asio_loop.hpp");
+  EXPECT_EQ(count(uring, "on_accept_failed("), 0) << "an empty backlog is a parked request, not a made-up EAGAIN";
+  EXPECT_EQ(count(uring, "on_accept_parked("), 1);
+  EXPECT_EQ(count(asio, "on_accept_result("), 2) << "the accept's connection and its error";
+  EXPECT_EQ(count(asio, "bad_descriptor"), 0) << "a closed acceptor's accept fails by itself";
+}
+
+TEST(driver_protocol, the_batch_decides_multishot) {
+  const std::string uring = source("src/uring/uring_acceptor.cpp");
+  EXPECT_EQ(count(uring, "multishot_fits"), 0);
+  EXPECT_EQ(count(uring, "max_connections"), 0) << "the budget is the policy's to read";
+  EXPECT_EQ(count(uring, "arm_accept(d.batch > 1)"), 2);
+}
+
+TEST(driver_protocol, the_asio_loop_sheds_and_diagnoses_through_the_kit) {
+  const std::string asio = source("include/transient/detail/asio_loop.hpp");
+  EXPECT_EQ(count(asio, "linger("), 0);
+  EXPECT_EQ(count(asio, "failure_context context;"), 0);
+  EXPECT_EQ(count(asio, "shed_as("), 1);
+  EXPECT_EQ(count(asio, "failure_context_of("), 1);
+  EXPECT_EQ(count(asio, "stop_info_of("), 1);
+}
+
+}  // namespace
