@@ -520,6 +520,7 @@ class server_core {
       on_time(l);
       if (!told && l.accepting_ended()) {
         told = true;
+        l.publish(clock::now(), true);  // the stop, and a failure's reason, are visible at once
         if (l.handler) {
           l.handler->on_accepting_end();
         }

@@ -420,7 +420,7 @@ TEST(ServeProduction, HealthShowsDegradedThenStalledWhenDescriptorsLeak) {
     const fd_limit_for_children limit(64);
     started = std::make_unique<serve_process>(
         std::vector<std::string>{"--leak-per-connection", "4", "--stall-timeout", "1s", "--metrics", "127.0.0.1:0",
-                                 "--slow-response", "3s", "--fd-limit", "keep"},
+                                 "--slow-response", "5s", "--fd-limit", "keep"},
         TRANSIENT_FIXTURE_PATH);
   }
   serve_process& serve = *started;
@@ -439,7 +439,7 @@ TEST(ServeProduction, HealthShowsDegradedThenStalledWhenDescriptorsLeak) {
   EXPECT_EQ(r.first, 503) << r.second;
   EXPECT_THAT(r.second, HasSubstr("no progress"));
   EXPECT_EQ(query(probe.get(), "/readyz").first, 503);
-  EXPECT_THAT(read_response(slow.get(), 4000ms), HasSubstr("\r\n\r\nok")) << "the request in flight is answered";
+  EXPECT_THAT(read_response(slow.get(), 6000ms), HasSubstr("\r\n\r\nok")) << "the request in flight is answered";
   EXPECT_EQ(serve.wait(3000ms), 1);
   EXPECT_THAT(serve.stderr_text(), HasSubstr("stopped: stalled"));
 }
