@@ -27,8 +27,6 @@ struct server::impl final : detail::server_core<impl, acceptor> {
       l.acceptors.emplace_back(l.epoll.get(), listeners[k], detail::tags_of(k), handler, settings);
     }
   }
-
-  static void dispatch(acceptor& a, const epoll_event& e, clock::time_point now) { a.handle(e, now); }
 };
 
 server::server(std::vector<listener> listeners, connection_handler handler, server_options options)

@@ -77,6 +77,12 @@ class uring_acceptor {
   /// As above, for a listener shared with other acceptors (each on its own ring).
   uring_acceptor(std::shared_ptr<const listener> source, connection_handler handler, acceptor_options options = {},
                  uring_options ring = {});
+  /// An acceptor over a shared listener whose ring's descriptor it registers in `epoll_fd`
+  /// (the user's epoll set, which must outlive it) with `tags.listener`, as transient::acceptor
+  /// registers its descriptors: the same loop then passes events to either with handle(event,
+  /// now). Throws as above, or the error of epoll_ctl.
+  uring_acceptor(int epoll_fd, std::shared_ptr<const listener> source, acceptor_tags tags, connection_handler handler,
+                 acceptor_options options = {}, uring_options ring = {});
   /// Cancels the accept, sheds what the ring accepted meanwhile (bounded wait), closes the ring.
   ~uring_acceptor();
   /// Moves the acceptor.
@@ -92,6 +98,9 @@ class uring_acceptor {
   /// policy decides and submits what that needs. An exception from the handler stops the
   /// acceptor and propagates. Harmless when nothing waits.
   void handle(time_point now);
+  /// transient::acceptor's shape: if `event` carries the tag given at construction (with an
+  /// epoll set), handles it as above and returns true; otherwise returns false.
+  bool handle(const epoll_event& event, time_point now);
   /// Runs the timers that fell due by `now` (the end of a backoff pause, the stall watchdog).
   void on_time(time_point now);
   /// Waits up to `timeout` (negative: no limit) for a completion in one io_uring_enter that

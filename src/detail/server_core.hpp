@@ -10,8 +10,8 @@
 //   - name: "transient::server", for messages;
 //   - check_supported(): throws if the driver cannot work here, before anything is opened;
 //   - add_acceptors(loop&, listeners, handler, settings): a loop's acceptors, one per
-//     listener, registered in the loop's epoll set with tags_of(their index);
-//   - dispatch(acceptor&, event, now): passes an event with the acceptor's tag to it.
+//     listener, registered in the loop's epoll set with tags_of(their index). Both acceptors
+//     take the events of their tags through handle(event, now).
 #pragma once
 
 #include <linux/futex.h>
@@ -551,7 +551,7 @@ class server_core {
     }
     const auto index = static_cast<std::size_t>((e.data.u64 - first_acceptor_tag) / 2);
     if (index < l.acceptors.size()) {
-      Driver::dispatch(l.acceptors[index], e, l.now());
+      l.acceptors[index].handle(e, l.now());
     }
   }
 

@@ -6,12 +6,14 @@
 // (on_accept_result, which implies readiness) and a request parked in the kernel.
 #include <liburing.h>
 #include <poll.h>
+#include <sys/epoll.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include "detail/acceptor_core.hpp"
 #include "transient/detail/throw_error.hpp"
@@ -108,6 +110,7 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
   }
 
   io_uring ring{};
+  std::optional<std::uint64_t> epoll_tag;  // the ring's epoll tag, when the acceptor registered it
   bool ring_open = false;
   bool accept_armed = false;         // the request of `generation` is in the ring (or queued for it)
   bool accept_multishot = false;     // ... and it is a multishot one
@@ -446,7 +449,28 @@ uring_acceptor& uring_acceptor::operator=(uring_acceptor&& other) noexcept {
   return *this;
 }
 
+uring_acceptor::uring_acceptor(int epoll_fd, std::shared_ptr<const listener> source, acceptor_tags tags,
+                               connection_handler handler, acceptor_options options, uring_options ring)
+    : uring_acceptor(std::move(source), std::move(handler), std::move(options), ring) {
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = tags.listener;
+  // The ring's descriptor leaves the epoll set as it closes with the acceptor.
+  if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, native_handle(), &event) != 0) {
+    throw std::system_error(detail::last_error(), "transient::uring_acceptor: epoll_ctl");
+  }
+  state_->epoll_tag = tags.listener;
+}
+
 int uring_acceptor::native_handle() const noexcept { return state_->ring.ring_fd; }
+
+bool uring_acceptor::handle(const epoll_event& event, time_point now) {
+  if (!state_->epoll_tag || event.data.u64 != *state_->epoll_tag) {
+    return false;
+  }
+  handle(now);
+  return true;
+}
 
 void uring_acceptor::handle(time_point now) {
   state& s = *state_;

@@ -1,10 +1,7 @@
 // The io_uring server: the shared server (detail/server_core.hpp) over transient::uring_acceptor,
 // each loop a ring per listener it watches, whose descriptor sits in the loop's epoll set.
 // Accepting is the acceptors' (uring_acceptor.cpp).
-#include <sys/epoll.h>
-
 #include "detail/server_core.hpp"
-#include "transient/detail/throw_error.hpp"
 #include "transient/uring.hpp"
 
 namespace transient {
@@ -29,17 +26,9 @@ struct uring_server::impl final : detail::server_core<impl, uring_acceptor> {
   void add_acceptors(loop& l, const std::vector<std::shared_ptr<const listener>>& listeners,
                      const connection_handler& handler, const acceptor_options& settings) const {
     for (std::size_t k = 0; k < listeners.size(); ++k) {
-      uring_acceptor& a = l.acceptors.emplace_back(listeners[k], handler, settings, ring_);
-      epoll_event event{};
-      event.events = EPOLLIN;
-      event.data.u64 = detail::tags_of(k).listener;
-      if (::epoll_ctl(l.epoll.get(), EPOLL_CTL_ADD, a.native_handle(), &event) != 0) {
-        throw std::system_error(detail::last_error(), "epoll_ctl(io_uring)");
-      }
+      l.acceptors.emplace_back(l.epoll.get(), listeners[k], detail::tags_of(k), handler, settings, ring_);
     }
   }
-
-  static void dispatch(uring_acceptor& a, const epoll_event& /*e*/, clock::time_point now) { a.handle(now); }
 
  private:
   uring_options ring_;
