@@ -31,6 +31,8 @@ namespace transient {
 /// What a loop calls when a descriptor it watches is ready, on the loop's thread.
 class io_watcher {
  public:
+  /// Virtual: a watcher may be owned through this interface.
+  virtual ~io_watcher() = default;
   /// `fd` is ready; `events` are epoll's (EPOLLIN, EPOLLOUT, EPOLLHUP, EPOLLERR).
   virtual void on_ready(int fd, std::uint32_t events) = 0;
 
@@ -38,7 +40,6 @@ class io_watcher {
   io_watcher() = default;
   io_watcher(const io_watcher&) = default;
   io_watcher& operator=(const io_watcher&) = default;
-  ~io_watcher() = default;
 };
 
 /// One loop of a server, as the code serving its connections sees it. Every member runs on
@@ -51,6 +52,8 @@ class loop {
   /// A moment on that clock.
   using time_point = clock::time_point;
 
+  /// Virtual: a loop may be owned through this interface (a test's fake loop).
+  virtual ~loop() = default;
   /// Watches `fd` (not yet watched) for `events` (EPOLLIN and/or EPOLLOUT, level-triggered):
   /// `watcher` is called when it is ready until unwatch(fd). Sets `ec` to epoll_ctl's error
   /// (ENOMEM, ENOSPC: too many watches) and watches nothing then.
@@ -76,7 +79,6 @@ class loop {
   loop() = default;
   loop(const loop&) = default;
   loop& operator=(const loop&) = default;
-  ~loop() = default;
 };
 
 /// Serves the connections one loop accepts, on that loop's thread (see the file comment).
