@@ -47,8 +47,8 @@ class echo final : public transient::loop_handler, public transient::io_watcher 
 
  private:
   void close(int fd) {
-    loop_.unwatch(fd);  // before the descriptor closes
-    open_.erase(fd);    // closes it, then gives its place in the budget back
+    loop_.forget(fd);  // no more events of it: the close takes it out of the epoll set
+    open_.erase(fd);   // closes it, then gives its place in the budget back
   }
 
   transient::loop& loop_;

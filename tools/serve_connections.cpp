@@ -346,7 +346,7 @@ void connection_loop::update_interest(client& c) {
   std::error_code ec;
   loop_.modify(c.conn.native_handle(), (want_read ? EPOLLIN : 0U) | (want_write ? EPOLLOUT : 0U), ec);
   if (ec) {
-    c.conn.close();  // the caller closes the client, which unwatches it
+    c.conn.close();  // the caller closes the client, which forgets it
     return;
   }
   c.writing = want_write;
@@ -432,7 +432,7 @@ void connection_loop::close_client(int fd) {
     --delayed_;
     c.delayed = false;
   }
-  loop_.unwatch(fd);
+  loop_.forget(fd);
   c.conn.close();  // closes the descriptor, then releases the permit (connection's order)
   keep_small(c.in);
   keep_small(c.out);
@@ -453,7 +453,7 @@ void connection_loop::close_all() noexcept {
     const int fd = oldest_;
     client& c = clients_[static_cast<std::size_t>(fd)];
     unlink(fd);
-    loop_.unwatch(fd);
+    loop_.forget(fd);
     c.conn.close();
   }
   clients_.clear();

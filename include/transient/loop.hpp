@@ -28,7 +28,9 @@
 
 namespace transient {
 
-/// What a loop calls when a descriptor it watches is ready, on the loop's thread.
+/// What a loop calls when a descriptor it watches is ready, on the loop's thread. Readiness is
+/// level-triggered and may be gone by the time the watcher acts (another event of the same
+/// wait used it up), so a read or write that would block (EAGAIN) is normal.
 class io_watcher {
  public:
   /// Virtual: a watcher may be owned through this interface.
@@ -64,9 +66,14 @@ class loop {
   virtual void modify(int fd, std::uint32_t events, std::error_code& ec) noexcept = 0;
   /// As above; throws std::system_error.
   void modify(int fd, std::uint32_t events);
-  /// Stops watching `fd`; call it before closing `fd`. No event of `fd` reaches its watcher
+  /// Stops watching `fd`, a descriptor that stays open. No event of `fd` reaches its watcher
   /// afterwards, not even one the current wait already returned.
   virtual void unwatch(int fd) noexcept = 0;
+  /// As unwatch(), for a descriptor that is closed now (just before or just after this call):
+  /// the kernel drops a closed descriptor from the epoll set by itself, so this makes no
+  /// system call. (epoll watches the open file, not the number: for a descriptor that was
+  /// duplicated, or inherited by a child, use unwatch().)
+  virtual void forget(int fd) noexcept = 0;
   /// When the wait whose events are being handled returned.
   [[nodiscard]] virtual time_point now() const noexcept = 0;
   /// This loop's number: 0 to server_options::threads - 1.

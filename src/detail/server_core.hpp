@@ -31,6 +31,7 @@
 #include <iterator>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -144,11 +145,11 @@ class server_loop final : public loop {
   time_point last_snapshot{};
 
   void watch(int fd, std::uint32_t events, io_watcher& watcher, std::error_code& ec) noexcept override {
-    ec = control(EPOLL_CTL_ADD, fd, events);
+    ec = make_room(fd);
     if (!ec) {
-      if (static_cast<std::size_t>(fd) >= watchers_.size()) {
-        watchers_.resize(std::max(static_cast<std::size_t>(fd) + 1, 2 * watchers_.size()), nullptr);
-      }
+      ec = control(EPOLL_CTL_ADD, fd, events);
+    }
+    if (!ec) {
       watchers_[static_cast<std::size_t>(fd)] = &watcher;
       ++watched_;
     }
@@ -157,8 +158,13 @@ class server_loop final : public loop {
     ec = control(EPOLL_CTL_MOD, fd, events);
   }
   void unwatch(int fd) noexcept override {
-    if (fd >= 0 && static_cast<std::size_t>(fd) < watchers_.size() && watchers_[static_cast<std::size_t>(fd)]) {
+    if (watching(fd)) {
       [[maybe_unused]] const std::error_code ignored = control(EPOLL_CTL_DEL, fd, 0);
+      forget(fd);
+    }
+  }
+  void forget(int fd) noexcept override {
+    if (watching(fd)) {
       watchers_[static_cast<std::size_t>(fd)] = nullptr;
       --watched_;
     }
@@ -184,12 +190,8 @@ class server_loop final : public loop {
       watchers_[fd]->on_ready(static_cast<int>(fd), e.events);
     }
   }
-  /// True once every acceptor is done.
-  [[nodiscard]] bool accepting_ended() const {
-    return std::ranges::all_of(acceptors, [](const Acceptor& a) { return a.done(); });
-  }
-  /// True once accepting has ended and the handler, if any, watches nothing.
-  [[nodiscard]] bool finished() const { return watched_ == 0 && accepting_ended(); }
+  /// True while the handler watches a descriptor.
+  [[nodiscard]] bool watching_any() const noexcept { return watched_ > 0; }
 
   /// Publishes the acceptors' counters if the interval has passed (or `force`); true if it did.
   bool publish(time_point now, bool force) {
@@ -214,13 +216,34 @@ class server_loop final : public loop {
   }
 
  private:
+  [[nodiscard]] bool watching(int fd) const noexcept {
+    return fd >= 0 && static_cast<std::size_t>(fd) < watchers_.size() &&
+           watchers_[static_cast<std::size_t>(fd)] != nullptr;
+  }
+
+  // A slot in the watcher table for `fd`, before the kernel watches it.
+  [[nodiscard]] std::error_code make_room(int fd) noexcept {
+    if (fd < 0) {
+      return std::make_error_code(std::errc::bad_file_descriptor);
+    }
+    try {
+      if (static_cast<std::size_t>(fd) >= watchers_.size()) {
+        watchers_.resize(std::max(static_cast<std::size_t>(fd) + 1, 2 * watchers_.size()), nullptr);
+      }
+      return {};
+    } catch (const std::bad_alloc&) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
+  }
+
   [[nodiscard]] std::error_code control(int op, int fd, std::uint32_t events) const noexcept {
+    if (fd < 0) {
+      return std::make_error_code(std::errc::bad_file_descriptor);
+    }
     epoll_event event{};
     event.events = events;
     event.data.u64 = static_cast<std::uint64_t>(fd);
-    return fd >= 0 && ::epoll_ctl(epoll.get(), op, fd, &event) == 0
-               ? std::error_code{}
-               : (fd < 0 ? std::make_error_code(std::errc::bad_file_descriptor) : last_error());
+    return ::epoll_ctl(epoll.get(), op, fd, &event) == 0 ? std::error_code{} : last_error();
   }
 
   unsigned index_;
@@ -486,8 +509,8 @@ class server_core {
   // snapshot bound each wait.
   void run_loop(loop& l) {
     try {
+      l.set_now(clock::now());
       if (factory_) {
-        l.set_now(clock::now());
         l.handler = factory_(l);
       }
       serve(l);
@@ -503,9 +526,9 @@ class server_core {
 
   void serve(loop& l) {
     std::array<epoll_event, max_events> events{};
-    bool dirty = true;  // counters changed since the last snapshot
-    bool told = false;  // the handler heard that accepting ended
-    while (!l.finished()) {
+    bool dirty = true;   // counters changed since the last snapshot
+    bool ended = false;  // accepting ended, and the handler heard it
+    while (!ended || l.watching_any()) {
       const int n = options_.sys.epoll_wait(l.epoll.get(), events.data(), max_events, timeout_of(l, dirty));
       if (n < 0 && errno != EINTR) {  // the loop cannot wait: it ends, and the server stops
         const std::error_code ec = last_error();
@@ -517,26 +540,27 @@ class server_core {
       for (int i = 0; i < n; ++i) {
         dispatch(l, events[static_cast<std::size_t>(i)]);
       }
-      on_time(l);
-      if (!told && l.accepting_ended()) {
-        told = true;
-        l.publish(clock::now(), true);  // the stop, and a failure's reason, are visible at once
+      if (on_time(l) && !ended) {
+        ended = true;
+        l.publish(l.now(), true);  // the stop, and a failure's reason, are visible at once
         if (l.handler) {
           l.handler->on_accepting_end();
         }
       }
-      dirty = !l.publish(clock::now(), false) && (dirty || n > 0);
+      dirty = !l.publish(l.now(), false) && (dirty || n > 0);
     }
   }
 
   [[nodiscard]] int timeout_of(const loop& l, bool dirty) const {
-    const auto now = clock::now();
+    const auto now = l.now();
     int timeout = -1;
     for (const Acceptor& a : l.acceptors) {
       timeout = earliest(timeout, a.timeout_ms(now));
     }
-    if (l.handler && l.handler->next_timer() != clock::time_point::max()) {
-      timeout = earliest(timeout, ms_until(now, l.handler->next_timer()));
+    if (l.handler) {
+      if (const auto when = l.handler->next_timer(); when != clock::time_point::max()) {
+        timeout = earliest(timeout, ms_until(now, when));
+      }
     }
     if (dirty) {  // wake once more to publish the counters, even if nothing else happens
       timeout = earliest(timeout, ms_until(now, l.last_snapshot + loop::snapshot_interval));
@@ -555,16 +579,23 @@ class server_core {
     }
   }
 
-  void on_time(loop& l) {
+  // The timers that fell due; a failed acceptor (stall, dead listener) stops the server.
+  // Returns true once every acceptor of the loop is done.
+  bool on_time(loop& l) {
+    std::size_t done = 0;
     for (Acceptor& a : l.acceptors) {
       a.on_time(l.now());
-      if (a.done() && a.result().error) {
-        record_failure(a.result());  // a failed listener (stall, dead listener) stops the server
+      if (a.done()) {
+        ++done;
+        if (a.result().error) {
+          record_failure(a.result());
+        }
       }
     }
     if (l.handler) {
       l.handler->on_time(l.now());
     }
+    return done == l.acceptors.size();
   }
 
   // After an exception on the loop: its acceptors stop (the one that called the handler has

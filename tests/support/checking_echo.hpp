@@ -26,8 +26,10 @@ struct loop_record {
   std::atomic<int> timers{0};            ///< on_time() calls at or after next_timer().
   bool keep_after_stop = false;          ///< Keep connections after the stop until they end.
   bool throw_on_input = false;           ///< on_ready throws.
-  bool close_all_on_input = false;       ///< The first input closes every connection held.
-  std::chrono::milliseconds timer{0};    ///< next_timer() this long after the handler is made.
+  bool close_all_on_input = false;
+  bool forget_on_close =
+      false;  ///< Close with forget() rather than unwatch().       ///< The first input closes every connection held.
+  std::chrono::milliseconds timer{0};  ///< next_timer() this long after the handler is made.
 };
 
 /// An echo handler that checks the loop's contract as it goes.
@@ -92,7 +94,11 @@ class checking_echo final : public loop_handler, public io_watcher {
     }
   }
   void close(int fd) {
-    loop_.unwatch(fd);
+    if (record_.forget_on_close) {
+      loop_.forget(fd);
+    } else {
+      loop_.unwatch(fd);
+    }
     open_.erase(fd);
   }
   void close_all() {

@@ -156,6 +156,26 @@ TYPED_TEST_P(LoopHandlerCases, NoEventReachesAWatcherAfterItsDescriptorIsUnwatch
   EXPECT_EQ(s.record.unwatched_events.load(), 0);
 }
 
+// The same with forget() and the close: no event of a closed descriptor reaches its watcher.
+TYPED_TEST_P(LoopHandlerCases, NoEventReachesAWatcherAfterItsDescriptorIsForgotten) {
+  running_server<TypeParam> s(1, [](loop_record& r) {
+    r.close_all_on_input = true;
+    r.forget_on_close = true;
+  });
+  for (int round = 0; round < 20; ++round) {
+    const unique_fd a = connect_to(s.at);
+    const unique_fd b = connect_to(s.at);
+    ASSERT_TRUE(s.accepted(2 * (round + 1)));
+    ASSERT_TRUE(send_text(a.get(), "1"));
+    ASSERT_TRUE(send_text(b.get(), "2"));
+    EXPECT_TRUE(closed_by_peer(a.get(), std::chrono::seconds(2)));
+    EXPECT_TRUE(closed_by_peer(b.get(), std::chrono::seconds(2)));
+  }
+  EXPECT_EQ(s.record.unwatched_events.load(), 0);
+  s.server->stop();
+  EXPECT_TRUE(s.returns_within(std::chrono::seconds(3))) << "a forgotten descriptor is no longer counted as watched";
+}
+
 TYPED_TEST_P(LoopHandlerCases, TheHandlersTimerRunsWhenDueWithoutAnyEvent) {
   running_server<TypeParam> s(1, [](loop_record& r) { r.timer = std::chrono::milliseconds(150); });
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
@@ -169,6 +189,7 @@ REGISTER_TYPED_TEST_SUITE_P(LoopHandlerCases, EachConnectionIsServedOnTheThreadO
                             AfterTheStopALoopRunsUntilItsHandlerWatchesNothing,
                             AHandlerExceptionStopsTheServerAndRunRethrowsIt,
                             NoEventReachesAWatcherAfterItsDescriptorIsUnwatched,
+                            NoEventReachesAWatcherAfterItsDescriptorIsForgotten,
                             TheHandlersTimerRunsWhenDueWithoutAnyEvent);
 
 }  // namespace transient::test
