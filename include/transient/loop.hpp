@@ -75,7 +75,7 @@ class loop {
   /// duplicated, or inherited by a child, use unwatch().)
   virtual void forget(int fd) noexcept = 0;
   /// When the wait whose events are being handled returned.
-  [[nodiscard]] virtual time_point now() const noexcept = 0;
+  [[nodiscard]] time_point now() const noexcept { return now_; }
   /// This loop's number: 0 to server_options::threads - 1.
   [[nodiscard]] virtual unsigned index() const noexcept = 0;
   /// How this loop's accepting goes (its worst listener): backpressure while the budget is
@@ -86,6 +86,11 @@ class loop {
   loop() = default;
   loop(const loop&) = default;
   loop& operator=(const loop&) = default;
+  /// Sets now(): an implementation calls it as each wait returns.
+  void set_now(time_point now) noexcept { now_ = now; }
+
+ private:
+  time_point now_{};
 };
 
 /// Serves the connections one loop accepts, on that loop's thread (see the file comment).

@@ -66,9 +66,6 @@ inline constexpr std::uint64_t first_acceptor_tag = std::uint64_t{1} << 32U;
   return {first, first + 1};
 }
 
-/// The earlier of two timeouts in milliseconds, where -1 is none.
-[[nodiscard]] inline int earliest(int a, int b) noexcept { return a < 0 ? b : (b < 0 ? a : std::min(a, b)); }
-
 /// The policy settings of loop `t` of `loops`: with several, its lines name the loop (the
 /// acceptor puts the listener's address first), else three loops give three identical lines.
 [[nodiscard]] inline accept_policy_config labelled(accept_policy_config config, unsigned t, unsigned loops) {
@@ -169,7 +166,6 @@ class server_loop final : public loop {
       --watched_;
     }
   }
-  [[nodiscard]] time_point now() const noexcept override { return now_; }
   [[nodiscard]] unsigned index() const noexcept override { return index_; }
   [[nodiscard]] policy_health health() const noexcept override {
     policy_health worst;
@@ -181,8 +177,7 @@ class server_loop final : public loop {
     return worst;
   }
 
-  /// Sets the time the events being handled came.
-  void set_now(time_point now) noexcept { now_ = now; }
+  using loop::set_now;
   /// Passes a handler's event to the watcher of its descriptor, if still watched.
   void deliver(const epoll_event& e) const {
     const auto fd = static_cast<std::size_t>(e.data.u64);
@@ -247,7 +242,6 @@ class server_loop final : public loop {
   }
 
   unsigned index_;
-  time_point now_{};
   std::vector<io_watcher*> watchers_;  // by descriptor: the handler's watches
   std::size_t watched_ = 0;
 };
@@ -552,20 +546,17 @@ class server_core {
   }
 
   [[nodiscard]] int timeout_of(const loop& l, bool dirty) const {
-    const auto now = l.now();
-    int timeout = -1;
+    auto when = clock::time_point::max();
     for (const Acceptor& a : l.acceptors) {
-      timeout = earliest(timeout, a.timeout_ms(now));
+      when = std::min(when, a.next_timer());
     }
     if (l.handler) {
-      if (const auto when = l.handler->next_timer(); when != clock::time_point::max()) {
-        timeout = earliest(timeout, ms_until(now, when));
-      }
+      when = std::min(when, l.handler->next_timer());
     }
     if (dirty) {  // wake once more to publish the counters, even if nothing else happens
-      timeout = earliest(timeout, ms_until(now, l.last_snapshot + loop::snapshot_interval));
+      when = std::min(when, l.last_snapshot + loop::snapshot_interval);
     }
-    return timeout;
+    return when == clock::time_point::max() ? -1 : ms_until(l.now(), when);
   }
 
   static void dispatch(loop& l, const epoll_event& e) {
