@@ -76,6 +76,21 @@ struct engine {
   static bool available(std::string& /*why*/) { return true; }
 };
 
+/// Twenty rounds of two clients whose input arrives together; each must see its connection
+/// closed (the handler closes both at the first input).
+template <typename Server>
+void send_in_pairs(running_server<Server>& s) {
+  for (int round = 0; round < 20; ++round) {
+    const unique_fd a = connect_to(s.at);
+    const unique_fd b = connect_to(s.at);
+    ASSERT_TRUE(s.accepted(2 * (round + 1)));
+    ASSERT_TRUE(send_text(a.get(), "1"));
+    ASSERT_TRUE(send_text(b.get(), "2"));
+    EXPECT_TRUE(closed_by_peer(a.get(), std::chrono::seconds(2)));
+    EXPECT_TRUE(closed_by_peer(b.get(), std::chrono::seconds(2)));
+  }
+}
+
 template <typename Server>
 class LoopHandlerCases : public ::testing::Test {
  protected:
@@ -144,15 +159,7 @@ TYPED_TEST_P(LoopHandlerCases, AHandlerExceptionStopsTheServerAndRunRethrowsIt) 
 // event, returned by the same wait, must not reach the handler.
 TYPED_TEST_P(LoopHandlerCases, NoEventReachesAWatcherAfterItsDescriptorIsUnwatched) {
   running_server<TypeParam> s(1, [](loop_record& r) { r.close_all_on_input = true; });
-  for (int round = 0; round < 20; ++round) {
-    const unique_fd a = connect_to(s.at);
-    const unique_fd b = connect_to(s.at);
-    ASSERT_TRUE(s.accepted(2 * (round + 1)));
-    ASSERT_TRUE(send_text(a.get(), "1"));
-    ASSERT_TRUE(send_text(b.get(), "2"));
-    EXPECT_TRUE(closed_by_peer(a.get(), std::chrono::seconds(2)));
-    EXPECT_TRUE(closed_by_peer(b.get(), std::chrono::seconds(2)));
-  }
+  send_in_pairs(s);
   EXPECT_EQ(s.record.unwatched_events.load(), 0);
 }
 
@@ -162,15 +169,7 @@ TYPED_TEST_P(LoopHandlerCases, NoEventReachesAWatcherAfterItsDescriptorIsForgott
     r.close_all_on_input = true;
     r.forget_on_close = true;
   });
-  for (int round = 0; round < 20; ++round) {
-    const unique_fd a = connect_to(s.at);
-    const unique_fd b = connect_to(s.at);
-    ASSERT_TRUE(s.accepted(2 * (round + 1)));
-    ASSERT_TRUE(send_text(a.get(), "1"));
-    ASSERT_TRUE(send_text(b.get(), "2"));
-    EXPECT_TRUE(closed_by_peer(a.get(), std::chrono::seconds(2)));
-    EXPECT_TRUE(closed_by_peer(b.get(), std::chrono::seconds(2)));
-  }
+  send_in_pairs(s);
   EXPECT_EQ(s.record.unwatched_events.load(), 0);
   s.server->stop();
   EXPECT_TRUE(s.returns_within(std::chrono::seconds(3))) << "a forgotten descriptor is no longer counted as watched";
