@@ -57,7 +57,7 @@ class loop {
   /// Virtual: a loop may be owned through this interface (a test's fake loop).
   virtual ~loop() = default;
   /// Watches `fd` (not yet watched) for `events` (EPOLLIN and/or EPOLLOUT, level-triggered):
-  /// `watcher` is called when it is ready until unwatch(fd). Sets `ec` to epoll_ctl's error
+  /// `watcher` is called when it is ready until unwatch(fd) or forget(fd). Sets `ec` to epoll_ctl's error
   /// (ENOMEM, ENOSPC: too many watches) and watches nothing then.
   virtual void watch(int fd, std::uint32_t events, io_watcher& watcher, std::error_code& ec) noexcept = 0;
   /// As above; throws std::system_error.
