@@ -27,8 +27,6 @@
 #include <climits>
 #include <cstdint>
 #include <exception>
-#include <filesystem>
-#include <iterator>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -39,6 +37,7 @@
 
 #include "detail/acceptor_core.hpp"
 #include "transient/detail/throw_error.hpp"
+#include "transient/diagnostics.hpp"
 #include "transient/loop.hpp"
 #include "transient/server.hpp"
 
@@ -390,7 +389,8 @@ class server_core {
   void open_loops() {
     const acceptor_options settings = acceptor_settings();
     const bool measure = options_.threads > 1;
-    const std::size_t before = measure ? open_descriptors() : 0;
+    const std::size_t before = measure ? take_fd_census().total : 0;
+    std::size_t per_loop = 0;  // descriptors the first loop opened (measured with several)
     for (unsigned t = 0; t < options_.threads; ++t) {
       try {
         open_loop(t, settings);
@@ -402,10 +402,10 @@ class server_core {
         }
         throw std::system_error(e.code(), "loop " + std::to_string(t + 1) + " of " + std::to_string(options_.threads) +
                                               " cannot start (" + e.what() + "); each loop holds " +
-                                              std::to_string(per_loop_) + " descriptors of its own");
+                                              std::to_string(per_loop) + " descriptors of its own");
       }
       if (measure && t == 0) {
-        per_loop_ = open_descriptors() - before;
+        per_loop = take_fd_census().total - before;
       }
     }
     listeners_.clear();
@@ -426,13 +426,6 @@ class server_core {
     settings.policy = labelled(options_.policy, t, options_.threads);
     static_cast<Driver&>(*this).add_acceptors(*l, mine, handler_of(*l), settings);
     loops_.push_back(std::move(l));
-  }
-
-  // Descriptors this process holds, for the message of a loop that cannot start.
-  static std::size_t open_descriptors() {
-    std::error_code ec;
-    const auto entries = std::filesystem::directory_iterator("/proc/self/fd", ec);
-    return ec ? 0 : static_cast<std::size_t>(std::distance(begin(entries), end(entries))) - 1;  // less its own
   }
 
   // Checks the arguments and takes the listeners (see the constructors).
@@ -631,7 +624,6 @@ class server_core {
   stop_gate gate_;
   std::vector<std::unique_ptr<loop>> loops_;
   std::atomic<bool> ran_{false};
-  std::size_t per_loop_ = 0;  // descriptors the first loop opened (measured with several)
 
   mutable std::mutex mutex_;  // guards what follows
   stop_info failure_;
