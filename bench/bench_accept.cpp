@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "support/accept_bench.hpp"
-#include "transient/server.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include <system_error>
 
 #include "support/allocation_counter.hpp"
-#include "transient/classify.hpp"
+#include "transient/errors/classify.hpp"
 
 namespace {
 

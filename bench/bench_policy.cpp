@@ -10,7 +10,7 @@
 #include <new>
 
 #include "support/allocation_counter.hpp"
-#include "transient/accept_policy.hpp"
+#include "transient/policy/accept_policy.hpp"
 
 namespace {
 // Counts every operator new of the program (the file replaces the global allocation functions).

@@ -48,7 +48,7 @@
 #include <vector>
 
 #include "support/child_report.hpp"
-#include "transient/unique_fd.hpp"
+#include "transient/sockets/unique_fd.hpp"
 
 namespace {
 

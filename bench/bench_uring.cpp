@@ -20,7 +20,7 @@
 #include <string>
 
 #include "support/accept_bench.hpp"
-#include "transient/uring.hpp"
+#include "transient/drivers/uring.hpp"
 
 using namespace std::chrono_literals;
 

@@ -19,11 +19,11 @@
 #include <string>
 #include <vector>
 
-#include "detail/listen_table.hpp"
+#include "sockets/listen_table.hpp"
 #include "detail/proc_file.hpp"
-#include "detail/verify_socket.hpp"
+#include "sockets/verify_socket.hpp"
 #include "support/loopback.hpp"
-#include "transient/listener.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace {
 

@@ -20,7 +20,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "transient/acceptor.hpp"
+#include "transient/drivers/acceptor.hpp"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // examples/serve_on_loop.cpp: an echo server whose connections are served on the loop that
-// accepted them (transient/loop.hpp), by transient::server's threads: no hand-over, no lock.
+// accepted them (transient/drivers/server.hpp), by transient::server's threads: no hand-over, no lock.
 //
 //   transient_example_serve_on_loop [PORT [THREADS [MAX_CONNECTIONS [ADDRESS]]]]   (defaults:
 //   8080, 2, the RLIMIT_NOFILE default, 127.0.0.1). SIGTERM or SIGINT stops accepting; each
@@ -14,7 +14,7 @@
 #include <map>
 #include <string>
 
-#include "transient/server.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace {
 

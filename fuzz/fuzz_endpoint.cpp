@@ -5,8 +5,8 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "transient/endpoint.hpp"
-#include "transient/error.hpp"
+#include "transient/sockets/endpoint.hpp"
+#include "transient/errors/errors.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);

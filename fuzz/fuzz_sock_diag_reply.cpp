@@ -12,7 +12,7 @@
 #include <span>
 #include <vector>
 
-#include "detail/sock_diag_reply.hpp"
+#include "sockets/sock_diag_reply.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   transient::detail::diag_expect expect;

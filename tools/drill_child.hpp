@@ -19,8 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "transient/endpoint.hpp"
-#include "transient/unique_fd.hpp"
+#include "transient/sockets/endpoint.hpp"
+#include "transient/sockets/unique_fd.hpp"
 
 namespace transient::tool {
 

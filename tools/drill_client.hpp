@@ -6,8 +6,8 @@
 #include <chrono>
 #include <string>
 
-#include "transient/endpoint.hpp"
-#include "transient/unique_fd.hpp"
+#include "transient/sockets/endpoint.hpp"
+#include "transient/sockets/unique_fd.hpp"
 
 namespace transient::tool {
 

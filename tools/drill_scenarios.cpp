@@ -9,7 +9,7 @@
 #include <set>
 
 #include "drill_client.hpp"
-#include "transient/listener.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace transient::tool {
 namespace {

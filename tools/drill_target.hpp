@@ -15,8 +15,8 @@
 
 #include "drill_child.hpp"
 #include "drill_report.hpp"
-#include "transient/endpoint.hpp"
-#include "transient/unique_fd.hpp"
+#include "transient/sockets/endpoint.hpp"
+#include "transient/sockets/unique_fd.hpp"
 
 namespace transient::tool {
 

@@ -13,7 +13,7 @@
 #include <sstream>
 #include <thread>
 
-#include "detail/listen_table.hpp"
+#include "sockets/listen_table.hpp"
 #include "drill_client.hpp"
 #include "drill_target.hpp"
 

@@ -15,7 +15,7 @@
 #include "drill_client.hpp"
 #include "drill_scenarios.hpp"
 #include "drill_target.hpp"
-#include "transient/listener.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace transient::tool {
 namespace {

@@ -10,9 +10,7 @@
 
 #include "command.hpp"
 #include "json.hpp"
-#include "transient/classify.hpp"
-#include "transient/errno_name.hpp"
-#include "transient/platform_errors.hpp"
+#include "transient/errors/classify.hpp"
 
 namespace transient::tool {
 namespace {

@@ -26,17 +26,14 @@
 #include "serve_connections.hpp"
 #include "serve_metrics.hpp"
 #include "serve_options.hpp"
-#include "transient/budget_fit.hpp"
-#include "transient/connection_budget.hpp"
-#include "transient/diagnostics.hpp"
-#include "transient/error.hpp"
-#include "transient/peer_limit.hpp"
-#include "transient/policy_metrics.hpp"
-#include "transient/server.hpp"
-#include "transient/shared_budget.hpp"
-#include "transient/systemd.hpp"
+#include "transient/policy/budget.hpp"
+#include "transient/diagnosis/diagnostics.hpp"
+#include "transient/errors/errors.hpp"
+#include "transient/policy/events.hpp"
+#include "transient/drivers/server.hpp"
+#include "transient/drivers/systemd.hpp"
 #if TRANSIENT_HAVE_URING
-#include "transient/uring.hpp"
+#include "transient/drivers/uring.hpp"
 #endif
 
 namespace transient::tool {

@@ -1,5 +1,5 @@
 // The HTTP side of `transient serve`: the connections one loop of the server accepted, served
-// on that loop (transient/loop.hpp). A connection never crosses threads: it is accepted,
+// on that loop (transient/drivers/server.hpp). A connection never crosses threads: it is accepted,
 // read, answered, timed out and closed by the loop that accepted it.
 #pragma once
 
@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "serve_http.hpp"
-#include "transient/connection.hpp"
-#include "transient/loop.hpp"
+#include "transient/policy/budget.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace transient::tool {
 

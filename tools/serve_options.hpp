@@ -9,8 +9,8 @@
 #include <string_view>
 
 #include "command.hpp"
-#include "transient/accept_policy.hpp"
-#include "transient/endpoint.hpp"
+#include "transient/policy/accept_policy.hpp"
+#include "transient/sockets/endpoint.hpp"
 
 namespace transient::tool {
 

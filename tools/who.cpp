@@ -10,7 +10,7 @@
 
 #include "command.hpp"
 #include "json.hpp"
-#include "transient/listener.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace transient::tool {
 namespace {

@@ -28,7 +28,7 @@
 
 #include "support/allocation_counter.hpp"
 #include "support/holding_server.hpp"
-#include "transient/server.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace transient::bench {
 

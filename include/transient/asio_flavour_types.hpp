@@ -15,10 +15,9 @@
 #include <string>
 #include <system_error>
 
-#include "transient/accept_policy.hpp"
-#include "transient/connection_budget.hpp"
-#include "transient/policy_metrics.hpp"
-#include "transient/shared_budget.hpp"
+#include "transient/policy/accept_policy.hpp"
+#include "transient/policy/budget.hpp"
+#include "transient/policy/events.hpp"
 
 namespace transient::TRANSIENT_ASIO_FLAVOUR {
 

@@ -9,7 +9,7 @@
 #include <charconv>
 
 #include "transient/detail/throw_error.hpp"
-#include "transient/unique_fd.hpp"
+#include "transient/sockets/unique_fd.hpp"
 
 namespace transient::detail {
 

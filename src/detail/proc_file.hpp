@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "detail/proc_net_tcp.hpp"
+#include "sockets/proc_net_tcp.hpp"
 
 namespace transient::detail {
 

@@ -13,8 +13,8 @@
 #include <transient/boost_asio.hpp>
 
 #include <boost/asio.hpp>
-#include <transient/listener.hpp>
-#include <transient/unique_fd.hpp>
+#include <transient/sockets/listener.hpp>
+#include <transient/sockets/unique_fd.hpp>
 
 #include <chrono>
 #include <cstdio>

@@ -5,8 +5,8 @@
 #include <cstring>
 #include <system_error>
 
-#include <transient/classify.hpp>
-#include <transient/listener.hpp>
+#include <transient/errors/classify.hpp>
+#include <transient/sockets/listener.hpp>
 #include <transient/version.hpp>
 
 #ifndef EXPECTED_VERSION

@@ -1,4 +1,4 @@
-// A loop handler that echoes and checks the loop's contract (transient/loop.hpp) as it goes,
+// A loop handler that echoes and checks the loop's contract (transient/drivers/server.hpp) as it goes,
 // for the tests of servers that serve on the accepting loop.
 #pragma once
 
@@ -12,7 +12,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "transient/loop.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace transient::test {
 

@@ -9,7 +9,7 @@
 #include <system_error>
 
 #include "support/spawned_process.hpp"
-#include "transient/endpoint.hpp"
+#include "transient/sockets/endpoint.hpp"
 
 namespace transient::test {
 

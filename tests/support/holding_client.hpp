@@ -19,8 +19,8 @@
 
 #include "support/child_report.hpp"
 #include "support/loopback.hpp"
-#include "transient/endpoint.hpp"
-#include "transient/unique_fd.hpp"
+#include "transient/sockets/endpoint.hpp"
+#include "transient/sockets/unique_fd.hpp"
 
 namespace transient::test {
 

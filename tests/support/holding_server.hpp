@@ -31,7 +31,7 @@
 
 #include "support/child_report.hpp"
 #include "support/loopback.hpp"
-#include "transient/server.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace transient::test {
 

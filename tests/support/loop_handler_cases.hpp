@@ -1,4 +1,4 @@
-// The loop handler's contract (transient/loop.hpp), written once and run on each engine: a
+// The loop handler's contract (transient/drivers/server.hpp), written once and run on each engine: a
 // test file instantiates LoopHandlerCases with its server type.
 #pragma once
 
@@ -21,9 +21,8 @@
 
 #include "support/checking_echo.hpp"
 #include "support/loopback.hpp"
-#include "transient/listener.hpp"
-#include "transient/loop.hpp"
-#include "transient/server.hpp"
+#include "transient/sockets/listener.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace transient::test {
 

@@ -12,8 +12,8 @@
 #include <string>
 #include <string_view>
 
-#include "transient/endpoint.hpp"
-#include "transient/unique_fd.hpp"
+#include "transient/sockets/endpoint.hpp"
+#include "transient/sockets/unique_fd.hpp"
 
 namespace transient::test {
 

@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "support/loopback.hpp"
-#include "transient/listener.hpp"
-#include "transient/peer_limit.hpp"
-#include "transient/server.hpp"
+#include "transient/sockets/listener.hpp"
+#include "transient/policy/budget.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace transient::test {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "transient/unique_fd.hpp"
+#include "transient/sockets/unique_fd.hpp"
 
 namespace transient::test {
 

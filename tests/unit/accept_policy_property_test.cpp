@@ -21,8 +21,8 @@
 #include <random>
 #include <vector>
 
-#include "transient/accept_policy.hpp"
-#include "transient/error.hpp"
+#include "transient/policy/accept_policy.hpp"
+#include "transient/errors/errors.hpp"
 
 namespace transient {
 namespace {

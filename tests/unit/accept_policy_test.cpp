@@ -1,6 +1,6 @@
 // The accept policy, as a specification: event in, decision out, time advanced.
 // A fake clock (a time point the test moves) and scripted errno values; no sockets.
-#include "transient/accept_policy.hpp"
+#include "transient/policy/accept_policy.hpp"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -14,7 +14,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "transient/error.hpp"
+#include "transient/errors/errors.hpp"
 
 namespace transient {
 namespace {

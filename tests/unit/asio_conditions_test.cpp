@@ -9,8 +9,8 @@
 #include <system_error>
 
 #include "asio_support.hpp"
-#include "transient/classify.hpp"
-#include "transient/condition.hpp"
+#include "transient/errors/classify.hpp"
+#include "transient/errors/errors.hpp"
 
 namespace {
 

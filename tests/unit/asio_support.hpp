@@ -9,7 +9,7 @@
 #include <system_error>
 #include <utility>  // before Boost.Asio: Boost 1.74's awaitable.hpp needs it (C++20)
 
-#include "transient/endpoint.hpp"
+#include "transient/sockets/endpoint.hpp"
 
 // The adapter's suites run against both flavours of Asio: the same test sources, compiled once
 // for standalone Asio and once with TRANSIENT_TEST_BOOST_ASIO for Boost.Asio (tests/CMakeLists.txt).

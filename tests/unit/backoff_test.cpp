@@ -1,5 +1,5 @@
 // Exponential backoff: growth, cap, reset, and the bounds of each jitter mode.
-#include "transient/backoff.hpp"
+#include "transient/policy/accept_policy.hpp"
 
 #include <gtest/gtest.h>
 

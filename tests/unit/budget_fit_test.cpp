@@ -4,7 +4,7 @@
 // the limit rather than the limit lowered, so the test process keeps its own.
 #include "support/asio_warnings.hpp"  // first: before any Asio header
 
-#include "transient/budget_fit.hpp"
+#include "transient/policy/budget.hpp"
 
 #include <gtest/gtest.h>
 
@@ -13,8 +13,8 @@
 
 #include "asio_support.hpp"
 #include "transient/asio.hpp"
-#include "transient/diagnostics.hpp"
-#include "transient/server.hpp"
+#include "transient/diagnosis/diagnostics.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace {
 

@@ -9,9 +9,8 @@
 #include <initializer_list>
 #include <system_error>
 
-#include "transient/classify.hpp"
-#include "transient/errno_name.hpp"
-#include "transient/error.hpp"
+#include "transient/errors/classify.hpp"
+#include "transient/errors/errors.hpp"
 
 namespace {
 

@@ -7,8 +7,7 @@
 #include <set>
 #include <system_error>
 
-#include "transient/condition.hpp"
-#include "transient/error.hpp"
+#include "transient/errors/errors.hpp"
 
 namespace {
 

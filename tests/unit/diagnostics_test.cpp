@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "transient/diagnostics.hpp"
-#include "transient/unique_fd.hpp"
+#include "transient/diagnosis/diagnostics.hpp"
+#include "transient/sockets/unique_fd.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 // The driver kit's shared steps, which every driver (epoll, io_uring, Asio) calls instead of
 // writing its own: shedding up to the close (shed_as), a failure's context and the stop_info
 // of the policy's last decision.
-#include "transient/driver_kit.hpp"
+#include "transient/detail/driver_kit.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -11,7 +11,7 @@
 #include <functional>
 #include <stdexcept>
 
-#include "transient/error.hpp"
+#include "transient/errors/errors.hpp"
 
 namespace transient {
 namespace {

@@ -29,7 +29,7 @@ int count(const std::string& text, const std::string& what) {
 TEST(driver_protocol, only_the_epoll_acceptor_reports_readiness) {
   EXPECT_EQ(count(source("src/acceptor.cpp"), "policy.on_ready("), 1);
   for (const char* path : {"src/uring/uring_acceptor.cpp", "include/transient/detail/asio_loop.hpp",
-                           "src/detail/acceptor_core.hpp", "src/driver_kit.cpp"}) {
+                           "src/drivers/acceptor_core.hpp", "src/driver_kit.cpp"}) {
     EXPECT_EQ(count(source(path), "on_ready("), 0) << path;
   }
 }

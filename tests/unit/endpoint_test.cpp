@@ -1,14 +1,13 @@
 // endpoint: parsing every accepted form, canonical printing, sockaddr round trips, and a clear
 // problem for each kind of bad input.
-#include "transient/endpoint.hpp"
+#include "transient/sockets/endpoint.hpp"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "transient/condition.hpp"
-#include "transient/error.hpp"
+#include "transient/errors/errors.hpp"
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <utility>
 
-#include "transient/errno_name.hpp"
+#include "transient/errors/classify.hpp"
 
 namespace {
 

@@ -18,7 +18,7 @@
 #include "support/example_server.hpp"
 #include "support/loopback.hpp"
 #include "support/spawned_process.hpp"
-#include "transient/endpoint.hpp"
+#include "transient/sockets/endpoint.hpp"
 
 namespace {
 

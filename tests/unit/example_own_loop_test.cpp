@@ -14,7 +14,7 @@
 
 #include "support/loopback.hpp"
 #include "support/spawned_process.hpp"
-#include "transient/endpoint.hpp"
+#include "transient/sockets/endpoint.hpp"
 
 namespace {
 

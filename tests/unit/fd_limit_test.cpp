@@ -7,7 +7,7 @@
 
 #include <functional>
 
-#include "transient/budget_fit.hpp"
+#include "transient/policy/budget.hpp"
 
 namespace {
 

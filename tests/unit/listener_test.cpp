@@ -1,6 +1,6 @@
 // listen, verify and who_listens on real sockets (127.0.0.1 and ::1 only), including the
 // kernel's conflict rules measured in docs/design.md.
-#include "transient/listener.hpp"
+#include "transient/sockets/listener.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -10,8 +10,7 @@
 
 #include <string>
 
-#include "transient/condition.hpp"
-#include "transient/error.hpp"
+#include "transient/errors/errors.hpp"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // Per-peer cap: keys (IPv4 /32, IPv6 /64, mapped addresses), the cap, bounded memory.
-#include "transient/peer_limit.hpp"
+#include "transient/policy/budget.hpp"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>

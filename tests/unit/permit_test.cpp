@@ -9,8 +9,8 @@
 #include <memory>
 #include <utility>
 
-#include "transient/accept_policy.hpp"
-#include "transient/shared_budget.hpp"
+#include "transient/policy/accept_policy.hpp"
+#include "transient/policy/budget.hpp"
 
 namespace transient {
 namespace {

@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "transient/accept_policy.hpp"
+#include "transient/policy/accept_policy.hpp"
 
 namespace transient {
 namespace {

@@ -1,6 +1,6 @@
 // The other platforms' tables, looked up on Linux: names and numbers both ways, and the
 // verdicts their codes get through their Linux equivalents.
-#include "transient/platform_errors.hpp"
+#include "transient/errors/classify.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // Counters snapshot and its Prometheus text.
-#include "transient/policy_metrics.hpp"
+#include "transient/policy/events.hpp"
 
 #include <gtest/gtest.h>
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "transient/accept_policy.hpp"
+#include "transient/policy/accept_policy.hpp"
 
 namespace transient {
 namespace {

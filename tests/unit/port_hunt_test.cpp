@@ -26,7 +26,7 @@
 
 #include "detail/proc_file.hpp"
 #include "support/child_report.hpp"
-#include "transient/listener.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace {
 

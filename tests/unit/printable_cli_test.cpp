@@ -10,7 +10,7 @@
 #include "support/loopback.hpp"
 #include "support/run_command.hpp"
 #include "support/spawned_process.hpp"
-#include "transient/listener.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace {
 

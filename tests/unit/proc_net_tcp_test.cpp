@@ -1,5 +1,5 @@
 // The /proc/net/tcp and tcp6 row parser, on lines recorded from this kernel's format.
-#include "detail/proc_net_tcp.hpp"
+#include "sockets/proc_net_tcp.hpp"
 
 #include <gtest/gtest.h>
 

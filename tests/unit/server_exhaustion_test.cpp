@@ -21,7 +21,7 @@
 #include "support/holding_client.hpp"
 #include "support/holding_server.hpp"
 #include "support/loopback.hpp"
-#include "transient/server.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace {
 

@@ -12,7 +12,7 @@
 
 #include "support/checking_echo.hpp"
 #include "support/loopback.hpp"
-#include "transient/server.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace {
 

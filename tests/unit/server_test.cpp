@@ -13,8 +13,8 @@
 
 #include "support/loopback.hpp"
 #include "support/peer_addresses.hpp"
-#include "transient/peer_limit.hpp"
-#include "transient/server.hpp"
+#include "transient/policy/budget.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace {
 

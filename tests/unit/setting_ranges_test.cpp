@@ -9,8 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "transient/accept_policy.hpp"
-#include "transient/backoff.hpp"
+#include "transient/policy/accept_policy.hpp"
 
 namespace transient {
 namespace {

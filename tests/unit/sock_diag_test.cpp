@@ -24,14 +24,14 @@
 #include <tuple>
 #include <vector>
 
-#include "detail/listen_table.hpp"
-#include "detail/sock_diag.hpp"
-#include "detail/sock_diag_reply.hpp"
-#include "detail/verify_socket.hpp"
-#include "detail/who_listens.hpp"
+#include "sockets/listen_table.hpp"
+#include "sockets/sock_diag.hpp"
+#include "sockets/sock_diag_reply.hpp"
+#include "sockets/verify_socket.hpp"
+#include "sockets/who_listens.hpp"
 #include "support/loopback.hpp"
-#include "transient/error.hpp"
-#include "transient/listener.hpp"
+#include "transient/errors/errors.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace {
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "support/loopback.hpp"
-#include "transient/systemd.hpp"
+#include "transient/drivers/systemd.hpp"
 
 namespace {
 

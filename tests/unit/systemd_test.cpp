@@ -14,8 +14,8 @@
 #include <functional>
 #include <string>
 
-#include "transient/error.hpp"
-#include "transient/listener.hpp"
+#include "transient/errors/errors.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace {
 

@@ -11,8 +11,8 @@
 #include <string>
 
 #include "support/loopback.hpp"
-#include "transient/acceptor.hpp"
-#include "transient/uring.hpp"
+#include "transient/drivers/acceptor.hpp"
+#include "transient/drivers/uring.hpp"
 
 namespace {
 

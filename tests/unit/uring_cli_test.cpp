@@ -15,7 +15,7 @@
 #include "support/loopback.hpp"
 #include "support/run_command.hpp"
 #include "support/spawned_process.hpp"
-#include "transient/uring.hpp"
+#include "transient/drivers/uring.hpp"
 
 namespace {
 

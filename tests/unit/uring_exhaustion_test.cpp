@@ -15,7 +15,7 @@
 
 #include "support/holding_client.hpp"
 #include "support/holding_server.hpp"
-#include "transient/uring.hpp"
+#include "transient/drivers/uring.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 // The loop handler's contract on the io_uring server (cases in support/loop_handler_cases.hpp).
 // ctest-labels: threads
 #include "support/loop_handler_cases.hpp"
-#include "transient/uring.hpp"
+#include "transient/drivers/uring.hpp"
 
 namespace transient::test {
 template <>

@@ -14,9 +14,8 @@
 
 #include "support/loopback.hpp"
 #include "support/peer_addresses.hpp"
-#include "transient/classify.hpp"
-#include "transient/errno_name.hpp"
-#include "transient/uring.hpp"
+#include "transient/errors/classify.hpp"
+#include "transient/drivers/uring.hpp"
 
 namespace {
 

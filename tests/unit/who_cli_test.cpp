@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <string>
 
-#include "transient/listener.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace {
 

@@ -30,11 +30,11 @@
 #include <system_error>
 #include <utility>
 
-#include "transient/accept_policy.hpp"
-#include "transient/classify.hpp"
-#include "transient/diagnostics.hpp"
-#include "transient/driver_kit.hpp"
-#include "transient/unique_fd.hpp"
+#include "transient/detail/driver_kit.hpp"
+#include "transient/diagnosis/diagnostics.hpp"
+#include "transient/errors/classify.hpp"
+#include "transient/policy/accept_policy.hpp"
+#include "transient/sockets/unique_fd.hpp"
 
 namespace transient::TRANSIENT_ASIO_FLAVOUR {
 

@@ -1,0 +1,176 @@
+// transient/detail/driver_kit.hpp: what every accept driver (the epoll acceptor and server, the Asio
+// adapter, an io_uring driver, a user's own loop) needs besides its I/O API, written once.
+//
+// The accept_policy decides every step, including the EMFILE drain; a driver only does what
+// the decision says with its I/O API. What is left to do the same way in every driver is here:
+//   - emfile_reserve: the spare descriptor that a drain gives up and takes back;
+//   - shed() and shed_as(): closing a connection as the shed mode says, with one rule for a
+//     refusal writer that throws;
+//   - check_driver_options(): the option checks every driver makes at construction;
+//   - the failure texts (a dead listener, a failed accept, a stall diagnosis, a throwing
+//     handler), their context (failure_context_of) and the stop_info a driver reports
+//     (stop_info_of);
+//   - connection_handler and refusal_writer, the user's two callbacks.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "transient/diagnosis/diagnostics.hpp"
+#include "transient/policy/accept_policy.hpp"
+#include "transient/policy/budget.hpp"
+#include "transient/sockets/endpoint.hpp"
+#include "transient/sockets/unique_fd.hpp"
+#include "transient/testing/syscalls.hpp"
+
+namespace transient {
+
+/// Receives each accepted connection, on the loop thread that accepted it. It may keep the
+/// connection, move it to another thread, or let it go (closing it). An exception it throws
+/// stops the driver that called it and propagates (from server::run(), from
+/// acceptor::handle()), as in Asio.
+using connection_handler = std::function<void(connection)>;
+
+/// Writes a refusal (e.g. "HTTP/1.1 503 ...") on a connection shed with shed_mode::respond.
+/// The descriptor is non-blocking and closed right after; write what fits, do not wait.
+/// An exception it throws is caught: the connection is shed (closed) anyway and counted in
+/// policy_metrics::refusals_failed. A refusal is written when the server is overloaded, the
+/// moment a server must not fall over, so a failed refusal costs that one client only.
+using refusal_writer = std::function<void(int fd, const endpoint& peer)>;
+
+/// Why a driver stopped.
+enum class stop_reason : unsigned char {
+  clean,              ///< stop() was called (or every listener stopped cleanly).
+  listener_dead,      ///< A listener stopped listening (condition::not_listening).
+  stalled,            ///< Descriptors or memory stayed exhausted with no progress (condition::stalled).
+  programming_error,  ///< EBADF, ENOTSOCK, EFAULT... from accept or epoll (a bug).
+  other_error,        ///< Any other failure (see the error code).
+};
+
+/// The name of a stop reason ("clean", ...).
+[[nodiscard]] std::string_view to_string(stop_reason r) noexcept;
+
+/// The stop reason of a policy's final error (empty: clean).
+[[nodiscard]] stop_reason stop_reason_of(const std::error_code& ec) noexcept;
+
+/// How a driver stopped.
+struct stop_info {
+  stop_reason reason = stop_reason::clean;  ///< Why it stopped.
+  std::error_code error;                    ///< Empty for a clean stop.
+  std::string diagnosis;                    ///< For stalled and dead listeners: what was found and what to change.
+
+  /// True for a clean stop.
+  explicit operator bool() const noexcept { return !error; }
+};
+
+/// The spare descriptor of libuv's EMFILE trick (/dev/null, O_CLOEXEC). Under EMFILE no
+/// descriptor is free for accept, so waiting clients would wait for the whole episode; the
+/// policy then decides a drain (step::drain) when the driver holds its reserve: the driver
+/// gives it up, accepts and sheds what the policy says, and takes it back afterwards.
+///
+/// Caveat: between give_up() and take(), any thread of the process may take the freed number
+/// (another loop's accept, a file the handler opens). take() then fails with EMFILE and the
+/// reserve is missing; the driver calls take() again before each step that is not a drain,
+/// so the reserve comes back first once a descriptor is free, as it was first at start.
+class emfile_reserve {
+ public:
+  /// Holds nothing and wants nothing (take() does nothing).
+  emfile_reserve() noexcept = default;
+  /// Wants a reserve if `wanted` (the driver's emfile_reserve option and a shed mode that is
+  /// not queue), and tries to take it now.
+  explicit emfile_reserve(bool wanted) noexcept : wanted_(wanted) { take(); }
+
+  /// Takes the descriptor if it is wanted and missing; true if it is held afterwards. A
+  /// failure other than a descriptor shortage (no /dev/null in a chroot) will not pass: the
+  /// reserve then stops being wanted, rather than pay a failing open() before every accept.
+  bool take() noexcept { return (!wanted_ || fd_) ? held() : reopen(); }
+  /// Closes the descriptor so that its number is free for the next accept (a drain).
+  void give_up() noexcept { fd_.reset(); }
+  /// Closes the descriptor and stops wanting it (the driver stops).
+  void clear() noexcept {
+    fd_.reset();
+    wanted_ = false;
+  }
+  /// True if the descriptor is held: the driver may tell the policy it can drain.
+  [[nodiscard]] bool held() const noexcept { return static_cast<bool>(fd_); }
+  /// True if the reserve is wanted (held, or to be taken back).
+  [[nodiscard]] bool wanted() const noexcept { return wanted_; }
+
+ private:
+  // take() when the descriptor is wanted and missing (out of line: the rare case).
+  bool reopen() noexcept;
+
+  bool wanted_ = false;
+  unique_fd fd_;
+};
+
+/// Runs a refusal writer under the kit's one rule: an exception is caught and reported as
+/// false (the caller sheds the connection anyway and counts the failure).
+template <typename Write>
+[[nodiscard]] bool write_refusal(Write&& write) noexcept {
+  try {
+    std::forward<Write>(write)();
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+/// Sheds the connection on `fd` as `mode` says, all but the close, which the caller does with
+/// its own socket type: reset sets SO_LINGER {1, 0} (the close sends a reset); respond calls
+/// `refuse` (if set) under write_refusal's rule. Returns false only if the refusal writer threw.
+bool shed_as(shed_mode mode, int fd, const std::function<void()>& refuse, const syscalls& sys = {});
+
+/// Sheds an accepted connection as `mode` says (shed_as, with `refuse` given the descriptor
+/// and `peer`), then closes the descriptor (through sys.close). Returns false only if the
+/// refusal writer threw.
+bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writer& refuse, const syscalls& sys = {});
+
+/// The checks every driver makes at construction: throws std::system_error(invalid_argument)
+/// naming `driver` for an invalid policy config, or for shed_mode::respond without a refusal
+/// writer (`has_refuse` false).
+void check_driver_options(std::string_view driver, const accept_policy_config& policy, bool has_refuse);
+
+/// `config` as a driver runs it: without a sink, its events go to stderr (write_to_stderr).
+/// The policy itself writes nowhere; the drivers give users the lines by default.
+[[nodiscard]] accept_policy_config with_default_sink(accept_policy_config config);
+
+/// The diagnosis text of a handler exception ("the connection handler threw").
+[[nodiscard]] std::string_view handler_threw_text() noexcept;
+
+/// What a driver knows when its policy fails, for failure_text().
+struct failure_context {
+  std::string where;                           ///< The listener's address ("127.0.0.1:8080").
+  std::string listener_state;                  ///< not_listening: what verify() or the driver found ("" if nothing).
+  std::error_code last_accept_error;           ///< stalled: the last error accept returned (what exhausted us).
+  std::uint64_t live = 0;                      ///< stalled: the budget's live places.
+  std::uint64_t max_connections = 0;           ///< stalled: the budget.
+  std::chrono::milliseconds stall_timeout{0};  ///< stalled: how long nothing progressed.
+};
+
+/// The context of a driver's failure: the listener (`where`, and what the driver found about it,
+/// `listener_state`), the last accept error, and the load: `budget`'s live places and maximum,
+/// and `stall_timeout`.
+[[nodiscard]] failure_context failure_context_of(std::string where, std::string listener_state,
+                                                 const std::error_code& last_accept_error,
+                                                 const connection_budget& budget,
+                                                 std::chrono::milliseconds stall_timeout);
+
+/// The diagnosis of a policy's fail decision `ec`: for a stall, the descriptor census (through
+/// `reserve`, which needs no free descriptor) and what to change; for a dead listener, which
+/// one and why; otherwise the failed accept and classify()'s advice.
+[[nodiscard]] std::string failure_text(const std::error_code& ec, const failure_context& context,
+                                       const diagnostics_reserve& reserve = {});
+
+/// What a driver reports when its policy's last decision `d` (stop or fail) comes: for fail,
+/// failure_text of `context` (through `reserve`), also attached to `policy` so that its sink
+/// reports it; for stop, a clean stop_info.
+[[nodiscard]] stop_info stop_info_of(accept_policy& policy, const decision& d, const failure_context& context,
+                                     const diagnostics_reserve& reserve = {});
+
+}  // namespace transient

@@ -1,0 +1,47 @@
+// transient/testing/syscalls.hpp: the system calls the drivers make, and those that open a listener,
+// as a seam for tests.
+//
+// The kernel will not produce ENFILE, ENOBUFS, EPROTO or EPERM from accept on demand, nor
+// EADDRINUSE from listen() rather than bind(). A test (yours too) sets these function
+// pointers to fakes that return any errno in any sequence, and the code runs unchanged. Every
+// member defaults to the real call. Captureless lambdas convert to these pointer types; keep a
+// fake's state in a static or thread_local variable.
+#pragma once
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace transient {
+
+/// The default of syscalls::uring_accept_result: the completion as the kernel posted it.
+inline int uring_accept_result_as_posted(int result) noexcept { return result; }
+
+/// The system calls of the drivers and of opening listeners. Copy it, replace what you need,
+/// pass it in server_options::sys (or acceptor_options::sys), or in listen_options::sys for
+/// listen() and listen_in_range(). Each must behave like the call it replaces (return -1 and
+/// set errno).
+struct syscalls {
+  /// accept4(2) on a listener (the driver always passes SOCK_NONBLOCK | SOCK_CLOEXEC).
+  int (*accept4)(int fd, sockaddr* address, socklen_t* length, int flags) = ::accept4;
+  /// close(2) of accepted connections that are shed.
+  int (*close)(int fd) = ::close;
+  /// epoll_wait(2) of each loop.
+  int (*epoll_wait)(int epfd, epoll_event* events, int max_events, int timeout_ms) = ::epoll_wait;
+  /// epoll_ctl(2): arming and disarming listeners.
+  int (*epoll_ctl)(int epfd, int op, int fd, epoll_event* event) = ::epoll_ctl;
+  /// setsockopt(2): SO_LINGER {1, 0} before closing a connection shed with `reset`.
+  int (*setsockopt)(int fd, int level, int name, const void* value, socklen_t length) = ::setsockopt;
+  /// The io_uring driver's accept: each accept completion's result (a descriptor, or -errno)
+  /// passes through this before the policy sees it. The kernel will not post ENFILE or EPERM
+  /// on demand either; a fake returns any -errno (closing a descriptor it replaces) and the
+  /// driver treats it as the kernel's: a failed completion ends the accept request, as if it
+  /// came without IORING_CQE_F_MORE (the driver cancels the kernel's request behind it).
+  int (*uring_accept_result)(int result) = uring_accept_result_as_posted;
+  /// bind(2) of each socket listen() and listen_in_range() open.
+  int (*bind)(int fd, const sockaddr* address, socklen_t length) = ::bind;
+  /// listen(2) of each socket listen() and listen_in_range() open.
+  int (*listen)(int fd, int backlog) = ::listen;
+};
+
+}  // namespace transient

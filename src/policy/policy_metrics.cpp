@@ -1,0 +1,173 @@
+// policy_metrics: summing snapshots and rendering the Prometheus text format.
+#include "transient/policy/events.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+#include "transient/detail/throw_error.hpp"
+
+namespace transient {
+
+std::string_view to_string(shed_reason r) noexcept {
+  switch (r) {
+    case shed_reason::budget: return "budget";
+    case shed_reason::peer_limit: return "peer_limit";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(pause_reason r) noexcept {
+  switch (r) {
+    case pause_reason::capacity: return "capacity";
+    case pause_reason::backoff: return "backoff";
+  }
+  return "unknown";
+}
+
+policy_metrics& policy_metrics::operator+=(const policy_metrics& other) noexcept {
+  accepted += other.accepted;
+  retried += other.retried;
+  drains += other.drains;
+  refusals_failed += other.refusals_failed;
+  for (std::size_t i = 0; i < skipped.size(); ++i) {
+    skipped[i] += other.skipped[i];
+    failed[i] += other.failed[i];
+  }
+  for (std::size_t i = 0; i < shed.size(); ++i) {
+    shed[i] += other.shed[i];
+  }
+  for (std::size_t i = 0; i < pauses.size(); ++i) {
+    pauses[i] += other.pauses[i];
+    paused[i] += other.paused[i];
+  }
+  live = std::max(live, other.live);
+  peak = std::max(peak, other.peak);
+  max_connections = std::max(max_connections, other.max_connections);
+  return *this;
+}
+
+namespace {
+
+bool valid_prefix(std::string_view prefix) noexcept {
+  if (prefix.empty()) {
+    return false;
+  }
+  const auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':'; };
+  if (!alpha(prefix.front())) {
+    return false;
+  }
+  return std::all_of(prefix.begin(), prefix.end(), [&](char c) { return alpha(c) || (c >= '0' && c <= '9'); });
+}
+
+class writer {
+ public:
+  explicit writer(std::string_view prefix) : prefix_(prefix) {}
+
+  void header(std::string_view name, std::string_view type, std::string_view help) {
+    out_ += "# HELP ";
+    name_line(name);
+    out_ += ' ';
+    out_ += help;
+    out_ += "\n# TYPE ";
+    name_line(name);
+    out_ += ' ';
+    out_ += type;
+    out_ += '\n';
+  }
+
+  void sample(std::string_view name, std::string_view label, std::string_view value, std::uint64_t number) {
+    sample_start(name, label, value);
+    char buffer[24];
+    const auto result = std::to_chars(buffer, buffer + sizeof buffer, number);
+    out_.append(buffer, result.ptr);
+    out_ += '\n';
+  }
+
+  void seconds(std::string_view name, std::string_view label, std::string_view value, std::chrono::nanoseconds ns) {
+    sample_start(name, label, value);
+    char buffer[40];
+    const double secs = std::chrono::duration<double>(ns).count();
+    const auto result = std::to_chars(buffer, buffer + sizeof buffer, secs);
+    out_.append(buffer, result.ptr);
+    out_ += '\n';
+  }
+
+  std::string take() { return std::move(out_); }
+
+ private:
+  void name_line(std::string_view name) {
+    out_ += prefix_;
+    out_ += '_';
+    out_ += name;
+  }
+  void sample_start(std::string_view name, std::string_view label, std::string_view value) {
+    name_line(name);
+    if (!label.empty()) {
+      out_ += '{';
+      out_ += label;
+      out_ += "=\"";
+      out_ += value;
+      out_ += "\"}";
+    }
+    out_ += ' ';
+  }
+
+  std::string_view prefix_;
+  std::string out_;
+};
+
+void per_condition(writer& w, std::string_view name, std::string_view help,
+                   const policy_metrics::by_condition& counts) {
+  w.header(name, "counter", help);
+  for (const condition c : all_conditions) {
+    const std::uint64_t n = counts[static_cast<std::size_t>(c)];
+    if (n != 0) {
+      w.sample(name, "condition", to_string(c), n);
+    }
+  }
+}
+
+}  // namespace
+
+std::string to_prometheus(const policy_metrics& m, std::string_view prefix, std::error_code& ec) {
+  if (!valid_prefix(prefix)) {
+    ec = std::make_error_code(std::errc::invalid_argument);
+    return {};
+  }
+  ec.clear();
+  writer w(prefix);
+  w.header("accepted_total", "counter", "Connections accepted and handed out with a permit.");
+  w.sample("accepted_total", {}, {}, m.accepted);
+  w.header("accept_retried_total", "counter", "Accepts retried at once after EINTR.");
+  w.sample("accept_retried_total", {}, {}, m.retried);
+  per_condition(w, "accept_skipped_total", "Pending connections that died before accept, skipped.", m.skipped);
+  per_condition(w, "accept_failed_total", "Accept failures that paused or stopped the loop.", m.failed);
+  w.header("shed_total", "counter", "Connections shed instead of served.");
+  for (std::size_t i = 0; i < shed_reason_count; ++i) {
+    w.sample("shed_total", "reason", to_string(static_cast<shed_reason>(i)), m.shed[i]);
+  }
+  w.header("pauses_total", "counter", "Times accepting paused.");
+  for (std::size_t i = 0; i < pause_reason_count; ++i) {
+    w.sample("pauses_total", "reason", to_string(static_cast<pause_reason>(i)), m.pauses[i]);
+  }
+  w.header("paused_seconds_total", "counter", "Time spent with accepting paused.");
+  for (std::size_t i = 0; i < pause_reason_count; ++i) {
+    w.seconds("paused_seconds_total", "reason", to_string(static_cast<pause_reason>(i)), m.paused[i]);
+  }
+  w.header("live_connections", "gauge", "Places taken in the connection budget.");
+  w.sample("live_connections", {}, {}, m.live);
+  w.header("peak_connections", "gauge", "Most connections open at once (accepts in flight not counted).");
+  w.sample("peak_connections", {}, {}, m.peak);
+  w.header("max_connections", "gauge", "Size of the connection budget.");
+  w.sample("max_connections", {}, {}, m.max_connections);
+  return w.take();
+}
+
+std::string to_prometheus(const policy_metrics& m, std::string_view prefix) {
+  std::error_code ec;
+  std::string text = to_prometheus(m, prefix, ec);
+  detail::throw_if(ec, "to_prometheus: invalid metric name prefix");
+  return text;
+}
+
+}  // namespace transient
