@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
     asio::ip::tcp::acceptor acceptor(asio::make_strand(io), {asio::ip::make_address(address), port});
 
     transient::asio::loop_options options;
-    options.max_connections = argument(argc, argv, 3, 0);  // 0: RLIMIT_NOFILE minus a reserve
+    options.max_connections = argument(argc, argv, 3, 0);  // 0: RLIMIT_NOFILE minus a headroom
     options.socket_executor = [&io] { return asio::make_strand(io); };
 
     auto on_connection = [](transient::asio::accepted_socket connection) {

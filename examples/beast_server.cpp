@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
     net::ip::tcp::acceptor acceptor(net::make_strand(io), {net::ip::make_address(address), port});
 
     transient::boost_asio::loop_options options;
-    options.max_connections = argument(argc, argv, 3, 0);  // 0: RLIMIT_NOFILE minus a reserve
+    options.max_connections = argument(argc, argv, 3, 0);  // 0: RLIMIT_NOFILE minus a headroom
     options.socket_executor = [&io] { return net::make_strand(io); };
 
     net::signal_set signals(acceptor.get_executor(), SIGINT, SIGTERM);

@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
       acceptor.on_time(now);
     }
     running.store(nullptr);
-    if (const transient::stop_info& result = acceptor.result(); !result) {
+    if (const transient::stop_info& result = acceptor.result(); !result.ok()) {
       std::fprintf(stderr, "own_loop: stopped: %s\n", result.diagnosis.c_str());
       return 1;
     }

@@ -224,7 +224,7 @@ class serving {
       }
       std::error_code ec;
       throw std::system_error(e.code(), "--threads " + std::to_string(s.threads) + ": " + e.what() +
-                                            " (an epoll set, wake-ups, the diagnostics reserve) and RLIMIT_NOFILE is " +
+                                            " (an epoll set, wake-ups, the diagnosis descriptors) and RLIMIT_NOFILE is " +
                                             std::to_string(fd_soft_limit(ec)) +
                                             ": use fewer --threads or raise the limit");
     }
@@ -241,7 +241,7 @@ class serving {
       std::cerr << "transient serve: stopped: " << e.what() << '\n';
       return 1;
     }
-    if (!r) {
+    if (!r.ok()) {
       std::cerr << "transient serve: stopped: " << to_string(r.reason) << ": " << r.error.message() << '\n';
       if (!r.diagnosis.empty()) {
         std::cerr << r.diagnosis << (r.diagnosis.back() == '\n' ? "" : "\n");
@@ -331,7 +331,7 @@ class serving {
     if (s.max_connections == 0 && default_max_connections(ec) == 0 && ec) {
       throw std::system_error(ec, "the automatic connection budget leaves no room: RLIMIT_NOFILE is " +
                                       std::to_string(fd_soft_limit(ec)) +
-                                      " and at least 32 descriptors are kept in reserve; give "
+                                      " and at least 32 descriptors are kept as headroom; give "
                                       "--max-connections N or raise the limit");
     }
   }
@@ -418,7 +418,7 @@ void say_budget(const serve_settings& s, const fd_limit_raise& raised, const pol
   std::cout << "descriptors: RLIMIT_NOFILE " << (ec ? std::string("unknown") : std::to_string(limit))
             << (raised.raised() ? " (raised from " + std::to_string(raised.before) + ", the hard limit)" : "")
             << ", connection budget " << m.max_connections
-            << (s.max_connections == 0 ? " (auto: the limit less a reserve)" : "") << std::endl;
+            << (s.max_connections == 0 ? " (auto: the limit less a headroom)" : "") << std::endl;
 }
 
 int serve_transient(const serve_settings& s, const fd_limit_raise& raised, listener l,

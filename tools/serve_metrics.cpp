@@ -45,7 +45,7 @@ metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text
   server_options options;
   options.max_connections = metrics_connections;
   options.policy.stall_timeout = {};  // the main server's watchdog decides
-  options.diagnostics_reserve = false;
+  options.diagnosis_fds = false;
   options.policy.sink = [](const policy_event& e) {
     if (e.kind != policy_event_kind::diagnosis) {
       const std::string line = "transient serve (metrics port): " + format(e) + "\n";
@@ -69,7 +69,7 @@ metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text
       std::move(options));
   thread_ = thread_without_signals([s = server_.get()] {
     try {
-      if (const stop_info r = s->run(); !r) {
+      if (const stop_info r = s->run(); !r.ok()) {
         std::cerr << "transient serve: metrics port stopped: " << r.error.message() << '\n';
       }
     } catch (const std::exception& e) {

@@ -25,7 +25,7 @@ const std::string_view serve_help =
     "  --listen ADDRESS         where to listen (default 127.0.0.1:8080; port 0: any)\n"
     "  --port-range FIRST-LAST  hunt for a free port in this range on the --listen address\n"
     "  --max-connections N|auto connection budget, 1 to 4294967295 (default auto:\n"
-    "                           RLIMIT_NOFILE minus a reserve of max(32, 5 %);\n"
+    "                           RLIMIT_NOFILE minus a headroom of max(32, 5 %);\n"
     "                           0 also means auto, as in the library)\n"
     "  --fd-limit raise|keep    raise the RLIMIT_NOFILE soft limit to the hard limit at start\n"
     "                           (default), or keep it\n"

@@ -46,14 +46,14 @@
 //     exception it throws stops the loop (loop_report::handler_exception; the coroutine form
 //     rethrows it).
 //   - Under EMFILE a shed mode other than queue uses a spare descriptor to accept and shed the
-//     waiting clients (loop_options::emfile_reserve), as the epoll server does. It needs an
+//     waiting clients (loop_options::spare_fd), as the epoll server does. It needs an
 //     acceptor with non_blocking() and a synchronous accept(socket, endpoint, ec).
 //
 // Testing seam: the acceptor is a template parameter. The loop calls only get_executor(),
 // is_open(), set_option(enable_connection_aborted, ec), local_endpoint(ec) and
 // async_accept(executor, endpoint&, handler(std::error_code, asio::ip::tcp::socket)), and,
 // where the acceptor has them, non_blocking() and accept(socket, endpoint&, ec) for the
-// EMFILE reserve. A type
+// spare descriptor. A type
 // derived from asio::ip::tcp::acceptor that hides async_accept can complete some accepts
 // with synthesized error codes (EMFILE, ENFILE, EPERM...) the kernel will not produce on
 // demand; tests/unit/asio_errors_test.cpp does that for every accept errno of docs/errors.md.

@@ -67,7 +67,7 @@ struct loop_options {
   std::chrono::milliseconds close_check = std::chrono::milliseconds(500);
   /// Keep /proc/self/fd and /proc/sys/fs/file-nr open (two descriptors) so that a stall
   /// diagnosis can be written when no descriptor is free.
-  bool diagnostics_reserve = true;
+  bool diagnosis_fds = true;
   /// Set FD_CLOEXEC on accepted sockets (Asio 1.22 accepts with accept(2), without
   /// SOCK_CLOEXEC; a fork+exec on another thread in between can still inherit one).
   bool cloexec = true;
@@ -76,7 +76,7 @@ struct loop_options {
   /// does: used only when the shed mode is not `queue` and the acceptor can accept
   /// synchronously. Another thread may take the number freed for a moment; the loop then
   /// takes its spare back before its next accept.
-  bool emfile_reserve = true;
+  bool spare_fd = true;
 };
 
 /// How an accept loop ended (the operation's second completion argument).

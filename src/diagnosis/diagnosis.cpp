@@ -78,7 +78,7 @@ bool budget_above_limit(const diagnosis_context& context, const fd_limits& limit
 
 void write_budget_advice(std::ostream& out, const diagnosis_context& context, const fd_limits& limits) {
   out << "max_connections (" << context.budget << ") is not below RLIMIT_NOFILE (" << limits.soft
-      << "): lower it to the limit minus a reserve for logs and files, or raise the limit";
+      << "): lower it to the limit minus a headroom for logs and files, or raise the limit";
 }
 
 std::string advice(exhaustion_case what, const diagnosis_context& context, const diagnosis& d) {
@@ -150,11 +150,11 @@ exhaustion_case classify_exhaustion(const diagnosis_context& context, const fd_c
   return exhaustion_case::process_leak;
 }
 
-diagnosis diagnose(const diagnosis_context& context, const diagnostics_reserve& reserve) {
+diagnosis diagnose(const diagnosis_context& context, const diagnosis_fds& fds) {
   diagnosis d;
-  d.census = take_fd_census(reserve);
+  d.census = take_fd_census(fds);
   d.limits = current_fd_limits();
-  d.system = read_file_table(reserve);
+  d.system = read_file_table(fds);
   d.what = classify_exhaustion(context, d.census, d.limits);
 
   std::ostringstream out;

@@ -236,33 +236,33 @@ fd_kind fd_census::dominant_kind() const noexcept {
   return static_cast<fd_kind>(std::ranges::max_element(by_kind) - by_kind.begin());
 }
 
-diagnostics_reserve diagnostics_reserve::open(std::error_code& ec) noexcept {
+diagnosis_fds diagnosis_fds::open(std::error_code& ec) noexcept {
   ec.clear();
-  diagnostics_reserve reserve;
-  reserve.fd_directory_.reset(::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!reserve.fd_directory_) {
+  diagnosis_fds fds;
+  fds.fd_directory_.reset(::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fds.fd_directory_) {
     ec = detail::last_error();
     return {};
   }
-  reserve.file_nr_.reset(::open("/proc/sys/fs/file-nr", O_RDONLY | O_CLOEXEC));
-  if (!reserve.file_nr_) {
+  fds.file_nr_.reset(::open("/proc/sys/fs/file-nr", O_RDONLY | O_CLOEXEC));
+  if (!fds.file_nr_) {
     ec = detail::last_error();
     return {};
   }
-  return reserve;
+  return fds;
 }
 
-diagnostics_reserve diagnostics_reserve::open() {
+diagnosis_fds diagnosis_fds::open() {
   std::error_code ec;
-  diagnostics_reserve reserve = open(ec);
+  diagnosis_fds fds = open(ec);
   detail::throw_if(ec, "cannot open /proc/self/fd and /proc/sys/fs/file-nr for diagnostics");
-  return reserve;
+  return fds;
 }
 
-fd_census take_fd_census(const diagnostics_reserve& reserve) {
+fd_census take_fd_census(const diagnosis_fds& fds) {
   census_builder builder;
-  if (reserve.fd_directory() >= 0) {
-    census_from_directory(reserve.fd_directory(), -1, builder);
+  if (fds.fd_directory() >= 0) {
+    census_from_directory(fds.fd_directory(), -1, builder);
     return std::move(builder).finish("read /proc/self/fd through the reserved descriptor");
   }
   const unique_fd directory(::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -287,9 +287,9 @@ fd_limits current_fd_limits() noexcept {
   return {widen(limit.rlim_cur), widen(limit.rlim_max)};
 }
 
-file_table read_file_table(const diagnostics_reserve& reserve) noexcept {
+file_table read_file_table(const diagnosis_fds& fds) noexcept {
   unique_fd opened;
-  int fd = reserve.file_nr();
+  int fd = fds.file_nr();
   if (fd < 0) {
     opened.reset(::open("/proc/sys/fs/file-nr", O_RDONLY | O_CLOEXEC));
     fd = opened.get();

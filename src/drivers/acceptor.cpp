@@ -44,10 +44,10 @@ struct acceptor::state final : detail::acceptor_core<state> {
   void apply(decision d, time_point now) {
     for (;;) {
       if (d.next != step::drain) {
-        reserve.take();  // a no-op unless a drain gave it up or another thread took its number
+        spare.take();  // a no-op unless a drain gave it up or another thread took its number
       }
       switch (d.next) {
-        case step::drain: reserve.give_up(); [[fallthrough]];
+        case step::drain: spare.give_up(); [[fallthrough]];
         case step::accept:
         case step::shed: d = accept_one(now); continue;
         case step::wait:
@@ -80,7 +80,7 @@ struct acceptor::state final : detail::acceptor_core<state> {
     if (fd < 0) {
       const std::error_code ec = detail::last_error();
       note_accept_error(ec);
-      return policy.on_accept_failed(now, ec, reserve.held());
+      return policy.on_accept_failed(now, ec, spare.held());
     }
     if (!with_peer) {
       return deliver(now, unique_fd(fd), endpoint{}, peer_key{});

@@ -1,5 +1,5 @@
 // What the epoll acceptor (acceptor.cpp) and the io_uring acceptor (uring/uring_acceptor.cpp)
-// keep and do the same way, written once: one listener's policy, budget, EMFILE reserve and
+// keep and do the same way, written once: one listener's policy, budget, spare descriptor and
 // wake-up eventfd; handing an accepted connection to the handler or shedding it as the policy
 // says; the timers; stopping, with or without a failure and its diagnosis. A driver derives
 // its state from acceptor_core<its state> and gives two steps: apply(decision, now), which
@@ -72,7 +72,7 @@ inline void check_acceptor(std::string_view driver, const std::shared_ptr<const 
 /// wakes it, strongly, possibly on another thread. The wake-up eventfd therefore closes with
 /// the state, never before, so such a write cannot reach a reused descriptor number.
 template <typename Driver>
-struct acceptor_core : release_listener {
+struct acceptor_core : release_observer {
   /// The clock of every `now`.
   using clock = std::chrono::steady_clock;
   /// A moment on that clock.
@@ -85,7 +85,7 @@ struct acceptor_core : release_listener {
         options(std::move(o)),
         budget(options.budget ? options.budget : shared_budget::create(options.max_connections)),
         policy(budget->budget(), labelled(options.policy, where)),
-        reserve(options.emfile_reserve && options.policy.shed != shed_mode::queue) {}
+        spare(options.spare_fd && options.policy.shed != shed_mode::queue) {}
 
   acceptor_core(const acceptor_core&) = delete;
   acceptor_core& operator=(const acceptor_core&) = delete;
@@ -97,8 +97,8 @@ struct acceptor_core : release_listener {
   acceptor_options options;
   std::shared_ptr<shared_budget> budget;  // before policy: the policy refers to its budget
   accept_policy policy;
-  emfile_reserve reserve;
-  std::shared_ptr<const diagnostics_reserve> diagnostics;
+  spare_fd spare;
+  std::shared_ptr<const diagnosis_fds> diagnostics;
   unique_fd wake;
   std::atomic<bool> wake_pending{false};    // any thread: a wake-up is written and not yet taken
   std::atomic<bool> stop_requested{false};  // any thread
@@ -109,14 +109,14 @@ struct acceptor_core : release_listener {
   std::uint64_t refusals_failed = 0;
   stop_info result;
 
-  /// Opens the diagnostics reserve (unless given or not wanted) and the wake-up eventfd;
+  /// Opens the diagnosis descriptors (unless given or not wanted) and the wake-up eventfd;
   /// throws the eventfd's error naming `driver`.
   void open(std::string_view driver) {
     if (options.diagnostics) {
       diagnostics = options.diagnostics;
-    } else if (options.open_diagnostics_reserve) {
+    } else if (options.open_diagnosis_fds) {
       std::error_code ignored;  // without it the census degrades, and says so
-      diagnostics = std::make_shared<const diagnostics_reserve>(diagnostics_reserve::open(ignored));
+      diagnostics = std::make_shared<const diagnosis_fds>(diagnosis_fds::open(ignored));
     }
     wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake) {
@@ -215,7 +215,7 @@ struct acceptor_core : release_listener {
   }
 
   /// The first half of the driver's finish(): false if the acceptor was done already;
-  /// otherwise marks it done, leaves the budget's wake-up registry, gives the reserve back and,
+  /// otherwise marks it done, leaves the budget's wake-up registry, gives the spare descriptor back and,
   /// for a fail decision, writes the result and its diagnosis.
   bool conclude(const decision& d) {
     if (done) {
@@ -224,10 +224,10 @@ struct acceptor_core : release_listener {
     done = true;
     timed = false;
     budget->remove(this);
-    reserve.clear();
+    spare.clear();
     if (d.next == step::fail) {
       const std::string state = d.error == condition::not_listening ? verify(*source).message : std::string();
-      const diagnostics_reserve none;
+      const diagnosis_fds none;
       result = stop_info_of(policy, d,
                             failure_context_of(where.to_string(), state, last_accept_error, budget->budget(),
                                                options.policy.stall_timeout),

@@ -39,7 +39,7 @@ stop_reason stop_reason_of(const std::error_code& ec) noexcept {
   return stop_reason::other_error;
 }
 
-bool emfile_reserve::reopen() noexcept {
+bool spare_fd::reopen() noexcept {
   fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!fd_ && detail::last_error() != condition::fd_exhausted) {
     wanted_ = false;  // no /dev/null (a chroot): asking again before every accept would not help
@@ -98,14 +98,14 @@ failure_context failure_context_of(std::string where, std::string listener_state
 }
 
 std::string failure_text(const std::error_code& ec, const failure_context& context,
-                         const diagnostics_reserve& reserve) {
+                         const diagnosis_fds& fds) {
   if (ec == condition::stalled) {
     // One census at a time in the process: loops that stall together (they share the
-    // descriptor table) may share one reserve, whose directory descriptor is re-read from
+    // descriptor table) may share one diagnosis_fds, whose directory descriptor is re-read from
     // its start by each census.
     static std::mutex census_mutex;
     const std::lock_guard lock(census_mutex);
-    return diagnose({context.last_accept_error, context.live, context.max_connections, context.stall_timeout}, reserve)
+    return diagnose({context.last_accept_error, context.live, context.max_connections, context.stall_timeout}, fds)
         .text;
   }
   if (ec == condition::not_listening) {
@@ -117,11 +117,11 @@ std::string failure_text(const std::error_code& ec, const failure_context& conte
 }
 
 stop_info stop_info_of(accept_policy& policy, const decision& d, const failure_context& context,
-                       const diagnostics_reserve& reserve) {
+                       const diagnosis_fds& fds) {
   if (d.next != step::fail) {
     return {};
   }
-  std::string text = failure_text(d.error, context, reserve);
+  std::string text = failure_text(d.error, context, fds);
   policy.attach_diagnosis(text);
   return {stop_reason_of(d.error), d.error, std::move(text)};
 }

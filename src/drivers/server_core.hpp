@@ -470,14 +470,14 @@ class server_core {
     acceptor_options settings;
     settings.budget = budget_;
     settings.refuse = options_.refuse;
-    settings.emfile_reserve = options_.emfile_reserve;
+    settings.spare_fd = options_.spare_fd;
     settings.peer_addresses = options_.peer_addresses;
     // A listener shared by several loops wakes only one of them per connection.
     settings.exclusive = options_.threads > 1 && !shards_;
-    settings.open_diagnostics_reserve = false;
-    if (options_.diagnostics_reserve) {
+    settings.open_diagnosis_fds = false;
+    if (options_.diagnosis_fds) {
       std::error_code ignored;  // without it the census degrades, and says so
-      settings.diagnostics = std::make_shared<const diagnostics_reserve>(diagnostics_reserve::open(ignored));
+      settings.diagnostics = std::make_shared<const diagnosis_fds>(diagnosis_fds::open(ignored));
     }
     settings.sys = options_.sys;
     return settings;

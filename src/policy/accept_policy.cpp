@@ -135,7 +135,7 @@ struct accept_policy::rules {
     permit* out = nullptr;
     peer_key peer{};
     const std::error_code* ec = nullptr;
-    bool reserve_held = false;
+    bool spare_held = false;
   };
   using run_fn = decision (*)(accept_policy&, time_point, const input&) noexcept;
   struct rule {
@@ -188,11 +188,11 @@ struct accept_policy::rules {
     return d;
   }
   static decision classify_failure(accept_policy& p, time_point now, const input& in) noexcept {
-    return p.failed(now, *in.ec, in.reserve_held);
+    return p.failed(now, *in.ec, in.spare_held);
   }
   static decision ready_then_classify(accept_policy& p, time_point now, const input& in) noexcept {
     p.burst_ = 0;
-    return p.failed(now, *in.ec, in.reserve_held);
+    return p.failed(now, *in.ec, in.spare_held);
   }
   // EAGAIN (the backlog is empty) or EMFILE (another thread took the freed number).
   static decision end_drain(accept_policy& p, time_point now, const input& /*in*/) noexcept {
@@ -390,16 +390,16 @@ decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) 
   return rules::dispatch(*this, event::accepted, now, {.out = &out, .peer = peer});
 }
 
-decision accept_policy::on_accept_failed(time_point now, std::error_code ec, bool reserve_held) noexcept {
-  return rules::dispatch(*this, event::accept_failed, now, {.ec = &ec, .reserve_held = reserve_held});
+decision accept_policy::on_accept_failed(time_point now, std::error_code ec, bool spare_held) noexcept {
+  return rules::dispatch(*this, event::accept_failed, now, {.ec = &ec, .spare_held = spare_held});
 }
 
 decision accept_policy::on_accept_result(time_point now, permit& out, peer_key peer) noexcept {
   return rules::dispatch(*this, event::result_accepted, now, {.out = &out, .peer = peer});
 }
 
-decision accept_policy::on_accept_result(time_point now, std::error_code ec, bool reserve_held) noexcept {
-  return rules::dispatch(*this, event::result_failed, now, {.ec = &ec, .reserve_held = reserve_held});
+decision accept_policy::on_accept_result(time_point now, std::error_code ec, bool spare_held) noexcept {
+  return rules::dispatch(*this, event::result_failed, now, {.ec = &ec, .spare_held = spare_held});
 }
 
 decision accept_policy::on_accept_parked(time_point now) noexcept {
@@ -466,7 +466,7 @@ decision accept_policy::accepted(time_point now, permit& out, peer_key peer) noe
 }
 
 // An accept failed while the policy takes connections: what classify() says.
-decision accept_policy::failed(time_point now, std::error_code ec, bool reserve_held) noexcept {
+decision accept_policy::failed(time_point now, std::error_code ec, bool spare_held) noexcept {
   reservation_.release();
   state_ = state::waiting;
   if (stop_requested_.load(std::memory_order_relaxed)) {
@@ -496,7 +496,7 @@ decision accept_policy::failed(time_point now, std::error_code ec, bool reserve_
       return waiting();
     case action::back_off:
       ++counters_.failed[index];
-      return begin_drain(enter_backoff(now, v.why, ec), v.why, reserve_held);
+      return begin_drain(enter_backoff(now, v.why, ec), v.why, spare_held);
     case action::fail:
     case action::close:
     case action::done: break;
@@ -627,11 +627,11 @@ decision accept_policy::enter_backoff(time_point now, condition why, std::error_
 // if the shed mode sheds at all and the driver holds its spare descriptor (libuv's trick:
 // waiting clients get an answer instead of waiting out the episode). Nothing else about the
 // episode changes: the pause, its deadline, the stall watchdog and the log go on as for any
-// exhaustion, and drained connections are not progress (they were accepted on the reserve's
+// exhaustion, and drained connections are not progress (they were accepted on the spare descriptor's
 // number, not on a descriptor that came free).
-decision accept_policy::begin_drain(decision backing_off, condition why, bool reserve_held) noexcept {
+decision accept_policy::begin_drain(decision backing_off, condition why, bool spare_held) noexcept {
   const bool no_descriptor = why == condition::process_fd_limit || why == condition::system_fd_limit;
-  if (!no_descriptor || !reserve_held || config_.shed == shed_mode::queue || backing_off.next != step::pause_until) {
+  if (!no_descriptor || !spare_held || config_.shed == shed_mode::queue || backing_off.next != step::pause_until) {
     return backing_off;
   }
   drain_left_ = config_.accepts_per_ready;

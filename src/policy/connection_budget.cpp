@@ -73,8 +73,8 @@ bool connection_budget::resume_if_room(permit& out) noexcept {
 
 std::uint64_t max_connections_for(std::uint64_t soft_limit) noexcept {
   const std::uint64_t limit = std::min(soft_limit, connection_budget::max_limit);
-  const std::uint64_t reserve = std::max<std::uint64_t>(32, (limit + 19) / 20);  // max(32, 5 % rounded up)
-  return limit > reserve ? limit - reserve : 0;
+  const std::uint64_t headroom = std::max<std::uint64_t>(32, (limit + 19) / 20);  // max(32, 5 % rounded up)
+  return limit > headroom ? limit - headroom : 0;
 }
 
 std::uint64_t fd_soft_limit(std::error_code& ec) noexcept {
@@ -105,7 +105,7 @@ std::uint64_t default_max_connections(std::error_code& ec) noexcept {
 std::uint64_t default_max_connections() {
   std::error_code ec;
   const std::uint64_t result = default_max_connections(ec);
-  detail::throw_if(ec, "default_max_connections: RLIMIT_NOFILE leaves no room for connections after the reserve");
+  detail::throw_if(ec, "default_max_connections: RLIMIT_NOFILE leaves no room for connections after the headroom");
   return result;
 }
 

@@ -38,7 +38,7 @@ namespace transient::test {
 /// How the holding server runs.
 struct holding_config {
   rlim_t fd_limit = 64;                ///< Its soft RLIMIT_NOFILE.
-  shed_mode shed = shed_mode::queue;   ///< Not queue: the EMFILE reserve sheds waiting clients.
+  shed_mode shed = shed_mode::queue;   ///< Not queue: the spare descriptor sheds waiting clients.
   syscalls sys{};                      ///< The server's syscall seam.
   void (*on_command)(char) = nullptr;  ///< Sees every command byte before the server does.
 };

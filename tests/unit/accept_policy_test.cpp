@@ -509,7 +509,7 @@ TEST_F(policy_spec, a_mode_that_sheds_takes_the_place_when_the_connection_arrive
   EXPECT_EQ(budget.live(), 2U);
 }
 
-// ---- what happens on EMFILE and ENFILE: back off, and drain with the reserve ------------
+// ---- what happens on EMFILE and ENFILE: back off, and drain with the spare descriptor ------------
 
 TEST_F(policy_spec, descriptor_shortage_drains_with_the_reserve_when_the_mode_sheds) {
   for (const int e : {EMFILE, ENFILE}) {
@@ -534,7 +534,7 @@ TEST_F(policy_spec, descriptor_shortage_drains_with_the_reserve_when_the_mode_sh
 TEST_F(policy_spec, no_drain_in_queue_mode_without_the_reserve_or_for_other_shortages) {
   struct scenario {
     shed_mode mode;
-    bool reserve;
+    bool spare;
     int e;
   };
   for (const scenario s : {scenario{shed_mode::queue, true, EMFILE}, scenario{shed_mode::close, false, EMFILE},
@@ -544,8 +544,8 @@ TEST_F(policy_spec, no_drain_in_queue_mode_without_the_reserve_or_for_other_shor
     c.shed = s.mode;
     accept_policy policy(budget, c);
     ASSERT_EQ(policy.on_ready(now).next, step::accept);
-    const decision d = policy.on_accept_failed(now, sys(s.e), s.reserve);
-    EXPECT_EQ(d.next, step::pause_until) << to_string(s.mode) << " " << s.reserve << " " << s.e;
+    const decision d = policy.on_accept_failed(now, sys(s.e), s.spare);
+    EXPECT_EQ(d.next, step::pause_until) << to_string(s.mode) << " " << s.spare << " " << s.e;
     EXPECT_EQ(policy.metrics().drains, 0U);
   }
 }
@@ -606,14 +606,14 @@ TEST_F(policy_spec, emfile_during_a_drain_ends_it_and_the_next_shortage_drains_a
   accept_policy policy(budget, c);
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
-  // Another thread took the number the reserve freed.
+  // Another thread took the number the spare descriptor freed.
   decision d = policy.on_accept_failed(now, sys(EMFILE));
   EXPECT_EQ(d.next, step::pause_until);
   EXPECT_EQ(policy.metrics().failed[static_cast<std::size_t>(condition::process_fd_limit)], 1U)
       << "a failure inside a drain is not a second exhaustion";
   advance(d.until - now);
   ASSERT_EQ(policy.on_timer(now).next, step::accept);
-  // The driver could not take its reserve back yet: no drain, only the pause.
+  // The driver could not take its spare descriptor back yet: no drain, only the pause.
   d = policy.on_accept_failed(now, sys(EMFILE), false);
   EXPECT_EQ(d.next, step::pause_until);
   EXPECT_EQ(d.until, now + 2ms);
@@ -1230,10 +1230,10 @@ TEST(default_budget, follows_the_process_soft_limit) {
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
   ASSERT_NE(limit.rlim_cur, RLIM_INFINITY);
   const std::uint64_t soft = limit.rlim_cur;
-  const std::uint64_t reserve = soft / 20 + (soft % 20 != 0 ? 1 : 0) > 32 ? soft / 20 + (soft % 20 != 0 ? 1 : 0) : 32;
+  const std::uint64_t headroom = soft / 20 + (soft % 20 != 0 ? 1 : 0) > 32 ? soft / 20 + (soft % 20 != 0 ? 1 : 0) : 32;
   std::error_code ec;
-  EXPECT_EQ(default_max_connections(ec), soft > reserve ? soft - reserve : 0);
-  EXPECT_EQ(static_cast<bool>(ec), soft <= reserve);
+  EXPECT_EQ(default_max_connections(ec), soft > headroom ? soft - headroom : 0);
+  EXPECT_EQ(static_cast<bool>(ec), soft <= headroom);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // classify(): one test per row of docs/errors.md, for every operation. The expected verdicts are
-// written out here, independently of src/classify.cpp's rules, so a wrong rule fails a test.
+// written out here, independently of src/errors/classify.cpp's rules, so a wrong rule fails a test.
 // Cells where the operation does not return the errno expect the operation's "anything else" rule: accept backs off,
 // every other operation fails, and the reason is `unclassified`.
 #include <gtest/gtest.h>

@@ -111,15 +111,15 @@ TEST(FdCensus, CountsEveryKindItIsShown) {
 }
 
 TEST(FdCensus, ReserveGivesTheSameCounts) {
-  const transient::diagnostics_reserve reserve = transient::diagnostics_reserve::open();
-  ASSERT_GE(reserve.fd_directory(), 0);
+  const transient::diagnosis_fds fds = transient::diagnosis_fds::open();
+  ASSERT_GE(fds.fd_directory(), 0);
   const transient::fd_census plain = transient::take_fd_census();
-  const transient::fd_census reserved = transient::take_fd_census(reserve);
-  // The plain census skips the directory it opened for itself; the reserve's two are counted.
+  const transient::fd_census reserved = transient::take_fd_census(fds);
+  // The plain census skips the directory it opened for itself; its two are counted.
   EXPECT_EQ(plain.by_kind, reserved.by_kind);
   EXPECT_EQ(plain.total, reserved.total);
   EXPECT_THAT(reserved.method, HasSubstr("reserved"));
-  const transient::file_table table = transient::read_file_table(reserve);
+  const transient::file_table table = transient::read_file_table(fds);
   ASSERT_TRUE(table.known);
   EXPECT_GT(table.allocated, 0U);
   EXPECT_GE(table.maximum, table.allocated);
@@ -155,7 +155,7 @@ int fill_descriptor_table(const char* path) {
 TEST(FdCensus, WorksWithNoFreeDescriptor) {
   const int verdict = in_child_with_limit(64, [] {
     std::error_code ec;
-    const auto reserve = transient::diagnostics_reserve::open(ec);
+    const auto fds = transient::diagnosis_fds::open(ec);
     if (ec) {
       return 1;
     }
@@ -168,7 +168,7 @@ TEST(FdCensus, WorksWithNoFreeDescriptor) {
         probed.count(fd_kind::character_device) < static_cast<std::size_t>(opened)) {
       return 3;
     }
-    const transient::fd_census reserved = transient::take_fd_census(reserve);
+    const transient::fd_census reserved = transient::take_fd_census(fds);
     if (reserved.method.find("reserved") == std::string::npos || reserved.by_kind != probed.by_kind) {
       for (std::size_t i = 0; i < transient::fd_kind_count; ++i) {
         std::fprintf(stderr, "%s: reserved %zu probed %zu\n", std::string(to_string(static_cast<fd_kind>(i))).c_str(),
@@ -176,8 +176,8 @@ TEST(FdCensus, WorksWithNoFreeDescriptor) {
       }
       return 4;
     }
-    if (!transient::read_file_table(reserve).known || transient::read_file_table().known) {
-      return 5;  // through the reserve it reads; without one there is no descriptor to open it
+    if (!transient::read_file_table(fds).known || transient::read_file_table().known) {
+      return 5;  // through them it reads; without one there is no descriptor to open it
     }
     return 0;
   });
@@ -186,14 +186,14 @@ TEST(FdCensus, WorksWithNoFreeDescriptor) {
 
 TEST(Diagnosis, LeakNamesTheLeakedKindAndTarget) {
   const int verdict = in_child_with_limit(64, [] {
-    const auto reserve = transient::diagnostics_reserve::open();
+    const auto fds = transient::diagnosis_fds::open();
     char path[] = "/tmp/transient_leak_XXXXXX";
     unique_fd file(::mkstemp(path));
     if (fill_descriptor_table(path) < 40) {
       return 1;
     }
     const transient::diagnosis d = transient::diagnose(
-        {std::error_code(EMFILE, std::system_category()), 2, 40, std::chrono::milliseconds(1500)}, reserve);
+        {std::error_code(EMFILE, std::system_category()), 2, 40, std::chrono::milliseconds(1500)}, fds);
     ::unlink(path);
     if (d.what != transient::exhaustion_case::process_leak) {
       return 2;
@@ -240,7 +240,7 @@ TEST(Diagnosis, CasesFromFigures) {
 // the leak is named first, then the configuration.
 TEST(Diagnosis, LeakAndBudgetAboveTheLimitNamesBothLeakFirst) {
   const int verdict = in_child_with_limit(64, [] {
-    const auto reserve = transient::diagnostics_reserve::open();
+    const auto fds = transient::diagnosis_fds::open();
     std::vector<unique_fd> pipes;
     for (int i = 0; i < 40; ++i) {
       int ends[2];
@@ -254,7 +254,7 @@ TEST(Diagnosis, LeakAndBudgetAboveTheLimitNamesBothLeakFirst) {
       return 1;
     }
     const transient::diagnosis d = transient::diagnose(
-        {std::error_code(EMFILE, std::system_category()), 0, 1000, std::chrono::milliseconds(2000)}, reserve);
+        {std::error_code(EMFILE, std::system_category()), 0, 1000, std::chrono::milliseconds(2000)}, fds);
     if (d.what != transient::exhaustion_case::process_leak) {
       std::fprintf(stderr, "case %d in:\n%s\n", static_cast<int>(d.what), d.text.c_str());
       return 2;

@@ -27,15 +27,15 @@ int count(const std::string& text, const std::string& what) {
 }
 
 TEST(driver_protocol, only_the_epoll_acceptor_reports_readiness) {
-  EXPECT_EQ(count(source("src/acceptor.cpp"), "policy.on_ready("), 1);
-  for (const char* path : {"src/uring/uring_acceptor.cpp", "include/transient/detail/asio_loop.hpp",
-                           "src/drivers/acceptor_core.hpp", "src/driver_kit.cpp"}) {
+  EXPECT_EQ(count(source("src/drivers/acceptor.cpp"), "policy.on_ready("), 1);
+  for (const char* path : {"src/drivers/uring/uring_acceptor.cpp", "include/transient/detail/asio_loop.hpp",
+                           "src/drivers/acceptor_core.hpp", "src/drivers/driver_kit.cpp"}) {
     EXPECT_EQ(count(source(path), "on_ready("), 0) << path;
   }
 }
 
 TEST(driver_protocol, completion_drivers_report_results_and_invent_no_errno) {
-  const std::string uring = source("src/uring/uring_acceptor.cpp");
+  const std::string uring = source("src/drivers/uring/uring_acceptor.cpp");
   const std::string asio = source("include/transient/detail/asio_loop.hpp");
   EXPECT_EQ(count(uring, "on_accept_failed("), 0) << "an empty backlog is a parked request, not a made-up EAGAIN";
   EXPECT_EQ(count(uring, "on_accept_parked("), 1);
@@ -44,7 +44,7 @@ TEST(driver_protocol, completion_drivers_report_results_and_invent_no_errno) {
 }
 
 TEST(driver_protocol, the_batch_decides_multishot) {
-  const std::string uring = source("src/uring/uring_acceptor.cpp");
+  const std::string uring = source("src/drivers/uring/uring_acceptor.cpp");
   EXPECT_EQ(count(uring, "multishot_fits"), 0);
   EXPECT_EQ(count(uring, "max_connections"), 0) << "the budget is the policy's to read";
   EXPECT_EQ(count(uring, "arm_accept(d.batch > 1)"), 2);

@@ -77,7 +77,7 @@ TEST(policy_table_doc, the_document_shows_the_table_of_the_code) {
     std::printf("rewrote the table in %s\n", path.c_str());
     return;
   }
-  ADD_FAILURE() << path << " shows another table than src/accept_policy.cpp's. Run this test with "
+  ADD_FAILURE() << path << " shows another table than src/policy/accept_policy.cpp's. Run this test with "
                 << "TRANSIENT_UPDATE_DOCS=1 to rewrite it, or put this between the markers:\n"
                 << expected;
 }

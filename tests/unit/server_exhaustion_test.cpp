@@ -40,15 +40,15 @@ TEST(ServerExhaustion, PendingClientIsServedAfterEachReleaseWithoutSpinning) {
   transient::test::expect_each_release_serves_the_pending_client(child);
 }
 
-// ---- the EMFILE reserve, and taking it back ----------------------------------------------
+// ---- the spare descriptor, and taking it back ----------------------------------------------
 
-// The child's accept4 (one loop, so calls come in order). After an EMFILE with the reserve
-// held, the server's next call is the reserve's: it has just freed a descriptor number. When
+// The child's accept4 (one loop, so calls come in order). After an EMFILE with the spare descriptor
+// held, the server's next call is the spare descriptor's: it has just freed a descriptor number. When
 // armed by command 's', the seam takes that number first, as another thread of the process
-// could, so the reserve cannot be re-opened; command 'g' gives the number back.
+// could, so the spare descriptor cannot be re-opened; command 'g' gives the number back.
 //
 // 's' arms only once no drain is under way (the last accept4 failed). The client the parent
-// saw shed was closed in the middle of its drain, which goes on with the reserve given up: a
+// saw shed was closed in the middle of its drain, which goes on with the spare descriptor given up: a
 // client connecting before that drain's last accept4 (the EAGAIN that ends it) is drained
 // too, as it should be, and the theft, armed for the next EMFILE, would come too late for it.
 namespace theft {
@@ -115,7 +115,7 @@ TEST(ServerExhaustion, TheEmfileReserveShedsWaitingClientsAndIsTakenBackAfterATh
   const auto where = transient::parse_endpoint("127.0.0.1:" + port);
 
   // Fill the child: once its descriptors run out, a new client is shed at once (real EMFILE,
-  // the reserve freed for a moment), not left waiting.
+  // the spare descriptor freed for a moment), not left waiting.
   std::vector<unique_fd> served;
   fate last = fate::served;
   for (int i = 0; i < 100 && last == fate::served; ++i) {
@@ -128,16 +128,16 @@ TEST(ServerExhaustion, TheEmfileReserveShedsWaitingClientsAndIsTakenBackAfterATh
   }
   ASSERT_EQ(last, fate::shed) << "after " << served.size() << " clients";
   ASSERT_GT(served.size(), 20U);
-  EXPECT_EQ(fate_of(transient::test::connect_to(where).get(), 2s), fate::shed) << "the reserve was taken back";
+  EXPECT_EQ(fate_of(transient::test::connect_to(where).get(), 2s), fate::shed) << "the spare descriptor was taken back";
 
-  // Another thread takes the number the reserve frees: the next client waits (no reserve).
+  // Another thread takes the number the spare descriptor frees: the next client waits (no spare descriptor).
   child.send('s');
   child.send('c');  // commands run in order: the answer says the theft is armed
   ASSERT_FALSE(child.next("cpu").empty());
   const unique_fd robbed = transient::test::connect_to(where);
   ASSERT_EQ(fate_of(robbed.get(), 500ms), fate::waiting);
-  // The number comes back: the loop takes its reserve before its next accept, so the waiting
-  // client is shed as the mode says, not served on the reserve's descriptor.
+  // The number comes back: the loop takes its spare descriptor before its next accept, so the waiting
+  // client is shed as the mode says, not served on the spare descriptor's descriptor.
   child.send('g');
   EXPECT_EQ(fate_of(robbed.get(), 3s), fate::shed);
   EXPECT_EQ(fate_of(transient::test::connect_to(where).get(), 2s), fate::shed);

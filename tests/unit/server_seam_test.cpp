@@ -193,15 +193,15 @@ TEST(ServerSeam, BacksOffOnExhaustionThenServes) {
   }
 }
 
-// A shed mode other than queue keeps a reserve descriptor: under EMFILE the server frees it,
+// A shed mode other than queue keeps a spare descriptor: under EMFILE the server frees it,
 // accepts the waiting client, sheds it at once (instead of leaving it for the whole episode)
-// and takes the reserve back.
+// and takes the spare descriptor back.
 TEST(ServerSeam, UnderEmfileTheReserveShedsTheWaitingClient) {
   for (const auto mode : {transient::shed_mode::close, transient::shed_mode::reset}) {
     scripted_server s({EMFILE}, false, {}, mode);
     const auto client = transient::test::connect_to(s.where);
     EXPECT_TRUE(transient::test::closed_by_peer(client.get(), 3s)) << to_string(mode);
-    // The EMFILE, the reserve's accept of that client, and the EAGAIN that ends the drain:
+    // The EMFILE, the spare descriptor's accept of that client, and the EAGAIN that ends the drain:
     // a client arriving before that would be drained (shed) too.
     ASSERT_TRUE(calls_reach(3)) << to_string(mode);
     EXPECT_TRUE(s.client_served()) << to_string(mode) << ": the next client is served as usual";
@@ -212,7 +212,7 @@ TEST(ServerSeam, UnderEmfileTheReserveShedsTheWaitingClient) {
   }
 }
 
-// Under EMFILE the reserve drains the backlog in one go (up to accepts_per_ready), as libuv
+// Under EMFILE the spare descriptor drains the backlog in one go (up to accepts_per_ready), as libuv
 // does: shedding one client per backoff step would keep the rest waiting for seconds.
 TEST(ServerSeam, UnderEmfileTheReserveShedsEveryWaitingClientAtOnce) {
   transient::backoff_config ten_seconds;  // the next retry comes too late for this test

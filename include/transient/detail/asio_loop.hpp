@@ -44,7 +44,7 @@ namespace detail {
 /// completion handler holds a reference, so the state lives exactly as long as something
 /// of the loop is pending.
 template <typename Acceptor, typename Handler, typename Completion>
-class loop_state final : public release_listener,
+class loop_state final : public release_observer,
                          public std::enable_shared_from_this<loop_state<Acceptor, Handler, Completion>> {
   using clock = std::chrono::steady_clock;
   using strand_type = net::strand<net::any_io_executor>;
@@ -72,11 +72,11 @@ class loop_state final : public release_listener,
       throw std::system_error(std::make_error_code(std::errc::invalid_argument),
                               "accept loop: close_check must be from 0 to longest_setting");
     }
-    if (options_.diagnostics_reserve) {
+    if (options_.diagnosis_fds) {
       std::error_code ignored;  // without it the census degrades (and says so)
-      reserve_diagnostics_ = diagnostics_reserve::open(ignored);
+      diagnosis_fds_ = diagnosis_fds::open(ignored);
     }
-    reserve_ = emfile_reserve(options_.emfile_reserve && options_.policy.shed != shed_mode::queue && can_drain);
+    reserve_ = spare_fd(options_.spare_fd && options_.policy.shed != shed_mode::queue && can_drain);
     shared_->check_fit_once(options_.policy.sink);
   }
   loop_state(const loop_state&) = delete;
@@ -326,7 +326,7 @@ class loop_state final : public release_listener,
     a.accept(s, e, ec);
   };
 
-  // The policy's drain (descriptors exhausted, the reserve held): give the reserve up and
+  // The policy's drain (descriptors exhausted, the spare held): give the spare descriptor up and
   // accept synchronously while the policy says so, reporting each result. Non-blocking, so
   // an empty backlog ends it (would_block) instead of blocking the strand; the acceptor's own
   // mode is restored after.
@@ -377,7 +377,7 @@ class loop_state final : public release_listener,
     loop_report report;
     report.error = d.error;
     if (d.next == step::fail) {
-      report.diagnosis = stop_info_of(policy_, d, context_of_failure(), reserve_diagnostics_).diagnosis;
+      report.diagnosis = stop_info_of(policy_, d, context_of_failure(), diagnosis_fds_).diagnosis;
     }
     if (exception_) {
       report.error = std::make_error_code(std::errc::operation_canceled);
@@ -404,8 +404,8 @@ class loop_state final : public release_listener,
   completion_executor executor_;
   work_executor work_;
   loop_options options_;
-  diagnostics_reserve reserve_diagnostics_;
-  emfile_reserve reserve_;  // for the policy's drains (loop_options::emfile_reserve)
+  diagnosis_fds diagnosis_fds_;
+  spare_fd reserve_;  // for the policy's drains (loop_options::spare_fd)
   std::uint64_t refusals_failed_ = 0;
 #if TRANSIENT_ASIO_HAS_CANCELLATION
   net::cancellation_signal accept_cancel_;

@@ -3,14 +3,13 @@
 //
 // The accept_policy decides every step, including the EMFILE drain; a driver only does what
 // the decision says with its I/O API. What is left to do the same way in every driver is here:
-//   - emfile_reserve: the spare descriptor that a drain gives up and takes back;
+//   - spare_fd: the spare descriptor that a drain gives up and takes back;
 //   - shed() and shed_as(): closing a connection as the shed mode says, with one rule for a
 //     refusal writer that throws;
 //   - check_driver_options(): the option checks every driver makes at construction;
 //   - the failure texts (a dead listener, a failed accept, a stall diagnosis, a throwing
 //     handler), their context (failure_context_of) and the stop_info a driver reports
-//     (stop_info_of);
-//   - connection_handler and refusal_writer, the user's two callbacks.
+//     (stop_info_of).
 #pragma once
 
 #include <chrono>
@@ -30,64 +29,26 @@
 
 namespace transient {
 
-/// Receives each accepted connection, on the loop thread that accepted it. It may keep the
-/// connection, move it to another thread, or let it go (closing it). An exception it throws
-/// stops the driver that called it and propagates (from server::run(), from
-/// acceptor::handle()), as in Asio.
-using connection_handler = std::function<void(connection)>;
-
-/// Writes a refusal (e.g. "HTTP/1.1 503 ...") on a connection shed with shed_mode::respond.
-/// The descriptor is non-blocking and closed right after; write what fits, do not wait.
-/// An exception it throws is caught: the connection is shed (closed) anyway and counted in
-/// policy_metrics::refusals_failed. A refusal is written when the server is overloaded, the
-/// moment a server must not fall over, so a failed refusal costs that one client only.
-using refusal_writer = std::function<void(int fd, const endpoint& peer)>;
-
-/// Why a driver stopped.
-enum class stop_reason : unsigned char {
-  clean,              ///< stop() was called (or every listener stopped cleanly).
-  listener_dead,      ///< A listener stopped listening (condition::not_listening).
-  stalled,            ///< Descriptors or memory stayed exhausted with no progress (condition::stalled).
-  programming_error,  ///< EBADF, ENOTSOCK, EFAULT... from accept or epoll (a bug).
-  other_error,        ///< Any other failure (see the error code).
-};
-
-/// The name of a stop reason ("clean", ...).
-[[nodiscard]] std::string_view to_string(stop_reason r) noexcept;
-
-/// The stop reason of a policy's final error (empty: clean).
-[[nodiscard]] stop_reason stop_reason_of(const std::error_code& ec) noexcept;
-
-/// How a driver stopped.
-struct stop_info {
-  stop_reason reason = stop_reason::clean;  ///< Why it stopped.
-  std::error_code error;                    ///< Empty for a clean stop.
-  std::string diagnosis;                    ///< For stalled and dead listeners: what was found and what to change.
-
-  /// True for a clean stop.
-  explicit operator bool() const noexcept { return !error; }
-};
-
 /// The spare descriptor of libuv's EMFILE trick (/dev/null, O_CLOEXEC). Under EMFILE no
 /// descriptor is free for accept, so waiting clients would wait for the whole episode; the
-/// policy then decides a drain (step::drain) when the driver holds its reserve: the driver
+/// policy then decides a drain (step::drain) when the driver holds its spare descriptor: the driver
 /// gives it up, accepts and sheds what the policy says, and takes it back afterwards.
 ///
 /// Caveat: between give_up() and take(), any thread of the process may take the freed number
 /// (another loop's accept, a file the handler opens). take() then fails with EMFILE and the
-/// reserve is missing; the driver calls take() again before each step that is not a drain,
-/// so the reserve comes back first once a descriptor is free, as it was first at start.
-class emfile_reserve {
+/// spare descriptor is missing; the driver calls take() again before each step that is not a drain,
+/// so the spare descriptor comes back first once a descriptor is free, as it was first at start.
+class spare_fd {
  public:
   /// Holds nothing and wants nothing (take() does nothing).
-  emfile_reserve() noexcept = default;
-  /// Wants a reserve if `wanted` (the driver's emfile_reserve option and a shed mode that is
+  spare_fd() noexcept = default;
+  /// Wants a spare descriptor if `wanted` (the driver's spare_fd option and a shed mode that is
   /// not queue), and tries to take it now.
-  explicit emfile_reserve(bool wanted) noexcept : wanted_(wanted) { take(); }
+  explicit spare_fd(bool wanted) noexcept : wanted_(wanted) { take(); }
 
   /// Takes the descriptor if it is wanted and missing; true if it is held afterwards. A
   /// failure other than a descriptor shortage (no /dev/null in a chroot) will not pass: the
-  /// reserve then stops being wanted, rather than pay a failing open() before every accept.
+  /// spare descriptor then stops being wanted, rather than pay a failing open() before every accept.
   bool take() noexcept { return (!wanted_ || fd_) ? held() : reopen(); }
   /// Closes the descriptor so that its number is free for the next accept (a drain).
   void give_up() noexcept { fd_.reset(); }
@@ -98,7 +59,7 @@ class emfile_reserve {
   }
   /// True if the descriptor is held: the driver may tell the policy it can drain.
   [[nodiscard]] bool held() const noexcept { return static_cast<bool>(fd_); }
-  /// True if the reserve is wanted (held, or to be taken back).
+  /// True if the spare descriptor is wanted (held, or to be taken back).
   [[nodiscard]] bool wanted() const noexcept { return wanted_; }
 
  private:
@@ -162,15 +123,15 @@ struct failure_context {
                                                  std::chrono::milliseconds stall_timeout);
 
 /// The diagnosis of a policy's fail decision `ec`: for a stall, the descriptor census (through
-/// `reserve`, which needs no free descriptor) and what to change; for a dead listener, which
+/// `fds`, which need no free descriptor) and what to change; for a dead listener, which
 /// one and why; otherwise the failed accept and classify()'s advice.
 [[nodiscard]] std::string failure_text(const std::error_code& ec, const failure_context& context,
-                                       const diagnostics_reserve& reserve = {});
+                                       const diagnosis_fds& fds = {});
 
 /// What a driver reports when its policy's last decision `d` (stop or fail) comes: for fail,
-/// failure_text of `context` (through `reserve`), also attached to `policy` so that its sink
+/// failure_text of `context` (through `fds`), also attached to `policy` so that its sink
 /// reports it; for stop, a clean stop_info.
 [[nodiscard]] stop_info stop_info_of(accept_policy& policy, const decision& d, const failure_context& context,
-                                     const diagnostics_reserve& reserve = {});
+                                     const diagnosis_fds& fds = {});
 
 }  // namespace transient

@@ -4,7 +4,7 @@
 // server stops with an error whose message says which case this is: its own connections at
 // the budget (backpressure), descriptors held elsewhere in the process (a leak, named by
 // its dominant kind and target), the system file table full (maybe another process), or
-// kernel memory. Everything here works without a free descriptor: a diagnostics_reserve
+// kernel memory. Everything here works without a free descriptor: a diagnosis_fds
 // keeps the two /proc files it needs open, and without one the census degrades to probing
 // descriptor numbers and says so.
 #pragma once
@@ -50,14 +50,14 @@ inline constexpr std::size_t fd_kind_count = 14;
 /// The two /proc files the census needs, opened in advance so that a diagnosis can be
 /// computed when no descriptor is free: /proc/self/fd (a directory, re-read from its start
 /// each time) and /proc/sys/fs/file-nr. Costs two descriptors for the life of the server.
-class diagnostics_reserve {
+class diagnosis_fds {
  public:
-  /// An empty reserve (the census will open what it needs, or probe).
-  diagnostics_reserve() noexcept = default;
+  /// No descriptors (the census will open what it needs, or probe).
+  diagnosis_fds() noexcept = default;
   /// Opens both files; sets `ec` if either fails.
-  static diagnostics_reserve open(std::error_code& ec) noexcept;
+  static diagnosis_fds open(std::error_code& ec) noexcept;
   /// Opens both files; throws std::system_error on failure.
-  static diagnostics_reserve open();
+  static diagnosis_fds open();
 
   /// The open /proc/self/fd directory, or -1.
   [[nodiscard]] int fd_directory() const noexcept { return fd_directory_.get(); }
@@ -87,11 +87,11 @@ struct fd_census {
   [[nodiscard]] fd_kind dominant_kind() const noexcept;
 };
 
-/// Counts this process's descriptors. Uses the reserve if it holds /proc/self/fd; otherwise
+/// Counts this process's descriptors. Uses the descriptors if they hold /proc/self/fd; otherwise
 /// opens it, and if no descriptor is free, probes every descriptor number below the hard
 /// RLIMIT_NOFILE (at most 2^20) instead: slower, and `method` says so. Never needs a free
 /// descriptor.
-[[nodiscard]] fd_census take_fd_census(const diagnostics_reserve& reserve = {});
+[[nodiscard]] fd_census take_fd_census(const diagnosis_fds& fds = {});
 
 /// RLIMIT_NOFILE.
 struct fd_limits {
@@ -109,8 +109,8 @@ struct file_table {
   std::uint64_t maximum = 0;    ///< fs.file-max
 };
 
-/// Reads /proc/sys/fs/file-nr through the reserve if it holds it, else by opening it.
-[[nodiscard]] file_table read_file_table(const diagnostics_reserve& reserve = {}) noexcept;
+/// Reads /proc/sys/fs/file-nr through the descriptors if they hold it, else by opening it.
+[[nodiscard]] file_table read_file_table(const diagnosis_fds& fds = {}) noexcept;
 
 /// Which case a resource exhaustion is.
 enum class exhaustion_case : unsigned char {
@@ -148,6 +148,6 @@ struct diagnosis {
                                                   const fd_limits& limits) noexcept;
 
 /// Gathers the figures and writes the diagnosis. Needs no free descriptor (see take_fd_census).
-[[nodiscard]] diagnosis diagnose(const diagnosis_context& context, const diagnostics_reserve& reserve = {});
+[[nodiscard]] diagnosis diagnose(const diagnosis_context& context, const diagnosis_fds& fds = {});
 
 }  // namespace transient

@@ -1,7 +1,7 @@
 // transient/drivers/acceptor.hpp: the accept policy for an epoll loop that the user owns.
 //
 // The user owns the epoll set, the thread and every connection; the acceptor owns a
-// listener, its accept_policy, its EMFILE reserve and a wake-up eventfd. It registers its
+// listener, its accept_policy, its spare descriptor and a wake-up eventfd. It registers its
 // two descriptors in the user's epoll set with the two epoll_event::data.u64 tags the user
 // gives it (the rest of the data space stays the user's), adds and removes its listener
 // itself as the policy pauses and resumes (EPOLLEXCLUSIVE cannot be modified in place), and
@@ -68,8 +68,8 @@ struct acceptor_options {
   refusal_writer refuse{};
   /// Keep one spare descriptor so that, under EMFILE or ENFILE, waiting clients are still
   /// accepted and shed as the shed mode says, up to accepts_per_ready per drain (libuv's
-  /// trick; see emfile_reserve for its caveat). Used only when the shed mode is not queue.
-  bool emfile_reserve = true;
+  /// trick; see spare_fd for its caveat). Used only when the shed mode is not queue.
+  bool spare_fd = true;
   /// Register the listener with EPOLLEXCLUSIVE: for one listener watched by several loops
   /// (acceptors sharing it, each in its own epoll set), so a connection wakes one loop only.
   bool exclusive = false;
@@ -79,13 +79,13 @@ struct acceptor_options {
   /// A per-peer cap (policy.peers) reads the addresses whatever this says.
   bool peer_addresses = true;
   /// The descriptors a stall diagnosis reads when no descriptor is free. Empty: the acceptor
-  /// opens its own (two descriptors) unless `open_diagnostics_reserve` is false, and the
+  /// opens its own (two descriptors) unless `open_diagnosis_fds` is false, and the
   /// census then opens what it needs, or probes. Share one between acceptors to save
   /// descriptors; a census through it must not run on two threads at once, so share it
   /// only between acceptors of one loop.
-  std::shared_ptr<const diagnostics_reserve> diagnostics{};
+  std::shared_ptr<const diagnosis_fds> diagnostics{};
   /// See `diagnostics`.
-  bool open_diagnostics_reserve = true;
+  bool open_diagnosis_fds = true;
   /// The system calls (tests replace some; see syscalls.hpp).
   syscalls sys{};
 };

@@ -166,7 +166,7 @@ namespace transient {
 /// Settings of a server.
 struct server_options {
   /// The connection budget. 0: auto, default_max_connections() (RLIMIT_NOFILE minus a
-  /// reserve), as everywhere a budget is given (connection_budget.hpp). A budget above the
+  /// headroom), as everywhere a budget is given (connection_budget.hpp). A budget above the
   /// descriptors left gets one warning at construction (budget_fit.hpp).
   std::uint64_t max_connections = 0;
   /// Loops (threads) sharing the listeners (EPOLLEXCLUSIVE) and one budget. run() uses the
@@ -186,11 +186,11 @@ struct server_options {
   /// still be accepted and shed, up to accepts_per_ready at a time (libuv's trick): used only
   /// when the shed mode is not `queue`. Caveat with threads > 1: another thread may take the descriptor freed for a
   /// moment, and the shed then fails with EMFILE like the accept before it; the loop takes
-  /// its reserve again before its next accept once a descriptor is free.
-  bool emfile_reserve = true;
+  /// its spare descriptor again before its next accept once a descriptor is free.
+  bool spare_fd = true;
   /// Keep /proc/self/fd and /proc/sys/fs/file-nr open so that a diagnosis can be written
   /// when no descriptor is free (two descriptors).
-  bool diagnostics_reserve = true;
+  bool diagnosis_fds = true;
   /// Read each client's address as it is accepted (see acceptor_options::peer_addresses).
   bool peer_addresses = true;
   /// The system calls (tests replace some; see syscalls.hpp).
@@ -274,7 +274,7 @@ class server final : public basic_server {
   [[nodiscard]] std::vector<endpoint> local_endpoints() const override;
 
  private:
-  // The server both drivers share (src/detail/server_core.hpp) over transient::acceptor.
+  // The server both drivers share (src/drivers/server_core.hpp) over transient::acceptor.
   struct impl;
   std::unique_ptr<impl> impl_;
 };

@@ -173,7 +173,7 @@ class uring_server final : public basic_server {
   [[nodiscard]] std::vector<endpoint> local_endpoints() const override;
 
  private:
-  // The server both drivers share (src/detail/server_core.hpp) over transient::uring_acceptor.
+  // The server both drivers share (src/drivers/server_core.hpp) over transient::uring_acceptor.
   struct impl;
   std::unique_ptr<impl> impl_;
 };

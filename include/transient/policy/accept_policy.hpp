@@ -5,9 +5,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -102,18 +104,18 @@ class backoff {
 // on_accept_parked; it never reports readiness it was not given.
 //
 // Which event each state expects, and what it does then, is one table in
-// src/accept_policy.cpp; docs/acceptor.md shows it, generated from that table
+// src/policy/accept_policy.cpp; docs/acceptor.md shows it, generated from that table
 // (detail::policy_transitions()). An event that the state does not expect is a bug in the
 // driver: the policy stops with error::unexpected_event (condition programming_error).
 //
 // What happens on EMFILE or ENFILE is decided here and nowhere else: back off (pause_until)
 // and, when the shed mode is not `queue` and the driver says it holds its spare descriptor
-// (on_accept_failed's `reserve_held`), first drain: the driver gives the descriptor up, and
+// (on_accept_failed's `spare_held`), first drain: the driver gives the descriptor up, and
 // each connection it then accepts is reported (on_accepted, on_accept_result) and shed
 // (shed_accepted), up to accepts_per_ready; the first failure (EAGAIN or a parked request:
 // the backlog is empty; EMFILE: another thread took the freed number) ends the drain. The
-// pause goes on after it; the driver takes its reserve back before any step that is not a
-// drain (emfile_reserve, driver_kit.hpp).
+// pause goes on after it; the driver takes its spare descriptor back before any step that is not a
+// drain (spare_fd, driver_kit.hpp).
 //
 // A connection accepted under an `accept` decision comes with a permit (on_accepted fills
 // it); destroying the permit is the "released" event. Releases may happen on any thread:
@@ -148,7 +150,7 @@ enum class step : unsigned char {
   pause_for_release,  ///< Stop watching the listener until a permit is released (on_release).
   pause_until,        ///< Stop watching the listener until `until` (on_timer) or a release (on_release).
   shed,               ///< Accept the pending connection and shed it with `shed`; report as for accept.
-  /// Descriptors are exhausted and the driver holds its EMFILE reserve: give it up (if still
+  /// Descriptors are exhausted and the driver holds its spare descriptor: give it up (if still
   /// held), accept and report as for accept; each connection comes back shed_accepted. The
   /// backoff pause is in force (`until`): when the drain ends the decision is pause_until.
   drain,
@@ -286,9 +288,9 @@ class accept_policy {
   /// accept failed with `ec`, classified by classify(operation::accept, ec). A fail
   /// decision carries `ec`, except for EINVAL, which becomes error::not_listening (its
   /// condition is not_listening), and any error after request_stop(), which is a clean stop.
-  /// `reserve_held`: the driver holds its EMFILE reserve, so a descriptor shortage (EMFILE,
+  /// `spare_held`: the driver holds its spare descriptor, so a descriptor shortage (EMFILE,
   /// ENFILE) may be answered with a drain when the shed mode is not queue.
-  [[nodiscard]] decision on_accept_failed(time_point now, std::error_code ec, bool reserve_held = false) noexcept;
+  [[nodiscard]] decision on_accept_failed(time_point now, std::error_code ec, bool spare_held = false) noexcept;
   /// A completion driver's accept request gave a connection. It implies readiness: under
   /// step::wait it begins a burst as on_ready would, then it is on_accepted. A request that a
   /// pause cancelled too late may still give one: the pause ends and the connection is served
@@ -296,7 +298,7 @@ class accept_policy {
   [[nodiscard]] decision on_accept_result(time_point now, permit& out, peer_key peer = {}) noexcept;
   /// A completion driver's accept request failed with `ec` (not its own cancellation). Under
   /// step::wait it implies readiness; then it is on_accept_failed.
-  [[nodiscard]] decision on_accept_result(time_point now, std::error_code ec, bool reserve_held = false) noexcept;
+  [[nodiscard]] decision on_accept_result(time_point now, std::error_code ec, bool spare_held = false) noexcept;
   /// A completion driver's accept request, asked for by step::accept, shed or drain, waits in
   /// the kernel: the submission's completions came and it was not among them. The kernel tries
   /// the accept when the request is submitted, so the backlog was empty: the policy answers as
@@ -341,7 +343,7 @@ class accept_policy {
   friend std::vector<policy_transition> detail::policy_transitions();
 
   decision accepted(time_point now, permit& out, peer_key peer) noexcept;
-  decision failed(time_point now, std::error_code ec, bool reserve_held) noexcept;
+  decision failed(time_point now, std::error_code ec, bool spare_held) noexcept;
   decision begin_accept(time_point now) noexcept;
   decision accepting() const noexcept;
   [[nodiscard]] std::uint32_t batch() const noexcept;
@@ -350,7 +352,7 @@ class accept_policy {
   void tick(time_point now) noexcept;
   void healthy(time_point now) noexcept;
   decision enter_backoff(time_point now, condition why, std::error_code ec) noexcept;
-  decision begin_drain(decision backing_off, condition why, bool reserve_held) noexcept;
+  decision begin_drain(decision backing_off, condition why, bool spare_held) noexcept;
   decision drained(time_point now, bool accepted) noexcept;
   decision resume(time_point now) noexcept;
   void leave_pause(time_point now) noexcept;
@@ -380,6 +382,38 @@ class accept_policy {
   std::atomic<bool> stop_requested_{false};
   policy_metrics counters_{};
   std::string diagnosis_;
+};
+
+/// Writes a refusal (e.g. "HTTP/1.1 503 ...") on a connection shed with shed_mode::respond.
+/// The descriptor is non-blocking and closed right after; write what fits, do not wait.
+/// An exception it throws is caught: the connection is shed (closed) anyway and counted in
+/// policy_metrics::refusals_failed. A refusal is written when the server is overloaded, the
+/// moment a server must not fall over, so a failed refusal costs that one client only.
+using refusal_writer = std::function<void(int fd, const endpoint& peer)>;
+
+/// Why a driver stopped.
+enum class stop_reason : unsigned char {
+  clean,              ///< stop() was called (or every listener stopped cleanly).
+  listener_dead,      ///< A listener stopped listening (condition::not_listening).
+  stalled,            ///< Descriptors or memory stayed exhausted with no progress (condition::stalled).
+  programming_error,  ///< EBADF, ENOTSOCK, EFAULT... from accept or epoll (a bug).
+  other_error,        ///< Any other failure (see the error code).
+};
+
+/// The name of a stop reason ("clean", ...).
+[[nodiscard]] std::string_view to_string(stop_reason r) noexcept;
+
+/// The stop reason of a policy's final error (empty: clean).
+[[nodiscard]] stop_reason stop_reason_of(const std::error_code& ec) noexcept;
+
+/// How a driver stopped.
+struct stop_info {
+  stop_reason reason = stop_reason::clean;  ///< Why it stopped.
+  std::error_code error;                    ///< Empty for a clean stop.
+  std::string diagnosis;                    ///< For stalled and dead listeners: what was found and what to change.
+
+  /// True for a clean stop (no error): the opposite of testing a std::error_code.
+  [[nodiscard]] bool ok() const noexcept { return !error; }
 };
 
 }  // namespace transient

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -218,7 +219,7 @@ class connection_budget {
   ///
   /// 0 means "auto", here as everywhere a budget is given (server_options::max_connections,
   /// shared_budget::create, `transient serve --max-connections 0`): default_max_connections(),
-  /// the RLIMIT_NOFILE soft limit minus a reserve, with that limit as `fd_limit`. Throws
+  /// the RLIMIT_NOFILE soft limit minus a headroom, with that limit as `fd_limit`. Throws
   /// std::system_error: invalid_argument if max_connections is above max_limit; for 0, the
   /// error of default_max_connections() (EMFILE when the limit leaves no room).
   ///
@@ -388,8 +389,8 @@ inline bool connection_budget::permit::release() noexcept {
 }
 
 /// The default max_connections for a process whose RLIMIT_NOFILE soft limit is
-/// `soft_limit`: the limit minus a reserve of max(32, 5 %) descriptors for logs, files,
-/// listeners and the like. 0 if the reserve leaves nothing (a limit of 32 or less).
+/// `soft_limit`: the limit minus a headroom of max(32, 5 %) descriptors for logs, files,
+/// listeners and the like. 0 if the headroom leaves nothing (a limit of 32 or less).
 /// RLIM_INFINITY (or anything above max_limit) counts as max_limit.
 [[nodiscard]] std::uint64_t max_connections_for(std::uint64_t soft_limit) noexcept;
 
@@ -471,27 +472,27 @@ fd_limit_raise raise_fd_limit();
 //
 // connection_budget calls one waker, and only when some loop is paused (so a release on a
 // busy server costs one atomic add). The loops sharing a budget register here as
-// release_listeners; the waker tells each registered loop. A listener only *signals* its loop
+// release_observers; the waker tells each registered loop. A listener only *signals* its loop
 // (an eventfd write, a post to a strand): a permit may be released on any thread, and a loop's
 // state is touched only on its own thread.
 
 namespace transient {
 
 /// A loop that a permit release may wake. Implemented by each driver's loop state.
-class release_listener {
+class release_observer {
  public:
   /// A permit was released while some loop waited: signal the loop (eventfd write, post).
   /// Called on the releasing thread; must be thread-safe and must not throw.
   virtual void on_permit_released() noexcept = 0;
   /// Virtual: a loop's state is destroyed through whatever pointer held it last.
-  virtual ~release_listener() = default;
+  virtual ~release_observer() = default;
 
  protected:
-  release_listener() = default;
-  release_listener(const release_listener&) = default;
-  release_listener& operator=(const release_listener&) = default;
-  release_listener(release_listener&&) = default;
-  release_listener& operator=(release_listener&&) = default;
+  release_observer() = default;
+  release_observer(const release_observer&) = default;
+  release_observer& operator=(const release_observer&) = default;
+  release_observer(release_observer&&) = default;
+  release_observer& operator=(release_observer&&) = default;
 };
 
 /// A connection budget for one or more accept loops. Each loop draws a permit for each
@@ -503,7 +504,7 @@ class shared_budget : public connection_budget {
 
  public:
   /// A budget of `max_connections` places (0: default_max_connections(), i.e. RLIMIT_NOFILE
-  /// minus a reserve). Throws std::system_error if the limit cannot be read or leaves no room,
+  /// minus a headroom). Throws std::system_error if the limit cannot be read or leaves no room,
   /// or (invalid_argument) if max_connections exceeds connection_budget::max_limit.
   [[nodiscard]] static std::shared_ptr<shared_budget> create(std::uint64_t max_connections = 0) {
     std::error_code ec;
@@ -538,13 +539,13 @@ class shared_budget : public connection_budget {
 
   /// Registers a loop to be woken by releases (done by the loop when it starts). Throws
   /// std::bad_alloc.
-  void add(const release_listener* key, std::weak_ptr<release_listener> loop) {
+  void add(const release_observer* key, std::weak_ptr<release_observer> loop) {
     const std::lock_guard lock(mutex_);
     loops_.emplace_back(key, std::move(loop));
   }
 
   /// Unregisters a loop (done by the loop when it stops, and when it is destroyed).
-  void remove(const release_listener* key) noexcept {
+  void remove(const release_observer* key) noexcept {
     const std::lock_guard lock(mutex_);
     std::erase_if(loops_, [key](const auto& entry) { return entry.first == key; });
   }
@@ -555,7 +556,7 @@ class shared_budget : public connection_budget {
   // destroys a loop, whose destructor takes the lock to unregister.
   static void wake(void* context) noexcept {
     auto& self = *static_cast<shared_budget*>(context);
-    std::vector<std::shared_ptr<release_listener>> targets;
+    std::vector<std::shared_ptr<release_observer>> targets;
     try {
       const std::lock_guard lock(self.mutex_);
       targets.reserve(self.loops_.size());
@@ -576,7 +577,7 @@ class shared_budget : public connection_budget {
 
   std::atomic_flag fit_checked_;  // check_fit_once ran
   std::mutex mutex_;              // guards loops_
-  std::vector<std::pair<const release_listener*, std::weak_ptr<release_listener>>> loops_;
+  std::vector<std::pair<const release_observer*, std::weak_ptr<release_observer>>> loops_;
 };
 
 }  // namespace transient
@@ -629,5 +630,11 @@ class connection {
   unique_fd fd_;
   endpoint peer_;
 };
+
+/// Receives each accepted connection, on the loop thread that accepted it. It may keep the
+/// connection, move it to another thread, or let it go (closing it). An exception it throws
+/// stops the driver that called it and propagates (from server::run(), from
+/// acceptor::handle()), as in Asio.
+using connection_handler = std::function<void(connection)>;
 
 }  // namespace transient

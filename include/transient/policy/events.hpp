@@ -194,7 +194,7 @@ struct policy_metrics {
   std::array<std::uint64_t, shed_reason_count> shed{};                ///< Connections shed, per reason.
   std::array<std::uint64_t, pause_reason_count> pauses{};             ///< Pauses entered, per reason.
   std::array<std::chrono::nanoseconds, pause_reason_count> paused{};  ///< Total time paused, per reason.
-  /// Drains under EMFILE/ENFILE (step::drain): each gave up the EMFILE reserve once.
+  /// Drains under EMFILE/ENFILE (step::drain): each gave up the spare descriptor once.
   std::uint64_t drains = 0;
   /// Refusal writers (shed_mode::respond) that threw; the connection was shed anyway. Counted
   /// by the driver, which owns the writer.

@@ -283,7 +283,7 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
 
   void failed(time_point now, std::error_code ec) {
     note_accept_error(ec);
-    apply(policy.on_accept_result(now, ec, reserve.held()), now);
+    apply(policy.on_accept_result(now, ec, spare.held()), now);
   }
 
   void on_wake(time_point now) {
@@ -303,10 +303,10 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
       return;
     }
     if (d.next != step::drain) {
-      reserve.take();
+      spare.take();
     }
     switch (d.next) {
-      case step::drain: reserve.give_up(); [[fallthrough]];
+      case step::drain: spare.give_up(); [[fallthrough]];
       case step::accept:
       case step::shed:
         timed = false;
