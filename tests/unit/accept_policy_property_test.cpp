@@ -307,7 +307,7 @@ class world {
   std::uint64_t stalls_ = 0;
 };
 
-TEST(accept_policy_property, invariants_hold_for_random_event_streams) {
+TEST(AcceptPolicyProperty, InvariantsHoldForRandomEventStreams) {
   const auto start = std::chrono::steady_clock::now();
   world w(20240611);
   w.run_until(min_events);

@@ -32,7 +32,7 @@ peer_key v4(const char* text) {
 }
 
 // A policy on a fake clock, with events captured and deterministic delays (no jitter).
-class policy_spec : public ::testing::Test {
+class PolicySpec : public ::testing::Test {
  protected:
   time_point now = time_point{} + 1000h;
   std::vector<policy_event> events;
@@ -54,13 +54,13 @@ class policy_spec : public ::testing::Test {
   }
 };
 
-TEST_F(policy_spec, decisions_are_plain_values) {
+TEST_F(PolicySpec, DecisionsArePlainValues) {
   static_assert(std::is_trivially_copyable_v<decision>);
   static_assert(std::is_nothrow_move_constructible_v<permit>);
   static_assert(!std::is_copy_constructible_v<permit>);
 }
 
-TEST_F(policy_spec, ready_with_room_decides_accept) {
+TEST_F(PolicySpec, ReadyWithRoomDecidesAccept) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   EXPECT_EQ(policy.current().next, step::wait);
@@ -68,7 +68,7 @@ TEST_F(policy_spec, ready_with_room_decides_accept) {
   EXPECT_EQ(budget.live(), 1U) << "the place is reserved before accept";
 }
 
-TEST_F(policy_spec, accepted_connection_gets_a_permit_and_the_loop_accepts_again) {
+TEST_F(PolicySpec, AcceptedConnectionGetsAPermitAndTheLoopAcceptsAgain) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -81,7 +81,7 @@ TEST_F(policy_spec, accepted_connection_gets_a_permit_and_the_loop_accepts_again
   EXPECT_EQ(policy.metrics().accepted, 1U);
 }
 
-TEST_F(policy_spec, peak_counts_connections_not_the_accept_in_flight) {
+TEST_F(PolicySpec, PeakCountsConnectionsNotTheAcceptInFlight) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -103,7 +103,7 @@ TEST_F(policy_spec, peak_counts_connections_not_the_accept_in_flight) {
   EXPECT_EQ(budget.live(), 1U);
 }
 
-TEST_F(policy_spec, would_block_waits_for_readiness_and_gives_back_the_reservation) {
+TEST_F(PolicySpec, WouldBlockWaitsForReadinessAndGivesBackTheReservation) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -111,7 +111,7 @@ TEST_F(policy_spec, would_block_waits_for_readiness_and_gives_back_the_reservati
   EXPECT_EQ(budget.live(), 0U);
 }
 
-TEST_F(policy_spec, destroying_a_permit_frees_its_place) {
+TEST_F(PolicySpec, DestroyingAPermitFreesItsPlace) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -124,7 +124,7 @@ TEST_F(policy_spec, destroying_a_permit_frees_its_place) {
   EXPECT_EQ(budget.live(), 0U);
 }
 
-TEST_F(policy_spec, full_budget_pauses_until_a_release_and_never_trips_the_watchdog) {
+TEST_F(PolicySpec, FullBudgetPausesUntilAReleaseAndNeverTripsTheWatchdog) {
   connection_budget budget(2);
   accept_policy_config c = config();
   c.stall_timeout = 1s;
@@ -148,7 +148,7 @@ TEST_F(policy_spec, full_budget_pauses_until_a_release_and_never_trips_the_watch
   EXPECT_EQ(m.paused[static_cast<std::size_t>(pause_reason::capacity)], 1h);
 }
 
-TEST_F(policy_spec, release_needs_no_wake_up_when_no_loop_is_paused) {
+TEST_F(PolicySpec, ReleaseNeedsNoWakeUpWhenNoLoopIsPaused) {
   connection_budget budget(10);
   int wakes = 0;
   budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
@@ -161,7 +161,7 @@ TEST_F(policy_spec, release_needs_no_wake_up_when_no_loop_is_paused) {
   EXPECT_EQ(wakes, 0);
 }
 
-TEST_F(policy_spec, release_calls_the_waker_once_when_a_loop_sharing_the_budget_is_paused) {
+TEST_F(PolicySpec, ReleaseCallsTheWakerOnceWhenALoopSharingTheBudgetIsPaused) {
   connection_budget budget(1);
   int wakes = 0;
   budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
@@ -178,7 +178,7 @@ TEST_F(policy_spec, release_calls_the_waker_once_when_a_loop_sharing_the_budget_
   EXPECT_EQ(first.on_release(now).next, step::pause_for_release) << "the one free place went to the other loop";
 }
 
-TEST_F(policy_spec, dead_pending_connections_are_skipped_and_the_next_accepted_at_once) {
+TEST_F(PolicySpec, DeadPendingConnectionsAreSkippedAndTheNextAcceptedAtOnce) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -190,7 +190,7 @@ TEST_F(policy_spec, dead_pending_connections_are_skipped_and_the_next_accepted_a
   EXPECT_EQ(m.skipped[static_cast<std::size_t>(condition::permission_denied)], 1U);
 }
 
-TEST_F(policy_spec, interrupted_accept_is_retried_at_once) {
+TEST_F(PolicySpec, InterruptedAcceptIsRetriedAtOnce) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -198,7 +198,7 @@ TEST_F(policy_spec, interrupted_accept_is_retried_at_once) {
   EXPECT_EQ(policy.metrics().retried, 1U);
 }
 
-TEST_F(policy_spec, exhaustion_backs_off_exponentially_up_to_the_cap) {
+TEST_F(PolicySpec, ExhaustionBacksOffExponentiallyUpToTheCap) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -215,7 +215,7 @@ TEST_F(policy_spec, exhaustion_backs_off_exponentially_up_to_the_cap) {
   EXPECT_EQ(policy.metrics().failed[static_cast<std::size_t>(condition::process_fd_limit)], 13U);
 }
 
-TEST_F(policy_spec, every_exhaustion_errno_backs_off) {
+TEST_F(PolicySpec, EveryExhaustionErrnoBacksOff) {
   for (const int e : {EMFILE, ENFILE, ENOBUFS, ENOMEM}) {
     connection_budget budget(10);
     accept_policy policy(budget, config());
@@ -226,7 +226,7 @@ TEST_F(policy_spec, every_exhaustion_errno_backs_off) {
   }
 }
 
-TEST_F(policy_spec, a_timer_that_fires_early_keeps_the_pause) {
+TEST_F(PolicySpec, ATimerThatFiresEarlyKeepsThePause) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -237,7 +237,7 @@ TEST_F(policy_spec, a_timer_that_fires_early_keeps_the_pause) {
   EXPECT_EQ(d.until, until);
 }
 
-TEST_F(policy_spec, backoff_starts_again_after_a_success) {
+TEST_F(PolicySpec, BackoffStartsAgainAfterASuccess) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -252,7 +252,7 @@ TEST_F(policy_spec, backoff_starts_again_after_a_success) {
   EXPECT_EQ(policy.on_accept_failed(now, sys(ENOBUFS)).until, now + 1ms);
 }
 
-TEST_F(policy_spec, a_release_during_a_backoff_pause_ends_it_at_once) {
+TEST_F(PolicySpec, AReleaseDuringABackoffPauseEndsItAtOnce) {
   connection_budget budget(10);
   int wakes = 0;
   budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
@@ -268,7 +268,7 @@ TEST_F(policy_spec, a_release_during_a_backoff_pause_ends_it_at_once) {
   EXPECT_EQ(policy.metrics().paused[static_cast<std::size_t>(pause_reason::backoff)], 100us);
 }
 
-TEST_F(policy_spec, a_release_during_the_failing_accept_retries_at_once) {
+TEST_F(PolicySpec, AReleaseDuringTheFailingAcceptRetriesAtOnce) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   permit p;
@@ -278,7 +278,7 @@ TEST_F(policy_spec, a_release_during_the_failing_accept_retries_at_once) {
   EXPECT_EQ(policy.on_accept_failed(now, sys(EMFILE)).next, step::accept);
 }
 
-TEST_F(policy_spec, a_cancelled_reservation_does_not_wake_a_loop_backing_off) {
+TEST_F(PolicySpec, ACancelledReservationDoesNotWakeALoopBackingOff) {
   connection_budget budget(10);
   int wakes = 0;
   budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
@@ -292,7 +292,7 @@ TEST_F(policy_spec, a_cancelled_reservation_does_not_wake_a_loop_backing_off) {
   EXPECT_EQ(backing_off.on_release(now).next, step::pause_until) << "a stray wake-up keeps the pause";
 }
 
-TEST_F(policy_spec, fail_errors_stop_with_that_error) {
+TEST_F(PolicySpec, FailErrorsStopWithThatError) {
   for (const int e : {EBADF, ENOTSOCK, EFAULT, EINVAL, EOPNOTSUPP}) {
     connection_budget budget(10);
     accept_policy policy(budget, config());
@@ -307,7 +307,7 @@ TEST_F(policy_spec, fail_errors_stop_with_that_error) {
   }
 }
 
-TEST_F(policy_spec, einval_is_a_dead_listener_unless_stop_was_requested) {
+TEST_F(PolicySpec, EinvalIsADeadListenerUnlessStopWasRequested) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -317,7 +317,7 @@ TEST_F(policy_spec, einval_is_a_dead_listener_unless_stop_was_requested) {
   EXPECT_EQ(d.error, make_error_code(error::not_listening));
 }
 
-TEST_F(policy_spec, einval_after_a_stop_request_is_a_clean_stop) {
+TEST_F(PolicySpec, EinvalAfterAStopRequestIsACleanStop) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -329,7 +329,7 @@ TEST_F(policy_spec, einval_after_a_stop_request_is_a_clean_stop) {
   EXPECT_FALSE(policy.health().error);
 }
 
-TEST_F(policy_spec, eopnotsupp_on_a_verified_listener_is_skipped) {
+TEST_F(PolicySpec, EopnotsuppOnAVerifiedListenerIsSkipped) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.listener_verified = true;
@@ -339,7 +339,7 @@ TEST_F(policy_spec, eopnotsupp_on_a_verified_listener_is_skipped) {
   EXPECT_EQ(policy.metrics().skipped[static_cast<std::size_t>(condition::not_supported)], 1U);
 }
 
-TEST_F(policy_spec, accepts_per_ready_event_are_capped) {
+TEST_F(PolicySpec, AcceptsPerReadyEventAreCapped) {
   connection_budget budget(100);
   accept_policy_config c = config();
   c.accepts_per_ready = 3;
@@ -354,7 +354,7 @@ TEST_F(policy_spec, accepts_per_ready_event_are_capped) {
   EXPECT_EQ(policy.on_ready(now).next, step::accept) << "the next ready event starts a new burst";
 }
 
-TEST_F(policy_spec, the_default_cap_is_64_accepts_per_ready_event) {
+TEST_F(PolicySpec, TheDefaultCapIs64AcceptsPerReadyEvent) {
   connection_budget budget(1000);
   accept_policy policy(budget, config());
   std::vector<permit> permits(64);
@@ -365,7 +365,7 @@ TEST_F(policy_spec, the_default_cap_is_64_accepts_per_ready_event) {
   EXPECT_EQ(policy.on_accepted(now, permits[63]).next, step::wait);
 }
 
-TEST_F(policy_spec, the_watchdog_stops_after_stall_timeout_without_progress) {
+TEST_F(PolicySpec, TheWatchdogStopsAfterStallTimeoutWithoutProgress) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.stall_timeout = 30s;
@@ -390,7 +390,7 @@ TEST_F(policy_spec, the_watchdog_stops_after_stall_timeout_without_progress) {
   EXPECT_EQ(events.back().text, "12 descriptors are sockets; raise LimitNOFILE");
 }
 
-TEST_F(policy_spec, a_release_restarts_the_watchdog) {
+TEST_F(PolicySpec, AReleaseRestartsTheWatchdog) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.stall_timeout = 30s;
@@ -417,7 +417,7 @@ TEST_F(policy_spec, a_release_restarts_the_watchdog) {
   EXPECT_EQ(now - start, 50s);
 }
 
-TEST_F(policy_spec, a_zero_stall_timeout_disables_the_watchdog) {
+TEST_F(PolicySpec, AZeroStallTimeoutDisablesTheWatchdog) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.stall_timeout = 0s;
@@ -433,7 +433,7 @@ TEST_F(policy_spec, a_zero_stall_timeout_disables_the_watchdog) {
   EXPECT_EQ(d.next, step::pause_until);
 }
 
-TEST_F(policy_spec, queue_mode_leaves_clients_in_the_backlog_at_the_budget) {
+TEST_F(PolicySpec, QueueModeLeavesClientsInTheBacklogAtTheBudget) {
   connection_budget budget(1);
   accept_policy policy(budget, config());
   permit p;
@@ -442,7 +442,7 @@ TEST_F(policy_spec, queue_mode_leaves_clients_in_the_backlog_at_the_budget) {
   EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::budget)], 0U);
 }
 
-TEST_F(policy_spec, other_shed_modes_shed_at_the_budget) {
+TEST_F(PolicySpec, OtherShedModesShedAtTheBudget) {
   for (const shed_mode mode : {shed_mode::close, shed_mode::reset, shed_mode::respond}) {
     connection_budget budget(1);
     accept_policy_config c = config();
@@ -471,7 +471,7 @@ TEST_F(policy_spec, other_shed_modes_shed_at_the_budget) {
 // A mode that sheds accepts whether or not there is room, so it holds no place across the
 // accept: a loop sharing the budget never sheds a client below the budget because another
 // loop's accept is in flight. The place is taken when the connection arrives, or it is shed.
-TEST_F(policy_spec, a_mode_that_sheds_takes_the_place_when_the_connection_arrives) {
+TEST_F(PolicySpec, AModeThatShedsTakesThePlaceWhenTheConnectionArrives) {
   connection_budget budget(2);
   accept_policy_config c = config();
   c.shed = shed_mode::respond;
@@ -511,7 +511,7 @@ TEST_F(policy_spec, a_mode_that_sheds_takes_the_place_when_the_connection_arrive
 
 // ---- what happens on EMFILE and ENFILE: back off, and drain with the reserve ------------
 
-TEST_F(policy_spec, descriptor_shortage_drains_with_the_reserve_when_the_mode_sheds) {
+TEST_F(PolicySpec, DescriptorShortageDrainsWithTheReserveWhenTheModeSheds) {
   for (const int e : {EMFILE, ENFILE}) {
     for (const shed_mode mode : {shed_mode::close, shed_mode::reset, shed_mode::respond}) {
       connection_budget budget(10);
@@ -531,7 +531,7 @@ TEST_F(policy_spec, descriptor_shortage_drains_with_the_reserve_when_the_mode_sh
   }
 }
 
-TEST_F(policy_spec, no_drain_in_queue_mode_without_the_reserve_or_for_other_shortages) {
+TEST_F(PolicySpec, NoDrainInQueueModeWithoutTheReserveOrForOtherShortages) {
   struct scenario {
     shed_mode mode;
     bool reserve;
@@ -550,7 +550,7 @@ TEST_F(policy_spec, no_drain_in_queue_mode_without_the_reserve_or_for_other_shor
   }
 }
 
-TEST_F(policy_spec, each_drained_connection_is_shed_and_the_backlog_end_resumes_the_pause) {
+TEST_F(PolicySpec, EachDrainedConnectionIsShedAndTheBacklogEndResumesThePause) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::reset;
@@ -580,7 +580,7 @@ TEST_F(policy_spec, each_drained_connection_is_shed_and_the_backlog_end_resumes_
   EXPECT_EQ(policy.on_timer(now).next, step::accept);
 }
 
-TEST_F(policy_spec, a_drain_is_bounded_by_accepts_per_ready) {
+TEST_F(PolicySpec, ADrainIsBoundedByAcceptsPerReady) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
@@ -599,7 +599,7 @@ TEST_F(policy_spec, a_drain_is_bounded_by_accepts_per_ready) {
   EXPECT_EQ(d.next, step::pause_until);
 }
 
-TEST_F(policy_spec, emfile_during_a_drain_ends_it_and_the_next_shortage_drains_again) {
+TEST_F(PolicySpec, EmfileDuringADrainEndsItAndTheNextShortageDrainsAgain) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
@@ -623,7 +623,7 @@ TEST_F(policy_spec, emfile_during_a_drain_ends_it_and_the_next_shortage_drains_a
   EXPECT_EQ(policy.metrics().drains, 2U);
 }
 
-TEST_F(policy_spec, a_release_or_the_timer_during_a_drain_ends_it) {
+TEST_F(PolicySpec, AReleaseOrTheTimerDuringADrainEndsIt) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
@@ -643,7 +643,7 @@ TEST_F(policy_spec, a_release_or_the_timer_during_a_drain_ends_it) {
   EXPECT_EQ(policy.on_timer(now).next, step::accept) << "the pause ended: accept again";
 }
 
-TEST_F(policy_spec, a_stop_request_during_a_drain_sheds_the_last_connection_and_stops) {
+TEST_F(PolicySpec, AStopRequestDuringADrainShedsTheLastConnectionAndStops) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
@@ -659,7 +659,7 @@ TEST_F(policy_spec, a_stop_request_during_a_drain_sheds_the_last_connection_and_
   EXPECT_EQ(budget.waiters(), 0U) << "the pause's waiter registration is gone";
 }
 
-TEST_F(policy_spec, the_watchdog_still_counts_through_drains) {
+TEST_F(PolicySpec, TheWatchdogStillCountsThroughDrains) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
@@ -684,7 +684,7 @@ TEST_F(policy_spec, the_watchdog_still_counts_through_drains) {
   EXPECT_EQ(d.error, condition::stalled);
 }
 
-TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
+TEST_F(PolicySpec, ThePerPeerCapShedsAPeerOverItAndOnlyThatPeer) {
   connection_budget budget(100);
   const auto peers = std::make_shared<peer_limit>(2, 1024, 42);
   accept_policy_config c = config();
@@ -721,7 +721,7 @@ TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
 // The place of a connection the per-peer cap sheds goes back to the budget at once, in every
 // mode: kept, it would count against every other peer until the next accept (shed modes), or
 // leave the loop paused for a release while holding it (queue mode at a full budget).
-TEST_F(policy_spec, the_per_peer_cap_gives_back_the_place_of_what_it_sheds_in_every_mode) {
+TEST_F(PolicySpec, ThePerPeerCapGivesBackThePlaceOfWhatItShedsInEveryMode) {
   for (const shed_mode mode : {shed_mode::queue, shed_mode::close, shed_mode::reset}) {
     SCOPED_TRACE(to_string(mode));
     connection_budget budget(3);
@@ -751,7 +751,7 @@ TEST_F(policy_spec, the_per_peer_cap_gives_back_the_place_of_what_it_sheds_in_ev
   }
 }
 
-TEST_F(policy_spec, degraded_state_is_logged_once_summarised_and_recovered) {
+TEST_F(PolicySpec, DegradedStateIsLoggedOnceSummarisedAndRecovered) {
   connection_budget budget(10, 1024);
   accept_policy_config c = config();
   c.stall_timeout = 0s;
@@ -804,7 +804,7 @@ TEST_F(policy_spec, degraded_state_is_logged_once_summarised_and_recovered) {
 // The churn of issue 16 on the fake clock: 52 idle connections hold the descriptors, so each
 // client's accept takes the last free one and the next accept fails with EMFILE until that
 // client leaves. 200 such clients are one episode: two lines, not 400.
-TEST_F(policy_spec, flapping_at_the_descriptor_limit_under_churn_is_one_episode) {
+TEST_F(PolicySpec, FlappingAtTheDescriptorLimitUnderChurnIsOneEpisode) {
   connection_budget budget(100, 64);
   accept_policy policy(budget, config());
   const time_point start = now;
@@ -846,7 +846,7 @@ TEST_F(policy_spec, flapping_at_the_descriptor_limit_under_churn_is_one_episode)
             "transient: accept recovered after 40 ms (200 failures, 199 flaps); live 52/100, fd limit 64");
 }
 
-TEST_F(policy_spec, a_failure_after_the_quiet_period_starts_a_new_episode) {
+TEST_F(PolicySpec, AFailureAfterTheQuietPeriodStartsANewEpisode) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -864,7 +864,7 @@ TEST_F(policy_spec, a_failure_after_the_quiet_period_starts_a_new_episode) {
   EXPECT_EQ(events[2].kind, policy_event_kind::degraded) << "a new episode, reported as such";
 }
 
-TEST_F(policy_spec, a_failure_within_the_quiet_period_is_a_flap_counted_in_the_summary) {
+TEST_F(PolicySpec, AFailureWithinTheQuietPeriodIsAFlapCountedInTheSummary) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.stall_timeout = 0s;
@@ -891,7 +891,7 @@ TEST_F(policy_spec, a_failure_within_the_quiet_period_is_a_flap_counted_in_the_s
             "failures, 19 flaps since the last line; live 1/10");
 }
 
-TEST_F(policy_spec, a_stop_in_the_quiet_period_ends_the_episode_before_the_stop_line) {
+TEST_F(PolicySpec, AStopInTheQuietPeriodEndsTheEpisodeBeforeTheStopLine) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -909,7 +909,7 @@ TEST_F(policy_spec, a_stop_in_the_quiet_period_ends_the_episode_before_the_stop_
   EXPECT_EQ(events[2].duration, 0ns) << "no episode is going on at the stop";
 }
 
-TEST_F(policy_spec, a_stop_while_still_failing_ends_the_episode_in_the_stop_line) {
+TEST_F(PolicySpec, AStopWhileStillFailingEndsTheEpisodeInTheStopLine) {
   connection_budget budget(10, 64);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -929,7 +929,7 @@ TEST_F(policy_spec, a_stop_while_still_failing_ends_the_episode_in_the_stop_line
             "transient: accept stopped cleanly while degraded for 3.0 ms (2 failures, 1 flap); live 1/10, fd limit 64");
 }
 
-TEST_F(policy_spec, a_quiet_period_of_zero_ends_each_episode_at_the_first_success) {
+TEST_F(PolicySpec, AQuietPeriodOfZeroEndsEachEpisodeAtTheFirstSuccess) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.quiet_period = 0ms;
@@ -946,7 +946,7 @@ TEST_F(policy_spec, a_quiet_period_of_zero_ends_each_episode_at_the_first_succes
   EXPECT_EQ(validate(c), std::errc::invalid_argument);
 }
 
-TEST_F(policy_spec, event_lines_name_the_condition_and_the_load) {
+TEST_F(PolicySpec, EventLinesNameTheConditionAndTheLoad) {
   policy_event e;
   e.kind = policy_event_kind::degraded;
   e.cause = condition::process_fd_limit;
@@ -963,7 +963,7 @@ TEST_F(policy_spec, event_lines_name_the_condition_and_the_load) {
   EXPECT_EQ(format(e), "transient: accept recovered after 12.3 s (530 failures); live 900/1000, fd limit 1024");
 }
 
-TEST_F(policy_spec, event_lines_give_short_times_in_milliseconds_and_name_their_source) {
+TEST_F(PolicySpec, EventLinesGiveShortTimesInMillisecondsAndNameTheirSource) {
   policy_event e;
   e.kind = policy_event_kind::recovered;
   e.cause = condition::process_fd_limit;
@@ -990,7 +990,7 @@ TEST_F(policy_spec, event_lines_give_short_times_in_milliseconds_and_name_their_
             "52/100, fd limit 64; backing off");
 }
 
-TEST_F(policy_spec, stop_is_final) {
+TEST_F(PolicySpec, StopIsFinal) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -1008,7 +1008,7 @@ TEST_F(policy_spec, stop_is_final) {
   EXPECT_EQ(count(policy_event_kind::stopped), 1);
 }
 
-TEST_F(policy_spec, an_accept_in_flight_when_stop_is_requested_is_served_then_the_policy_stops) {
+TEST_F(PolicySpec, AnAcceptInFlightWhenStopIsRequestedIsServedThenThePolicyStops) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -1027,7 +1027,7 @@ TEST_F(policy_spec, an_accept_in_flight_when_stop_is_requested_is_served_then_th
   EXPECT_EQ(budget.live(), 0U);
 }
 
-TEST_F(policy_spec, stopping_while_paused_unregisters_the_waiter) {
+TEST_F(PolicySpec, StoppingWhilePausedUnregistersTheWaiter) {
   connection_budget budget(1);
   accept_policy policy(budget, config());
   permit p;
@@ -1039,7 +1039,7 @@ TEST_F(policy_spec, stopping_while_paused_unregisters_the_waiter) {
   EXPECT_FALSE(p.release()) << "nobody waits any more";
 }
 
-TEST_F(policy_spec, metrics_count_live_and_peak) {
+TEST_F(PolicySpec, MetricsCountLiveAndPeak) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   permit a;
@@ -1056,7 +1056,7 @@ TEST_F(policy_spec, metrics_count_live_and_peak) {
   EXPECT_EQ(m.max_connections, 10U);
 }
 
-TEST_F(policy_spec, invalid_configs_are_refused) {
+TEST_F(PolicySpec, InvalidConfigsAreRefused) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.accepts_per_ready = 0;
@@ -1072,7 +1072,7 @@ TEST_F(policy_spec, invalid_configs_are_refused) {
 
 // The state x event table (docs/acceptor.md): an event that the state does not expect is a
 // bug in the driver, and the policy stops with error::unexpected_event, whatever it was doing.
-TEST_F(policy_spec, an_event_the_state_does_not_expect_stops_the_policy_as_a_driver_bug) {
+TEST_F(PolicySpec, AnEventTheStateDoesNotExpectStopsThePolicyAsADriverBug) {
   {
     connection_budget budget(10);
     accept_policy policy(budget, config());
@@ -1109,7 +1109,7 @@ TEST_F(policy_spec, an_event_the_state_does_not_expect_stops_the_policy_as_a_dri
 }
 
 // A completion driver's accept waits for a connection itself: its result implies readiness.
-TEST_F(policy_spec, a_completion_result_under_wait_implies_readiness) {
+TEST_F(PolicySpec, ACompletionResultUnderWaitImpliesReadiness) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.current().next, step::wait);
@@ -1126,7 +1126,7 @@ TEST_F(policy_spec, a_completion_result_under_wait_implies_readiness) {
   EXPECT_EQ(policy.on_accept_result(now, sys(EBADF)).next, step::fail) << "a failure under wait is classified";
 }
 
-TEST_F(policy_spec, a_parked_request_ends_a_drain) {
+TEST_F(PolicySpec, AParkedRequestEndsADrain) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
@@ -1141,7 +1141,7 @@ TEST_F(policy_spec, a_parked_request_ends_a_drain) {
 }
 
 // A request that the pause cancelled may still complete: the connection cannot go back.
-TEST_F(policy_spec, a_result_that_comes_during_a_pause_is_served_if_a_place_is_free_else_shed) {
+TEST_F(PolicySpec, AResultThatComesDuringAPauseIsServedIfAPlaceIsFreeElseShed) {
   connection_budget budget(1);
   accept_policy policy(budget, config());
   permit first;
@@ -1160,7 +1160,7 @@ TEST_F(policy_spec, a_result_that_comes_during_a_pause_is_served_if_a_place_is_f
   EXPECT_EQ(d.next, step::pause_for_release);
 }
 
-TEST_F(policy_spec, the_batch_is_unbounded_when_the_mode_sheds_and_the_places_beyond_a_burst_in_queue_mode) {
+TEST_F(PolicySpec, TheBatchIsUnboundedWhenTheModeShedsAndThePlacesBeyondABurstInQueueMode) {
   {
     connection_budget budget(10);
     accept_policy_config c = config();
@@ -1192,7 +1192,7 @@ TEST_F(policy_spec, the_batch_is_unbounded_when_the_mode_sheds_and_the_places_be
 
 // At the cap on accepts per ready event, queue mode waits only while a place is free: a
 // completion driver's accept under wait would take a connection it must then shed.
-TEST_F(policy_spec, at_the_burst_cap_a_full_budget_pauses_rather_than_waits) {
+TEST_F(PolicySpec, AtTheBurstCapAFullBudgetPausesRatherThanWaits) {
   connection_budget budget(2);
   accept_policy_config c = config();
   c.accepts_per_ready = 1;
@@ -1206,7 +1206,7 @@ TEST_F(policy_spec, at_the_burst_cap_a_full_budget_pauses_rather_than_waits) {
   EXPECT_EQ(policy.on_accepted(now, b).next, step::pause_for_release) << "the cap, with the budget full";
 }
 
-TEST(default_budget, zero_means_auto_as_everywhere_a_budget_is_given) {
+TEST(DefaultBudget, ZeroMeansAutoAsEverywhereABudgetIsGiven) {
   std::error_code ec;
   const std::uint64_t expected = default_max_connections(ec);
   ASSERT_FALSE(ec);
@@ -1216,7 +1216,7 @@ TEST(default_budget, zero_means_auto_as_everywhere_a_budget_is_given) {
   EXPECT_EQ(connection_budget(0, 77).fd_limit(), 77U);
 }
 
-TEST(default_budget, the_reserve_is_the_larger_of_32_and_5_percent) {
+TEST(DefaultBudget, TheReserveIsTheLargerOf32And5Percent) {
   EXPECT_EQ(max_connections_for(1024), 972U);
   EXPECT_EQ(max_connections_for(65536), 62259U);
   EXPECT_EQ(max_connections_for(100), 68U);
@@ -1225,7 +1225,7 @@ TEST(default_budget, the_reserve_is_the_larger_of_32_and_5_percent) {
   EXPECT_EQ(max_connections_for(0), 0U);
 }
 
-TEST(default_budget, follows_the_process_soft_limit) {
+TEST(DefaultBudget, FollowsTheProcessSoftLimit) {
   rlimit limit{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
   ASSERT_NE(limit.rlim_cur, RLIM_INFINITY);

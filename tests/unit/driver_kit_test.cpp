@@ -37,7 +37,7 @@ syscalls recording() {
   return sys;
 }
 
-TEST(driver_kit, shed_as_reset_sets_an_abortive_linger_and_writes_no_refusal) {
+TEST(DriverKit, ShedAsResetSetsAnAbortiveLingerAndWritesNoRefusal) {
   const syscalls sys = recording();
   int refusals = 0;
   const std::function<void()> refuse = [&] { ++refusals; };
@@ -47,7 +47,7 @@ TEST(driver_kit, shed_as_reset_sets_an_abortive_linger_and_writes_no_refusal) {
   EXPECT_EQ(refusals, 0);
 }
 
-TEST(driver_kit, shed_as_respond_writes_the_refusal_and_close_does_nothing_before_the_close) {
+TEST(DriverKit, ShedAsRespondWritesTheRefusalAndCloseDoesNothingBeforeTheClose) {
   const syscalls sys = recording();
   int refusals = 0;
   const std::function<void()> refuse = [&] { ++refusals; };
@@ -59,12 +59,12 @@ TEST(driver_kit, shed_as_respond_writes_the_refusal_and_close_does_nothing_befor
   EXPECT_TRUE(shed_as(shed_mode::respond, 7, nullptr, sys)) << "no writer: nothing to write";
 }
 
-TEST(driver_kit, shed_as_reports_a_throwing_refusal_writer_as_false) {
+TEST(DriverKit, ShedAsReportsAThrowingRefusalWriterAsFalse) {
   const std::function<void()> refuse = [] { throw std::runtime_error("no"); };
   EXPECT_FALSE(shed_as(shed_mode::respond, 7, refuse, recording()));
 }
 
-TEST(driver_kit, failure_context_of_takes_the_load_from_the_budget) {
+TEST(DriverKit, FailureContextOfTakesTheLoadFromTheBudget) {
   connection_budget budget(5);
   permit one = budget.try_acquire();
   permit two = budget.try_acquire();
@@ -78,7 +78,7 @@ TEST(driver_kit, failure_context_of_takes_the_load_from_the_budget) {
   EXPECT_EQ(c.stall_timeout, 3s);
 }
 
-TEST(driver_kit, stop_info_of_a_fail_decision_diagnoses_it_and_attaches_the_diagnosis) {
+TEST(DriverKit, StopInfoOfAFailDecisionDiagnosesItAndAttachesTheDiagnosis) {
   connection_budget budget(5);
   accept_policy policy(budget);
   const auto now = accept_policy::clock::now();
@@ -92,7 +92,7 @@ TEST(driver_kit, stop_info_of_a_fail_decision_diagnoses_it_and_attaches_the_diag
   EXPECT_EQ(policy.diagnosis(), info.diagnosis);
 }
 
-TEST(driver_kit, stop_info_of_a_clean_stop_is_clean_and_attaches_nothing) {
+TEST(DriverKit, StopInfoOfACleanStopIsCleanAndAttachesNothing) {
   connection_budget budget(5);
   accept_policy policy(budget);
   const decision d = policy.on_stop(accept_policy::clock::now());
