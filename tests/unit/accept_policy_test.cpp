@@ -11,9 +11,11 @@
 #include <cerrno>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
+#include "support/exhausted_policy.hpp"
 #include "transient/error.hpp"
 
 namespace transient {
@@ -31,6 +33,20 @@ peer_key v4(const char* text) {
   return peer_key_of(reinterpret_cast<const sockaddr*>(&a), sizeof a);
 }
 
+// An event of `kind` about EMFILE (process_fd_limit), with `live` connections of
+// `max_connections` under an fd limit of `fd_limit`.
+policy_event emfile_event(policy_event_kind kind, std::uint64_t live, std::uint64_t max_connections,
+                          std::uint64_t fd_limit) {
+  policy_event e;
+  e.kind = kind;
+  e.cause = condition::process_fd_limit;
+  e.error = sys(EMFILE);
+  e.live = live;
+  e.max_connections = max_connections;
+  e.fd_limit = fd_limit;
+  return e;
+}
+
 // A policy on a fake clock, with events captured and deterministic delays (no jitter).
 class PolicySpec : public ::testing::Test {
  protected:
@@ -45,6 +61,37 @@ class PolicySpec : public ::testing::Test {
     return c;
   }
   void advance(std::chrono::nanoseconds d) { now += d; }
+  // A policy with `c` over a budget of `max_connections` (budget()), told that the listener is
+  // ready: its first decision is accept.
+  accept_policy& ready_policy(std::uint64_t max_connections, const accept_policy_config& c) {
+    budget_.emplace(max_connections);
+    policy_.emplace(*budget_, c);
+    EXPECT_EQ(policy_->on_ready(now).next, step::accept);
+    return *policy_;
+  }
+  connection_budget& budget() { return *budget_; }
+  // Counts the wake-ups of `budget` (the waker a driver installs), by default the one of
+  // ready_policy(), in `wakes`.
+  void count_wakes(connection_budget& budget) {
+    budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
+  }
+  void count_wakes() { count_wakes(*budget_); }
+  // A ready policy over a budget of 10, its wake-ups counted, that accepted a connection into
+  // `p` and asks to accept again.
+  accept_policy& serving_one(permit& p) {
+    accept_policy& policy = ready_policy(10, config());
+    count_wakes();
+    EXPECT_EQ(policy.on_accepted(now, p).next, step::accept);
+    return policy;
+  }
+  // Tells `policy` the listener is ready and has it accept two connections from 10.0.0.1 into
+  // `a1` and `a2`, neither shed.
+  void accept_two_from_one_peer(accept_policy& policy, permit& a1, permit& a2) {
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    ASSERT_FALSE(policy.on_accepted(now, a1, v4("10.0.0.1")).shed_accepted);
+    ASSERT_FALSE(policy.on_accepted(now, a2, v4("10.0.0.1")).shed_accepted);
+  }
+  int wakes = 0;
   int count(policy_event_kind kind) const {
     int n = 0;
     for (const auto& e : events) {
@@ -52,6 +99,10 @@ class PolicySpec : public ::testing::Test {
     }
     return n;
   }
+
+ private:
+  std::optional<connection_budget> budget_;
+  std::optional<accept_policy> policy_;
 };
 
 TEST_F(PolicySpec, DecisionsArePlainValues) {
@@ -69,22 +120,18 @@ TEST_F(PolicySpec, ReadyWithRoomDecidesAccept) {
 }
 
 TEST_F(PolicySpec, AcceptedConnectionGetsAPermitAndTheLoopAcceptsAgain) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   permit p;
   const decision d = policy.on_accepted(now, p);
   EXPECT_TRUE(p);
   EXPECT_FALSE(d.shed_accepted);
   EXPECT_EQ(d.next, step::accept);
-  EXPECT_EQ(budget.live(), 2U) << "one connection, one reservation for the next accept";
+  EXPECT_EQ(budget().live(), 2U) << "one connection, one reservation for the next accept";
   EXPECT_EQ(policy.metrics().accepted, 1U);
 }
 
 TEST_F(PolicySpec, PeakCountsConnectionsNotTheAcceptInFlight) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   EXPECT_EQ(policy.metrics().peak, 0U) << "a reservation is not a connection";
   {
     permit p;
@@ -94,44 +141,38 @@ TEST_F(PolicySpec, PeakCountsConnectionsNotTheAcceptInFlight) {
     ASSERT_EQ(policy.on_ready(now).next, step::accept);
     permit q;
     ASSERT_EQ(policy.on_accepted(now, q).next, step::accept);
-    EXPECT_EQ(budget.live(), 3U);
+    EXPECT_EQ(budget().live(), 3U);
     EXPECT_EQ(policy.metrics().peak, 2U);
   }
   ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
-  permit direct = budget.try_acquire();  // a user's own count, without a policy
+  permit direct = budget().try_acquire();  // a user's own count, without a policy
   EXPECT_EQ(policy.metrics().peak, 2U);
-  EXPECT_EQ(budget.live(), 1U);
+  EXPECT_EQ(budget().live(), 1U);
 }
 
 TEST_F(PolicySpec, WouldBlockWaitsForReadinessAndGivesBackTheReservation) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   EXPECT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
-  EXPECT_EQ(budget.live(), 0U);
+  EXPECT_EQ(budget().live(), 0U);
 }
 
 TEST_F(PolicySpec, DestroyingAPermitFreesItsPlace) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   {
     permit p;
     ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
     ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
-    EXPECT_EQ(budget.live(), 1U);
+    EXPECT_EQ(budget().live(), 1U);
   }
-  EXPECT_EQ(budget.live(), 0U);
+  EXPECT_EQ(budget().live(), 0U);
 }
 
 TEST_F(PolicySpec, FullBudgetPausesUntilAReleaseAndNeverTripsTheWatchdog) {
-  connection_budget budget(2);
   accept_policy_config c = config();
   c.stall_timeout = 1s;
-  accept_policy policy(budget, c);
   permit a;
   permit b;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(2, c);
   ASSERT_EQ(policy.on_accepted(now, a).next, step::accept);
   EXPECT_EQ(policy.on_accepted(now, b).next, step::pause_for_release) << "budget checked before accept";
   EXPECT_EQ(policy.health().state, health_state::backpressure);
@@ -149,13 +190,8 @@ TEST_F(PolicySpec, FullBudgetPausesUntilAReleaseAndNeverTripsTheWatchdog) {
 }
 
 TEST_F(PolicySpec, ReleaseNeedsNoWakeUpWhenNoLoopIsPaused) {
-  connection_budget budget(10);
-  int wakes = 0;
-  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
-  accept_policy policy(budget, config());
   permit p;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
-  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  accept_policy& policy = serving_one(p);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
   EXPECT_FALSE(p.release());
   EXPECT_EQ(wakes, 0);
@@ -163,8 +199,7 @@ TEST_F(PolicySpec, ReleaseNeedsNoWakeUpWhenNoLoopIsPaused) {
 
 TEST_F(PolicySpec, ReleaseCallsTheWakerOnceWhenALoopSharingTheBudgetIsPaused) {
   connection_budget budget(1);
-  int wakes = 0;
-  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
+  count_wakes(budget);
   accept_policy first(budget, config());
   accept_policy second(budget, config());
   permit p;
@@ -179,9 +214,7 @@ TEST_F(PolicySpec, ReleaseCallsTheWakerOnceWhenALoopSharingTheBudgetIsPaused) {
 }
 
 TEST_F(PolicySpec, DeadPendingConnectionsAreSkippedAndTheNextAcceptedAtOnce) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   EXPECT_EQ(policy.on_accept_failed(now, sys(ECONNABORTED)).next, step::accept);
   EXPECT_EQ(policy.on_accept_failed(now, sys(EPROTO)).next, step::accept);
   EXPECT_EQ(policy.on_accept_failed(now, sys(EPERM)).next, step::accept);
@@ -191,17 +224,13 @@ TEST_F(PolicySpec, DeadPendingConnectionsAreSkippedAndTheNextAcceptedAtOnce) {
 }
 
 TEST_F(PolicySpec, InterruptedAcceptIsRetriedAtOnce) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   EXPECT_EQ(policy.on_accept_failed(now, sys(EINTR)).next, step::accept);
   EXPECT_EQ(policy.metrics().retried, 1U);
 }
 
 TEST_F(PolicySpec, ExhaustionBacksOffExponentiallyUpToTheCap) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   const std::chrono::milliseconds expected[] = {1ms,   2ms,   4ms,   8ms,    16ms,   32ms,  64ms,
                                                 128ms, 256ms, 512ms, 1000ms, 1000ms, 1000ms};
   for (const auto delay : expected) {
@@ -227,9 +256,7 @@ TEST_F(PolicySpec, EveryExhaustionErrnoBacksOff) {
 }
 
 TEST_F(PolicySpec, ATimerThatFiresEarlyKeepsThePause) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   const time_point until = policy.on_accept_failed(now, sys(ENFILE)).until;
   advance(500us);
   const decision d = policy.on_timer(now);
@@ -238,9 +265,7 @@ TEST_F(PolicySpec, ATimerThatFiresEarlyKeepsThePause) {
 }
 
 TEST_F(PolicySpec, BackoffStartsAgainAfterASuccess) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   for (int i = 0; i < 4; ++i) {
     const decision d = policy.on_accept_failed(now, sys(ENOBUFS));
     advance(d.until - now);
@@ -253,13 +278,8 @@ TEST_F(PolicySpec, BackoffStartsAgainAfterASuccess) {
 }
 
 TEST_F(PolicySpec, AReleaseDuringABackoffPauseEndsItAtOnce) {
-  connection_budget budget(10);
-  int wakes = 0;
-  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
-  accept_policy policy(budget, config());
   permit p;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
-  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  accept_policy& policy = serving_one(p);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE)).next, step::pause_until);
   advance(100us);
   EXPECT_TRUE(p.release());
@@ -269,10 +289,8 @@ TEST_F(PolicySpec, AReleaseDuringABackoffPauseEndsItAtOnce) {
 }
 
 TEST_F(PolicySpec, AReleaseDuringTheFailingAcceptRetriesAtOnce) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
   permit p;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
   p.release();  // another thread closes a connection while accept4 is returning EMFILE
   EXPECT_EQ(policy.on_accept_failed(now, sys(EMFILE)).next, step::accept);
@@ -280,8 +298,7 @@ TEST_F(PolicySpec, AReleaseDuringTheFailingAcceptRetriesAtOnce) {
 
 TEST_F(PolicySpec, ACancelledReservationDoesNotWakeALoopBackingOff) {
   connection_budget budget(10);
-  int wakes = 0;
-  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
+  count_wakes(budget);
   accept_policy backing_off(budget, config());
   accept_policy other(budget, config());
   ASSERT_EQ(backing_off.on_ready(now).next, step::accept);
@@ -308,9 +325,7 @@ TEST_F(PolicySpec, FailErrorsStopWithThatError) {
 }
 
 TEST_F(PolicySpec, EinvalIsADeadListenerUnlessStopWasRequested) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   const decision d = policy.on_accept_failed(now, sys(EINVAL));
   EXPECT_EQ(d.next, step::fail);
   EXPECT_TRUE(d.error == condition::not_listening);
@@ -318,9 +333,7 @@ TEST_F(PolicySpec, EinvalIsADeadListenerUnlessStopWasRequested) {
 }
 
 TEST_F(PolicySpec, EinvalAfterAStopRequestIsACleanStop) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   policy.request_stop();  // another thread; the driver then calls shutdown(SHUT_RD)
   const decision d = policy.on_accept_failed(now, sys(EINVAL));
   EXPECT_EQ(d.next, step::stop);
@@ -330,11 +343,9 @@ TEST_F(PolicySpec, EinvalAfterAStopRequestIsACleanStop) {
 }
 
 TEST_F(PolicySpec, EopnotsuppOnAVerifiedListenerIsSkipped) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.listener_verified = true;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   EXPECT_EQ(policy.on_accept_failed(now, sys(EOPNOTSUPP)).next, step::accept);
   EXPECT_EQ(policy.metrics().skipped[static_cast<std::size_t>(condition::not_supported)], 1U);
 }
@@ -371,15 +382,7 @@ TEST_F(PolicySpec, TheWatchdogStopsAfterStallTimeoutWithoutProgress) {
   c.stall_timeout = 30s;
   accept_policy policy(budget, c);
   const time_point start = now;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
-  decision d = policy.on_accept_failed(now, sys(EMFILE));
-  for (int i = 0; i < 1000 && d.next == step::pause_until; ++i) {
-    now = d.until;
-    d = policy.on_timer(now);
-    if (d.next == step::accept) {
-      d = policy.on_accept_failed(now, sys(EMFILE));
-    }
-  }
+  const decision d = test::run_exhausted(policy, now, 1000).last;
   EXPECT_EQ(d.next, step::fail);
   EXPECT_TRUE(d.error == condition::stalled);
   EXPECT_EQ(d.error, make_error_code(error::stalled));
@@ -418,11 +421,9 @@ TEST_F(PolicySpec, AReleaseRestartsTheWatchdog) {
 }
 
 TEST_F(PolicySpec, AZeroStallTimeoutDisablesTheWatchdog) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.stall_timeout = 0s;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   decision d = policy.on_accept_failed(now, sys(ENFILE));
   for (int i = 0; i < 4000; ++i) {  // over an hour of exhaustion
     ASSERT_EQ(d.next, step::pause_until);
@@ -434,10 +435,8 @@ TEST_F(PolicySpec, AZeroStallTimeoutDisablesTheWatchdog) {
 }
 
 TEST_F(PolicySpec, QueueModeLeavesClientsInTheBacklogAtTheBudget) {
-  connection_budget budget(1);
-  accept_policy policy(budget, config());
   permit p;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(1, config());
   EXPECT_EQ(policy.on_accepted(now, p).next, step::pause_for_release);
   EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::budget)], 0U);
 }
@@ -551,11 +550,9 @@ TEST_F(PolicySpec, NoDrainInQueueModeWithoutTheReserveOrForOtherShortages) {
 }
 
 TEST_F(PolicySpec, EachDrainedConnectionIsShedAndTheBacklogEndResumesThePause) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::reset;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   const time_point until = policy.on_accept_failed(now, sys(EMFILE), true).until;
   for (int i = 0; i < 3; ++i) {
     permit p;
@@ -581,12 +578,10 @@ TEST_F(PolicySpec, EachDrainedConnectionIsShedAndTheBacklogEndResumesThePause) {
 }
 
 TEST_F(PolicySpec, ADrainIsBoundedByAcceptsPerReady) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
   c.accepts_per_ready = 4;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   decision d = policy.on_accept_failed(now, sys(EMFILE), true);
   int drained = 0;
   while (d.next == step::drain && drained < 100) {
@@ -600,11 +595,9 @@ TEST_F(PolicySpec, ADrainIsBoundedByAcceptsPerReady) {
 }
 
 TEST_F(PolicySpec, EmfileDuringADrainEndsItAndTheNextShortageDrainsAgain) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
   // Another thread took the number the reserve freed.
   decision d = policy.on_accept_failed(now, sys(EMFILE));
@@ -624,12 +617,10 @@ TEST_F(PolicySpec, EmfileDuringADrainEndsItAndTheNextShortageDrainsAgain) {
 }
 
 TEST_F(PolicySpec, AReleaseOrTheTimerDuringADrainEndsIt) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
-  accept_policy policy(budget, c);
   permit held;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   ASSERT_EQ(policy.on_accepted(now, held).next, step::accept);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
   held.release();
@@ -644,28 +635,24 @@ TEST_F(PolicySpec, AReleaseOrTheTimerDuringADrainEndsIt) {
 }
 
 TEST_F(PolicySpec, AStopRequestDuringADrainShedsTheLastConnectionAndStops) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
   policy.request_stop();
   permit p;
   const decision d = policy.on_accepted(now, p);
-  EXPECT_FALSE(p);
   EXPECT_TRUE(d.shed_accepted);
+  EXPECT_FALSE(p) << "a shed connection gets no permit";
   EXPECT_EQ(d.next, step::stop);
-  EXPECT_EQ(budget.waiters(), 0U) << "the pause's waiter registration is gone";
+  EXPECT_EQ(budget().waiters(), 0U) << "the pause's waiter registration is gone";
 }
 
 TEST_F(PolicySpec, TheWatchdogStillCountsThroughDrains) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
   c.stall_timeout = 10ms;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   decision d = policy.on_accept_failed(now, sys(EMFILE), true);
   for (int round = 0; round < 100 && d.next != step::fail; ++round) {
     ASSERT_EQ(d.next, step::drain);
@@ -694,10 +681,8 @@ TEST_F(PolicySpec, ThePerPeerCapShedsAPeerOverItAndOnlyThatPeer) {
   permit a2;
   permit a3;
   permit b1;
+  ASSERT_NO_FATAL_FAILURE(accept_two_from_one_peer(policy, a1, a2));
   // live() counts the connections and, in queue mode, the place reserved for the next accept.
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
-  ASSERT_FALSE(policy.on_accepted(now, a1, v4("10.0.0.1")).shed_accepted);
-  ASSERT_FALSE(policy.on_accepted(now, a2, v4("10.0.0.1")).shed_accepted);
   EXPECT_EQ(budget.live(), 3U);
   const decision d = policy.on_accepted(now, a3, v4("10.0.0.1"));
   EXPECT_TRUE(d.shed_accepted);
@@ -736,9 +721,7 @@ TEST_F(PolicySpec, ThePerPeerCapGivesBackThePlaceOfWhatItShedsInEveryMode) {
     permit a2;
     permit a3;
     permit b1;
-    ASSERT_EQ(policy.on_ready(now).next, step::accept);
-    ASSERT_FALSE(policy.on_accepted(now, a1, v4("10.0.0.1")).shed_accepted);
-    ASSERT_FALSE(policy.on_accepted(now, a2, v4("10.0.0.1")).shed_accepted);
+    ASSERT_NO_FATAL_FAILURE(accept_two_from_one_peer(policy, a1, a2));
     ASSERT_EQ(budget.live(), 2 + in_flight);
     const decision d = policy.on_accepted(now, a3, v4("10.0.0.1"));
     ASSERT_TRUE(d.shed_accepted);
@@ -847,9 +830,7 @@ TEST_F(PolicySpec, FlappingAtTheDescriptorLimitUnderChurnIsOneEpisode) {
 }
 
 TEST_F(PolicySpec, AFailureAfterTheQuietPeriodStartsANewEpisode) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   decision d = policy.on_accept_failed(now, sys(EMFILE));
   advance(d.until - now);
   ASSERT_EQ(policy.on_timer(now).next, step::accept);
@@ -865,11 +846,9 @@ TEST_F(PolicySpec, AFailureAfterTheQuietPeriodStartsANewEpisode) {
 }
 
 TEST_F(PolicySpec, AFailureWithinTheQuietPeriodIsAFlapCountedInTheSummary) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.stall_timeout = 0s;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   decision d = policy.on_accept_failed(now, sys(ENFILE));
   for (int i = 0; i < 30; ++i) {  // fail, wait out the pause, succeed, fail again 500 ms later
     advance(d.until - now);
@@ -892,9 +871,7 @@ TEST_F(PolicySpec, AFailureWithinTheQuietPeriodIsAFlapCountedInTheSummary) {
 }
 
 TEST_F(PolicySpec, AStopInTheQuietPeriodEndsTheEpisodeBeforeTheStopLine) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   const decision d = policy.on_accept_failed(now, sys(EMFILE));
   advance(d.until - now);
   ASSERT_EQ(policy.on_timer(now).next, step::accept);
@@ -930,11 +907,9 @@ TEST_F(PolicySpec, AStopWhileStillFailingEndsTheEpisodeInTheStopLine) {
 }
 
 TEST_F(PolicySpec, AQuietPeriodOfZeroEndsEachEpisodeAtTheFirstSuccess) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.quiet_period = 0ms;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   const decision d = policy.on_accept_failed(now, sys(EMFILE));
   advance(d.until - now);
   ASSERT_EQ(policy.on_timer(now).next, step::accept);
@@ -947,13 +922,7 @@ TEST_F(PolicySpec, AQuietPeriodOfZeroEndsEachEpisodeAtTheFirstSuccess) {
 }
 
 TEST_F(PolicySpec, EventLinesNameTheConditionAndTheLoad) {
-  policy_event e;
-  e.kind = policy_event_kind::degraded;
-  e.cause = condition::process_fd_limit;
-  e.error = sys(EMFILE);
-  e.live = 900;
-  e.max_connections = 1000;
-  e.fd_limit = 1024;
+  policy_event e = emfile_event(policy_event_kind::degraded, 900, 1000, 1024);
   EXPECT_EQ(format(e),
             "transient: accept degraded: process_fd_limit (Too many open files); live 900/1000, fd limit 1024; "
             "backing off");
@@ -964,13 +933,7 @@ TEST_F(PolicySpec, EventLinesNameTheConditionAndTheLoad) {
 }
 
 TEST_F(PolicySpec, EventLinesGiveShortTimesInMillisecondsAndNameTheirSource) {
-  policy_event e;
-  e.kind = policy_event_kind::recovered;
-  e.cause = condition::process_fd_limit;
-  e.error = sys(EMFILE);
-  e.live = 52;
-  e.max_connections = 100;
-  e.fd_limit = 64;
+  policy_event e = emfile_event(policy_event_kind::recovered, 52, 100, 64);
   e.failures = 1;
   e.duration = 400us;
   EXPECT_EQ(format(e), "transient: accept recovered after 0.4 ms (1 failure); live 52/100, fd limit 64")
@@ -991,11 +954,9 @@ TEST_F(PolicySpec, EventLinesGiveShortTimesInMillisecondsAndNameTheirSource) {
 }
 
 TEST_F(PolicySpec, StopIsFinal) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   EXPECT_EQ(policy.on_stop(now).next, step::stop);
-  EXPECT_EQ(budget.live(), 0U) << "the reservation is given back";
+  EXPECT_EQ(budget().live(), 0U) << "the reservation is given back";
   EXPECT_EQ(policy.on_ready(now).next, step::stop);
   EXPECT_EQ(policy.on_timer(now).next, step::stop);
   EXPECT_EQ(policy.on_release(now).next, step::stop);
@@ -1009,42 +970,36 @@ TEST_F(PolicySpec, StopIsFinal) {
 }
 
 TEST_F(PolicySpec, AnAcceptInFlightWhenStopIsRequestedIsServedThenThePolicyStops) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   policy.request_stop();  // another thread, while accept4 runs
   permit served;
   const decision d = policy.on_accepted(now, served);
   EXPECT_EQ(d.next, step::stop);
   EXPECT_FALSE(d.shed_accepted);
   EXPECT_TRUE(served) << "the kernel had already accepted this client";
-  EXPECT_EQ(budget.live(), 1U);
+  EXPECT_EQ(budget().live(), 1U);
   EXPECT_EQ(policy.health().state, health_state::stopped);
   permit late;
   EXPECT_TRUE(policy.on_accepted(now, late).shed_accepted) << "after the stop, a late accept is shed";
   EXPECT_FALSE(late);
   served.release();
-  EXPECT_EQ(budget.live(), 0U);
+  EXPECT_EQ(budget().live(), 0U);
 }
 
 TEST_F(PolicySpec, StoppingWhilePausedUnregistersTheWaiter) {
-  connection_budget budget(1);
-  accept_policy policy(budget, config());
   permit p;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(1, config());
   ASSERT_EQ(policy.on_accepted(now, p).next, step::pause_for_release);
-  EXPECT_EQ(budget.waiters(), 1U);
+  EXPECT_EQ(budget().waiters(), 1U);
   EXPECT_EQ(policy.on_stop(now).next, step::stop);
-  EXPECT_EQ(budget.waiters(), 0U);
+  EXPECT_EQ(budget().waiters(), 0U);
   EXPECT_FALSE(p.release()) << "nobody waits any more";
 }
 
 TEST_F(PolicySpec, MetricsCountLiveAndPeak) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
   permit a;
   permit b;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   ASSERT_EQ(policy.on_accepted(now, a).next, step::accept);
   ASSERT_EQ(policy.on_accepted(now, b).next, step::accept);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
@@ -1127,11 +1082,9 @@ TEST_F(PolicySpec, ACompletionResultUnderWaitImpliesReadiness) {
 }
 
 TEST_F(PolicySpec, AParkedRequestEndsADrain) {
-  connection_budget budget(10);
   accept_policy_config c = config();
   c.shed = shed_mode::close;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   ASSERT_EQ(policy.on_accept_result(now, sys(EMFILE), true).next, step::drain);
   permit p;
   EXPECT_TRUE(policy.on_accept_result(now, p).shed_accepted);
@@ -1142,10 +1095,8 @@ TEST_F(PolicySpec, AParkedRequestEndsADrain) {
 
 // A request that the pause cancelled may still complete: the connection cannot go back.
 TEST_F(PolicySpec, AResultThatComesDuringAPauseIsServedIfAPlaceIsFreeElseShed) {
-  connection_budget budget(1);
-  accept_policy policy(budget, config());
   permit first;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(1, config());
   ASSERT_EQ(policy.on_accept_result(now, first).next, step::pause_for_release);
   permit late;
   decision d = policy.on_accept_result(now, late);
@@ -1153,7 +1104,7 @@ TEST_F(PolicySpec, AResultThatComesDuringAPauseIsServedIfAPlaceIsFreeElseShed) {
   EXPECT_TRUE(d.shed_accepted);
   EXPECT_EQ(d.shed, shed_mode::close) << "queue: an accepted connection is closed";
   EXPECT_EQ(d.next, step::pause_for_release);
-  EXPECT_EQ(budget.waiters(), 1U);
+  EXPECT_EQ(budget().waiters(), 1U);
   first.release();
   d = policy.on_accept_result(now, late);
   EXPECT_TRUE(late) << "a place is free";
@@ -1193,14 +1144,12 @@ TEST_F(PolicySpec, TheBatchIsUnboundedWhenTheModeShedsAndThePlacesBeyondABurstIn
 // At the cap on accepts per ready event, queue mode waits only while a place is free: a
 // completion driver's accept under wait would take a connection it must then shed.
 TEST_F(PolicySpec, AtTheBurstCapAFullBudgetPausesRatherThanWaits) {
-  connection_budget budget(2);
   accept_policy_config c = config();
   c.accepts_per_ready = 1;
-  accept_policy policy(budget, c);
   permit a;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(2, c);
   EXPECT_EQ(policy.on_accepted(now, a).next, step::wait) << "the cap, with a place free";
-  EXPECT_EQ(budget.live(), 1U) << "waiting holds no place";
+  EXPECT_EQ(budget().live(), 1U) << "waiting holds no place";
   permit b;
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
   EXPECT_EQ(policy.on_accepted(now, b).next, step::pause_for_release) << "the cap, with the budget full";
