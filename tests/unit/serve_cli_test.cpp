@@ -27,10 +27,9 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace transient::test;
 using testing::HasSubstr;
 using transient::unique_fd;
-using transient::test::read_at_least;
-using transient::test::send_text;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
 

@@ -33,13 +33,11 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace transient::test;
 using clock_type = std::chrono::steady_clock;
 using testing::HasSubstr;
 using transient::endpoint;
 using transient::unique_fd;
-using transient::test::resident_kib;
-using transient::test::send_text;
-using transient::test::spawned_process;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
 constexpr std::string_view get = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
