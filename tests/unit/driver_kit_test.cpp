@@ -37,24 +37,30 @@ syscalls recording() {
   return sys;
 }
 
+// A refusal writer that counts its calls.
+struct counting_refusal {
+  int calls = 0;
+  std::function<void()> writer() {
+    return [this] { ++calls; };
+  }
+};
+
 TEST(DriverKit, ShedAsResetSetsAnAbortiveLingerAndWritesNoRefusal) {
   const syscalls sys = recording();
-  int refusals = 0;
-  const std::function<void()> refuse = [&] { ++refusals; };
-  EXPECT_TRUE(shed_as(shed_mode::reset, 7, refuse, sys));
+  counting_refusal refusal;
+  EXPECT_TRUE(shed_as(shed_mode::reset, 7, refusal.writer(), sys));
   EXPECT_EQ(linger_calls, 1);
   EXPECT_EQ(linger_on, 1);
-  EXPECT_EQ(refusals, 0);
+  EXPECT_EQ(refusal.calls, 0);
 }
 
 TEST(DriverKit, ShedAsRespondWritesTheRefusalAndCloseDoesNothingBeforeTheClose) {
   const syscalls sys = recording();
-  int refusals = 0;
-  const std::function<void()> refuse = [&] { ++refusals; };
-  EXPECT_TRUE(shed_as(shed_mode::respond, 7, refuse, sys));
-  EXPECT_EQ(refusals, 1);
-  EXPECT_TRUE(shed_as(shed_mode::close, 7, refuse, sys));
-  EXPECT_EQ(refusals, 1);
+  counting_refusal refusal;
+  EXPECT_TRUE(shed_as(shed_mode::respond, 7, refusal.writer(), sys));
+  EXPECT_EQ(refusal.calls, 1);
+  EXPECT_TRUE(shed_as(shed_mode::close, 7, refusal.writer(), sys));
+  EXPECT_EQ(refusal.calls, 1);
   EXPECT_EQ(linger_calls, 0);
   EXPECT_TRUE(shed_as(shed_mode::respond, 7, nullptr, sys)) << "no writer: nothing to write";
 }

@@ -52,9 +52,9 @@ TEST(PeerKey, OtherFamiliesAndShortLengthsAreUnknown) {
 TEST(PeerLimit, CapsLiveConnectionsPerPeer) {
   peer_limit limit(3, 1024, 1);
   peer_slot s[5];
-  EXPECT_TRUE(limit.try_acquire(v4("192.0.2.1"), s[0]));
-  EXPECT_TRUE(limit.try_acquire(v4("192.0.2.1"), s[1]));
-  EXPECT_TRUE(limit.try_acquire(v4("192.0.2.1"), s[2]));
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(limit.try_acquire(v4("192.0.2.1"), s[i])) << "connection " << i << " of the cap of 3";
+  }
   EXPECT_FALSE(limit.try_acquire(v4("192.0.2.1"), s[3]));
   EXPECT_EQ(limit.count(v4("192.0.2.1")), 3U) << "a refusal leaves the count unchanged";
   EXPECT_TRUE(limit.try_acquire(v4("192.0.2.2"), s[4]));
