@@ -25,56 +25,42 @@ void report_allocations(benchmark::State& state, std::size_t before) {
       benchmark::Counter(static_cast<double>(allocations) / static_cast<double>(state.iterations()));
 }
 
-void BM_classify(benchmark::State& state) {
-  const auto before = transient::bench::allocation_count.load();
-  std::size_t i = 0;
-  for (auto _ : state) {
-    const auto& ec = codes[i++ & (codes.size() - 1)];
-    benchmark::DoNotOptimize(ec);
-    const transient::verdict v = transient::classify(transient::operation::accept, ec);
-    benchmark::DoNotOptimize(v);
-  }
-  report_allocations(state, before);
-}
-BENCHMARK(BM_classify);
-
-void BM_classify_every_operation(benchmark::State& state) {
+// Calls `check` on the codes in turn (with the call's number) as the benchmark's loop, and
+// reports its heap allocations per call.
+template <typename Check>
+void measure(benchmark::State& state, Check check) {
   const auto before = transient::bench::allocation_count.load();
   std::size_t i = 0;
   for (auto _ : state) {
     const auto& ec = codes[i & (codes.size() - 1)];
-    const auto op = static_cast<transient::operation>(i % transient::operation_count);
-    ++i;
     benchmark::DoNotOptimize(ec);
-    const transient::verdict v = transient::classify(op, ec);
-    benchmark::DoNotOptimize(v);
+    const auto result = check(ec, i++);
+    benchmark::DoNotOptimize(result);
   }
   report_allocations(state, before);
+}
+
+void BM_classify(benchmark::State& state) {
+  measure(state,
+          [](const std::error_code& ec, std::size_t) { return transient::classify(transient::operation::accept, ec); });
+}
+BENCHMARK(BM_classify);
+
+void BM_classify_every_operation(benchmark::State& state) {
+  measure(state, [](const std::error_code& ec, std::size_t i) {
+    return transient::classify(static_cast<transient::operation>(i % transient::operation_count), ec);
+  });
 }
 BENCHMARK(BM_classify_every_operation);
 
 void BM_condition_equivalence(benchmark::State& state) {
-  const auto before = transient::bench::allocation_count.load();
-  std::size_t i = 0;
-  for (auto _ : state) {
-    const auto& ec = codes[i++ & (codes.size() - 1)];
-    benchmark::DoNotOptimize(ec);
-    const bool exhausted = ec == transient::condition::fd_exhausted;
-    benchmark::DoNotOptimize(exhausted);
-  }
-  report_allocations(state, before);
+  measure(state, [](const std::error_code& ec, std::size_t) { return ec == transient::condition::fd_exhausted; });
 }
 BENCHMARK(BM_condition_equivalence);
 
 // Reference: the cheapest possible check, a compare of the raw errno values.
 void BM_reference_errno_compare(benchmark::State& state) {
-  std::size_t i = 0;
-  for (auto _ : state) {
-    const auto& ec = codes[i++ & (codes.size() - 1)];
-    benchmark::DoNotOptimize(ec);
-    const bool exhausted = ec.value() == EMFILE || ec.value() == ENFILE;
-    benchmark::DoNotOptimize(exhausted);
-  }
+  measure(state, [](const std::error_code& ec, std::size_t) { return ec.value() == EMFILE || ec.value() == ENFILE; });
 }
 BENCHMARK(BM_reference_errno_compare);
 

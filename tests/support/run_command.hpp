@@ -2,6 +2,9 @@
 // of the `transient` command. Bounded: the child is killed after a timeout.
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -27,5 +30,21 @@ inline command_result run_command(const std::string& program, const std::vector<
   result.err = child.take(spawned_process::stream::err);
   return result;
 }
+
+#ifdef TRANSIENT_CLI_PATH  // the tests of the `transient` command
+/// `transient COMMAND ARGS...` refuses ARGS as a usage error: exit status 2, nothing on stdout
+/// and one line on stderr, "transient COMMAND: ...", which contains `names`.
+inline void expect_usage_error(const std::string& command, const std::vector<std::string>& args,
+                               const std::string& names) {
+  std::vector<std::string> full{command};
+  full.insert(full.end(), args.begin(), args.end());
+  const command_result r = run_command(TRANSIENT_CLI_PATH, full, std::chrono::seconds(5));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line expected: " << r.err;
+  EXPECT_EQ(r.err.rfind("transient " + command + ": ", 0), 0U) << r.err;
+  EXPECT_NE(r.err.find(names), std::string::npos) << r.err;
+}
+#endif
 
 }  // namespace transient::test

@@ -53,6 +53,19 @@ struct loop {
   std::uint64_t releases_before_failure = 0;
 };
 
+// The accept decisions and releases within one simulated second of an exhaustion phase.
+struct exhaustion_window {
+  time_point start{};
+  std::uint64_t accepts = 0;
+  std::uint64_t releases = 0;
+
+  void restart(time_point now) {
+    start = now;
+    accepts = 0;
+    releases = 0;
+  }
+};
+
 class world {
  public:
   explicit world(std::uint64_t seed) : rng_(seed) {}
@@ -99,9 +112,7 @@ class world {
     for (std::uint64_t i = 0; i < length && !all_stopped(); ++i) {
       if (pick(300) == 0) {
         exhaustion_ = !exhaustion_;  // phases where every accept fails with a back_off errno
-        window_start_ = now_;
-        window_accepts_ = 0;
-        window_releases_ = 0;
+        window_.restart(now_);
       }
       step(loops_[pick(loops_.size())]);
       deliver_wakes();
@@ -138,7 +149,7 @@ class world {
       const std::size_t victim = pick(held_.size());
       std::swap(held_[victim], held_.back());
       held_.pop_back();
-      ++window_releases_;
+      ++window_.releases;
       ++releases_;
       d = p.on_release(now_);  // harmless even without a wake-up
     } else if (dice < 13 && pick(8) == 0) {
@@ -246,16 +257,14 @@ class world {
     if (!exhaustion_) {
       return;
     }
-    if (now_ - window_start_ >= 1s) {
-      window_start_ = now_;
-      window_accepts_ = 0;
-      window_releases_ = 0;
+    if (now_ - window_.start >= 1s) {
+      window_.restart(now_);
     }
     if (d.next == step::accept) {
-      ++window_accepts_;
-      max_per_second_ = std::max(max_per_second_, window_accepts_);
+      ++window_.accepts;
+      max_per_second_ = std::max(max_per_second_, window_.accepts);
       // Backoff delays never go below 1 ms, and every other resume consumes a release.
-      ASSERT_LE(window_accepts_, 1000U + window_releases_) << "accept decisions spin while exhausted";
+      ASSERT_LE(window_.accepts, 1000U + window_.releases) << "accept decisions spin while exhausted";
     }
   }
 
@@ -297,9 +306,7 @@ class world {
   time_point now_ = time_point{} + 1000h;
   bool wake_ = false;
   bool exhaustion_ = false;
-  time_point window_start_{};
-  std::uint64_t window_accepts_ = 0;
-  std::uint64_t window_releases_ = 0;
+  exhaustion_window window_;
   std::uint64_t releases_ = 0;
   std::uint64_t max_per_second_ = 0;
   std::uint64_t events_ = 0;
@@ -307,7 +314,7 @@ class world {
   std::uint64_t stalls_ = 0;
 };
 
-TEST(accept_policy_property, invariants_hold_for_random_event_streams) {
+TEST(AcceptPolicyProperty, InvariantsHoldForRandomEventStreams) {
   const auto start = std::chrono::steady_clock::now();
   world w(20240611);
   w.run_until(min_events);

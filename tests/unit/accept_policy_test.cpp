@@ -11,9 +11,11 @@
 #include <cerrno>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
+#include "support/exhausted_policy.hpp"
 #include "transient/errors/errors.hpp"
 
 namespace transient {
@@ -31,8 +33,22 @@ peer_key v4(const char* text) {
   return peer_key_of(reinterpret_cast<const sockaddr*>(&a), sizeof a);
 }
 
+// An event of `kind` about EMFILE (process_fd_limit), with `live` connections of
+// `max_connections` under an fd limit of `fd_limit`.
+policy_event emfile_event(policy_event_kind kind, std::uint64_t live, std::uint64_t max_connections,
+                          std::uint64_t fd_limit) {
+  policy_event e;
+  e.kind = kind;
+  e.cause = condition::process_fd_limit;
+  e.error = sys(EMFILE);
+  e.live = live;
+  e.max_connections = max_connections;
+  e.fd_limit = fd_limit;
+  return e;
+}
+
 // A policy on a fake clock, with events captured and deterministic delays (no jitter).
-class policy_spec : public ::testing::Test {
+class PolicySpec : public ::testing::Test {
  protected:
   time_point now = time_point{} + 1000h;
   std::vector<policy_event> events;
@@ -45,6 +61,37 @@ class policy_spec : public ::testing::Test {
     return c;
   }
   void advance(std::chrono::nanoseconds d) { now += d; }
+  // A policy with `c` over a budget of `max_connections` (budget()), told that the listener is
+  // ready: its first decision is accept.
+  accept_policy& ready_policy(std::uint64_t max_connections, const accept_policy_config& c) {
+    budget_.emplace(max_connections);
+    policy_.emplace(*budget_, c);
+    EXPECT_EQ(policy_->on_ready(now).next, step::accept);
+    return *policy_;
+  }
+  connection_budget& budget() { return *budget_; }
+  // Counts the wake-ups of `budget` (the waker a driver installs), by default the one of
+  // ready_policy(), in `wakes`.
+  void count_wakes(connection_budget& budget) {
+    budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
+  }
+  void count_wakes() { count_wakes(*budget_); }
+  // A ready policy over a budget of 10, its wake-ups counted, that accepted a connection into
+  // `p` and asks to accept again.
+  accept_policy& serving_one(permit& p) {
+    accept_policy& policy = ready_policy(10, config());
+    count_wakes();
+    EXPECT_EQ(policy.on_accepted(now, p).next, step::accept);
+    return policy;
+  }
+  // Tells `policy` the listener is ready and has it accept two connections from 10.0.0.1 into
+  // `a1` and `a2`, neither shed.
+  void accept_two_from_one_peer(accept_policy& policy, permit& a1, permit& a2) {
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    ASSERT_FALSE(policy.on_accepted(now, a1, v4("10.0.0.1")).shed_accepted);
+    ASSERT_FALSE(policy.on_accepted(now, a2, v4("10.0.0.1")).shed_accepted);
+  }
+  int wakes = 0;
   int count(policy_event_kind kind) const {
     int n = 0;
     for (const auto& e : events) {
@@ -52,15 +99,19 @@ class policy_spec : public ::testing::Test {
     }
     return n;
   }
+
+ private:
+  std::optional<connection_budget> budget_;
+  std::optional<accept_policy> policy_;
 };
 
-TEST_F(policy_spec, decisions_are_plain_values) {
+TEST_F(PolicySpec, DecisionsArePlainValues) {
   static_assert(std::is_trivially_copyable_v<decision>);
   static_assert(std::is_nothrow_move_constructible_v<permit>);
   static_assert(!std::is_copy_constructible_v<permit>);
 }
 
-TEST_F(policy_spec, ready_with_room_decides_accept) {
+TEST_F(PolicySpec, ReadyWithRoomDecidesAccept) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   EXPECT_EQ(policy.current().next, step::wait);
@@ -68,23 +119,19 @@ TEST_F(policy_spec, ready_with_room_decides_accept) {
   EXPECT_EQ(budget.live(), 1U) << "the place is reserved before accept";
 }
 
-TEST_F(policy_spec, accepted_connection_gets_a_permit_and_the_loop_accepts_again) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, AcceptedConnectionGetsAPermitAndTheLoopAcceptsAgain) {
+  accept_policy& policy = ready_policy(10, config());
   permit p;
   const decision d = policy.on_accepted(now, p);
   EXPECT_TRUE(p);
   EXPECT_FALSE(d.shed_accepted);
   EXPECT_EQ(d.next, step::accept);
-  EXPECT_EQ(budget.live(), 2U) << "one connection, one reservation for the next accept";
+  EXPECT_EQ(budget().live(), 2U) << "one connection, one reservation for the next accept";
   EXPECT_EQ(policy.metrics().accepted, 1U);
 }
 
-TEST_F(policy_spec, peak_counts_connections_not_the_accept_in_flight) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, PeakCountsConnectionsNotTheAcceptInFlight) {
+  accept_policy& policy = ready_policy(10, config());
   EXPECT_EQ(policy.metrics().peak, 0U) << "a reservation is not a connection";
   {
     permit p;
@@ -94,44 +141,38 @@ TEST_F(policy_spec, peak_counts_connections_not_the_accept_in_flight) {
     ASSERT_EQ(policy.on_ready(now).next, step::accept);
     permit q;
     ASSERT_EQ(policy.on_accepted(now, q).next, step::accept);
-    EXPECT_EQ(budget.live(), 3U);
+    EXPECT_EQ(budget().live(), 3U);
     EXPECT_EQ(policy.metrics().peak, 2U);
   }
   ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
-  permit direct = budget.try_acquire();  // a user's own count, without a policy
+  permit direct = budget().try_acquire();  // a user's own count, without a policy
   EXPECT_EQ(policy.metrics().peak, 2U);
-  EXPECT_EQ(budget.live(), 1U);
+  EXPECT_EQ(budget().live(), 1U);
 }
 
-TEST_F(policy_spec, would_block_waits_for_readiness_and_gives_back_the_reservation) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, WouldBlockWaitsForReadinessAndGivesBackTheReservation) {
+  accept_policy& policy = ready_policy(10, config());
   EXPECT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
-  EXPECT_EQ(budget.live(), 0U);
+  EXPECT_EQ(budget().live(), 0U);
 }
 
-TEST_F(policy_spec, destroying_a_permit_frees_its_place) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, DestroyingAPermitFreesItsPlace) {
+  accept_policy& policy = ready_policy(10, config());
   {
     permit p;
     ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
     ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
-    EXPECT_EQ(budget.live(), 1U);
+    EXPECT_EQ(budget().live(), 1U);
   }
-  EXPECT_EQ(budget.live(), 0U);
+  EXPECT_EQ(budget().live(), 0U);
 }
 
-TEST_F(policy_spec, full_budget_pauses_until_a_release_and_never_trips_the_watchdog) {
-  connection_budget budget(2);
+TEST_F(PolicySpec, FullBudgetPausesUntilAReleaseAndNeverTripsTheWatchdog) {
   accept_policy_config c = config();
   c.stall_timeout = 1s;
-  accept_policy policy(budget, c);
   permit a;
   permit b;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(2, c);
   ASSERT_EQ(policy.on_accepted(now, a).next, step::accept);
   EXPECT_EQ(policy.on_accepted(now, b).next, step::pause_for_release) << "budget checked before accept";
   EXPECT_EQ(policy.health().state, health_state::backpressure);
@@ -148,23 +189,17 @@ TEST_F(policy_spec, full_budget_pauses_until_a_release_and_never_trips_the_watch
   EXPECT_EQ(m.paused[static_cast<std::size_t>(pause_reason::capacity)], 1h);
 }
 
-TEST_F(policy_spec, release_needs_no_wake_up_when_no_loop_is_paused) {
-  connection_budget budget(10);
-  int wakes = 0;
-  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
-  accept_policy policy(budget, config());
+TEST_F(PolicySpec, ReleaseNeedsNoWakeUpWhenNoLoopIsPaused) {
   permit p;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
-  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  accept_policy& policy = serving_one(p);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
   EXPECT_FALSE(p.release());
   EXPECT_EQ(wakes, 0);
 }
 
-TEST_F(policy_spec, release_calls_the_waker_once_when_a_loop_sharing_the_budget_is_paused) {
+TEST_F(PolicySpec, ReleaseCallsTheWakerOnceWhenALoopSharingTheBudgetIsPaused) {
   connection_budget budget(1);
-  int wakes = 0;
-  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
+  count_wakes(budget);
   accept_policy first(budget, config());
   accept_policy second(budget, config());
   permit p;
@@ -178,10 +213,8 @@ TEST_F(policy_spec, release_calls_the_waker_once_when_a_loop_sharing_the_budget_
   EXPECT_EQ(first.on_release(now).next, step::pause_for_release) << "the one free place went to the other loop";
 }
 
-TEST_F(policy_spec, dead_pending_connections_are_skipped_and_the_next_accepted_at_once) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, DeadPendingConnectionsAreSkippedAndTheNextAcceptedAtOnce) {
+  accept_policy& policy = ready_policy(10, config());
   EXPECT_EQ(policy.on_accept_failed(now, sys(ECONNABORTED)).next, step::accept);
   EXPECT_EQ(policy.on_accept_failed(now, sys(EPROTO)).next, step::accept);
   EXPECT_EQ(policy.on_accept_failed(now, sys(EPERM)).next, step::accept);
@@ -190,18 +223,14 @@ TEST_F(policy_spec, dead_pending_connections_are_skipped_and_the_next_accepted_a
   EXPECT_EQ(m.skipped[static_cast<std::size_t>(condition::permission_denied)], 1U);
 }
 
-TEST_F(policy_spec, interrupted_accept_is_retried_at_once) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, InterruptedAcceptIsRetriedAtOnce) {
+  accept_policy& policy = ready_policy(10, config());
   EXPECT_EQ(policy.on_accept_failed(now, sys(EINTR)).next, step::accept);
   EXPECT_EQ(policy.metrics().retried, 1U);
 }
 
-TEST_F(policy_spec, exhaustion_backs_off_exponentially_up_to_the_cap) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, ExhaustionBacksOffExponentiallyUpToTheCap) {
+  accept_policy& policy = ready_policy(10, config());
   const std::chrono::milliseconds expected[] = {1ms,   2ms,   4ms,   8ms,    16ms,   32ms,  64ms,
                                                 128ms, 256ms, 512ms, 1000ms, 1000ms, 1000ms};
   for (const auto delay : expected) {
@@ -215,7 +244,7 @@ TEST_F(policy_spec, exhaustion_backs_off_exponentially_up_to_the_cap) {
   EXPECT_EQ(policy.metrics().failed[static_cast<std::size_t>(condition::process_fd_limit)], 13U);
 }
 
-TEST_F(policy_spec, every_exhaustion_errno_backs_off) {
+TEST_F(PolicySpec, EveryExhaustionErrnoBacksOff) {
   for (const int e : {EMFILE, ENFILE, ENOBUFS, ENOMEM}) {
     connection_budget budget(10);
     accept_policy policy(budget, config());
@@ -226,10 +255,8 @@ TEST_F(policy_spec, every_exhaustion_errno_backs_off) {
   }
 }
 
-TEST_F(policy_spec, a_timer_that_fires_early_keeps_the_pause) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, ATimerThatFiresEarlyKeepsThePause) {
+  accept_policy& policy = ready_policy(10, config());
   const time_point until = policy.on_accept_failed(now, sys(ENFILE)).until;
   advance(500us);
   const decision d = policy.on_timer(now);
@@ -237,10 +264,8 @@ TEST_F(policy_spec, a_timer_that_fires_early_keeps_the_pause) {
   EXPECT_EQ(d.until, until);
 }
 
-TEST_F(policy_spec, backoff_starts_again_after_a_success) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, BackoffStartsAgainAfterASuccess) {
+  accept_policy& policy = ready_policy(10, config());
   for (int i = 0; i < 4; ++i) {
     const decision d = policy.on_accept_failed(now, sys(ENOBUFS));
     advance(d.until - now);
@@ -252,14 +277,9 @@ TEST_F(policy_spec, backoff_starts_again_after_a_success) {
   EXPECT_EQ(policy.on_accept_failed(now, sys(ENOBUFS)).until, now + 1ms);
 }
 
-TEST_F(policy_spec, a_release_during_a_backoff_pause_ends_it_at_once) {
-  connection_budget budget(10);
-  int wakes = 0;
-  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
-  accept_policy policy(budget, config());
+TEST_F(PolicySpec, AReleaseDuringABackoffPauseEndsItAtOnce) {
   permit p;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
-  ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
+  accept_policy& policy = serving_one(p);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE)).next, step::pause_until);
   advance(100us);
   EXPECT_TRUE(p.release());
@@ -268,20 +288,17 @@ TEST_F(policy_spec, a_release_during_a_backoff_pause_ends_it_at_once) {
   EXPECT_EQ(policy.metrics().paused[static_cast<std::size_t>(pause_reason::backoff)], 100us);
 }
 
-TEST_F(policy_spec, a_release_during_the_failing_accept_retries_at_once) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
+TEST_F(PolicySpec, AReleaseDuringTheFailingAcceptRetriesAtOnce) {
   permit p;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   ASSERT_EQ(policy.on_accepted(now, p).next, step::accept);
   p.release();  // another thread closes a connection while accept4 is returning EMFILE
   EXPECT_EQ(policy.on_accept_failed(now, sys(EMFILE)).next, step::accept);
 }
 
-TEST_F(policy_spec, a_cancelled_reservation_does_not_wake_a_loop_backing_off) {
+TEST_F(PolicySpec, ACancelledReservationDoesNotWakeALoopBackingOff) {
   connection_budget budget(10);
-  int wakes = 0;
-  budget.set_waker({[](void* n) noexcept { ++*static_cast<int*>(n); }, &wakes});
+  count_wakes(budget);
   accept_policy backing_off(budget, config());
   accept_policy other(budget, config());
   ASSERT_EQ(backing_off.on_ready(now).next, step::accept);
@@ -292,7 +309,7 @@ TEST_F(policy_spec, a_cancelled_reservation_does_not_wake_a_loop_backing_off) {
   EXPECT_EQ(backing_off.on_release(now).next, step::pause_until) << "a stray wake-up keeps the pause";
 }
 
-TEST_F(policy_spec, fail_errors_stop_with_that_error) {
+TEST_F(PolicySpec, FailErrorsStopWithThatError) {
   for (const int e : {EBADF, ENOTSOCK, EFAULT, EINVAL, EOPNOTSUPP}) {
     connection_budget budget(10);
     accept_policy policy(budget, config());
@@ -307,20 +324,16 @@ TEST_F(policy_spec, fail_errors_stop_with_that_error) {
   }
 }
 
-TEST_F(policy_spec, einval_is_a_dead_listener_unless_stop_was_requested) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, EinvalIsADeadListenerUnlessStopWasRequested) {
+  accept_policy& policy = ready_policy(10, config());
   const decision d = policy.on_accept_failed(now, sys(EINVAL));
   EXPECT_EQ(d.next, step::fail);
   EXPECT_TRUE(d.error == condition::not_listening);
   EXPECT_EQ(d.error, make_error_code(error::not_listening));
 }
 
-TEST_F(policy_spec, einval_after_a_stop_request_is_a_clean_stop) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, EinvalAfterAStopRequestIsACleanStop) {
+  accept_policy& policy = ready_policy(10, config());
   policy.request_stop();  // another thread; the driver then calls shutdown(SHUT_RD)
   const decision d = policy.on_accept_failed(now, sys(EINVAL));
   EXPECT_EQ(d.next, step::stop);
@@ -329,17 +342,15 @@ TEST_F(policy_spec, einval_after_a_stop_request_is_a_clean_stop) {
   EXPECT_FALSE(policy.health().error);
 }
 
-TEST_F(policy_spec, eopnotsupp_on_a_verified_listener_is_skipped) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, EopnotsuppOnAVerifiedListenerIsSkipped) {
   accept_policy_config c = config();
   c.listener_verified = true;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   EXPECT_EQ(policy.on_accept_failed(now, sys(EOPNOTSUPP)).next, step::accept);
   EXPECT_EQ(policy.metrics().skipped[static_cast<std::size_t>(condition::not_supported)], 1U);
 }
 
-TEST_F(policy_spec, accepts_per_ready_event_are_capped) {
+TEST_F(PolicySpec, AcceptsPerReadyEventAreCapped) {
   connection_budget budget(100);
   accept_policy_config c = config();
   c.accepts_per_ready = 3;
@@ -354,7 +365,7 @@ TEST_F(policy_spec, accepts_per_ready_event_are_capped) {
   EXPECT_EQ(policy.on_ready(now).next, step::accept) << "the next ready event starts a new burst";
 }
 
-TEST_F(policy_spec, the_default_cap_is_64_accepts_per_ready_event) {
+TEST_F(PolicySpec, TheDefaultCapIs64AcceptsPerReadyEvent) {
   connection_budget budget(1000);
   accept_policy policy(budget, config());
   std::vector<permit> permits(64);
@@ -365,21 +376,13 @@ TEST_F(policy_spec, the_default_cap_is_64_accepts_per_ready_event) {
   EXPECT_EQ(policy.on_accepted(now, permits[63]).next, step::wait);
 }
 
-TEST_F(policy_spec, the_watchdog_stops_after_stall_timeout_without_progress) {
+TEST_F(PolicySpec, TheWatchdogStopsAfterStallTimeoutWithoutProgress) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.stall_timeout = 30s;
   accept_policy policy(budget, c);
   const time_point start = now;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
-  decision d = policy.on_accept_failed(now, sys(EMFILE));
-  for (int i = 0; i < 1000 && d.next == step::pause_until; ++i) {
-    now = d.until;
-    d = policy.on_timer(now);
-    if (d.next == step::accept) {
-      d = policy.on_accept_failed(now, sys(EMFILE));
-    }
-  }
+  const decision d = test::run_exhausted(policy, now, 1000).last;
   EXPECT_EQ(d.next, step::fail);
   EXPECT_TRUE(d.error == condition::stalled);
   EXPECT_EQ(d.error, make_error_code(error::stalled));
@@ -390,7 +393,7 @@ TEST_F(policy_spec, the_watchdog_stops_after_stall_timeout_without_progress) {
   EXPECT_EQ(events.back().text, "12 descriptors are sockets; raise LimitNOFILE");
 }
 
-TEST_F(policy_spec, a_release_restarts_the_watchdog) {
+TEST_F(PolicySpec, AReleaseRestartsTheWatchdog) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.stall_timeout = 30s;
@@ -417,12 +420,10 @@ TEST_F(policy_spec, a_release_restarts_the_watchdog) {
   EXPECT_EQ(now - start, 50s);
 }
 
-TEST_F(policy_spec, a_zero_stall_timeout_disables_the_watchdog) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, AZeroStallTimeoutDisablesTheWatchdog) {
   accept_policy_config c = config();
   c.stall_timeout = 0s;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   decision d = policy.on_accept_failed(now, sys(ENFILE));
   for (int i = 0; i < 4000; ++i) {  // over an hour of exhaustion
     ASSERT_EQ(d.next, step::pause_until);
@@ -433,16 +434,14 @@ TEST_F(policy_spec, a_zero_stall_timeout_disables_the_watchdog) {
   EXPECT_EQ(d.next, step::pause_until);
 }
 
-TEST_F(policy_spec, queue_mode_leaves_clients_in_the_backlog_at_the_budget) {
-  connection_budget budget(1);
-  accept_policy policy(budget, config());
+TEST_F(PolicySpec, QueueModeLeavesClientsInTheBacklogAtTheBudget) {
   permit p;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(1, config());
   EXPECT_EQ(policy.on_accepted(now, p).next, step::pause_for_release);
   EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::budget)], 0U);
 }
 
-TEST_F(policy_spec, other_shed_modes_shed_at_the_budget) {
+TEST_F(PolicySpec, OtherShedModesShedAtTheBudget) {
   for (const shed_mode mode : {shed_mode::close, shed_mode::reset, shed_mode::respond}) {
     connection_budget budget(1);
     accept_policy_config c = config();
@@ -471,7 +470,7 @@ TEST_F(policy_spec, other_shed_modes_shed_at_the_budget) {
 // A mode that sheds accepts whether or not there is room, so it holds no place across the
 // accept: a loop sharing the budget never sheds a client below the budget because another
 // loop's accept is in flight. The place is taken when the connection arrives, or it is shed.
-TEST_F(policy_spec, a_mode_that_sheds_takes_the_place_when_the_connection_arrives) {
+TEST_F(PolicySpec, AModeThatShedsTakesThePlaceWhenTheConnectionArrives) {
   connection_budget budget(2);
   accept_policy_config c = config();
   c.shed = shed_mode::respond;
@@ -511,7 +510,7 @@ TEST_F(policy_spec, a_mode_that_sheds_takes_the_place_when_the_connection_arrive
 
 // ---- what happens on EMFILE and ENFILE: back off, and drain with the spare descriptor ------------
 
-TEST_F(policy_spec, descriptor_shortage_drains_with_the_reserve_when_the_mode_sheds) {
+TEST_F(PolicySpec, DescriptorShortageDrainsWithTheSpareDescriptorWhenTheModeSheds) {
   for (const int e : {EMFILE, ENFILE}) {
     for (const shed_mode mode : {shed_mode::close, shed_mode::reset, shed_mode::respond}) {
       connection_budget budget(10);
@@ -531,7 +530,7 @@ TEST_F(policy_spec, descriptor_shortage_drains_with_the_reserve_when_the_mode_sh
   }
 }
 
-TEST_F(policy_spec, no_drain_in_queue_mode_without_the_reserve_or_for_other_shortages) {
+TEST_F(PolicySpec, NoDrainInQueueModeWithoutTheSpareDescriptorOrForOtherShortages) {
   struct scenario {
     shed_mode mode;
     bool spare;
@@ -550,12 +549,10 @@ TEST_F(policy_spec, no_drain_in_queue_mode_without_the_reserve_or_for_other_shor
   }
 }
 
-TEST_F(policy_spec, each_drained_connection_is_shed_and_the_backlog_end_resumes_the_pause) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, EachDrainedConnectionIsShedAndTheBacklogEndResumesThePause) {
   accept_policy_config c = config();
   c.shed = shed_mode::reset;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   const time_point until = policy.on_accept_failed(now, sys(EMFILE), true).until;
   for (int i = 0; i < 3; ++i) {
     permit p;
@@ -580,13 +577,11 @@ TEST_F(policy_spec, each_drained_connection_is_shed_and_the_backlog_end_resumes_
   EXPECT_EQ(policy.on_timer(now).next, step::accept);
 }
 
-TEST_F(policy_spec, a_drain_is_bounded_by_accepts_per_ready) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, ADrainIsBoundedByAcceptsPerReady) {
   accept_policy_config c = config();
   c.shed = shed_mode::close;
   c.accepts_per_ready = 4;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   decision d = policy.on_accept_failed(now, sys(EMFILE), true);
   int drained = 0;
   while (d.next == step::drain && drained < 100) {
@@ -599,12 +594,10 @@ TEST_F(policy_spec, a_drain_is_bounded_by_accepts_per_ready) {
   EXPECT_EQ(d.next, step::pause_until);
 }
 
-TEST_F(policy_spec, emfile_during_a_drain_ends_it_and_the_next_shortage_drains_again) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, EmfileDuringADrainEndsItAndTheNextShortageDrainsAgain) {
   accept_policy_config c = config();
   c.shed = shed_mode::close;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
   // Another thread took the number the spare descriptor freed.
   decision d = policy.on_accept_failed(now, sys(EMFILE));
@@ -623,13 +616,11 @@ TEST_F(policy_spec, emfile_during_a_drain_ends_it_and_the_next_shortage_drains_a
   EXPECT_EQ(policy.metrics().drains, 2U);
 }
 
-TEST_F(policy_spec, a_release_or_the_timer_during_a_drain_ends_it) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, AReleaseOrTheTimerDuringADrainEndsIt) {
   accept_policy_config c = config();
   c.shed = shed_mode::close;
-  accept_policy policy(budget, c);
   permit held;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   ASSERT_EQ(policy.on_accepted(now, held).next, step::accept);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
   held.release();
@@ -643,29 +634,25 @@ TEST_F(policy_spec, a_release_or_the_timer_during_a_drain_ends_it) {
   EXPECT_EQ(policy.on_timer(now).next, step::accept) << "the pause ended: accept again";
 }
 
-TEST_F(policy_spec, a_stop_request_during_a_drain_sheds_the_last_connection_and_stops) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, AStopRequestDuringADrainShedsTheLastConnectionAndStops) {
   accept_policy_config c = config();
   c.shed = shed_mode::close;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EMFILE), true).next, step::drain);
   policy.request_stop();
   permit p;
   const decision d = policy.on_accepted(now, p);
-  EXPECT_FALSE(p);
   EXPECT_TRUE(d.shed_accepted);
+  EXPECT_FALSE(p) << "a shed connection gets no permit";
   EXPECT_EQ(d.next, step::stop);
-  EXPECT_EQ(budget.waiters(), 0U) << "the pause's waiter registration is gone";
+  EXPECT_EQ(budget().waiters(), 0U) << "the pause's waiter registration is gone";
 }
 
-TEST_F(policy_spec, the_watchdog_still_counts_through_drains) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, TheWatchdogStillCountsThroughDrains) {
   accept_policy_config c = config();
   c.shed = shed_mode::close;
   c.stall_timeout = 10ms;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   decision d = policy.on_accept_failed(now, sys(EMFILE), true);
   for (int round = 0; round < 100 && d.next != step::fail; ++round) {
     ASSERT_EQ(d.next, step::drain);
@@ -684,7 +671,7 @@ TEST_F(policy_spec, the_watchdog_still_counts_through_drains) {
   EXPECT_EQ(d.error, condition::stalled);
 }
 
-TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
+TEST_F(PolicySpec, ThePerPeerCapShedsAPeerOverItAndOnlyThatPeer) {
   connection_budget budget(100);
   const auto peers = std::make_shared<peer_limit>(2, 1024, 42);
   accept_policy_config c = config();
@@ -694,10 +681,8 @@ TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
   permit a2;
   permit a3;
   permit b1;
+  ASSERT_NO_FATAL_FAILURE(accept_two_from_one_peer(policy, a1, a2));
   // live() counts the connections and, in queue mode, the place reserved for the next accept.
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
-  ASSERT_FALSE(policy.on_accepted(now, a1, v4("10.0.0.1")).shed_accepted);
-  ASSERT_FALSE(policy.on_accepted(now, a2, v4("10.0.0.1")).shed_accepted);
   EXPECT_EQ(budget.live(), 3U);
   const decision d = policy.on_accepted(now, a3, v4("10.0.0.1"));
   EXPECT_TRUE(d.shed_accepted);
@@ -721,7 +706,7 @@ TEST_F(policy_spec, the_per_peer_cap_sheds_a_peer_over_it_and_only_that_peer) {
 // The place of a connection the per-peer cap sheds goes back to the budget at once, in every
 // mode: kept, it would count against every other peer until the next accept (shed modes), or
 // leave the loop paused for a release while holding it (queue mode at a full budget).
-TEST_F(policy_spec, the_per_peer_cap_gives_back_the_place_of_what_it_sheds_in_every_mode) {
+TEST_F(PolicySpec, ThePerPeerCapGivesBackThePlaceOfWhatItShedsInEveryMode) {
   for (const shed_mode mode : {shed_mode::queue, shed_mode::close, shed_mode::reset}) {
     SCOPED_TRACE(to_string(mode));
     connection_budget budget(3);
@@ -736,9 +721,7 @@ TEST_F(policy_spec, the_per_peer_cap_gives_back_the_place_of_what_it_sheds_in_ev
     permit a2;
     permit a3;
     permit b1;
-    ASSERT_EQ(policy.on_ready(now).next, step::accept);
-    ASSERT_FALSE(policy.on_accepted(now, a1, v4("10.0.0.1")).shed_accepted);
-    ASSERT_FALSE(policy.on_accepted(now, a2, v4("10.0.0.1")).shed_accepted);
+    ASSERT_NO_FATAL_FAILURE(accept_two_from_one_peer(policy, a1, a2));
     ASSERT_EQ(budget.live(), 2 + in_flight);
     const decision d = policy.on_accepted(now, a3, v4("10.0.0.1"));
     ASSERT_TRUE(d.shed_accepted);
@@ -751,7 +734,7 @@ TEST_F(policy_spec, the_per_peer_cap_gives_back_the_place_of_what_it_sheds_in_ev
   }
 }
 
-TEST_F(policy_spec, degraded_state_is_logged_once_summarised_and_recovered) {
+TEST_F(PolicySpec, DegradedStateIsLoggedOnceSummarisedAndRecovered) {
   connection_budget budget(10, 1024);
   accept_policy_config c = config();
   c.stall_timeout = 0s;
@@ -804,7 +787,7 @@ TEST_F(policy_spec, degraded_state_is_logged_once_summarised_and_recovered) {
 // The churn of issue 16 on the fake clock: 52 idle connections hold the descriptors, so each
 // client's accept takes the last free one and the next accept fails with EMFILE until that
 // client leaves. 200 such clients are one episode: two lines, not 400.
-TEST_F(policy_spec, flapping_at_the_descriptor_limit_under_churn_is_one_episode) {
+TEST_F(PolicySpec, FlappingAtTheDescriptorLimitUnderChurnIsOneEpisode) {
   connection_budget budget(100, 64);
   accept_policy policy(budget, config());
   const time_point start = now;
@@ -846,10 +829,8 @@ TEST_F(policy_spec, flapping_at_the_descriptor_limit_under_churn_is_one_episode)
             "transient: accept recovered after 40 ms (200 failures, 199 flaps); live 52/100, fd limit 64");
 }
 
-TEST_F(policy_spec, a_failure_after_the_quiet_period_starts_a_new_episode) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, AFailureAfterTheQuietPeriodStartsANewEpisode) {
+  accept_policy& policy = ready_policy(10, config());
   decision d = policy.on_accept_failed(now, sys(EMFILE));
   advance(d.until - now);
   ASSERT_EQ(policy.on_timer(now).next, step::accept);
@@ -864,12 +845,10 @@ TEST_F(policy_spec, a_failure_after_the_quiet_period_starts_a_new_episode) {
   EXPECT_EQ(events[2].kind, policy_event_kind::degraded) << "a new episode, reported as such";
 }
 
-TEST_F(policy_spec, a_failure_within_the_quiet_period_is_a_flap_counted_in_the_summary) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, AFailureWithinTheQuietPeriodIsAFlapCountedInTheSummary) {
   accept_policy_config c = config();
   c.stall_timeout = 0s;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   decision d = policy.on_accept_failed(now, sys(ENFILE));
   for (int i = 0; i < 30; ++i) {  // fail, wait out the pause, succeed, fail again 500 ms later
     advance(d.until - now);
@@ -891,10 +870,8 @@ TEST_F(policy_spec, a_failure_within_the_quiet_period_is_a_flap_counted_in_the_s
             "failures, 19 flaps since the last line; live 1/10");
 }
 
-TEST_F(policy_spec, a_stop_in_the_quiet_period_ends_the_episode_before_the_stop_line) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, AStopInTheQuietPeriodEndsTheEpisodeBeforeTheStopLine) {
+  accept_policy& policy = ready_policy(10, config());
   const decision d = policy.on_accept_failed(now, sys(EMFILE));
   advance(d.until - now);
   ASSERT_EQ(policy.on_timer(now).next, step::accept);
@@ -909,7 +886,7 @@ TEST_F(policy_spec, a_stop_in_the_quiet_period_ends_the_episode_before_the_stop_
   EXPECT_EQ(events[2].duration, 0ns) << "no episode is going on at the stop";
 }
 
-TEST_F(policy_spec, a_stop_while_still_failing_ends_the_episode_in_the_stop_line) {
+TEST_F(PolicySpec, AStopWhileStillFailingEndsTheEpisodeInTheStopLine) {
   connection_budget budget(10, 64);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
@@ -929,12 +906,10 @@ TEST_F(policy_spec, a_stop_while_still_failing_ends_the_episode_in_the_stop_line
             "transient: accept stopped cleanly while degraded for 3.0 ms (2 failures, 1 flap); live 1/10, fd limit 64");
 }
 
-TEST_F(policy_spec, a_quiet_period_of_zero_ends_each_episode_at_the_first_success) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, AQuietPeriodOfZeroEndsEachEpisodeAtTheFirstSuccess) {
   accept_policy_config c = config();
   c.quiet_period = 0ms;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   const decision d = policy.on_accept_failed(now, sys(EMFILE));
   advance(d.until - now);
   ASSERT_EQ(policy.on_timer(now).next, step::accept);
@@ -946,14 +921,8 @@ TEST_F(policy_spec, a_quiet_period_of_zero_ends_each_episode_at_the_first_succes
   EXPECT_EQ(validate(c), std::errc::invalid_argument);
 }
 
-TEST_F(policy_spec, event_lines_name_the_condition_and_the_load) {
-  policy_event e;
-  e.kind = policy_event_kind::degraded;
-  e.cause = condition::process_fd_limit;
-  e.error = sys(EMFILE);
-  e.live = 900;
-  e.max_connections = 1000;
-  e.fd_limit = 1024;
+TEST_F(PolicySpec, EventLinesNameTheConditionAndTheLoad) {
+  policy_event e = emfile_event(policy_event_kind::degraded, 900, 1000, 1024);
   EXPECT_EQ(format(e),
             "transient: accept degraded: process_fd_limit (Too many open files); live 900/1000, fd limit 1024; "
             "backing off");
@@ -963,14 +932,8 @@ TEST_F(policy_spec, event_lines_name_the_condition_and_the_load) {
   EXPECT_EQ(format(e), "transient: accept recovered after 12.3 s (530 failures); live 900/1000, fd limit 1024");
 }
 
-TEST_F(policy_spec, event_lines_give_short_times_in_milliseconds_and_name_their_source) {
-  policy_event e;
-  e.kind = policy_event_kind::recovered;
-  e.cause = condition::process_fd_limit;
-  e.error = sys(EMFILE);
-  e.live = 52;
-  e.max_connections = 100;
-  e.fd_limit = 64;
+TEST_F(PolicySpec, EventLinesGiveShortTimesInMillisecondsAndNameTheirSource) {
+  policy_event e = emfile_event(policy_event_kind::recovered, 52, 100, 64);
   e.failures = 1;
   e.duration = 400us;
   EXPECT_EQ(format(e), "transient: accept recovered after 0.4 ms (1 failure); live 52/100, fd limit 64")
@@ -990,12 +953,10 @@ TEST_F(policy_spec, event_lines_give_short_times_in_milliseconds_and_name_their_
             "52/100, fd limit 64; backing off");
 }
 
-TEST_F(policy_spec, stop_is_final) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, StopIsFinal) {
+  accept_policy& policy = ready_policy(10, config());
   EXPECT_EQ(policy.on_stop(now).next, step::stop);
-  EXPECT_EQ(budget.live(), 0U) << "the reservation is given back";
+  EXPECT_EQ(budget().live(), 0U) << "the reservation is given back";
   EXPECT_EQ(policy.on_ready(now).next, step::stop);
   EXPECT_EQ(policy.on_timer(now).next, step::stop);
   EXPECT_EQ(policy.on_release(now).next, step::stop);
@@ -1008,43 +969,37 @@ TEST_F(policy_spec, stop_is_final) {
   EXPECT_EQ(count(policy_event_kind::stopped), 1);
 }
 
-TEST_F(policy_spec, an_accept_in_flight_when_stop_is_requested_is_served_then_the_policy_stops) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+TEST_F(PolicySpec, AnAcceptInFlightWhenStopIsRequestedIsServedThenThePolicyStops) {
+  accept_policy& policy = ready_policy(10, config());
   policy.request_stop();  // another thread, while accept4 runs
   permit served;
   const decision d = policy.on_accepted(now, served);
   EXPECT_EQ(d.next, step::stop);
   EXPECT_FALSE(d.shed_accepted);
   EXPECT_TRUE(served) << "the kernel had already accepted this client";
-  EXPECT_EQ(budget.live(), 1U);
+  EXPECT_EQ(budget().live(), 1U);
   EXPECT_EQ(policy.health().state, health_state::stopped);
   permit late;
   EXPECT_TRUE(policy.on_accepted(now, late).shed_accepted) << "after the stop, a late accept is shed";
   EXPECT_FALSE(late);
   served.release();
-  EXPECT_EQ(budget.live(), 0U);
+  EXPECT_EQ(budget().live(), 0U);
 }
 
-TEST_F(policy_spec, stopping_while_paused_unregisters_the_waiter) {
-  connection_budget budget(1);
-  accept_policy policy(budget, config());
+TEST_F(PolicySpec, StoppingWhilePausedUnregistersTheWaiter) {
   permit p;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(1, config());
   ASSERT_EQ(policy.on_accepted(now, p).next, step::pause_for_release);
-  EXPECT_EQ(budget.waiters(), 1U);
+  EXPECT_EQ(budget().waiters(), 1U);
   EXPECT_EQ(policy.on_stop(now).next, step::stop);
-  EXPECT_EQ(budget.waiters(), 0U);
+  EXPECT_EQ(budget().waiters(), 0U);
   EXPECT_FALSE(p.release()) << "nobody waits any more";
 }
 
-TEST_F(policy_spec, metrics_count_live_and_peak) {
-  connection_budget budget(10);
-  accept_policy policy(budget, config());
+TEST_F(PolicySpec, MetricsCountLiveAndPeak) {
   permit a;
   permit b;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, config());
   ASSERT_EQ(policy.on_accepted(now, a).next, step::accept);
   ASSERT_EQ(policy.on_accepted(now, b).next, step::accept);
   ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
@@ -1056,7 +1011,7 @@ TEST_F(policy_spec, metrics_count_live_and_peak) {
   EXPECT_EQ(m.max_connections, 10U);
 }
 
-TEST_F(policy_spec, invalid_configs_are_refused) {
+TEST_F(PolicySpec, InvalidConfigsAreRefused) {
   connection_budget budget(10);
   accept_policy_config c = config();
   c.accepts_per_ready = 0;
@@ -1072,7 +1027,7 @@ TEST_F(policy_spec, invalid_configs_are_refused) {
 
 // The state x event table (docs/acceptor.md): an event that the state does not expect is a
 // bug in the driver, and the policy stops with error::unexpected_event, whatever it was doing.
-TEST_F(policy_spec, an_event_the_state_does_not_expect_stops_the_policy_as_a_driver_bug) {
+TEST_F(PolicySpec, AnEventTheStateDoesNotExpectStopsThePolicyAsADriverBug) {
   {
     connection_budget budget(10);
     accept_policy policy(budget, config());
@@ -1109,7 +1064,7 @@ TEST_F(policy_spec, an_event_the_state_does_not_expect_stops_the_policy_as_a_dri
 }
 
 // A completion driver's accept waits for a connection itself: its result implies readiness.
-TEST_F(policy_spec, a_completion_result_under_wait_implies_readiness) {
+TEST_F(PolicySpec, ACompletionResultUnderWaitImpliesReadiness) {
   connection_budget budget(10);
   accept_policy policy(budget, config());
   ASSERT_EQ(policy.current().next, step::wait);
@@ -1126,12 +1081,10 @@ TEST_F(policy_spec, a_completion_result_under_wait_implies_readiness) {
   EXPECT_EQ(policy.on_accept_result(now, sys(EBADF)).next, step::fail) << "a failure under wait is classified";
 }
 
-TEST_F(policy_spec, a_parked_request_ends_a_drain) {
-  connection_budget budget(10);
+TEST_F(PolicySpec, AParkedRequestEndsADrain) {
   accept_policy_config c = config();
   c.shed = shed_mode::close;
-  accept_policy policy(budget, c);
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(10, c);
   ASSERT_EQ(policy.on_accept_result(now, sys(EMFILE), true).next, step::drain);
   permit p;
   EXPECT_TRUE(policy.on_accept_result(now, p).shed_accepted);
@@ -1141,11 +1094,9 @@ TEST_F(policy_spec, a_parked_request_ends_a_drain) {
 }
 
 // A request that the pause cancelled may still complete: the connection cannot go back.
-TEST_F(policy_spec, a_result_that_comes_during_a_pause_is_served_if_a_place_is_free_else_shed) {
-  connection_budget budget(1);
-  accept_policy policy(budget, config());
+TEST_F(PolicySpec, AResultThatComesDuringAPauseIsServedIfAPlaceIsFreeElseShed) {
   permit first;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(1, config());
   ASSERT_EQ(policy.on_accept_result(now, first).next, step::pause_for_release);
   permit late;
   decision d = policy.on_accept_result(now, late);
@@ -1153,14 +1104,14 @@ TEST_F(policy_spec, a_result_that_comes_during_a_pause_is_served_if_a_place_is_f
   EXPECT_TRUE(d.shed_accepted);
   EXPECT_EQ(d.shed, shed_mode::close) << "queue: an accepted connection is closed";
   EXPECT_EQ(d.next, step::pause_for_release);
-  EXPECT_EQ(budget.waiters(), 1U);
+  EXPECT_EQ(budget().waiters(), 1U);
   first.release();
   d = policy.on_accept_result(now, late);
   EXPECT_TRUE(late) << "a place is free";
   EXPECT_EQ(d.next, step::pause_for_release);
 }
 
-TEST_F(policy_spec, the_batch_is_unbounded_when_the_mode_sheds_and_the_places_beyond_a_burst_in_queue_mode) {
+TEST_F(PolicySpec, TheBatchIsUnboundedWhenTheModeShedsAndThePlacesBeyondABurstInQueueMode) {
   {
     connection_budget budget(10);
     accept_policy_config c = config();
@@ -1192,21 +1143,19 @@ TEST_F(policy_spec, the_batch_is_unbounded_when_the_mode_sheds_and_the_places_be
 
 // At the cap on accepts per ready event, queue mode waits only while a place is free: a
 // completion driver's accept under wait would take a connection it must then shed.
-TEST_F(policy_spec, at_the_burst_cap_a_full_budget_pauses_rather_than_waits) {
-  connection_budget budget(2);
+TEST_F(PolicySpec, AtTheBurstCapAFullBudgetPausesRatherThanWaits) {
   accept_policy_config c = config();
   c.accepts_per_ready = 1;
-  accept_policy policy(budget, c);
   permit a;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  accept_policy& policy = ready_policy(2, c);
   EXPECT_EQ(policy.on_accepted(now, a).next, step::wait) << "the cap, with a place free";
-  EXPECT_EQ(budget.live(), 1U) << "waiting holds no place";
+  EXPECT_EQ(budget().live(), 1U) << "waiting holds no place";
   permit b;
   ASSERT_EQ(policy.on_ready(now).next, step::accept);
   EXPECT_EQ(policy.on_accepted(now, b).next, step::pause_for_release) << "the cap, with the budget full";
 }
 
-TEST(default_budget, zero_means_auto_as_everywhere_a_budget_is_given) {
+TEST(DefaultBudget, ZeroMeansAutoAsEverywhereABudgetIsGiven) {
   std::error_code ec;
   const std::uint64_t expected = default_max_connections(ec);
   ASSERT_FALSE(ec);
@@ -1216,7 +1165,7 @@ TEST(default_budget, zero_means_auto_as_everywhere_a_budget_is_given) {
   EXPECT_EQ(connection_budget(0, 77).fd_limit(), 77U);
 }
 
-TEST(default_budget, the_reserve_is_the_larger_of_32_and_5_percent) {
+TEST(DefaultBudget, TheReserveIsTheLargerOf32And5Percent) {
   EXPECT_EQ(max_connections_for(1024), 972U);
   EXPECT_EQ(max_connections_for(65536), 62259U);
   EXPECT_EQ(max_connections_for(100), 68U);
@@ -1225,7 +1174,7 @@ TEST(default_budget, the_reserve_is_the_larger_of_32_and_5_percent) {
   EXPECT_EQ(max_connections_for(0), 0U);
 }
 
-TEST(default_budget, follows_the_process_soft_limit) {
+TEST(DefaultBudget, FollowsTheProcessSoftLimit) {
   rlimit limit{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
   ASSERT_NE(limit.rlim_cur, RLIM_INFINITY);

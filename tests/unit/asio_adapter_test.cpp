@@ -16,17 +16,9 @@
 namespace {
 
 using namespace std::chrono_literals;
-namespace tasio = transient::test::adapter;
-namespace net = transient::test::net;
+using namespace transient::test;
+namespace tasio = adapter;
 using tcp = net::ip::tcp;
-using transient::test::address_of;
-using transient::test::closed_by_peer;
-using transient::test::completion_into;
-using transient::test::connect_to;
-using transient::test::loop_outcome;
-using transient::test::loopback_acceptor;
-using transient::test::read_some;
-using transient::test::run_until;
 
 // A handler that says "hi" and keeps the connection until the test lets it go.
 struct keeper {
@@ -49,6 +41,34 @@ tasio::loop_options quiet_options(std::uint64_t max_connections = 100) {
   options.policy.sink = [](const transient::policy_event&) {};
   return options;
 }
+
+// A loop served by a keeper on a loopback acceptor, and what it records: the sockets kept,
+// the handler's calls, how the loop completed.
+struct keeping_loop {
+  net::io_context io;
+  tcp::acceptor acceptor = loopback_acceptor(io);
+  const transient::endpoint where = address_of(acceptor);
+  std::deque<tasio::accepted_socket> held;
+  int calls = 0;
+  loop_outcome outcome;
+  transient::test::stop_signal cancel;
+
+  // Starts the loop with `options`; `cancel` stops it.
+  void start(const tasio::loop_options& options) {
+    tasio::async_accept_loop(acceptor, keeper{&held, &calls}, options, cancel.bind(completion_into(outcome)));
+  }
+  // With a budget of 1: a first client is served and holds the place, then a second one
+  // connects; returns once the loop dealt with the second (data, end of stream or reset).
+  void connect_over_the_budget(transient::unique_fd& first, transient::unique_fd& second) {
+    first = connect_to(where);
+    ASSERT_TRUE(run_until(io, [&] { return calls == 1; }));
+    second = connect_to(where);
+    ASSERT_TRUE(run_until(io, [&] {
+      pollfd p{second.get(), POLLIN, 0};
+      return ::poll(&p, 1, 0) > 0;
+    }));
+  }
+};
 
 #if TRANSIENT_TEST_HAS_CO_AWAIT
 TEST(AsioAdapter, CoroutineFormServesUntilCancelledThenRunsNoHandlerAndLeaksNothing) {
@@ -112,35 +132,29 @@ TEST(AsioAdapter, CoroutineFormServesUntilCancelledThenRunsNoHandlerAndLeaksNoth
 #endif
 
 TEST(AsioAdapter, CompletionFormKeepsClientsInTheBacklogAtTheBudgetUntilARelease) {
-  net::io_context io;
-  auto acceptor = loopback_acceptor(io);
-  const auto where = address_of(acceptor);
-  std::deque<tasio::accepted_socket> held;
-  int calls = 0;
-  loop_outcome outcome;
+  keeping_loop l;
   auto options = quiet_options(2);
   auto budget = tasio::shared_budget::create(2);
   options.budget = budget;
-  transient::test::stop_signal cancel;
-  tasio::async_accept_loop(acceptor, keeper{&held, &calls}, options, cancel.bind(completion_into(outcome)));
+  l.start(options);
   std::vector<transient::unique_fd> clients;
   for (int i = 0; i < 3; ++i) {
-    clients.push_back(connect_to(where));
+    clients.push_back(connect_to(l.where));
   }
-  ASSERT_TRUE(run_until(io, [&] { return calls == 2; }));
-  transient::test::run_for(io, 200ms);
-  EXPECT_EQ(calls, 2) << "the third client was served over budget";
+  ASSERT_TRUE(run_until(l.io, [&] { return l.calls == 2; }));
+  transient::test::run_for(l.io, 200ms);
+  EXPECT_EQ(l.calls, 2) << "the third client was served over budget";
   EXPECT_EQ(budget->budget().live(), 2U);
   EXPECT_EQ(read_some(clients[2].get(), 20ms), "");
-  held.pop_front();  // closes the socket, then releases the permit: the loop resumes
-  ASSERT_TRUE(run_until(io, [&] { return calls == 3; }));
+  l.held.pop_front();  // closes the socket, then releases the permit: the loop resumes
+  ASSERT_TRUE(run_until(l.io, [&] { return l.calls == 3; }));
   EXPECT_EQ(read_some(clients[2].get(), 1s), "hi");
-  cancel.emit(acceptor);
-  ASSERT_TRUE(run_until(io, [&] { return outcome.done; }));
-  EXPECT_FALSE(outcome.error);
-  EXPECT_EQ(outcome.report.metrics.pauses[static_cast<std::size_t>(transient::pause_reason::capacity)], 2U)
+  l.cancel.emit(l.acceptor);
+  ASSERT_TRUE(run_until(l.io, [&] { return l.outcome.done; }));
+  EXPECT_FALSE(l.outcome.error);
+  EXPECT_EQ(l.outcome.report.metrics.pauses[static_cast<std::size_t>(transient::pause_reason::capacity)], 2U)
       << "paused at the budget after the second accept and again after the third";
-  held.clear();
+  l.held.clear();
   EXPECT_EQ(budget->budget().live(), 0U);
 }
 
@@ -164,32 +178,27 @@ TEST(AsioAdapter, SetsEnableConnectionAborted) {
 TEST(AsioAdapter, ClosingTheAcceptorStopsCleanlyWhileAcceptingAndWhilePaused) {
   for (const bool paused : {false, true}) {
     SCOPED_TRACE(paused ? "paused at the budget" : "accepting");
-    net::io_context io;
-    auto acceptor = loopback_acceptor(io);
-    const auto where = address_of(acceptor);
-    std::deque<tasio::accepted_socket> held;
-    int calls = 0;
-    loop_outcome outcome;
+    keeping_loop l;
     auto options = quiet_options(1);
     options.close_check = 50ms;
-    tasio::async_accept_loop(acceptor, keeper{&held, &calls}, options, completion_into(outcome));
+    tasio::async_accept_loop(l.acceptor, keeper{&l.held, &l.calls}, options, completion_into(l.outcome));
     transient::unique_fd client;
     if (paused) {
-      client = connect_to(where);
-      ASSERT_TRUE(run_until(io, [&] { return calls == 1; }));
-      transient::test::run_for(io, 20ms);  // now paused for a release
+      client = connect_to(l.where);
+      ASSERT_TRUE(run_until(l.io, [&] { return l.calls == 1; }));
+      transient::test::run_for(l.io, 20ms);  // now paused for a release
     } else {
-      transient::test::run_for(io, 20ms);  // the accept waits in the reactor
+      transient::test::run_for(l.io, 20ms);  // the accept waits in the reactor
     }
     const auto closed_at = std::chrono::steady_clock::now();
-    acceptor.close();
+    l.acceptor.close();
     ASSERT_TRUE(run_until(
-        io, [&] { return outcome.done; }, 2s));
+        l.io, [&] { return l.outcome.done; }, 2s));
     EXPECT_LT(std::chrono::steady_clock::now() - closed_at, 1s);
-    EXPECT_FALSE(outcome.error) << outcome.error.message();
-    io.restart();
-    io.run_for(1s);
-    EXPECT_TRUE(io.stopped()) << "the loop left work behind";
+    EXPECT_FALSE(l.outcome.error) << l.outcome.error.message();
+    l.io.restart();
+    l.io.run_for(1s);
+    EXPECT_TRUE(l.io.stopped()) << "the loop left work behind";
   }
 }
 
@@ -244,13 +253,8 @@ TEST(AsioAdapter, ASocketAndItsPermitTakenApartOutliveTheLoopAndItsBudget) {
 TEST(AsioAdapter, ShedModesRefuseClientsOverBudget) {
   for (const auto mode : {transient::shed_mode::close, transient::shed_mode::reset, transient::shed_mode::respond}) {
     SCOPED_TRACE(std::string(transient::to_string(mode)));
-    net::io_context io;
-    auto acceptor = loopback_acceptor(io);
-    const auto where = address_of(acceptor);
-    std::deque<tasio::accepted_socket> held;
-    int calls = 0;
+    keeping_loop l;
     int refused = 0;
-    loop_outcome outcome;
     auto options = quiet_options(1);
     options.policy.shed = mode;
     options.refuse = [&](tcp::socket& s, const tcp::endpoint&) {
@@ -258,23 +262,18 @@ TEST(AsioAdapter, ShedModesRefuseClientsOverBudget) {
       transient::test::net_error_code ec;
       net::write(s, net::buffer("no", 2), ec);
     };
-    transient::test::stop_signal cancel;
-    tasio::async_accept_loop(acceptor, keeper{&held, &calls}, options, cancel.bind(completion_into(outcome)));
-    const auto first = connect_to(where);
-    ASSERT_TRUE(run_until(io, [&] { return calls == 1; }));
-    const auto second = connect_to(where);
-    ASSERT_TRUE(run_until(io, [&] {
-      pollfd p{second.get(), POLLIN, 0};
-      return ::poll(&p, 1, 0) > 0;  // data, end of stream or reset: the loop dealt with it
-    }));
-    transient::test::run_for(io, 20ms);  // the refusal and the close arrive together on loopback
+    l.start(options);
+    transient::unique_fd first;
+    transient::unique_fd second;
+    ASSERT_NO_FATAL_FAILURE(l.connect_over_the_budget(first, second));
+    transient::test::run_for(l.io, 20ms);  // the refusal and the close arrive together on loopback
     if (mode == transient::shed_mode::reset) {
       char byte = 0;
       EXPECT_EQ(::recv(second.get(), &byte, 1, MSG_DONTWAIT), -1);
       EXPECT_EQ(errno, ECONNRESET);
     }
     const std::string answer = read_some(second.get(), 1ms);
-    EXPECT_EQ(calls, 1) << "the shed client reached the handler";
+    EXPECT_EQ(l.calls, 1) << "the shed client reached the handler";
     if (mode == transient::shed_mode::respond) {
       EXPECT_EQ(answer, "no");
       EXPECT_EQ(refused, 1);
@@ -282,10 +281,10 @@ TEST(AsioAdapter, ShedModesRefuseClientsOverBudget) {
       EXPECT_EQ(answer, "");
       EXPECT_EQ(refused, 0);
     }
-    cancel.emit(acceptor);
-    ASSERT_TRUE(run_until(io, [&] { return outcome.done; }));
-    EXPECT_FALSE(outcome.error);
-    EXPECT_EQ(outcome.report.metrics.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 1U);
+    l.cancel.emit(l.acceptor);
+    ASSERT_TRUE(run_until(l.io, [&] { return l.outcome.done; }));
+    EXPECT_FALSE(l.outcome.error);
+    EXPECT_EQ(l.outcome.report.metrics.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 1U);
   }
 }
 
@@ -402,36 +401,26 @@ TEST(AsioAdapter, AcceptedSocketsAreCloseOnExec) {
 // The driver kit's rule, as in the epoll server: a refusal writer that throws costs that one
 // client only. It is shed (closed) anyway, counted, and the loop goes on.
 TEST(AsioAdapter, AThrowingRefusalWriterShedsTheClientAndTheLoopGoesOn) {
-  net::io_context io;
-  auto acceptor = loopback_acceptor(io);
-  const auto where = address_of(acceptor);
-  std::deque<tasio::accepted_socket> held;
-  int calls = 0;
-  loop_outcome outcome;
+  keeping_loop l;
   auto options = quiet_options(1);
   options.policy.shed = transient::shed_mode::respond;
   options.refuse = [](tcp::socket&, const tcp::endpoint&) { throw std::runtime_error("no refusal today"); };
-  transient::test::stop_signal cancel;
-  tasio::async_accept_loop(acceptor, keeper{&held, &calls}, options, cancel.bind(completion_into(outcome)));
-  const auto first = connect_to(where);
-  ASSERT_TRUE(run_until(io, [&] { return calls == 1; }));
-  const auto second = connect_to(where);
-  ASSERT_TRUE(run_until(io, [&] {
-    pollfd p{second.get(), POLLIN, 0};
-    return ::poll(&p, 1, 0) > 0;  // end of stream: the loop shed it
-  }));
-  EXPECT_FALSE(outcome.done) << "the loop still runs";
-  held.clear();
+  l.start(options);
+  transient::unique_fd first;
+  transient::unique_fd second;
+  ASSERT_NO_FATAL_FAILURE(l.connect_over_the_budget(first, second));  // end of stream: the loop shed it
+  EXPECT_FALSE(l.outcome.done) << "the loop still runs";
+  l.held.clear();
   // The accept in flight was decided (shed) while the budget was full: it sheds the next
   // client; the one after is served.
-  const auto third = connect_to(where);
-  const auto fourth = connect_to(where);
-  EXPECT_TRUE(run_until(io, [&] { return calls == 2; })) << "the loop still serves";
-  cancel.emit(acceptor);
-  ASSERT_TRUE(run_until(io, [&] { return outcome.done; }));
-  EXPECT_FALSE(outcome.error);
-  EXPECT_EQ(outcome.report.metrics.refusals_failed, 2U);
-  EXPECT_EQ(outcome.report.metrics.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 2U);
+  const auto third = connect_to(l.where);
+  const auto fourth = connect_to(l.where);
+  EXPECT_TRUE(run_until(l.io, [&] { return l.calls == 2; })) << "the loop still serves";
+  l.cancel.emit(l.acceptor);
+  ASSERT_TRUE(run_until(l.io, [&] { return l.outcome.done; }));
+  EXPECT_FALSE(l.outcome.error);
+  EXPECT_EQ(l.outcome.report.metrics.refusals_failed, 2U);
+  EXPECT_EQ(l.outcome.report.metrics.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 2U);
 }
 
 }  // namespace

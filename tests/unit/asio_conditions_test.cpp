@@ -18,16 +18,20 @@ namespace net = transient::test::net;
 using transient::condition;
 using transient::test::net_error_code;
 
+// `ec` matches `matched`, and classify() says `what` for it from `op`.
+void expect_verdict(const std::error_code& ec, transient::operation op, condition matched, transient::action what) {
+  EXPECT_TRUE(ec == matched) << ec.message();
+  EXPECT_EQ(transient::classify(op, ec).what, what) << ec.message();
+}
+
 TEST(AsioConditions, SystemCategoryErrnoValuesMatchTheirConditions) {
   const std::error_code emfile = net_error_code(EMFILE, net::error::get_system_category());
+  expect_verdict(emfile, transient::operation::accept, condition::process_fd_limit, transient::action::back_off);
   EXPECT_TRUE(emfile == condition::fd_exhausted);
-  EXPECT_TRUE(emfile == condition::process_fd_limit);
   EXPECT_FALSE(emfile == condition::system_fd_limit);
   EXPECT_EQ(transient::errno_of(emfile), EMFILE);
-  EXPECT_EQ(transient::classify(transient::operation::accept, emfile).what, transient::action::back_off);
-  const std::error_code aborted = net_error_code(net::error::connection_aborted);
-  EXPECT_TRUE(aborted == condition::connection_failed);
-  EXPECT_EQ(transient::classify(transient::operation::accept, aborted).what, transient::action::skip);
+  expect_verdict(net_error_code(net::error::connection_aborted), transient::operation::accept,
+                 condition::connection_failed, transient::action::skip);
   const std::error_code reset = net_error_code(net::error::connection_reset);
   EXPECT_TRUE(reset == condition::peer_gone);
   EXPECT_FALSE(reset == condition::fd_exhausted);
@@ -41,9 +45,8 @@ TEST(AsioConditions, GenericCategoryErrnoValuesMatchTheirConditions) {
 }
 
 TEST(AsioConditions, EndOfStreamIsPeerGoneAndOtherMiscCodesAreUnclassified) {
-  const std::error_code eof = net_error_code(net::error::eof);
-  EXPECT_TRUE(eof == condition::peer_gone);
-  EXPECT_EQ(transient::classify(transient::operation::read, eof).what, transient::action::close);
+  expect_verdict(net_error_code(net::error::eof), transient::operation::read, condition::peer_gone,
+                 transient::action::close);
   const std::error_code not_found = net_error_code(net::error::not_found);
   EXPECT_TRUE(not_found == condition::unclassified);
   EXPECT_FALSE(not_found == condition::peer_gone);

@@ -20,15 +20,10 @@
 namespace {
 
 using namespace std::chrono_literals;
-namespace tasio = transient::test::adapter;
-namespace net = transient::test::net;
+using namespace transient::test;
+namespace tasio = adapter;
 using tcp = net::ip::tcp;
 using transient::condition;
-using transient::test::address_of;
-using transient::test::completion_into;
-using transient::test::connect_to;
-using transient::test::loop_outcome;
-using transient::test::run_until;
 
 // An errno value as the Asio flavour reports it.
 transient::test::net_error_code asio_errno(int value) { return {value, net::error::get_system_category()}; }

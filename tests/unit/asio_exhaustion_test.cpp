@@ -28,11 +28,9 @@
 namespace {
 
 using namespace std::chrono_literals;
-namespace tasio = transient::test::adapter;
-namespace net = transient::test::net;
+using namespace transient::test;
+namespace tasio = adapter;
 using clock_type = std::chrono::steady_clock;
-using transient::test::cpu_microseconds;
-using transient::test::read_line;
 
 constexpr rlim_t child_fd_limit = 64;
 constexpr int clients_count = 80;  // more than the child can hold
@@ -199,6 +197,15 @@ struct child_process {
   void send(char command) const { ASSERT_EQ(::write(control.get(), &command, 1), 1); }
 };
 
+// Connects clients_count clients to the child at `where`: it serves some, the others wait in
+// its backlog.
+void connect_clients(const transient::endpoint& where, std::vector<transient::unique_fd>& clients) {
+  for (int i = 0; i < clients_count; ++i) {
+    clients.push_back(transient::test::connect_to(where));
+    ASSERT_TRUE(clients.back()) << "client " << i;
+  }
+}
+
 // The clients that have been answered ("hi") so far; `served` remembers earlier answers.
 int count_served(const std::vector<transient::unique_fd>& clients, std::vector<bool>& served) {
   int count = 0;
@@ -215,10 +222,7 @@ TEST(AsioExhaustion, NoSpinTwoLinesPerEpisodeAndAReleaseLetsTheNextClientIn) {
   child_process child(false);
   ASSERT_GT(child.pid, 0);
   std::vector<transient::unique_fd> clients;
-  for (int i = 0; i < clients_count; ++i) {
-    clients.push_back(transient::test::connect_to(child.where));
-    ASSERT_TRUE(clients.back()) << "client " << i;
-  }
+  ASSERT_NO_FATAL_FAILURE(connect_clients(child.where, clients));
   std::vector<bool> served(clients.size(), false);
   std::this_thread::sleep_for(300ms);
   const int before = count_served(clients, served);
@@ -261,10 +265,7 @@ TEST(AsioExhaustion, WatchdogStopsAStalledLoopWithADiagnosis) {
   child_process child(true);
   ASSERT_GT(child.pid, 0);
   std::vector<transient::unique_fd> clients;
-  for (int i = 0; i < clients_count; ++i) {
-    clients.push_back(transient::test::connect_to(child.where));
-    ASSERT_TRUE(clients.back()) << "client " << i;
-  }
+  ASSERT_NO_FATAL_FAILURE(connect_clients(child.where, clients));
   const child_report r{read_line(child.report.get(), 10s)};  // stall_timeout is 500 ms
   ASSERT_EQ(r.get("done"), 1) << r.line;
   EXPECT_EQ(r.get("stalled"), 1) << r.line;

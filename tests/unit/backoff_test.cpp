@@ -11,7 +11,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-TEST(backoff, without_jitter_doubles_from_1ms_up_to_1s) {
+TEST(Backoff, WithoutJitterDoublesFrom1msUpTo1s) {
   backoff b({.initial = 1ms, .factor = 2.0, .cap = 1s, .mode = jitter::none});
   const std::chrono::nanoseconds expected[] = {1ms, 2ms, 4ms, 8ms, 16ms, 32ms, 64ms, 128ms, 256ms, 512ms, 1s, 1s};
   for (const auto delay : expected) {
@@ -20,7 +20,7 @@ TEST(backoff, without_jitter_doubles_from_1ms_up_to_1s) {
   EXPECT_EQ(b.failures(), 12U);
 }
 
-TEST(backoff, reset_starts_again_from_initial) {
+TEST(Backoff, ResetStartsAgainFromInitial) {
   backoff b({.initial = 5ms, .factor = 3.0, .cap = 1s, .mode = jitter::none});
   EXPECT_EQ(b.next(), 5ms);
   EXPECT_EQ(b.next(), 15ms);
@@ -29,7 +29,7 @@ TEST(backoff, reset_starts_again_from_initial) {
   EXPECT_EQ(b.next(), 5ms);
 }
 
-TEST(backoff, full_jitter_stays_between_initial_and_the_delay) {
+TEST(Backoff, FullJitterStaysBetweenInitialAndTheDelay) {
   backoff b({.initial = 1ms, .factor = 2.0, .cap = 64ms, .mode = jitter::full}, 12345);
   std::chrono::nanoseconds base = 1ms;
   std::set<std::int64_t> seen;
@@ -43,7 +43,7 @@ TEST(backoff, full_jitter_stays_between_initial_and_the_delay) {
   EXPECT_GT(seen.size(), 150U) << "the delays are spread, not constant";
 }
 
-TEST(backoff, equal_jitter_keeps_at_least_half_of_the_delay) {
+TEST(Backoff, EqualJitterKeepsAtLeastHalfOfTheDelay) {
   backoff b({.initial = 2ms, .factor = 2.0, .cap = 32ms, .mode = jitter::equal}, 99);
   std::chrono::nanoseconds base = 2ms;
   for (int i = 0; i < 200; ++i) {
@@ -54,7 +54,7 @@ TEST(backoff, equal_jitter_keeps_at_least_half_of_the_delay) {
   }
 }
 
-TEST(backoff, the_same_seed_gives_the_same_delays) {
+TEST(Backoff, TheSameSeedGivesTheSameDelays) {
   backoff a({}, 7);
   backoff b({}, 7);
   backoff c({}, 8);
@@ -67,14 +67,14 @@ TEST(backoff, the_same_seed_gives_the_same_delays) {
   EXPECT_TRUE(differs);
 }
 
-TEST(backoff, a_fractional_factor_grows_slowly) {
+TEST(Backoff, AFractionalFactorGrowsSlowly) {
   backoff b({.initial = 100ms, .factor = 1.5, .cap = 1s, .mode = jitter::none});
   EXPECT_EQ(b.next(), 100ms);
   EXPECT_EQ(b.next(), 150ms);
   EXPECT_EQ(b.next(), 225ms);
 }
 
-TEST(backoff, invalid_settings_are_refused) {
+TEST(Backoff, InvalidSettingsAreRefused) {
   EXPECT_EQ(validate(backoff_config{.initial = 0ms}), std::errc::invalid_argument);
   EXPECT_EQ(validate(backoff_config{.factor = 0.5}), std::errc::invalid_argument);
   EXPECT_EQ(validate(backoff_config{.initial = 2s, .cap = 1s}), std::errc::invalid_argument);

@@ -57,6 +57,16 @@ drill_run drill(const std::string& command, std::vector<std::string> args = {}, 
   return run;
 }
 
+// The object of the scenario `name` in a drill `run` that failed (exit status 1), which must
+// give the target the verdict `verdict`.
+std::string judged(const drill_run& run, const std::string& name, const std::string& verdict) {
+  const auto& r = run.result;
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  const std::string object = scenario_object(r.out, name);
+  EXPECT_THAT(object, HasSubstr("\"verdict\":\"" + verdict + "\"")) << object;
+  return object;
+}
+
 // A file name for a pid, unique to this test process.
 std::string pid_path(const std::string& what) {
   return "/tmp/transient_drill_target_" + std::to_string(::getpid()) + "_" + what + ".pid";
@@ -71,6 +81,15 @@ pid_t read_pid(const std::string& path) {
 
 // True if `pid` no longer exists (not even as a zombie).
 bool gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+// The process whose pid the test server wrote to the file `pids` is gone (`what` says which
+// it is); the file is removed.
+void expect_gone(const std::string& pids, const std::string& what) {
+  const pid_t pid = read_pid(pids);
+  std::remove(pids.c_str());
+  ASSERT_GT(pid, 0) << what;
+  EXPECT_TRUE(gone(pid)) << what;
+}
 
 // Two processes that spin for at most `bound` (both cores busy, as on a loaded CI machine);
 // killed and reaped when it goes.
@@ -130,10 +149,7 @@ TEST(DrillTargetCli, TransientServePassesEveryScenarioAsTargetAndReference) {
 
 TEST(DrillTargetCli, ReArmOnEmfileIsJudgedASpinAndAFlood) {
   const auto run = drill(server + " rearm {port}", {"--scenarios", "2", "--no-reference"});
-  const auto& r = run.result;
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  const std::string object = scenario_object(r.out, "CPU and log while exhausted");
-  EXPECT_THAT(object, HasSubstr("\"verdict\":\"SPIN+FLOOD\"")) << object;
+  const std::string object = judged(run, "CPU and log while exhausted", "SPIN+FLOOD");
   EXPECT_GT(figure(object, "runnable_percent_exhausted"), 20) << object;
   EXPECT_GT(figure(object, "log_lines_per_s"), 20) << object;
   EXPECT_THAT(object, HasSubstr("\"fix\":\"stop polling the listener while accept fails with EMFILE")) << object;
@@ -156,11 +172,8 @@ TEST(DrillTargetCli, ASpinningTargetIsJudgedASpinWhileBothCoresAreBusy) {
 
 TEST(DrillTargetCli, AServerThatClosesAfterEachAnswerIsReportedAsNotFillableWithTheWayToDrillIt) {
   const auto run = drill(server + " close {port}", {"--scenarios", "1,2", "--no-reference"});
-  const auto& r = run.result;
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   for (const auto* name : {"exhaustion and recovery", "CPU and log while exhausted"}) {
-    const std::string object = scenario_object(r.out, name);
-    EXPECT_THAT(object, HasSubstr("\"verdict\":\"CANNOT FILL\"")) << object;
+    const std::string object = judged(run, name, "CANNOT FILL");
     EXPECT_THAT(object, HasSubstr("it does not keep connections")) << object;
     EXPECT_THAT(object, HasSubstr("could not fill its descriptor table")) << object;
     EXPECT_THAT(object, HasSubstr("--protocol tcp")) << object;
@@ -177,24 +190,15 @@ TEST(DrillTargetCli, AServerThatLeftTheGroupAndIgnoresSigtermIsNoCleanStop) {
   const std::string pids = pid_path("escaped");
   const auto run = drill("sh -c 'setsid " + server + " close,ignore-term {port} " + pids + " & wait'",
                          {"--scenarios", "4", "--no-reference"});
-  const auto& r = run.result;
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  const std::string object = scenario_object(r.out, "clean stop");
-  EXPECT_THAT(object, HasSubstr("\"verdict\":\"IGNORES SIGTERM\"")) << object;
+  const std::string object = judged(run, "clean stop", "IGNORES SIGTERM");
   EXPECT_THAT(object, HasSubstr("still listened")) << object;
   EXPECT_EQ(figure(object, "escaped_listeners"), 1) << object;
-  const pid_t pid = read_pid(pids);
-  ASSERT_GT(pid, 0);
-  EXPECT_TRUE(gone(pid)) << "the drill left the escaped server running";
-  std::remove(pids.c_str());
+  expect_gone(pids, "the drill left the escaped server running");
 }
 
 TEST(DrillTargetCli, FixedOneSecondSleepIsJudgedLate) {
   const auto run = drill(server + " sleep {port}", {"--scenarios", "1", "--no-reference"});
-  const auto& r = run.result;
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  const std::string object = scenario_object(r.out, "exhaustion and recovery");
-  EXPECT_THAT(object, HasSubstr("\"verdict\":\"LATE\"")) << object;
+  const std::string object = judged(run, "exhaustion and recovery", "LATE");
   EXPECT_GT(figure(object, "recovery_max_ms"), 100) << object;
   EXPECT_LT(figure(object, "recovery_max_ms"), 2500) << object;
   EXPECT_EQ(figure(object, "probes_served"), 3) << object;
@@ -202,11 +206,8 @@ TEST(DrillTargetCli, FixedOneSecondSleepIsJudgedLate) {
 
 TEST(DrillTargetCli, ExitOnFirstAcceptErrorIsJudgedDead) {
   const auto run = drill(server + " die {port}", {"--scenarios", "1,2", "--no-reference"});
-  const auto& r = run.result;
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   for (const auto* name : {"exhaustion and recovery", "CPU and log while exhausted"}) {
-    const std::string object = scenario_object(r.out, name);
-    EXPECT_THAT(object, HasSubstr("\"verdict\":\"DEAD\"")) << object;
+    const std::string object = judged(run, name, "DEAD");
     EXPECT_THAT(object, HasSubstr("exit status 1")) << object;
   }
 }
@@ -214,30 +215,18 @@ TEST(DrillTargetCli, ExitOnFirstAcceptErrorIsJudgedDead) {
 TEST(DrillTargetCli, IgnoringSigtermIsJudgedAndKilledOnTime) {
   const std::string pids = pid_path("ignore");
   const auto run = drill(server + " ignore-term {port} " + pids, {"--scenarios", "4", "--no-reference"});
-  const auto& r = run.result;
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  const std::string object = scenario_object(r.out, "clean stop");
-  EXPECT_THAT(object, HasSubstr("\"verdict\":\"IGNORES SIGTERM\"")) << object;
+  const std::string object = judged(run, "clean stop", "IGNORES SIGTERM");
   EXPECT_EQ(figure(object, "processes_after_kill"), 0) << object;
   EXPECT_LT(run.seconds, 10) << "stop bound 2 s, then SIGKILL";
-  const pid_t pid = read_pid(pids);
-  ASSERT_GT(pid, 0);
-  EXPECT_TRUE(gone(pid)) << "the drill left its target running";
-  std::remove(pids.c_str());
+  expect_gone(pids, "the drill left its target running");
 }
 
 TEST(DrillTargetCli, AForkedProcessIsReportedAndLeftBehindByNothing) {
   const std::string pids = pid_path("fork");
   const auto run = drill(server + " fork {port} " + pids, {"--scenarios", "4", "--no-reference"});
-  const auto& r = run.result;
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  const std::string object = scenario_object(r.out, "clean stop");
-  EXPECT_THAT(object, HasSubstr("\"verdict\":\"LEFT PROCESSES\"")) << object;
+  const std::string object = judged(run, "clean stop", "LEFT PROCESSES");
   EXPECT_EQ(figure(object, "processes_left"), 1) << object;
-  const pid_t grandchild = read_pid(pids);
-  ASSERT_GT(grandchild, 0);
-  EXPECT_TRUE(gone(grandchild)) << "the forked process outlived the drill";
-  std::remove(pids.c_str());
+  expect_gone(pids, "the forked process outlived the drill");
 }
 
 TEST(DrillTargetCli, AForkedProcessIsKilledWhenTheDrillEndsAnyScenario) {
@@ -245,10 +234,7 @@ TEST(DrillTargetCli, AForkedProcessIsKilledWhenTheDrillEndsAnyScenario) {
   const std::string pids = pid_path("fork1");
   const auto run = drill(server + " fork {port} " + pids, {"--scenarios", "1", "--no-reference"});
   EXPECT_EQ(run.result.exit_code, 0) << run.result.out << run.result.err;
-  const pid_t grandchild = read_pid(pids);
-  ASSERT_GT(grandchild, 0);
-  EXPECT_TRUE(gone(grandchild)) << "the forked process outlived the drill";
-  std::remove(pids.c_str());
+  expect_gone(pids, "the forked process outlived the drill");
 }
 
 TEST(DrillTargetCli, ATargetThatFailsToStartOrNeverListensGetsAClearVerdictInTime) {

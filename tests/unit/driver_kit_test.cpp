@@ -37,34 +37,40 @@ syscalls recording() {
   return sys;
 }
 
-TEST(driver_kit, shed_as_reset_sets_an_abortive_linger_and_writes_no_refusal) {
+// A refusal writer that counts its calls.
+struct counting_refusal {
+  int calls = 0;
+  std::function<void()> writer() {
+    return [this] { ++calls; };
+  }
+};
+
+TEST(DriverKit, ShedAsResetSetsAnAbortiveLingerAndWritesNoRefusal) {
   const syscalls sys = recording();
-  int refusals = 0;
-  const std::function<void()> refuse = [&] { ++refusals; };
-  EXPECT_TRUE(shed_as(shed_mode::reset, 7, refuse, sys));
+  counting_refusal refusal;
+  EXPECT_TRUE(shed_as(shed_mode::reset, 7, refusal.writer(), sys));
   EXPECT_EQ(linger_calls, 1);
   EXPECT_EQ(linger_on, 1);
-  EXPECT_EQ(refusals, 0);
+  EXPECT_EQ(refusal.calls, 0);
 }
 
-TEST(driver_kit, shed_as_respond_writes_the_refusal_and_close_does_nothing_before_the_close) {
+TEST(DriverKit, ShedAsRespondWritesTheRefusalAndCloseDoesNothingBeforeTheClose) {
   const syscalls sys = recording();
-  int refusals = 0;
-  const std::function<void()> refuse = [&] { ++refusals; };
-  EXPECT_TRUE(shed_as(shed_mode::respond, 7, refuse, sys));
-  EXPECT_EQ(refusals, 1);
-  EXPECT_TRUE(shed_as(shed_mode::close, 7, refuse, sys));
-  EXPECT_EQ(refusals, 1);
+  counting_refusal refusal;
+  EXPECT_TRUE(shed_as(shed_mode::respond, 7, refusal.writer(), sys));
+  EXPECT_EQ(refusal.calls, 1);
+  EXPECT_TRUE(shed_as(shed_mode::close, 7, refusal.writer(), sys));
+  EXPECT_EQ(refusal.calls, 1);
   EXPECT_EQ(linger_calls, 0);
   EXPECT_TRUE(shed_as(shed_mode::respond, 7, nullptr, sys)) << "no writer: nothing to write";
 }
 
-TEST(driver_kit, shed_as_reports_a_throwing_refusal_writer_as_false) {
+TEST(DriverKit, ShedAsReportsAThrowingRefusalWriterAsFalse) {
   const std::function<void()> refuse = [] { throw std::runtime_error("no"); };
   EXPECT_FALSE(shed_as(shed_mode::respond, 7, refuse, recording()));
 }
 
-TEST(driver_kit, failure_context_of_takes_the_load_from_the_budget) {
+TEST(DriverKit, FailureContextOfTakesTheLoadFromTheBudget) {
   connection_budget budget(5);
   permit one = budget.try_acquire();
   permit two = budget.try_acquire();
@@ -78,7 +84,7 @@ TEST(driver_kit, failure_context_of_takes_the_load_from_the_budget) {
   EXPECT_EQ(c.stall_timeout, 3s);
 }
 
-TEST(driver_kit, stop_info_of_a_fail_decision_diagnoses_it_and_attaches_the_diagnosis) {
+TEST(DriverKit, StopInfoOfAFailDecisionDiagnosesItAndAttachesTheDiagnosis) {
   connection_budget budget(5);
   accept_policy policy(budget);
   const auto now = accept_policy::clock::now();
@@ -92,7 +98,7 @@ TEST(driver_kit, stop_info_of_a_fail_decision_diagnoses_it_and_attaches_the_diag
   EXPECT_EQ(policy.diagnosis(), info.diagnosis);
 }
 
-TEST(driver_kit, stop_info_of_a_clean_stop_is_clean_and_attaches_nothing) {
+TEST(DriverKit, StopInfoOfACleanStopIsCleanAndAttachesNothing) {
   connection_budget budget(5);
   accept_policy policy(budget);
   const decision d = policy.on_stop(accept_policy::clock::now());

@@ -26,7 +26,7 @@ int count(const std::string& text, const std::string& what) {
   return n;
 }
 
-TEST(driver_protocol, only_the_epoll_acceptor_reports_readiness) {
+TEST(DriverProtocol, OnlyTheEpollAcceptorReportsReadiness) {
   EXPECT_EQ(count(source("src/drivers/acceptor.cpp"), "policy.on_ready("), 1);
   for (const char* path : {"src/drivers/uring/uring_acceptor.cpp", "include/transient/detail/asio_loop.hpp",
                            "src/drivers/acceptor_core.hpp", "src/drivers/driver_kit.cpp"}) {
@@ -34,7 +34,7 @@ TEST(driver_protocol, only_the_epoll_acceptor_reports_readiness) {
   }
 }
 
-TEST(driver_protocol, completion_drivers_report_results_and_invent_no_errno) {
+TEST(DriverProtocol, CompletionDriversReportResultsAndInventNoErrno) {
   const std::string uring = source("src/drivers/uring/uring_acceptor.cpp");
   const std::string asio = source("include/transient/detail/asio_loop.hpp");
   EXPECT_EQ(count(uring, "on_accept_failed("), 0) << "an empty backlog is a parked request, not a made-up EAGAIN";
@@ -43,14 +43,14 @@ TEST(driver_protocol, completion_drivers_report_results_and_invent_no_errno) {
   EXPECT_EQ(count(asio, "bad_descriptor"), 0) << "a closed acceptor's accept fails by itself";
 }
 
-TEST(driver_protocol, the_batch_decides_multishot) {
+TEST(DriverProtocol, TheBatchDecidesMultishot) {
   const std::string uring = source("src/drivers/uring/uring_acceptor.cpp");
   EXPECT_EQ(count(uring, "multishot_fits"), 0);
   EXPECT_EQ(count(uring, "max_connections"), 0) << "the budget is the policy's to read";
   EXPECT_EQ(count(uring, "arm_accept(d.batch > 1)"), 2);
 }
 
-TEST(driver_protocol, the_asio_loop_sheds_and_diagnoses_through_the_kit) {
+TEST(DriverProtocol, TheAsioLoopShedsAndDiagnosesThroughTheKit) {
   const std::string asio = source("include/transient/detail/asio_loop.hpp");
   EXPECT_EQ(count(asio, "linger("), 0);
   EXPECT_EQ(count(asio, "failure_context context;"), 0);

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/example_server.hpp"
 #include "support/loopback.hpp"
 #include "support/spawned_process.hpp"
 #include "transient/sockets/endpoint.hpp"
@@ -19,8 +20,7 @@
 namespace {
 
 using namespace std::chrono_literals;
-using transient::unique_fd;
-using transient::test::spawned_process;
+using namespace transient::test;
 
 // Sends "ping" and expects `expected` back (what was sent before, unanswered, comes first).
 bool echoes(int fd, std::chrono::milliseconds timeout, const std::string& expected = "ping") {
@@ -44,35 +44,15 @@ TEST(ExampleOwnLoop, UnderEmfileItDoesNotSpinRecoversAtAReleaseAndStopsCleanly) 
   const rlimit limit{64, 64};
   ASSERT_EQ(::prlimit(example.pid(), RLIMIT_NOFILE, &limit, nullptr), 0);
 
-  // Fill the example's descriptor table: every client it accepts is echoed; the first one
-  // that is not waits in the backlog while accept fails with EMFILE.
-  std::vector<unique_fd> served;
-  unique_fd waiting;
-  for (int i = 0; i < 80 && !waiting; ++i) {
-    unique_fd c = transient::test::connect_to(at);
-    ASSERT_TRUE(c) << i;
-    if (echoes(c.get(), 500ms)) {
-      served.push_back(std::move(c));
-    } else {
-      waiting = std::move(c);
-    }
-  }
-  ASSERT_TRUE(waiting) << "80 clients were served under a limit of 64 descriptors";
-  EXPECT_GT(served.size(), 40U);
-  EXPECT_LT(served.size(), 64U);
-
-  // Exhausted: the loop backs off (up to 1 s between tries); a spinning loop would use a core.
-  const long before = example.cpu_ticks();
-  std::this_thread::sleep_for(1500ms);
-  const long after = example.cpu_ticks();
-  ASSERT_GE(before, 0);
-  EXPECT_LE(after - before, 15) << "ticks of CPU in 1.5 s while exhausted (a spin uses about 150)";
-  EXPECT_TRUE(transient::test::read_some(waiting.get(), 10ms).empty());
+  filled_table table;
+  ASSERT_NO_FATAL_FAILURE(fill_descriptor_table(
+      at, [](int fd) { return echoes(fd, 500ms); }, table));
+  ASSERT_NO_FATAL_FAILURE(expect_no_spin_while_exhausted(example, table));
 
   // A connection closes: its descriptor and its place are free, and the waiting client is served.
-  served.pop_back();
+  table.served.pop_back();
   const auto released = std::chrono::steady_clock::now();
-  EXPECT_TRUE(echoes(waiting.get(), 3s, "pingping")) << "the waiting client was not served after a release";
+  EXPECT_TRUE(echoes(table.waiting.get(), 3s, "pingping")) << "the waiting client was not served after a release";
   // The release wakes the paused loop at once; the backoff timer alone would take up to 1 s.
   EXPECT_LT(std::chrono::steady_clock::now() - released, 900ms);
 

@@ -14,17 +14,16 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace transient::test;
 using transient::unique_fd;
-using transient::test::read_at_least;
-using transient::test::send_text;
 
-struct example_server : transient::test::example_server {
-  explicit example_server(unsigned max_connections)
-      : transient::test::example_server(TRANSIENT_EXAMPLE_SERVE_ON_LOOP, "serve_on_loop", max_connections) {}
-};
+// The example on 127.0.0.1 (any free port) with two threads and `max_connections`.
+example_server serve_on_loop(unsigned max_connections) {
+  return {TRANSIENT_EXAMPLE_SERVE_ON_LOOP, "serve_on_loop", max_connections};
+}
 
 TEST(ExampleServeOnLoop, EchoesOnAKeptConnectionAndStopsCleanlyClosingIt) {
-  example_server server(0);
+  example_server server = serve_on_loop(0);
   ASSERT_NE(server.at.port(), 0);
   const unique_fd c = transient::test::connect_to(server.at);
   ASSERT_TRUE(c);
@@ -40,19 +39,11 @@ TEST(ExampleServeOnLoop, EchoesOnAKeptConnectionAndStopsCleanlyClosingIt) {
 }
 
 TEST(ExampleServeOnLoop, AtItsBudgetAClientWaitsUntilAConnectionCloses) {
-  example_server server(1);
+  example_server server = serve_on_loop(1);
   ASSERT_NE(server.at.port(), 0);
-  unique_fd first = transient::test::connect_to(server.at);
-  ASSERT_TRUE(send_text(first.get(), "a"));
-  ASSERT_EQ(read_at_least(first.get(), 1), "a");  // it holds the one place
-
-  const unique_fd second = transient::test::connect_to(server.at);
-  ASSERT_TRUE(second) << "the kernel completes the handshake; the client waits in the backlog";
-  ASSERT_TRUE(send_text(second.get(), "b"));
-  EXPECT_EQ(transient::test::read_some(second.get(), 300ms), "") << "served beyond the budget of 1";
-
-  first.reset();  // the loop sees the end of stream, closes, and its place goes to the next
-  EXPECT_EQ(read_at_least(second.get(), 1, 3s), "b");
+  // The loop sees the first client's end of stream, closes, and its place goes to the next.
+  unique_fd second;
+  ASSERT_NO_FATAL_FAILURE(expect_a_client_waits_until_a_release(server.at, {"a", "a"}, {"b", "b"}, second));
   server.process.signal(SIGTERM);
   EXPECT_EQ(server.process.wait(3s), 0);
 }

@@ -20,17 +20,14 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace transient::test;
 using clock_type = std::chrono::steady_clock;
 using testing::HasSubstr;
-using transient::endpoint;
-using transient::unique_fd;
-using transient::test::send_text;
-using transient::test::spawned_process;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
 
 // The address of a stdout line "PREFIX ADDRESS..." of `p`, read within 5 s.
-std::optional<endpoint> address_line(spawned_process& p, const std::string& prefix) {
+std::optional<transient::endpoint> address_line(spawned_process& p, const std::string& prefix) {
   const std::string line = p.read_line(spawned_process::stream::out, 5s);
   if (line.rfind(prefix, 0) != 0) {
     return std::nullopt;
@@ -42,8 +39,8 @@ std::optional<endpoint> address_line(spawned_process& p, const std::string& pref
 }
 
 // The response to GET `target` on a new connection to `at`, read within `limit`.
-std::string get(const endpoint& at, const std::string& target, std::chrono::milliseconds limit) {
-  const unique_fd c = transient::test::connect_to(at);
+std::string get(const transient::endpoint& at, const std::string& target, std::chrono::milliseconds limit) {
+  const transient::unique_fd c = transient::test::connect_to(at);
   if (!c || !send_text(c.get(), "GET " + target + " HTTP/1.1\r\nHost: a\r\n\r\n")) {
     return {};
   }
@@ -57,7 +54,7 @@ TEST(FixtureCli, TheNaiveLoopServesCountsAndStopsOnSigterm) {
   ASSERT_TRUE(metrics && at) << naive.stderr_text();
   EXPECT_EQ(get(*at, "/", 2000ms), ok);
   EXPECT_EQ(get(*at, "/slow", 2000ms), ok) << "the naive loop holds nothing back";
-  const unique_fd probe = transient::test::connect_to(*metrics);
+  const transient::unique_fd probe = transient::test::connect_to(*metrics);
   ASSERT_TRUE(probe && send_text(probe.get(), "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n"));
   EXPECT_THAT(transient::test::read_at_least(probe.get(), 150, 2000ms), HasSubstr("naive_accepted_total 2\n"));
   naive.signal(SIGTERM);

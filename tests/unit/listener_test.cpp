@@ -28,6 +28,18 @@ std::uint64_t inode_of(int fd) {
   return status.st_ino;
 }
 
+// A socket of `type` bound to 127.0.0.1 (any port), not listening; empty if the socket or the
+// bind failed.
+transient::unique_fd bound_loopback_socket(int type) {
+  transient::unique_fd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+  sockaddr_storage address{};
+  const socklen_t length = endpoint::loopback_v4(0).to_sockaddr(address);
+  if (!fd || ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0) {
+    return {};
+  }
+  return fd;
+}
+
 listen_options reuse_port_options() {
   listen_options options;
   options.reuse_port = true;
@@ -175,11 +187,8 @@ TEST(Listen, AddressInUseByAHolderThatCannotBeSeenSaysWhatItMayBe) {
 }
 
 TEST(Verify, BoundButNotListeningFails) {
-  transient::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  transient::unique_fd fd = bound_loopback_socket(SOCK_STREAM);
   ASSERT_TRUE(fd);
-  sockaddr_storage address{};
-  const socklen_t length = endpoint::loopback_v4(0).to_sockaddr(address);
-  ASSERT_EQ(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length), 0);
   std::error_code ec;
   const listener l = listener::adopt(std::move(fd), ec);
   ASSERT_FALSE(ec);
@@ -195,10 +204,8 @@ TEST(Verify, BoundButNotListeningFails) {
 }
 
 TEST(Verify, DatagramSocketIsNotAStream) {
-  transient::unique_fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_storage address{};
-  const socklen_t length = endpoint::loopback_v4(0).to_sockaddr(address);
-  ASSERT_EQ(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length), 0);
+  transient::unique_fd fd = bound_loopback_socket(SOCK_DGRAM);
+  ASSERT_TRUE(fd);
   std::error_code ec;
   const listener l = listener::adopt(std::move(fd), ec);
   EXPECT_EQ(transient::verify(l).error, transient::error::not_stream);
@@ -286,10 +293,8 @@ TEST(WhoListens, SeesBothFamiliesOnOnePort) {
 }
 
 TEST(WhoListens, BoundSocketIsNotAListener) {
-  transient::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_storage address{};
-  const socklen_t length = endpoint::loopback_v4(0).to_sockaddr(address);
-  ASSERT_EQ(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length), 0);
+  const transient::unique_fd fd = bound_loopback_socket(SOCK_STREAM);
+  ASSERT_TRUE(fd);
   std::error_code ec;
   const endpoint bound = listener::adopt(transient::unique_fd(::dup(fd.get())), ec).local_endpoint();
   EXPECT_TRUE(transient::who_listens(bound.port()).empty());

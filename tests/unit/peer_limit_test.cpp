@@ -26,20 +26,20 @@ peer_key v6(const char* text) {
   return peer_key_of(reinterpret_cast<const sockaddr*>(&a), sizeof a);
 }
 
-TEST(peer_key, ipv4_is_the_whole_address) {
+TEST(PeerKey, Ipv4IsTheWholeAddress) {
   EXPECT_EQ(v4("10.0.0.1"), (peer_key{0x0a000001U, AF_INET}));
   EXPECT_NE(v4("10.0.0.1"), v4("10.0.0.2"));
 }
 
-TEST(peer_key, ipv6_is_the_64_bit_prefix) {
+TEST(PeerKey, Ipv6IsThe64BitPrefix) {
   EXPECT_EQ(v6("2001:db8::1"), v6("2001:db8::ffff:1"));
   EXPECT_EQ(v6("2001:db8::1"), (peer_key{0x20010db800000000ULL, AF_INET6}));
   EXPECT_NE(v6("2001:db8::1"), v6("2001:db8:0:1::1"));
 }
 
-TEST(peer_key, ipv4_mapped_ipv6_counts_as_ipv4) { EXPECT_EQ(v6("::ffff:10.0.0.1"), v4("10.0.0.1")); }
+TEST(PeerKey, Ipv4MappedIpv6CountsAsIpv4) { EXPECT_EQ(v6("::ffff:10.0.0.1"), v4("10.0.0.1")); }
 
-TEST(peer_key, other_families_and_short_lengths_are_unknown) {
+TEST(PeerKey, OtherFamiliesAndShortLengthsAreUnknown) {
   sockaddr_un u{};
   u.sun_family = AF_UNIX;
   EXPECT_FALSE(peer_key_of(reinterpret_cast<const sockaddr*>(&u), sizeof u));
@@ -49,12 +49,12 @@ TEST(peer_key, other_families_and_short_lengths_are_unknown) {
   EXPECT_FALSE(peer_key_of(nullptr, 0));
 }
 
-TEST(peer_limit, caps_live_connections_per_peer) {
+TEST(PeerLimit, CapsLiveConnectionsPerPeer) {
   peer_limit limit(3, 1024, 1);
   peer_slot s[5];
-  EXPECT_TRUE(limit.try_acquire(v4("192.0.2.1"), s[0]));
-  EXPECT_TRUE(limit.try_acquire(v4("192.0.2.1"), s[1]));
-  EXPECT_TRUE(limit.try_acquire(v4("192.0.2.1"), s[2]));
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(limit.try_acquire(v4("192.0.2.1"), s[i])) << "connection " << i << " of the cap of 3";
+  }
   EXPECT_FALSE(limit.try_acquire(v4("192.0.2.1"), s[3]));
   EXPECT_EQ(limit.count(v4("192.0.2.1")), 3U) << "a refusal leaves the count unchanged";
   EXPECT_TRUE(limit.try_acquire(v4("192.0.2.2"), s[4]));
@@ -62,7 +62,7 @@ TEST(peer_limit, caps_live_connections_per_peer) {
   EXPECT_TRUE(limit.try_acquire(v4("192.0.2.1"), s[0]));
 }
 
-TEST(peer_limit, an_ipv6_site_shares_one_cap) {
+TEST(PeerLimit, AnIpv6SiteSharesOneCap) {
   peer_limit limit(2, 1024, 1);
   peer_slot s[3];
   EXPECT_TRUE(limit.try_acquire(v6("2001:db8::1"), s[0]));
@@ -71,7 +71,7 @@ TEST(peer_limit, an_ipv6_site_shares_one_cap) {
   EXPECT_TRUE(limit.try_acquire(v6("2001:db8:0:1::1"), s[2]));
 }
 
-TEST(peer_limit, unknown_peers_are_not_limited) {
+TEST(PeerLimit, UnknownPeersAreNotLimited) {
   peer_limit limit(1, 64, 1);
   peer_slot s;
   for (int i = 0; i < 10; ++i) {
@@ -79,7 +79,7 @@ TEST(peer_limit, unknown_peers_are_not_limited) {
   }
 }
 
-TEST(peer_limit, memory_is_fixed_and_peers_that_left_leave_nothing) {
+TEST(PeerLimit, MemoryIsFixedAndPeersThatLeftLeaveNothing) {
   peer_limit limit(1, 4096, 3);
   EXPECT_EQ(limit.memory_bytes(), 2U * 4096U * 4U);
   std::vector<peer_slot> slots;
@@ -95,7 +95,7 @@ TEST(peer_limit, memory_is_fixed_and_peers_that_left_leave_nothing) {
   }
 }
 
-TEST(peer_limit, a_cap_of_one_refuses_about_half_a_percent_of_2000_live_peers_early) {
+TEST(PeerLimit, ACapOfOneRefusesAboutHalfAPercentOf2000LivePeersEarly) {
   // The worst case of the sketch: with a cap of 1 a peer is refused early when both of its
   // counters are taken by other peers; with 2,000 peers in 16384 counters per row that is
   // about (2000/16384)^2 / 2, i.e. 0.6 % (about 12) of them. The cap itself always holds.
@@ -111,7 +111,7 @@ TEST(peer_limit, a_cap_of_one_refuses_about_half_a_percent_of_2000_live_peers_ea
   }
 }
 
-TEST(peer_limit, a_cap_of_four_refuses_no_peer_early) {
+TEST(PeerLimit, ACapOfFourRefusesNoPeerEarly) {
   peer_limit limit(4, 16384, 5);
   peer_slot s;
   for (std::uint32_t i = 0; i < 2000; ++i) {
@@ -121,7 +121,7 @@ TEST(peer_limit, a_cap_of_four_refuses_no_peer_early) {
   }
 }
 
-TEST(peer_limit, bad_settings_are_refused) {
+TEST(PeerLimit, BadSettingsAreRefused) {
   EXPECT_THROW(peer_limit(0), std::system_error);
   EXPECT_THROW(peer_limit(1, std::size_t{1} << 25U), std::system_error);
   EXPECT_EQ(peer_limit(1, 1, 1).memory_bytes(), 2U * 64U * 4U) << "at least 64 counters per row";

@@ -30,7 +30,7 @@ accept_policy_config quiet() {
   return c;
 }
 
-TEST(permit, keeps_its_shared_budget_alive_until_it_is_released) {
+TEST(Permit, KeepsItsSharedBudgetAliveUntilItIsReleased) {
   auto budget = shared_budget::create(2);
   const std::weak_ptr<shared_budget> watch = budget;
   permit p = budget->budget().try_acquire();
@@ -44,7 +44,7 @@ TEST(permit, keeps_its_shared_budget_alive_until_it_is_released) {
   EXPECT_TRUE(watch.expired()) << "the released permit still holds its budget";
 }
 
-TEST(permit, from_a_policy_outlives_the_policy_and_the_budget) {
+TEST(Permit, FromAPolicyOutlivesThePolicyAndTheBudget) {
   auto budget = shared_budget::create(2);
   const std::weak_ptr<shared_budget> watch = budget;
   const auto now = accept_policy::time_point{} + 1h;
@@ -62,7 +62,7 @@ TEST(permit, from_a_policy_outlives_the_policy_and_the_budget) {
   EXPECT_TRUE(watch.expired());
 }
 
-TEST(permit, keeps_its_peer_limit_alive_and_gives_the_peer_its_place_back) {
+TEST(Permit, KeepsItsPeerLimitAliveAndGivesThePeerItsPlaceBack) {
   auto budget = shared_budget::create(4);
   auto peers = std::make_shared<peer_limit>(1, 64, 7);
   const std::weak_ptr<peer_limit> watch = peers;
@@ -91,7 +91,7 @@ TEST(permit, keeps_its_peer_limit_alive_and_gives_the_peer_its_place_back) {
   EXPECT_EQ(budget->budget().live(), 0U);
 }
 
-TEST(permit, a_reservation_is_cancelled_and_a_connection_released) {
+TEST(Permit, AReservationIsCancelledAndAConnectionReleased) {
   connection_budget budget(2);
   const std::uint16_t start = budget.generation();
   permit reservation = budget.try_reserve();
@@ -113,7 +113,7 @@ TEST(permit, a_reservation_is_cancelled_and_a_connection_released) {
   EXPECT_FALSE(connection.release()) << "a second release does nothing";
 }
 
-TEST(permit, a_reservation_refused_by_the_peer_cap_stays_a_reservation) {
+TEST(Permit, AReservationRefusedByThePeerCapStaysAReservation) {
   connection_budget budget(4);
   const auto peers = std::make_shared<peer_limit>(1, 64, 7);
   permit a = budget.try_reserve();

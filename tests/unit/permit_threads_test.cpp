@@ -125,7 +125,7 @@ void run_loop(shared_state& s, int index, loop_result& result) {
   result.last = policy.on_stop(now).next;
 }
 
-TEST(permit_threads, releases_from_many_threads_wake_paused_loops_and_leak_nothing) {
+TEST(PermitThreads, ReleasesFromManyThreadsWakePausedLoopsAndLeakNothing) {
   shared_state s;
   s.budget.set_waker({&wake, &s});
   std::vector<loop_result> results(loop_count);

@@ -25,7 +25,7 @@ policy_metrics sample() {
   return m;
 }
 
-TEST(policy_metrics, renders_the_prometheus_text_format) {
+TEST(PolicyMetrics, RendersThePrometheusTextFormat) {
   const std::string expected =
       "# HELP app_accepted_total Connections accepted and handed out with a permit.\n"
       "# TYPE app_accepted_total counter\n"
@@ -63,13 +63,13 @@ TEST(policy_metrics, renders_the_prometheus_text_format) {
   EXPECT_EQ(to_prometheus(sample(), "app"), expected);
 }
 
-TEST(policy_metrics, the_default_prefix_is_transient) {
+TEST(PolicyMetrics, TheDefaultPrefixIsTransient) {
   const std::string text = to_prometheus(policy_metrics{});
   EXPECT_NE(text.find("\ntransient_accepted_total 0\n"), std::string::npos);
   EXPECT_EQ(text.find("condition="), std::string::npos) << "no per-condition series for conditions that never occurred";
 }
 
-TEST(policy_metrics, an_invalid_prefix_is_an_error) {
+TEST(PolicyMetrics, AnInvalidPrefixIsAnError) {
   std::error_code ec;
   EXPECT_EQ(to_prometheus(sample(), "9lives", ec), "");
   EXPECT_EQ(ec, std::errc::invalid_argument);
@@ -80,7 +80,7 @@ TEST(policy_metrics, an_invalid_prefix_is_an_error) {
   EXPECT_FALSE(ec);
 }
 
-TEST(policy_metrics, snapshots_of_several_loops_add_up) {
+TEST(PolicyMetrics, SnapshotsOfSeveralLoopsAddUp) {
   policy_metrics total = sample();
   policy_metrics other = sample();
   other.live = 6;
@@ -94,7 +94,7 @@ TEST(policy_metrics, snapshots_of_several_loops_add_up) {
   EXPECT_EQ(total.max_connections, 972U);
 }
 
-TEST(policy_metrics, reason_names) {
+TEST(PolicyMetrics, ReasonNames) {
   EXPECT_EQ(to_string(shed_reason::budget), "budget");
   EXPECT_EQ(to_string(shed_reason::peer_limit), "peer_limit");
   EXPECT_EQ(to_string(pause_reason::capacity), "capacity");

@@ -46,7 +46,7 @@ std::string read_all(const std::string& path) {
   return text.str();
 }
 
-TEST(policy_table_doc, every_state_answers_every_event_and_stopped_only_stays_stopped) {
+TEST(PolicyTableDoc, EveryStateAnswersEveryEventAndStoppedOnlyStaysStopped) {
   const std::vector<policy_transition> rows = detail::policy_transitions();
   ASSERT_EQ(rows.size(), 7U * 9U);
   for (const policy_transition& r : rows) {
@@ -58,7 +58,7 @@ TEST(policy_table_doc, every_state_answers_every_event_and_stopped_only_stays_st
   }
 }
 
-TEST(policy_table_doc, the_document_shows_the_table_of_the_code) {
+TEST(PolicyTableDoc, TheDocumentShowsTheTableOfTheCode) {
   const std::string path = doc_path();
   const std::string doc = read_all(path);
   const std::size_t open = doc.find(begin_marker);

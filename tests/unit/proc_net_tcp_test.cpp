@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <string_view>
+#include <tuple>
 
 namespace {
 
@@ -11,20 +13,33 @@ using transient::endpoint;
 using transient::detail::parse_tcp_row;
 using transient::detail::parse_tcp_table;
 
+// Every field of a row, to compare a parsed row with the expected one at once.
+auto fields(const transient::detail::tcp_row& r) {
+  return std::tuple(r.local, r.remote, r.state, r.uid, r.inode, r.rx_queue);
+}
+
+// Parses `line`, which is a row, and checks every field against `expected`.
+void expect_parsed(std::string_view line, const transient::detail::tcp_row& expected) {
+  const auto row = parse_tcp_row(line);
+  ASSERT_TRUE(row) << line;
+  EXPECT_EQ(fields(*row), fields(expected));
+}
+
 constexpr const char* header =
     "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
 
 TEST(ProcNetTcp, ParsesIpv4ListenRow) {
-  const auto row = parse_tcp_row(
+  expect_parsed(
       "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1 "
-      "0000000000000000 100 0 0 10 0");
-  ASSERT_TRUE(row);
-  EXPECT_EQ(row->local, endpoint::v4({127, 0, 0, 1}, 8080));
-  EXPECT_EQ(row->remote, endpoint::v4({0, 0, 0, 0}, 0));
-  EXPECT_EQ(row->state, 0x0A);
-  EXPECT_EQ(row->uid, 1000u);
-  EXPECT_EQ(row->inode, 12345u);
-  EXPECT_EQ(row->rx_queue, 0u);
+      "0000000000000000 100 0 0 10 0",
+      {endpoint::v4({127, 0, 0, 1}, 8080), endpoint::v4({0, 0, 0, 0}, 0), 0x0A, 1000, 12345, 0});
+}
+
+TEST(ProcNetTcp, ParsesIpv4EstablishedRow) {
+  expect_parsed(
+      "  12: 0201A8C0:D431 0101A8C0:01BB 01 00000000:00000000 02:000AFC8D 00000000     0        0 98765432 2 "
+      "ffff88810a1b2c00 20 4 30 10 -1",
+      {endpoint::v4({192, 168, 1, 2}, 0xD431), endpoint::v4({192, 168, 1, 1}, 443), 1, 0, 98765432, 0});
 }
 
 TEST(ProcNetTcp, ParsesTheAcceptQueueOfAListenRow) {
@@ -39,17 +54,6 @@ TEST(ProcNetTcp, ParsesTheAcceptQueueOfAListenRow) {
                     "12345 1 0000000000000000 100 0 0 10 0",
                     &problem));
   EXPECT_EQ(problem, "malformed queues (expected 8 hex digits, ':', 8 hex digits)");
-}
-
-TEST(ProcNetTcp, ParsesIpv4EstablishedRow) {
-  const auto row = parse_tcp_row(
-      "  12: 0201A8C0:D431 0101A8C0:01BB 01 00000000:00000000 02:000AFC8D 00000000     0        0 98765432 2 "
-      "ffff88810a1b2c00 20 4 30 10 -1");
-  ASSERT_TRUE(row);
-  EXPECT_EQ(row->local, endpoint::v4({192, 168, 1, 2}, 0xD431));
-  EXPECT_EQ(row->remote, endpoint::v4({192, 168, 1, 1}, 443));
-  EXPECT_EQ(row->state, 1);
-  EXPECT_EQ(row->inode, 98765432u);
 }
 
 TEST(ProcNetTcp, ParsesIpv6Rows) {

@@ -27,10 +27,9 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace transient::test;
 using testing::HasSubstr;
 using transient::unique_fd;
-using transient::test::read_at_least;
-using transient::test::send_text;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
 
@@ -267,17 +266,6 @@ TEST_F(ServeCli, PortRangeHuntsAFreePort) {
   EXPECT_TRUE(at->is_loopback());
 }
 
-void expect_usage_error(const std::vector<std::string>& args, const std::string& names) {
-  std::vector<std::string> full{"serve"};
-  full.insert(full.end(), args.begin(), args.end());
-  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, full, 5000ms);
-  EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_TRUE(r.out.empty()) << r.out;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line expected: " << r.err;
-  EXPECT_THAT(r.err, HasSubstr("transient serve: "));
-  EXPECT_THAT(r.err, HasSubstr(names));
-}
-
 // The churn of issue 16: RLIMIT_NOFILE 64, a budget of 100, idle connections holding all but
 // one descriptor, then 2 rounds of 100 short clients, one after another. Each takes the last
 // descriptor and the accept after it fails with EMFILE until it leaves: one pair of lines per
@@ -344,27 +332,28 @@ TEST(ServeCliChurn, TwoHundredClientsAtTheDescriptorLimitAreServedWithAtMostFour
 }
 
 TEST(ServeCliUsage, BadFlagsGetOneLineAndExitTwo) {
-  expect_usage_error({"--bogus"}, "unknown option '--bogus'");
-  expect_usage_error({"--listen"}, "--listen needs a value");
-  expect_usage_error({"--listen", "127.0.0.1:99999"}, "out of range");
-  expect_usage_error({"--max-connections", "-1"}, "--max-connections: '-1' is not 'auto' or a number from 0 (auto)");
-  expect_usage_error({"--max-connections", "many"}, "'many' is not 'auto' or a number");
-  expect_usage_error({"--threads", "0"}, "--threads: '0'");
-  expect_usage_error({"--shed", "drop"}, "'drop' is not queue, close, reset or 503");
-  expect_usage_error({"--stall-timeout", "soon"}, "'soon' is not a duration");
-  expect_usage_error({"--idle-timeout", "0"}, "--idle-timeout");
-  expect_usage_error({"--port-range", "9100-9000"}, "not a range FIRST-LAST");
-  expect_usage_error({"--metrics", "0.0.0.0:9090"}, "not a loopback address");
-  expect_usage_error({"extra"}, "unexpected argument 'extra'");
+  expect_usage_error("serve", {"--bogus"}, "unknown option '--bogus'");
+  expect_usage_error("serve", {"--listen"}, "--listen needs a value");
+  expect_usage_error("serve", {"--listen", "127.0.0.1:99999"}, "out of range");
+  expect_usage_error("serve", {"--max-connections", "-1"},
+                     "--max-connections: '-1' is not 'auto' or a number from 0 (auto)");
+  expect_usage_error("serve", {"--max-connections", "many"}, "'many' is not 'auto' or a number");
+  expect_usage_error("serve", {"--threads", "0"}, "--threads: '0'");
+  expect_usage_error("serve", {"--shed", "drop"}, "'drop' is not queue, close, reset or 503");
+  expect_usage_error("serve", {"--stall-timeout", "soon"}, "'soon' is not a duration");
+  expect_usage_error("serve", {"--idle-timeout", "0"}, "--idle-timeout");
+  expect_usage_error("serve", {"--port-range", "9100-9000"}, "not a range FIRST-LAST");
+  expect_usage_error("serve", {"--metrics", "0.0.0.0:9090"}, "not a loopback address");
+  expect_usage_error("serve", {"extra"}, "unexpected argument 'extra'");
 }
 
 // The test knobs belong to the test fixture (tools/fixture): the production command refuses
 // them as it refuses any unknown option.
 TEST(ServeCliUsage, TheTestKnobsAreUsageErrors) {
-  expect_usage_error({"--policy", "naive"}, "unknown option '--policy'");
-  expect_usage_error({"--policy", "transient"}, "unknown option '--policy'");
-  expect_usage_error({"--leak-per-connection", "4"}, "unknown option '--leak-per-connection'");
-  expect_usage_error({"--slow-response", "300ms"}, "unknown option '--slow-response'");
+  expect_usage_error("serve", {"--policy", "naive"}, "unknown option '--policy'");
+  expect_usage_error("serve", {"--policy", "transient"}, "unknown option '--policy'");
+  expect_usage_error("serve", {"--leak-per-connection", "4"}, "unknown option '--leak-per-connection'");
+  expect_usage_error("serve", {"--slow-response", "300ms"}, "unknown option '--slow-response'");
 }
 
 TEST(ServeCliUsage, HelpNamesEveryOptionAndNoTestKnob) {

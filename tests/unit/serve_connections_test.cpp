@@ -19,13 +19,10 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace transient::tool;
 using transient::connection;
 using transient::unique_fd;
 using transient::test::resident_kib;
-using transient::tool::append_ok_response;
-using transient::tool::connection_limits;
-using transient::tool::connection_loop;
-using transient::tool::naive_loop;
 
 // serve's connection loop on a naive loop (over a listener nobody connects to), serving the
 // server end of a socketpair; stopped and joined at the end, closing what it holds.
@@ -115,13 +112,18 @@ TEST(ServeConnections, APipeliningClientThatNeverReadsIsNotReadWithoutBound) {
   EXPECT_EQ(count_of(responses, "\r\n\r\nok"), expected);
 }
 
+// serve's connection limits with a header timeout of `header`.
+connection_limits with_header_timeout(std::chrono::milliseconds header) {
+  connection_limits limits;
+  limits.header = header;
+  return limits;
+}
+
 // A complete head whose body comes a byte at a time: the header timeout applies to the body
 // too (from the head's arrival), so the connection is closed, not held while bytes trickle in.
 TEST(ServeConnections, ABodyTrickledInIsClosedAtTheHeaderTimeout) {
   auto [client, server] = socket_pair();
-  connection_limits limits;
-  limits.header = 500ms;
-  running_loop serving(std::move(server), limits);
+  running_loop serving(std::move(server), with_header_timeout(500ms));
   ASSERT_TRUE(transient::test::send_text(client.get(), "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8000\r\n\r\n"));
   const auto start = std::chrono::steady_clock::now();
   bool closed = false;
@@ -136,9 +138,7 @@ TEST(ServeConnections, ABodyTrickledInIsClosedAtTheHeaderTimeout) {
 // A body that arrives within the header timeout of its head is answered.
 TEST(ServeConnections, ABodyInTimeIsAnswered) {
   auto [client, server] = socket_pair();
-  connection_limits limits;
-  limits.header = 10s;
-  running_loop serving(std::move(server), limits);
+  running_loop serving(std::move(server), with_header_timeout(10s));
   ASSERT_TRUE(transient::test::send_text(client.get(), "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe"));
   std::this_thread::sleep_for(50ms);
   ASSERT_TRUE(transient::test::send_text(client.get(), "llo"));

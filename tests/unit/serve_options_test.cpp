@@ -13,10 +13,8 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace transient::tool;
 using testing::HasSubstr;
-using transient::tool::parse_duration;
-using transient::tool::parse_serve_arguments;
-using transient::tool::serve_parse_result;
 
 serve_parse_result parse(const std::vector<std::string>& args) {
   const std::vector<std::string_view> views(args.begin(), args.end());

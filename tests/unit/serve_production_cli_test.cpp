@@ -33,13 +33,11 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace transient::test;
 using clock_type = std::chrono::steady_clock;
 using testing::HasSubstr;
 using transient::endpoint;
 using transient::unique_fd;
-using transient::test::resident_kib;
-using transient::test::send_text;
-using transient::test::spawned_process;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
 constexpr std::string_view get = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -823,25 +821,17 @@ TEST(ServeProduction, TooFewDescriptorsForTheLoopsOrTheAutomaticBudgetSayWhatToC
   EXPECT_THAT(over.err, testing::Not(HasSubstr("the automatic one")));
 }
 
-void expect_usage_error(const std::vector<std::string>& args, const std::string& names) {
-  std::vector<std::string> full{"serve"};
-  full.insert(full.end(), args.begin(), args.end());
-  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, full, 5000ms);
-  EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line expected: " << r.err;
-  EXPECT_THAT(r.err, HasSubstr(names));
-}
-
 TEST(ServeProduction, NewFlagsRefuseBadValuesWithOneLine) {
-  expect_usage_error({"--header-timeout", "0"}, "--header-timeout: '0' is not a duration");
-  expect_usage_error({"--header-timeout", "-1s"}, "--header-timeout: '-1s'");
-  expect_usage_error({"--header-timeout", "25h"}, "from 1ms to 24h");
-  expect_usage_error({"--header-timeout"}, "--header-timeout needs a value");
-  expect_usage_error({"--drain-timeout", "soon"}, "--drain-timeout: 'soon' is not a duration");
-  expect_usage_error({"--drain-timeout", "100000m"}, "from 0 to 24h");
-  expect_usage_error({"--max-per-peer", "0"}, "--max-per-peer: '0' is not 'off' or a number from 1 to 1000000");
-  expect_usage_error({"--max-per-peer", "-3"}, "--max-per-peer: '-3'");
-  expect_usage_error({"--max-per-peer", "99999999"}, "--max-per-peer: '99999999'");
+  expect_usage_error("serve", {"--header-timeout", "0"}, "--header-timeout: '0' is not a duration");
+  expect_usage_error("serve", {"--header-timeout", "-1s"}, "--header-timeout: '-1s'");
+  expect_usage_error("serve", {"--header-timeout", "25h"}, "from 1ms to 24h");
+  expect_usage_error("serve", {"--header-timeout"}, "--header-timeout needs a value");
+  expect_usage_error("serve", {"--drain-timeout", "soon"}, "--drain-timeout: 'soon' is not a duration");
+  expect_usage_error("serve", {"--drain-timeout", "100000m"}, "from 0 to 24h");
+  expect_usage_error("serve", {"--max-per-peer", "0"},
+                     "--max-per-peer: '0' is not 'off' or a number from 1 to 1000000");
+  expect_usage_error("serve", {"--max-per-peer", "-3"}, "--max-per-peer: '-3'");
+  expect_usage_error("serve", {"--max-per-peer", "99999999"}, "--max-per-peer: '99999999'");
 }
 
 // An unprivileged user hunting privileged ports hears why at the first one, as a usage error.

@@ -26,11 +26,8 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace transient::test;
 using transient::unique_fd;
-using transient::test::child_process;
-using transient::test::quit_and_check;
-using transient::test::start_child;
-using transient::test::write_line;
 
 constexpr rlim_t child_fd_limit = 64;
 

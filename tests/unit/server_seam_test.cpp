@@ -155,6 +155,19 @@ struct served_case {
   condition counted_as;
 };
 
+// What a scripted server whose first accept fails with `error` shows once it served the client
+// after it: its metrics and how many accepts the script failed.
+struct served_after {
+  transient::policy_metrics metrics;
+  int failed_calls;
+};
+
+served_after serve_after(int error) {
+  scripted_server s({error});
+  EXPECT_TRUE(s.client_served()) << error;
+  return {s.metrics(), failed_calls()};
+}
+
 TEST(ServerSeam, SkipsConnectionsThatDiedAndServesTheNext) {
   for (const served_case c : {served_case{ECONNABORTED, condition::connection_failed},
                               {EPROTO, condition::connection_failed},
@@ -169,12 +182,10 @@ TEST(ServerSeam, SkipsConnectionsThatDiedAndServesTheNext) {
                               {ESHUTDOWN, condition::peer_gone},
                               {EPERM, condition::permission_denied},
                               {EACCES, condition::permission_denied}}) {
-    scripted_server s({c.error});
-    EXPECT_TRUE(s.client_served()) << c.error;
-    const auto m = s.metrics();
+    const auto [m, failed] = serve_after(c.error);
     EXPECT_EQ(at(m.skipped, c.counted_as), 1U) << c.error;
     EXPECT_EQ(m.accepted, 1U) << c.error;
-    EXPECT_EQ(failed_calls(), 1) << c.error;
+    EXPECT_EQ(failed, 1) << c.error;
   }
 }
 
@@ -184,9 +195,7 @@ TEST(ServerSeam, BacksOffOnExhaustionThenServes) {
                               {ENOBUFS, condition::memory_exhausted},
                               {ENOMEM, condition::memory_exhausted},
                               {ENOENT, condition::unclassified}}) {
-    scripted_server s({c.error});
-    EXPECT_TRUE(s.client_served()) << c.error;
-    const auto m = s.metrics();
+    const auto m = serve_after(c.error).metrics;
     EXPECT_EQ(at(m.failed, c.counted_as), 1U) << c.error;
     EXPECT_EQ(m.pauses[static_cast<std::size_t>(transient::pause_reason::backoff)], 1U) << c.error;
     EXPECT_EQ(m.accepted, 1U) << c.error;

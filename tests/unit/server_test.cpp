@@ -82,6 +82,34 @@ struct running_server {
   }
 };
 
+// A server on one loopback listener, with `options`, whose handler keeps every connection
+// (greeting it first with "a" when `greet`), running until the end of the scope; `where` is its
+// address.
+struct keeping_server {
+  transient::endpoint where;
+  held_connections held;
+  running_server s;
+  keeping_server(transient::server_options options, bool greet)
+      : s(
+            one_loopback_listener(where),
+            [this, greet](connection c) { greet ? held.greet_and_keep(std::move(c)) : held.keep(std::move(c)); },
+            std::move(options)) {}
+};
+
+// A server that sends "x" to every client and counts it, on `listeners` with `options`.
+struct counting_server {
+  std::atomic<int> served{0};
+  running_server s;
+  counting_server(std::vector<transient::listener> listeners, transient::server_options options)
+      : s(
+            std::move(listeners),
+            [this](connection c) {
+              ::send(c.native_handle(), "x", 1, MSG_NOSIGNAL);
+              served.fetch_add(1);
+            },
+            std::move(options)) {}
+};
+
 template <typename Predicate>
 bool eventually(Predicate p, std::chrono::milliseconds limit = 3s) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -119,26 +147,22 @@ TEST(Server, ReadsPeerAddressesUnlessTurnedOff) {
 }
 
 TEST(Server, BudgetLeavesClientsInTheBacklogUntilARelease) {
-  transient::endpoint where;
-  auto ls = one_loopback_listener(where);
-  held_connections held;
   transient::server_options options;
   options.max_connections = 2;
-  running_server s(
-      std::move(ls), [&](connection c) { held.greet_and_keep(std::move(c)); }, options);
+  keeping_server k(options, true);
   std::vector<transient::unique_fd> clients;
   for (int i = 0; i < 3; ++i) {
-    clients.push_back(connect_to(where));
+    clients.push_back(connect_to(k.where));
   }
   EXPECT_EQ(read_some(clients[0].get(), 2s), "a");
   EXPECT_EQ(read_some(clients[1].get(), 2s), "a");
   EXPECT_EQ(read_some(clients[2].get(), 200ms), "") << "the third client was served over budget";
-  EXPECT_EQ(held.size(), 2U);
-  EXPECT_TRUE(eventually([&] { return s.srv.health().state == transient::health_state::backpressure; }));
-  held.release_one();  // from this thread: the budget wakes the paused loop
+  EXPECT_EQ(k.held.size(), 2U);
+  EXPECT_TRUE(eventually([&] { return k.s.srv.health().state == transient::health_state::backpressure; }));
+  k.held.release_one();  // from this thread: the budget wakes the paused loop
   EXPECT_EQ(read_some(clients[2].get(), 2s), "a");
-  EXPECT_TRUE(eventually([&] { return held.size() == 2; }));  // the handler sends, then keeps
-  EXPECT_TRUE(s.stop_and_wait());
+  EXPECT_TRUE(eventually([&] { return k.held.size() == 2; }));  // the handler sends, then keeps
+  EXPECT_TRUE(k.s.stop_and_wait());
 }
 
 TEST(Server, StopsPromptlyWhileIdleOrPausedAndLeaksNothing) {
@@ -190,17 +214,10 @@ TEST(Server, SeveralThreadsShareListenersAndOneBudget) {
   std::vector<transient::listener> ls;
   ls.push_back(std::move(a));
   ls.push_back(std::move(b));
-  std::atomic<int> served{0};
   transient::server_options options;
   options.threads = 3;
   options.max_connections = 8;
-  running_server s(
-      std::move(ls),
-      [&](connection c) {
-        ::send(c.native_handle(), "x", 1, MSG_NOSIGNAL);
-        served.fetch_add(1);
-      },
-      options);
+  counting_server counting(std::move(ls), options);
   std::vector<std::thread> clients;
   for (int t = 0; t < 4; ++t) {
     clients.emplace_back([&, t] {
@@ -213,10 +230,10 @@ TEST(Server, SeveralThreadsShareListenersAndOneBudget) {
   for (auto& t : clients) {
     t.join();
   }
-  EXPECT_TRUE(eventually([&] { return served.load() == 200; }));  // the handler sends, then counts
-  EXPECT_LE(s.srv.budget().peak(), 8U);
-  EXPECT_TRUE(s.stop_and_wait());
-  EXPECT_EQ(s.srv.metrics().accepted, 200U);
+  EXPECT_TRUE(eventually([&] { return counting.served.load() == 200; }));  // the handler sends, then counts
+  EXPECT_LE(counting.s.srv.budget().peak(), 8U);
+  EXPECT_TRUE(counting.s.stop_and_wait());
+  EXPECT_EQ(counting.s.srv.metrics().accepted, 200U);
 }
 
 TEST(Server, ReusePortShardsGiveEachLoopItsOwnSocket) {
@@ -226,25 +243,18 @@ TEST(Server, ReusePortShardsGiveEachLoopItsOwnSocket) {
   const auto where = l.local_endpoint();
   std::vector<transient::listener> ls;
   ls.push_back(std::move(l));
-  std::atomic<int> served{0};
   transient::server_options options;
   options.threads = 2;
   options.reuse_port_shards = true;
-  running_server s(
-      std::move(ls),
-      [&](connection c) {
-        ::send(c.native_handle(), "x", 1, MSG_NOSIGNAL);
-        served.fetch_add(1);
-      },
-      options);
+  counting_server counting(std::move(ls), options);
   EXPECT_EQ(transient::who_listens(where.port()).size(), 2U) << "one socket per loop";
   for (int i = 0; i < 50; ++i) {
     const auto c = connect_to(where);
     EXPECT_EQ(read_some(c.get(), 2s), "x");
   }
-  EXPECT_TRUE(eventually([&] { return served.load() == 50; }));  // the handler sends, then counts
-  EXPECT_EQ(s.srv.local_endpoints().size(), 1U);
-  EXPECT_TRUE(s.stop_and_wait());
+  EXPECT_TRUE(eventually([&] { return counting.served.load() == 50; }));  // the handler sends, then counts
+  EXPECT_EQ(counting.s.srv.local_endpoints().size(), 1U);
+  EXPECT_TRUE(counting.s.stop_and_wait());
 }
 
 TEST(Server, ReusePortShardsNeedReusePortListeners) {
@@ -287,49 +297,41 @@ TEST(Server, RejectsBadConfiguration) {
 
 TEST(Server, ShedModesRefuseClientsOverBudget) {
   for (const auto mode : {transient::shed_mode::close, transient::shed_mode::reset, transient::shed_mode::respond}) {
-    transient::endpoint where;
-    auto ls = one_loopback_listener(where);
-    held_connections held;
     transient::server_options options;
     options.max_connections = 1;
     options.policy.shed = mode;
     options.refuse = [](int fd, const transient::endpoint&) { ::send(fd, "busy", 4, MSG_NOSIGNAL); };
-    running_server s(
-        std::move(ls), [&](connection c) { held.keep(std::move(c)); }, options);
-    const auto first = connect_to(where);
-    ASSERT_TRUE(eventually([&] { return held.size() == 1; }));
-    const auto second = connect_to(where);
+    keeping_server k(options, false);
+    const auto first = connect_to(k.where);
+    ASSERT_TRUE(eventually([&] { return k.held.size() == 1; }));
+    const auto second = connect_to(k.where);
     if (mode == transient::shed_mode::respond) {
       EXPECT_EQ(read_some(second.get(), 2s), "busy");
     }
     EXPECT_TRUE(transient::test::closed_by_peer(second.get(), 2s)) << to_string(mode);
-    EXPECT_TRUE(eventually([&] { return s.srv.metrics().shed[0] == 1; })) << to_string(mode);
-    EXPECT_EQ(held.size(), 1U);
+    EXPECT_TRUE(eventually([&] { return k.s.srv.metrics().shed[0] == 1; })) << to_string(mode);
+    EXPECT_EQ(k.held.size(), 1U);
   }
 }
 
 // The driver kit's rule, the same in every driver: a refusal writer that throws costs that one
 // client only. It is shed (closed) anyway, counted, and the server goes on serving.
 TEST(Server, AThrowingRefusalWriterShedsTheClientAndTheServerGoesOn) {
-  transient::endpoint where;
-  auto ls = one_loopback_listener(where);
-  held_connections held;
   transient::server_options options;
   options.max_connections = 1;
   options.policy.shed = transient::shed_mode::respond;
   options.refuse = [](int, const transient::endpoint&) { throw std::runtime_error("no refusal today"); };
-  running_server s(
-      std::move(ls), [&](connection c) { held.keep(std::move(c)); }, options);
-  const auto first = connect_to(where);
-  ASSERT_TRUE(eventually([&] { return held.size() == 1; }));
-  const auto second = connect_to(where);
+  keeping_server k(options, false);
+  const auto first = connect_to(k.where);
+  ASSERT_TRUE(eventually([&] { return k.held.size() == 1; }));
+  const auto second = connect_to(k.where);
   EXPECT_TRUE(transient::test::closed_by_peer(second.get(), 2s));
-  EXPECT_TRUE(eventually([&] { return s.srv.metrics().refusals_failed == 1; }));
-  EXPECT_EQ(s.srv.metrics().shed[0], 1U);
-  EXPECT_FALSE(s.srv.health().state == transient::health_state::stopped) << "the server still runs";
-  held.release_one();
-  const auto third = connect_to(where);
-  EXPECT_TRUE(eventually([&] { return held.size() == 1; })) << "the server still serves";
+  EXPECT_TRUE(eventually([&] { return k.s.srv.metrics().refusals_failed == 1; }));
+  EXPECT_EQ(k.s.srv.metrics().shed[0], 1U);
+  EXPECT_FALSE(k.s.srv.health().state == transient::health_state::stopped) << "the server still runs";
+  k.held.release_one();
+  const auto third = connect_to(k.where);
+  EXPECT_TRUE(eventually([&] { return k.held.size() == 1; })) << "the server still serves";
 }
 
 // The per-peer cap in the driver: a client over it is shed and its place goes back to the
@@ -338,31 +340,27 @@ TEST(Server, AThrowingRefusalWriterShedsTheClientAndTheServerGoesOn) {
 TEST(Server, PerPeerCapShedsAClientAndGivesItsPlaceBack) {
   for (const auto mode : {transient::shed_mode::queue, transient::shed_mode::close}) {
     SCOPED_TRACE(to_string(mode));
-    transient::endpoint where;
-    auto ls = one_loopback_listener(where);
-    held_connections held;
     transient::server_options options;
     options.max_connections = 2;
     options.policy.shed = mode;
     options.policy.peers = std::make_shared<transient::peer_limit>(1);
     options.policy.sink = [](const transient::policy_event&) {};
-    running_server s(
-        std::move(ls), [&](connection c) { held.greet_and_keep(std::move(c)); }, options);
-    const auto first = connect_to(where);  // 127.0.0.1
+    keeping_server k(options, true);
+    const auto first = connect_to(k.where);  // 127.0.0.1
     ASSERT_EQ(read_some(first.get(), 3s), "a");
-    const auto second = connect_to(where);  // 127.0.0.1 again: over its cap of 1
+    const auto second = connect_to(k.where);  // 127.0.0.1 again: over its cap of 1
     ASSERT_TRUE(transient::test::closed_by_peer(second.get(), 3s)) << "not shed";
     // Once the loop waits again, only the held connection counts (queue mode gives back the
     // place it reserved for an accept when the accept finds the backlog empty).
-    EXPECT_TRUE(eventually([&] { return s.srv.budget().live() == 1; }))
-        << "the shed connection kept its place: live " << s.srv.budget().live();
-    const auto other = transient::test::connect_from(transient::parse_endpoint("127.0.0.2:0"), where);
+    EXPECT_TRUE(eventually([&] { return k.s.srv.budget().live() == 1; }))
+        << "the shed connection kept its place: live " << k.s.srv.budget().live();
+    const auto other = transient::test::connect_from(transient::parse_endpoint("127.0.0.2:0"), k.where);
     ASSERT_TRUE(other);
     EXPECT_EQ(read_some(other.get(), 3s), "a") << "the free place did not serve another address";
-    EXPECT_EQ(s.srv.budget().live(), 2U);
-    EXPECT_TRUE(eventually([&] { return held.size() == 2; }));  // the handler sends, then keeps
+    EXPECT_EQ(k.s.srv.budget().live(), 2U);
+    EXPECT_TRUE(eventually([&] { return k.held.size() == 2; }));  // the handler sends, then keeps
     EXPECT_TRUE(eventually(
-        [&] { return s.srv.metrics().shed[static_cast<std::size_t>(transient::shed_reason::peer_limit)] == 1; }));
+        [&] { return k.s.srv.metrics().shed[static_cast<std::size_t>(transient::shed_reason::peer_limit)] == 1; }));
   }
 }
 

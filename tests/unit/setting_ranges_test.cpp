@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "support/exhausted_policy.hpp"
 #include "transient/policy/accept_policy.hpp"
 
 namespace transient {
@@ -16,8 +17,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using time_point = accept_policy::time_point;
-
-std::error_code sys(int e) { return {e, std::system_category()}; }
 
 // Each duration of an accept_policy_config, by name, with a way to set it.
 struct duration_field {
@@ -86,21 +85,11 @@ TEST(SettingRanges, TheLongestStallTimeoutPausesAndFiresOnTimeWithoutOverflow) {
   accept_policy policy(budget, c);
   time_point now = time_point{} + 1000h;
   const time_point start = now;
-  ASSERT_EQ(policy.on_ready(now).next, step::accept);
-  decision d = policy.on_accept_failed(now, sys(EMFILE));
-  int pauses = 0;
-  for (; pauses < 100 && d.next == step::pause_until; ++pauses) {
-    ASSERT_GT(d.until, now) << "a pause that ends before it starts is a spin";
-    now = d.until;
-    d = policy.on_timer(now);
-    if (d.next == step::accept) {
-      d = policy.on_accept_failed(now, sys(EMFILE));
-    }
-  }
-  EXPECT_EQ(d.next, step::fail);
-  EXPECT_TRUE(d.error == condition::stalled);
+  const test::exhausted_run run = test::run_exhausted(policy, now, 100);
+  EXPECT_EQ(run.last.next, step::fail);
+  EXPECT_TRUE(run.last.error == condition::stalled);
   EXPECT_EQ(now - start, longest_setting) << "stops exactly at the timeout";
-  EXPECT_GT(pauses, 2);
+  EXPECT_GT(run.pauses, 2);
 }
 
 }  // namespace

@@ -35,19 +35,11 @@
 
 namespace {
 
+using namespace transient::detail;
 using transient::endpoint;
 using transient::listen_options;
 using transient::listener;
 using transient::unique_fd;
-using transient::detail::diag_expect;
-using transient::detail::diag_listener;
-using transient::detail::diag_progress;
-using transient::detail::listen_row;
-using transient::detail::listen_source;
-using transient::detail::listen_table;
-using transient::detail::parse_diag_datagram;
-using transient::detail::read_listen_table;
-using transient::detail::read_sock_diag_listeners;
 
 using bytes = std::vector<std::byte>;
 
@@ -612,12 +604,18 @@ transient::verify_report listening_report() {
   return report;
 }
 
+// The listening report once checked against the kernel's `table`.
+transient::verify_report checked_against(const listen_table& table) {
+  auto report = listening_report();
+  transient::detail::check_kernel_table(report, table, false);
+  return report;
+}
+
 TEST(VerifyTable, ASockDiagRowWithOurInodeButAnotherCookieIsNotUs) {
   listen_table table;
   table.source = listen_source::sock_diag;
   table.rows.push_back(listen_row{endpoint::loopback_v4(8080), 0, 500, 78, 0});  // inode reused by another socket
-  auto report = listening_report();
-  transient::detail::check_kernel_table(report, table, false);
+  auto report = checked_against(table);
   EXPECT_FALSE(report.kernel_listener);
   EXPECT_EQ(report.error, transient::error::not_kernel_listener);
   EXPECT_NE(report.message.find("cookie 77"), std::string::npos) << report.message;
@@ -625,15 +623,13 @@ TEST(VerifyTable, ASockDiagRowWithOurInodeButAnotherCookieIsNotUs) {
   // /proc/net/tcp has no cookies: the same row passes on its inode.
   table.source = listen_source::proc_net_tcp;
   table.rows[0].cookie = 0;
-  report = listening_report();
-  transient::detail::check_kernel_table(report, table, false);
+  report = checked_against(table);
   EXPECT_TRUE(report) << report.message;
   EXPECT_FALSE(report.cookie_matched);
 
   table.source = listen_source::sock_diag;
   table.rows[0].cookie = 77;
-  report = listening_report();
-  transient::detail::check_kernel_table(report, table, false);
+  report = checked_against(table);
   EXPECT_TRUE(report) << report.message;
   EXPECT_TRUE(report.cookie_matched);
 }
@@ -642,8 +638,7 @@ TEST(VerifyTable, NoRowForOurAddressIsNotTheKernelsListener) {
   listen_table table;
   table.source = listen_source::sock_diag;
   table.rows.push_back(listen_row{endpoint::loopback_v4(8081), 0, 500, 77, 0});  // our identity, another port
-  auto report = listening_report();
-  transient::detail::check_kernel_table(report, table, false);
+  auto report = checked_against(table);
   EXPECT_EQ(report.error, transient::error::not_kernel_listener);
 }
 

@@ -76,29 +76,39 @@ struct running {
   running& operator=(const running&) = delete;
 };
 
-TEST_F(UringServer, ServesClientsWithFewSubmissions) {
+// A server on one loopback listener whose handler sends "a" and counts the connection,
+// running on a thread (stopped and joined at the end of the scope); `where` is its address.
+struct greeting_server {
   std::atomic<int> served{0};
+  transient::uring_server srv;
+  transient::endpoint where;
+  running r;
+  explicit greeting_server(const transient::server_options& options, transient::uring_options ring = {})
+      : srv(
+            one_listener(),
+            [this](connection c) {
+              ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
+              ++served;
+            },
+            options, ring),
+        where(srv.local_endpoints().at(0)),
+        r(srv) {}
+};
+
+TEST_F(UringServer, ServesClientsWithFewSubmissions) {
   transient::server_options options;
   options.max_connections = 1000;
-  transient::uring_server srv(
-      one_listener(),
-      [&](connection c) {
-        ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
-        ++served;
-      },
-      options);
-  const auto where = srv.local_endpoints().at(0);
-  running r(srv);
+  greeting_server s(options);
   constexpr int clients = 200;
   for (int i = 0; i < clients; ++i) {
-    unique_fd c = transient::test::connect_to(where);
+    unique_fd c = transient::test::connect_to(s.where);
     ASSERT_EQ(transient::test::read_some(c.get(), 2s), "a") << "client " << i;
   }
-  EXPECT_TRUE(r.stop());
-  EXPECT_EQ(served.load(), clients);
-  EXPECT_EQ(srv.metrics().accepted, static_cast<std::uint64_t>(clients));
+  EXPECT_TRUE(s.r.stop());
+  EXPECT_EQ(s.served.load(), clients);
+  EXPECT_EQ(s.srv.metrics().accepted, static_cast<std::uint64_t>(clients));
   // One multishot accept serves them all: far fewer submissions than connections.
-  EXPECT_LT(srv.submissions(), static_cast<std::uint64_t>(clients) / 4) << srv.submissions();
+  EXPECT_LT(s.srv.submissions(), static_cast<std::uint64_t>(clients) / 4) << s.srv.submissions();
 }
 
 TEST_F(UringServer, ReadsPeerAddressesUnlessTurnedOff) {
@@ -186,6 +196,24 @@ void set_script(std::initializer_list<int> errnos) {
   completions = 0;
 }
 
+// Options for a server whose accept completions follow the script, with no log lines.
+transient::server_options scripted_options(unsigned max_connections) {
+  transient::server_options options;
+  options.max_connections = max_connections;
+  options.policy.sink = [](const transient::policy_event&) {};
+  options.sys.uring_accept_result = scripted_result;
+  return options;
+}
+
+// The same with room for 100 connections, backoff pauses of `pause` and no watchdog.
+transient::server_options scripted_options_pausing(std::chrono::milliseconds pause) {
+  transient::server_options options = scripted_options(100);
+  options.policy.backoff.initial = pause;
+  options.policy.backoff.cap = pause;
+  options.policy.stall_timeout = 0ms;
+  return options;
+}
+
 struct matrix_case {
   int error;
   transient::action what;  // classify's verdict, which the server must follow
@@ -204,44 +232,28 @@ TEST_F(UringServer, AcceptErrnoMatrixThroughTheRing) {
     ASSERT_EQ(transient::classify(transient::operation::accept, std::error_code(c.error, std::system_category())).what,
               c.what);
     set_script({c.error});
-    std::atomic<int> served{0};
-    transient::server_options options;
-    options.max_connections = 100;
-    options.policy.backoff.initial = 50ms;
-    options.policy.backoff.cap = 50ms;
-    options.policy.stall_timeout = 0ms;
-    options.policy.sink = [](const transient::policy_event&) {};
-    options.sys.uring_accept_result = scripted_result;
-    transient::uring_server srv(
-        one_listener(),
-        [&](connection conn) {
-          ::send(conn.native_handle(), "a", 1, MSG_NOSIGNAL);
-          ++served;
-        },
-        options);
-    const auto where = srv.local_endpoints().at(0);
-    running r(srv);
-    unique_fd first = transient::test::connect_to(where);  // its completion becomes the error
+    greeting_server s(scripted_options_pausing(50ms));
+    unique_fd first = transient::test::connect_to(s.where);  // its completion becomes the error
     if (c.what == transient::action::fail) {
-      ASSERT_EQ(r.result.wait_for(3s), std::future_status::ready) << "the server did not stop";
-      const transient::stop_info info = r.result.get();
+      ASSERT_EQ(s.r.result.wait_for(3s), std::future_status::ready) << "the server did not stop";
+      const transient::stop_info info = s.r.result.get();
       EXPECT_EQ(info.reason, stop_reason::programming_error);
       EXPECT_EQ(info.error, std::error_code(c.error, std::system_category()));
       continue;
     }
-    unique_fd second = transient::test::connect_to(where);
+    unique_fd second = transient::test::connect_to(s.where);
     EXPECT_EQ(transient::test::read_some(second.get(), 2s), "a") << "the next client was not served";
     if (c.what == transient::action::back_off) {
-      const auto m = srv.metrics();
+      const auto m = s.srv.metrics();
       EXPECT_TRUE(eventually([&] {
-        return srv.metrics().pauses[static_cast<std::size_t>(transient::pause_reason::backoff)] == 1;
+        return s.srv.metrics().pauses[static_cast<std::size_t>(transient::pause_reason::backoff)] == 1;
       })) << "no backoff pause";
       static_cast<void>(m);
     } else if (c.what == transient::action::retry) {
-      EXPECT_TRUE(eventually([&] { return srv.metrics().retried == 1; })) << "not retried";
+      EXPECT_TRUE(eventually([&] { return s.srv.metrics().retried == 1; })) << "not retried";
     } else {
       EXPECT_TRUE(eventually([&] {
-        const auto m = srv.metrics();
+        const auto m = s.srv.metrics();
         std::uint64_t skipped = 0;
         for (const auto n : m.skipped) {
           skipped += n;
@@ -249,8 +261,8 @@ TEST_F(UringServer, AcceptErrnoMatrixThroughTheRing) {
         return skipped == 1;
       })) << "not skipped";
     }
-    EXPECT_TRUE(r.stop());
-    EXPECT_EQ(served.load(), 1);
+    EXPECT_TRUE(s.r.stop());
+    EXPECT_EQ(s.served.load(), 1);
   }
 }
 
@@ -263,28 +275,15 @@ TEST_F(UringServer, AMultishotAcceptEndedByASkippedErrorIsArmedAgain) {
   for (const int error : {ECONNABORTED, EPROTO, EPERM, EINTR}) {
     SCOPED_TRACE(std::string(transient::errno_name(error)));
     set_script({error});
-    std::atomic<int> served{0};
-    transient::server_options options;
-    options.max_connections = 1000;  // far more free places than a burst: a multishot accept
-    options.policy.sink = [](const transient::policy_event&) {};
-    options.sys.uring_accept_result = scripted_result;
-    transient::uring_server srv(
-        one_listener(),
-        [&](connection conn) {
-          ::send(conn.native_handle(), "a", 1, MSG_NOSIGNAL);
-          ++served;
-        },
-        options);
-    const auto where = srv.local_endpoints().at(0);
-    running r(srv);
-    const unique_fd ended = transient::test::connect_to(where);  // its completion ends the request
+    greeting_server s(scripted_options(1000));  // far more free places than a burst: a multishot accept
+    const unique_fd ended = transient::test::connect_to(s.where);  // its completion ends the request
     ASSERT_TRUE(eventually([] { return completions.load() >= 1; })) << "no accept completion";
     for (int i = 0; i < 3; ++i) {
-      const unique_fd next = transient::test::connect_to(where);
+      const unique_fd next = transient::test::connect_to(s.where);
       ASSERT_EQ(transient::test::read_some(next.get(), 2s), "a") << "client " << i << " after the ended accept";
     }
-    EXPECT_TRUE(r.stop());
-    EXPECT_EQ(served.load(), 3);
+    EXPECT_TRUE(s.r.stop());
+    EXPECT_EQ(s.served.load(), 3);
   }
 }
 
@@ -292,14 +291,8 @@ TEST_F(UringServer, AMultishotAcceptEndedByASkippedErrorIsArmedAgain) {
 // not re-submit at once (no spin through the ring), but after the backoff.
 TEST_F(UringServer, EmfileIsNotResubmittedAtOnce) {
   set_script({EMFILE});
-  transient::server_options options;
-  options.max_connections = 100;
-  options.policy.backoff.initial = 1s;
-  options.policy.backoff.cap = 1s;
+  transient::server_options options = scripted_options_pausing(1s);
   options.policy.backoff.mode = transient::jitter::none;
-  options.policy.stall_timeout = 0ms;
-  options.policy.sink = [](const transient::policy_event&) {};
-  options.sys.uring_accept_result = scripted_result;
   std::atomic<int> served{0};
   transient::uring_server srv(
       one_listener(), [&](connection) { ++served; }, options);
@@ -320,23 +313,14 @@ TEST_F(UringServer, EmfileIsNotResubmittedAtOnce) {
 // A completion queue of 4 entries and 40 clients at once: the overflow ends the multishot
 // accept, and the driver submits it again; every client is served.
 TEST_F(UringServer, CompletionQueueOverflowLosesNoClient) {
-  std::atomic<int> served{0};
   transient::server_options options;
   options.max_connections = 1000;
   transient::uring_options ring;
   ring.entries = 2;
-  transient::uring_server srv(
-      one_listener(),
-      [&](connection c) {
-        ::send(c.native_handle(), "a", 1, MSG_NOSIGNAL);
-        ++served;
-      },
-      options, ring);
-  const auto where = srv.local_endpoints().at(0);
-  running r(srv);
+  greeting_server s(options, ring);
   std::vector<unique_fd> clients;
   for (int i = 0; i < 40; ++i) {
-    clients.push_back(transient::test::connect_to(where));
+    clients.push_back(transient::test::connect_to(s.where));
   }
   // One deadline for all: a client lost in the overflow fails the test within it (rather than
   // after 2 s for each of 40 clients read in turn).
@@ -348,8 +332,8 @@ TEST_F(UringServer, CompletionQueueOverflowLosesNoClient) {
     answered += transient::test::read_some(c.get(), std::max(left, 0ms)) == "a" ? 1 : 0;
   }
   EXPECT_EQ(answered, 40);
-  EXPECT_TRUE(r.stop());
-  EXPECT_EQ(served.load(), 40);
+  EXPECT_TRUE(s.r.stop());
+  EXPECT_EQ(s.served.load(), 40);
 }
 
 TEST_F(UringServer, StopsWhilePausedAtTheBudget) {
@@ -371,15 +355,8 @@ TEST_F(UringServer, StopsWhilePausedAtTheBudget) {
 
 TEST_F(UringServer, StopsWhileBackingOff) {
   set_script({ENFILE});
-  transient::server_options options;
-  options.max_connections = 100;
-  options.policy.backoff.initial = 10s;
-  options.policy.backoff.cap = 10s;
-  options.policy.stall_timeout = 0ms;
-  options.policy.sink = [](const transient::policy_event&) {};
-  options.sys.uring_accept_result = scripted_result;
   transient::uring_server srv(
-      one_listener(), [](connection) {}, options);
+      one_listener(), [](connection) {}, scripted_options_pausing(10s));
   const auto where = srv.local_endpoints().at(0);
   running r(srv);
   unique_fd a = transient::test::connect_to(where);
