@@ -170,17 +170,19 @@ std::string describe_owners(const listen_entry& entry) {
   return text;
 }
 
-std::vector<listen_entry> who_listens(std::uint16_t port, listen_source source, std::error_code& ec) {
+std::vector<listen_entry> listen_sockets(std::uint16_t port, listen_source source, std::error_code& ec) {
   const listen_table table = read_listen_table(source, ec);
-  if (ec) {
-    return {};
-  }
   std::vector<listen_entry> entries;
   for (const auto& row : table.rows) {
     if (row.local.port() == port) {
       entries.push_back(entry_of(row));
     }
   }
+  return entries;
+}
+
+std::vector<listen_entry> who_listens(std::uint16_t port, listen_source source, std::error_code& ec) {
+  std::vector<listen_entry> entries = listen_sockets(port, source, ec);
   attach_owners(entries);
   return entries;
 }
@@ -195,6 +197,17 @@ std::vector<listen_entry> who_listens(std::uint16_t port) {
   std::error_code ec;
   auto entries = who_listens(port, ec);
   detail::throw_if(ec, "who_listens: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
+  return entries;
+}
+
+std::vector<listen_entry> listen_sockets(std::uint16_t port, std::error_code& ec) {
+  return detail::listen_sockets(port, detail::listen_source::automatic, ec);
+}
+
+std::vector<listen_entry> listen_sockets(std::uint16_t port) {
+  std::error_code ec;
+  auto entries = listen_sockets(port, ec);
+  detail::throw_if(ec, "listen_sockets: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
   return entries;
 }
 
