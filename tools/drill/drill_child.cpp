@@ -143,6 +143,19 @@ std::string& serve_engine() {
 
 void set_serve_engine(std::string engine) { serve_engine() = std::move(engine); }
 
+void append_serve_engine(std::vector<std::string>& argv) {
+  if (!serve_engine().empty() && serve_engine() != "epoll") {
+    argv.emplace_back("--engine");
+    argv.push_back(serve_engine());
+  }
+}
+
+std::string self_path() {
+  std::array<char, 4096> buffer{};
+  const ssize_t n = ::readlink("/proc/self/exe", buffer.data(), buffer.size() - 1);
+  return n > 0 ? std::string(buffer.data(), static_cast<std::size_t>(n)) : "/proc/self/exe";
+}
+
 std::string fixture_path() {
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -162,9 +175,8 @@ serve_child::serve_child(const std::vector<std::string>& args, std::uint64_t fd_
   std::vector<std::string> argv{program == serve_program::serve ? "transient" : "transient-fixture",
                                 naive ? "naive" : "serve"};
   argv.insert(argv.end(), args.begin(), args.end());
-  if (!serve_engine().empty() && serve_engine() != "epoll" && !naive) {
-    argv.emplace_back("--engine");
-    argv.push_back(serve_engine());
+  if (!naive) {
+    append_serve_engine(argv);
   }
   start(program == serve_program::serve ? "/proc/self/exe" : fixture_path(), std::move(argv), fd_limit);
 }

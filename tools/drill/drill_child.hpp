@@ -55,6 +55,13 @@ struct child_launch {
 /// its own.
 void set_serve_engine(std::string engine);
 
+/// Appends `--engine ENGINE` to a serve command line when set_serve_engine chose one other than
+/// serve's default.
+void append_serve_engine(std::vector<std::string>& argv);
+
+/// The path of this executable (/proc/self/exe resolved; that link itself if unreadable).
+[[nodiscard]] std::string self_path();
+
 /// What a serve child runs.
 enum class serve_program : unsigned char {
   serve,          ///< `transient serve`: this executable.

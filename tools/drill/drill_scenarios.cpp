@@ -9,6 +9,7 @@
 #include <set>
 
 #include "drill_client.hpp"
+#include "drill_steps.hpp"
 #include "transient/listener.hpp"
 
 namespace transient::tool {
@@ -37,94 +38,36 @@ scenario_result run_backpressure(const drill_settings& s) {
   scenario_result r{"backpressure", false, "", {}, {}, {}, {}};
   const std::size_t clients = s.quick ? 24 : 64;
   constexpr int budget = 8;
-  constexpr milliseconds hold{20};  // each client keeps its connection this long after its answer
-  serve_child child(
-      {"--listen", "127.0.0.1:0", "--max-connections", std::to_string(budget), "--metrics", "127.0.0.1:0"},
-      child_fd_limit);
-  const auto at = child.wait_listening(std::chrono::seconds(5));
-  const auto metrics_at = child.wait_metrics(std::chrono::seconds(1));
-  if (!at || !metrics_at) {
-    r.detail = "serve did not start: " + child.stderr_text();
+  const target_settings t = reference_target(s, serve_program::serve,
+                                             {"--max-connections", std::to_string(budget), "--metrics", "127.0.0.1:0"});
+  const target_server server(t);
+  const auto metrics_at =
+      server.problem().empty() ? server.process()->wait_metrics(std::chrono::seconds(1)) : std::nullopt;
+  if (!metrics_at) {
+    r.detail =
+        "serve did not start: " + (server.problem().empty() ? server.process()->stderr_text() : server.problem());
     return r;
   }
-  note(s, std::to_string(clients) + " clients at once against a budget of " + std::to_string(budget));
-  const auto start = clock::now();
-  struct client {
-    unique_fd fd;
-    std::string data;
-    std::optional<clock::time_point> answered;
-    bool done = false;
-  };
-  std::vector<client> all(clients);
-  for (auto& c : all) {
-    c.fd = connect_and_request(*at);  // all connected at once: the kernel queues what is not accepted
-  }
-  std::size_t served = 0;
-  std::size_t finished = 0;
-  const auto deadline = std::min(start + std::chrono::seconds(20), s.deadline);
-  while (finished < clients && clock::now() < deadline) {
-    std::vector<pollfd> fds;
-    std::vector<std::size_t> which;
-    for (std::size_t i = 0; i < all.size(); ++i) {
-      auto& c = all[i];
-      if (c.done) {
-        continue;
-      }
-      if (!c.fd) {
-        c.done = true;
-        ++finished;
-        continue;
-      }
-      if (c.answered && clock::now() - *c.answered >= hold) {
-        c.fd.reset();  // releases the server's place
-        c.done = true;
-        ++finished;
-        continue;
-      }
-      if (!c.answered) {
-        fds.push_back({c.fd.get(), POLLIN, 0});
-        which.push_back(i);
-      }
-    }
-    if (::poll(fds.data(), fds.size(), 5) <= 0) {
-      continue;
-    }
-    for (std::size_t k = 0; k < fds.size(); ++k) {
-      if ((fds[k].revents & (POLLIN | POLLHUP | POLLERR)) == 0) {
-        continue;
-      }
-      auto& c = all[which[k]];
-      char buffer[512];
-      const ssize_t n = ::recv(c.fd.get(), buffer, sizeof buffer, MSG_DONTWAIT);
-      if (n <= 0) {
-        c.fd.reset();  // closed or reset without an answer: lost
-        continue;
-      }
-      c.data.append(buffer, static_cast<std::size_t>(n));
-      if (c.data.find("\r\n\r\nok") != std::string::npos) {
-        c.answered = clock::now();
-        ++served;
-      }
-    }
-  }
-  const double seconds = seconds_since(start);
+  note(t, std::to_string(clients) + " clients at once against a budget of " + std::to_string(budget));
+  const burst_result burst = client_burst(t, server, clients, std::chrono::seconds(20));
   std::this_thread::sleep_for(milliseconds(150));  // server::metrics() is refreshed every 100 ms
   const std::string text = get_body(*metrics_at, "/metrics", milliseconds(2000));
   const double peak = metric(text, "transient_peak_connections");
   const double pauses = metric(text, "transient_pauses_total{reason=\"capacity\"}");
+  const std::size_t served = burst.served;
   r.figures = {{"clients", static_cast<double>(clients)},
                {"budget", budget},
                {"served", static_cast<double>(served)},
                {"lost", static_cast<double>(clients - served)},
                {"peak_connections", peak},
                {"capacity_pauses", pauses},
-               {"seconds", seconds}};
+               {"seconds", burst.seconds}};
   r.passed = served == clients && peak <= budget;
   r.detail = served != clients   ? std::to_string(clients - served) + " clients were not served"
              : !(peak <= budget) ? "the server held more connections than its budget (or metrics were unreadable)"
                                  : "every client served; the rest waited in the backlog, none lost";
-  child.send(SIGTERM);
-  child.wait_exit(std::chrono::seconds(2));
+  server.signal(SIGTERM);
+  server.process()->wait_exit(std::chrono::seconds(2));
   return r;
 }
 

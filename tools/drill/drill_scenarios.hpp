@@ -123,13 +123,6 @@ enum class answer : unsigned char { served, closed, blocked, timeout };
 answer await_answer(int fd, const serve_child& child, const endpoint& at, std::uint64_t fd_limit,
                     std::chrono::milliseconds timeout);
 
-/// Opens keep-alive connections one at a time (each answered before the next) until one is
-/// blocked (not_accepting) or unanswered for 5 s: the server can no longer accept. Answered
-/// ones go to `held` (and `live`); returns the blocked one (empty if `cap` were all answered
-/// or the deadline passed first).
-unique_fd fill_until_exhausted(const serve_child& child, const endpoint& at, std::vector<unique_fd>& held,
-                               std::atomic<int>& live, std::size_t cap, std::chrono::steady_clock::time_point deadline);
-
 /// Waits (at most `timeout`) until `child` has no runnable thread, seen twice 5 ms apart: it has
 /// handled what the drill just sent. False on timeout.
 bool wait_asleep(const serve_child& child, std::chrono::milliseconds timeout);
