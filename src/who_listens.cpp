@@ -189,15 +189,27 @@ std::vector<listen_entry> who_listens(std::uint16_t port, listen_source source, 
 
 }  // namespace detail
 
+namespace {
+
+// What `read` (an error_code overload) lists on `port`; on failure throws std::system_error
+// with `message`.
+std::vector<listen_entry> listed_or_throw(std::vector<listen_entry> (*read)(std::uint16_t, std::error_code&),
+                                          std::uint16_t port, const char* message) {
+  std::error_code ec;
+  auto entries = read(port, ec);
+  detail::throw_if(ec, message);
+  return entries;
+}
+
+}  // namespace
+
 std::vector<listen_entry> who_listens(std::uint16_t port, std::error_code& ec) {
   return detail::who_listens(port, detail::listen_source::automatic, ec);
 }
 
 std::vector<listen_entry> who_listens(std::uint16_t port) {
-  std::error_code ec;
-  auto entries = who_listens(port, ec);
-  detail::throw_if(ec, "who_listens: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
-  return entries;
+  return listed_or_throw(&who_listens, port,
+                         "who_listens: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
 }
 
 std::vector<listen_entry> listen_sockets(std::uint16_t port, std::error_code& ec) {
@@ -205,10 +217,8 @@ std::vector<listen_entry> listen_sockets(std::uint16_t port, std::error_code& ec
 }
 
 std::vector<listen_entry> listen_sockets(std::uint16_t port) {
-  std::error_code ec;
-  auto entries = listen_sockets(port, ec);
-  detail::throw_if(ec, "listen_sockets: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
-  return entries;
+  return listed_or_throw(&listen_sockets, port,
+                         "listen_sockets: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
 }
 
 std::string printable(std::string_view text) {

@@ -30,7 +30,7 @@ scenario_result run_churn(const drill_settings& s) {
   unique_fd pending = std::move(x.probe);
   // What serve logs from here to the stop is the churn's: its start-up lines and the first
   // "accept degraded" came before.
-  const std::uint64_t lines_before = child.stderr_lines();
+  const std::uint64_t lines_before = child.written().stderr_lines;
   // One descriptor free: the waiting client takes it, and the churn the one after.
   idle.erase(idle.begin());
   if (read_response(pending.get(), std::chrono::seconds(5)).rfind("HTTP/1.1 200 OK", 0) != 0) {
@@ -47,7 +47,7 @@ scenario_result run_churn(const drill_settings& s) {
       ++served;
     }
   }
-  const std::uint64_t lines = child.stderr_lines() - lines_before;
+  const std::uint64_t lines = child.written().stderr_lines - lines_before;
   child.send(SIGTERM);
   const auto status = child.wait_exit(std::chrono::seconds(5));
   const int clients = rounds * clients_per_round;

@@ -203,7 +203,7 @@ scenario_result run_exhaustion(const drill_settings& s) {
   note(t, "exhausted at " + std::to_string(x.held.size()) + " connections; measuring for " +
               std::to_string(window.count()) + " ms");
   const drill_detail::window_usage usage = drill_detail::usage_over(child, window);
-  const std::uint64_t log_lines_exhausted = child.stderr_lines();
+  const std::uint64_t log_lines_exhausted = child.written().stderr_lines;
   const trials_result tr = run_trials(t, x, std::vector<milliseconds>(trials, gap), std::chrono::seconds(5), samples);
   // Served before its release: the server was not exhausted.
   const bool early = std::any_of(tr.trials.begin(), tr.trials.end(),
@@ -213,7 +213,8 @@ scenario_result run_exhaustion(const drill_settings& s) {
   const double end = samples.at(clock::now());
   auto timeline_samples = samples.finish();
   const auto exhausted = static_cast<double>(x.held.size());
-  r.figures = exhaustion_figures(trials, served, tr, usage, static_cast<double>(child.stderr_lines()), exhausted);
+  r.figures =
+      exhaustion_figures(trials, served, tr, usage, static_cast<double>(child.written().stderr_lines), exhausted);
   r.charts.push_back({"exhaustion and recovery: transient serve, RLIMIT_NOFILE " + std::to_string(child_fd_limit),
                       exhausted, "descriptors exhausted (" + std::to_string(x.held.size()) + " connections)",
                       std::move(timeline_samples), drill_detail::paused_intervals(child, samples.start(), end),
@@ -245,11 +246,11 @@ measured measure_exhausted(const drill_settings& s, serve_program program, milli
   note(t, t.label + " exhausted; measuring runnable time and log for " + std::to_string(window.count()) + " ms");
   serve_child& child = *x.server->process();
   drill_detail::sampler samples(child, x.live);
-  const std::uint64_t bytes_before = child.stderr_bytes();
+  const std::uint64_t bytes_before = child.written().stderr_bytes;
   const auto t0 = clock::now();
   m.usage = drill_detail::usage_over(child, window);
   const double dt = std::chrono::duration<double>(clock::now() - t0).count();
-  m.log_bytes_per_s = static_cast<double>(child.stderr_bytes() - bytes_before) / dt;
+  m.log_bytes_per_s = static_cast<double>(child.written().stderr_bytes - bytes_before) / dt;
   if (program == serve_program::fixture_naive) {
     const double end = samples.at(clock::now());
     charts.push_back(

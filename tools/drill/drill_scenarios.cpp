@@ -32,6 +32,56 @@ double metric(const std::string& text, const std::string& name) {
   return at == std::string::npos ? NAN : std::strtod(text.c_str() + at + name.size() + 2, nullptr);
 }
 
+// Short connections to a leaking `child`, one after another, until one is not accepted (the
+// leak filled the table): that one, or empty if none was blocked. Counts the served ones.
+unique_fd fill_by_leaking(const serve_child& child, const endpoint& at, clock::time_point deadline, int& connections) {
+  for (int i = 0; i < 100 && clock::now() < deadline; ++i) {
+    unique_fd fd = connect_and_request(at);
+    if (!fd) {
+      return {};
+    }
+    const auto a = drill_detail::await_answer(fd.get(), child, at, child_fd_limit, std::chrono::seconds(5));
+    if (a == drill_detail::answer::blocked) {
+      return fd;
+    }
+    if (a != drill_detail::answer::served) {
+      return {};
+    }
+    ++connections;
+  }
+  return {};
+}
+
+// When serve reported its first failed accept ("accept degraded"), from which the stall
+// timeout runs; now if it did not within 5 s.
+clock::time_point degraded_at(serve_child& child) {
+  child.wait_stderr("accept degraded", std::chrono::seconds(5));
+  for (const auto& line : child.stderr_timeline()) {
+    if (line.text.find("accept degraded") != std::string::npos) {
+      return line.at;
+    }
+  }
+  return clock::now();
+}
+
+bool leak_stalled(const std::string& err) { return err.find("stopped: stalled") != std::string::npos; }
+bool leak_named(const std::string& err) { return err.find("likely descriptor leak") != std::string::npos; }
+bool leak_kind_named(const std::string& err) {
+  return err.find("character device") != std::string::npos && err.find("/dev/null") != std::string::npos;
+}
+
+// serve stopped as stalled, its diagnosis naming the leak and the leaked kind.
+bool leak_diagnosed(const std::string& err) { return leak_stalled(err) && leak_named(err) && leak_kind_named(err); }
+
+// The leak scenario's detail once serve exited with status 1, from serve's stderr `err`.
+std::string leak_diagnosis_detail(const std::string& err, bool in_time) {
+  return !leak_stalled(err)      ? "serve did not stop as stalled"
+         : !leak_named(err)      ? "the diagnosis did not call it a leak"
+         : !leak_kind_named(err) ? "the diagnosis did not name the leaked kind (character device, /dev/null)"
+         : !in_time              ? "stopped later than stall timeout + 1 s"
+                    : "stopped as stalled; diagnosis: likely descriptor leak, /dev/null (character device)";
+}
+
 }  // namespace
 
 scenario_result run_backpressure(const drill_settings& s) {
@@ -85,43 +135,16 @@ scenario_result run_leak(const drill_settings& s) {
   }
   note(s, "each connection leaks " + std::to_string(leak_per_connection) + " descriptors; stall timeout " +
               std::to_string(stall.count()) + " ms");
-  // Short connections, one after another, until one is not accepted: the leak filled the table.
   int connections = 0;
-  unique_fd pending;
-  for (int i = 0; i < 100 && !pending && clock::now() < s.deadline; ++i) {
-    unique_fd fd = connect_and_request(*at);
-    if (!fd) {
-      break;
-    }
-    const auto a = drill_detail::await_answer(fd.get(), child, *at, child_fd_limit, std::chrono::seconds(5));
-    if (a == drill_detail::answer::blocked) {
-      pending = std::move(fd);
-    } else if (a == drill_detail::answer::served) {
-      ++connections;
-    } else {
-      break;
-    }
-  }
+  const unique_fd pending = fill_by_leaking(child, *at, s.deadline, connections);
   if (!pending) {
     r.detail = "the leak never exhausted the server's descriptors";
     return r;
   }
-  // The stall timeout runs from the first failed accept, which serve reports as "accept degraded".
-  child.wait_stderr("accept degraded", std::chrono::seconds(5));
-  clock::time_point stuck = clock::now();
-  for (const auto& line : child.stderr_timeline()) {
-    if (line.text.find("accept degraded") != std::string::npos) {
-      stuck = line.at;
-      break;
-    }
-  }
+  const clock::time_point stuck = degraded_at(child);
   const auto status = child.wait_exit(stall + std::chrono::seconds(10));
   const double stopped_after = status ? std::chrono::duration<double>(child.exited_at() - stuck).count() : NAN;
   const std::string err = child.stderr_text();
-  const bool stalled = err.find("stopped: stalled") != std::string::npos;
-  const bool names_leak = err.find("likely descriptor leak") != std::string::npos;
-  const bool names_kind =
-      err.find("character device") != std::string::npos && err.find("/dev/null") != std::string::npos;
   r.figures = {{"stall_timeout_s", static_cast<double>(stall.count()) / 1000.0},
                {"stopped_after_s", stopped_after},
                {"connections_before_stall", static_cast<double>(connections)},
@@ -130,15 +153,10 @@ scenario_result run_leak(const drill_settings& s) {
   const double bound = static_cast<double>(stall.count()) / 1000.0 + 1.0;
   // serve exits 1 when the server stops on an error; anything else (a crash, a sanitizer's
   // report) is a failure of its own.
-  r.passed = status && *status == 1 && stalled && names_leak && names_kind && stopped_after <= bound;
+  r.passed = status && *status == 1 && leak_diagnosed(err) && stopped_after <= bound;
   r.detail = !status        ? "serve did not stop within stall timeout + 10 s"
              : *status != 1 ? "serve exited with status " + std::to_string(*status) + ", not 1 (stopped on an error)"
-             : !stalled     ? "serve did not stop as stalled"
-             : !names_leak  ? "the diagnosis did not call it a leak"
-             : !names_kind  ? "the diagnosis did not name the leaked kind (character device, /dev/null)"
-             : stopped_after > bound
-                 ? "stopped later than stall timeout + 1 s"
-                 : "stopped as stalled; diagnosis: likely descriptor leak, /dev/null (character device)";
+                            : leak_diagnosis_detail(err, stopped_after <= bound);
   return r;
 }
 

@@ -1,5 +1,6 @@
-// The scenarios of `transient drill`. Each starts its own `transient serve` children on
-// loopback with a low RLIMIT_NOFILE, is bounded in count and time, and returns its verdict.
+// The scenarios of `transient drill`. Each starts its own `transient serve` (or fixture)
+// children on loopback with a low RLIMIT_NOFILE, is bounded in count and time, and returns its
+// verdict; those paired with --target's run the steps every target shares (drill_steps.hpp).
 #pragma once
 
 #include <atomic>

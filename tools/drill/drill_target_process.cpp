@@ -281,8 +281,9 @@ std::pair<std::uint64_t, std::uint64_t> target_server::log_volume() const {
   if (!child_) {
     return {0, 0};
   }
-  std::uint64_t lines = child_->stdout_lines() + child_->stderr_lines();
-  std::uint64_t bytes = child_->stdout_bytes() + child_->stderr_bytes();
+  const output_volume written = child_->written();
+  std::uint64_t lines = written.stdout_lines + written.stderr_lines;
+  std::uint64_t bytes = written.stdout_bytes + written.stderr_bytes;
   for (const auto& [file, from] : log_offsets_) {
     const auto [l, b] = file_growth(file, from);
     lines += l;

@@ -1,5 +1,6 @@
-// The five scenarios of `transient drill --target` (see drill_target.hpp). Each starts its own
-// target, is bounded in count and time, and names its verdict after the thresholds.
+// The five scenarios of `transient drill --target` (see drill_target.hpp), on the steps the
+// built-in scenarios share (drill_steps.hpp). Each starts its own target, is bounded in count
+// and time, and names its verdict after the thresholds.
 #include <dirent.h>
 #include <poll.h>
 #include <signal.h>
