@@ -160,7 +160,8 @@ stop_facts stop_target(target_server& server, const std::vector<unique_fd>& held
 }
 
 // The clean stop's verdict on `f`, with `held` connections open at the SIGTERM.
-scenario_result clean_stop_verdict(scenario_result r, const stop_facts& f, std::size_t held, std::uint16_t port) {
+scenario_result clean_stop_verdict(const scenario_result& r, const stop_facts& f, std::size_t held,
+                                   std::uint16_t port) {
   const std::optional<int>& status = f.status;
   const std::size_t closed = f.term.closed;
   const std::string within = std::to_string(target_threshold::stop_within.count()) + " ms";
