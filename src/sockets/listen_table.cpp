@@ -61,6 +61,7 @@ listen_entry entry_of(const listen_row& row) {
   entry.inode = row.inode;
   entry.uid = row.uid;
   entry.cookie = row.cookie;
+  entry.queued = row.queued;
   return entry;
 }
 

@@ -170,32 +170,55 @@ std::string describe_owners(const listen_entry& entry) {
   return text;
 }
 
-std::vector<listen_entry> who_listens(std::uint16_t port, listen_source source, std::error_code& ec) {
+std::vector<listen_entry> listen_sockets(std::uint16_t port, listen_source source, std::error_code& ec) {
   const listen_table table = read_listen_table(source, ec);
-  if (ec) {
-    return {};
-  }
   std::vector<listen_entry> entries;
   for (const auto& row : table.rows) {
     if (row.local.port() == port) {
       entries.push_back(entry_of(row));
     }
   }
+  return entries;
+}
+
+std::vector<listen_entry> who_listens(std::uint16_t port, listen_source source, std::error_code& ec) {
+  std::vector<listen_entry> entries = listen_sockets(port, source, ec);
   attach_owners(entries);
   return entries;
 }
 
 }  // namespace detail
 
+namespace {
+
+// What `read` (an error_code overload) lists on `port`; on failure throws std::system_error
+// with `message`.
+std::vector<listen_entry> listed_or_throw(std::vector<listen_entry> (*read)(std::uint16_t, std::error_code&),
+                                          std::uint16_t port, const char* message) {
+  std::error_code ec;
+  auto entries = read(port, ec);
+  detail::throw_if(ec, message);
+  return entries;
+}
+
+}  // namespace
+
 std::vector<listen_entry> who_listens(std::uint16_t port, std::error_code& ec) {
   return detail::who_listens(port, detail::listen_source::automatic, ec);
 }
 
 std::vector<listen_entry> who_listens(std::uint16_t port) {
-  std::error_code ec;
-  auto entries = who_listens(port, ec);
-  detail::throw_if(ec, "who_listens: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
-  return entries;
+  return listed_or_throw(&who_listens, port,
+                         "who_listens: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
+}
+
+std::vector<listen_entry> listen_sockets(std::uint16_t port, std::error_code& ec) {
+  return detail::listen_sockets(port, detail::listen_source::automatic, ec);
+}
+
+std::vector<listen_entry> listen_sockets(std::uint16_t port) {
+  return listed_or_throw(&listen_sockets, port,
+                         "listen_sockets: cannot read the kernel's LISTEN sockets (sock_diag, then /proc/net/tcp)");
 }
 
 std::string printable(std::string_view text) {

@@ -11,6 +11,8 @@
 
 namespace transient::detail {
 
+/// Every LISTEN socket on `port` read from `source`, without owners. On failure sets `ec`.
+[[nodiscard]] std::vector<listen_entry> listen_sockets(std::uint16_t port, listen_source source, std::error_code& ec);
 /// Every LISTEN socket on `port` read from `source`, with owners. On failure sets `ec`.
 [[nodiscard]] std::vector<listen_entry> who_listens(std::uint16_t port, listen_source source, std::error_code& ec);
 

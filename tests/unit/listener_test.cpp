@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <vector>
 
 #include "transient/errors/errors.hpp"
 
@@ -290,6 +291,46 @@ TEST(WhoListens, SeesBothFamiliesOnOnePort) {
   ASSERT_EQ(entries.size(), 2u);
   EXPECT_TRUE((entries[0].address == v4.local_endpoint() && entries[1].address == v6.local_endpoint()) ||
               (entries[1].address == v4.local_endpoint() && entries[0].address == v6.local_endpoint()));
+}
+
+// A blocking connect on loopback completes when the kernel queues the connection, before any
+// accept: `count` such clients of `to`.
+std::vector<transient::unique_fd> queued_clients(const endpoint& to, int count) {
+  std::vector<transient::unique_fd> clients;
+  sockaddr_storage address{};
+  const socklen_t length = to.to_sockaddr(address);
+  for (int i = 0; i < count; ++i) {
+    clients.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    EXPECT_EQ(::connect(clients.back().get(), reinterpret_cast<const sockaddr*>(&address), length), 0);
+  }
+  return clients;
+}
+
+TEST(ListenSockets, CountsTheAcceptQueueWithoutLookingForOwners) {
+  const listener l = transient::listen(endpoint::loopback_v4(0));
+  const std::uint16_t port = l.local_endpoint().port();
+  const auto clients = queued_clients(l.local_endpoint(), 3);
+  const auto entries = transient::listen_sockets(port);
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].address, l.local_endpoint());
+  EXPECT_EQ(entries[0].inode, inode_of(l.native_handle()));
+  EXPECT_EQ(entries[0].queued, 3u);
+  EXPECT_TRUE(entries[0].owners.empty());
+  // who_listens() reports the same queue, with the owner.
+  const transient::unique_fd accepted(::accept4(l.native_handle(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(accepted);
+  const auto owned = transient::who_listens(port);
+  ASSERT_EQ(owned.size(), 1u);
+  EXPECT_EQ(owned[0].queued, 2u);
+  ASSERT_EQ(owned[0].owners.size(), 1u);
+  EXPECT_EQ(owned[0].owners[0].pid, ::getpid());
+}
+
+TEST(ListenSockets, NothingListensOnAClosedPort) {
+  std::error_code ec;
+  const std::uint16_t port = transient::listen(endpoint::loopback_v4(0)).local_endpoint().port();
+  EXPECT_TRUE(transient::listen_sockets(port, ec).empty());
+  EXPECT_FALSE(ec);
 }
 
 TEST(WhoListens, BoundSocketIsNotAListener) {

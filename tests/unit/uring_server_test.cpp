@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "support/checking_echo.hpp"
 #include "support/loopback.hpp"
 #include "support/peer_addresses.hpp"
 #include "transient/errors/classify.hpp"
@@ -109,6 +110,21 @@ TEST_F(UringServer, ServesClientsWithFewSubmissions) {
   EXPECT_EQ(s.srv.metrics().accepted, static_cast<std::uint64_t>(clients));
   // One multishot accept serves them all: far fewer submissions than connections.
   EXPECT_LT(s.srv.submissions(), static_cast<std::uint64_t>(clients) / 4) << s.srv.submissions();
+}
+
+TEST_F(UringServer, AClientQueuedBeforeTheServerIsMadeGoesToItsLoopHandlerOnTheLoopThread) {
+  std::vector<transient::listener> listeners = one_listener();
+  // Queued by the kernel before the server's acceptor arms its accept, so that its first
+  // completion is there at once; the loop's handler is made later, on the loop's thread.
+  const unique_fd early = transient::test::connect_to(listeners.front().local_endpoint());
+  transient::test::loop_record record;
+  transient::uring_server srv(std::move(listeners), [&](transient::loop& l) {
+    return std::make_unique<transient::test::checking_echo>(l, record);
+  });
+  running r(srv);
+  EXPECT_TRUE(eventually([&] { return record.accepted.load() == 1; }));
+  EXPECT_TRUE(r.stop());
+  EXPECT_EQ(record.wrong_thread.load(), 0);
 }
 
 TEST_F(UringServer, ReadsPeerAddressesUnlessTurnedOff) {

@@ -4,7 +4,8 @@
 // LISTEN sockets (an inet_diag netlink dump, or /proc/net/tcp and tcp6 where netlink socket
 // diagnostics are not available): it is listening, it is the kernel's LISTEN entry for its
 // address, and nobody else listens there. `listen_in_range` hunts for a free port safely when
-// many processes hunt at once. `who_listens` says which processes listen on a port.
+// many processes hunt at once. `who_listens` says which processes listen on a port, and
+// `listen_sockets` lists its LISTEN sockets with their accept queues.
 // `listeners_from_systemd` takes sockets passed by systemd socket activation.
 //
 // Every operation comes as an overload pair, as in std::filesystem: one throws
@@ -113,6 +114,8 @@ struct listen_entry {
   /// SO_COOKIE of the socket (a number the kernel never reuses, unlike an inode), or 0 when the
   /// table was read from /proc/net/tcp, which does not show it (netlink sock_diag unavailable).
   std::uint64_t cookie = 0;
+  /// Connections waiting in its accept queue: completed by the kernel, not yet accepted.
+  std::uint32_t queued = 0;
   /// True when no owner was found and some processes could not be read.
   [[nodiscard]] bool owners_unknown() const noexcept { return owners.empty() && unreadable_processes > 0; }
 };
@@ -216,6 +219,14 @@ struct listen_report {
 /// As above; on failure (neither netlink sock_diag nor /proc/net/tcp readable) sets `ec` and
 /// returns nothing.
 [[nodiscard]] std::vector<listen_entry> who_listens(std::uint16_t port, std::error_code& ec);
+
+/// Every LISTEN socket on `port` in this network namespace, as who_listens() but without their
+/// owners (`owners` empty): it reads only the kernel's table, not every process's descriptors,
+/// so it is cheap enough to poll, e.g. for an accept queue (listen_entry::queued).
+[[nodiscard]] std::vector<listen_entry> listen_sockets(std::uint16_t port);
+/// As above; on failure (neither netlink sock_diag nor /proc/net/tcp readable) sets `ec` and
+/// returns nothing.
+[[nodiscard]] std::vector<listen_entry> listen_sockets(std::uint16_t port, std::error_code& ec);
 
 /// How listeners_from_systemd treats the environment.
 struct systemd_options {

@@ -421,7 +421,10 @@ uring_acceptor::uring_acceptor(std::shared_ptr<const listener> source, connectio
   const auto now = clock::now();
   state_->arm_wake();
   state_->apply(state_->policy.current(), now);  // wait: arms the accept
-  state_->pump(now);
+  // Submitted, not reaped: a client already queued completes at once, and its completion waits
+  // for the first handle(), on the loop that owns the acceptor (a server makes its loop's
+  // handler there, after the acceptor).
+  state_->submit();
   state_->budget->check_fit_once(state_->options.policy.sink);
 }
 

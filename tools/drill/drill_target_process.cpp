@@ -13,9 +13,9 @@
 #include <sstream>
 #include <thread>
 
-#include "sockets/listen_table.hpp"
 #include "drill_client.hpp"
 #include "drill_target.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace transient::tool {
 namespace {
@@ -281,8 +281,9 @@ std::pair<std::uint64_t, std::uint64_t> target_server::log_volume() const {
   if (!child_) {
     return {0, 0};
   }
-  std::uint64_t lines = child_->stdout_lines() + child_->stderr_lines();
-  std::uint64_t bytes = child_->stdout_bytes() + child_->stderr_bytes();
+  const output_volume written = child_->written();
+  std::uint64_t lines = written.stdout_lines + written.stderr_lines;
+  std::uint64_t bytes = written.stdout_bytes + written.stderr_bytes;
   for (const auto& [file, from] : log_offsets_) {
     const auto [l, b] = file_growth(file, from);
     lines += l;
@@ -360,17 +361,14 @@ probe_outcome await_outcome(int fd, const endpoint& to, target_protocol protocol
   }
 }
 
-// The LISTEN sockets' accept queues on `port`, from a netlink sock_diag dump (/proc/net/tcp
-// where that is unavailable): the dump walks only the listeners, so its cost does not grow with
-// the TIME_WAIT sockets that a drill leaves by the thousand. -1 if nothing listens there.
+// The LISTEN sockets' accept queues on `port` (listen_sockets: a netlink sock_diag dump, else
+// /proc/net/tcp): the dump walks only the listeners, so its cost does not grow with the
+// TIME_WAIT sockets that a drill leaves by the thousand. -1 if nothing listens there.
 int listen_queue_length(std::uint16_t port) {
   std::error_code ec;
-  const detail::listen_table table = detail::read_listen_table(detail::listen_source::automatic, ec);
   int total = -1;
-  for (const detail::listen_row& row : table.rows) {
-    if (row.local.port() == port) {
-      total = std::max(total, 0) + static_cast<int>(row.queued);
-    }
+  for (const listen_entry& entry : listen_sockets(port, ec)) {
+    total = std::max(total, 0) + static_cast<int>(entry.queued);
   }
   return total;
 }

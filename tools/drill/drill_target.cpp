@@ -179,12 +179,6 @@ void kill_strays() {
   }
 }
 
-std::string self_path() {
-  std::array<char, 4096> buffer{};
-  const ssize_t n = ::readlink("/proc/self/exe", buffer.data(), buffer.size() - 1);
-  return n > 0 ? std::string(buffer.data(), static_cast<std::size_t>(n)) : "/proc/self/exe";
-}
-
 }  // namespace
 
 int drill_target(const std::vector<std::string_view>& args) {

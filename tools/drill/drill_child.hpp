@@ -43,6 +43,14 @@ struct sched_time {
 /// The calling thread's sched_time (/proc/thread-self/schedstat).
 [[nodiscard]] sched_time this_thread_sched();
 
+/// How much a child wrote to its stdout and stderr.
+struct output_volume {
+  std::uint64_t stdout_bytes = 0;  ///< Bytes written to stdout.
+  std::uint64_t stdout_lines = 0;  ///< Lines written to stdout.
+  std::uint64_t stderr_bytes = 0;  ///< Bytes written to stderr.
+  std::uint64_t stderr_lines = 0;  ///< Lines written to stderr.
+};
+
 /// How to start a child that is not `transient serve` itself (a drill target).
 struct child_launch {
   std::string program;            ///< Absolute or relative path of the executable (no PATH search).
@@ -54,6 +62,13 @@ struct child_launch {
 /// "io_uring"); "" or "epoll": serve's default. The fixture's naive loop (epoll only) keeps
 /// its own.
 void set_serve_engine(std::string engine);
+
+/// Appends `--engine ENGINE` to a serve command line when set_serve_engine chose one other than
+/// serve's default.
+void append_serve_engine(std::vector<std::string>& argv);
+
+/// The path of this executable (/proc/self/exe resolved; that link itself if unreadable).
+[[nodiscard]] std::string self_path();
 
 /// What a serve child runs.
 enum class serve_program : unsigned char {
@@ -100,14 +115,8 @@ class serve_child {
   std::optional<endpoint> wait_metrics(std::chrono::milliseconds timeout);
   /// Waits until stderr contains `text`; false on timeout.
   bool wait_stderr(std::string_view text, std::chrono::milliseconds timeout);
-  /// Bytes written to stdout so far.
-  [[nodiscard]] std::uint64_t stdout_bytes() const;
-  /// Lines written to stdout so far.
-  [[nodiscard]] std::uint64_t stdout_lines() const;
-  /// Bytes written to stderr so far.
-  [[nodiscard]] std::uint64_t stderr_bytes() const;
-  /// Lines written to stderr so far.
-  [[nodiscard]] std::uint64_t stderr_lines() const;
+  /// What the child wrote so far, read as one snapshot.
+  [[nodiscard]] output_volume written() const;
   /// The stderr text kept (the first 256 KiB).
   [[nodiscard]] std::string stderr_text() const;
   /// The first stderr lines (at most 1000) with their arrival times.
@@ -158,11 +167,8 @@ class serve_child {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::string stdout_;
-  std::uint64_t stdout_bytes_ = 0;
-  std::uint64_t stdout_lines_ = 0;
   std::string stderr_;
-  std::uint64_t stderr_bytes_ = 0;
-  std::uint64_t stderr_lines_ = 0;
+  output_volume written_;
   std::string partial_line_;
   std::vector<timed_line> lines_;
   bool drained_ = false;

@@ -100,6 +100,48 @@ int usage_error(const std::string& message) {
   return exit_usage;
 }
 
+// Runs the eight scenarios in turn, each with a deadline of its own, showing progress.
+std::vector<scenario_result> run_scenarios(drill_settings settings) {
+  using scenario = scenario_result (*)(const drill_settings&);
+  const std::vector<std::pair<std::string, scenario>> scenarios{{"backpressure", &run_backpressure},
+                                                                {"exhaustion and recovery", &run_exhaustion},
+                                                                {"leak", &run_leak},
+                                                                {"naive contrast", &run_naive_contrast},
+                                                                {"port race", &run_port_race},
+                                                                {"clean stop", &run_clean_stop},
+                                                                {"churn at the limit", &run_churn},
+                                                                {"slow clients", &run_slow_clients}};
+  progress_line progress;
+  std::vector<scenario_result> results;
+  for (std::size_t i = 0; i < scenarios.size(); ++i) {
+    const std::string prefix =
+        "drill [" + std::to_string(i + 1) + "/" + std::to_string(scenarios.size()) + "] " + scenarios[i].first;
+    progress.begin(prefix + " ...", drill_scenario_bound);
+    settings.deadline = std::chrono::steady_clock::now() + drill_scenario_bound / 2;
+    settings.progress = [&](std::string_view text) { progress.show(prefix + ": " + std::string(text)); };
+    scenario_result r;
+    bool no_fixture = false;
+    try {
+      r = scenarios[i].second(settings);
+    } catch (const fixture_missing& e) {
+      r = {scenarios[i].first, false, e.what(), {}, {}, {}, {}};
+      no_fixture = true;
+    } catch (const std::exception& e) {
+      r = {scenarios[i].first, false, std::string("the drill itself failed: ") + e.what(), {}, {}, {}, {}};
+    }
+    if (!r.passed) {
+      r.fix = no_fixture ? "install transient-fixture with the drill: the package ships it in "
+                           "/usr/libexec/transient/; a build tree builds it beside transient (target "
+                           "transient_fixture)"
+                         : "transient failed its own scenario: run the drill again on a quieter machine; if it "
+                           "fails again, report it with the output of 'transient drill --json'";
+    }
+    progress.done(prefix + ": " + (r.passed ? "PASS" : "FAIL") + " (" + r.detail + ")");
+    results.push_back(std::move(r));
+  }
+  return results;
+}
+
 }  // namespace
 
 int drill(arguments args) {
@@ -135,44 +177,8 @@ int drill(arguments args) {
     }
   }
 
-  using scenario = scenario_result (*)(const drill_settings&);
-  const std::vector<std::pair<std::string, scenario>> scenarios{{"backpressure", &run_backpressure},
-                                                                {"exhaustion and recovery", &run_exhaustion},
-                                                                {"leak", &run_leak},
-                                                                {"naive contrast", &run_naive_contrast},
-                                                                {"port race", &run_port_race},
-                                                                {"clean stop", &run_clean_stop},
-                                                                {"churn at the limit", &run_churn},
-                                                                {"slow clients", &run_slow_clients}};
-  progress_line progress;
-  std::vector<scenario_result> results;
   const auto start = std::chrono::steady_clock::now();
-  for (std::size_t i = 0; i < scenarios.size(); ++i) {
-    const std::string prefix =
-        "drill [" + std::to_string(i + 1) + "/" + std::to_string(scenarios.size()) + "] " + scenarios[i].first;
-    progress.begin(prefix + " ...", drill_scenario_bound);
-    settings.deadline = std::chrono::steady_clock::now() + drill_scenario_bound / 2;
-    settings.progress = [&](std::string_view text) { progress.show(prefix + ": " + std::string(text)); };
-    scenario_result r;
-    bool no_fixture = false;
-    try {
-      r = scenarios[i].second(settings);
-    } catch (const fixture_missing& e) {
-      r = {scenarios[i].first, false, e.what(), {}, {}, {}, {}};
-      no_fixture = true;
-    } catch (const std::exception& e) {
-      r = {scenarios[i].first, false, std::string("the drill itself failed: ") + e.what(), {}, {}, {}, {}};
-    }
-    if (!r.passed) {
-      r.fix = no_fixture ? "install transient-fixture with the drill: the package ships it in "
-                           "/usr/libexec/transient/; a build tree builds it beside transient (target "
-                           "transient_fixture)"
-                         : "transient failed its own scenario: run the drill again on a quieter machine; if it "
-                           "fails again, report it with the output of 'transient drill --json'";
-    }
-    progress.done(prefix + ": " + (r.passed ? "PASS" : "FAIL") + " (" + r.detail + ")");
-    results.push_back(std::move(r));
-  }
+  const std::vector<scenario_result> results = run_scenarios(settings);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (json) {
     std::cout << drill_json(results, seconds, settings.quick);

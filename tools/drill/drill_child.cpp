@@ -143,6 +143,19 @@ std::string& serve_engine() {
 
 void set_serve_engine(std::string engine) { serve_engine() = std::move(engine); }
 
+void append_serve_engine(std::vector<std::string>& argv) {
+  if (!serve_engine().empty() && serve_engine() != "epoll") {
+    argv.emplace_back("--engine");
+    argv.push_back(serve_engine());
+  }
+}
+
+std::string self_path() {
+  std::array<char, 4096> buffer{};
+  const ssize_t n = ::readlink("/proc/self/exe", buffer.data(), buffer.size() - 1);
+  return n > 0 ? std::string(buffer.data(), static_cast<std::size_t>(n)) : "/proc/self/exe";
+}
+
 std::string fixture_path() {
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -162,9 +175,8 @@ serve_child::serve_child(const std::vector<std::string>& args, std::uint64_t fd_
   std::vector<std::string> argv{program == serve_program::serve ? "transient" : "transient-fixture",
                                 naive ? "naive" : "serve"};
   argv.insert(argv.end(), args.begin(), args.end());
-  if (!serve_engine().empty() && serve_engine() != "epoll" && !naive) {
-    argv.emplace_back("--engine");
-    argv.push_back(serve_engine());
+  if (!naive) {
+    append_serve_engine(argv);
   }
   start(program == serve_program::serve ? "/proc/self/exe" : fixture_path(), std::move(argv), fd_limit);
 }
@@ -267,13 +279,13 @@ void serve_child::drain() {
       const std::string_view chunk(buffer.data(), static_cast<std::size_t>(n));
       const std::lock_guard lock(mutex_);
       if (i == 0) {
-        stdout_bytes_ += chunk.size();
-        stdout_lines_ += static_cast<std::uint64_t>(std::count(chunk.begin(), chunk.end(), '\n'));
+        written_.stdout_bytes += chunk.size();
+        written_.stdout_lines += static_cast<std::uint64_t>(std::count(chunk.begin(), chunk.end(), '\n'));
         if (stdout_.size() < kept_stderr) {  // a flooding target must not fill the drill's memory
           stdout_ += chunk.substr(0, kept_stderr - stdout_.size());
         }
       } else {
-        stderr_bytes_ += chunk.size();
+        written_.stderr_bytes += chunk.size();
         if (stderr_.size() < kept_stderr) {
           stderr_ += chunk.substr(0, kept_stderr - stderr_.size());
         }
@@ -295,7 +307,7 @@ void serve_child::count_lines(std::string_view chunk, clock::time_point now) {
       }
       continue;
     }
-    ++stderr_lines_;
+    ++written_.stderr_lines;
     if (lines_.size() < kept_lines) {
       lines_.push_back({now, std::move(partial_line_)});
     }
@@ -338,24 +350,9 @@ bool serve_child::wait_stderr(std::string_view text, std::chrono::milliseconds t
   return changed_.wait_for(lock, timeout, [&] { return stderr_.find(text) != std::string::npos; });
 }
 
-std::uint64_t serve_child::stdout_bytes() const {
+output_volume serve_child::written() const {
   const std::lock_guard lock(mutex_);
-  return stdout_bytes_;
-}
-
-std::uint64_t serve_child::stdout_lines() const {
-  const std::lock_guard lock(mutex_);
-  return stdout_lines_;
-}
-
-std::uint64_t serve_child::stderr_bytes() const {
-  const std::lock_guard lock(mutex_);
-  return stderr_bytes_;
-}
-
-std::uint64_t serve_child::stderr_lines() const {
-  const std::lock_guard lock(mutex_);
-  return stderr_lines_;
+  return written_;
 }
 
 std::string serve_child::stderr_text() const {

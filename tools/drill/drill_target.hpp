@@ -86,7 +86,9 @@ struct target_settings {
 /// before the target binds it, which the target then reports as a start failure).
 [[nodiscard]] std::uint16_t pick_free_port();
 
-/// A target started for one scenario and awaited until it answers.
+/// A server the drill's scenarios run against, started for one scenario and awaited until it
+/// answers: the command of --target, or `transient serve` or the fixture (reference_target).
+/// Start (the constructor), port, pid, signal, stop; process() for what the drill measures.
 class target_server {
  public:
   /// Starts the target on a free port; throws nothing: problem() says what went wrong.
@@ -100,6 +102,21 @@ class target_server {
   [[nodiscard]] const std::string& problem() const noexcept { return problem_; }
   /// Where it listens (127.0.0.1 and the picked port).
   [[nodiscard]] const endpoint& at() const noexcept { return at_; }
+  /// The port it listens on.
+  [[nodiscard]] std::uint16_t port() const noexcept { return at_.port(); }
+  /// The process the drill started (-1 if none).
+  [[nodiscard]] pid_t pid() const noexcept { return child_ ? child_->pid() : -1; }
+  /// Sends `signal` to the process the drill started (not its group).
+  void signal(int number) const noexcept {
+    if (child_) {
+      child_->send(number);
+    }
+  }
+  /// Ends its whole process group: SIGTERM, then SIGKILL after `grace`; returns what still
+  /// runs (see serve_child::stop_group).
+  std::vector<pid_t> stop(std::chrono::milliseconds grace) {
+    return child_ ? child_->stop_group(grace) : std::vector<pid_t>{};
+  }
   /// The process (valid when started, even if problem() is set).
   [[nodiscard]] serve_child* process() const noexcept { return child_.get(); }
   /// The exit status if the target exited (reaping it); nullopt while it runs.

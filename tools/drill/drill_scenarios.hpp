@@ -1,5 +1,6 @@
-// The scenarios of `transient drill`. Each starts its own `transient serve` children on
-// loopback with a low RLIMIT_NOFILE, is bounded in count and time, and returns its verdict.
+// The scenarios of `transient drill`. Each starts its own `transient serve` (or fixture)
+// children on loopback with a low RLIMIT_NOFILE, is bounded in count and time, and returns its
+// verdict; those paired with --target's run the steps every target shares (drill_steps.hpp).
 #pragma once
 
 #include <atomic>
@@ -122,13 +123,6 @@ enum class answer : unsigned char { served, closed, blocked, timeout };
 /// the server is seen not accepting it (blocked, see not_accepting).
 answer await_answer(int fd, const serve_child& child, const endpoint& at, std::uint64_t fd_limit,
                     std::chrono::milliseconds timeout);
-
-/// Opens keep-alive connections one at a time (each answered before the next) until one is
-/// blocked (not_accepting) or unanswered for 5 s: the server can no longer accept. Answered
-/// ones go to `held` (and `live`); returns the blocked one (empty if `cap` were all answered
-/// or the deadline passed first).
-unique_fd fill_until_exhausted(const serve_child& child, const endpoint& at, std::vector<unique_fd>& held,
-                               std::atomic<int>& live, std::size_t cap, std::chrono::steady_clock::time_point deadline);
 
 /// Waits (at most `timeout`) until `child` has no runnable thread, seen twice 5 ms apart: it has
 /// handled what the drill just sent. False on timeout.

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "drill_client.hpp"
+#include "drill_steps.hpp"
 #include "transient/sockets/listener.hpp"
 
 namespace transient::tool {
@@ -31,100 +32,92 @@ double metric(const std::string& text, const std::string& name) {
   return at == std::string::npos ? NAN : std::strtod(text.c_str() + at + name.size() + 2, nullptr);
 }
 
+// Short connections to a leaking `child`, one after another, until one is not accepted (the
+// leak filled the table): that one, or empty if none was blocked. Counts the served ones.
+unique_fd fill_by_leaking(const serve_child& child, const endpoint& at, clock::time_point deadline, int& connections) {
+  for (int i = 0; i < 100 && clock::now() < deadline; ++i) {
+    unique_fd fd = connect_and_request(at);
+    if (!fd) {
+      return {};
+    }
+    const auto a = drill_detail::await_answer(fd.get(), child, at, child_fd_limit, std::chrono::seconds(5));
+    if (a == drill_detail::answer::blocked) {
+      return fd;
+    }
+    if (a != drill_detail::answer::served) {
+      return {};
+    }
+    ++connections;
+  }
+  return {};
+}
+
+// When serve reported its first failed accept ("accept degraded"), from which the stall
+// timeout runs; now if it did not within 5 s.
+clock::time_point degraded_at(serve_child& child) {
+  child.wait_stderr("accept degraded", std::chrono::seconds(5));
+  for (const auto& line : child.stderr_timeline()) {
+    if (line.text.find("accept degraded") != std::string::npos) {
+      return line.at;
+    }
+  }
+  return clock::now();
+}
+
+bool leak_stalled(const std::string& err) { return err.find("stopped: stalled") != std::string::npos; }
+bool leak_named(const std::string& err) { return err.find("likely descriptor leak") != std::string::npos; }
+bool leak_kind_named(const std::string& err) {
+  return err.find("character device") != std::string::npos && err.find("/dev/null") != std::string::npos;
+}
+
+// serve stopped as stalled, its diagnosis naming the leak and the leaked kind.
+bool leak_diagnosed(const std::string& err) { return leak_stalled(err) && leak_named(err) && leak_kind_named(err); }
+
+// The leak scenario's detail once serve exited with status 1, from serve's stderr `err`.
+std::string leak_diagnosis_detail(const std::string& err, bool in_time) {
+  return !leak_stalled(err)      ? "serve did not stop as stalled"
+         : !leak_named(err)      ? "the diagnosis did not call it a leak"
+         : !leak_kind_named(err) ? "the diagnosis did not name the leaked kind (character device, /dev/null)"
+         : !in_time              ? "stopped later than stall timeout + 1 s"
+                    : "stopped as stalled; diagnosis: likely descriptor leak, /dev/null (character device)";
+}
+
 }  // namespace
 
 scenario_result run_backpressure(const drill_settings& s) {
   scenario_result r{"backpressure", false, "", {}, {}, {}, {}};
   const std::size_t clients = s.quick ? 24 : 64;
   constexpr int budget = 8;
-  constexpr milliseconds hold{20};  // each client keeps its connection this long after its answer
-  serve_child child(
-      {"--listen", "127.0.0.1:0", "--max-connections", std::to_string(budget), "--metrics", "127.0.0.1:0"},
-      child_fd_limit);
-  const auto at = child.wait_listening(std::chrono::seconds(5));
-  const auto metrics_at = child.wait_metrics(std::chrono::seconds(1));
-  if (!at || !metrics_at) {
-    r.detail = "serve did not start: " + child.stderr_text();
+  const target_settings t = reference_target(s, serve_program::serve,
+                                             {"--max-connections", std::to_string(budget), "--metrics", "127.0.0.1:0"});
+  const target_server server(t);
+  const auto metrics_at =
+      server.problem().empty() ? server.process()->wait_metrics(std::chrono::seconds(1)) : std::nullopt;
+  if (!metrics_at) {
+    r.detail =
+        "serve did not start: " + (server.problem().empty() ? server.process()->stderr_text() : server.problem());
     return r;
   }
-  note(s, std::to_string(clients) + " clients at once against a budget of " + std::to_string(budget));
-  const auto start = clock::now();
-  struct client {
-    unique_fd fd;
-    std::string data;
-    std::optional<clock::time_point> answered;
-    bool done = false;
-  };
-  std::vector<client> all(clients);
-  for (auto& c : all) {
-    c.fd = connect_and_request(*at);  // all connected at once: the kernel queues what is not accepted
-  }
-  std::size_t served = 0;
-  std::size_t finished = 0;
-  const auto deadline = std::min(start + std::chrono::seconds(20), s.deadline);
-  while (finished < clients && clock::now() < deadline) {
-    std::vector<pollfd> fds;
-    std::vector<std::size_t> which;
-    for (std::size_t i = 0; i < all.size(); ++i) {
-      auto& c = all[i];
-      if (c.done) {
-        continue;
-      }
-      if (!c.fd) {
-        c.done = true;
-        ++finished;
-        continue;
-      }
-      if (c.answered && clock::now() - *c.answered >= hold) {
-        c.fd.reset();  // releases the server's place
-        c.done = true;
-        ++finished;
-        continue;
-      }
-      if (!c.answered) {
-        fds.push_back({c.fd.get(), POLLIN, 0});
-        which.push_back(i);
-      }
-    }
-    if (::poll(fds.data(), fds.size(), 5) <= 0) {
-      continue;
-    }
-    for (std::size_t k = 0; k < fds.size(); ++k) {
-      if ((fds[k].revents & (POLLIN | POLLHUP | POLLERR)) == 0) {
-        continue;
-      }
-      auto& c = all[which[k]];
-      char buffer[512];
-      const ssize_t n = ::recv(c.fd.get(), buffer, sizeof buffer, MSG_DONTWAIT);
-      if (n <= 0) {
-        c.fd.reset();  // closed or reset without an answer: lost
-        continue;
-      }
-      c.data.append(buffer, static_cast<std::size_t>(n));
-      if (c.data.find("\r\n\r\nok") != std::string::npos) {
-        c.answered = clock::now();
-        ++served;
-      }
-    }
-  }
-  const double seconds = seconds_since(start);
+  note(t, std::to_string(clients) + " clients at once against a budget of " + std::to_string(budget));
+  const burst_result burst = client_burst(t, server, clients, std::chrono::seconds(20));
   std::this_thread::sleep_for(milliseconds(150));  // server::metrics() is refreshed every 100 ms
   const std::string text = get_body(*metrics_at, "/metrics", milliseconds(2000));
   const double peak = metric(text, "transient_peak_connections");
   const double pauses = metric(text, "transient_pauses_total{reason=\"capacity\"}");
+  const std::size_t served = burst.served;
   r.figures = {{"clients", static_cast<double>(clients)},
                {"budget", budget},
                {"served", static_cast<double>(served)},
                {"lost", static_cast<double>(clients - served)},
                {"peak_connections", peak},
                {"capacity_pauses", pauses},
-               {"seconds", seconds}};
+               {"seconds", burst.seconds}};
   r.passed = served == clients && peak <= budget;
   r.detail = served != clients   ? std::to_string(clients - served) + " clients were not served"
              : !(peak <= budget) ? "the server held more connections than its budget (or metrics were unreadable)"
                                  : "every client served; the rest waited in the backlog, none lost";
-  child.send(SIGTERM);
-  child.wait_exit(std::chrono::seconds(2));
+  server.signal(SIGTERM);
+  server.process()->wait_exit(std::chrono::seconds(2));
   return r;
 }
 
@@ -142,43 +135,16 @@ scenario_result run_leak(const drill_settings& s) {
   }
   note(s, "each connection leaks " + std::to_string(leak_per_connection) + " descriptors; stall timeout " +
               std::to_string(stall.count()) + " ms");
-  // Short connections, one after another, until one is not accepted: the leak filled the table.
   int connections = 0;
-  unique_fd pending;
-  for (int i = 0; i < 100 && !pending && clock::now() < s.deadline; ++i) {
-    unique_fd fd = connect_and_request(*at);
-    if (!fd) {
-      break;
-    }
-    const auto a = drill_detail::await_answer(fd.get(), child, *at, child_fd_limit, std::chrono::seconds(5));
-    if (a == drill_detail::answer::blocked) {
-      pending = std::move(fd);
-    } else if (a == drill_detail::answer::served) {
-      ++connections;
-    } else {
-      break;
-    }
-  }
+  const unique_fd pending = fill_by_leaking(child, *at, s.deadline, connections);
   if (!pending) {
     r.detail = "the leak never exhausted the server's descriptors";
     return r;
   }
-  // The stall timeout runs from the first failed accept, which serve reports as "accept degraded".
-  child.wait_stderr("accept degraded", std::chrono::seconds(5));
-  clock::time_point stuck = clock::now();
-  for (const auto& line : child.stderr_timeline()) {
-    if (line.text.find("accept degraded") != std::string::npos) {
-      stuck = line.at;
-      break;
-    }
-  }
+  const clock::time_point stuck = degraded_at(child);
   const auto status = child.wait_exit(stall + std::chrono::seconds(10));
   const double stopped_after = status ? std::chrono::duration<double>(child.exited_at() - stuck).count() : NAN;
   const std::string err = child.stderr_text();
-  const bool stalled = err.find("stopped: stalled") != std::string::npos;
-  const bool names_leak = err.find("likely descriptor leak") != std::string::npos;
-  const bool names_kind =
-      err.find("character device") != std::string::npos && err.find("/dev/null") != std::string::npos;
   r.figures = {{"stall_timeout_s", static_cast<double>(stall.count()) / 1000.0},
                {"stopped_after_s", stopped_after},
                {"connections_before_stall", static_cast<double>(connections)},
@@ -187,15 +153,10 @@ scenario_result run_leak(const drill_settings& s) {
   const double bound = static_cast<double>(stall.count()) / 1000.0 + 1.0;
   // serve exits 1 when the server stops on an error; anything else (a crash, a sanitizer's
   // report) is a failure of its own.
-  r.passed = status && *status == 1 && stalled && names_leak && names_kind && stopped_after <= bound;
+  r.passed = status && *status == 1 && leak_diagnosed(err) && stopped_after <= bound;
   r.detail = !status        ? "serve did not stop within stall timeout + 10 s"
              : *status != 1 ? "serve exited with status " + std::to_string(*status) + ", not 1 (stopped on an error)"
-             : !stalled     ? "serve did not stop as stalled"
-             : !names_leak  ? "the diagnosis did not call it a leak"
-             : !names_kind  ? "the diagnosis did not name the leaked kind (character device, /dev/null)"
-             : stopped_after > bound
-                 ? "stopped later than stall timeout + 1 s"
-                 : "stopped as stalled; diagnosis: likely descriptor leak, /dev/null (character device)";
+                            : leak_diagnosis_detail(err, stopped_after <= bound);
   return r;
 }
 

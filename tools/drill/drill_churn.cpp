@@ -8,7 +8,7 @@
 #include <cmath>
 
 #include "drill_client.hpp"
-#include "drill_scenarios.hpp"
+#include "drill_steps.hpp"
 
 namespace transient::tool {
 
@@ -17,22 +17,20 @@ scenario_result run_churn(const drill_settings& s) {
   constexpr int rounds = 2;
   constexpr int clients_per_round = 100;
   // The numbers: a budget above what RLIMIT_NOFILE leaves, so descriptors run out first.
-  serve_child child({"--listen", "127.0.0.1:0", "--max-connections", "100"}, child_fd_limit);
-  const auto at = child.wait_listening(std::chrono::seconds(5));
-  if (!at) {
-    r.detail = "serve did not start: " + child.stderr_text();
+  const target_settings t = reference_target(s, serve_program::serve, {"--max-connections", "100"});
+  exhausted_target x;
+  start_exhausted(t, x);
+  if (!x.problem.empty() || x.held.empty()) {
+    r.detail = x.problem.empty() ? "the server never ran out of descriptors" : x.problem;
     return r;
   }
-  std::vector<unique_fd> idle;
-  std::atomic<int> live{0};
-  unique_fd pending = drill_detail::fill_until_exhausted(child, *at, idle, live, 200, s.deadline);
-  if (!pending || idle.empty()) {
-    r.detail = "the server never ran out of descriptors";
-    return r;
-  }
+  serve_child& child = *x.server->process();
+  const endpoint at = x.server->at();
+  std::vector<unique_fd>& idle = x.held;
+  unique_fd pending = std::move(x.probe);
   // What serve logs from here to the stop is the churn's: its start-up lines and the first
   // "accept degraded" came before.
-  const std::uint64_t lines_before = child.stderr_lines();
+  const std::uint64_t lines_before = child.written().stderr_lines;
   // One descriptor free: the waiting client takes it, and the churn the one after.
   idle.erase(idle.begin());
   if (read_response(pending.get(), std::chrono::seconds(5)).rfind("HTTP/1.1 200 OK", 0) != 0) {
@@ -40,18 +38,16 @@ scenario_result run_churn(const drill_settings& s) {
     return r;
   }
   pending.reset();
-  if (s.progress) {
-    s.progress(std::to_string(idle.size()) + " idle connections held; " + std::to_string(rounds) + " rounds of " +
-               std::to_string(clients_per_round) + " short clients");
-  }
+  note(t, std::to_string(idle.size()) + " idle connections held; " + std::to_string(rounds) + " rounds of " +
+              std::to_string(clients_per_round) + " short clients");
   int served = 0;
   for (int i = 0; i < rounds * clients_per_round && std::chrono::steady_clock::now() < s.deadline; ++i) {
-    const unique_fd c = connect_and_request(*at);
+    const unique_fd c = connect_and_request(at);
     if (c && read_response(c.get(), std::chrono::seconds(5)).rfind("HTTP/1.1 200 OK", 0) == 0) {
       ++served;
     }
   }
-  const std::uint64_t lines = child.stderr_lines() - lines_before;
+  const std::uint64_t lines = child.written().stderr_lines - lines_before;
   child.send(SIGTERM);
   const auto status = child.wait_exit(std::chrono::seconds(5));
   const int clients = rounds * clients_per_round;

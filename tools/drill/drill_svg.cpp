@@ -3,6 +3,7 @@
 // release marked, and the moment its waiting client was served, with the latency. Every label
 // sits outside the plot or in a row of its own, so none covers a line.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -23,13 +24,14 @@ constexpr double char_w = 6.6;  // a 12 px sans-serif character, roughly
 
 std::string xml_text(const std::string& text) {
   std::string out;
+  constexpr std::string_view special = "<>&\"";
+  constexpr std::array<std::string_view, 4> entities{"&lt;", "&gt;", "&amp;", "&quot;"};
   for (const char c : text) {
-    switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out.push_back(c);
+    const std::size_t which = special.find(c);
+    if (which == std::string_view::npos) {
+      out.push_back(c);
+    } else {
+      out += entities.at(which);
     }
   }
   return out;
