@@ -28,7 +28,7 @@ int count(const std::string& text, const std::string& what) {
 
 TEST(driver_protocol, only_the_epoll_acceptor_reports_readiness) {
   EXPECT_EQ(count(source("src/acceptor.cpp"), "policy.on_ready("), 1);
-  for (const char* path : {"src/uring/uring_acceptor.cpp", "include/transient/detail/asio_loop.hpp",
+  for (const char* path : {"src/uring/uring_acceptor.cpp", "include/transient/detail/asio_adapter.hpp",
                            "src/detail/acceptor_core.hpp", "src/driver_kit.cpp"}) {
     EXPECT_EQ(count(source(path), "on_ready("), 0) << path;
   }
@@ -36,7 +36,7 @@ TEST(driver_protocol, only_the_epoll_acceptor_reports_readiness) {
 
 TEST(driver_protocol, completion_drivers_report_results_and_invent_no_errno) {
   const std::string uring = source("src/uring/uring_acceptor.cpp");
-  const std::string asio = source("include/transient/detail/asio_loop.hpp");
+  const std::string asio = source("include/transient/detail/asio_adapter.hpp");
   EXPECT_EQ(count(uring, "on_accept_failed("), 0) << "an empty backlog is a parked request, not a made-up EAGAIN";
   EXPECT_EQ(count(uring, "on_accept_parked("), 1);
   EXPECT_EQ(count(asio, "on_accept_result("), 2) << "the accept's connection and its error";
@@ -51,7 +51,7 @@ TEST(driver_protocol, the_batch_decides_multishot) {
 }
 
 TEST(driver_protocol, the_asio_loop_sheds_and_diagnoses_through_the_kit) {
-  const std::string asio = source("include/transient/detail/asio_loop.hpp");
+  const std::string asio = source("include/transient/detail/asio_adapter.hpp");
   EXPECT_EQ(count(asio, "linger("), 0);
   EXPECT_EQ(count(asio, "failure_context context;"), 0);
   EXPECT_EQ(count(asio, "shed_as("), 1);
