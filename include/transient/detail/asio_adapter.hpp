@@ -8,9 +8,9 @@
 //   F::has_cancellation           per-operation cancellation (cancellation slots) exists
 //   F::has_co_await               C++20 coroutines (awaitable, use_awaitable) exist
 //   F::error_code                 the error code of its operations
-//   F::executor, F::strand, F::steady_timer, F::socket, F::endpoint,
-//   F::enable_connection_aborted, F::associated_executor_t<T, E>
-//   F::cancellation_signal        with cancellation: that type, else asio_no_cancellation;
+//   F::executor (any_io_executor), F::strand (over it), F::steady_timer, F::socket,
+//   F::endpoint, F::enable_connection_aborted, F::associated_executor_t<T, E>
+//   F::cancellation_signal        with cancellation that type, else asio_no_cancellation
 //   F::cancellation_type          with cancellation
 //   F::awaitable<T>, F::use_awaitable_t    with coroutines
 //   F::operation_aborted          the error::operation_aborted enumerator
