@@ -9,7 +9,7 @@
 #include <asio/post.hpp>
 #include <system_error>
 
-#include "transient/asio.hpp"
+#include "transient/adapters/asio.hpp"
 
 namespace net = ::asio;
 using net_error_code = std::error_code;

@@ -3,7 +3,7 @@
 // (see bench/support/asio_bench.hpp) under JSON keys starting "boost_asio_".
 //
 // Usage: transient_bench_boost_asio [--quick]
-#include "transient/boost_asio.hpp"  // first: it includes <utility> before Boost.Asio (g++ 12, C++20)
+#include "transient/adapters/boost_asio.hpp"  // first: it includes <utility> before Boost.Asio (g++ 12, C++20)
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>

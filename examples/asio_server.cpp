@@ -31,7 +31,7 @@
 #include <thread>
 #include <vector>
 
-#include "transient/asio.hpp"
+#include "transient/adapters/asio.hpp"
 
 namespace {
 

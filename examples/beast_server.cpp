@@ -12,7 +12,7 @@
 // cancellation: closing the acceptor is the clean stop), and once the accept loop has ended
 // the io_context stops, which closes the connections still open (a keep-alive client could
 // otherwise hold the process forever).
-#include "transient/boost_asio.hpp"  // first: it includes <utility> before Boost.Asio (g++ 12, C++20)
+#include "transient/adapters/boost_asio.hpp"  // first: it includes <utility> before Boost.Asio (g++ 12, C++20)
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>

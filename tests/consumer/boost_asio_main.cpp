@@ -6,11 +6,11 @@
 // permit, the loop then stopped cleanly and the policy counted one connection. A timer fails
 // the run after 10 s, so it never hangs.
 //
-// <transient/boost_asio.hpp> comes first, before any Boost.Asio header, and this file
+// <transient/adapters/boost_asio.hpp> comes first, before any Boost.Asio header, and this file
 // includes no <utility> of its own: under g++ 12 in C++20, Boost 1.74's <boost/asio.hpp>
 // alone does not compile (awaitable.hpp uses std::exchange without including <utility>), so
 // this program builds only if the adapter's header is enough.
-#include <transient/boost_asio.hpp>
+#include <transient/adapters/boost_asio.hpp>
 
 #include <boost/asio.hpp>
 #include <transient/sockets/listener.hpp>

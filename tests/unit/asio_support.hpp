@@ -23,7 +23,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 
-#include "transient/boost_asio.hpp"
+#include "transient/adapters/boost_asio.hpp"
 #if BOOST_ASIO_VERSION >= 101900  // per-operation cancellation (Boost 1.77)
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -52,7 +52,7 @@ namespace adapter = transient::boost_asio;  ///< The adapter under test.
 #include <asio/strand.hpp>
 #include <asio/write.hpp>
 
-#include "transient/asio.hpp"
+#include "transient/adapters/asio.hpp"
 #if defined(ASIO_HAS_CO_AWAIT)
 #define TRANSIENT_TEST_HAS_CO_AWAIT 1
 #else

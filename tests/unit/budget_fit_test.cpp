@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "asio_support.hpp"
-#include "transient/asio.hpp"
+#include "transient/adapters/asio.hpp"
 #include "transient/diagnosis/diagnostics.hpp"
 #include "transient/drivers/server.hpp"
 

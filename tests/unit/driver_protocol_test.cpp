@@ -28,7 +28,7 @@ int count(const std::string& text, const std::string& what) {
 
 TEST(DriverProtocol, OnlyTheEpollAcceptorReportsReadiness) {
   EXPECT_EQ(count(source("src/drivers/acceptor.cpp"), "policy.on_ready("), 1);
-  for (const char* path : {"src/drivers/uring/uring_acceptor.cpp", "include/transient/detail/asio_loop.hpp",
+  for (const char* path : {"src/drivers/uring/uring_acceptor.cpp", "include/transient/detail/asio_adapter.hpp",
                            "src/drivers/acceptor_core.hpp", "src/drivers/driver_kit.cpp"}) {
     EXPECT_EQ(count(source(path), "on_ready("), 0) << path;
   }
@@ -36,7 +36,7 @@ TEST(DriverProtocol, OnlyTheEpollAcceptorReportsReadiness) {
 
 TEST(DriverProtocol, CompletionDriversReportResultsAndInventNoErrno) {
   const std::string uring = source("src/drivers/uring/uring_acceptor.cpp");
-  const std::string asio = source("include/transient/detail/asio_loop.hpp");
+  const std::string asio = source("include/transient/detail/asio_adapter.hpp");
   EXPECT_EQ(count(uring, "on_accept_failed("), 0) << "an empty backlog is a parked request, not a made-up EAGAIN";
   EXPECT_EQ(count(uring, "on_accept_parked("), 1);
   EXPECT_EQ(count(asio, "on_accept_result("), 2) << "the accept's connection and its error";
@@ -51,7 +51,7 @@ TEST(DriverProtocol, TheBatchDecidesMultishot) {
 }
 
 TEST(DriverProtocol, TheAsioLoopShedsAndDiagnosesThroughTheKit) {
-  const std::string asio = source("include/transient/detail/asio_loop.hpp");
+  const std::string asio = source("include/transient/detail/asio_adapter.hpp");
   EXPECT_EQ(count(asio, "linger("), 0);
   EXPECT_EQ(count(asio, "failure_context context;"), 0);
   EXPECT_EQ(count(asio, "shed_as("), 1);
