@@ -94,10 +94,10 @@ TEST(DrillCli, QuickJsonReportsEightPassingScenariosWithFigures) {
 TEST(DrillCli, BadArgumentsGetOneLineAndExitTwo) {
   const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--fast"});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(r.err, "transient drill: unknown argument '--fast' (try 'transient drill --help')\n");
+  EXPECT_EQ(r.err, "transient drill: unknown option '--fast' (try 'transient drill --help')\n");
   const auto svg = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--svg"});
   EXPECT_EQ(svg.exit_code, 2);
-  EXPECT_THAT(svg.err, HasSubstr("--svg needs a FILE"));
+  EXPECT_THAT(svg.err, HasSubstr("--svg needs a value"));
 }
 
 }  // namespace
