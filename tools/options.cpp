@@ -57,8 +57,8 @@ std::unique_ptr<CLI::App> make_table(std::string name, std::string text, std::st
 }
 
 CLI::Option* add_value(CLI::App& table, const std::string& name, const std::string& value_name, const std::string& help,
-                       std::function<void(const std::string&)> take) {
-  return table.add_option_function<std::string>(name, std::move(take), help)->type_name(value_name);
+                       const std::function<void(const std::string&)>& take) {
+  return table.add_option_function<std::string>(name, take, help)->type_name(value_name);
 }
 
 CLI::Option* add_flag(CLI::App& table, const std::string& name, bool& set, const std::string& help) {

@@ -22,7 +22,7 @@ namespace transient::tool {
 /// Adds to `table` the option `name` ("--listen"), whose value --help shows as `value_name`;
 /// `take` checks the value and keeps it, or calls refuse(). Given twice, the last value counts.
 CLI::Option* add_value(CLI::App& table, const std::string& name, const std::string& value_name, const std::string& help,
-                       std::function<void(const std::string&)> take);
+                       const std::function<void(const std::string&)>& take);
 
 /// Adds to `table` the flag `name` ("--json"), which sets `set`.
 CLI::Option* add_flag(CLI::App& table, const std::string& name, bool& set, const std::string& help);
