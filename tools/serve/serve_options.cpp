@@ -189,6 +189,19 @@ void add_service_options(CLI::App& table, serve_settings& s) {
             });
 }
 
+// serve's option table, which takes the values into `s`; `name` heads its usage errors.
+std::unique_ptr<CLI::App> make_serve_table(serve_settings& s, const std::string& name) {
+  auto table = make_table(name, std::string(serve_text), std::string(serve_footer));
+  add_address_options(*table, s);
+  add_budget_options(*table, s);
+  add_shedding_options(*table, s);
+  for (const duration_option& o : duration_options) {
+    add_duration_option(*table, s, o);
+  }
+  add_service_options(*table, s);
+  return table;
+}
+
 }  // namespace
 
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
@@ -213,18 +226,6 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
     return std::nullopt;
   }
   return unit * static_cast<std::int64_t>(*n);
-}
-
-std::unique_ptr<CLI::App> make_serve_table(serve_settings& s, const std::string& name) {
-  auto table = make_table(name, std::string(serve_text), std::string(serve_footer));
-  add_address_options(*table, s);
-  add_budget_options(*table, s);
-  add_shedding_options(*table, s);
-  for (const duration_option& o : duration_options) {
-    add_duration_option(*table, s, o);
-  }
-  add_service_options(*table, s);
-  return table;
 }
 
 serve_parse_result parse_serve_arguments(arguments args, const serve_table_additions& more) {

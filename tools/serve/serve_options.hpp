@@ -54,10 +54,6 @@ struct serve_table_additions {
   std::function<void(CLI::App&)> add;    ///< Adds (or removes) options; may be empty.
 };
 
-/// serve's option table, which takes the values into `s`; `name` heads its usage errors.
-[[nodiscard]] std::unique_ptr<CLI::App> make_serve_table(serve_settings& s,
-                                                         const std::string& name = "transient serve");
-
 /// Parses serve's arguments with serve's table, changed by `more`; --help prints the table's help.
 [[nodiscard]] serve_parse_result parse_serve_arguments(arguments args, const serve_table_additions& more = {});
 
