@@ -19,7 +19,7 @@
 namespace {
 
 // One loop's connections: each gets back what it sends. (A short send closes the connection:
-// a real server keeps the rest and watches EPOLLOUT, as tools/serve_connections.cpp does.)
+// a real server keeps the rest and watches EPOLLOUT, as tools/serve/serve_connections.cpp does.)
 class echo final : public transient::loop_handler, public transient::io_watcher {
  public:
   explicit echo(transient::loop& l) : loop_(l) {}

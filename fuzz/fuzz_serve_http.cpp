@@ -1,4 +1,4 @@
-// libFuzzer target: serve's request framing (tools/serve_http.hpp) never crashes or reads
+// libFuzzer target: serve's request framing (tools/serve/serve_http.hpp) never crashes or reads
 // outside its buffer, explains every refusal, and frames a stream the same however TCP cuts
 // it: serve parses again after every read, so a prefix of the input must never say more than
 // the whole (a complete prefix is the same request; a bad prefix stays bad).
@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "../tools/serve_http.hpp"
+#include "../tools/serve/serve_http.hpp"
 
 namespace {
 

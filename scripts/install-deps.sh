@@ -4,6 +4,7 @@
 set -euo pipefail
 packages=(
   g++ cmake ninja-build make pkgconf git   # build (make: the default generator users build with; git: FetchContent)
+  libcli11-dev                             # the commands' option tables (tools/ only; header-only)
   libgtest-dev libgmock-dev                # tests
   libbenchmark-dev                         # micro-benchmarks
   libasio-dev                              # the Asio adapter and its tests (standalone Asio)

@@ -10,27 +10,51 @@
 
 #include "command.hpp"
 #include "json.hpp"
+#include "options.hpp"
 #include "transient/errors/classify.hpp"
 
 namespace transient::tool {
 namespace {
 
-constexpr std::string_view explain_help =
+constexpr std::string_view explain_text =
     "usage: transient explain [--platform PLATFORM] OPERATION ERRNO [--json]\n"
     "       transient explain --table [--platform PLATFORM]\n"
     "\n"
     "Says what an error means for one socket operation: the action to take, every\n"
-    "condition the error matches, and advice.\n"
-    "\n"
-    "  OPERATION  accept, connect, read, write, bind or listen (recv and send are read\n"
-    "             and write, accept4 is accept)\n"
-    "  ERRNO      a name (EMFILE, emfile, EWOULDBLOCK) or a number (24)\n"
-    "  --json     one JSON object: operation, errno, value, action, decided_by,\n"
-    "             conditions, advice\n"
-    "  --table    the whole table as Markdown: every classified errno by operation\n"
-    "  --platform linux (the default), freebsd, macos or windows: that platform's\n"
-    "             codes (WSAEMFILE, 10024; on the BSDs ECONNABORTED is 53) and their\n"
-    "             table; each is classified by the Linux errno of the same meaning\n";
+    "condition the error matches, and advice.\n";
+
+// What the command line asks.
+struct explain_request {
+  std::string operation;             // OPERATION
+  std::string code;                  // ERRNO
+  bool json = false;                 // --json
+  bool table = false;                // --table
+  platform on = platform::linux_os;  // --platform
+};
+
+std::unique_ptr<CLI::App> explain_table(explain_request& r) {
+  auto table = make_table("transient explain", std::string(explain_text));
+  table
+      ->add_option("OPERATION", r.operation,
+                   "accept, connect, read, write, bind or listen (recv and send are read\nand write, accept4 is "
+                   "accept)")
+      ->type_name("");
+  table->add_option("ERRNO", r.code, "a name (EMFILE, emfile, EWOULDBLOCK) or a number (24)")->type_name("");
+  add_flag(*table, "--json", r.json,
+           "one JSON object: operation, errno, value, action, decided_by,\nconditions, advice");
+  add_flag(*table, "--table", r.table, "the whole table as Markdown: every classified errno by operation");
+  add_value(*table, "--platform", "PLATFORM",
+            "linux (the default), freebsd, macos or windows: that platform's\ncodes (WSAEMFILE, 10024; on the BSDs "
+            "ECONNABORTED is 53) and their\ntable; each is classified by the Linux errno of the same meaning",
+            [&r](const std::string& v) {
+              const auto parsed = parse_platform(v);
+              if (!parsed) {
+                refuse("unknown platform " + in_quotes(v) + " (accepted: linux, freebsd, macos, windows)");
+              }
+              r.on = *parsed;
+            });
+  return table;
+}
 
 constexpr std::string_view operations_accepted = "accept, connect, read (recv), write (send), bind, listen";
 
@@ -200,81 +224,59 @@ void print_platform_table(platform p) {
   std::cout << '\n';
 }
 
-}  // namespace
-
-int explain(arguments args) {
-  bool json = false;
-  bool table = false;
-  platform on = platform::linux_os;
-  std::vector<std::string_view> positional;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view arg = args[i];
-    if (arg == "--help" || arg == "-h") {
-      std::cout << explain_help;
-      return 0;
-    }
-    if (arg == "--json") {
-      json = true;
-    } else if (arg == "--table") {
-      table = true;
-    } else if (arg == "--platform" || arg.starts_with("--platform=")) {
-      std::string_view name = arg.substr(std::string_view("--platform").size());
-      if (name.empty()) {
-        if (i + 1 == args.size()) {
-          return usage_error("--platform needs a value (linux, freebsd, macos or windows)");
-        }
-        name = args[++i];
-      } else {
-        name.remove_prefix(1);  // '='
-      }
-      const auto parsed = parse_platform(name);
-      if (!parsed) {
-        return usage_error("unknown platform '" + std::string(name) + "' (accepted: linux, freebsd, macos, windows)");
-      }
-      on = *parsed;
-    } else if (arg.size() > 1 && arg[0] == '-' && std::isdigit(static_cast<unsigned char>(arg[1])) == 0) {
-      return usage_error("unknown option '" + std::string(arg) + "' (accepted: --json, --table, --platform, --help)");
-    } else {
-      positional.push_back(arg);
-    }
-  }
-  if (table) {
-    if (!positional.empty() || json) {
-      return usage_error("--table takes no other argument");
-    }
-    if (on == platform::linux_os) {
-      print_table();
-    } else {
-      print_platform_table(on);
-    }
-    return 0;
-  }
-  if (positional.size() != 2) {
-    return usage_error(positional.empty() ? "missing OPERATION and ERRNO (e.g. 'transient explain accept EMFILE')"
-                       : positional.size() == 1
-                           ? "missing ERRNO after the operation (a name such as EMFILE, or a number)"
-                           : "too many arguments (expected OPERATION ERRNO)");
-  }
-  const auto op = parse_operation(positional[0]);
+// Explains r.code for r.operation, on r.on.
+int explain_one(const explain_request& r) {
+  const auto op = parse_operation(r.operation);
   if (!op) {
-    return usage_error("unknown operation '" + std::string(positional[0]) +
-                       "' (accepted: " + std::string(operations_accepted) + ")");
+    return usage_error("unknown operation " + in_quotes(r.operation) +
+                       " (accepted: " + std::string(operations_accepted) + ")");
   }
   std::string problem;
-  if (on != platform::linux_os) {
-    const auto code = parse_platform_code(on, positional[1], problem);
+  if (r.on != platform::linux_os) {
+    const auto code = parse_platform_code(r.on, r.code, problem);
     if (!code) {
       return usage_error(problem);
     }
-    print_platform_one(on, *op, *code, json);
+    print_platform_one(r.on, *op, *code, r.json);
     return 0;
   }
-  const auto value = parse_errno(positional[1], problem);
+  const auto value = parse_errno(r.code, problem);
   if (!value) {
     return usage_error(problem);
   }
-  print_one(*op, *value, json);
+  print_one(*op, *value, r.json);
   return 0;
+}
+
+}  // namespace
+
+int explain(arguments args) {
+  explain_request r;
+  const auto table = explain_table(r);
+  const table_outcome parsed = parse_table(*table, args);
+  if (parsed.help) {
+    return 0;
+  }
+  const std::size_t given = table->count("OPERATION") + table->count("ERRNO");
+  if (!parsed.problem.empty() || !parsed.extras.empty()) {
+    return usage_error(parsed.problem.empty() ? "too many arguments (expected OPERATION ERRNO)" : parsed.problem);
+  }
+  if (r.table) {
+    if (given > 0 || r.json) {
+      return usage_error("--table takes no other argument");
+    }
+    if (r.on == platform::linux_os) {
+      print_table();
+    } else {
+      print_platform_table(r.on);
+    }
+    return 0;
+  }
+  if (given != 2) {
+    return usage_error(given == 0 ? "missing OPERATION and ERRNO (e.g. 'transient explain accept EMFILE')"
+                                  : "missing ERRNO after the operation (a name such as EMFILE, or a number)");
+  }
+  return explain_one(r);
 }
 
 }  // namespace transient::tool

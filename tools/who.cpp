@@ -10,12 +10,13 @@
 
 #include "command.hpp"
 #include "json.hpp"
+#include "options.hpp"
 #include "transient/sockets/listener.hpp"
 
 namespace transient::tool {
 namespace {
 
-constexpr std::string_view who_help =
+constexpr std::string_view who_text =
     "usage: transient who PORT [--json]\n"
     "\n"
     "Lists every LISTEN socket on PORT in this network namespace (from a netlink sock_diag\n"
@@ -24,11 +25,7 @@ constexpr std::string_view who_help =
     "cannot be read (another user's, without privilege) are reported as unknown owners.\n"
     "\n"
     "Exit status: 0 listeners listed (or none), 1 two sockets listen on one address\n"
-    "(a duplicate listener, e.g. a SO_REUSEPORT group nobody meant), 2 bad usage.\n"
-    "\n"
-    "  PORT    a TCP port, 1-65535\n"
-    "  --json  one JSON object: port, duplicate, listeners[address, inode, cookie (0:\n"
-    "          unknown, from /proc), uid, duplicate, owners_unknown, owners[pid, command]]\n";
+    "(a duplicate listener, e.g. a SO_REUSEPORT group nobody meant), 2 bad usage.\n";
 
 int usage_error(const std::string& message) {
   std::cerr << "transient who: " << message << '\n';
@@ -141,36 +138,10 @@ void print_json(std::uint16_t port, const std::vector<listen_entry>& entries, co
   std::cout << out.str();
 }
 
-}  // namespace
-
-int who(arguments args) {
-  bool json = false;
-  std::optional<std::string_view> port_text;
-  for (const auto arg : args) {
-    if (arg == "--help" || arg == "-h") {
-      std::cout << who_help;
-      return 0;
-    }
-    if (arg == "--json") {
-      json = true;
-    } else if (arg.size() > 1 && arg[0] == '-' && (arg[1] < '0' || arg[1] > '9')) {  // -1 is a bad port
-      return usage_error("unknown option '" + std::string(arg) + "' (try 'transient who --help')");
-    } else if (port_text) {
-      return usage_error("expected one PORT, got '" + std::string(*port_text) + "' and '" + std::string(arg) + "'");
-    } else {
-      port_text = arg;
-    }
-  }
-  if (!port_text) {
-    return usage_error("missing PORT (usage: transient who PORT [--json])");
-  }
-  const auto port = parse_port(*port_text);
-  if (!port) {
-    return usage_error(
-        std::string(1, '\'').append(*port_text).append("' is not a TCP port (expected a number from 1 to 65535)"));
-  }
+// Lists the listeners on `port`; 1 if two listen on one address.
+int report(std::uint16_t port, bool json) {
   std::error_code ec;
-  const auto entries = who_listens(*port, ec);
+  const auto entries = who_listens(port, ec);
   if (ec) {
     std::cerr << "transient who: cannot read the kernel's LISTEN sockets (sock_diag, /proc/net/tcp): " << ec.message()
               << '\n';
@@ -179,15 +150,45 @@ int who(arguments args) {
   const auto duplicate = find_duplicates(entries);
   const bool any_duplicate = std::find(duplicate.begin(), duplicate.end(), true) != duplicate.end();
   if (json) {
-    print_json(*port, entries, duplicate, any_duplicate);
+    print_json(port, entries, duplicate, any_duplicate);
   } else {
-    print_table(*port, entries, duplicate);
+    print_table(port, entries, duplicate);
     if (any_duplicate) {
-      std::cout << "duplicate listener: more than one socket listens on one address of port " << *port
+      std::cout << "duplicate listener: more than one socket listens on one address of port " << port
                 << "; connections are split between them\n";
     }
   }
   return any_duplicate ? 1 : 0;
+}
+
+}  // namespace
+
+int who(arguments args) {
+  bool json = false;
+  std::string port_text;
+  const auto table = make_table("transient who", std::string(who_text));
+  table->add_option("PORT", port_text, "a TCP port, 1-65535")->type_name("");
+  add_flag(*table, "--json", json,
+           "one JSON object: port, duplicate, listeners[address, inode, cookie (0:\nunknown, from /proc), uid, "
+           "duplicate, owners_unknown, owners[pid, command]]");
+  const table_outcome parsed = parse_table(*table, args);
+  if (parsed.help) {
+    return 0;
+  }
+  if (!parsed.problem.empty()) {
+    return usage_error(parsed.problem);
+  }
+  if (!parsed.extras.empty()) {
+    return usage_error("expected one PORT, got " + in_quotes(port_text) + " and " + in_quotes(parsed.extras.front()));
+  }
+  if (table->count("PORT") == 0) {
+    return usage_error("missing PORT (usage: transient who PORT [--json])");
+  }
+  const auto port = parse_port(port_text);
+  if (!port) {
+    return usage_error(in_quotes(port_text) + " is not a TCP port (expected a number from 1 to 65535)");
+  }
+  return report(*port, json);
 }
 
 }  // namespace transient::tool

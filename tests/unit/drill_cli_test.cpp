@@ -94,10 +94,18 @@ TEST(DrillCli, QuickJsonReportsEightPassingScenariosWithFigures) {
 TEST(DrillCli, BadArgumentsGetOneLineAndExitTwo) {
   const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--fast"});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(r.err, "transient drill: unknown argument '--fast' (try 'transient drill --help')\n");
+  EXPECT_EQ(r.err, "transient drill: unknown option '--fast' (try 'transient drill --help')\n");
   const auto svg = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--svg"});
   EXPECT_EQ(svg.exit_code, 2);
-  EXPECT_THAT(svg.err, HasSubstr("--svg needs a FILE"));
+  EXPECT_THAT(svg.err, HasSubstr("--svg needs a value"));
+  // One table holds both modes' options: --target's need it, and --engine excludes it.
+  const auto protocol = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--protocol", "tcp"});
+  EXPECT_EQ(protocol.exit_code, 2);
+  EXPECT_EQ(protocol.err, "transient drill: --protocol requires --target (try 'transient drill --help')\n");
+  const auto engine =
+      transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--target", "true {port}", "--engine", "io_uring"});
+  EXPECT_EQ(engine.exit_code, 2);
+  EXPECT_THAT(engine.err, HasSubstr("excludes --engine"));
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // The man page (transient.1) against the command itself: it documents every command that
-// `transient --help` lists and every flag each command's --help names, and carries the version
-// that `transient --version` prints. So a new flag without its man page entry fails here.
+// `transient --help` lists and every flag each command's --help names, each command's option
+// table and its man page entries name the same options, and the page carries the version that
+// `transient --version` prints. So a new flag without its man page entry fails here, and so
+// does an entry for a flag the command no longer has.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -86,6 +88,69 @@ TEST(ManPage, DocumentsEveryCommandAndEveryFlag) {
     for (const std::string& flag : flags_in(help.out)) {
       EXPECT_NE(page.find(flag), std::string::npos)
           << "transient " << command << " " << flag << " is not in transient.1";
+    }
+  }
+}
+
+// The options of a command's table, as its --help lists them: the lines of its option groups
+// that start with "  -" ("  -h,--help", "  --listen ADDRESS"), less --help, which every
+// command takes (the page says so once).
+std::set<std::string> table_options(const std::string& command) {
+  const command_result help = run_command(TRANSIENT_CLI_PATH, {command, "--help"});
+  EXPECT_EQ(help.exit_code, 0) << command << ": " << help.err;
+  std::set<std::string> options;
+  std::istringstream lines(help.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("  -", 0) != 0) {
+      continue;
+    }
+    const std::string names = line.substr(2, line.find(' ', 2) - 2);  // "-h,--help" or "--listen"
+    for (std::size_t at = names.find("--"); at != std::string::npos; at = names.find("--", at + 2)) {
+      options.insert(names.substr(at, names.find(',', at) - at));
+    }
+  }
+  options.erase("--help");
+  return options;
+}
+
+// The options that the page's sections for `command` (".SS \"transient COMMAND ...", up to the
+// next section) give entries: the flag that starts each line after ".TP" (".BI --listen \"
+// ADDRESS\"", roff's "\-" made plain).
+std::set<std::string> page_options(const std::string& page, const std::string& command) {
+  std::set<std::string> options;
+  std::istringstream lines(page);
+  bool in_section = false;
+  bool after_tp = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(".SS ", 0) == 0 || line.rfind(".SH ", 0) == 0) {
+      in_section = line.rfind(".SS \"transient " + command + " ", 0) == 0;
+    } else if (in_section && after_tp && line.rfind(".B", 0) == 0 && line.find(" --") != std::string::npos) {
+      const std::size_t at = line.find(" --") + 1;
+      std::size_t end = at + 2;
+      while (end < line.size() && (is_lower(line[end]) || line[end] == '-')) {
+        ++end;
+      }
+      options.insert(line.substr(at, end - at));
+    }
+    after_tp = line == ".TP";
+  }
+  return options;
+}
+
+TEST(ManPage, ListsEachCommandsOptionsAndNoOther) {
+  const std::string page = man_page_text();
+  ASSERT_FALSE(page.empty()) << "transient.1 not found in " << TRANSIENT_SOURCE_DIR;
+  for (const std::string& command : listed_commands()) {
+    const std::set<std::string> table = table_options(command);
+    const std::set<std::string> documented = page_options(page, command);
+    EXPECT_FALSE(table.empty()) << command;
+    for (const std::string& option : table) {
+      EXPECT_TRUE(documented.count(option) == 1)
+          << "transient " << command << " " << option << " has no entry in transient.1";
+    }
+    for (const std::string& option : documented) {
+      EXPECT_TRUE(table.count(option) == 1) << "transient.1 has an entry for transient " << command << " " << option
+                                            << ", which the command does not take";
     }
   }
 }

@@ -1,5 +1,5 @@
 // ctest-labels: threads
-// serve's connection loop (tools/serve_connections.cpp) driven directly over a socketpair,
+// serve's connection loop (tools/serve/serve_connections.cpp) driven directly over a socketpair,
 // where a test sets what a TCP peer cannot: the size of the server side's send buffer.
 #include <gtest/gtest.h>
 #include <sys/ioctl.h>
@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "../../tools/fixture/naive_loop.hpp"
-#include "../../tools/serve_connections.hpp"
+#include "../../tools/serve/serve_connections.hpp"
 #include "support/loopback.hpp"
 #include "support/resident_memory.hpp"
 

@@ -1,11 +1,11 @@
-// The request framing of `transient serve` (tools/serve_http.hpp): a pure function, tested
+// The request framing of `transient serve` (tools/serve/serve_http.hpp): a pure function, tested
 // byte by byte without a socket.
 #include <gtest/gtest.h>
 
 #include <initializer_list>
 #include <string>
 
-#include "../../tools/serve_http.hpp"
+#include "../../tools/serve/serve_http.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// serve's command line (tools/serve_options.cpp), parsed directly: every duration option
+// serve's command line (tools/serve/serve_options.cpp), parsed directly: every duration option
 // swept with the largest values in every unit, so that no value an operator types reaches
 // std::chrono's arithmetic out of range.
 #include <gmock/gmock.h>
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "../../tools/serve_options.hpp"
+#include "../../tools/serve/serve_options.hpp"
 
 namespace {
 

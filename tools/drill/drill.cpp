@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -13,12 +14,17 @@
 #include "drill_report.hpp"
 #include "drill_scenarios.hpp"
 #include "drill_target.hpp"
+#include "options.hpp"
+#include "serve/serve_options.hpp"
 
 namespace transient::tool {
 namespace {
 
-constexpr std::string_view drill_help =
+constexpr std::string_view drill_text =
     "usage: transient drill [--quick] [--json] [--svg FILE] [--engine epoll|io_uring]\n"
+    "       transient drill --target 'COMMAND ... {port}' [--protocol http|tcp] [--ready-timeout D]\n"
+    "                       [--log FILE]... [--fd-limit N] [--scenarios LIST] [--no-reference]\n"
+    "                       [--quick] [--json] [--svg FILE]\n"
     "\n"
     "Runs `transient serve` children (loopback only, RLIMIT_NOFILE 64) through the scenarios\n"
     "and prints a table; exit 0 only if every scenario passed. A run takes about 11 s, --quick\n"
@@ -51,27 +57,15 @@ constexpr std::string_view drill_help =
     "Scenarios 3, 4 and 6 also run the test fixture transient-fixture (serve with a leak or a\n"
     "slow response, and the naive loop), which the package installs in /usr/libexec/transient/.\n"
     "\n"
-    "  --quick     fewer trials and shorter windows (for CI)\n"
-    "  --engine E  the serve children accept with E: epoll (default) or io_uring (serve\n"
-    "              --engine; the naive loop of the contrast runs on epoll)\n"
-    "  --json      one JSON object on stdout: passed, seconds, scenarios[{name, passed, detail,\n"
-    "              fix (when failed), figures...}]\n"
-    "  --svg FILE  write a chart of scenarios 2 and 4 on one time axis (live connections, limit,\n"
-    "              paused intervals, runnable %, each release and when its client was served)\n"
-    "\n"
-    "usage: transient drill --target 'COMMAND ... {port}' [--protocol http|tcp] [--ready-timeout D]\n"
-    "                       [--log FILE]... [--fd-limit N] [--scenarios LIST] [--no-reference]\n"
-    "                       [--quick] [--json] [--svg FILE]\n"
-    "\n"
-    "Puts any server's accept loop through the drill. COMMAND is split like a shell's words (no\n"
-    "shell: quotes and backslashes, no expansion); {port} becomes a free loopback port the drill\n"
-    "picked, so the server must take its port from the command: 'python3 -m http.server {port}\n"
-    "--bind 127.0.0.1'. The drill starts the server itself, in a process group of its own, with\n"
-    "RLIMIT_NOFILE set low (soft and hard), for each scenario, and kills the whole group (and\n"
-    "what left it) at the end. The server must answer HTTP/1.1 GET / on 127.0.0.1:{port} (any\n"
-    "status), or with --protocol tcp accept. A run with the reference takes about 21 s, --quick\n"
-    "about 7 s; each scenario shows progress at least every 5 s and works 40 s at most (--quick\n"
-    "20 s), then a few seconds to stop the server.\n"
+    "With --target, puts any server's accept loop through the drill instead. COMMAND is split\n"
+    "like a shell's words (no shell: quotes and backslashes, no expansion); {port} becomes a free\n"
+    "loopback port the drill picked, so the server must take its port from the command:\n"
+    "'python3 -m http.server {port} --bind 127.0.0.1'. The drill starts the server itself, in a\n"
+    "process group of its own, with RLIMIT_NOFILE set low (soft and hard), for each scenario,\n"
+    "and kills the whole group (and what left it) at the end. The server must answer HTTP/1.1\n"
+    "GET / on 127.0.0.1:{port} (any status), or with --protocol tcp accept. A run with the\n"
+    "reference takes about 21 s, --quick about 7 s; each scenario shows progress at least every\n"
+    "5 s and works 40 s at most (--quick 20 s), then a few seconds to stop the server.\n"
     "\n"
     "  1 exhaustion and recovery      descriptors filled with held connections, a client waits; one\n"
     "                                 released after a short and a long wait (3 s; --quick 1 s)\n"
@@ -85,23 +79,132 @@ constexpr std::string_view drill_help =
     "\n"
     "A server that closes each connection after answering (http.server) cannot have its table\n"
     "filled over HTTP (CANNOT FILL): drill it with --protocol tcp, which holds connections that\n"
-    "send no request.\n"
-    "\n"
-    "  --ready-timeout D   how long the server may take to answer after its start (default 5s)\n"
-    "  --log FILE          a log file the server writes, counted with its stdout and stderr\n"
-    "  --fd-limit N        its RLIMIT_NOFILE (default 64)\n"
-    "  --scenarios LIST    only these, each once, such as 1,4 (default 1,2,3,4,5)\n"
-    "  --no-reference      skip the same scenarios against `transient serve` (the reference)\n"
+    "send no request.\n";
+
+constexpr std::string_view drill_footer =
     "Verdicts name their thresholds in the report, and each failed one says what to change;\n"
-    "exit 0 only if the target passed all, 2 on a usage error (a program that cannot be run).\n";
+    "exit 0 only if every scenario (or the target) passed, 2 on a usage error (a program that\n"
+    "cannot be run).";
+
+// What drill's command line asks, in either mode.
+struct drill_request {
+  drill_settings settings;  // the built-in scenarios
+  target_options target;    // --target; its quick, json and svg_path are the options below
+  std::string engine;       // --engine ("": serve's default)
+};
+
+// "1,4": numbers 1 to 5, each once, separated by single commas; empty on anything else.
+std::vector<int> parse_scenario_list(std::string_view text) {
+  std::vector<int> out;
+  for (std::size_t i = 0; i < text.size(); i += 2) {
+    const char c = text[i];
+    const bool separated = i + 1 == text.size() || (text[i + 1] == ',' && i + 2 < text.size());
+    if (c < '1' || c > '5' || !separated || std::find(out.begin(), out.end(), c - '0') != out.end()) {
+      return {};
+    }
+    out.push_back(c - '0');
+  }
+  return out;
+}
+
+// The options of both modes: --quick, --json and --svg.
+void add_common_options(CLI::App& table, drill_request& r) {
+  add_flag(table, "--quick", r.settings.quick, "fewer trials and shorter windows (for CI)");
+  add_flag(table, "--json", r.target.json,
+           "one JSON object on stdout: passed, seconds, scenarios[{name, passed, detail,\nfix (when failed), "
+           "figures...}]");
+  add_value(table, "--svg", "FILE",
+            "write a chart of scenarios 2 and 4 on one time axis (live connections, limit,\npaused intervals, "
+            "runnable %, each release and when its client was served)",
+            [&r](const std::string& v) {
+              if (v.empty()) {
+                refuse("--svg needs a FILE (try 'transient drill --help')");
+              }
+              r.target.svg_path = v;
+            });
+}
+
+// The options of --target, each of which needs it; --engine is the built-in scenarios'.
+void add_target_options(CLI::App& table, drill_request& r) {
+  target_settings& t = r.target.settings;
+  CLI::Option* target = add_value(table, "--target", "COMMAND", "the server to drill, with {port} where its port goes",
+                                  [&r](const std::string& v) { r.target.command_text = v; });
+  add_value(table, "--engine", "E",
+            "the serve children accept with E: epoll (default) or io_uring (serve\n--engine; the naive loop of the "
+            "contrast runs on epoll)",
+            [&r](const std::string& v) {
+              if (v != "epoll" && v != "io_uring") {
+                refuse("--engine needs epoll or io_uring (try 'transient drill --help')");
+              }
+              r.engine = v;
+            })
+      ->excludes(target);
+  add_value(table, "--protocol", "http|tcp", "with tcp, the server need only accept (default http)",
+            [&t](const std::string& v) {
+              if (v != "http" && v != "tcp") {
+                refuse("--protocol is http or tcp, not " + in_quotes(v));
+              }
+              t.protocol = v == "tcp" ? target_protocol::tcp : target_protocol::http;
+            })
+      ->needs(target);
+  add_value(table, "--ready-timeout", "D", "how long the server may take to answer after its start (default 5s)",
+            [&t](const std::string& v) {
+              const auto d = parse_duration(v);
+              if (!d || d->count() <= 0) {
+                refuse("--ready-timeout needs a duration such as 5s or 500ms, not " + in_quotes(v));
+              }
+              t.ready_timeout = *d;
+            })
+      ->needs(target);
+  table
+      .add_option_function<std::vector<std::string>>(
+          "--log", [&t](const std::vector<std::string>& v) { t.log_files = v; },
+          "a log file the server writes, counted with its stdout and stderr\n(repeatable)")
+      ->type_name("FILE")
+      ->allow_extra_args(false)
+      ->needs(target);
+  add_value(table, "--fd-limit", "N", "its RLIMIT_NOFILE, 16 to 4096 (default 64)", [&t](const std::string& v) {
+    const long n = std::strtol(v.c_str(), nullptr, 10);
+    if (n < 16 || n > 4096) {
+      refuse("--fd-limit is a number from 16 to 4096, not " + in_quotes(v));
+    }
+    t.fd_limit = static_cast<std::uint64_t>(n);
+  })->needs(target);
+  add_value(table, "--scenarios", "LIST", "only these, each once, such as 1,4 (default 1,2,3,4,5)",
+            [&r](const std::string& v) {
+              r.target.scenarios = parse_scenario_list(v);
+              if (r.target.scenarios.empty()) {
+                refuse("--scenarios is a list of numbers 1 to 5, each once, separated by commas, such as 1,4; not " +
+                       in_quotes(v));
+              }
+            })
+      ->needs(target);
+  table
+      .add_flag_callback(
+          "--no-reference", [&r] { r.target.reference = false; },
+          "skip the same scenarios against `transient serve` (the reference)")
+      ->needs(target);
+}
 
 int usage_error(const std::string& message) {
   std::cerr << "transient drill: " << message << '\n';
   return exit_usage;
 }
 
-// Runs the eight scenarios in turn, each with a deadline of its own, showing progress.
-std::vector<scenario_result> run_scenarios(drill_settings settings) {
+// drill's option table: both modes' options, the ones of --target in a group of their own.
+std::unique_ptr<CLI::App> drill_table(drill_request& r) {
+  auto table = make_table("transient drill", std::string(drill_text), std::string(drill_footer));
+  add_common_options(*table, r);
+  add_target_options(*table, r);
+  for (const char* name :
+       {"--target", "--protocol", "--ready-timeout", "--log", "--fd-limit", "--scenarios", "--no-reference"}) {
+    table->get_option(name)->group("With --target");
+  }
+  return table;
+}
+
+// Runs the built-in scenarios against `transient serve` children.
+int drill_builtin(drill_settings settings, const target_options& output) {
   using scenario = scenario_result (*)(const drill_settings&);
   const std::vector<std::pair<std::string, scenario>> scenarios{{"backpressure", &run_backpressure},
                                                                 {"exhaustion and recovery", &run_exhaustion},
@@ -113,6 +216,7 @@ std::vector<scenario_result> run_scenarios(drill_settings settings) {
                                                                 {"slow clients", &run_slow_clients}};
   progress_line progress;
   std::vector<scenario_result> results;
+  const auto start = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < scenarios.size(); ++i) {
     const std::string prefix =
         "drill [" + std::to_string(i + 1) + "/" + std::to_string(scenarios.size()) + "] " + scenarios[i].first;
@@ -139,57 +243,17 @@ std::vector<scenario_result> run_scenarios(drill_settings settings) {
     progress.done(prefix + ": " + (r.passed ? "PASS" : "FAIL") + " (" + r.detail + ")");
     results.push_back(std::move(r));
   }
-  return results;
-}
-
-}  // namespace
-
-int drill(arguments args) {
-  if (std::find(args.begin(), args.end(), "--target") != args.end()) {
-    return drill_target(std::vector<std::string_view>(args.begin(), args.end()));
-  }
-  drill_settings settings;
-  bool json = false;
-  std::string svg_path;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view arg = args[i];
-    if (arg == "--help" || arg == "-h") {
-      std::cout << drill_help;
-      return 0;
-    }
-    if (arg == "--quick") {
-      settings.quick = true;
-    } else if (arg == "--json") {
-      json = true;
-    } else if (arg == "--svg") {
-      if (i + 1 >= args.size() || args[i + 1].empty()) {
-        return usage_error("--svg needs a FILE (try 'transient drill --help')");
-      }
-      svg_path = std::string(args[++i]);
-    } else if (arg == "--engine") {
-      const std::string_view engine = i + 1 < args.size() ? args[i + 1] : std::string_view();
-      if (engine != "epoll" && engine != "io_uring") {
-        return usage_error("--engine needs epoll or io_uring (try 'transient drill --help')");
-      }
-      set_serve_engine(std::string(args[++i]));
-    } else {
-      return usage_error("unknown argument '" + std::string(arg) + "' (try 'transient drill --help')");
-    }
-  }
-
-  const auto start = std::chrono::steady_clock::now();
-  const std::vector<scenario_result> results = run_scenarios(settings);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (json) {
+  if (output.json) {
     std::cout << drill_json(results, seconds, settings.quick);
   } else {
     std::cout << drill_table(results, seconds);
   }
-  if (!svg_path.empty()) {
-    std::ofstream out(svg_path);
+  if (!output.svg_path.empty()) {
+    std::ofstream out(output.svg_path);
     out << drill_svg(results);
     if (!out) {
-      std::cerr << "transient drill: cannot write " << svg_path << '\n';
+      std::cerr << "transient drill: cannot write " << output.svg_path << '\n';
       return 1;
     }
   }
@@ -199,6 +263,28 @@ int drill(arguments args) {
     }
   }
   return 0;
+}
+
+}  // namespace
+
+int drill(arguments args) {
+  drill_request r;
+  const auto table = drill_table(r);
+  const table_outcome parsed = parse_table(*table, args);
+  if (parsed.help) {
+    return 0;
+  }
+  if (!parsed.problem.empty() || !parsed.extras.empty()) {
+    return usage_error(parsed.problem.empty() ? "unexpected argument " + in_quotes(parsed.extras.front()) +
+                                                    " (try 'transient drill --help')"
+                                              : parsed.problem);
+  }
+  if (table->count("--target") > 0) {
+    r.target.settings.quick = r.settings.quick;
+    return drill_target(std::move(r.target));
+  }
+  set_serve_engine(r.engine);
+  return drill_builtin(r.settings, r.target);
 }
 
 }  // namespace transient::tool

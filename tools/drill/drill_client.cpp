@@ -8,7 +8,7 @@
 #include <array>
 #include <cerrno>
 
-#include "serve_http.hpp"
+#include "serve/serve_http.hpp"
 
 namespace transient::tool {
 namespace {

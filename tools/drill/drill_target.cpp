@@ -13,102 +13,27 @@
 #include <iostream>
 
 #include "command.hpp"
-#include "serve_options.hpp"
 
 namespace transient::tool {
 namespace {
 
 using clock = std::chrono::steady_clock;
 
-struct target_options {
-  target_settings settings;
-  std::string command_text;
-  bool reference = true;
-  bool json = false;
-  std::string svg_path;
-  std::vector<int> scenarios{1, 2, 3, 4, 5};
-  std::string problem;  // non-empty: the usage error
-};
-
-// "1,4": numbers 1 to 5, each once, separated by single commas; empty on anything else.
-std::vector<int> parse_scenario_list(std::string_view text) {
-  std::vector<int> out;
-  for (std::size_t i = 0; i < text.size(); i += 2) {
-    const char c = text[i];
-    const bool separated = i + 1 == text.size() || (text[i + 1] == ',' && i + 2 < text.size());
-    if (c < '1' || c > '5' || !separated || std::find(out.begin(), out.end(), c - '0') != out.end()) {
-      return {};
-    }
-    out.push_back(c - '0');
+// Splits o.command_text into o.settings.command; the problem ("" if none) says why it
+// cannot be run.
+std::string resolve_command(target_options& o) {
+  std::string problem;
+  const auto words = split_words(o.command_text, problem);
+  if (!words) {
+    return problem;
   }
-  return out;
-}
-
-// Parses drill's arguments in target mode; `--target` is among them.
-target_options parse(const std::vector<std::string_view>& args) {
-  target_options o;
-  const auto value = [&](std::size_t& i) -> std::optional<std::string_view> {
-    if (i + 1 >= args.size() || args[i + 1].empty()) {
-      o.problem = std::string(args[i]) + " needs a value";
-      return std::nullopt;
-    }
-    return args[++i];
-  };
-  for (std::size_t i = 0; i < args.size() && o.problem.empty(); ++i) {
-    const std::string_view arg = args[i];
-    std::optional<std::string_view> v;
-    if (arg == "--quick") {
-      o.settings.quick = true;
-    } else if (arg == "--json") {
-      o.json = true;
-    } else if (arg == "--no-reference") {
-      o.reference = false;
-    } else if (arg == "--target" && (v = value(i))) {
-      o.command_text = std::string(*v);
-    } else if (arg == "--svg" && (v = value(i))) {
-      o.svg_path = std::string(*v);
-    } else if (arg == "--log" && (v = value(i))) {
-      o.settings.log_files.emplace_back(*v);
-    } else if (arg == "--protocol" && (v = value(i))) {
-      if (*v != "http" && *v != "tcp") {
-        o.problem = "--protocol is http or tcp, not '" + std::string(*v) + "'";
-      }
-      o.settings.protocol = *v == "tcp" ? target_protocol::tcp : target_protocol::http;
-    } else if (arg == "--ready-timeout" && (v = value(i))) {
-      const auto d = parse_duration(*v);
-      if (!d || d->count() <= 0) {
-        o.problem = "--ready-timeout needs a duration such as 5s or 500ms, not '" + std::string(*v) + "'";
-      } else {
-        o.settings.ready_timeout = *d;
-      }
-    } else if (arg == "--fd-limit" && (v = value(i))) {
-      const long n = std::strtol(std::string(*v).c_str(), nullptr, 10);
-      if (n < 16 || n > 4096) {
-        o.problem = "--fd-limit is a number from 16 to 4096, not '" + std::string(*v) + "'";
-      }
-      o.settings.fd_limit = static_cast<std::uint64_t>(std::max(n, 16L));
-    } else if (arg == "--scenarios" && (v = value(i))) {
-      o.scenarios = parse_scenario_list(*v);
-      if (o.scenarios.empty()) {
-        o.problem = "--scenarios is a list of numbers 1 to 5, each once, separated by commas, such as 1,4; not '" +
-                    std::string(*v) + "'";
-      }
-    } else if (o.problem.empty()) {
-      o.problem = "unknown argument '" + std::string(arg) + "' with --target";
-    }
+  o.settings.command = *words;
+  o.settings.label = o.settings.command.front().substr(o.settings.command.front().rfind('/') + 1);
+  if (resolve_program(words->front()).empty()) {
+    return "cannot run '" + words->front() +
+           "': " + (words->front().find('/') == std::string::npos ? "not found in PATH" : "no such executable file");
   }
-  if (o.problem.empty()) {
-    const auto words = split_words(o.command_text, o.problem);
-    if (words) {
-      o.settings.command = *words;
-      o.settings.label = o.settings.command.front().substr(o.settings.command.front().rfind('/') + 1);
-      if (resolve_program(words->front()).empty()) {
-        o.problem = "cannot run '" + words->front() + "': " +
-                    (words->front().find('/') == std::string::npos ? "not found in PATH" : "no such executable file");
-      }
-    }
-  }
-  return o;
+  return {};
 }
 
 // The hint for a command without {port}: the drill cannot tell the server where to listen.
@@ -181,10 +106,9 @@ void kill_strays() {
 
 }  // namespace
 
-int drill_target(const std::vector<std::string_view>& args) {
-  target_options o = parse(args);
-  if (!o.problem.empty()) {
-    std::cerr << "transient drill: " << o.problem << " (try 'transient drill --help')\n";
+int drill_target(target_options o) {
+  if (const std::string problem = resolve_command(o); !problem.empty()) {
+    std::cerr << "transient drill: " << problem << " (try 'transient drill --help')\n";
     return exit_usage;
   }
   if (!has_port(o.settings.command)) {

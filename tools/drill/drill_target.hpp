@@ -165,7 +165,18 @@ scenario_result run_target_clean_stop(const target_settings& s);
 /// 5. Idle, half-sent requests from one address: a client from another address is served.
 scenario_result run_target_slow_clients(const target_settings& s);
 
-/// `transient drill --target ...`: `args` are drill's arguments. Returns the exit status.
-int drill_target(const std::vector<std::string_view>& args);
+/// What `transient drill --target ...` asks (drill's option table, drill.cpp, fills it).
+struct target_options {
+  target_settings settings;                   ///< settings.command is filled from command_text.
+  std::string command_text;                   ///< --target COMMAND, as given.
+  bool reference = true;                      ///< Without --no-reference: drill `transient serve` too.
+  bool json = false;                          ///< --json.
+  std::string svg_path;                       ///< --svg FILE ("": none).
+  std::vector<int> scenarios{1, 2, 3, 4, 5};  ///< --scenarios, each once.
+};
+
+/// `transient drill --target ...` as `o` asks. Returns the exit status (2: the command cannot
+/// be run).
+int drill_target(target_options o);
 
 }  // namespace transient::tool

@@ -455,13 +455,12 @@ int serve(arguments args) { return serve(args, serve_extension{}); }
 
 int serve(arguments args, const serve_extension& extension) {
   const int descriptors_at_start = open_descriptors();
-  const serve_parse_result parsed = parse_serve_arguments(args);
+  const serve_parse_result parsed = parse_serve_arguments(args, extension.options);
   if (parsed.help) {
-    std::cout << serve_help;
     return 0;
   }
   if (!parsed.problem.empty()) {
-    std::cerr << "transient serve: " << parsed.problem << '\n';
+    std::cerr << extension.options.name << ": " << parsed.problem << '\n';
     return exit_usage;
   }
   const serve_settings& s = parsed.settings;

@@ -1,14 +1,17 @@
-// The command line of `transient serve`, parsed into plain settings (no I/O), so that every
-// bad flag gets one clear line and exit status 2 before anything is opened.
+// The command line of `transient serve`, parsed by its option table into plain settings (no
+// I/O), so that every bad flag gets one clear line and exit status 2 before anything is opened.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
-#include "command.hpp"
+#include "../command.hpp"
+#include "../options.hpp"
 #include "transient/policy/accept_policy.hpp"
 #include "transient/sockets/endpoint.hpp"
 
@@ -41,12 +44,18 @@ struct serve_settings {
 /// What parse_serve_arguments returns: settings, or help requested, or one line of problem.
 struct serve_parse_result {
   serve_settings settings;  ///< Valid when problem is empty and help is false.
-  bool help = false;        ///< --help was given.
+  bool help = false;        ///< --help was given (and the help printed).
   std::string problem;      ///< Non-empty: the usage error (one line, no newline).
 };
 
-/// Parses serve's arguments.
-[[nodiscard]] serve_parse_result parse_serve_arguments(arguments args);
+/// What a program built on serve changes in serve's option table (the test fixture's knobs).
+struct serve_table_additions {
+  std::string name = "transient serve";  ///< The command's name in --help and usage errors.
+  std::function<void(CLI::App&)> add;    ///< Adds (or removes) options; may be empty.
+};
+
+/// Parses serve's arguments with serve's table, changed by `more`; --help prints the table's help.
+[[nodiscard]] serve_parse_result parse_serve_arguments(arguments args, const serve_table_additions& more = {});
 
 /// The longest duration any option of the command takes.
 inline constexpr std::chrono::hours longest_duration{24};
@@ -54,8 +63,5 @@ inline constexpr std::chrono::hours longest_duration{24};
 /// Parses a duration: "250ms", "60s", "2m", "1h", or a plain number of seconds, from 0 to
 /// longest_duration. nullopt if invalid or longer.
 [[nodiscard]] std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
-
-/// The text of `transient serve --help`.
-extern const std::string_view serve_help;
 
 }  // namespace transient::tool

@@ -5,7 +5,7 @@
 
 #include <iostream>
 
-#include "json.hpp"
+#include "../json.hpp"
 
 namespace transient::tool {
 

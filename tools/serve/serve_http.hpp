@@ -155,6 +155,116 @@ constexpr parsed_request bad(std::string_view problem) noexcept {
   return r;
 }
 
+// The request line METHOD SP TARGET SP HTTP/1.x, read in one pass: a token, a space, target
+// characters, a space, the version. A line this read refuses is examined again only to say
+// what is wrong with it. Sets r.method, r.target and `http11`, or returns the problem.
+constexpr std::string_view read_request_line(std::string_view line, parsed_request& r, bool& http11) noexcept {
+  const std::size_t sp1 = token_length(line);
+  std::size_t sp2 = sp1 + 1;
+  while (sp2 < line.size() && is_target_char(line[sp2])) {
+    ++sp2;
+  }
+  const std::string_view version = sp2 < line.size() ? line.substr(sp2 + 1) : std::string_view();
+  if (sp1 == 0 || sp2 >= line.size() || line[sp1] != ' ' || sp2 == sp1 + 1 || line[sp2] != ' ' ||
+      (version != "HTTP/1.1" && version != "HTTP/1.0")) {
+    return request_line_problem(line);
+  }
+  r.method = line.substr(0, sp1);
+  r.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  http11 = version == "HTTP/1.1";
+  return {};
+}
+
+// What the header fields said, as far as framing and keep-alive go.
+struct head_fields {
+  bool host = false;              // a Host header came
+  bool close = false;             // Connection: close
+  bool keep_alive_asked = false;  // Connection: keep-alive (HTTP/1.0)
+  bool have_length = false;       // a Content-Length header came
+  std::size_t body = 0;           // its value
+};
+
+// A Content-Length value: digits, leading zeros allowed (RFC 9110 8.6); nullopt if malformed.
+// Five digits are more than any body under the limit.
+constexpr std::optional<std::size_t> content_length(std::string_view value) noexcept {
+  if (value.empty() || !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  const std::string_view digits = value.substr(std::min(value.find_first_not_of('0'), value.size() - 1));
+  if (digits.size() > 5) {
+    return std::nullopt;
+  }
+  std::size_t n = 0;
+  for (const char c : digits) {
+    n = n * 10 + static_cast<std::size_t>(c - '0');
+  }
+  return n;
+}
+
+// Takes the value of the header `name` into `h`; returns the problem, or "".
+constexpr std::string_view take_header(std::string_view name, std::string_view value, head_fields& h) noexcept {
+  if (iequals(name, "host")) {
+    if (h.host) {
+      return "more than one Host header";
+    }
+    h.host = true;
+  } else if (iequals(name, "connection")) {
+    h.close = h.close || has_option(value, "close");
+    h.keep_alive_asked = h.keep_alive_asked || has_option(value, "keep-alive");
+  } else if (iequals(name, "transfer-encoding")) {
+    return "Transfer-Encoding is not supported";
+  } else if (iequals(name, "content-length")) {
+    const auto n = content_length(value);
+    if (!n) {
+      return "malformed Content-Length";
+    }
+    if (h.have_length && *n != h.body) {
+      return "conflicting Content-Length headers";
+    }
+    h.have_length = true;
+    h.body = *n;
+  }
+  return {};
+}
+
+// Reads one header field line, NAME ":" OWS VALUE OWS, into `h`; returns the problem, or "".
+constexpr std::string_view read_field(std::string_view field, head_fields& h) noexcept {
+  if (field.front() == ' ' || field.front() == '\t') {
+    return "obsolete line folding or empty header line";
+  }
+  const std::size_t colon = token_length(field);
+  if (colon == 0 || colon == field.size() || field[colon] != ':') {
+    return "malformed header field (expected NAME: VALUE)";
+  }
+  const std::string_view value = trim(field.substr(colon + 1));
+  if (!std::all_of(value.begin(), value.end(), [](char c) { return is_field_char(c); })) {
+    return "malformed header field value (a control character)";
+  }
+  return take_header(field.substr(0, colon), value, h);
+}
+
+// The verdict once the head (`head_length` bytes) is read: bad, incomplete (the body has not
+// all arrived) or complete.
+constexpr parsed_request finish(std::size_t buffer_size, std::size_t head_length, const head_fields& h, bool http11,
+                                parsed_request r) noexcept {
+  if (head_length > request_limit) {
+    return bad(head_too_large);
+  }
+  if (http11 && !h.host) {
+    return bad("HTTP/1.1 request without a Host header");
+  }
+  if (head_length + h.body > request_limit) {
+    return bad(request_too_large);
+  }
+  if (buffer_size < head_length + h.body) {
+    return {};
+  }
+  r.status = parse_status::complete;
+  r.length = head_length + h.body;
+  r.keep_alive = http11 ? !h.close : (h.keep_alive_asked && !h.close);
+  return r;
+}
+
 }  // namespace detail
 
 /// Frames the first request in `buffer` (which may hold several, or part of one). It reads
@@ -178,36 +288,18 @@ constexpr parsed_request parse_request(std::string_view buffer) noexcept {
     }
     return std::nullopt;
   };
-
-  // Request line: METHOD SP TARGET SP HTTP/1.x
   const detail::line_end first = detail::find_line_end(buffer, start);
   if (auto stop = unfinished(first)) {
     return *stop;
   }
-  // One pass: a token, a space, target characters, a space, the version. A line this read
-  // refuses is examined again only to say what is wrong with it.
-  const std::string_view line = buffer.substr(start, first.cr - start);
-  const std::size_t sp1 = detail::token_length(line);
-  std::size_t sp2 = sp1 + 1;
-  while (sp2 < line.size() && detail::is_target_char(line[sp2])) {
-    ++sp2;
-  }
-  const std::string_view version = sp2 < line.size() ? line.substr(sp2 + 1) : std::string_view();
-  if (sp1 == 0 || sp2 >= line.size() || line[sp1] != ' ' || sp2 == sp1 + 1 || line[sp2] != ' ' ||
-      (version != "HTTP/1.1" && version != "HTTP/1.0")) {
-    return bad(detail::request_line_problem(line));
-  }
   parsed_request r;
-  r.method = line.substr(0, sp1);
-  r.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  const bool http11 = version == "HTTP/1.1";
-
-  // Header fields: NAME ":" OWS VALUE OWS, one per line, up to the empty line.
-  bool host = false;
-  bool close = false;
-  bool keep_alive_asked = false;
-  bool have_length = false;
-  std::size_t body = 0;
+  bool http11 = false;
+  if (const auto problem = detail::read_request_line(buffer.substr(start, first.cr - start), r, http11);
+      !problem.empty()) {
+    return bad(problem);
+  }
+  // Header fields, one per line, up to the empty line that ends the head.
+  detail::head_fields h;
   std::size_t at = first.cr + 2;
   for (;;) {
     const detail::line_end end = detail::find_line_end(buffer, at);
@@ -217,67 +309,12 @@ constexpr parsed_request parse_request(std::string_view buffer) noexcept {
     const std::string_view field = buffer.substr(at, end.cr - at);
     at = end.cr + 2;
     if (field.empty()) {
-      break;  // the end of the head
+      return detail::finish(buffer.size(), at, h, http11, r);
     }
-    if (field.front() == ' ' || field.front() == '\t') {
-      return bad("obsolete line folding or empty header line");
-    }
-    const std::size_t colon = detail::token_length(field);
-    if (colon == 0 || colon == field.size() || field[colon] != ':') {
-      return bad("malformed header field (expected NAME: VALUE)");
-    }
-    const std::string_view name = field.substr(0, colon);
-    const std::string_view value = detail::trim(field.substr(colon + 1));
-    if (!std::all_of(value.begin(), value.end(), [](char c) { return detail::is_field_char(c); })) {
-      return bad("malformed header field value (a control character)");
-    }
-    if (detail::iequals(name, "host")) {
-      if (host) {
-        return bad("more than one Host header");
-      }
-      host = true;
-    } else if (detail::iequals(name, "connection")) {
-      close = close || detail::has_option(value, "close");
-      keep_alive_asked = keep_alive_asked || detail::has_option(value, "keep-alive");
-    } else if (detail::iequals(name, "transfer-encoding")) {
-      return bad("Transfer-Encoding is not supported");
-    } else if (detail::iequals(name, "content-length")) {
-      if (value.empty() || !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        return bad("malformed Content-Length");
-      }
-      // RFC 9110 8.6 allows leading zeros; five digits are more than any body under the limit.
-      const std::string_view digits = value.substr(std::min(value.find_first_not_of('0'), value.size() - 1));
-      if (digits.size() > 5) {
-        return bad("malformed Content-Length");
-      }
-      std::size_t n = 0;
-      for (const char c : digits) {
-        n = n * 10 + static_cast<std::size_t>(c - '0');
-      }
-      if (have_length && n != body) {
-        return bad("conflicting Content-Length headers");
-      }
-      have_length = true;
-      body = n;
+    if (const auto problem = detail::read_field(field, h); !problem.empty()) {
+      return bad(problem);
     }
   }
-  const std::size_t head_length = at;
-  if (head_length > request_limit) {
-    return bad(head_too_large);
-  }
-  if (http11 && !host) {
-    return bad("HTTP/1.1 request without a Host header");
-  }
-  if (head_length + body > request_limit) {
-    return bad(request_too_large);
-  }
-  if (buffer.size() < head_length + body) {
-    return {};  // the body has not all arrived
-  }
-  r.status = parse_status::complete;
-  r.length = head_length + body;
-  r.keep_alive = http11 ? !close : (keep_alive_asked && !close);
-  return r;
 }
 
 /// Appends the response serve gives every request to `out`: 200, "ok" (no body for HEAD).
