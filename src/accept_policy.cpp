@@ -575,13 +575,12 @@ decision accept_policy::begin_accept(time_point now) noexcept {
   return accepting();
 }
 
-decision accept_policy::accepting() const noexcept {
-  decision d = make(step::accept);
-  d.batch = batch();
-  return d;
-}
+decision accept_policy::accepting() const noexcept { return make(step::accept); }
 
 std::uint32_t accept_policy::batch() const noexcept {
+  if (state_ != state::accepting && state_ != state::waiting) {
+    return 1;  // one connection at a time: shed, drain, or none (paused, stopped)
+  }
   if (config_.shed != shed_mode::queue) {
     return unbounded_batch;  // what the budget cannot take is shed anyway
   }
@@ -599,7 +598,6 @@ bool accept_policy::paused() const noexcept {
 
 decision accept_policy::waiting() const noexcept {
   decision d = make(step::wait);
-  d.batch = batch();
   if (log_.degraded() && !log_.failing()) {
     d.until = log_.quiet_until();  // the recovered line is due then, even if no client comes
   }

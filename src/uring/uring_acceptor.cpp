@@ -2,7 +2,7 @@
 // per completion (an accept, a wake-up), apply(), which does what the policy decided with
 // the ring (arm a multishot or single-shot accept, cancel it, finish), and pump(), which
 // submits and takes completions until nothing is left to do. Every decision is the policy's,
-// multishot or not too (decision::batch); the ring reports what it saw: each accept's result
+// multishot or not too (accept_policy::batch()); the ring reports what it saw: each accept's result
 // (on_accept_result, which implies readiness) and a request parked in the kernel.
 #include <liburing.h>
 #include <poll.h>
@@ -310,12 +310,12 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
       case step::accept:
       case step::shed:
         timed = false;
-        arm_accept(d.batch > 1);
+        arm_accept(policy.batch() > 1);
         return;
       case step::wait:
         timed = d.until != time_point{};
         until = d.until;
-        arm_accept(d.batch > 1);
+        arm_accept(policy.batch() > 1);
         return;
       case step::pause_for_release:
         timed = false;
