@@ -73,19 +73,20 @@ void connection_loop::on_connection(connection c) {
   }
 }
 
-void connection_loop::add(connection conn) {
+// Takes `conn` if it can be watched; else leaves it to the caller, which closes it as it goes.
+void connection_loop::add(connection&& conn) {
   const int fd = conn.native_handle();
   if (fd < 0) {
     return;
   }
   const auto slot = static_cast<std::size_t>(fd);
   if (slot >= clients_.size()) {
-    clients_.resize(std::max(slot + 1, clients_.size() * 2));  // may throw: `conn` is closed then
+    clients_.resize(std::max(slot + 1, clients_.size() * 2));  // may throw: the caller closes `conn`
   }
   std::error_code ec;
   loop_.watch(fd, EPOLLIN, *this, ec);
   if (ec) {
-    return;  // ENOMEM/ENOSPC: the connection is closed as `conn` goes
+    return;  // ENOMEM/ENOSPC: left to the caller, which closes it
   }
   client& c = clients_[slot];
   c.conn = std::move(conn);

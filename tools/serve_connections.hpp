@@ -138,7 +138,7 @@ class connection_loop final : public loop_handler, public io_watcher {
     int head_newer = none;
   };
 
-  void add(connection c);
+  void add(connection&& conn);
   void on_event(int fd, unsigned events);
   void read_from(client& c);
   void serve_input(client& c, std::string_view arrived);

@@ -24,6 +24,7 @@
 
 #include "transient/acceptor.hpp"
 #include "transient/detail/throw_error.hpp"
+#include "transient/loop.hpp"
 
 namespace transient::detail {
 
@@ -94,6 +95,7 @@ struct acceptor_core : release_listener {
   std::shared_ptr<const listener> source;  // empty once the acceptor has let go (let_go)
   endpoint where;                          // the listener's local endpoint, kept after let_go
   connection_handler handler;
+  loop_handler* loop_target = nullptr;  // if set, takes the connections instead of `handler`
   acceptor_options options;
   std::shared_ptr<shared_budget> budget;  // before policy: the policy refers to its budget
   accept_policy policy;
@@ -200,7 +202,7 @@ struct acceptor_core : release_listener {
 
   /// Reports an accepted connection to the policy (on_accepted, or for a completion driver
   /// `completed`, on_accept_result), then sheds it (as the decision's shed mode says) or hands
-  /// it with its permit to the handler. Returns the policy's decision.
+  /// it with its permit to the loop handler, if set, or the handler. Returns the policy's decision.
   decision deliver(time_point now, unique_fd fd, const endpoint& peer, peer_key key, bool completed = false) {
     permit place;
     const decision d = completed ? policy.on_accept_result(now, place, key) : policy.on_accepted(now, place, key);
@@ -208,6 +210,8 @@ struct acceptor_core : release_listener {
       if (!shed(std::move(fd), peer, d.shed, options.refuse, options.sys)) {
         ++refusals_failed;
       }
+    } else if (loop_target != nullptr) {
+      loop_target->on_connection(connection(std::move(fd), std::move(place), peer));
     } else {
       handler(connection(std::move(fd), std::move(place), peer));
     }

@@ -508,6 +508,8 @@ void uring_acceptor::wait(std::chrono::milliseconds timeout) {
   on_time(now);
 }
 
+void uring_acceptor::set_loop_handler(loop_handler* handler) noexcept { state_->loop_target = handler; }
+
 uring_acceptor::time_point uring_acceptor::next_timer() const noexcept { return state_->next_timer(); }
 int uring_acceptor::timeout_ms(time_point now) const noexcept { return state_->timeout_ms(now); }
 
