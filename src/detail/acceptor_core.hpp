@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -193,9 +194,12 @@ struct acceptor_core : release_listener {
     return options.peer_addresses || options.policy.peers != nullptr;
   }
 
-  /// Keeps an accept's error for a stall diagnosis (an empty queue exhausts nothing).
+  /// Keeps an accept's error for a stall diagnosis (an empty queue exhausts nothing). The
+  /// system's EAGAIN, which ends nearly every burst, is told apart first: matching the
+  /// condition asks both categories, through calls that cost more than the rest of the event.
   void note_accept_error(const std::error_code& ec) noexcept {
-    if (ec != condition::would_block) {
+    const bool system_eagain = ec.value() == EAGAIN && ec.category() == std::system_category();
+    if (!system_eagain && ec != condition::would_block) {
       last_accept_error = ec;
     }
   }
