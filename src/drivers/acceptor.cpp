@@ -192,6 +192,8 @@ void acceptor::on_time(time_point now) {
   s.guarded([&] { s.timer(now); });
 }
 
+void acceptor::set_loop_handler(loop_handler* handler) noexcept { state_->loop_target = handler; }
+
 acceptor::time_point acceptor::next_timer() const noexcept { return state_->next_timer(); }
 int acceptor::timeout_ms(time_point now) const noexcept { return state_->timeout_ms(now); }
 

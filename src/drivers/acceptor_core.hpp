@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -24,6 +25,7 @@
 
 #include "transient/drivers/acceptor.hpp"
 #include "transient/detail/throw_error.hpp"
+#include "transient/drivers/server.hpp"
 
 namespace transient::detail {
 
@@ -94,6 +96,7 @@ struct acceptor_core : release_observer {
   std::shared_ptr<const listener> source;  // empty once the acceptor has let go (let_go)
   endpoint where;                          // the listener's local endpoint, kept after let_go
   connection_handler handler;
+  loop_handler* loop_target = nullptr;  // if set, takes the connections instead of `handler`
   acceptor_options options;
   std::shared_ptr<shared_budget> budget;  // before policy: the policy refers to its budget
   accept_policy policy;
@@ -191,16 +194,19 @@ struct acceptor_core : release_observer {
     return options.peer_addresses || options.policy.peers != nullptr;
   }
 
-  /// Keeps an accept's error for a stall diagnosis (an empty queue exhausts nothing).
+  /// Keeps an accept's error for a stall diagnosis (an empty queue exhausts nothing). The
+  /// system's EAGAIN, which ends nearly every burst, is told apart first: matching the
+  /// condition asks both categories, through calls that cost more than the rest of the event.
   void note_accept_error(const std::error_code& ec) noexcept {
-    if (ec != condition::would_block) {
+    const bool system_eagain = ec.value() == EAGAIN && ec.category() == std::system_category();
+    if (!system_eagain && ec != condition::would_block) {
       last_accept_error = ec;
     }
   }
 
   /// Reports an accepted connection to the policy (on_accepted, or for a completion driver
   /// `completed`, on_accept_result), then sheds it (as the decision's shed mode says) or hands
-  /// it with its permit to the handler. Returns the policy's decision.
+  /// it with its permit to the loop handler, if set, or the handler. Returns the policy's decision.
   decision deliver(time_point now, unique_fd fd, const endpoint& peer, peer_key key, bool completed = false) {
     permit place;
     const decision d = completed ? policy.on_accept_result(now, place, key) : policy.on_accepted(now, place, key);
@@ -208,6 +214,8 @@ struct acceptor_core : release_observer {
       if (!shed(std::move(fd), peer, d.shed, options.refuse, options.sys)) {
         ++refusals_failed;
       }
+    } else if (loop_target != nullptr) {
+      loop_target->on_connection(connection(std::move(fd), std::move(place), peer));
     } else {
       handler(connection(std::move(fd), std::move(place), peer));
     }

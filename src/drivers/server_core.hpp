@@ -483,7 +483,8 @@ class server_core {
     return settings;
   }
 
-  // What the acceptors of `l` hand their connections to: the user's handler, or the loop's.
+  // What the acceptors of `l` hand their connections to: the user's handler, or the loop's
+  // (which run_loop() then lets them call directly: see hand_to()).
   [[nodiscard]] connection_handler handler_of(loop& l) const {
     if (!factory_) {
       return handler_;
@@ -498,6 +499,7 @@ class server_core {
       l.set_now(clock::now());
       if (factory_) {
         l.handler = factory_(l);
+        hand_to(l, l.handler.get());
       }
       serve(l);
     } catch (...) {
@@ -506,8 +508,16 @@ class server_core {
                      std::current_exception());
       abandon(l);
     }
+    hand_to(l, nullptr);
     l.handler.reset();
     l.publish(clock::now(), true);
+  }
+
+  // The acceptors of `l` call `handler` directly (null: the handler they were given).
+  static void hand_to(loop& l, loop_handler* handler) noexcept {
+    for (Acceptor& a : l.acceptors) {
+      a.set_loop_handler(handler);
+    }
   }
 
   void serve(loop& l) {
@@ -592,6 +602,7 @@ class server_core {
       } catch (...) {    // a stopping acceptor calls no handler
       }
     }
+    hand_to(l, nullptr);
     try {
       l.handler.reset();
     } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor that throws ends nothing more

@@ -354,13 +354,33 @@ struct accept_policy::rules {
   }();
   // clang-format on
 
-  static decision dispatch(accept_policy& p, event e, time_point now, const input& in) noexcept {
-    const cell& c = table[static_cast<std::size_t>(p.state_)][static_cast<std::size_t>(e)];
-    decision d = c.what->run(p, now, in);
+  // The cell of state S and event E, read at compile time: the rule is a direct call that
+  // the compiler may inline, not a call through a pointer read from the table at run time.
+  template <event E, state S>
+  static decision run(accept_policy& p, time_point now, const input& in) noexcept {
+    constexpr cell c = table[static_cast<std::size_t>(S)][static_cast<std::size_t>(E)];
+    constexpr run_fn rule = c.what->run;
+    decision d = rule(p, now, in);
     if ((c.next >> static_cast<unsigned>(p.state_) & 1U) == 0) {
       d = unexpected(p, now, in);  // a rule left the row: the table and the rules disagree
     }
     return d;
+  }
+
+  // Every event's one lookup: its column of the table, by the state the event finds.
+  template <event E>
+  static decision dispatch(accept_policy& p, time_point now, const input& in) noexcept {
+    using enum state;
+    switch (p.state_) {
+      case waiting: return run<E, waiting>(p, now, in);
+      case accepting: return run<E, accepting>(p, now, in);
+      case shedding: return run<E, shedding>(p, now, in);
+      case draining: return run<E, draining>(p, now, in);
+      case paused_capacity: return run<E, paused_capacity>(p, now, in);
+      case paused_backoff: return run<E, paused_backoff>(p, now, in);
+      case stopped: return run<E, stopped>(p, now, in);
+    }
+    return unexpected(p, now, in);
   }
 };
 
@@ -384,35 +404,35 @@ std::vector<policy_transition> detail::policy_transitions() {
 
 // ---- events ---------------------------------------------------------------------------
 
-decision accept_policy::on_ready(time_point now) noexcept { return rules::dispatch(*this, event::ready, now, {}); }
+decision accept_policy::on_ready(time_point now) noexcept { return rules::dispatch<event::ready>(*this, now, {}); }
 
 decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) noexcept {
-  return rules::dispatch(*this, event::accepted, now, {.out = &out, .peer = peer});
+  return rules::dispatch<event::accepted>(*this, now, {.out = &out, .peer = peer});
 }
 
 decision accept_policy::on_accept_failed(time_point now, std::error_code ec, bool spare_held) noexcept {
-  return rules::dispatch(*this, event::accept_failed, now, {.ec = &ec, .spare_held = spare_held});
+  return rules::dispatch<event::accept_failed>(*this, now, {.ec = &ec, .spare_held = spare_held});
 }
 
 decision accept_policy::on_accept_result(time_point now, permit& out, peer_key peer) noexcept {
-  return rules::dispatch(*this, event::result_accepted, now, {.out = &out, .peer = peer});
+  return rules::dispatch<event::result_accepted>(*this, now, {.out = &out, .peer = peer});
 }
 
 decision accept_policy::on_accept_result(time_point now, std::error_code ec, bool spare_held) noexcept {
-  return rules::dispatch(*this, event::result_failed, now, {.ec = &ec, .spare_held = spare_held});
+  return rules::dispatch<event::result_failed>(*this, now, {.ec = &ec, .spare_held = spare_held});
 }
 
 decision accept_policy::on_accept_parked(time_point now) noexcept {
-  return rules::dispatch(*this, event::parked, now, {});
+  return rules::dispatch<event::parked>(*this, now, {});
 }
 
-decision accept_policy::on_release(time_point now) noexcept { return rules::dispatch(*this, event::release, now, {}); }
+decision accept_policy::on_release(time_point now) noexcept { return rules::dispatch<event::release>(*this, now, {}); }
 
-decision accept_policy::on_timer(time_point now) noexcept { return rules::dispatch(*this, event::timer, now, {}); }
+decision accept_policy::on_timer(time_point now) noexcept { return rules::dispatch<event::timer>(*this, now, {}); }
 
 decision accept_policy::on_stop(time_point now) noexcept {
   request_stop();
-  return rules::dispatch(*this, event::stop, now, {});
+  return rules::dispatch<event::stop>(*this, now, {});
 }
 
 // ---- the rules' steps -----------------------------------------------------------------
@@ -555,13 +575,12 @@ decision accept_policy::begin_accept(time_point now) noexcept {
   return accepting();
 }
 
-decision accept_policy::accepting() const noexcept {
-  decision d = make(step::accept);
-  d.batch = batch();
-  return d;
-}
+decision accept_policy::accepting() const noexcept { return make(step::accept); }
 
 std::uint32_t accept_policy::batch() const noexcept {
+  if (state_ != state::accepting && state_ != state::waiting) {
+    return 1;  // one connection at a time: shed, drain, or none (paused, stopped)
+  }
   if (config_.shed != shed_mode::queue) {
     return unbounded_batch;  // what the budget cannot take is shed anyway
   }
@@ -579,7 +598,6 @@ bool accept_policy::paused() const noexcept {
 
 decision accept_policy::waiting() const noexcept {
   decision d = make(step::wait);
-  d.batch = batch();
   if (log_.degraded() && !log_.failing()) {
     d.until = log_.quiet_until();  // the recovered line is due then, even if no client comes
   }

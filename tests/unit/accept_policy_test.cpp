@@ -1117,27 +1117,29 @@ TEST_F(PolicySpec, TheBatchIsUnboundedWhenTheModeShedsAndThePlacesBeyondABurstIn
     accept_policy_config c = config();
     c.accepts_per_ready = 4;
     accept_policy policy(budget, c);
-    EXPECT_EQ(policy.current().batch, 6U) << "10 free, a burst of 4";
-    EXPECT_EQ(policy.on_ready(now).batch, 5U) << "the accept's place is taken";
+    EXPECT_EQ(policy.batch(), 6U) << "10 free, a burst of 4";
+    EXPECT_EQ(policy.on_ready(now).next, step::accept);
+    EXPECT_EQ(policy.batch(), 5U) << "the accept's place is taken";
     std::vector<permit> held;
     for (int i = 0; i < 3; ++i) {
       held.push_back(budget.try_acquire());  // places another loop (or the user) holds
     }
-    EXPECT_EQ(policy.current().batch, 2U) << "6 free";
+    EXPECT_EQ(policy.batch(), 2U) << "6 free";
     held.push_back(budget.try_acquire());
-    EXPECT_EQ(policy.current().batch, 1U) << "5 free: one beyond the burst, one at a time";
+    EXPECT_EQ(policy.batch(), 1U) << "5 free: one beyond the burst, one at a time";
   }
   {
     connection_budget budget(1);
     accept_policy_config c = config();
     c.shed = shed_mode::close;
     accept_policy policy(budget, c);
-    EXPECT_EQ(policy.current().batch, unbounded_batch);
-    EXPECT_EQ(policy.on_ready(now).batch, unbounded_batch);
+    EXPECT_EQ(policy.batch(), unbounded_batch);
+    EXPECT_EQ(policy.on_ready(now).next, step::accept);
+    EXPECT_EQ(policy.batch(), unbounded_batch);
     permit p;
     const decision d = policy.on_accepted(now, p);
     EXPECT_EQ(d.next, step::shed);
-    EXPECT_EQ(d.batch, 1U) << "shed one at a time";
+    EXPECT_EQ(policy.batch(), 1U) << "shed one at a time";
   }
 }
 

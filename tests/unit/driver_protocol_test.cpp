@@ -1,7 +1,7 @@
 // The drivers only apply decisions and report what the kernel gave them (issue 22): read from
 // their sources, as docs/acceptor.md states it. Only the epoll acceptor reports readiness,
 // at its EPOLLIN; the completion drivers (io_uring, Asio) report results and parked requests,
-// invent no EAGAIN, leave multishot to decision::batch, and shed and diagnose through the kit.
+// invent no EAGAIN, leave multishot to accept_policy::batch(), and shed and diagnose through the kit.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -47,7 +47,7 @@ TEST(DriverProtocol, TheBatchDecidesMultishot) {
   const std::string uring = source("src/drivers/uring/uring_acceptor.cpp");
   EXPECT_EQ(count(uring, "multishot_fits"), 0);
   EXPECT_EQ(count(uring, "max_connections"), 0) << "the budget is the policy's to read";
-  EXPECT_EQ(count(uring, "arm_accept(d.batch > 1)"), 2);
+  EXPECT_EQ(count(uring, "arm_accept(policy.batch() > 1)"), 2);
 }
 
 TEST(DriverProtocol, TheAsioLoopShedsAndDiagnosesThroughTheKit) {

@@ -208,4 +208,50 @@ TEST(ServeConnections, InputAfterTheLastRequestIsNotKept) {
   EXPECT_TRUE(responses.ends_with("Connection: close\r\n\r\nok"));
 }
 
+// A loop that only keeps the time: the test calls next_timer() and on_time() itself, as a
+// loop does around each wait, and the connection loop's watches go nowhere.
+class clock_only_loop final : public transient::loop {
+ public:
+  void watch(int /*fd*/, std::uint32_t /*events*/, transient::io_watcher& /*watcher*/,
+             std::error_code& ec) noexcept override {
+    ec.clear();
+  }
+  void modify(int /*fd*/, std::uint32_t /*events*/, std::error_code& ec) noexcept override { ec.clear(); }
+  void unwatch(int /*fd*/) noexcept override {}
+  void forget(int /*fd*/) noexcept override {}
+  [[nodiscard]] unsigned index() const noexcept override { return 0; }
+  [[nodiscard]] transient::policy_health health() const noexcept override { return {}; }
+  void set(time_point t) noexcept { set_now(t); }
+};
+
+// A connection added after the loop last asked next_timer() (which said: no timer) sets
+// deadlines earlier than that answer; on_time() runs them all the same: `limits` closes the
+// connection `after` it was added (and not a millisecond before), `header_timeouts` of it.
+void expect_closed_after(connection_limits limits, std::chrono::milliseconds after, std::uint64_t header_timeouts) {
+  clock_only_loop l;
+  l.set(std::chrono::steady_clock::now());
+  connection_loop connections(l, limits, &append_ok_response);
+  EXPECT_EQ(connections.next_timer(), std::chrono::steady_clock::time_point::max());
+  auto [client, server] = socket_pair();
+  connections.on_connection(connection(std::move(server), transient::permit{}, transient::endpoint{}));
+  connections.on_time(l.now() + after - 1ms);
+  EXPECT_EQ(connections.open_connections(), 1U);
+  connections.on_time(l.now() + after);
+  EXPECT_EQ(connections.open_connections(), 0U);
+  EXPECT_EQ(connections.header_timeouts(), header_timeouts);
+}
+
+TEST(ServeConnections, AHeaderDeadlineSetAfterNextTimerIsKept) {
+  connection_limits limits;
+  limits.header = 500ms;
+  expect_closed_after(limits, 500ms, 1);
+}
+
+TEST(ServeConnections, AnIdleDeadlineSetAfterNextTimerIsKept) {
+  connection_limits limits;
+  limits.idle = 300ms;
+  limits.header = 10s;
+  expect_closed_after(limits, 300ms, 0);
+}
+
 }  // namespace

@@ -1,5 +1,6 @@
 // transient::uring_acceptor in a user's epoll set, beside a transient::acceptor: one loop
-// passes every event to both through the same handle(event, now), as the server's loops do.
+// passes every event to both through the same handle(event, now), as the server's loops do,
+// and both hand connections to a loop handler once it is set, as the server's loops have them.
 // ctest-labels: threads
 #include <gtest/gtest.h>
 #include <sys/epoll.h>
@@ -12,6 +13,7 @@
 
 #include "support/loopback.hpp"
 #include "transient/drivers/acceptor.hpp"
+#include "transient/drivers/server.hpp"
 #include "transient/drivers/uring.hpp"
 
 namespace {
@@ -59,6 +61,68 @@ TEST(UringAcceptorShape, OneLoopPassesEveryEventToBothAcceptorsThroughTheSameHan
   epoll_event other{};
   other.data.u64 = 7;
   EXPECT_FALSE(by_ring.handle(other, clock_type::now())) << "another tag is not the ring's";
+}
+
+// A loop handler that only counts the connections it is given (and closes them).
+class counting_handler final : public transient::loop_handler {
+ public:
+  int connections = 0;
+  void on_connection(transient::connection /*c*/) override { ++connections; }
+  void on_accepting_end() override {}
+};
+
+// Connects a client to `a` and runs a loop over `epoll` until `served()` is true (or 5 s).
+template <typename Acceptor, typename Served>
+void serve_one(int epoll, Acceptor& a, Served served) {
+  const transient::unique_fd client = transient::test::connect_to(a.local_endpoint());
+  std::array<epoll_event, 8> events{};
+  for (const auto until = clock_type::now() + 5s; !served() && clock_type::now() < until;) {
+    const int n = ::epoll_wait(epoll, events.data(), static_cast<int>(events.size()), 50);
+    const auto now = clock_type::now();
+    for (int i = 0; i < n; ++i) {
+      a.handle(events[static_cast<std::size_t>(i)], now);
+    }
+    a.on_time(now);
+  }
+}
+
+// With a loop handler set, its on_connection takes each connection and the connection handler
+// none; set back to null, the connection handler takes them again.
+template <typename Acceptor>
+void check_loop_handler(int epoll, Acceptor& a, const int& by_function) {
+  counting_handler loop_handler;
+  a.set_loop_handler(&loop_handler);
+  serve_one(epoll, a, [&] { return loop_handler.connections == 1; });
+  EXPECT_EQ(loop_handler.connections, 1);
+  EXPECT_EQ(by_function, 0);
+  a.set_loop_handler(nullptr);
+  serve_one(epoll, a, [&] { return by_function == 1; });
+  EXPECT_EQ(by_function, 1);
+  EXPECT_EQ(loop_handler.connections, 1);
+}
+
+TEST(UringAcceptorShape, AnEpollAcceptorHandsConnectionsToTheLoopHandlerSet) {
+  const transient::unique_fd epoll(::epoll_create1(EPOLL_CLOEXEC));
+  ASSERT_TRUE(epoll);
+  int by_function = 0;
+  constexpr std::uint64_t first = std::uint64_t{1} << 32U;
+  transient::acceptor a(epoll.get(), transient::listen(transient::endpoint::loopback_v4(0)), {first, first + 1},
+                        [&by_function](transient::connection /*c*/) { ++by_function; });
+  check_loop_handler(epoll.get(), a, by_function);
+}
+
+TEST(UringAcceptorShape, ARingAcceptorHandsConnectionsToTheLoopHandlerSet) {
+  if (std::string why; !transient::uring_available(why)) {
+    GTEST_SKIP() << "io_uring unavailable: " << why;
+  }
+  const transient::unique_fd epoll(::epoll_create1(EPOLL_CLOEXEC));
+  ASSERT_TRUE(epoll);
+  int by_function = 0;
+  constexpr std::uint64_t first = std::uint64_t{1} << 32U;
+  transient::uring_acceptor a(
+      epoll.get(), std::make_shared<const transient::listener>(transient::listen(transient::endpoint::loopback_v4(0))),
+      {first, first + 1}, [&by_function](transient::connection /*c*/) { ++by_function; });
+  check_loop_handler(epoll.get(), a, by_function);
 }
 
 }  // namespace

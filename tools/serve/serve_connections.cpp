@@ -73,19 +73,20 @@ void connection_loop::on_connection(connection c) {
   }
 }
 
-void connection_loop::add(connection conn) {
+// Takes `conn` if it can be watched; else leaves it to the caller, which closes it as it goes.
+void connection_loop::add(connection&& conn) {
   const int fd = conn.native_handle();
   if (fd < 0) {
     return;
   }
   const auto slot = static_cast<std::size_t>(fd);
   if (slot >= clients_.size()) {
-    clients_.resize(std::max(slot + 1, clients_.size() * 2));  // may throw: `conn` is closed then
+    clients_.resize(std::max(slot + 1, clients_.size() * 2));  // may throw: the caller closes `conn`
   }
   std::error_code ec;
   loop_.watch(fd, EPOLLIN, *this, ec);
   if (ec) {
-    return;  // ENOMEM/ENOSPC: the connection is closed as `conn` goes
+    return;  // ENOMEM/ENOSPC: left to the caller, which closes it
   }
   client& c = clients_[slot];
   c.conn = std::move(conn);
@@ -97,6 +98,7 @@ void connection_loop::add(connection conn) {
   c.delayed = false;
   c.waited = false;
   c.last = now_;
+  note_deadline(c.last + limits_.idle);
   link_newest(fd);
   ++open_;
   update_head_timer(c);
@@ -113,7 +115,9 @@ void connection_loop::on_ready(int fd, std::uint32_t events) {
 
 void connection_loop::on_time(clock::time_point now) {
   now_ = now;
-  expire();
+  if (now_ >= due_) {
+    expire();
+  }
   if (draining_all_ && now_ >= drain_until_) {
     end_drain("drain timeout (" + seconds_text(limits_.drain) + ")");
   }
@@ -298,6 +302,7 @@ std::size_t connection_loop::answer(client& c, std::string_view input) {
     if (delay.count() > 0) {
       c.delayed = true;  // answered by respond_delayed(); reading stops meanwhile
       c.respond_at = now_ + delay;
+      note_deadline(c.respond_at);
       ++delayed_;
       break;
     }
@@ -333,6 +338,7 @@ void connection_loop::flush(client& c) {
     ::shutdown(c.conn.native_handle(), SHUT_WR);
     c.draining = true;
     ++draining_;
+    note_deadline(c.last + std::min<clock::duration>(limits_.idle, linger_limit));
     c.in.clear();
   }
 }
@@ -402,6 +408,7 @@ void connection_loop::update_head_timer(client& c) {
   c.awaiting_head = true;
   c.timing_body = c.head_received;
   c.head_since = now_;  // the newest: the head order stays sorted by head_since
+  note_deadline(c.head_since + limits_.header);
   c.head_older = head_newest_;
   c.head_newer = none;
   (head_newest_ != none ? clients_[static_cast<std::size_t>(head_newest_)].head_newer : head_oldest_) = fd;
@@ -495,8 +502,12 @@ connection_loop::clock::time_point connection_loop::next_timer() const noexcept 
       }
     }
   }
+  due_ = next;
   return next;
 }
+
+// A deadline set after the last next_timer() may come before what it returned.
+void connection_loop::note_deadline(clock::time_point when) noexcept { due_ = std::min(due_, when); }
 
 void connection_loop::expire() {
   if (delayed_ > 0) {
@@ -528,6 +539,7 @@ void connection_loop::expire_heads() {
     ++header_timeouts_;
     ++timeouts_in_run_;
     last_header_timeout_ = now_;
+    note_deadline(last_header_timeout_ + limits_.header);
     if (!timeouts_running_) {
       timeouts_running_ = true;
       if (log_) {

@@ -138,7 +138,7 @@ class connection_loop final : public loop_handler, public io_watcher {
     int head_newer = none;
   };
 
-  void add(connection c);
+  void add(connection&& conn);
   void on_event(int fd, unsigned events);
   void read_from(client& c);
   void serve_input(client& c, std::string_view arrived);
@@ -159,6 +159,7 @@ class connection_loop final : public loop_handler, public io_watcher {
   void end_drain(std::string_view why);
   void finish_if_drained() noexcept;
   void publish() const noexcept;
+  void note_deadline(clock::time_point when) noexcept;
   void expire();
   void expire_heads();
   void end_timeout_run();
@@ -174,7 +175,10 @@ class connection_loop final : public loop_handler, public io_watcher {
   int drain_end_ = -1;
   bool drain_end_watched_ = false;
   bool evict_when_full_ = false;
-  clock::time_point now_{};      // when the current batch of events arrived
+  clock::time_point now_{};  // when the current batch of events arrived
+  // No deadline of expire() falls before this: the last next_timer(), lowered by every
+  // deadline set since. Until then on_time() has nothing to expire and skips the scan.
+  mutable clock::time_point due_ = clock::time_point::min();
   std::vector<client> clients_;  // by descriptor; a closed slot keeps its buffers' capacity
   std::size_t open_ = 0;
   std::size_t draining_ = 0;  // clients with draining set (their deadlines are scanned)

@@ -45,6 +45,8 @@
 
 namespace transient {
 
+class loop_handler;  // loop.hpp
+
 /// The epoll_event::data.u64 values of an acceptor's two descriptors in the user's epoll set.
 /// They must differ from each other and from every tag the user's own descriptors use (cast
 /// a pointer with reinterpret_cast<std::uintptr_t> if the loop keys its data by pointer). The
@@ -133,6 +135,11 @@ class acceptor {
   /// watchdog). Call it after each epoll_wait (harmless when nothing is due). Exceptions: as
   /// handle().
   void on_time(time_point now);
+  /// Hands each connection to `handler`'s on_connection, a direct call, instead of to the
+  /// connection handler given; null: to that handler again. For a server that serves on the
+  /// loop that accepted (loop.hpp): its loop handler is made after its acceptors. `handler`
+  /// must outlive that use. Loop thread only.
+  void set_loop_handler(loop_handler* handler) noexcept;
 
   /// When the next timer falls due (time_point::max(): none; a paused acceptor without a
   /// deadline waits for a wake-up event).

@@ -103,6 +103,10 @@ class uring_acceptor {
   bool handle(const epoll_event& event, time_point now);
   /// Runs the timers that fell due by `now` (the end of a backoff pause, the stall watchdog).
   void on_time(time_point now);
+  /// As transient::acceptor's: hands each connection to `handler`'s on_connection, a direct
+  /// call, instead of to the connection handler given; null: to that handler again. `handler`
+  /// must outlive that use. Loop thread only.
+  void set_loop_handler(loop_handler* handler) noexcept;
   /// Waits up to `timeout` (negative: no limit) for a completion in one io_uring_enter that
   /// also submits, then handle()s and on_time()s. For a loop with this acceptor only.
   void wait(std::chrono::milliseconds timeout);

@@ -168,13 +168,6 @@ struct decision {
   /// `shed` (the permit was left empty).
   bool shed_accepted = false;
   shed_mode shed = shed_mode::queue;  ///< How to shed (step::shed or shed_accepted).
-  /// step::accept and step::wait: how many connections the driver may take before it hears
-  /// the next decision; 1 for every other step. Above 1 a completion driver may keep one accept
-  /// request taking connection after connection (io_uring's multishot accept); in the shed
-  /// modes it is unbounded_batch (what the budget cannot take is shed anyway), in queue mode
-  /// the places free beyond one burst (accepts_per_ready), which the completions already in
-  /// flight when the budget fills may take.
-  std::uint32_t batch = 1;
   /// step::pause_until (and drain): when to call on_timer. step::wait: zero, or when to call
   /// on_timer while waiting for readiness (an episode's quiet period ends then and its
   /// `recovered` line is due; a driver that cannot arm a timer while waiting gets it at the
@@ -185,7 +178,7 @@ struct decision {
   friend bool operator==(const decision&, const decision&) = default;
 };
 
-/// decision::batch with no limit.
+/// accept_policy::batch() with no limit.
 inline constexpr std::uint32_t unbounded_batch = ~std::uint32_t{0};
 
 /// Settings of an accept policy. The defaults are those of the design.
@@ -319,6 +312,14 @@ class accept_policy {
 
   /// The decision in force (what the last event returned).
   [[nodiscard]] decision current() const noexcept;
+  /// For the decision in force, step::accept or step::wait: how many connections a completion
+  /// driver may take before it hears the next decision; 1 for every other step. Above 1 it may
+  /// keep one accept request taking connection after connection (io_uring's multishot
+  /// accept). In the shed modes it is unbounded_batch (what the budget cannot take is shed
+  /// anyway), in queue mode the places free beyond one burst (accepts_per_ready), which the
+  /// completions already in flight when the budget fills may take. A query, not a field of
+  /// the decision: a readiness driver, which never reads it, does not pay for it.
+  [[nodiscard]] std::uint32_t batch() const noexcept;
   /// How accepting is going.
   [[nodiscard]] policy_health health() const noexcept;
   /// The counters (live/peak/max from the budget).
@@ -346,7 +347,6 @@ class accept_policy {
   decision failed(time_point now, std::error_code ec, bool spare_held) noexcept;
   decision begin_accept(time_point now) noexcept;
   decision accepting() const noexcept;
-  [[nodiscard]] std::uint32_t batch() const noexcept;
   [[nodiscard]] bool paused() const noexcept;
   decision waiting() const noexcept;
   void tick(time_point now) noexcept;

@@ -2,7 +2,7 @@
 // per completion (an accept, a wake-up), apply(), which does what the policy decided with
 // the ring (arm a multishot or single-shot accept, cancel it, finish), and pump(), which
 // submits and takes completions until nothing is left to do. Every decision is the policy's,
-// multishot or not too (decision::batch); the ring reports what it saw: each accept's result
+// multishot or not too (accept_policy::batch()); the ring reports what it saw: each accept's result
 // (on_accept_result, which implies readiness) and a request parked in the kernel.
 #include <liburing.h>
 #include <poll.h>
@@ -310,12 +310,12 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
       case step::accept:
       case step::shed:
         timed = false;
-        arm_accept(d.batch > 1);
+        arm_accept(policy.batch() > 1);
         return;
       case step::wait:
         timed = d.until != time_point{};
         until = d.until;
-        arm_accept(d.batch > 1);
+        arm_accept(policy.batch() > 1);
         return;
       case step::pause_for_release:
         timed = false;
@@ -510,6 +510,8 @@ void uring_acceptor::wait(std::chrono::milliseconds timeout) {
   handle(now);
   on_time(now);
 }
+
+void uring_acceptor::set_loop_handler(loop_handler* handler) noexcept { state_->loop_target = handler; }
 
 uring_acceptor::time_point uring_acceptor::next_timer() const noexcept { return state_->next_timer(); }
 int uring_acceptor::timeout_ms(time_point now) const noexcept { return state_->timeout_ms(now); }
