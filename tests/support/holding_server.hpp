@@ -156,7 +156,7 @@ template <typename Server = server>
     held.clear();
     std::ostringstream done;
     const policy_metrics metrics = srv.metrics();
-    done << "done clean " << (info ? 1 : 0) << " accepted " << metrics.accepted << " shed "
+    done << "done clean " << (info.ok() ? 1 : 0) << " accepted " << metrics.accepted << " shed "
          << metrics.shed[static_cast<std::size_t>(shed_reason::budget)] << " degraded " << events[0] << " summaries "
          << events[1] << " recovered " << events[2] << " flaps " << flaps;
     write_line(reports, done.str());

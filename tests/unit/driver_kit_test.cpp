@@ -103,7 +103,7 @@ TEST(DriverKit, StopInfoOfACleanStopIsCleanAndAttachesNothing) {
   accept_policy policy(budget);
   const decision d = policy.on_stop(accept_policy::clock::now());
   const stop_info info = stop_info_of(policy, d, failure_context_of("127.0.0.1:80", "", {}, budget, 1s));
-  EXPECT_TRUE(info);
+  EXPECT_TRUE(info.ok());
   EXPECT_EQ(info.reason, stop_reason::clean);
   EXPECT_TRUE(info.diagnosis.empty());
   EXPECT_TRUE(policy.diagnosis().empty());

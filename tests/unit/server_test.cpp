@@ -137,7 +137,7 @@ TEST(Server, HandsEachConnectionToTheHandler) {
   }
   EXPECT_TRUE(eventually([&] { return s.srv.metrics().accepted == 20; }));
   const transient::stop_info info = s.stop_and_wait();
-  EXPECT_TRUE(info);
+  EXPECT_TRUE(info.ok());
   EXPECT_EQ(info.reason, transient::stop_reason::clean);
   EXPECT_EQ(s.srv.budget().live(), 0U);
 }
@@ -162,7 +162,7 @@ TEST(Server, BudgetLeavesClientsInTheBacklogUntilARelease) {
   k.held.release_one();  // from this thread: the budget wakes the paused loop
   EXPECT_EQ(read_some(clients[2].get(), 2s), "a");
   EXPECT_TRUE(eventually([&] { return k.held.size() == 2; }));  // the handler sends, then keeps
-  EXPECT_TRUE(k.s.stop_and_wait());
+  EXPECT_TRUE(k.s.stop_and_wait().ok());
 }
 
 TEST(Server, StopsPromptlyWhileIdleOrPausedAndLeaksNothing) {
@@ -185,7 +185,7 @@ TEST(Server, StopsPromptlyWhileIdleOrPausedAndLeaksNothing) {
       const auto start = std::chrono::steady_clock::now();
       const transient::stop_info info = s.stop_and_wait();
       const auto took = std::chrono::steady_clock::now() - start;
-      EXPECT_TRUE(info);
+      EXPECT_TRUE(info.ok());
       // The issue asks for <= 10 ms; the benchmark reports the figure. Here a generous bound
       // that still fails if stop() waited for a timer or a client.
       EXPECT_LT(took, 500ms) << (paused ? "paused" : "idle");
@@ -232,7 +232,7 @@ TEST(Server, SeveralThreadsShareListenersAndOneBudget) {
   }
   EXPECT_TRUE(eventually([&] { return counting.served.load() == 200; }));  // the handler sends, then counts
   EXPECT_LE(counting.s.srv.budget().peak(), 8U);
-  EXPECT_TRUE(counting.s.stop_and_wait());
+  EXPECT_TRUE(counting.s.stop_and_wait().ok());
   EXPECT_EQ(counting.s.srv.metrics().accepted, 200U);
 }
 
@@ -254,7 +254,7 @@ TEST(Server, ReusePortShardsGiveEachLoopItsOwnSocket) {
   }
   EXPECT_TRUE(eventually([&] { return counting.served.load() == 50; }));  // the handler sends, then counts
   EXPECT_EQ(counting.s.srv.local_endpoints().size(), 1U);
-  EXPECT_TRUE(counting.s.stop_and_wait());
+  EXPECT_TRUE(counting.s.stop_and_wait().ok());
 }
 
 TEST(Server, ReusePortShardsNeedReusePortListeners) {

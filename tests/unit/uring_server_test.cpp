@@ -105,7 +105,7 @@ TEST_F(UringServer, ServesClientsWithFewSubmissions) {
     unique_fd c = transient::test::connect_to(s.where);
     ASSERT_EQ(transient::test::read_some(c.get(), 2s), "a") << "client " << i;
   }
-  EXPECT_TRUE(s.r.stop());
+  EXPECT_TRUE(s.r.stop().ok());
   EXPECT_EQ(s.served.load(), clients);
   EXPECT_EQ(s.srv.metrics().accepted, static_cast<std::uint64_t>(clients));
   // One multishot accept serves them all: far fewer submissions than connections.
@@ -123,7 +123,7 @@ TEST_F(UringServer, AClientQueuedBeforeTheServerIsMadeGoesToItsLoopHandlerOnTheL
   });
   running r(srv);
   EXPECT_TRUE(eventually([&] { return record.accepted.load() == 1; }));
-  EXPECT_TRUE(r.stop());
+  EXPECT_TRUE(r.stop().ok());
   EXPECT_EQ(record.wrong_thread.load(), 0);
 }
 
@@ -179,7 +179,7 @@ TEST_F(UringServer, QueueModeKeepsClientsBeyondTheBudgetInTheBacklog) {
   EXPECT_EQ(answered, clients.size()) << "a client beyond the budget was closed instead of queued";
   const auto m = srv.metrics();
   EXPECT_EQ(m.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 0U);
-  EXPECT_TRUE(r.stop());
+  EXPECT_TRUE(r.stop().ok());
   const std::lock_guard lock(mutex);
   held.clear();
 }
@@ -277,7 +277,7 @@ TEST_F(UringServer, AcceptErrnoMatrixThroughTheRing) {
         return skipped == 1;
       })) << "not skipped";
     }
-    EXPECT_TRUE(s.r.stop());
+    EXPECT_TRUE(s.r.stop().ok());
     EXPECT_EQ(s.served.load(), 1);
   }
 }
@@ -298,7 +298,7 @@ TEST_F(UringServer, AMultishotAcceptEndedByASkippedErrorIsArmedAgain) {
       const unique_fd next = transient::test::connect_to(s.where);
       ASSERT_EQ(transient::test::read_some(next.get(), 2s), "a") << "client " << i << " after the ended accept";
     }
-    EXPECT_TRUE(s.r.stop());
+    EXPECT_TRUE(s.r.stop().ok());
     EXPECT_EQ(s.served.load(), 3);
   }
 }
@@ -323,7 +323,7 @@ TEST_F(UringServer, EmfileIsNotResubmittedAtOnce) {
   EXPECT_EQ(served.load(), 0) << "accepted during the backoff pause";
   EXPECT_EQ(srv.health().state, transient::health_state::degraded);
   EXPECT_TRUE(eventually([&] { return served.load() == 1; }, 3s)) << "not resumed after the backoff";
-  EXPECT_TRUE(r.stop());
+  EXPECT_TRUE(r.stop().ok());
 }
 
 // A completion queue of 4 entries and 40 clients at once: the overflow ends the multishot
@@ -348,7 +348,7 @@ TEST_F(UringServer, CompletionQueueOverflowLosesNoClient) {
     answered += transient::test::read_some(c.get(), std::max(left, 0ms)) == "a" ? 1 : 0;
   }
   EXPECT_EQ(answered, 40);
-  EXPECT_TRUE(s.r.stop());
+  EXPECT_TRUE(s.r.stop().ok());
   EXPECT_EQ(s.served.load(), 40);
 }
 
@@ -364,7 +364,7 @@ TEST_F(UringServer, StopsWhilePausedAtTheBudget) {
   unique_fd b = transient::test::connect_to(where);
   ASSERT_TRUE(eventually([&] { return srv.health().state == transient::health_state::backpressure; }));
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_TRUE(r.stop());
+  EXPECT_TRUE(r.stop().ok());
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
   EXPECT_EQ(held.size(), 1U);
 }
@@ -378,7 +378,7 @@ TEST_F(UringServer, StopsWhileBackingOff) {
   unique_fd a = transient::test::connect_to(where);
   ASSERT_TRUE(eventually([&] { return srv.health().state == transient::health_state::degraded; }));
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_TRUE(r.stop());
+  EXPECT_TRUE(r.stop().ok());
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1s) << "the stop waited for the backoff";
 }
 
