@@ -9,6 +9,9 @@
 
 #include <charconv>
 #include <cstdlib>
+#include <string>
+#include <variant>
+#include <vector>
 
 #include "sockets/verify_socket.hpp"
 #include "transient/detail/throw_error.hpp"
@@ -63,71 +66,111 @@ std::error_code make_cloexec_nonblocking(int fd) noexcept {
   return {};
 }
 
-std::vector<systemd_listener> take_sockets(const systemd_options& options, listen_report& report) {
-  const auto fail = [&](std::error_code ec, std::string message) {
-    report.error = ec;
-    report.message = "systemd socket activation: " + std::move(message);
-    return std::vector<systemd_listener>{};
-  };
+// Why socket activation failed: the code and the message for listen_report.
+struct refusal {
+  std::error_code ec;
+  std::string message;
+};
+
+std::error_code invalid() { return std::make_error_code(std::errc::invalid_argument); }
+
+// The number of descriptors passed to this process, from LISTEN_PID and LISTEN_FDS.
+std::variant<long, refusal> passed_count() {
   const char* pid_text = std::getenv("LISTEN_PID");
   const char* fds_text = std::getenv("LISTEN_FDS");
   if (pid_text == nullptr || fds_text == nullptr) {
-    return fail(error::no_systemd_sockets, "LISTEN_PID or LISTEN_FDS is not set");
+    return refusal{error::no_systemd_sockets, "LISTEN_PID or LISTEN_FDS is not set"};
   }
   const auto pid = parse_number(pid_text);
   if (!pid || *pid <= 0) {
-    return fail(std::make_error_code(std::errc::invalid_argument),
-                "LISTEN_PID='" + std::string(pid_text) + "' is not a process id");
+    return refusal{invalid(), "LISTEN_PID='" + std::string(pid_text) + "' is not a process id"};
   }
   if (*pid != ::getpid()) {
-    return fail(error::no_systemd_sockets, "LISTEN_PID=" + std::to_string(*pid) + " names another process (this is " +
-                                               std::to_string(::getpid()) + ")");
+    return refusal{
+        error::no_systemd_sockets,
+        "LISTEN_PID=" + std::to_string(*pid) + " names another process (this is " + std::to_string(::getpid()) + ")"};
   }
   const auto count = parse_number(fds_text);
   if (!count || *count < 0 || *count > 4096) {
-    return fail(std::make_error_code(std::errc::invalid_argument),
-                "LISTEN_FDS='" + std::string(fds_text) + "' is not a descriptor count");
+    return refusal{invalid(), "LISTEN_FDS='" + std::string(fds_text) + "' is not a descriptor count"};
   }
   if (*count == 0) {
-    return fail(error::no_systemd_sockets, "LISTEN_FDS=0");
+    return refusal{error::no_systemd_sockets, "LISTEN_FDS=0"};
   }
-  std::vector<std::string> names(static_cast<std::size_t>(*count), "unknown");
-  if (const char* names_text = std::getenv("LISTEN_FDNAMES")) {
-    auto given = split_names(names_text);
-    if (given.size() != names.size()) {
-      return fail(std::make_error_code(std::errc::invalid_argument),
-                  "LISTEN_FDNAMES has " + std::to_string(given.size()) +
-                      " names for LISTEN_FDS=" + std::to_string(*count) + " descriptors");
-    }
-    names = std::move(given);
-  }
+  return *count;
+}
 
-  // Take ownership of every passed descriptor first, so that on any failure below all of them
-  // are closed rather than left open and unowned.
+// The names of the `count` passed descriptors, from LISTEN_FDNAMES ("unknown" without it).
+std::variant<std::vector<std::string>, refusal> passed_names(long count) {
+  std::vector<std::string> names(static_cast<std::size_t>(count), "unknown");
+  const char* names_text = std::getenv("LISTEN_FDNAMES");
+  if (names_text == nullptr) {
+    return names;
+  }
+  auto given = split_names(names_text);
+  if (given.size() != names.size()) {
+    return refusal{invalid(), "LISTEN_FDNAMES has " + std::to_string(given.size()) +
+                                  " names for LISTEN_FDS=" + std::to_string(count) + " descriptors"};
+  }
+  return given;
+}
+
+// One passed descriptor as a listener: CLOEXEC and non-blocking, an IPv4/IPv6 socket, and
+// verified if `options` say so (the verification's report goes to `report`).
+std::variant<listener, refusal> adopt_passed(unique_fd fd, const std::string& name, const systemd_options& options,
+                                             listen_report& report) {
+  const std::string what = "descriptor " + std::to_string(fd.get()) + " ('" + name + "')";
+  if (auto ec = make_cloexec_nonblocking(fd.get())) {
+    return refusal{ec, what + ": fcntl: " + ec.message()};
+  }
+  std::error_code ec;
+  listener l = listener::adopt(std::move(fd), ec);
+  if (ec) {
+    return refusal{ec, what + " is not an IPv4/IPv6 socket: " + ec.message()};
+  }
+  if (options.verify) {
+    if (auto one = verify(l); one.error) {
+      report.verification = one;
+      return refusal{one.error, what + ": " + one.message};
+    }
+  }
+  return l;
+}
+
+// The passed descriptors, each owned at once, so that on any failure all of them are closed
+// rather than left open and unowned.
+std::vector<unique_fd> own_passed(long count) {
   std::vector<unique_fd> fds;
-  for (int i = 0; i < *count; ++i) {
+  for (int i = 0; i < count; ++i) {
     fds.emplace_back(first_passed_fd + i);
   }
+  return fds;
+}
+
+std::vector<systemd_listener> refuse(listen_report& report, refusal r) {
+  report.error = r.ec;
+  report.message = "systemd socket activation: " + std::move(r.message);
+  return {};
+}
+
+std::vector<systemd_listener> take_sockets(const systemd_options& options, listen_report& report) {
+  const auto count = passed_count();
+  if (const auto* r = std::get_if<refusal>(&count)) {
+    return refuse(report, *r);
+  }
+  auto names = passed_names(std::get<long>(count));
+  if (auto* r = std::get_if<refusal>(&names)) {
+    return refuse(report, std::move(*r));
+  }
+  std::vector<unique_fd> fds = own_passed(std::get<long>(count));
   std::vector<systemd_listener> result;
   for (std::size_t i = 0; i < fds.size(); ++i) {
-    const int fd = fds[i].get();
-    const std::string what = "descriptor " + std::to_string(fd) + " ('" + names[i] + "')";
-    if (auto ec = make_cloexec_nonblocking(fd)) {
-      return fail(ec, what + ": fcntl: " + ec.message());
+    const std::string& name = std::get<0>(names)[i];
+    auto adopted = adopt_passed(std::move(fds[i]), name, options, report);
+    if (auto* r = std::get_if<refusal>(&adopted)) {
+      return refuse(report, std::move(*r));
     }
-    std::error_code ec;
-    listener l = listener::adopt(std::move(fds[i]), ec);
-    if (ec) {
-      return fail(ec, what + " is not an IPv4/IPv6 socket: " + ec.message());
-    }
-    if (options.verify) {
-      const auto report_of_one = verify(l);
-      if (report_of_one.error) {
-        report.verification = report_of_one;
-        return fail(report_of_one.error, what + ": " + report_of_one.message);
-      }
-    }
-    result.push_back(systemd_listener{names[i], std::move(l)});
+    result.push_back(systemd_listener{name, std::move(std::get<listener>(adopted))});
   }
   return result;
 }
