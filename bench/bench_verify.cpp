@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "sockets/listen_table.hpp"
 #include "detail/proc_file.hpp"
+#include "sockets/listen_table.hpp"
 #include "sockets/verify_socket.hpp"
 #include "support/loopback.hpp"
 #include "transient/sockets/listener.hpp"

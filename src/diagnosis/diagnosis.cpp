@@ -3,9 +3,9 @@
 #include <cerrno>
 #include <sstream>
 
-#include "transient/errors/errors.hpp"
 #include "transient/diagnosis/diagnostics.hpp"
 #include "transient/errors/classify.hpp"
+#include "transient/errors/errors.hpp"
 
 namespace transient {
 namespace {

@@ -23,8 +23,8 @@
 #include <system_error>
 #include <utility>
 
-#include "transient/drivers/acceptor.hpp"
 #include "transient/detail/throw_error.hpp"
+#include "transient/drivers/acceptor.hpp"
 #include "transient/drivers/server.hpp"
 
 namespace transient::detail {

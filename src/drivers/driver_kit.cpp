@@ -7,8 +7,8 @@
 #include <functional>
 #include <mutex>
 
-#include "transient/errors/classify.hpp"
 #include "transient/detail/throw_error.hpp"
+#include "transient/errors/classify.hpp"
 
 namespace transient {
 
@@ -97,8 +97,7 @@ failure_context failure_context_of(std::string where, std::string listener_state
   return context;
 }
 
-std::string failure_text(const std::error_code& ec, const failure_context& context,
-                         const diagnosis_fds& fds) {
+std::string failure_text(const std::error_code& ec, const failure_context& context, const diagnosis_fds& fds) {
   if (ec == condition::stalled) {
     // One census at a time in the process: loops that stall together (they share the
     // descriptor table) may share one diagnosis_fds, whose directory descriptor is re-read from

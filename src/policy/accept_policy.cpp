@@ -8,8 +8,8 @@
 #include <initializer_list>
 #include <random>
 
-#include "transient/errors/classify.hpp"
 #include "transient/detail/throw_error.hpp"
+#include "transient/errors/classify.hpp"
 #include "transient/errors/errors.hpp"
 
 namespace transient {

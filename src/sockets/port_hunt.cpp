@@ -18,8 +18,8 @@
 #include <charconv>
 #include <random>
 
-#include "sockets/open_socket.hpp"
 #include "detail/proc_file.hpp"
+#include "sockets/open_socket.hpp"
 #include "sockets/verify_socket.hpp"
 #include "transient/detail/throw_error.hpp"
 #include "transient/errors/errors.hpp"

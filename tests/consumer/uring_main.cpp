@@ -17,9 +17,9 @@
 #include <utility>
 #include <vector>
 
+#include <transient/drivers/uring.hpp>
 #include <transient/sockets/listener.hpp>
 #include <transient/sockets/unique_fd.hpp>
-#include <transient/drivers/uring.hpp>
 
 int main() {
   std::string why;

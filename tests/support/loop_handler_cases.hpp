@@ -21,8 +21,8 @@
 
 #include "support/checking_echo.hpp"
 #include "support/loopback.hpp"
-#include "transient/sockets/listener.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace transient::test {
 

@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "support/loopback.hpp"
-#include "transient/sockets/listener.hpp"
-#include "transient/policy/budget.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/policy/budget.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace transient::test {
 

@@ -21,8 +21,8 @@
 #include <random>
 #include <vector>
 
-#include "transient/policy/accept_policy.hpp"
 #include "transient/errors/errors.hpp"
+#include "transient/policy/accept_policy.hpp"
 
 namespace transient {
 namespace {

@@ -8,8 +8,8 @@
 #include <cerrno>
 #include <string>
 
-#include "transient/policy/accept_policy.hpp"
 #include "transient/detail/driver_kit.hpp"
+#include "transient/policy/accept_policy.hpp"
 
 namespace transient {
 namespace {

@@ -13,8 +13,8 @@
 
 #include "support/loopback.hpp"
 #include "support/peer_addresses.hpp"
-#include "transient/policy/budget.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/policy/budget.hpp"
 
 namespace {
 

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "support/loopback.hpp"
-#include "transient/sockets/listener.hpp"
 #include "transient/drivers/uring.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace {
 

@@ -15,8 +15,8 @@
 #include "support/checking_echo.hpp"
 #include "support/loopback.hpp"
 #include "support/peer_addresses.hpp"
-#include "transient/errors/classify.hpp"
 #include "transient/drivers/uring.hpp"
+#include "transient/errors/classify.hpp"
 
 namespace {
 

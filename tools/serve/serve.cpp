@@ -26,12 +26,12 @@
 #include "serve_connections.hpp"
 #include "serve_metrics.hpp"
 #include "serve_options.hpp"
-#include "transient/policy/budget.hpp"
 #include "transient/diagnosis/diagnostics.hpp"
-#include "transient/errors/errors.hpp"
-#include "transient/policy/events.hpp"
 #include "transient/drivers/server.hpp"
 #include "transient/drivers/systemd.hpp"
+#include "transient/errors/errors.hpp"
+#include "transient/policy/budget.hpp"
+#include "transient/policy/events.hpp"
 #if TRANSIENT_HAVE_URING
 #include "transient/drivers/uring.hpp"
 #endif
@@ -223,10 +223,10 @@ class serving {
         throw;
       }
       std::error_code ec;
-      throw std::system_error(e.code(), "--threads " + std::to_string(s.threads) + ": " + e.what() +
-                                            " (an epoll set, wake-ups, the diagnosis descriptors) and RLIMIT_NOFILE is " +
-                                            std::to_string(fd_soft_limit(ec)) +
-                                            ": use fewer --threads or raise the limit");
+      throw std::system_error(e.code(),
+                              "--threads " + std::to_string(s.threads) + ": " + e.what() +
+                                  " (an epoll set, wake-ups, the diagnosis descriptors) and RLIMIT_NOFILE is " +
+                                  std::to_string(fd_soft_limit(ec)) + ": use fewer --threads or raise the limit");
     }
   }
 

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "serve_http.hpp"
-#include "transient/policy/budget.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/policy/budget.hpp"
 
 namespace transient::tool {
 

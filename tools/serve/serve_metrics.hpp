@@ -10,8 +10,8 @@
 #include <thread>
 
 #include "serve_connections.hpp"
-#include "transient/sockets/listener.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace transient::tool {
 

@@ -35,11 +35,11 @@
 #include <type_traits>
 #include <utility>
 
-#include "transient/policy/accept_policy.hpp"
-#include "transient/errors/classify.hpp"
-#include "transient/policy/budget.hpp"
-#include "transient/diagnosis/diagnostics.hpp"
 #include "transient/detail/driver_kit.hpp"
+#include "transient/diagnosis/diagnostics.hpp"
+#include "transient/errors/classify.hpp"
+#include "transient/policy/accept_policy.hpp"
+#include "transient/policy/budget.hpp"
 #include "transient/policy/events.hpp"
 #include "transient/sockets/unique_fd.hpp"
 
