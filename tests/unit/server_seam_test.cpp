@@ -13,6 +13,7 @@
 #include "support/checking_echo.hpp"
 #include "support/loopback.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/testing/syscalls.hpp"
 
 namespace {
 
@@ -102,7 +103,9 @@ struct scripted_server {
     std::vector<transient::listener> ls;
     ls.push_back(std::move(l));
     transient::server_options options;
-    options.sys.accept4 = &scripted_accept4;
+    transient::syscalls sys;
+    options.sys = &sys;
+    sys.accept4 = &scripted_accept4;
     options.policy.stall_timeout = 0ms;
     options.policy.backoff = backoff;
     options.policy.shed = shed;
@@ -328,7 +331,9 @@ TEST(ServerSeam, EpollWaitInterruptionsAreHarmless) {
   std::vector<transient::listener> ls;
   ls.push_back(std::move(l));
   transient::server_options options;
-  options.sys.epoll_wait = [](int epfd, epoll_event* events, int max, int timeout) {
+  transient::syscalls sys;
+  options.sys = &sys;
+  sys.epoll_wait = [](int epfd, epoll_event* events, int max, int timeout) {
     if (interruptions.fetch_add(1) % 2 == 0) {
       errno = EINTR;
       return -1;
@@ -420,7 +425,9 @@ TEST(ServerSeam, LoopsSharingAListenerRegisterItExclusivelyEveryTime) {
   transient::server_options options;
   options.threads = 2;
   options.max_connections = 1;
-  options.sys.epoll_ctl = registration::epoll_ctl;
+  transient::syscalls sys;
+  options.sys = &sys;
+  sys.epoll_ctl = registration::epoll_ctl;
   options.policy.sink = [](const transient::policy_event&) {};
   std::mutex held_mutex;
   std::vector<transient::connection> held;
@@ -473,7 +480,9 @@ TEST(ServerSeam, AFailingEpollWaitEndsTheLoopEvenWithConnectionsHeld) {
   transient::test::loop_record record;
   record.keep_after_stop = true;
   transient::server_options options;
-  options.sys.epoll_wait = [](int epfd, epoll_event* events, int max, int timeout) {
+  transient::syscalls sys;
+  options.sys = &sys;
+  sys.epoll_wait = [](int epfd, epoll_event* events, int max, int timeout) {
     if (failing.load()) {
       errno = EBADF;
       return -1;
