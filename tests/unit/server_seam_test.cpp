@@ -361,6 +361,36 @@ TEST(ServerSeam, EpollWaitInterruptionsAreHarmless) {
   EXPECT_GE(interruptions.load(), 2);
 }
 
+// The server copies the table when it is constructed: a table changed (or gone) afterwards is
+// not the server's, so a test may build its table in a helper and let it go out of scope.
+TEST(ServerSeam, TheServerKeepsTheTableItWasConstructedWith) {
+  static std::atomic<int> counted{0};
+  counted = 0;
+  std::vector<transient::listener> ls;
+  ls.push_back(transient::listen(transient::parse_endpoint("127.0.0.1:0")));
+  const auto where = ls.front().local_endpoint();
+  transient::syscalls sys;
+  sys.accept4 = [](int fd, sockaddr* address, socklen_t* length, int flags) {
+    counted.fetch_add(1);
+    return ::accept4(fd, address, length, flags);
+  };
+  transient::server_options options;
+  options.sys = &sys;
+  options.policy.sink = [](const transient::policy_event&) {};
+  transient::server srv(
+      std::move(ls), [](transient::connection c) { ::send(c.native_handle(), "k", 1, MSG_NOSIGNAL); }, options);
+  sys.accept4 = [](int, sockaddr*, socklen_t*, int) {
+    errno = EPERM;
+    return -1;
+  };
+  auto result = std::async(std::launch::async, [&] { return srv.run(); });
+  const auto client = transient::test::connect_to(where);
+  EXPECT_EQ(transient::test::read_some(client.get(), 3s), "k");
+  srv.stop();
+  EXPECT_TRUE(result.get().ok());
+  EXPECT_GE(counted.load(), 1) << "the server did not use the table it was constructed with";
+}
+
 // ---- the listener's registration ---------------------------------------------------------
 
 // The events of every EPOLL_CTL_ADD of a listening socket, and the count of its removals,

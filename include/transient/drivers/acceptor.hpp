@@ -88,9 +88,9 @@ struct acceptor_options {
   std::shared_ptr<const diagnosis_fds> diagnostics{};
   /// See `diagnostics`.
   bool open_diagnosis_fds = true;
-  /// The test seam (<transient/testing/syscalls.hpp>): the system calls the acceptor makes. Null means
-  /// the real system calls; the table is copied when the acceptor is constructed, so it need not
-  /// outlive that call.
+  /// The test seam (<transient/testing/syscalls.hpp>): the system calls the acceptor makes.
+  /// Null means the real system calls. The acceptor copies the table when it is constructed,
+  /// so it need not outlive the constructor call.
   const syscalls* sys = nullptr;
 };
 

@@ -194,9 +194,9 @@ struct server_options {
   bool diagnosis_fds = true;
   /// Read each client's address as it is accepted (see acceptor_options::peer_addresses).
   bool peer_addresses = true;
-  /// The test seam (<transient/testing/syscalls.hpp>): the system calls the server's loops make. Null means
-  /// the real system calls; the table is copied when the server is constructed, so it need not
-  /// outlive that call.
+  /// The test seam (<transient/testing/syscalls.hpp>): the system calls the server's loops
+  /// make. Null means the real system calls. The server copies the table when it is
+  /// constructed, so it need not outlive the constructor call.
   const syscalls* sys = nullptr;
 };
 

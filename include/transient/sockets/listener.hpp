@@ -47,9 +47,9 @@ struct listen_options {
   bool v6_only = true;
   /// Verify the new listener (see verify()) before returning it.
   bool verify = true;
-  /// The test seam (<transient/testing/syscalls.hpp>): its bind and listen calls. Null means
-  /// the real system calls; the table is copied when a listen() or listen_in_range() call starts, so it need not
-  /// outlive that call.
+  /// The test seam (<transient/testing/syscalls.hpp>): the bind and listen calls. Null means
+  /// the real system calls. The table is copied when a listen() or listen_in_range() call
+  /// starts, so it need not outlive that call.
   const syscalls* sys = nullptr;
 };
 
