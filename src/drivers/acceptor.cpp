@@ -75,8 +75,8 @@ struct acceptor::state final : detail::acceptor_core<state> {
     socklen_t length = sizeof address;
     auto* const sa = reinterpret_cast<sockaddr*>(&address);
     const bool with_peer = reads_peer_addresses();
-    const int fd = options.sys.accept4(source->native_handle(), with_peer ? sa : nullptr, with_peer ? &length : nullptr,
-                                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    const int fd = sys.accept4(source->native_handle(), with_peer ? sa : nullptr, with_peer ? &length : nullptr,
+                               SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       const std::error_code ec = detail::last_error();
       note_accept_error(ec);
@@ -101,7 +101,7 @@ struct acceptor::state final : detail::acceptor_core<state> {
     epoll_event event{};
     event.events = EPOLLIN | (options.exclusive ? EPOLLEXCLUSIVE : 0U);
     event.data.u64 = tags.listener;
-    if (options.sys.epoll_ctl(epoll_fd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, source->native_handle(), &event) != 0) {
+    if (sys.epoll_ctl(epoll_fd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, source->native_handle(), &event) != 0) {
       fail(detail::last_error(), "epoll_ctl on a listener");
       return;
     }
@@ -121,7 +121,7 @@ struct acceptor::state final : detail::acceptor_core<state> {
   void unwatch_wake() noexcept {
     if (wake) {
       epoll_event event{};
-      options.sys.epoll_ctl(epoll_fd, EPOLL_CTL_DEL, wake.get(), &event);
+      sys.epoll_ctl(epoll_fd, EPOLL_CTL_DEL, wake.get(), &event);
     }
   }
 };
@@ -143,7 +143,7 @@ acceptor::acceptor(int epoll_fd, std::shared_ptr<const listener> source, accepto
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.u64 = tags.wake;
-  if (s->options.sys.epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s->wake.get(), &event) != 0) {
+  if (s->sys.epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s->wake.get(), &event) != 0) {
     throw std::system_error(detail::last_error(), "transient::acceptor: epoll_ctl(eventfd)");
   }
   try {

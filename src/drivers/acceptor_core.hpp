@@ -26,8 +26,15 @@
 #include "transient/detail/throw_error.hpp"
 #include "transient/drivers/acceptor.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/testing/syscalls.hpp"
 
 namespace transient::detail {
+
+/// The table a driver keeps for its life: a copy of the options' test seam, or the real calls.
+template <typename Options>
+[[nodiscard]] syscalls seam_of(const Options& options) {
+  return options.sys != nullptr ? *options.sys : syscalls{};
+}
 
 /// Milliseconds from `now` until `when`, rounded up so that a loop never wakes a little early
 /// and spins; 0 if it is due.
@@ -85,9 +92,12 @@ struct acceptor_core : release_observer {
         where(source->local_endpoint()),
         handler(std::move(h)),
         options(std::move(o)),
+        sys(seam_of(options)),
         budget(options.budget ? options.budget : shared_budget::create(options.max_connections)),
         policy(budget->budget(), labelled(options.policy, where)),
-        spare(options.spare_fd && options.policy.shed != shed_mode::queue) {}
+        spare(options.spare_fd && options.policy.shed != shed_mode::queue) {
+    options.sys = &sys;  // the caller's table need not outlive the constructor
+  }
 
   acceptor_core(const acceptor_core&) = delete;
   acceptor_core& operator=(const acceptor_core&) = delete;
@@ -98,6 +108,7 @@ struct acceptor_core : release_observer {
   connection_handler handler;
   loop_handler* loop_target = nullptr;  // if set, takes the connections instead of `handler`
   acceptor_options options;
+  syscalls sys;                           // a copy of *options.sys (or the real calls), read on every accept
   std::shared_ptr<shared_budget> budget;  // before policy: the policy refers to its budget
   accept_policy policy;
   spare_fd spare;
@@ -211,7 +222,7 @@ struct acceptor_core : release_observer {
     permit place;
     const decision d = completed ? policy.on_accept_result(now, place, key) : policy.on_accepted(now, place, key);
     if (d.shed_accepted) {
-      if (!shed(std::move(fd), peer, d.shed, options.refuse, options.sys)) {
+      if (!shed(std::move(fd), peer, d.shed, options.refuse, sys)) {
         ++refusals_failed;
       }
     } else if (loop_target != nullptr) {

@@ -6,9 +6,11 @@
 
 #include <functional>
 #include <mutex>
+#include <utility>
 
 #include "transient/detail/throw_error.hpp"
 #include "transient/errors/classify.hpp"
+#include "transient/testing/syscalls.hpp"
 
 namespace transient {
 
@@ -47,6 +49,10 @@ bool spare_fd::reopen() noexcept {
   return held();
 }
 
+bool shed_as(shed_mode mode, int fd, const std::function<void()>& refuse) {
+  return shed_as(mode, fd, refuse, syscalls{});
+}
+
 bool shed_as(shed_mode mode, int fd, const std::function<void()>& refuse, const syscalls& sys) {
   if (mode == shed_mode::reset) {
     // SO_LINGER {on, 0 s}: close() sends a reset instead of a FIN.
@@ -56,6 +62,10 @@ bool shed_as(shed_mode mode, int fd, const std::function<void()>& refuse, const 
     return write_refusal(refuse);
   }
   return true;
+}
+
+bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writer& refuse) {
+  return shed(std::move(fd), peer, mode, refuse, syscalls{});
 }
 
 bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writer& refuse, const syscalls& sys) {

@@ -366,7 +366,8 @@ class server_core {
   /// Checks the arguments (throws std::system_error as server::server says) and keeps the
   /// listeners for open_loops(), opening the SO_REUSEPORT shards if asked.
   server_core(std::vector<listener> listeners, connection_handler handler, server_options options)
-      : handler_(std::move(handler)), options_(std::move(options)) {
+      : handler_(std::move(handler)), options_(std::move(options)), sys_(seam_of(options_)) {
+    options_.sys = &sys_;  // the caller's table need not outlive the constructor
     if (!handler_) {
       throw std::system_error(std::make_error_code(std::errc::invalid_argument),
                               std::string(Driver::name) + " needs a connection handler");
@@ -375,7 +376,8 @@ class server_core {
   }
   /// As above, with a handler per loop made by `factory`.
   server_core(std::vector<listener> listeners, loop_handler_factory factory, server_options options)
-      : factory_(std::move(factory)), options_(std::move(options)) {
+      : factory_(std::move(factory)), options_(std::move(options)), sys_(seam_of(options_)) {
+    options_.sys = &sys_;  // the caller's table need not outlive the constructor
     if (!factory_) {
       throw std::system_error(std::make_error_code(std::errc::invalid_argument),
                               std::string(Driver::name) + " needs a loop handler factory");
@@ -479,7 +481,7 @@ class server_core {
       std::error_code ignored;  // without it the census degrades, and says so
       settings.diagnostics = std::make_shared<const diagnosis_fds>(diagnosis_fds::open(ignored));
     }
-    settings.sys = options_.sys;
+    settings.sys = &sys_;
     return settings;
   }
 
@@ -525,7 +527,7 @@ class server_core {
     bool dirty = true;   // counters changed since the last snapshot
     bool ended = false;  // accepting ended, and the handler heard it
     while (!ended || l.watching_any()) {
-      const int n = options_.sys.epoll_wait(l.epoll.get(), events.data(), max_events, timeout_of(l, dirty));
+      const int n = sys_.epoll_wait(l.epoll.get(), events.data(), max_events, timeout_of(l, dirty));
       if (n < 0 && errno != EINTR) {  // the loop cannot wait: it ends, and the server stops
         const std::error_code ec = last_error();
         record_failure({stop_reason_of(ec), ec, "epoll_wait failed: " + ec.message()});
@@ -628,6 +630,7 @@ class server_core {
   connection_handler handler_;
   loop_handler_factory factory_;
   server_options options_;
+  syscalls sys_;  // a copy of *options_.sys (or the real calls); the acceptors copy it in turn
   // The budget all loops share. Connections share its ownership, so a connection may outlive
   // the server.
   std::shared_ptr<shared_budget> budget_;

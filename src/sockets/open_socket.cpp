@@ -11,6 +11,7 @@
 
 #include "detail/proc_file.hpp"
 #include "transient/detail/throw_error.hpp"
+#include "transient/testing/syscalls.hpp"
 
 namespace transient::detail {
 namespace {
@@ -29,6 +30,7 @@ int effective_backlog(const listen_options& options) noexcept {
 unique_fd open_listening_socket(const endpoint& where, const listen_options& options, int backlog,
                                 std::string_view& stage, std::error_code& ec) noexcept {
   ec.clear();
+  const syscalls sys = options.sys != nullptr ? *options.sys : syscalls{};
   stage = "socket";
   unique_fd fd(::socket(where.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP));
   if (!fd) {
@@ -45,12 +47,12 @@ unique_fd open_listening_socket(const endpoint& where, const listen_options& opt
   stage = "bind";
   sockaddr_storage address{};
   const socklen_t length = where.to_sockaddr(address);
-  if (options.sys.bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0) {
+  if (sys.bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0) {
     ec = last_error();
     return {};
   }
   stage = "listen";
-  if (options.sys.listen(fd.get(), backlog) != 0) {
+  if (sys.listen(fd.get(), backlog) != 0) {
     ec = last_error();
     return {};
   }

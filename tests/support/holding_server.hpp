@@ -32,6 +32,7 @@
 #include "support/child_report.hpp"
 #include "support/loopback.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/testing/syscalls.hpp"
 
 namespace transient::test {
 
@@ -118,11 +119,12 @@ template <typename Server = server>
       }
     };
     options.policy.shed = config.shed;
-    options.sys = config.sys;
+    syscalls seam = config.sys;
     holding_answers::inner_accept4 = config.sys.accept4;
     holding_answers::inner_uring_accept_result = config.sys.uring_accept_result;
-    options.sys.accept4 = holding_answers::accept4;
-    options.sys.uring_accept_result = holding_answers::uring_accept_result;
+    seam.accept4 = holding_answers::accept4;
+    seam.uring_accept_result = holding_answers::uring_accept_result;
+    options.sys = &seam;
     Server srv(
         std::move(ls),
         [&](connection c) {

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "transient/errors/errors.hpp"
+#include "transient/testing/syscalls.hpp"
 
 namespace transient {
 namespace {

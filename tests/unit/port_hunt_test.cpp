@@ -27,6 +27,7 @@
 #include "detail/proc_file.hpp"
 #include "support/child_report.hpp"
 #include "transient/sockets/listener.hpp"
+#include "transient/testing/syscalls.hpp"
 
 namespace {
 
@@ -316,7 +317,9 @@ TEST(PortHunt, ListenRefusedWithAddressInUseMovesToTheNextPort) {
     listen_seam::refused_ports.clear();
   }
   transient::listen_options options;
-  options.sys.listen = listen_seam::listen;
+  transient::syscalls sys;
+  options.sys = &sys;
+  sys.listen = listen_seam::listen;
   transient::listen_report report;
   const transient::listener l =
       transient::listen_in_range(transient::endpoint::loopback_v4(0), 24100, 24163, options, report);
@@ -349,7 +352,9 @@ int bind_denied(int /*fd*/, const sockaddr* /*address*/, socklen_t /*length*/) {
 // Every port of the range would answer the same: the hunt stops at the first, and says why.
 TEST(PortHunt, PermissionDeniedEndsTheHuntAtTheFirstPortSayingWhy) {
   transient::listen_options options;
-  options.sys.bind = bind_denied;
+  transient::syscalls sys;
+  options.sys = &sys;
+  sys.bind = bind_denied;
   transient::listen_report report;
   const auto start = steady::now();
   EXPECT_FALSE(transient::listen_in_range(transient::endpoint::loopback_v4(0), 1, 1023, options, report));

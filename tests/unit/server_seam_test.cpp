@@ -13,6 +13,7 @@
 #include "support/checking_echo.hpp"
 #include "support/loopback.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/testing/syscalls.hpp"
 
 namespace {
 
@@ -102,7 +103,9 @@ struct scripted_server {
     std::vector<transient::listener> ls;
     ls.push_back(std::move(l));
     transient::server_options options;
-    options.sys.accept4 = &scripted_accept4;
+    transient::syscalls sys;
+    options.sys = &sys;
+    sys.accept4 = &scripted_accept4;
     options.policy.stall_timeout = 0ms;
     options.policy.backoff = backoff;
     options.policy.shed = shed;
@@ -328,7 +331,9 @@ TEST(ServerSeam, EpollWaitInterruptionsAreHarmless) {
   std::vector<transient::listener> ls;
   ls.push_back(std::move(l));
   transient::server_options options;
-  options.sys.epoll_wait = [](int epfd, epoll_event* events, int max, int timeout) {
+  transient::syscalls sys;
+  options.sys = &sys;
+  sys.epoll_wait = [](int epfd, epoll_event* events, int max, int timeout) {
     if (interruptions.fetch_add(1) % 2 == 0) {
       errno = EINTR;
       return -1;
@@ -354,6 +359,36 @@ TEST(ServerSeam, EpollWaitInterruptionsAreHarmless) {
   // The first call is interrupted, so serving anyone took a second call. (How many calls
   // there were depends on timing: a loop may find the next client in the same accept burst.)
   EXPECT_GE(interruptions.load(), 2);
+}
+
+// The server copies the table when it is constructed: a table changed (or gone) afterwards is
+// not the server's, so a test may build its table in a helper and let it go out of scope.
+TEST(ServerSeam, TheServerKeepsTheTableItWasConstructedWith) {
+  static std::atomic<int> counted{0};
+  counted = 0;
+  std::vector<transient::listener> ls;
+  ls.push_back(transient::listen(transient::parse_endpoint("127.0.0.1:0")));
+  const auto where = ls.front().local_endpoint();
+  transient::syscalls sys;
+  sys.accept4 = [](int fd, sockaddr* address, socklen_t* length, int flags) {
+    counted.fetch_add(1);
+    return ::accept4(fd, address, length, flags);
+  };
+  transient::server_options options;
+  options.sys = &sys;
+  options.policy.sink = [](const transient::policy_event&) {};
+  transient::server srv(
+      std::move(ls), [](transient::connection c) { ::send(c.native_handle(), "k", 1, MSG_NOSIGNAL); }, options);
+  sys.accept4 = [](int, sockaddr*, socklen_t*, int) {
+    errno = EPERM;
+    return -1;
+  };
+  auto result = std::async(std::launch::async, [&] { return srv.run(); });
+  const auto client = transient::test::connect_to(where);
+  EXPECT_EQ(transient::test::read_some(client.get(), 3s), "k");
+  srv.stop();
+  EXPECT_TRUE(result.get().ok());
+  EXPECT_GE(counted.load(), 1) << "the server did not use the table it was constructed with";
 }
 
 // ---- the listener's registration ---------------------------------------------------------
@@ -420,7 +455,9 @@ TEST(ServerSeam, LoopsSharingAListenerRegisterItExclusivelyEveryTime) {
   transient::server_options options;
   options.threads = 2;
   options.max_connections = 1;
-  options.sys.epoll_ctl = registration::epoll_ctl;
+  transient::syscalls sys;
+  options.sys = &sys;
+  sys.epoll_ctl = registration::epoll_ctl;
   options.policy.sink = [](const transient::policy_event&) {};
   std::mutex held_mutex;
   std::vector<transient::connection> held;
@@ -473,7 +510,9 @@ TEST(ServerSeam, AFailingEpollWaitEndsTheLoopEvenWithConnectionsHeld) {
   transient::test::loop_record record;
   record.keep_after_stop = true;
   transient::server_options options;
-  options.sys.epoll_wait = [](int epfd, epoll_event* events, int max, int timeout) {
+  transient::syscalls sys;
+  options.sys = &sys;
+  sys.epoll_wait = [](int epfd, epoll_event* events, int max, int timeout) {
     if (failing.load()) {
       errno = EBADF;
       return -1;

@@ -17,6 +17,7 @@
 #include "support/peer_addresses.hpp"
 #include "transient/drivers/uring.hpp"
 #include "transient/errors/classify.hpp"
+#include "transient/testing/syscalls.hpp"
 
 namespace {
 
@@ -217,7 +218,12 @@ transient::server_options scripted_options(unsigned max_connections) {
   transient::server_options options;
   options.max_connections = max_connections;
   options.policy.sink = [](const transient::policy_event&) {};
-  options.sys.uring_accept_result = scripted_result;
+  static const transient::syscalls scripted = [] {
+    transient::syscalls sys;
+    sys.uring_accept_result = scripted_result;
+    return sys;
+  }();
+  options.sys = &scripted;
   return options;
 }
 

@@ -25,9 +25,10 @@
 #include "transient/policy/budget.hpp"
 #include "transient/sockets/endpoint.hpp"
 #include "transient/sockets/unique_fd.hpp"
-#include "transient/testing/syscalls.hpp"
 
 namespace transient {
+
+struct syscalls;  // testing/syscalls.hpp
 
 /// The spare descriptor of libuv's EMFILE trick (/dev/null, O_CLOEXEC). Under EMFILE no
 /// descriptor is free for accept, so waiting clients would wait for the whole episode; the
@@ -85,12 +86,15 @@ template <typename Write>
 /// Sheds the connection on `fd` as `mode` says, all but the close, which the caller does with
 /// its own socket type: reset sets SO_LINGER {1, 0} (the close sends a reset); respond calls
 /// `refuse` (if set) under write_refusal's rule. Returns false only if the refusal writer threw.
-bool shed_as(shed_mode mode, int fd, const std::function<void()>& refuse, const syscalls& sys = {});
+bool shed_as(shed_mode mode, int fd, const std::function<void()>& refuse);
+/// As above, through the test seam `sys` (<transient/testing/syscalls.hpp>) instead of the real calls.
+bool shed_as(shed_mode mode, int fd, const std::function<void()>& refuse, const syscalls& sys);
 
 /// Sheds an accepted connection as `mode` says (shed_as, with `refuse` given the descriptor
-/// and `peer`), then closes the descriptor (through sys.close). Returns false only if the
-/// refusal writer threw.
-bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writer& refuse, const syscalls& sys = {});
+/// and `peer`), then closes the descriptor. Returns false only if the refusal writer threw.
+bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writer& refuse);
+/// As above, through the test seam `sys` (<transient/testing/syscalls.hpp>) instead of the real calls.
+bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writer& refuse, const syscalls& sys);
 
 /// The checks every driver makes at construction: throws std::system_error(invalid_argument)
 /// naming `driver` for an invalid policy config, or for shed_mode::respond without a refusal

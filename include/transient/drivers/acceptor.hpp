@@ -41,10 +41,10 @@
 #include "transient/policy/budget.hpp"
 #include "transient/policy/events.hpp"
 #include "transient/sockets/listener.hpp"
-#include "transient/testing/syscalls.hpp"
 
 namespace transient {
 
+struct syscalls;     // testing/syscalls.hpp
 class loop_handler;  // loop.hpp
 
 /// The epoll_event::data.u64 values of an acceptor's two descriptors in the user's epoll set.
@@ -88,8 +88,10 @@ struct acceptor_options {
   std::shared_ptr<const diagnosis_fds> diagnostics{};
   /// See `diagnostics`.
   bool open_diagnosis_fds = true;
-  /// The system calls (tests replace some; see syscalls.hpp).
-  syscalls sys{};
+  /// The test seam (<transient/testing/syscalls.hpp>): the system calls the acceptor makes.
+  /// Null means the real system calls. The acceptor copies the table when it is constructed,
+  /// so it need not outlive the constructor call.
+  const syscalls* sys = nullptr;
 };
 
 /// A listener and its accept policy in an epoll loop the user owns (see the file comment).

@@ -18,7 +18,6 @@
 #include "transient/policy/accept_policy.hpp"
 #include "transient/policy/budget.hpp"
 #include "transient/sockets/listener.hpp"
-#include "transient/testing/syscalls.hpp"
 
 // Serving a connection on the loop that accepted it (run to completion).
 //
@@ -39,6 +38,8 @@
 // examples/serve_on_loop.cpp is a whole echo server in this shape.
 
 namespace transient {
+
+struct syscalls;  // testing/syscalls.hpp
 
 /// What a loop calls when a descriptor it watches is ready, on the loop's thread. Readiness is
 /// level-triggered and may be gone by the time the watcher acts (another event of the same
@@ -193,8 +194,10 @@ struct server_options {
   bool diagnosis_fds = true;
   /// Read each client's address as it is accepted (see acceptor_options::peer_addresses).
   bool peer_addresses = true;
-  /// The system calls (tests replace some; see syscalls.hpp).
-  syscalls sys{};
+  /// The test seam (<transient/testing/syscalls.hpp>): the system calls the server's loops
+  /// make. Null means the real system calls. The server copies the table when it is
+  /// constructed, so it need not outlive the constructor call.
+  const syscalls* sys = nullptr;
 };
 
 /// Why run() returned: stop_reason and stop_info (driver_kit.hpp), as for every driver.

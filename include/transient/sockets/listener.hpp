@@ -26,9 +26,12 @@
 
 #include "transient/sockets/endpoint.hpp"
 #include "transient/sockets/unique_fd.hpp"
-#include "transient/testing/syscalls.hpp"
 
 namespace transient {
+
+/// The system calls of the drivers and of listen(): the test seam, defined in
+/// <transient/testing/syscalls.hpp>, which only code that replaces them includes.
+struct syscalls;
 
 /// How `listen` and `listen_in_range` set up a socket.
 struct listen_options {
@@ -44,8 +47,10 @@ struct listen_options {
   bool v6_only = true;
   /// Verify the new listener (see verify()) before returning it.
   bool verify = true;
-  /// The system calls (tests replace bind and listen; see syscalls.hpp).
-  syscalls sys{};
+  /// The test seam (<transient/testing/syscalls.hpp>): the bind and listen calls. Null means
+  /// the real system calls. The table is copied when a listen() or listen_in_range() call
+  /// starts, so it need not outlive that call.
+  const syscalls* sys = nullptr;
 };
 
 /// A move-only owner of a listening TCP socket (CLOEXEC, non-blocking) and its local endpoint.

@@ -18,9 +18,11 @@ namespace transient {
 inline int uring_accept_result_as_posted(int result) noexcept { return result; }
 
 /// The system calls of the drivers and of opening listeners. Copy it, replace what you need,
-/// pass it in server_options::sys (or acceptor_options::sys), or in listen_options::sys for
-/// listen() and listen_in_range(). Each must behave like the call it replaces (return -1 and
-/// set errno).
+/// and point server_options::sys (or acceptor_options::sys) at it, or listen_options::sys for
+/// listen() and listen_in_range(); the driver or the call copies the table when it starts, so
+/// it need not outlive that. Each must behave like the call it replaces (return -1 and set
+/// errno). Only code that replaces calls includes this header: the drivers' headers declare
+/// the struct and do not define it.
 struct syscalls {
   /// accept4(2) on a listener (the driver always passes SOCK_NONBLOCK | SOCK_CLOEXEC).
   int (*accept4)(int fd, sockaddr* address, socklen_t* length, int flags) = ::accept4;

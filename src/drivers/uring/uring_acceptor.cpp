@@ -229,7 +229,7 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
     bool more = (flags & IORING_CQE_F_MORE) != 0;
     const bool current = gen == generation && accept_armed;
     if (res != -ECANCELED) {
-      res = options.sys.uring_accept_result(res);
+      res = sys.uring_accept_result(res);
     }
     if (res < 0 && more) {
       // A seam's failure while the kernel's request goes on: the completion is handled as
