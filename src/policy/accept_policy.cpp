@@ -1,5 +1,5 @@
 // accept_policy: the state machine. Each event handler reads as the rule it implements;
-// the budget's waiting protocol (connection_budget.hpp) keeps wake-ups from being lost.
+// the budget's waiting protocol (budget.hpp) keeps wake-ups from being lost.
 #include "transient/policy/accept_policy.hpp"
 
 #include <algorithm>

@@ -122,7 +122,7 @@ namespace net = ::boost::asio;
 /// The error code of Boost.Asio's operations (converts to std::error_code).
 using error_code = ::boost::system::error_code;
 
-/// The budget loops share: the one every driver uses (shared_budget.hpp).
+/// The budget loops share: the one every driver uses (budget.hpp).
 using shared_budget = transient::shared_budget;
 
 /// One accepted connection: the socket, its permit (keep it while the connection lasts) and the peer.
