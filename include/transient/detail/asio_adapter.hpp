@@ -35,11 +35,11 @@
 #include <type_traits>
 #include <utility>
 
-#include "transient/policy/accept_policy.hpp"
-#include "transient/errors/classify.hpp"
-#include "transient/policy/budget.hpp"
-#include "transient/diagnosis/diagnostics.hpp"
 #include "transient/detail/driver_kit.hpp"
+#include "transient/diagnosis/diagnostics.hpp"
+#include "transient/errors/classify.hpp"
+#include "transient/policy/accept_policy.hpp"
+#include "transient/policy/budget.hpp"
 #include "transient/policy/events.hpp"
 #include "transient/sockets/unique_fd.hpp"
 
@@ -90,9 +90,8 @@ struct asio_loop_options {
   /// Set FD_CLOEXEC on accepted sockets (Asio accepts with accept(2), without SOCK_CLOEXEC;
   /// a fork+exec on another thread in between can still inherit one).
   bool cloexec = true;
-  /// Keep one spare descriptor so that, under EMFILE, waiting clients can still be accepted
-  /// and shed (docs/design.md, "Drivers"): used only when the shed mode is not `queue` and the
-  /// acceptor can accept synchronously.
+  /// Keep a spare descriptor to shed waiting clients under EMFILE, when the shed mode is not
+  /// `queue` and the acceptor can accept synchronously (docs/design.md, "The spare descriptor").
   bool spare_fd = true;
 };
 

@@ -92,8 +92,8 @@ class loop {
   time_point now_{};
 };
 
-/// Serves the connections one loop accepts, on that loop's thread (see the file comment).
-/// Exceptions from its members stop the server, and server::run() rethrows the first.
+/// Serves the connections one loop accepts, on that loop's thread (docs/design.md, "Serving on the loop that
+/// accepted"). Exceptions from its members stop the server, and server::run() rethrows the first.
 class loop_handler {
  public:
   /// The clock of every time here.

@@ -1,7 +1,7 @@
 // transient/errors/classify.hpp: what an error means for the operation that returned it
 // (classify()), errno names both ways, and other platforms' socket error codes. Include it to
 // decide what to do after a failed socket call; `transient explain` prints the same verdicts.
-// Design: docs/design.md, "Principles" and "Other systems"; the table: docs/errors.md.
+// Design: docs/design.md, "Principles"; the table: docs/errors.md.
 #pragma once
 
 #include <optional>
@@ -86,7 +86,7 @@ struct verdict {
 }  // namespace transient
 
 // The codes of other platforms' socket calls, each with the Linux errno of the same meaning
-// (docs/design.md, "Other systems").
+// (docs/errors.md, "FreeBSD, macOS and Windows").
 
 namespace transient {
 

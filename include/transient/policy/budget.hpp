@@ -100,17 +100,9 @@ struct waker {
   void* context = nullptr;                         ///< Its argument.
 };
 
-/// A thread-safe count of live connections with a fixed maximum.
-///
-/// Everything lives in one 64-bit atomic word: live connections (bits 0-31), paused loops
-/// waiting for a release (bits 32-47) and a release generation (bits 48-63, wrapping).
-/// Because "register as a waiter unless a release already happened" and "release and look
-/// for waiters" are each a single read-modify-write of that one word, the modification
-/// order of the word decides every race: either the release comes first (the waiter's
-/// compare-exchange sees the new generation or the free place and does not pause) or the
-/// registration comes first (the release's fetch_add returns a word with waiters > 0 and
-/// wakes). No wake-up can be lost and no seq_cst fence is needed. acq_rel on the updates
-/// also orders a connection's teardown before the loop that reuses its place.
+/// A thread-safe count of live connections with a fixed maximum. One 64-bit atomic word holds
+/// the live connections (bits 0-31), the paused loops waiting for a release (bits 32-47) and a
+/// release generation (bits 48-63), so no wake-up is lost (docs/design.md, "Budget and permits").
 class connection_budget {
   // Only the budget makes permits: their constructor takes this key, which nothing else can name.
   struct place_key {
@@ -120,7 +112,7 @@ class connection_budget {
  public:
   /// One place in a connection_budget (and, with a per-peer cap, one place for its peer):
   /// a reservation for an accept in flight, or, once admitted, a connection's place. Move-only;
-  /// destroying it gives the place back (see the file comment). May be released from any
+  /// destroying it gives the place back (docs/design.md, "Budget and permits"). May be released from any
   /// thread, and may outlive whatever issued it: it keeps its budget alive when the budget
   /// lives in a shared_budget, and its peer_limit always.
   class permit {
@@ -157,7 +149,7 @@ class connection_budget {
     [[nodiscard]] bool admit(const std::shared_ptr<peer_limit>& peers = {}, peer_key peer = {}) noexcept;
 
     /// Gives the place back now (later calls do nothing): a connection's is released, a
-    /// reservation's cancelled (file comment). Returns true if a paused loop may need a
+    /// reservation's cancelled (docs/design.md, "Budget and permits"). Returns true if a paused loop may need a
     /// wake-up; the budget's waker, if installed, has then already been called.
     bool release() noexcept;
 
