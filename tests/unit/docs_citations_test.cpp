@@ -103,6 +103,46 @@ TEST(DocsCitations, EveryPathTheDocsNameExists) {
   EXPECT_GT(checked, 50U) << "too few paths found to be reading the docs";
 }
 
+// Every source file under the folders the docs cite, as paths relative to the tree.
+std::vector<std::string> tree_files() {
+  std::vector<std::string> found;
+  for (const char* top : {"include", "src", "tools", "tests", "examples", "bench"}) {
+    for (const auto& entry : fs::recursive_directory_iterator(root / top)) {
+      if (entry.is_regular_file()) {
+        found.push_back(entry.path().lexically_relative(root).string());
+      }
+    }
+  }
+  return found;
+}
+
+// True if some file of the tree ends with "/" + `name` ("server.hpp", "drivers/server.hpp").
+bool in_tree(const std::vector<std::string>& files, const std::string& name) {
+  const std::string tail = "/" + name;
+  for (const std::string& file : files) {
+    const std::string f = "/" + file;
+    if (f.size() >= tail.size() && f.compare(f.size() - tail.size(), tail.size(), tail) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST(DocsCitations, EverySourceTheDocsNameByFileNameExists) {
+  static const std::regex named(R"(`((\w+/)?\w+\.[ch]pp)`)");
+  const std::set<std::string> elsewhere{"version.hpp", "awaitable.hpp"};  // generated; Boost's
+  const std::vector<std::string> files = tree_files();
+  std::size_t checked = 0;
+  for (const fs::path& document : documents()) {
+    for (const std::string& name : matches(text_of(document), named, 1)) {
+      ++checked;
+      EXPECT_TRUE(elsewhere.count(name) != 0 || in_tree(files, name))
+          << document.filename().string() << " names `" << name << "`, which is not in the tree";
+    }
+  }
+  EXPECT_GT(checked, 20U) << "too few file names found to be reading the docs";
+}
+
 TEST(DocsCitations, EverySectionTheCodeCitesIsAHeading) {
   static const std::regex citation(R"re((docs/(\w+)\.md|README\.md)[,:]? \(?"([^"]+)")re");
   std::size_t checked = 0;
