@@ -1,4 +1,4 @@
-// The throwing overloads of transient::loop (loop.hpp).
+// The throwing overloads of transient::loop (server.hpp).
 #include "transient/drivers/server.hpp"
 
 namespace transient {

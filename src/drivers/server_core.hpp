@@ -1,7 +1,7 @@
 // The server, written once for every driver: transient::server (server.cpp, epoll acceptors)
 // and transient::uring_server (uring/uring_server.cpp, io_uring acceptors) are this class over
 // their acceptor. N loops, each a thread with an epoll set, an acceptor per listener it
-// watches and, given a loop_handler_factory, the loop's handler (loop.hpp), all drawing on one
+// watches and, given a loop_handler_factory, the loop's handler (server.hpp), all drawing on one
 // budget. The server only waits, passes each event to its acceptor or its watcher, publishes
 // the counters and turns a failure into its own stop; accepting is the acceptors'.
 //

@@ -265,7 +265,7 @@ verdict classify(operation op, std::error_code ec) noexcept {
     return nothing_to_classify;
   }
   // Compiled on another platform, its system-category codes are read through its own table
-  // (platform_errors.hpp); on Linux this is compiled out.
+  // (classify.hpp); on Linux this is compiled out.
   if constexpr (native_platform != platform::linux_os) {
     if (ec.category() == std::system_category() || ec.category() == std::generic_category()) {
       return classify(native_platform, op, ec.value());

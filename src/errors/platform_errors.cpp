@@ -1,4 +1,4 @@
-// The other platforms' socket error codes (platform_errors.hpp). Each table lists the codes
+// The other platforms' socket error codes (classify.hpp). Each table lists the codes
 // the platform documents for accept, connect, read/write (recv/send), bind and listen, with
 // their values from its headers; docs/errors.md names the manual pages and headers.
 #include "transient/errors/classify.hpp"

@@ -1,5 +1,5 @@
 // accept_policy: the state machine. Each event handler reads as the rule it implements;
-// the budget's waiting protocol (connection_budget.hpp) keeps wake-ups from being lost.
+// the budget's waiting protocol (budget.hpp) keeps wake-ups from being lost.
 #include "transient/policy/accept_policy.hpp"
 
 #include <algorithm>
@@ -641,12 +641,8 @@ decision accept_policy::enter_backoff(time_point now, condition why, std::error_
   return current();
 }
 
-// What happens on EMFILE or ENFILE, after enter_backoff decided the pause: a drain first,
-// if the shed mode sheds at all and the driver holds its spare descriptor (libuv's trick:
-// waiting clients get an answer instead of waiting out the episode). Nothing else about the
-// episode changes: the pause, its deadline, the stall watchdog and the log go on as for any
-// exhaustion, and drained connections are not progress (they were accepted on the spare descriptor's
-// number, not on a descriptor that came free).
+// After enter_backoff decided the pause on EMFILE or ENFILE: a drain first, when the shed mode
+// sheds and the driver holds its spare descriptor (docs/design.md, "The spare descriptor").
 decision accept_policy::begin_drain(decision backing_off, condition why, bool spare_held) noexcept {
   const bool no_descriptor = why == condition::process_fd_limit || why == condition::system_fd_limit;
   if (!no_descriptor || !spare_held || config_.shed == shed_mode::queue || backing_off.next != step::pause_until) {

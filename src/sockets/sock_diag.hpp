@@ -2,11 +2,11 @@
 // interface (NETLINK_SOCK_DIAG, inet_diag), as `ss -lt` reads them.
 //
 // Why not /proc/net/tcp: to print that file the kernel walks every TCP socket, established
-// ones included, and formats each as text (about 5 ms per file here, far more on a busy
-// server). An inet_diag dump with idiag_states = 1 << TCP_LISTEN walks only the listening hash
-// and returns binary records that also carry the socket cookie (SO_COOKIE), which, unlike an
-// inode, is never reused. The interface may be missing (no inet_diag module, a seccomp or LSM
-// policy that forbids netlink sockets): callers fall back to /proc (see listen_table.hpp).
+// ones included, and formats each as text, so its cost grows with the server's connections
+// (README.md, "Performance", has the figures). An inet_diag dump with idiag_states = 1 << TCP_LISTEN walks only the
+// listening hash and returns binary records that also carry the socket cookie (SO_COOKIE), which, unlike an inode, is
+// never reused. The interface may be missing (no inet_diag module, a seccomp or LSM policy that forbids netlink
+// sockets): callers fall back to /proc (see listen_table.hpp).
 #pragma once
 
 #include <system_error>

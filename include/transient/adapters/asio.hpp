@@ -114,7 +114,7 @@ namespace net = ::asio;
 /// The error code of standalone Asio's operations.
 using error_code = std::error_code;
 
-/// The budget loops share: the one every driver uses (shared_budget.hpp).
+/// The budget loops share: the one every driver uses (budget.hpp).
 using shared_budget = transient::shared_budget;
 
 /// One accepted connection: the socket, its permit (keep it while the connection lasts) and the peer.

@@ -11,7 +11,8 @@
 // compares equal to transient::condition values). Before Boost 1.77 there is no
 // per-operation cancellation: close or cancel the acceptor to stop the loop. Include this
 // header before any Boost.Asio header (it includes <utility> first, which Boost 1.74 needs
-// under g++ 12 in C++20). Beast: examples/beast_server.cpp.
+// under g++ 12 in C++20). Beast: examples/beast_server.cpp. Design: docs/design.md, "The Asio
+// adapter".
 #pragma once
 
 #include <utility>  // first: Boost 1.74's awaitable.hpp uses std::exchange without including it (C++20)
@@ -122,7 +123,7 @@ namespace net = ::boost::asio;
 /// The error code of Boost.Asio's operations (converts to std::error_code).
 using error_code = ::boost::system::error_code;
 
-/// The budget loops share: the one every driver uses (shared_budget.hpp).
+/// The budget loops share: the one every driver uses (budget.hpp).
 using shared_budget = transient::shared_budget;
 
 /// One accepted connection: the socket, its permit (keep it while the connection lasts) and the peer.

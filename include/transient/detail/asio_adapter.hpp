@@ -82,7 +82,7 @@ struct asio_loop_options {
   std::function<typename F::executor()> socket_executor{};
   /// While paused, how often the loop checks that the acceptor is still open (closing it is
   /// a clean stop, but a paused loop has no operation on it to be cancelled). 0: never.
-  /// At most longest_setting (backoff.hpp); the loop throws invalid_argument otherwise.
+  /// At most longest_setting (accept_policy.hpp); the loop throws invalid_argument otherwise.
   std::chrono::milliseconds close_check = std::chrono::milliseconds(500);
   /// Keep /proc/self/fd and /proc/sys/fs/file-nr open (two descriptors) so that a stall
   /// diagnosis can be written when no descriptor is free.
@@ -90,9 +90,8 @@ struct asio_loop_options {
   /// Set FD_CLOEXEC on accepted sockets (Asio accepts with accept(2), without SOCK_CLOEXEC;
   /// a fork+exec on another thread in between can still inherit one).
   bool cloexec = true;
-  /// Keep one spare descriptor so that, under EMFILE, waiting clients can still be accepted
-  /// and shed (docs/design.md, "Drivers"): used only when the shed mode is not `queue` and the
-  /// acceptor can accept synchronously.
+  /// Keep a spare descriptor to shed waiting clients under EMFILE, when the shed mode is not
+  /// `queue` and the acceptor can accept synchronously (docs/design.md, "The spare descriptor").
   bool spare_fd = true;
 };
 

@@ -1,15 +1,7 @@
-// transient/detail/driver_kit.hpp: what every accept driver (the epoll acceptor and server, the Asio
-// adapter, an io_uring driver, a user's own loop) needs besides its I/O API, written once.
-//
-// The accept_policy decides every step, including the EMFILE drain; a driver only does what
-// the decision says with its I/O API. What is left to do the same way in every driver is here:
-//   - spare_fd: the spare descriptor that a drain gives up and takes back;
-//   - shed() and shed_as(): closing a connection as the shed mode says, with one rule for a
-//     refusal writer that throws;
-//   - check_driver_options(): the option checks every driver makes at construction;
-//   - the failure texts (a dead listener, a failed accept, a stall diagnosis, a throwing
-//     handler), their context (failure_context_of) and the stop_info a driver reports
-//     (stop_info_of).
+// transient/detail/driver_kit.hpp: what every accept driver needs besides its I/O API, written
+// once. Not included directly: the drivers' headers include it. The policy decides every step; a
+// driver does what the decision says, with this kit for the spare descriptor, shedding, the
+// option checks and the failure texts (docs/design.md, "Layers"; docs/acceptor.md).
 #pragma once
 
 #include <chrono>
@@ -30,15 +22,10 @@ namespace transient {
 
 struct syscalls;  // testing/syscalls.hpp
 
-/// The spare descriptor of libuv's EMFILE trick (/dev/null, O_CLOEXEC). Under EMFILE no
-/// descriptor is free for accept, so waiting clients would wait for the whole episode; the
-/// policy then decides a drain (step::drain) when the driver holds its spare descriptor: the driver
-/// gives it up, accepts and sheds what the policy says, and takes it back afterwards.
-///
-/// Caveat: between give_up() and take(), any thread of the process may take the freed number
-/// (another loop's accept, a file the handler opens). take() then fails with EMFILE and the
-/// spare descriptor is missing; the driver calls take() again before each step that is not a drain,
-/// so the spare descriptor comes back first once a descriptor is free, as it was first at start.
+/// The spare descriptor (/dev/null, O_CLOEXEC) that a drain gives up to accept and shed waiting
+/// clients under EMFILE, and that the driver takes back before each step that is not a drain.
+/// The trick and its caveat (another thread may take the freed number): docs/design.md, "The
+/// spare descriptor".
 class spare_fd {
  public:
   /// Holds nothing and wants nothing (take() does nothing).
@@ -47,9 +34,8 @@ class spare_fd {
   /// not queue), and tries to take it now.
   explicit spare_fd(bool wanted) noexcept : wanted_(wanted) { take(); }
 
-  /// Takes the descriptor if it is wanted and missing; true if it is held afterwards. A
-  /// failure other than a descriptor shortage (no /dev/null in a chroot) will not pass: the
-  /// spare descriptor then stops being wanted, rather than pay a failing open() before every accept.
+  /// Takes the descriptor if it is wanted and missing; true if it is held afterwards. A failure
+  /// other than a descriptor shortage (no /dev/null in a chroot) makes it unwanted.
   bool take() noexcept { return (!wanted_ || fd_) ? held() : reopen(); }
   /// Closes the descriptor so that its number is free for the next accept (a drain).
   void give_up() noexcept { fd_.reset(); }

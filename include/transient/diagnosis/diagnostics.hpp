@@ -1,12 +1,7 @@
-// transient/diagnosis/diagnostics.hpp: what holds the descriptors, and what to change.
-//
-// When accept keeps failing with EMFILE, ENFILE or ENOBUFS and nothing makes progress, the
-// server stops with an error whose message says which case this is: its own connections at
-// the budget (backpressure), descriptors held elsewhere in the process (a leak, named by
-// its dominant kind and target), the system file table full (maybe another process), or
-// kernel memory. Everything here works without a free descriptor: a diagnosis_fds
-// keeps the two /proc files it needs open, and without one the census degrades to probing
-// descriptor numbers and says so.
+// transient/diagnosis/diagnostics.hpp: what holds the descriptors, and what to change. The
+// drivers write a diagnosis when accepting stalls; include it to take a census or diagnose
+// yourself. Everything here works without a free descriptor (diagnosis_fds keeps the /proc
+// files it needs open). Design: docs/design.md, "Principles" (5).
 #pragma once
 
 #include <array>

@@ -1,12 +1,8 @@
-// transient/drivers/acceptor.hpp: the accept policy for an epoll loop that the user owns.
-//
-// The user owns the epoll set, the thread and every connection; the acceptor owns a
-// listener, its accept_policy, its spare descriptor and a wake-up eventfd. It registers its
-// two descriptors in the user's epoll set with the two epoll_event::data.u64 tags the user
-// gives it (the rest of the data space stays the user's), adds and removes its listener
-// itself as the policy pauses and resumes (EPOLLEXCLUSIVE cannot be modified in place), and
-// says when its next timer is due. On readiness or timeout it accepts, hands each
-// connection (with its permit) to the handler on the same thread, sheds, pauses and resumes.
+// transient/drivers/acceptor.hpp: the accept policy in an epoll loop that the user owns. Include
+// it to keep your own loop: the acceptor owns a listener, its policy, its spare descriptor and a
+// wake-up eventfd, registered in your epoll set under two data.u64 tags of your choosing; on
+// readiness or timeout it accepts, hands each connection (with its permit) to the handler on the
+// same thread, sheds, pauses and resumes. Design: docs/acceptor.md, docs/design.md "Drivers".
 //
 //   transient::acceptor a(epfd, transient::listen(ep), {.listener = 1, .wake = 2}, on_connection);
 //   for (;;) {
@@ -18,11 +14,6 @@
 //     a.on_time(now);                          // timers that fell due (backoff end, stall check)
 //     if (a.done()) break;                     // after stop() (any thread, a signal handler)
 //   }
-//
-// Wake-ups: a permit released on any thread wakes this loop (through the eventfd) only when
-// the acceptor is paused waiting for one; connection_budget knows whether any loop waits, so
-// a release on a busy server costs one atomic add and no system call. Several acceptors (on
-// one loop or on several threads) may share one budget (acceptor_options::budget).
 //
 // Thread-safety: every member function runs on the loop thread, except stop(), which any
 // thread and a signal handler may call. Connections may be closed on any thread.
@@ -45,7 +36,7 @@
 namespace transient {
 
 struct syscalls;     // testing/syscalls.hpp
-class loop_handler;  // loop.hpp
+class loop_handler;  // server.hpp
 
 /// The epoll_event::data.u64 values of an acceptor's two descriptors in the user's epoll set.
 /// They must differ from each other and from every tag the user's own descriptors use (cast
@@ -68,16 +59,15 @@ struct acceptor_options {
   accept_policy_config policy{};
   /// Called for connections shed with shed_mode::respond (required for that mode).
   refusal_writer refuse{};
-  /// Keep one spare descriptor so that, under EMFILE or ENFILE, waiting clients are still
-  /// accepted and shed as the shed mode says, up to accepts_per_ready per drain (libuv's
-  /// trick; see spare_fd for its caveat). Used only when the shed mode is not queue.
+  /// Keep a spare descriptor to shed waiting clients under EMFILE or ENFILE, when the shed mode
+  /// is not queue (docs/design.md, "The spare descriptor").
   bool spare_fd = true;
   /// Register the listener with EPOLLEXCLUSIVE: for one listener watched by several loops
   /// (acceptors sharing it, each in its own epoll set), so a connection wakes one loop only.
   bool exclusive = false;
   /// Read each client's address as it is accepted, for connection::peer() and the refusal
   /// writer. false: both see an empty endpoint, and no address is copied out of the kernel
-  /// per connection (about 1 % of a short connection's server CPU in transient_bench_serve).
+  /// per connection (its cost: README.md, "Performance").
   /// A per-peer cap (policy.peers) reads the addresses whatever this says.
   bool peer_addresses = true;
   /// The descriptors a stall diagnosis reads when no descriptor is free. Empty: the acceptor
@@ -139,7 +129,7 @@ class acceptor {
   void on_time(time_point now);
   /// Hands each connection to `handler`'s on_connection, a direct call, instead of to the
   /// connection handler given; null: to that handler again. For a server that serves on the
-  /// loop that accepted (loop.hpp): its loop handler is made after its acceptors. `handler`
+  /// loop that accepted (server.hpp): its loop handler is made after its acceptors. `handler`
   /// must outlive that use. Loop thread only.
   void set_loop_handler(loop_handler* handler) noexcept;
 

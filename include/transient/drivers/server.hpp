@@ -1,5 +1,7 @@
-// transient/drivers/server.hpp: The epoll server: N loops of acceptors on one budget, handing each connection to a
-// handler, or to a loop_handler that serves it on the loop that accepted it.
+// transient/drivers/server.hpp: the epoll server, N loops of acceptors on one budget, handing
+// each connection to a handler, or to a loop_handler that serves it on the loop that accepted it.
+// Include it (with sockets/listener.hpp) to run a server; examples/serve_on_loop.cpp serves on
+// the loop. Design: docs/design.md, "Drivers" and "Serving on the loop that accepted".
 #pragma once
 
 #include <atomic>
@@ -19,23 +21,8 @@
 #include "transient/policy/budget.hpp"
 #include "transient/sockets/listener.hpp"
 
-// Serving a connection on the loop that accepted it (run to completion).
-//
-// A server (server.hpp, uring.hpp) runs one loop per thread. Given a loop_handler_factory
-// instead of a connection_handler, it makes one loop_handler per loop, on that loop's thread,
-// and hands it every connection the loop accepts. The handler watches its descriptors through
-// the loop and is called back on the same thread, so a connection is accepted, read, answered,
-// timed out and closed by one thread: no queue, no lock, no wake-up between accepting and
-// serving, as in nginx workers or an Asio io_context per thread.
-//
-// The loop is level-triggered epoll underneath (for io_uring too: the ring's descriptor sits
-// in the same set). A stop (server::stop(), or a failure that stops the server) ends accepting
-// on every loop and calls each handler's on_accepting_end(); a loop then runs until its
-// handler watches no descriptor, so the handler decides whether to close its connections at
-// once or to finish the requests in flight first (a drain). server::run() returns when every
-// loop has ended; it destroys each handler on its loop's thread as that loop ends.
-//
-// examples/serve_on_loop.cpp is a whole echo server in this shape.
+// Serving a connection on the loop that accepted it (run to completion): a loop_handler per
+// loop, called on the loop's thread (docs/design.md, "Serving on the loop that accepted").
 
 namespace transient {
 
@@ -106,8 +93,8 @@ class loop {
   time_point now_{};
 };
 
-/// Serves the connections one loop accepts, on that loop's thread (see the file comment).
-/// Exceptions from its members stop the server, and server::run() rethrows the first.
+/// Serves the connections one loop accepts, on that loop's thread (docs/design.md, "Serving on the loop that
+/// accepted"). Exceptions from its members stop the server, and server::run() rethrows the first.
 class loop_handler {
  public:
   /// The clock of every time here.
@@ -140,35 +127,20 @@ using loop_handler_factory = std::function<std::unique_ptr<loop_handler>(loop& l
 
 }  // namespace transient
 
-// The epoll driver. Runs an accept_policy over listeners and hands
-// each accepted connection to the user's handler.
-//
-// It is built on transient::acceptor (acceptor.hpp), the library's one accept path: N
-// threads, each an epoll loop with one acceptor per listener, all drawing on one budget.
-//
-// The loop never spins and never sleeps blindly: when the policy pauses (the budget is
-// full, or descriptors or memory are exhausted), the listener is removed from the epoll
-// set, because a level-triggered listener keeps reporting readable while accept fails with
-// EMFILE (docs/design.md) and re-arming it would spin. Accepting resumes on a permit release
-// (an eventfd wake-up, which the budget performs only when a loop is paused) or when the
-// backoff delay ends (the epoll_wait timeout). When descriptors stay exhausted with no
-// progress for stall_timeout, run() ends with condition::stalled and a diagnosis that says
-// what holds the descriptors.
+// The epoll server: N threads, each an epoll loop with one acceptor per listener, all drawing on
+// one budget; it never spins and never sleeps blindly (docs/design.md, "Drivers").
 //
 //   transient::server srv(std::move(listeners), [](transient::connection c) { ... });
 //   std::thread t([&] { srv.run(); });   // blocks; throws on a non-clean stop
 //   srv.stop();                          // any thread, or a signal handler
-//
-// To serve each connection on the loop that accepted it (run to completion), give a
-// loop_handler_factory instead of the connection handler (loop.hpp).
 
 namespace transient {
 
 /// Settings of a server.
 struct server_options {
   /// The connection budget. 0: auto, default_max_connections() (RLIMIT_NOFILE minus a
-  /// headroom), as everywhere a budget is given (connection_budget.hpp). A budget above the
-  /// descriptors left gets one warning at construction (budget_fit.hpp).
+  /// headroom), as everywhere a budget is given (budget.hpp). A budget above the
+  /// descriptors left gets one warning at construction (budget.hpp).
   std::uint64_t max_connections = 0;
   /// Loops (threads) sharing the listeners (EPOLLEXCLUSIVE) and one budget. run() uses the
   /// calling thread for the first.
@@ -183,11 +155,8 @@ struct server_options {
   accept_policy_config policy{};
   /// Called for connections shed with shed_mode::respond (required for that mode).
   refusal_writer refuse{};
-  /// Keep one spare descriptor (/dev/null) so that, under EMFILE, pending connections can
-  /// still be accepted and shed, up to accepts_per_ready at a time (libuv's trick): used only
-  /// when the shed mode is not `queue`. Caveat with threads > 1: another thread may take the descriptor freed for a
-  /// moment, and the shed then fails with EMFILE like the accept before it; the loop takes
-  /// its spare descriptor again before its next accept once a descriptor is free.
+  /// Keep a spare descriptor to shed waiting clients under EMFILE, when the shed mode is not
+  /// queue (docs/design.md, "The spare descriptor").
   bool spare_fd = true;
   /// Keep /proc/self/fd and /proc/sys/fs/file-nr open so that a diagnosis can be written
   /// when no descriptor is free (two descriptors).
@@ -242,7 +211,7 @@ class server final : public basic_server {
   /// eventfd creation otherwise (EMFILE at a later loop says how many descriptors a loop holds).
   server(std::vector<listener> listeners, connection_handler handler, server_options options = {});
   /// A server whose every loop serves the connections it accepts with its own loop_handler,
-  /// made by `handlers` on that loop's thread when run() starts (loop.hpp). Throws as above.
+  /// made by `handlers` on that loop's thread when run() starts (server.hpp). Throws as above.
   server(std::vector<listener> listeners, loop_handler_factory handlers, server_options options = {});
   ~server() override;
   server(const server&) = delete;

@@ -1,11 +1,8 @@
 // transient/drivers/systemd.hpp: telling systemd how a server is doing (sd_notify(3), without
 // libsystemd): READY=1 once it really listens, STATUS= at every change of health, WATCHDOG=1
-// while it makes progress or is healthy and idle, STOPPING=1 once it stops.
-//
-// The watchdog ping follows progress, not liveness: a server whose descriptors leak keeps its
-// threads alive but stops accepting, and a ping per tick would hide that from WatchdogSec=. A
-// supervisor_notifier therefore pings only while its probe says the server works or is
-// healthy and idle, and never after a failure such as a stall, so systemd restarts it.
+// while it makes progress or is healthy and idle, STOPPING=1 once it stops. Include it to run
+// under Type=notify with WatchdogSec=. The ping follows progress, not liveness, so a server
+// whose descriptors leak stops pinging and systemd restarts it (docs/design.md, "Principles").
 //
 //   transient::notify_supervisor("READY=1", ec);   // after listen() verified the listener
 //   transient::supervisor_notifier notifier([&] { return transient::supervision_of(srv); });

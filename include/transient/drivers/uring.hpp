@@ -1,25 +1,9 @@
 // transient/drivers/uring.hpp: the io_uring driver (library transient::uring, built when liburing
-// is found). The same policy, budget, shed modes, spare descriptor, stall watchdog and
-// diagnosis as the epoll driver, and the same types: server_options, acceptor_options,
-// connection_handler, stop_info.
-//
-// Accepting is a multishot accept while the policy says accept. What the ring changes, and
-// what this driver does about it (docs/design.md, "io_uring"):
-//   - A multishot accept ends on any failed completion (EMFILE, ENFILE, ECONNABORTED...) and
-//     on a CQ ring overflow; its last completion has no IORING_CQE_F_MORE. The error goes to
-//     the policy, and the request is submitted again only when the policy's decision says
-//     accept: never at once on EMFILE, where the connection is still in the backlog and an
-//     immediate re-submit fails again (a spin through the ring).
-//   - A multishot accept takes every pending connection in one go, beyond what the budget
-//     allows. With shed_mode::queue the driver therefore uses it only while the budget has
-//     more than accepts_per_ready free places, and single-shot accepts nearer the budget, so
-//     that clients beyond the budget stay in the backlog as with epoll. Caveat: a burst larger
-//     than that headroom inside one batch (or another loop of a shared budget taking the last
-//     places) is accepted anyway; those connections are shed (closed) and counted as shed.
-//   - On a pause the accept is cancelled; a release (any thread) wakes the ring through an
-//     eventfd it polls, and the policy then submits it again.
-//   - Descriptors are regular ones (no fixed file table, whose exhaustion loses the
-//     connection already taken from the backlog).
+// is found): uring_acceptor for a loop you own and uring_server, with the epoll driver's policy,
+// budget, shed modes, spare descriptor, stall watchdog and diagnosis, and its types
+// (server_options, acceptor_options, connection_handler, stop_info). Include it for
+// `--engine io_uring`. What the ring changes and what the driver does about it: docs/design.md,
+// "io_uring".
 //
 //   transient::uring_server srv(std::move(listeners), [](transient::connection c) { ... });
 //   srv.run();   // blocks; srv.stop() from any thread or a signal handler

@@ -1,5 +1,7 @@
-// transient/errors/classify.hpp: What an error means for the operation that returned it (`classify`), errno names both
-// ways, and other platforms' socket error codes.
+// transient/errors/classify.hpp: what an error means for the operation that returned it
+// (classify()), errno names both ways, and other platforms' socket error codes. Include it to
+// decide what to do after a failed socket call; `transient explain` prints the same verdicts.
+// Design: docs/design.md, "Principles"; the table: docs/errors.md.
 #pragma once
 
 #include <optional>
@@ -26,12 +28,8 @@ namespace transient {
 
 }  // namespace transient
 
-// What an error means for the operation that returned it.
-//
-// "Temporary" means nothing without context: EINVAL from accept() on a socket we shut
-// down is a clean stop, from a socket that never listened a dead listener, from bind() a
-// bug. classify() answers for one operation at a time, from a constexpr table that
-// follows docs/errors.md. It never allocates and never throws.
+// classify(): one operation's verdict for a code, from a constexpr table that follows
+// docs/errors.md. It never allocates and never throws.
 
 namespace transient {
 
@@ -87,21 +85,8 @@ struct verdict {
 
 }  // namespace transient
 
-// The error codes of other platforms' socket calls, and what
-// they mean per operation.
-//
-// Servers built on Asio also run on FreeBSD, macOS and Windows, whose accept, connect,
-// read/write, bind and listen report their own codes: BSD numbers (EAGAIN is 35, ECONNABORTED
-// 53) and Winsock's (WSAEMFILE 10024, WSAENOBUFS 10055, and Win32 codes from AcceptEx and
-// overlapped I/O such as ERROR_NETNAME_DELETED). Each platform's table lists the codes its
-// manual pages and headers give for those calls (docs/errors.md names the sources) with the
-// Linux errno of the same meaning; classification is then the Linux rule of that errno, so
-// one set of rules (classify.hpp) decides everywhere.
-//
-// On Linux, classify() uses the Linux table. Compiled on another platform, classify() reads
-// system-category codes through that platform's table (native_platform, a compile-time
-// choice), which is what the Asio adapters see there. The tables themselves are data, and
-// are tested on Linux.
+// The codes of other platforms' socket calls, each with the Linux errno of the same meaning
+// (docs/errors.md, "FreeBSD, macOS and Windows").
 
 namespace transient {
 

@@ -1,18 +1,15 @@
-// transient/errors/errors.hpp: What an error code means whatever the operation (`condition`, a std::error_condition
-// enum), and the codes transient itself reports (`error`).
+// transient/errors/errors.hpp: what an error code means whatever the operation (condition, a
+// std::error_condition enum) and the codes transient itself reports (error). Include it to test
+// a std::error_code: `ec == transient::condition::fd_exhausted`.
+// Design: docs/design.md, "Layers".
 #pragma once
 
 #include <array>
 #include <string_view>
 #include <system_error>
 
-// What an error code means, independent of the operation.
-//
-// `transient::condition` is a std::error_condition enum. Compare any std::error_code
-// against it: `ec == transient::condition::fd_exhausted` holds for EMFILE and ENFILE from
-// std::system_category(), std::generic_category(), standalone Asio's error codes (its
-// "asio.system" and "asio.misc" categories) and transient's own error codes. A code may match
-// several conditions; predicates compose with || and &&.
+// Conditions: compare any std::error_code (system, generic, standalone Asio's, transient's own)
+// against them; a code may match several, and predicates compose with || and &&.
 
 namespace transient {
 
@@ -83,12 +80,8 @@ inline constexpr std::array<condition, condition_count> all_conditions = [] {
 template <>
 struct std::is_error_condition_enum<transient::condition> : std::true_type {};
 
-// Error codes that transient itself produces.
-//
-// System calls report errno values in std::system_category(). Some failures are
-// transient's own findings (the watchdog fired, a listener is not the kernel's listener);
-// they are reported as transient::error codes, which compare equal to the matching
-// transient::condition (error::stalled == condition::stalled, and so on).
+// transient's own findings (a stall, a listener that is not the kernel's), as codes that compare
+// equal to the matching condition (error::stalled == condition::stalled).
 
 namespace transient {
 

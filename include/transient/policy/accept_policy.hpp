@@ -1,5 +1,7 @@
-// transient/policy/accept_policy.hpp: The sans-IO accept policy: every decision an accept loop takes, from events a
-// driver feeds it, with the ranges its settings take.
+// transient/policy/accept_policy.hpp: the sans-IO accept policy, every decision an accept loop
+// takes from the events a driver feeds it, with its settings, backoff and stop report. Include
+// it to configure a driver (accept_policy_config) or to drive the policy from a loop of your
+// own. Design: docs/design.md, "The accept policy's protocol" and "The spare descriptor".
 #pragma once
 
 #include <atomic>
@@ -17,13 +19,7 @@
 #include "transient/policy/budget.hpp"
 #include "transient/policy/events.hpp"
 
-// Bounded exponential backoff with jitter.
-//
-// Used by the accept policy while a resource is exhausted (EMFILE, ENFILE, ENOBUFS...):
-// each failure waits longer than the last, up to a cap, and a success starts again from
-// the beginning. Jitter spreads the retries of many loops and processes so that they do
-// not all hit the kernel in the same millisecond. The random generator is a small seeded
-// one, so tests can script every delay.
+// Bounded exponential backoff with full jitter, for the pauses while a resource is exhausted.
 
 namespace transient {
 
@@ -91,40 +87,8 @@ class backoff {
 
 }  // namespace transient
 
-// The sans-IO state machine that decides every step of an
-// accept loop.
-//
-// The policy owns no descriptor, no thread and no clock. A driver (the epoll server, the
-// Asio adapter, the io_uring acceptor, a user's own loop) feeds it events, each with the time
-// `now` from the driver's steady_clock, and does what the returned decision says (`step`).
-// A readiness driver (epoll) reports readiness (on_ready) and the result of each accept it
-// was asked for (on_accepted, on_accept_failed). A completion driver (io_uring, Asio), whose
-// accept operation waits for a connection itself, reports each result with on_accept_result,
-// which implies readiness, and an accept request that waits in the kernel with
-// on_accept_parked; it never reports readiness it was not given.
-//
-// Which event each state expects, and what it does then, is one table in
-// src/policy/accept_policy.cpp; docs/acceptor.md shows it, generated from that table
-// (detail::policy_transitions()). An event that the state does not expect is a bug in the
-// driver: the policy stops with error::unexpected_event (condition programming_error).
-//
-// What happens on EMFILE or ENFILE is decided here and nowhere else: back off (pause_until)
-// and, when the shed mode is not `queue` and the driver says it holds its spare descriptor
-// (on_accept_failed's `spare_held`), first drain: the driver gives the descriptor up, and
-// each connection it then accepts is reported (on_accepted, on_accept_result) and shed
-// (shed_accepted), up to accepts_per_ready; the first failure (EAGAIN or a parked request:
-// the backlog is empty; EMFILE: another thread took the freed number) ends the drain. The
-// pause goes on after it; the driver takes its spare descriptor back before any step that is not a
-// drain (spare_fd, driver_kit.hpp).
-//
-// A connection accepted under an `accept` decision comes with a permit (on_accepted fills
-// it); destroying the permit is the "released" event. Releases may happen on any thread:
-// the connection_budget then calls its waker (only if some loop is paused), and the driver
-// calls on_release() on the loop thread.
-//
-// Thread-safety: every member function must be called from one thread at a time (the
-// loop thread), except request_stop(), which any thread may call. The budget it uses may
-// be shared with other policies on other threads.
+// The state machine: events in, decisions out. Every member runs on the loop thread, except
+// request_stop(), which any thread may call; the budget may be shared with other policies.
 
 namespace transient {
 
@@ -192,12 +156,8 @@ struct accept_policy_config {
   shed_mode shed = shed_mode::queue;  ///< What to do at the budget.
   std::shared_ptr<peer_limit> peers;  ///< Per-peer cap (empty: off). May be shared; each permit keeps it alive.
   std::chrono::milliseconds summary_interval = std::chrono::seconds(10);  ///< Summary lines while degraded (0: none).
-  /// An episode of degraded accepting ends (one `recovered` line) only after accepting has
-  /// been healthy this long: no failure on exhaustion, accepts succeeding or finding the
-  /// queue empty. Failing again sooner is a flap of the same episode, counted in its summary
-  /// and recovered lines; so at a descriptor limit under churn, where every release lets one
-  /// accept through and the next fails, the log stays at a few lines (policy_events.hpp).
-  /// 0: an episode ends at the first success (one pair of lines per flap).
+  /// A degraded episode ends only after accepting has been healthy this long; failing sooner
+  /// is a flap of the same episode (docs/design.md, "Episodes"). 0: it ends at the first success.
   std::chrono::milliseconds quiet_period = std::chrono::seconds(1);
   /// Receives events. Empty: the policy writes nowhere (it does no I/O); the library's
   /// drivers (acceptor, server, uring_acceptor, the Asio adapters) give it write_to_stderr.
@@ -213,7 +173,7 @@ struct accept_policy_config {
 };
 
 /// Checks a config: invalid_argument if accepts_per_ready is 0, a duration (stall_timeout,
-/// summary_interval, quiet_period) is negative or above longest_setting (backoff.hpp),
+/// summary_interval, quiet_period) is negative or above longest_setting (accept_policy.hpp),
 /// the shed mode is unknown or the backoff is invalid; else an empty code.
 [[nodiscard]] std::error_code validate(const accept_policy_config& config) noexcept;
 
@@ -248,11 +208,11 @@ struct policy_transition {
 
 namespace detail {
 /// The accept policy's state x event table, one row per pair, states and events in the
-/// order of the table in src/accept_policy.cpp. For the test that keeps docs/acceptor.md in step.
+/// order of the table in src/policy/accept_policy.cpp. For the test that keeps docs/acceptor.md in step.
 [[nodiscard]] std::vector<policy_transition> policy_transitions();
 }  // namespace detail
 
-/// The accept policy. See the file comment for the protocol.
+/// The accept policy. The protocol: docs/design.md, "The accept policy's protocol".
 class accept_policy {
  public:
   /// The clock whose time points the events carry (the policy never reads it).

@@ -1,5 +1,7 @@
-// transient/policy/budget.hpp: The connection budget: its permits, the per-peer cap, the budget several loops share,
-// whether a budget fits the descriptors left, and the accepted connection that holds a permit.
+// transient/policy/budget.hpp: the connection budget and its permits, the per-peer cap, the
+// budget several loops share, whether a budget fits the descriptors left, and the accepted
+// connection that holds a permit. Include it to size or share a budget or to cap peers.
+// Design: docs/design.md, "Budget and permits".
 #pragma once
 
 #include <sys/socket.h>
@@ -19,26 +21,8 @@
 #include "transient/sockets/endpoint.hpp"
 #include "transient/sockets/unique_fd.hpp"
 
-// At most N live connections per peer address.
-//
-// A peer is an IPv4 address (/32) or an IPv6 /64 prefix (one host or site usually owns a
-// whole /64, so counting single IPv6 addresses would be trivial to evade). IPv4-mapped
-// IPv6 addresses count as the IPv4 address they carry.
-//
-// Memory is fixed at construction and never grows, whatever the number of peers: the
-// counts live in a counting sketch (two rows of atomic counters, count-min style). A peer
-// is hashed with a per-process random key to one counter in each row; acquiring adds one
-// to both, releasing subtracts one from both, and the peer's count is the smaller of the
-// two. Collisions can only make a count larger, never smaller, so "at most N per peer"
-// always holds; the price is that a peer whose two counters are *both* shared with busy
-// peers may be refused early: with 16384 counters per row and 2,000 live peers, about
-// 0.6 % of new peers at a cap of 1, practically none at a cap of 4 or more (the counters
-// must then reach the cap from other peers alone). The keyed hash means collisions cannot
-// be aimed at a chosen victim. Peers that
-// left leave nothing behind: their counters drop back by exactly what they added.
-//
-// Thread-safe: every operation is a lock-free atomic update, so several loops (and the
-// threads that release permits) can share one peer_limit.
+// At most N live connections per peer (an IPv4 address or an IPv6 /64), in fixed memory: a keyed
+// counting sketch that may refuse a peer early but never admits one over the cap (docs/design.md).
 
 namespace transient {
 
@@ -104,32 +88,8 @@ class peer_limit {
 
 }  // namespace transient
 
-// How many connections may be open at once, and the
-// permit that holds one place.
-//
-// The budget is taken *before* accept (as Go's netutil.LimitListener and HAProxy do): a
-// full server leaves clients in the kernel backlog instead of running out of descriptors
-// (docs/design.md: EMFILE leaves the queued client in the backlog, but a loop that re-arms on
-// it spins).
-//
-// When a place is taken and returned (every path; nothing else touches the count):
-//   taken     try_reserve(), acquire_or_wait(), resume_if_room(): a reservation, for an accept
-//             in flight (accept_policy takes these); try_acquire(): a connection's place at once
-//   admitted  permit::admit(): the accept gave a connection; the reservation becomes its place
-//             (and, with a per-peer cap, takes the peer's place too)
-//   returned  permit::release(), or destroying the permit: a connection's place is released
-//             (a descriptor was freed: paused loops may resume); a reservation's is cancelled
-//             (no descriptor was freed: only loops paused at a full budget care)
-// A permit holds what it counts against: its budget, kept alive when the budget lives in a
-// shared_budget (every driver's), and its peer's place in a peer_limit, kept alive too. So a
-// permit may outlive the loop, acceptor or server that issued it; closing its connection and
-// dropping the permit, in any order and on any thread, is always safe.
-//
-// One budget may be shared by several loops (epoll threads, an Asio io_context run by
-// many threads), each with its own accept_policy, and permits may be released from any
-// thread. A loop that pauses for capacity or exhaustion registers as a waiter; a release
-// reports (and, with a waker installed, performs) a wake-up only when some loop waits, so
-// on a server that is not paused a release costs one atomic add and no system call.
+// How many connections may be open at once, and the permit that holds one place. The budget is
+// taken before accept; a place's life and the wake-ups: docs/design.md, "Budget and permits".
 
 namespace transient {
 
@@ -140,17 +100,9 @@ struct waker {
   void* context = nullptr;                         ///< Its argument.
 };
 
-/// A thread-safe count of live connections with a fixed maximum.
-///
-/// Everything lives in one 64-bit atomic word: live connections (bits 0-31), paused loops
-/// waiting for a release (bits 32-47) and a release generation (bits 48-63, wrapping).
-/// Because "register as a waiter unless a release already happened" and "release and look
-/// for waiters" are each a single read-modify-write of that one word, the modification
-/// order of the word decides every race: either the release comes first (the waiter's
-/// compare-exchange sees the new generation or the free place and does not pause) or the
-/// registration comes first (the release's fetch_add returns a word with waiters > 0 and
-/// wakes). No wake-up can be lost and no seq_cst fence is needed. acq_rel on the updates
-/// also orders a connection's teardown before the loop that reuses its place.
+/// A thread-safe count of live connections with a fixed maximum. One 64-bit atomic word holds
+/// the live connections (bits 0-31), the paused loops waiting for a release (bits 32-47) and a
+/// release generation (bits 48-63), so no wake-up is lost (docs/design.md, "Budget and permits").
 class connection_budget {
   // Only the budget makes permits: their constructor takes this key, which nothing else can name.
   struct place_key {
@@ -160,7 +112,7 @@ class connection_budget {
  public:
   /// One place in a connection_budget (and, with a per-peer cap, one place for its peer):
   /// a reservation for an accept in flight, or, once admitted, a connection's place. Move-only;
-  /// destroying it gives the place back (see the file comment). May be released from any
+  /// destroying it gives the place back (docs/design.md, "Budget and permits"). May be released from any
   /// thread, and may outlive whatever issued it: it keeps its budget alive when the budget
   /// lives in a shared_budget, and its peer_limit always.
   class permit {
@@ -197,7 +149,7 @@ class connection_budget {
     [[nodiscard]] bool admit(const std::shared_ptr<peer_limit>& peers = {}, peer_key peer = {}) noexcept;
 
     /// Gives the place back now (later calls do nothing): a connection's is released, a
-    /// reservation's cancelled (file comment). Returns true if a paused loop may need a
+    /// reservation's cancelled (docs/design.md, "Budget and permits"). Returns true if a paused loop may need a
     /// wake-up; the budget's waker, if installed, has then already been called.
     bool release() noexcept;
 
@@ -406,16 +358,8 @@ inline bool connection_budget::permit::release() noexcept {
 
 }  // namespace transient
 
-// Does a connection budget fit the descriptors the process can
-// still open?
-//
-// Each connection holds at least one descriptor. A budget above what RLIMIT_NOFILE leaves
-// free is not refused (descriptors may be freed, the limit raised, the budget may be meant
-// for several listeners' bursts), but it means the server runs out of descriptors before it
-// reaches its budget: accept backs off on EMFILE and, with legitimate long-lived clients,
-// the stall watchdog stops it. The drivers (transient::server, the Asio adapter, `transient
-// serve`) check once when they are built and warn, so the first sign is a line at start
-// rather than a stop under load.
+// Whether a connection budget fits the descriptors the process can still open: the drivers warn
+// once at construction when it does not (docs/design.md, "Budget and permits").
 
 namespace transient {
 
@@ -466,15 +410,7 @@ fd_limit_raise raise_fd_limit();
 
 }  // namespace transient
 
-// A connection budget shared by several accept loops (epoll
-// acceptors, Asio loops, any driver), and how a permit released on any thread wakes the loops
-// paused on it.
-//
-// connection_budget calls one waker, and only when some loop is paused (so a release on a
-// busy server costs one atomic add). The loops sharing a budget register here as
-// release_observers; the waker tells each registered loop. A listener only *signals* its loop
-// (an eventfd write, a post to a strand): a permit may be released on any thread, and a loop's
-// state is touched only on its own thread.
+// A budget shared by several accept loops, and the registry of loops that a release signals.
 
 namespace transient {
 
@@ -530,7 +466,7 @@ class shared_budget : public connection_budget {
   [[nodiscard]] const connection_budget& budget() const noexcept { return *this; }
 
   /// The first loop built on this budget warns (through `sink`) if the budget is more than
-  /// the descriptors the process can still open (budget_fit.hpp); later loops do nothing.
+  /// the descriptors the process can still open (budget.hpp); later loops do nothing.
   void check_fit_once(const policy_event_sink& sink) noexcept {
     if (!fit_checked_.test_and_set()) {
       static_cast<void>(warn_if_budget_does_not_fit(max_connections(), sink));

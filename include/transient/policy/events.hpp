@@ -1,5 +1,7 @@
-// transient/policy/events.hpp: What the accept policy tells the operator: its events (degraded, summary, recovered,
-// stopped, diagnosis), where they go, and its counters as Prometheus text.
+// transient/policy/events.hpp: what the accept policy tells the operator: its events
+// (degraded, summary, recovered, stopped, diagnosis), the sink they go to, and its counters as
+// Prometheus text. Include it for a sink of your own or to export the counters.
+// Design: docs/design.md, "Episodes".
 #pragma once
 
 #include <array>
@@ -13,22 +15,8 @@
 
 #include "transient/errors/errors.hpp"
 
-// What the accept policy tells a log, and how often.
-//
-// A loop that logs one line per failed accept floods the log exactly when the machine is
-// short of resources. The policy instead reports episodes: one event when accepting
-// becomes degraded (backing off on exhaustion), a summary at a fixed interval while it
-// lasts (with the number of failures it did not report one by one), one event on
-// recovery, and one when it stops. A user sink receives the structured events; the
-// drivers' default sink writes one line per event to stderr (a policy without a sink, driven
-// by hand, writes nowhere).
-//
-// The episode rule: an episode begins with the first failure on exhaustion and ends only
-// when accepting has been healthy (accepts succeed or find the queue empty, and none fails)
-// for a quiet period (accept_policy_config::quiet_period, 1 s by default). At a descriptor
-// limit under churn every release lets one accept through and the next one fails again;
-// each such return to failing is a "flap" inside the same episode, counted in the summary
-// and recovered lines, so the log stays bounded whatever the load.
+// The events, one per episode of degraded accepting rather than one per failure (docs/design.md,
+// "Episodes"), and where they go.
 
 namespace transient {
 
@@ -81,7 +69,7 @@ using policy_event_sink = std::function<void(const policy_event&)>;
 void write_to_stderr(const policy_event& event) noexcept;
 
 /// The episode bookkeeping behind the events: when to report, what to suppress, when an
-/// episode ends (see the episode rule above). Each call returns the event to report, if
+/// episode ends (docs/design.md, "Episodes"). Each call returns the event to report, if
 /// any. Not thread-safe (one per policy).
 class degradation_log {
  public:
@@ -155,8 +143,7 @@ class degradation_log {
 
 }  // namespace transient
 
-// The accept policy's counters, as a plain snapshot, and
-// their rendering in the Prometheus text exposition format.
+// The policy's counters, as a plain snapshot, and their Prometheus text.
 
 namespace transient {
 

@@ -1,4 +1,6 @@
 // transient/sockets/endpoint.hpp: an IPv4 or IPv6 address and a TCP port, parsed and printed.
+// Included by listener.hpp; include it alone to parse or print an address. Which addresses
+// conflict: docs/design.md, "Kernel facts".
 //
 // Accepted text (no DNS is ever consulted):
 //   127.0.0.1:8080   IPv4 address and port

@@ -1,17 +1,10 @@
-// transient/sockets/listener.hpp: listening sockets you can trust.
-//
-// `listen` opens a TCP listener and, by default, verifies it against the kernel's own table of
-// LISTEN sockets (an inet_diag netlink dump, or /proc/net/tcp and tcp6 where netlink socket
-// diagnostics are not available): it is listening, it is the kernel's LISTEN entry for its
-// address, and nobody else listens there. `listen_in_range` hunts for a free port safely when
-// many processes hunt at once. `who_listens` says which processes listen on a port, and
-// `listen_sockets` lists its LISTEN sockets with their accept queues.
-// `listeners_from_systemd` takes sockets passed by systemd socket activation.
-//
-// Every operation comes as an overload pair, as in std::filesystem: one throws
-// std::system_error, one takes std::error_code&. Where a failure has more to say than a code
-// (which other process holds the port, which ports a hunt tried), a third overload fills a
-// listen_report; the throwing overload puts the same text in what().
+// transient/sockets/listener.hpp: listening sockets you can trust. Include it to open a listener:
+// `listen` opens one and by default verifies it against the kernel's LISTEN table (it listens,
+// it is the kernel's entry for its address, nobody else listens there); `listen_in_range` hunts
+// a free port safely; `who_listens` and `listen_sockets` say who listens on a port and what
+// waits in its queue; `listeners_from_systemd` takes socket-activated sockets. Every operation
+// throws std::system_error or takes std::error_code&; a third overload fills a listen_report,
+// whose text the throwing one puts in what(). Design: docs/design.md, "Kernel facts".
 #pragma once
 
 #include <sys/types.h>
@@ -79,8 +72,8 @@ class listener {
   explicit operator bool() const noexcept { return is_open(); }
 
   /// shutdown(SHUT_RD): wakes a thread blocked in accept (which then fails with EINVAL) and
-  /// stops the socket listening. close() would not wake it (docs/design.md: "A thread blocked in
-  /// accept is not woken by close()"), so drivers stop with this, then close. Const because it
+  /// stops the socket listening. close() would not wake it (docs/design.md, "Kernel facts":
+  /// stopping a blocked accept), so drivers stop with this, then close. Const because it
   /// changes the kernel socket, not this object; safe to call from another thread.
   std::error_code shutdown_read() const noexcept;
   /// Gives up ownership; returns the descriptor and leaves this listener empty.

@@ -1,4 +1,6 @@
-// transient/sockets/unique_fd.hpp: the owner of one file descriptor.
+// transient/sockets/unique_fd.hpp: the owner of one file descriptor, as the library hands out
+// listeners and connections. Included by the other headers; include it alone to own a descriptor
+// the RAII way. Design: docs/design.md, "Layers".
 #pragma once
 
 #include <unistd.h>

@@ -1,11 +1,9 @@
-// transient/testing/syscalls.hpp: the system calls the drivers make, and those that open a listener,
-// as a seam for tests.
-//
-// The kernel will not produce ENFILE, ENOBUFS, EPROTO or EPERM from accept on demand, nor
-// EADDRINUSE from listen() rather than bind(). A test (yours too) sets these function
-// pointers to fakes that return any errno in any sequence, and the code runs unchanged. Every
-// member defaults to the real call. Captureless lambdas convert to these pointer types; keep a
-// fake's state in a static or thread_local variable.
+// transient/testing/syscalls.hpp: the system calls the drivers make, and those that open a
+// listener, as a seam for tests. Include it in a test to inject what the kernel will not produce
+// on demand (ENFILE, ENOBUFS, EPROTO or EPERM from accept; EADDRINUSE from listen() rather than
+// bind()): set these function pointers to fakes, and the code runs unchanged. Every member
+// defaults to the real call. Captureless lambdas convert to these pointer types; keep a fake's
+// state in a static or thread_local variable. Design: docs/design.md, "Layers".
 #pragma once
 
 #include <sys/epoll.h>
