@@ -5,13 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
 
+#include "support/source_tree.hpp"
 #include "transient/adapters/asio.hpp"
 
 namespace {
@@ -20,12 +19,7 @@ namespace fs = std::filesystem;
 
 const fs::path include_dir = fs::path(TRANSIENT_SOURCE_DIR) / "include" / "transient";
 
-std::string text_of(const fs::path& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using transient::test::text_of;
 
 // The headers under include/transient, relative to it ("adapters/asio.hpp").
 std::set<std::string> headers() {

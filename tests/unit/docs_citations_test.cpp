@@ -5,12 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <regex>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
+
+#include "support/source_tree.hpp"
 
 namespace {
 
@@ -18,12 +18,7 @@ namespace fs = std::filesystem;
 
 const fs::path root(TRANSIENT_SOURCE_DIR);
 
-std::string text_of(const fs::path& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using transient::test::text_of;
 
 // README.md and every document under docs/.
 std::vector<fs::path> documents() {

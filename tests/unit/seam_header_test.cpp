@@ -6,10 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 
+#include "support/source_tree.hpp"
 #include "transient/drivers/server.hpp"
 
 namespace {
@@ -26,12 +26,7 @@ constexpr bool complete = requires {
   sizeof(T);
 };
 
-std::string text_of(const fs::path& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using transient::test::text_of;
 
 // The #include lines of `text` that name the seam's header.
 std::string seam_includes(const std::string& text) {
