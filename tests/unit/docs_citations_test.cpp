@@ -1,7 +1,14 @@
-// What the docs and the code cite exists, and each story is told once (issue 23): every path the
+// What the docs and the code cite exists, and each story is told once: every path the
 // README and docs/ name is in the tree, every section a comment cites ("docs/design.md, "The
 // spare descriptor"") is a heading of that document, the spare descriptor's story lives in
 // docs/design.md alone, and no API comment quotes a benchmark.
+//
+// This file reads text with <regex>, whose automaton g++ 12 compiles at -O1 (the sanitizer
+// presets) with a false -Wmaybe-uninitialized in <functional> and <regex>, both reached through
+// the first include; the warning is off for this file alone, for g++.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <gtest/gtest.h>
 
 #include <filesystem>
