@@ -23,18 +23,13 @@
 #include <system_error>
 #include <utility>
 
+#include "detail/seam.hpp"
 #include "transient/detail/throw_error.hpp"
 #include "transient/drivers/acceptor.hpp"
 #include "transient/drivers/server.hpp"
 #include "transient/testing/syscalls.hpp"
 
 namespace transient::detail {
-
-/// The table a driver keeps for its life: a copy of the options' test seam, or the real calls.
-template <typename Options>
-[[nodiscard]] syscalls seam_of(const Options& options) {
-  return options.sys != nullptr ? *options.sys : syscalls{};
-}
 
 /// Milliseconds from `now` until `when`, rounded up so that a loop never wakes a little early
 /// and spins; 0 if it is due.
@@ -92,7 +87,7 @@ struct acceptor_core : release_observer {
         where(source->local_endpoint()),
         handler(std::move(h)),
         options(std::move(o)),
-        sys(seam_of(options)),
+        sys(seam_of(options.sys)),
         budget(options.budget ? options.budget : shared_budget::create(options.max_connections)),
         policy(budget->budget(), labelled(options.policy, where)),
         spare(options.spare_fd && options.policy.shed != shed_mode::queue) {

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -366,23 +367,13 @@ class server_core {
   /// Checks the arguments (throws std::system_error as server::server says) and keeps the
   /// listeners for open_loops(), opening the SO_REUSEPORT shards if asked.
   server_core(std::vector<listener> listeners, connection_handler handler, server_options options)
-      : handler_(std::move(handler)), options_(std::move(options)), sys_(seam_of(options_)) {
-    options_.sys = &sys_;  // the caller's table need not outlive the constructor
-    if (!handler_) {
-      throw std::system_error(std::make_error_code(std::errc::invalid_argument),
-                              std::string(Driver::name) + " needs a connection handler");
-    }
-    take(std::move(listeners));
+      : handler_(std::move(handler)), options_(std::move(options)), sys_(seam_of(options_.sys)) {
+    start(std::move(listeners), static_cast<bool>(handler_), "a connection handler");
   }
   /// As above, with a handler per loop made by `factory`.
   server_core(std::vector<listener> listeners, loop_handler_factory factory, server_options options)
-      : factory_(std::move(factory)), options_(std::move(options)), sys_(seam_of(options_)) {
-    options_.sys = &sys_;  // the caller's table need not outlive the constructor
-    if (!factory_) {
-      throw std::system_error(std::make_error_code(std::errc::invalid_argument),
-                              std::string(Driver::name) + " needs a loop handler factory");
-    }
-    take(std::move(listeners));
+      : factory_(std::move(factory)), options_(std::move(options)), sys_(seam_of(options_.sys)) {
+    start(std::move(listeners), static_cast<bool>(factory_), "a loop handler factory");
   }
 
   /// Makes the loops. The server keeps no listener: each closes when the last acceptor
@@ -427,6 +418,18 @@ class server_core {
     settings.policy = labelled(options_.policy, t, options_.threads);
     static_cast<Driver&>(*this).add_acceptors(*l, mine, handler_of(*l), settings);
     loops_.push_back(std::move(l));
+  }
+
+  // The constructors' shared part: points the options at the server's own copy of the
+  // syscall table (the caller's need not outlive the constructor), refuses a missing
+  // `callee` (what each connection goes to) and keeps the listeners.
+  void start(std::vector<listener> listeners, bool has_callee, std::string_view callee) {
+    options_.sys = &sys_;
+    if (!has_callee) {
+      throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                              std::string(Driver::name) + " needs " + std::string(callee));
+    }
+    take(std::move(listeners));
   }
 
   // Checks the arguments and takes the listeners (see the constructors).

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "detail/proc_file.hpp"
+#include "detail/seam.hpp"
 #include "transient/detail/throw_error.hpp"
 #include "transient/testing/syscalls.hpp"
 
@@ -30,7 +31,7 @@ int effective_backlog(const listen_options& options) noexcept {
 unique_fd open_listening_socket(const endpoint& where, const listen_options& options, int backlog,
                                 std::string_view& stage, std::error_code& ec) noexcept {
   ec.clear();
-  const syscalls sys = options.sys != nullptr ? *options.sys : syscalls{};
+  const syscalls sys = seam_of(options.sys);
   stage = "socket";
   unique_fd fd(::socket(where.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP));
   if (!fd) {
