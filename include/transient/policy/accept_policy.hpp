@@ -155,6 +155,13 @@ struct accept_policy_config {
   std::chrono::milliseconds stall_timeout = std::chrono::seconds(30);
   shed_mode shed = shed_mode::queue;  ///< What to do at the budget.
   std::shared_ptr<peer_limit> peers;  ///< Per-peer cap (empty: off). May be shared; each permit keeps it alive.
+  /// The longest a connection may wait in the accept queue and still be served: one that
+  /// waited longer (its client has likely given up) is shed at accept with `stale_shed` and
+  /// never takes a place. 0: off. docs/design.md, "The accept queue".
+  std::chrono::milliseconds max_queue_wait{0};
+  /// How a connection that waited longer than max_queue_wait is shed: close, reset or respond
+  /// (queue is not a way to shed an accepted connection).
+  shed_mode stale_shed = shed_mode::close;
   std::chrono::milliseconds summary_interval = std::chrono::seconds(10);  ///< Summary lines while degraded (0: none).
   /// A degraded episode ends only after accepting has been healthy this long; failing sooner
   /// is a flap of the same episode (docs/design.md, "Episodes"). 0: it ends at the first success.
