@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -529,9 +530,11 @@ class connection {
  public:
   /// An empty connection.
   connection() noexcept = default;
-  /// Owns `fd` and `place` for a connection from `peer`.
-  connection(unique_fd fd, permit place, const endpoint& peer) noexcept
-      : place_(std::move(place)), fd_(std::move(fd)), peer_(peer) {}
+  /// Owns `fd` and `place` for a connection from `peer`, which waited `queue_wait` in the
+  /// accept queue (as the driver measured it; 0 if it did not).
+  connection(unique_fd fd, permit place, const endpoint& peer,
+             std::chrono::milliseconds queue_wait = std::chrono::milliseconds::zero()) noexcept
+      : place_(std::move(place)), fd_(std::move(fd)), peer_(peer), queue_wait_(queue_wait) {}
   connection(connection&& other) noexcept = default;
   connection& operator=(connection&& other) noexcept {
     if (this != &other) {
@@ -539,6 +542,7 @@ class connection {
       place_ = std::move(other.place_);
       fd_ = std::move(other.fd_);
       peer_ = other.peer_;
+      queue_wait_ = other.queue_wait_;
     }
     return *this;
   }
@@ -550,6 +554,11 @@ class connection {
   [[nodiscard]] int native_handle() const noexcept { return fd_.get(); }
   /// The client's address and port.
   [[nodiscard]] const endpoint& peer() const noexcept { return peer_; }
+  /// How long the connection waited in the accept queue before the server accepted it, to
+  /// the kernel's resolution (queue_wait_of, listen_queue.hpp), or at most queue_wait_floor when
+  /// the driver knew the queue was empty that recently. Measured only when the policy bounds
+  /// the wait (accept_policy_config::max_queue_wait > 0); 0 otherwise.
+  [[nodiscard]] std::chrono::milliseconds queue_wait() const noexcept { return queue_wait_; }
   /// True while the connection is open.
   [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(fd_); }
   /// True while the connection is open.
@@ -565,6 +574,7 @@ class connection {
   permit place_;
   unique_fd fd_;
   endpoint peer_;
+  std::chrono::milliseconds queue_wait_{};
 };
 
 /// Receives each accepted connection, on the loop thread that accepted it. It may keep the
