@@ -277,6 +277,39 @@ TEST(ServeQueue, MetricsPassPromtool) {
   EXPECT_EQ(checked.out + checked.err, "") << text;
 }
 
+// --max-queue-wait 200ms with the place of --max-connections 1 held: three clients wait 400 ms
+// in the queue with their requests sent. Once the place is released each is answered 503 with
+// Retry-After and closed, never served (its client has likely gone), and counted; a client
+// arriving afterwards, which waits no time, is served.
+TEST(ServeQueue, ClientsThatWaitedLongerThanMaxQueueWaitAreAnswered503AndNeverServed) {
+  serve_process serve({"--max-connections", "1", "--max-queue-wait", "200ms"});
+  ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
+  held_queue q = hold_and_queue(*serve.at, 3);
+  ASSERT_TRUE(q.holder) << serve.stderr_text();
+  std::this_thread::sleep_for(400ms);  // the scenario's wait in the queue, twice the bound
+  q.holder.reset();
+  for (const auto& c : q.queued) {
+    const std::string answer = read_response(c.get(), 3000ms);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 503 Service Unavailable\r\n", 0), 0U) << answer;
+    EXPECT_THAT(answer, HasSubstr("\r\nRetry-After: "));
+    EXPECT_TRUE(closed_by_peer(c.get(), 1000ms)) << "a stale client was left open";
+  }
+  const unique_fd later = connect_to(*serve.at);
+  ASSERT_TRUE(later && send_text(later.get(), get));
+  EXPECT_THAT(read_response(later.get(), 2000ms), HasSubstr("200 OK"));
+  const unique_fd scraper = connect_to(*serve.metrics);
+  double shed = -1;
+  for (int i = 0; i < 50 && shed != 3; ++i) {  // published within 100 ms
+    shed = sample(query(scraper.get(), "/metrics").second, "transient_shed_total{reason=\"queue_wait\"}");
+    if (shed != 3) {
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  EXPECT_EQ(shed, 3);
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(3000ms), 0);
+}
+
 TEST(ServeQueue, BadQueueValuesGetOneLineAndStatus2) {
   for (const char* value : {"0", "65536", "-1", "4k", ""}) {
     expect_usage_error("serve", {"--backlog", value},
