@@ -115,7 +115,8 @@ class connection_budget {
   /// a reservation for an accept in flight, or, once admitted, a connection's place. Move-only;
   /// destroying it gives the place back (docs/design.md, "Budget and permits"). May be released from any
   /// thread, and may outlive whatever issued it: it keeps its budget alive when the budget
-  /// lives in a shared_budget, and its peer_limit always.
+  /// lives in a shared_budget (a reservation of the waiting protocol once admitted), and its
+  /// peer_limit always.
   class permit {
    public:
     /// Holds nothing.
@@ -158,6 +159,18 @@ class connection_budget {
     [[nodiscard]] const connection_budget* budget() const noexcept { return budget_.get(); }
 
    private:
+    friend class connection_budget;
+
+    // Holds the budget's owner, if it has one and the permit does not hold it yet (a reference
+    // that owns nothing counts no use).
+    void own_budget() noexcept {
+      if (budget_.use_count() == 0) {
+        if (std::shared_ptr<connection_budget> owner = budget_->self_.lock()) {
+          budget_ = std::move(owner);
+        }
+      }
+    }
+
     std::shared_ptr<connection_budget> budget_;  // owning when the budget has an owner (keep_alive_with)
     std::shared_ptr<peer_limit> peers_;          // with slot_, the peer's place (empty: none)
     peer_slot slot_{};
@@ -229,12 +242,14 @@ class connection_budget {
     return generation_of(state_.load(std::memory_order_acquire));
   }
   /// Takes a reservation into `out` (true), or registers as a waiter because the budget is
-  /// full (false): one atomic decision, so the next release wakes the waiter.
+  /// full (false): one atomic decision, so the next release wakes the waiter. Until admitted,
+  /// the reservation does not keep a shared_budget alive (an accept that finds no client then
+  /// costs no reference count): its holder keeps the budget alive, as an accept_policy does.
   bool acquire_or_wait(permit& out) noexcept;
   /// Registers as a waiter unless a release happened since generation `seen`; false: one did.
   bool wait_for_release(std::uint16_t seen) noexcept;
   /// For a registered waiter: takes a reservation into `out` and unregisters if a place is
-  /// free (true); else stays registered (false).
+  /// free (true); else stays registered (false). The reservation is as acquire_or_wait's.
   bool resume_if_room(permit& out) noexcept;
   /// Unregisters a waiter (each registration is undone once: by resume_if_room or by this).
   void stop_waiting() noexcept { state_.fetch_sub(waiter_one, std::memory_order_acq_rel); }
@@ -256,12 +271,21 @@ class connection_budget {
 
   // The permit for a place just counted: it holds the budget's owner when there is one.
   [[nodiscard]] permit counted_place() noexcept {
+    permit p;
+    count_reservation(p);
+    p.own_budget();
+    return p;
+  }
+
+  // A place just counted, as a reservation in `out` (whose place, if any, is given back first),
+  // written in place: it refers to the budget without owning it; admit() takes the owner. The
+  // waiting protocol's reservations are these: every burst of accepts ends with one that found
+  // no client, whose reservation then locks no owner.
+  void count_reservation(permit& out) noexcept {
     reserved_.fetch_add(1, std::memory_order_relaxed);
-    std::shared_ptr<connection_budget> owned = self_.lock();
-    if (!owned) {
-      owned = std::shared_ptr<connection_budget>(std::shared_ptr<connection_budget>{}, this);  // not owned
-    }
-    return permit{place_key{}, std::move(owned)};
+    out.release();
+    out.budget_ = std::shared_ptr<connection_budget>(std::shared_ptr<connection_budget>{}, this);
+    out.reservation_ = true;
   }
 
   // A reservation became a connection: the peak counts places minus reservations.
@@ -325,6 +349,7 @@ inline bool connection_budget::permit::admit(const std::shared_ptr<peer_limit>& 
   }
   reservation_ = false;
   budget_->became_connection();
+  own_budget();
   return true;
 }
 
