@@ -28,6 +28,7 @@
 #include "support/loopback.hpp"
 #include "support/resident_memory.hpp"
 #include "support/run_command.hpp"
+#include "support/serve_process.hpp"
 #include "support/spawned_process.hpp"
 
 namespace {
@@ -43,67 +44,6 @@ constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n
 constexpr std::string_view get = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
 constexpr std::string_view get_slow = "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n";
 
-// The address in a line "PREFIX ADDRESS..." (up to the next space or "/").
-std::optional<endpoint> address_after(const std::string& line, const std::string& prefix) {
-  if (line.rfind(prefix, 0) != 0) {
-    return std::nullopt;
-  }
-  const std::size_t end = line.find_first_of(" /", prefix.size());
-  std::error_code ec;
-  const endpoint at = transient::parse_endpoint(line.substr(prefix.size(), end - prefix.size()), ec);
-  return ec ? std::nullopt : std::optional(at);
-}
-
-// A running `transient serve` (killed when destroyed) with its serving and metrics addresses.
-// With the test knobs (--slow-response, --leak-per-connection), `program` is the test
-// fixture, which runs serve's own code with them.
-class serve_process : public spawned_process {
- public:
-  explicit serve_process(std::vector<std::string> args, const std::string& program = TRANSIENT_CLI_PATH)
-      : spawned_process(program, with_serve(args)) {
-    for (int i = 0; i < 2; ++i) {
-      const std::string line = read_line(stream::out, 5s);
-      if (auto m = address_after(line, "metrics on http://")) {
-        metrics = m;
-      } else if (auto l = address_after(line, "listening on ")) {
-        at = l;
-        break;
-      }
-    }
-  }
-  std::optional<endpoint> at;       // "listening on ADDRESS (verified)"
-  std::optional<endpoint> metrics;  // "metrics on http://ADDRESS/metrics"
-
- private:
-  static std::vector<std::string> with_serve(std::vector<std::string> args) {
-    args.insert(args.begin(), {"serve", "--listen", "127.0.0.1:0"});
-    return args;
-  }
-};
-
-// Reads until the text holds a complete response (head and Content-Length body), the peer
-// closed, or `timeout` passed.
-std::string read_response(int fd, std::chrono::milliseconds timeout) {
-  std::string all;
-  const auto deadline = clock_type::now() + timeout;
-  while (clock_type::now() < deadline) {
-    const std::size_t head = all.find("\r\n\r\n");
-    if (head != std::string::npos) {
-      const std::size_t length_at = all.find("Content-Length: ");
-      const std::size_t body = length_at == std::string::npos ? 0 : std::stoul(all.substr(length_at + 16));
-      if (all.size() >= head + 4 + body) {
-        break;
-      }
-    }
-    const std::string chunk = transient::test::read_some(fd, 20ms);
-    if (chunk.empty() && transient::test::closed_by_peer(fd, 1ms)) {
-      break;
-    }
-    all += chunk;
-  }
-  return all;
-}
-
 // A connection from `source` (a loopback address, port chosen by the kernel) to `to`.
 unique_fd connect_from(const char* source, const endpoint& to) {
   unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -117,18 +57,6 @@ unique_fd connect_from(const char* source, const endpoint& to) {
     return {};
   }
   return fd;
-}
-
-// GET `path` on the keep-alive connection `fd`: the status code and the body ("" / 0 if none).
-std::pair<int, std::string> query(int fd, const std::string& path) {
-  if (!send_text(fd, "GET " + path + " HTTP/1.1\r\nHost: a\r\n\r\n")) {
-    return {0, ""};
-  }
-  const std::string response = read_response(fd, 2000ms);
-  if (response.rfind("HTTP/1.1 ", 0) != 0 || response.find("\r\n\r\n") == std::string::npos) {
-    return {0, response};
-  }
-  return {std::stoi(response.substr(9, 3)), response.substr(response.find("\r\n\r\n") + 4)};
 }
 
 // Queries `path` on `fd` every 20 ms until the status is `status` and the body names `state`,
@@ -202,47 +130,6 @@ unique_fd exhaust_by_leak(const endpoint& at) {
   }
   return {};
 }
-
-// A unix datagram socket standing in for systemd's NOTIFY_SOCKET, set in the environment
-// of the children started while it lives.
-class fake_notify_socket {
- public:
-  fake_notify_socket() : path_("/tmp/transient-notify-prod-" + std::to_string(::getpid())) {
-    ::unlink(path_.c_str());
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    path_.copy(address.sun_path, path_.size());
-    ok_ =
-        static_cast<bool>(socket_) && ::bind(socket_.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-    ::setenv("NOTIFY_SOCKET", path_.c_str(), 1);
-  }
-  ~fake_notify_socket() {
-    ::unsetenv("NOTIFY_SOCKET");
-    ::unlink(path_.c_str());
-  }
-  fake_notify_socket(const fake_notify_socket&) = delete;
-  fake_notify_socket& operator=(const fake_notify_socket&) = delete;
-
-  [[nodiscard]] bool ok() const { return ok_; }
-  // The messages that arrive within `window`.
-  std::vector<std::string> read_for(std::chrono::milliseconds window) {
-    std::vector<std::string> messages;
-    const auto deadline = clock_type::now() + window;
-    for (auto now = clock_type::now(); now < deadline; now = clock_type::now()) {
-      const std::string m =
-          transient::test::read_some(socket_.get(), std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
-      if (!m.empty()) {
-        messages.push_back(m);
-      }
-    }
-    return messages;
-  }
-
- private:
-  std::string path_;
-  unique_fd socket_{::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
-  bool ok_ = false;
-};
 
 long count_prefix(const std::vector<std::string>& messages, std::string_view prefix) {
   return std::count_if(messages.begin(), messages.end(), [&](const std::string& m) { return m.rfind(prefix, 0) == 0; });
@@ -443,7 +330,7 @@ TEST(ServeProduction, HealthShowsDegradedThenStalledWhenDescriptorsLeak) {
 }
 
 TEST(ServeProduction, WatchdogPingsWhileHealthyAndStopsWhenStalled) {
-  fake_notify_socket notify;
+  fake_notify_socket notify("prod");
   ASSERT_TRUE(notify.ok());
   ::setenv("WATCHDOG_USEC", "200000", 1);  // a ping every 100 ms
   std::unique_ptr<serve_process> started;

@@ -23,6 +23,7 @@
 
 #include "support/loopback.hpp"
 #include "support/run_command.hpp"
+#include "support/serve_process.hpp"
 #include "support/spawned_process.hpp"
 
 namespace {
@@ -37,77 +38,18 @@ using transient::unique_fd;
 constexpr std::string_view get = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
 constexpr std::string_view get_and_close = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
 
-// The address in a line "PREFIX ADDRESS..." (up to the next space or "/").
-std::optional<endpoint> address_after(const std::string& line, const std::string& prefix) {
-  if (line.rfind(prefix, 0) != 0) {
-    return std::nullopt;
-  }
-  const std::size_t end = line.find_first_of(" /", prefix.size());
-  std::error_code ec;
-  const endpoint at = transient::parse_endpoint(line.substr(prefix.size(), end - prefix.size()), ec);
-  return ec ? std::nullopt : std::optional(at);
-}
-
-// A running `transient serve --listen 127.0.0.1:0 ARGS --metrics 127.0.0.1:0` (killed when
-// destroyed) with its serving and metrics addresses.
-class serve_process : public spawned_process {
+// serve with `args` and a metrics port.
+class metered_serve : public serve_process {
  public:
-  explicit serve_process(std::vector<std::string> args, const std::string& program = TRANSIENT_CLI_PATH)
-      : spawned_process(program, with_serve(std::move(args))) {
-    for (int i = 0; i < 2; ++i) {
-      const std::string line = read_line(stream::out, 5s);
-      if (auto m = address_after(line, "metrics on http://")) {
-        metrics = m;
-      } else if (auto l = address_after(line, "listening on ")) {
-        at = l;
-        break;
-      }
-    }
-  }
-  std::optional<endpoint> at;       // "listening on ADDRESS (verified)"
-  std::optional<endpoint> metrics;  // "metrics on http://ADDRESS/metrics"
+  explicit metered_serve(std::vector<std::string> args, const std::string& program = TRANSIENT_CLI_PATH)
+      : serve_process(with_metrics(std::move(args)), program) {}
 
  private:
-  static std::vector<std::string> with_serve(std::vector<std::string> args) {
-    args.insert(args.begin(), {"serve", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"});
+  static std::vector<std::string> with_metrics(std::vector<std::string> args) {
+    args.insert(args.end(), {"--metrics", "127.0.0.1:0"});
     return args;
   }
 };
-
-// Reads until the text holds a complete response (head and Content-Length body), the peer
-// closed, or `timeout` passed.
-std::string read_response(int fd, std::chrono::milliseconds timeout) {
-  std::string all;
-  const auto deadline = clock_type::now() + timeout;
-  while (clock_type::now() < deadline) {
-    const std::size_t head = all.find("\r\n\r\n");
-    if (head != std::string::npos) {
-      const std::size_t length_at = all.find("Content-Length: ");
-      const std::size_t body = length_at == std::string::npos ? 0 : std::stoul(all.substr(length_at + 16));
-      if (all.size() >= head + 4 + body) {
-        break;
-      }
-    }
-    const std::string chunk = read_some(fd, 20ms);
-    if (chunk.empty() && closed_by_peer(fd, 1ms)) {
-      break;
-    }
-    all += chunk;
-  }
-  return all;
-}
-
-// GET `path` on the keep-alive connection `fd`: the status code and the body (0 if none).
-std::pair<int, std::string> query(int fd, const std::string& path) {
-  if (!send_text(fd, "GET " + path + " HTTP/1.1\r\nHost: a\r\n\r\n")) {
-    return {0, ""};
-  }
-  const std::string response = read_response(fd, 2000ms);
-  if (response.rfind("HTTP/1.1 ", 0) != 0 || response.find("\r\n\r\n") == std::string::npos) {
-    return {0, response};
-  }
-  return {std::stoi(response.substr(9, 3)), response.substr(response.find("\r\n\r\n") + 4)};
-}
 
 // The value of the Prometheus sample `name` (with its labels) in `text` (-1: absent).
 double sample(const std::string& text, const std::string& name) {
@@ -128,45 +70,6 @@ std::pair<int, std::string> query_until(int fd, const std::string& path, int sta
   }
   return r;
 }
-
-// A unix datagram socket standing in for systemd's NOTIFY_SOCKET, set in the environment of
-// the children started while it lives.
-class fake_notify_socket {
- public:
-  fake_notify_socket() : path_("/tmp/transient-notify-queue-" + std::to_string(::getpid())) {
-    ::unlink(path_.c_str());
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    path_.copy(address.sun_path, path_.size());
-    ok_ =
-        static_cast<bool>(socket_) && ::bind(socket_.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-    ::setenv("NOTIFY_SOCKET", path_.c_str(), 1);
-  }
-  ~fake_notify_socket() {
-    ::unsetenv("NOTIFY_SOCKET");
-    ::unlink(path_.c_str());
-  }
-  fake_notify_socket(const fake_notify_socket&) = delete;
-  fake_notify_socket& operator=(const fake_notify_socket&) = delete;
-
-  [[nodiscard]] bool ok() const { return ok_; }
-  // The first message containing `text` within `timeout` ("" if none came).
-  std::string wait_for(const std::string& text, std::chrono::milliseconds timeout) {
-    const auto deadline = clock_type::now() + timeout;
-    for (auto now = clock_type::now(); now < deadline; now = clock_type::now()) {
-      const std::string m = read_some(socket_.get(), std::chrono::ceil<std::chrono::milliseconds>(deadline - now));
-      if (m.find(text) != std::string::npos) {
-        return m;
-      }
-    }
-    return {};
-  }
-
- private:
-  std::string path_;
-  unique_fd socket_{::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
-  bool ok_ = false;
-};
 
 // One place of --max-connections 1 taken by an idle keep-alive connection, and `n` clients
 // behind it in the accept queue, each with its request sent.
@@ -196,9 +99,9 @@ held_queue hold_and_queue(const endpoint& at, int n) {
 // when the probe comes, not when the loops next publish); once the place is released the queue
 // drains, every client is served, and the server is ready again.
 TEST(ServeQueue, AFullQueueShowsInMetricsReadinessHealthAndStatusUntilItDrains) {
-  fake_notify_socket notify;
+  fake_notify_socket notify("queue");
   ASSERT_TRUE(notify.ok());
-  serve_process serve({"--backlog", "4", "--max-connections", "1", "--max-queue-wait", "0"});
+  metered_serve serve({"--backlog", "4", "--max-connections", "1", "--max-queue-wait", "0"});
   ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
   const unique_fd probe = connect_to(*serve.metrics);
   ASSERT_TRUE(probe);
@@ -242,7 +145,7 @@ TEST(ServeQueue, AFullQueueShowsInMetricsReadinessHealthAndStatusUntilItDrains) 
 TEST(ServeQueue, ReadinessFollowsTheFractionGiven) {
   for (const char* fraction : {"0", "1"}) {
     SCOPED_TRACE(std::string("--ready-queue-fraction ") + fraction);
-    serve_process serve(
+    metered_serve serve(
         {"--backlog", "4", "--max-connections", "1", "--max-queue-wait", "0", "--ready-queue-fraction", fraction});
     ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
     const unique_fd probe = connect_to(*serve.metrics);
@@ -262,7 +165,7 @@ TEST(ServeQueue, MetricsPassPromtool) {
   if (::access(promtool.c_str(), X_OK) != 0) {
     GTEST_SKIP() << promtool << " is missing (Debian package prometheus): the metrics text is not checked";
   }
-  serve_process serve({"--backlog", "4", "--max-connections", "1", "--max-queue-wait", "0"});
+  metered_serve serve({"--backlog", "4", "--max-connections", "1", "--max-queue-wait", "0"});
   ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
   const unique_fd probe = connect_to(*serve.metrics);
   held_queue q = hold_and_queue(*serve.at, 2);
@@ -282,7 +185,7 @@ TEST(ServeQueue, MetricsPassPromtool) {
 // Retry-After and closed, never served (its client has likely gone), and counted; a client
 // arriving afterwards, which waits no time, is served.
 TEST(ServeQueue, ClientsThatWaitedLongerThanMaxQueueWaitAreAnswered503AndNeverServed) {
-  serve_process serve({"--max-connections", "1", "--max-queue-wait", "200ms"});
+  metered_serve serve({"--max-connections", "1", "--max-queue-wait", "200ms"});
   ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
   held_queue q = hold_and_queue(*serve.at, 3);
   ASSERT_TRUE(q.holder) << serve.stderr_text();
