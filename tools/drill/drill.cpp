@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -88,18 +90,24 @@ constexpr std::string_view drill_footer =
 
 // What drill's command line asks, in either mode.
 struct drill_request {
-  drill_settings settings;  // the built-in scenarios
-  target_options target;    // --target; its quick, json and svg_path are the options below
-  std::string engine;       // --engine ("": serve's default)
+  drill_settings settings;     // the built-in scenarios
+  target_options target;       // --target; its quick, json and svg_path are the options below
+  std::string engine;          // --engine ("": serve's default)
+  std::string scenarios_text;  // --scenarios as given ("": all)
 };
 
-// "1,4": numbers 1 to 5, each once, separated by single commas; empty on anything else.
-std::vector<int> parse_scenario_list(std::string_view text) {
+// The scenarios of each mode: the built-in drill's, and --target's.
+constexpr int builtin_scenarios = 9;
+constexpr int target_scenarios = 6;
+
+// "1,4": numbers 1 to `last` (at most 9), each once, separated by single commas; empty on
+// anything else.
+std::vector<int> parse_scenario_list(std::string_view text, int last) {
   std::vector<int> out;
   for (std::size_t i = 0; i < text.size(); i += 2) {
     const char c = text[i];
     const bool separated = i + 1 == text.size() || (text[i + 1] == ',' && i + 2 < text.size());
-    if (c < '1' || c > '5' || !separated || std::find(out.begin(), out.end(), c - '0') != out.end()) {
+    if (c < '1' || c > '0' + last || !separated || std::find(out.begin(), out.end(), c - '0') != out.end()) {
       return {};
     }
     out.push_back(c - '0');
@@ -170,20 +178,18 @@ void add_target_options(CLI::App& table, drill_request& r) {
     }
     t.fd_limit = static_cast<std::uint64_t>(n);
   })->needs(target);
-  add_value(table, "--scenarios", "LIST", "only these, each once, such as 1,4 (default 1,2,3,4,5)",
-            [&r](const std::string& v) {
-              r.target.scenarios = parse_scenario_list(v);
-              if (r.target.scenarios.empty()) {
-                refuse("--scenarios is a list of numbers 1 to 5, each once, separated by commas, such as 1,4; not " +
-                       in_quotes(v));
-              }
-            })
-      ->needs(target);
   table
       .add_flag_callback(
           "--no-reference", [&r] { r.target.reference = false; },
           "skip the same scenarios against `transient serve` (the reference)")
       ->needs(target);
+}
+
+// --scenarios, in either mode; checked against the mode's scenarios once the mode is known.
+void add_scenarios_option(CLI::App& table, drill_request& r) {
+  add_value(table, "--scenarios", "LIST",
+            "only these, each once, such as 1,4 (default: all; 1 to 9, with --target 1 to 6)",
+            [&r](const std::string& v) { r.scenarios_text = v; });
 }
 
 int usage_error(const std::string& message) {
@@ -196,24 +202,33 @@ std::unique_ptr<CLI::App> drill_table(drill_request& r) {
   auto table = make_table("transient drill", std::string(drill_text), std::string(drill_footer));
   add_common_options(*table, r);
   add_target_options(*table, r);
-  for (const char* name :
-       {"--target", "--protocol", "--ready-timeout", "--log", "--fd-limit", "--scenarios", "--no-reference"}) {
+  add_scenarios_option(*table, r);
+  for (const char* name : {"--target", "--protocol", "--ready-timeout", "--log", "--fd-limit", "--no-reference"}) {
     table->get_option(name)->group("With --target");
   }
   return table;
 }
 
-// Runs the built-in scenarios against `transient serve` children.
-int drill_builtin(drill_settings settings, const target_options& output) {
-  using scenario = scenario_result (*)(const drill_settings&);
-  const std::vector<std::pair<std::string, scenario>> scenarios{{"backpressure", &run_backpressure},
-                                                                {"exhaustion and recovery", &run_exhaustion},
-                                                                {"leak", &run_leak},
-                                                                {"naive contrast", &run_naive_contrast},
-                                                                {"port race", &run_port_race},
-                                                                {"clean stop", &run_clean_stop},
-                                                                {"churn at the limit", &run_churn},
-                                                                {"slow clients", &run_slow_clients}};
+// The built-in scenarios, in their numbers' order.
+using builtin_scenario = scenario_result (*)(const drill_settings&);
+const std::array<std::pair<const char*, builtin_scenario>, builtin_scenarios> all_builtin{{
+    {"backpressure", &run_backpressure},
+    {"exhaustion and recovery", &run_exhaustion},
+    {"leak", &run_leak},
+    {"naive contrast", &run_naive_contrast},
+    {"port race", &run_port_race},
+    {"clean stop", &run_clean_stop},
+    {"churn at the limit", &run_churn},
+    {"slow clients", &run_slow_clients},
+    {"overload", &run_overload},
+}};
+
+// Runs the built-in scenarios numbered `chosen` against `transient serve` children.
+int drill_builtin(drill_settings settings, const target_options& output, const std::vector<int>& chosen) {
+  std::vector<std::pair<std::string, builtin_scenario>> scenarios;
+  for (const int n : chosen) {
+    scenarios.emplace_back(all_builtin.at(static_cast<std::size_t>(n - 1)));
+  }
   progress_line progress;
   std::vector<scenario_result> results;
   const auto start = std::chrono::steady_clock::now();
@@ -247,7 +262,7 @@ int drill_builtin(drill_settings settings, const target_options& output) {
   if (output.json) {
     std::cout << drill_json(results, seconds, settings.quick);
   } else {
-    std::cout << drill_table(results, seconds);
+    std::cout << drill_table(results, seconds, chosen);
   }
   if (!output.svg_path.empty()) {
     std::ofstream out(output.svg_path);
@@ -279,12 +294,25 @@ int drill(arguments args) {
                                                     " (try 'transient drill --help')"
                                               : parsed.problem);
   }
-  if (table->count("--target") > 0) {
+  const bool target = table->count("--target") > 0;
+  const int last = target ? target_scenarios : builtin_scenarios;
+  std::vector<int> chosen(static_cast<std::size_t>(last));
+  std::iota(chosen.begin(), chosen.end(), 1);
+  if (!r.scenarios_text.empty() || table->count("--scenarios") > 0) {
+    chosen = parse_scenario_list(r.scenarios_text, last);
+  }
+  if (chosen.empty()) {
+    return usage_error("--scenarios is a list of numbers 1 to " + std::to_string(last) +
+                       ", each once, separated by commas, such as 1,4; not " + in_quotes(r.scenarios_text) +
+                       " (try 'transient drill --help')");
+  }
+  if (target) {
     r.target.settings.quick = r.settings.quick;
+    r.target.scenarios = chosen;
     return drill_target(std::move(r.target));
   }
   set_serve_engine(r.engine);
-  return drill_builtin(r.settings, r.target);
+  return drill_builtin(r.settings, r.target, chosen);
 }
 
 }  // namespace transient::tool
