@@ -1,6 +1,6 @@
 // `transient drill [--quick] [--json] [--svg FILE]`: runs `transient serve` children through
 // failure scenarios on loopback and shows what transient does in each; exit 0 only if all pass.
-// With `--target COMMAND`, puts any server through five of them instead (drill_target.cpp).
+// With `--target COMMAND`, puts any server through six of them instead (drill_target.cpp).
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,7 +23,7 @@ namespace transient::tool {
 namespace {
 
 constexpr std::string_view drill_text =
-    "usage: transient drill [--quick] [--json] [--svg FILE] [--engine epoll|io_uring]\n"
+    "usage: transient drill [--quick] [--json] [--svg FILE] [--engine epoll|io_uring] [--scenarios LIST]\n"
     "       transient drill --target 'COMMAND ... {port}' [--protocol http|tcp] [--ready-timeout D]\n"
     "                       [--log FILE]... [--fd-limit N] [--scenarios LIST] [--no-reference]\n"
     "                       [--quick] [--json] [--svg FILE]\n"
@@ -51,12 +51,16 @@ constexpr std::string_view drill_text =
     "  8 slow clients             one address holds idle connections: with --max-per-peer and\n"
     "                             --header-timeout another address is served within 100 ms\n"
     "                             and the idle ones closed at the timeout; without, it waits\n"
+    "  9 overload                 1,000 clients (--quick 300) at once, each giving up after 1 s,\n"
+    "                             against a budget of 8 and a 50 ms response: answered in time\n"
+    "                             (goodput), answered after the client had gone (waste), connect\n"
+    "                             dropped by the kernel (ListenOverflows, machine-wide)\n"
     "\n"
     "Runnable time is a process's time on a CPU or waiting for one (/proc/PID/task/*/schedstat):\n"
     "a loop that spins stays near 100 % however busy the machine, while its CPU share falls; a\n"
     "loop that sleeps stays well under half, its wake-ups' waits for a CPU included.\n"
     "Latencies (100 ms, 1 s) are judged less the time the server and the drill waited for a CPU.\n"
-    "Scenarios 3, 4 and 6 also run the test fixture transient-fixture (serve with a leak or a\n"
+    "Scenarios 3, 4, 6 and 9 also run the test fixture transient-fixture (serve with a leak or a\n"
     "slow response, and the naive loop), which the package installs in /usr/libexec/transient/.\n"
     "\n"
     "With --target, puts any server's accept loop through the drill instead. COMMAND is split\n"
@@ -78,6 +82,10 @@ constexpr std::string_view drill_text =
     "                                 its port no longer listening, nothing left\n"
     "  5 slow clients                 a quarter of the limit in half-sent requests from\n"
     "                                 127.0.0.2: a client from 127.0.0.3 still served\n"
+    "  6 overload                     1,000 clients (--quick 300) GET / at once, each giving up\n"
+    "                                 after 1 s: none answered after its client had gone\n"
+    "                                 (waste), none left unanswered; goodput and connects the\n"
+    "                                 kernel dropped shown (HTTP only)\n"
     "\n"
     "A server that closes each connection after answering (http.server) cannot have its table\n"
     "filled over HTTP (CANNOT FILL): drill it with --protocol tcp, which holds connections that\n"
