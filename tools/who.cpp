@@ -21,8 +21,11 @@ constexpr std::string_view who_text =
     "\n"
     "Lists every LISTEN socket on PORT in this network namespace (from a netlink sock_diag\n"
     "dump, or /proc/net/tcp and tcp6 where that is unavailable) with the processes holding\n"
-    "it (from /proc/PID/fd): address, pid, command and socket inode. Processes that\n"
-    "cannot be read (another user's, without privilege) are reported as unknown owners.\n"
+    "it (from /proc/PID/fd): address, accept queue, pid, command and socket inode. The\n"
+    "queue is QUEUED/LIMIT, as ss -ltn shows Recv-Q and Send-Q: connections waiting to be\n"
+    "accepted and the most the queue holds (LIMIT is ? from /proc/net/tcp, which does not\n"
+    "show it). Processes that cannot be read (another user's, without privilege) are\n"
+    "reported as unknown owners.\n"
     "\n"
     "Exit status: 0 listeners listed (or none), 1 two sockets listen on one address\n"
     "(a duplicate listener, e.g. a SO_REUSEPORT group nobody meant), 2 bad usage.\n";
@@ -63,6 +66,16 @@ std::string unknown_owner_text(const listen_entry& entry) {
              : "(no process found)";
 }
 
+// "3/8": connections waiting and the queue's limit, "3/?" when the limit is unknown.
+std::string queue_cell(const listen_entry& entry) {
+  return std::to_string(entry.queued) + '/' + (entry.queue_limit ? std::to_string(*entry.queue_limit) : "?");
+}
+
+// The JSON value of the queue's limit: null when unknown.
+std::string queue_limit_json(const listen_entry& entry) {
+  return entry.queue_limit ? std::to_string(*entry.queue_limit) : "null";
+}
+
 constexpr std::size_t max_command_width = 60;
 
 // A table cell for a command line. The program's name is what a reader looks for, so a long
@@ -90,30 +103,33 @@ void print_table(std::uint16_t port, const std::vector<listen_entry>& entries, c
     return;
   }
   std::size_t width = 7;
+  std::size_t queue_width = 5;
   std::size_t command_width = 7;
   for (const auto& entry : entries) {
     width = std::max(width, entry.address.to_string().size());
+    queue_width = std::max(queue_width, queue_cell(entry).size());
     command_width = std::max(command_width, unknown_owner_text(entry).size());
     for (const auto& owner : entry.owners) {
       command_width = std::max(command_width, command_cell(printable(owner.command)).size());
     }
   }
-  const auto row = [&](const std::string& address, const std::string& pid, const std::string& command,
-                       const std::string& inode, bool flagged) {
-    std::cout << std::left << std::setw(static_cast<int>(width) + 2) << address << std::setw(9) << pid
+  const auto row = [&](const std::string& address, const std::string& queue, const std::string& pid,
+                       const std::string& command, const std::string& inode, bool flagged) {
+    std::cout << std::left << std::setw(static_cast<int>(width) + 2) << address
+              << std::setw(static_cast<int>(queue_width) + 2) << queue << std::setw(9) << pid
               << std::setw(static_cast<int>(command_width) + 2) << command << inode << (flagged ? "  DUPLICATE" : "")
               << '\n';
   };
-  row("ADDRESS", "PID", "COMMAND", "INODE", false);
+  row("ADDRESS", "QUEUE", "PID", "COMMAND", "INODE", false);
   for (std::size_t i = 0; i < entries.size(); ++i) {
     const auto& entry = entries[i];
     const std::string inode = std::to_string(entry.inode);
     if (entry.owners.empty()) {
-      row(entry.address.to_string(), "?", unknown_owner_text(entry), inode, duplicate[i]);
+      row(entry.address.to_string(), queue_cell(entry), "?", unknown_owner_text(entry), inode, duplicate[i]);
     }
     for (const auto& owner : entry.owners) {
-      row(entry.address.to_string(), std::to_string(owner.pid), command_cell(printable(owner.command)), inode,
-          duplicate[i]);
+      row(entry.address.to_string(), queue_cell(entry), std::to_string(owner.pid),
+          command_cell(printable(owner.command)), inode, duplicate[i]);
     }
   }
 }
@@ -126,6 +142,7 @@ void print_json(std::uint16_t port, const std::vector<listen_entry>& entries, co
     const auto& entry = entries[i];
     out << (i == 0 ? "" : ",") << "{\"address\":" << json_quote(entry.address.to_string())
         << ",\"inode\":" << entry.inode << ",\"cookie\":" << entry.cookie << ",\"uid\":" << entry.uid
+        << ",\"queued\":" << entry.queued << ",\"queue_limit\":" << queue_limit_json(entry)
         << ",\"duplicate\":" << (duplicate[i] ? "true" : "false")
         << ",\"owners_unknown\":" << (entry.owners_unknown() ? "true" : "false") << ",\"owners\":[";
     for (std::size_t k = 0; k < entry.owners.size(); ++k) {
@@ -170,7 +187,7 @@ int who(arguments args) {
   table->add_option("PORT", port_text, "a TCP port, 1-65535")->type_name("");
   add_flag(*table, "--json", json,
            "one JSON object: port, duplicate, listeners[address, inode, cookie (0:\nunknown, from /proc), uid, "
-           "duplicate, owners_unknown, owners[pid, command]]");
+           "queued, queue_limit (null: unknown, from\n/proc), duplicate, owners_unknown, owners[pid, command]]");
   const table_outcome parsed = parse_table(*table, args);
   if (parsed.help) {
     return 0;

@@ -210,20 +210,24 @@ struct acceptor_core : release_observer {
     }
   }
 
-  /// Reports an accepted connection to the policy (on_accepted, or for a completion driver
-  /// `completed`, on_accept_result), then sheds it (as the decision's shed mode says) or hands
-  /// it with its permit to the loop handler, if set, or the handler. Returns the policy's decision.
+  /// Reports an accepted connection and its wait in the accept queue (the kit's queue_wait:
+  /// nothing measured without max_queue_wait) to the policy (on_accepted, or for a completion
+  /// driver `completed`, on_accept_result), then sheds it (as the decision's shed mode says) or
+  /// hands it with its permit to the loop handler, if set, or the handler. Returns the policy's
+  /// decision.
   decision deliver(time_point now, unique_fd fd, const endpoint& peer, peer_key key, bool completed = false) {
     permit place;
-    const decision d = completed ? policy.on_accept_result(now, place, key) : policy.on_accepted(now, place, key);
+    const std::chrono::milliseconds waited = queue_wait(policy, fd.get(), sys);
+    const decision d =
+        completed ? policy.on_accept_result(now, place, key, waited) : policy.on_accepted(now, place, key, waited);
     if (d.shed_accepted) {
       if (!shed(std::move(fd), peer, d.shed, options.refuse, sys)) {
         ++refusals_failed;
       }
     } else if (loop_target != nullptr) {
-      loop_target->on_connection(connection(std::move(fd), std::move(place), peer));
+      loop_target->on_connection(connection(std::move(fd), std::move(place), peer, waited));
     } else {
-      handler(connection(std::move(fd), std::move(place), peer));
+      handler(connection(std::move(fd), std::move(place), peer, waited));
     }
     return d;
   }
@@ -244,7 +248,7 @@ struct acceptor_core : release_observer {
       const diagnosis_fds none;
       result = stop_info_of(policy, d,
                             failure_context_of(where.to_string(), state, last_accept_error, budget->budget(),
-                                               options.policy.stall_timeout),
+                                               options.policy.stall_timeout, source->native_handle()),
                             diagnostics ? *diagnostics : none);
     }
     return true;

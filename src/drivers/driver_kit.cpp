@@ -2,8 +2,11 @@
 #include "transient/detail/driver_kit.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <functional>
 #include <mutex>
 #include <utility>
@@ -77,10 +80,37 @@ bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writ
   return refused;
 }
 
+std::chrono::milliseconds queue_wait(const accept_policy& policy, accept_policy::time_point now, int fd,
+                                     const syscalls& sys) noexcept {
+  const std::chrono::milliseconds bound = policy.max_queue_wait();
+  if (bound.count() <= 0) {
+    return std::chrono::milliseconds::zero();
+  }
+  const auto known = policy.queue_wait_bound(now);
+  if (known <= std::min(queue_wait_floor, bound)) {
+    return std::chrono::ceil<std::chrono::milliseconds>(known);
+  }
+  // queue_wait_of's reading (listen_queue.cpp), through the seam.
+  tcp_info info{};
+  socklen_t length = sizeof info;
+  if (sys.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) {
+    return std::chrono::milliseconds::zero();  // unknown: never shed on it
+  }
+  return std::chrono::milliseconds(info.tcpi_last_data_sent);
+}
+
+std::chrono::milliseconds queue_wait(const accept_policy& policy, accept_policy::time_point now, int fd) noexcept {
+  return queue_wait(policy, now, fd, syscalls{});
+}
+
 void check_driver_options(std::string_view driver, const accept_policy_config& policy, bool has_refuse) {
   if (policy.shed == shed_mode::respond && !has_refuse) {
     throw std::system_error(std::make_error_code(std::errc::invalid_argument),
                             std::string(driver) + ": shed_mode::respond needs a refusal writer (refuse)");
+  }
+  if (policy.max_queue_wait.count() > 0 && policy.stale_shed == shed_mode::respond && !has_refuse) {
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                            std::string(driver) + ": stale_shed respond needs a refusal writer (refuse)");
   }
   detail::throw_if(validate(policy), std::string(driver) + ": invalid accept policy configuration");
 }
@@ -96,7 +126,7 @@ std::string_view handler_threw_text() noexcept { return "the connection handler 
 
 failure_context failure_context_of(std::string where, std::string listener_state,
                                    const std::error_code& last_accept_error, const connection_budget& budget,
-                                   std::chrono::milliseconds stall_timeout) {
+                                   std::chrono::milliseconds stall_timeout, int listener_fd) {
   failure_context context;
   context.where = std::move(where);
   context.listener_state = std::move(listener_state);
@@ -104,8 +134,29 @@ failure_context failure_context_of(std::string where, std::string listener_state
   context.live = budget.live();
   context.max_connections = budget.max_connections();
   context.stall_timeout = stall_timeout;
+  if (listener_fd >= 0) {
+    std::error_code ec;
+    const listen_queue queue = queue_of(listener_fd, ec);
+    if (!ec) {
+      context.queue = queue;
+    }
+  }
   return context;
 }
+
+namespace {
+
+// "412 clients were waiting in the accept queue (limit 4096)", or "" if the queue is unknown.
+std::string waiting_text(const failure_context& context) {
+  if (!context.queue) {
+    return {};
+  }
+  const std::uint32_t n = context.queue->length;
+  return std::to_string(n) + (n == 1 ? " client was" : " clients were") + " waiting in the accept queue (limit " +
+         std::to_string(context.queue->limit) + ")";
+}
+
+}  // namespace
 
 std::string failure_text(const std::error_code& ec, const failure_context& context, const diagnosis_fds& fds) {
   if (ec == condition::stalled) {
@@ -114,15 +165,23 @@ std::string failure_text(const std::error_code& ec, const failure_context& conte
     // its start by each census.
     static std::mutex census_mutex;
     const std::lock_guard lock(census_mutex);
-    return diagnose({context.last_accept_error, context.live, context.max_connections, context.stall_timeout}, fds)
-        .text;
+    std::string text =
+        diagnose({context.last_accept_error, context.live, context.max_connections, context.stall_timeout}, fds).text;
+    if (context.queue) {
+      text += "\n  queue:       " + waiting_text(context);
+    }
+    return text;
   }
   if (ec == condition::not_listening) {
     return "listener " + context.where + " stopped listening" +
            (context.listener_state.empty() ? std::string() : ": " + context.listener_state);
   }
-  return "accept on " + context.where + " failed: " + ec.message() + " (" +
-         std::string(classify(operation::accept, ec).advice) + ")";
+  std::string text = "accept on " + context.where + " failed: " + ec.message() + " (" +
+                     std::string(classify(operation::accept, ec).advice) + ")";
+  if (context.queue) {
+    text += "; " + waiting_text(context);
+  }
+  return text;
 }
 
 stop_info stop_info_of(accept_policy& policy, const decision& d, const failure_context& context,

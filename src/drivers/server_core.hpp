@@ -548,7 +548,9 @@ class server_core {
           l.handler->on_accepting_end();
         }
       }
-      dirty = !l.publish(l.now(), false) && (dirty || n > 0);
+      // An interrupted wait (n < 0: EINTR, which io_uring's task work causes) counts as events:
+      // the acceptors' timers (on_time) then take the completions it posted.
+      dirty = !l.publish(l.now(), false) && (dirty || n != 0);
     }
   }
 

@@ -51,7 +51,8 @@ std::string_view to_string(health_state s) noexcept {
 std::error_code validate(const accept_policy_config& config) noexcept {
   const bool bad = config.accepts_per_ready == 0 || !setting_in_range(config.stall_timeout) ||
                    !setting_in_range(config.summary_interval) || !setting_in_range(config.quiet_period) ||
-                   config.shed > shed_mode::respond;
+                   !setting_in_range(config.max_queue_wait) || config.shed > shed_mode::respond ||
+                   config.stale_shed == shed_mode::queue || config.stale_shed > shed_mode::respond;
   if (bad) {
     return std::make_error_code(std::errc::invalid_argument);
   }
@@ -71,7 +72,8 @@ std::uint64_t seed_or_random(std::uint64_t seed) {
 const accept_policy_config& checked(const accept_policy_config& config) {
   detail::throw_if(
       validate(config),
-      "accept_policy: accepts_per_ready must be > 0, durations from 0 to longest_setting, and the backoff valid");
+      "accept_policy: accepts_per_ready must be > 0, durations from 0 to longest_setting, stale_shed close, reset "
+      "or respond, and the backoff valid");
   return config;
 }
 
@@ -87,7 +89,11 @@ accept_policy::accept_policy(connection_budget& budget, const accept_policy_conf
     : budget_(budget),
       config_(checked(config)),
       backoff_(config_.backoff, seed_or_random(config_.seed)),
-      log_(config_.summary_interval, config_.quiet_period) {}
+      log_(config_.summary_interval, config_.quiet_period),
+      watch_above_(config_.max_queue_wait.count() > 0 ? std::chrono::milliseconds(-1)
+                                                      : std::chrono::milliseconds::max()) {
+  counters_.queue_wait_measured = config_.max_queue_wait.count() > 0;
+}
 
 accept_policy::~accept_policy() {
   // A reservation still held is cancelled by its own destructor (no release counted).
@@ -136,6 +142,7 @@ struct accept_policy::rules {
     peer_key peer{};
     const std::error_code* ec = nullptr;
     bool spare_held = false;
+    std::chrono::milliseconds waited{};
   };
   using run_fn = decision (*)(accept_policy&, time_point, const input&) noexcept;
   struct rule {
@@ -163,19 +170,19 @@ struct accept_policy::rules {
   }
   // The accept asked for gave a connection: serve it (a permit) or shed it.
   static decision serve_or_shed(accept_policy& p, time_point now, const input& in) noexcept {
-    return p.accepted(now, *in.out, in.peer);
+    return p.accepted(now, *in.out, in.peer, in.waited);
   }
   // A completion under wait: the connection came, so the listener was ready; a burst begins.
   static decision ready_then_serve(accept_policy& p, time_point now, const input& in) noexcept {
     p.tick(now);
     p.burst_ = 0;
-    return p.accepted(now, *in.out, in.peer);
+    return p.accepted(now, *in.out, in.peer, in.waited);
   }
   // A completion of a request that the pause cancelled too late: the connection is here, so
   // the pause ends; it is served if a place is free, else shed (it cannot go back).
   static decision resume_then_serve(accept_policy& p, time_point now, const input& in) noexcept {
     p.leave_pause(now);
-    return p.accepted(now, *in.out, in.peer);
+    return p.accepted(now, *in.out, in.peer, in.waited);
   }
   static decision shed_drained(accept_policy& p, time_point now, const input& /*in*/) noexcept {
     return p.drained(now, true);
@@ -202,6 +209,7 @@ struct accept_policy::rules {
   static decision queue_empty(accept_policy& p, time_point now, const input& /*in*/) noexcept {
     p.reservation_.release();
     p.state_ = state::waiting;
+    p.queue_seen_empty(now);
     if (p.stop_requested_.load(std::memory_order_relaxed)) {
       return p.finish(now, {}, condition::unclassified);
     }
@@ -257,10 +265,11 @@ struct accept_policy::rules {
                                          "a burst of accepts begins: accept with a place taken (queue), shed at the "
                                          "budget (the other modes), or pause for a release when the budget is full",
                                          &begin_burst};
-  static constexpr rule serve_or_shed_rule{"serve_or_shed",
-                                           "the connection gets a permit, or is shed (no place, the per-peer cap, "
-                                           "step::shed); then the next accept, or wait after accepts_per_ready",
-                                           &serve_or_shed};
+  static constexpr rule serve_or_shed_rule{
+      "serve_or_shed",
+      "the connection gets a permit, or is shed (stale: it waited over max_queue_wait; no place, the per-peer cap, "
+      "step::shed); then the next accept, or wait after accepts_per_ready",
+      &serve_or_shed};
   static constexpr rule ready_then_serve_rule{
       "ready_then_serve",
       "the result implies readiness: a burst begins with this connection, served if a place is free, else shed",
@@ -276,7 +285,8 @@ struct accept_policy::rules {
   static constexpr rule shed_late_rule{"shed_late", "accepted after the stop: shed, and the stop holds", &shed_late};
   static constexpr rule classify_failure_rule{
       "classify_failure",
-      "classify(): skip or retry (accept again), wait (EAGAIN), back off and maybe drain (EMFILE...), or fail",
+      "classify(): skip or retry (accept again), wait (EAGAIN: the queue is empty, stale shedding ends), back off "
+      "and maybe drain (EMFILE...), or fail",
       &classify_failure};
   static constexpr rule ready_then_classify_rule{
       "ready_then_classify",
@@ -286,7 +296,8 @@ struct accept_policy::rules {
       "end_drain", "the drain ends (the backlog is empty, or another thread took the freed number); the pause holds",
       &end_drain};
   static constexpr rule queue_empty_rule{
-      "queue_empty", "as EAGAIN: the reservation goes back, wait (accepting was healthy)", &queue_empty};
+      "queue_empty", "as EAGAIN: the reservation goes back, stale shedding ends, wait (accepting was healthy)",
+      &queue_empty};
   static constexpr rule keep_rule{
       "keep", "the decision in force holds; an episode's summary or recovered line may fall due", &keep};
   static constexpr rule resume_if_room_rule{"resume_if_room", "a place is free: take it and accept; else keep waiting",
@@ -406,16 +417,18 @@ std::vector<policy_transition> detail::policy_transitions() {
 
 decision accept_policy::on_ready(time_point now) noexcept { return rules::dispatch<event::ready>(*this, now, {}); }
 
-decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer) noexcept {
-  return rules::dispatch<event::accepted>(*this, now, {.out = &out, .peer = peer});
+decision accept_policy::on_accepted(time_point now, permit& out, peer_key peer,
+                                    std::chrono::milliseconds waited) noexcept {
+  return rules::dispatch<event::accepted>(*this, now, {.out = &out, .peer = peer, .waited = waited});
 }
 
 decision accept_policy::on_accept_failed(time_point now, std::error_code ec, bool spare_held) noexcept {
   return rules::dispatch<event::accept_failed>(*this, now, {.ec = &ec, .spare_held = spare_held});
 }
 
-decision accept_policy::on_accept_result(time_point now, permit& out, peer_key peer) noexcept {
-  return rules::dispatch<event::result_accepted>(*this, now, {.out = &out, .peer = peer});
+decision accept_policy::on_accept_result(time_point now, permit& out, peer_key peer,
+                                         std::chrono::milliseconds waited) noexcept {
+  return rules::dispatch<event::result_accepted>(*this, now, {.out = &out, .peer = peer, .waited = waited});
 }
 
 decision accept_policy::on_accept_result(time_point now, std::error_code ec, bool spare_held) noexcept {
@@ -438,13 +451,20 @@ decision accept_policy::on_stop(time_point now) noexcept {
 // ---- the rules' steps -----------------------------------------------------------------
 
 // An accept gave a connection while the policy takes connections: serve it or shed it.
-decision accept_policy::accepted(time_point now, permit& out, peer_key peer) noexcept {
+decision accept_policy::accepted(time_point now, permit& out, peer_key peer,
+                                 std::chrono::milliseconds waited) noexcept {
   // Any successful accept is progress: the resource is available again.
   if (log_.degraded()) {  // checked first: building the event's figures costs atomic loads
     tick(now);
     healthy(now);
   }
   ++burst_;
+  if (waited > watch_above_) [[unlikely]] {  // the waits are measured: one comparison when they are not
+    note_wait(now, waited);
+    if (waited > config_.max_queue_wait) {
+      return shed_stale(now);
+    }
+  }
 
   // Served, or shed (and how, and why): plain values, not a decision, whose error_code costs
   // a call to construct on the path every connection takes.
@@ -513,6 +533,7 @@ decision accept_policy::failed(time_point now, std::error_code ec, bool spare_he
     case action::wait:
       // The queue is empty: accept got as far as the queue, so nothing is exhausted now.
       healthy(now);
+      queue_seen_empty(now);
       return waiting();
     case action::back_off:
       ++counters_.failed[index];
@@ -528,6 +549,61 @@ decision accept_policy::failed(time_point now, std::error_code ec, bool spare_he
     return finish(now, make_error_code(transient::error::not_listening), v.why);
   }
   return finish(now, ec, v.why);
+}
+
+// The connection waited over max_queue_wait: shed it, give its place back, and go on
+// accepting (the next one may be stale too, or fresh). Never a pause: a stale connection
+// holds no place.
+decision accept_policy::shed_stale(time_point now) noexcept {
+  reservation_.release();
+  ++counters_.shed[static_cast<std::size_t>(shed_reason::queue_wait)];
+  ++stale_shed_;
+  state_ = state::waiting;
+  decision next =
+      stop_requested_.load(std::memory_order_relaxed) ? finish(now, {}, condition::unclassified) : begin_accept(now);
+  next.shed_accepted = true;
+  next.shed = config_.stale_shed;
+  return next;
+}
+
+// A measured wait: into the histogram; the first stale one begins an episode, a fresh one ends it.
+void accept_policy::note_wait(time_point now, std::chrono::milliseconds waited) noexcept {
+  counters_.record_queue_wait(waited);
+  if (waited <= config_.max_queue_wait) {
+    end_stale_episode(now);
+    return;
+  }
+  if (stale_shed_ != 0) {
+    return;  // the episode goes on, quietly
+  }
+  stale_since_ = now;
+  policy_event e = base_event();
+  e.kind = policy_event_kind::stale_shed;
+  e.at = now;
+  e.queue_wait = waited;
+  e.max_queue_wait = config_.max_queue_wait;
+  emit(e);
+}
+
+// An accept found the queue empty: no connection accepted later waited longer than since now.
+void accept_policy::queue_seen_empty(time_point now) noexcept {
+  last_empty_ = now;
+  empty_seen_ = true;
+  end_stale_episode(now);
+}
+
+void accept_policy::end_stale_episode(time_point now) noexcept {
+  if (stale_shed_ == 0) {
+    return;
+  }
+  policy_event e = base_event();
+  e.kind = policy_event_kind::stale_shed_ended;
+  e.at = now;
+  e.duration = now - stale_since_;
+  e.shed = stale_shed_;
+  e.max_queue_wait = config_.max_queue_wait;
+  stale_shed_ = 0;
+  emit(e);
 }
 
 // ---- transitions ----------------------------------------------------------------------
@@ -699,6 +775,7 @@ decision accept_policy::finish(time_point now, std::error_code ec, condition why
   stop_cause_ = why;
   stop_ = ec ? make(step::fail) : make(step::stop);
   stop_.error = ec;
+  end_stale_episode(now);
   if (log_.degraded()) {
     emit(log_.stopping(now, base_event()));  // accepting was healthy again: that episode ends
   }

@@ -38,7 +38,7 @@ bool connection_budget::acquire_or_wait(permit& out) noexcept {
     const std::uint64_t next = room ? word + 1 : word + waiter_one;
     if (state_.compare_exchange_weak(word, next, std::memory_order_acq_rel, std::memory_order_relaxed)) {
       if (room) {
-        out = counted_place();
+        count_reservation(out);
       }
       return room;
     }
@@ -65,7 +65,7 @@ bool connection_budget::resume_if_room(permit& out) noexcept {
     }
     const std::uint64_t next = word + 1 - waiter_one;
     if (state_.compare_exchange_weak(word, next, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-      out = counted_place();
+      count_reservation(out);
       return true;
     }
   }

@@ -15,6 +15,8 @@ std::string_view to_string(policy_event_kind kind) noexcept {
     case policy_event_kind::stopped: return "stopped";
     case policy_event_kind::diagnosis: return "diagnosis";
     case policy_event_kind::warning: return "warning";
+    case policy_event_kind::stale_shed: return "stale_shed";
+    case policy_event_kind::stale_shed_ended: return "stale_shed_ended";
   }
   return "unknown";
 }
@@ -103,6 +105,15 @@ std::string format(const policy_event& e) {
     case policy_event_kind::warning:
       line += "warning: ";
       line += e.text;
+      break;
+    case policy_event_kind::stale_shed:
+      line += "shedding stale connections: one waited " + duration_text(e.queue_wait) +
+              " in the accept queue, above max_queue_wait " + duration_text(e.max_queue_wait) + "; " + load_text(e);
+      break;
+    case policy_event_kind::stale_shed_ended:
+      line += "stale shedding ended after " + duration_text(e.duration) + ": " +
+              count_text(e.shed, "connection", "connections") + " shed for waiting over max_queue_wait " +
+              duration_text(e.max_queue_wait) + "; " + load_text(e);
       break;
   }
   return line;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <optional>
 
 #include "transient/detail/throw_error.hpp"
 
@@ -12,6 +13,7 @@ std::string_view to_string(shed_reason r) noexcept {
   switch (r) {
     case shed_reason::budget: return "budget";
     case shed_reason::peer_limit: return "peer_limit";
+    case shed_reason::queue_wait: return "queue_wait";
   }
   return "unknown";
 }
@@ -22,6 +24,13 @@ std::string_view to_string(pause_reason r) noexcept {
     case pause_reason::backoff: return "backoff";
   }
   return "unknown";
+}
+
+void policy_metrics::record_queue_wait(std::chrono::milliseconds waited) noexcept {
+  const auto* const bucket = std::lower_bound(queue_wait_bounds.begin(), queue_wait_bounds.end(), waited);
+  ++queue_wait_buckets[static_cast<std::size_t>(bucket - queue_wait_bounds.begin())];
+  queue_wait_sum += waited;
+  ++queue_wait_count;
 }
 
 policy_metrics& policy_metrics::operator+=(const policy_metrics& other) noexcept {
@@ -40,6 +49,12 @@ policy_metrics& policy_metrics::operator+=(const policy_metrics& other) noexcept
     pauses[i] += other.pauses[i];
     paused[i] += other.paused[i];
   }
+  for (std::size_t i = 0; i < queue_wait_buckets.size(); ++i) {
+    queue_wait_buckets[i] += other.queue_wait_buckets[i];
+  }
+  queue_wait_sum += other.queue_wait_sum;
+  queue_wait_count += other.queue_wait_count;
+  queue_wait_measured = queue_wait_measured || other.queue_wait_measured;
   live = std::max(live, other.live);
   peak = std::max(peak, other.peak);
   max_connections = std::max(max_connections, other.max_connections);
@@ -85,9 +100,22 @@ class writer {
 
   void seconds(std::string_view name, std::string_view label, std::string_view value, std::chrono::nanoseconds ns) {
     sample_start(name, label, value);
-    char buffer[40];
-    const double secs = std::chrono::duration<double>(ns).count();
-    const auto result = std::to_chars(buffer, buffer + sizeof buffer, secs);
+    append_seconds(ns);
+    out_ += '\n';
+  }
+
+  // A histogram bucket's line: NAME_bucket{le="SECONDS"} COUNT ("+Inf" for the last).
+  void bucket(std::string_view name, std::optional<std::chrono::milliseconds> le, std::uint64_t count) {
+    name_line(name);
+    out_ += "_bucket{le=\"";
+    if (le) {
+      append_seconds(*le);
+    } else {
+      out_ += "+Inf";
+    }
+    out_ += "\"} ";
+    char buffer[24];
+    const auto result = std::to_chars(buffer, buffer + sizeof buffer, count);
     out_.append(buffer, result.ptr);
     out_ += '\n';
   }
@@ -95,6 +123,12 @@ class writer {
   std::string take() { return std::move(out_); }
 
  private:
+  void append_seconds(std::chrono::nanoseconds ns) {
+    char buffer[40];
+    const double secs = std::chrono::duration<double>(ns).count();
+    const auto result = std::to_chars(buffer, buffer + sizeof buffer, secs);
+    out_.append(buffer, result.ptr);
+  }
   void name_line(std::string_view name) {
     out_ += prefix_;
     out_ += '_';
@@ -127,6 +161,20 @@ void per_condition(writer& w, std::string_view name, std::string_view help,
   }
 }
 
+// The queue-wait histogram, by Prometheus's conventions: cumulative buckets, then _sum and _count.
+void queue_wait_histogram(writer& w, const policy_metrics& m) {
+  constexpr std::string_view name = "queue_wait_seconds";
+  w.header(name, "histogram", "Time accepted connections waited in the accept queue.");
+  std::uint64_t below = 0;
+  for (std::size_t i = 0; i < queue_wait_bounds.size(); ++i) {
+    below += m.queue_wait_buckets[i];
+    w.bucket(name, queue_wait_bounds[i], below);
+  }
+  w.bucket(name, std::nullopt, m.queue_wait_count);
+  w.seconds("queue_wait_seconds_sum", {}, {}, m.queue_wait_sum);
+  w.sample("queue_wait_seconds_count", {}, {}, m.queue_wait_count);
+}
+
 }  // namespace
 
 std::string to_prometheus(const policy_metrics& m, std::string_view prefix, std::error_code& ec) {
@@ -153,6 +201,9 @@ std::string to_prometheus(const policy_metrics& m, std::string_view prefix, std:
   w.header("paused_seconds_total", "counter", "Time spent with accepting paused.");
   for (std::size_t i = 0; i < pause_reason_count; ++i) {
     w.seconds("paused_seconds_total", "reason", to_string(static_cast<pause_reason>(i)), m.paused[i]);
+  }
+  if (m.queue_wait_measured || m.queue_wait_count != 0) {
+    queue_wait_histogram(w, m);
   }
   w.header("live_connections", "gauge", "Places taken in the connection budget.");
   w.sample("live_connections", {}, {}, m.live);

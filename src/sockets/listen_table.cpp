@@ -16,7 +16,7 @@ listen_table from_sock_diag(std::error_code& ec) {
   }
   table.rows.reserve(listeners.size());
   for (const auto& l : listeners) {
-    table.rows.push_back(listen_row{l.local, l.uid, l.inode, l.cookie, l.queued});
+    table.rows.push_back(listen_row{l.local, l.uid, l.inode, l.cookie, l.queued, l.limit});
   }
   return table;
 }
@@ -30,7 +30,7 @@ listen_table from_proc(std::error_code& ec) {
   }
   for (const auto& row : rows) {
     if (row.state == tcp_state_listen) {
-      table.rows.push_back(listen_row{row.local, row.uid, row.inode, 0, row.rx_queue});
+      table.rows.push_back(listen_row{row.local, row.uid, row.inode, 0, row.rx_queue, std::nullopt});
     }
   }
   return table;
@@ -62,6 +62,7 @@ listen_entry entry_of(const listen_row& row) {
   entry.uid = row.uid;
   entry.cookie = row.cookie;
   entry.queued = row.queued;
+  entry.queue_limit = row.queue_limit;
   return entry;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <system_error>
 #include <vector>
 
@@ -28,6 +29,8 @@ struct listen_row {
   std::uint64_t inode = 0;   ///< Socket inode.
   std::uint64_t cookie = 0;  ///< SO_COOKIE of the socket; 0 when read from /proc (which does not show it).
   std::uint32_t queued = 0;  ///< Connections waiting in its accept queue (sock_diag's rqueue, /proc's rx_queue).
+  /// The accept queue's limit (sock_diag's wqueue); unknown when read from /proc, which does not show it.
+  std::optional<std::uint32_t> queue_limit;
 };
 
 /// The LISTEN sockets and where they came from.

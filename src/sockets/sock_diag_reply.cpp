@@ -61,7 +61,9 @@ bool decode_listener(std::span<const std::byte> payload, diag_listener& row, std
   }
   row.uid = message.idiag_uid;
   row.inode = message.idiag_inode;
+  // For a LISTEN socket the kernel reports its accept queue: length and limit (ss's Recv-Q and Send-Q).
   row.queued = message.idiag_rqueue;
+  row.limit = message.idiag_wqueue;
   // sock_diag stores the 64-bit cookie (the one SO_COOKIE returns) as two 32-bit halves, low first.
   row.cookie = static_cast<std::uint64_t>(message.id.idiag_cookie[0]) |
                (static_cast<std::uint64_t>(message.id.idiag_cookie[1]) << 32);

@@ -26,6 +26,7 @@ struct diag_listener {
   std::uint64_t inode = 0;   ///< idiag_inode (fstat(fd).st_ino of the socket).
   std::uint64_t cookie = 0;  ///< idiag_cookie[0] | idiag_cookie[1] << 32: the same number as SO_COOKIE.
   std::uint32_t queued = 0;  ///< idiag_rqueue: connections waiting in the accept queue.
+  std::uint32_t limit = 0;   ///< idiag_wqueue: the accept queue's limit (the backlog, capped by somaxconn).
 };
 
 /// What a reply must carry to be ours: the request's sequence number and our port id.

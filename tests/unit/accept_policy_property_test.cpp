@@ -9,7 +9,8 @@
 //  - while every accept fails with a back_off errno, "accept" decisions per simulated
 //    second are bounded (no spin);
 //  - a fail errno stops within one decision; after a stop, every event answers the same stop;
-//  - once stopped and all permits are released, live == 0.
+//  - once stopped and all permits are released, live == 0;
+//  - no connection that waited longer than max_queue_wait in the accept queue holds a permit.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -100,6 +101,9 @@ class world {
     config.backoff.mode = static_cast<jitter>(pick(3));
     config.shed = pick(4) == 0 ? shed_mode::close : shed_mode::queue;
     config.sink = [](const policy_event&) {};
+    config.max_queue_wait = pick(3) == 0 ? 0ms : std::chrono::milliseconds(1 + pick(100));
+    config.stale_shed = static_cast<shed_mode>(1 + pick(3));  // close, reset or respond
+    max_queue_wait_ = config.max_queue_wait;
     for (auto& l : loops_) {
       l.policy = std::make_unique<accept_policy>(*budget_, config);
       l.current = l.policy->current();
@@ -194,8 +198,13 @@ class world {
     const bool shedding = l.current.next == step::shed;
     if (!exhaustion_ && chance(0.55)) {
       permit out;
-      const decision d = l.completion ? p.on_accept_result(now_, out) : p.on_accepted(now_, out);
+      const auto waited = std::chrono::milliseconds(pick(150));
+      const decision d =
+          l.completion ? p.on_accept_result(now_, out, {}, waited) : p.on_accepted(now_, out, {}, waited);
       EXPECT_EQ(static_cast<bool>(out), !d.shed_accepted);
+      if (max_queue_wait_.count() > 0 && waited > max_queue_wait_) {
+        EXPECT_FALSE(out) << "a stale connection holds a permit";
+      }
       EXPECT_TRUE(!shedding || d.shed_accepted) << "a shed accept is never served";
       if (out) {
         held_.push_back(std::move(out));
@@ -306,6 +315,7 @@ class world {
   time_point now_ = time_point{} + 1000h;
   bool wake_ = false;
   bool exhaustion_ = false;
+  std::chrono::milliseconds max_queue_wait_{};  // of this episode's policies (0: no bound)
   exhaustion_window window_;
   std::uint64_t releases_ = 0;
   std::uint64_t max_per_second_ = 0;

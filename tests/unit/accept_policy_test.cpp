@@ -1157,6 +1157,210 @@ TEST_F(PolicySpec, AtTheBurstCapAFullBudgetPausesRatherThanWaits) {
   EXPECT_EQ(policy.on_accepted(now, b).next, step::pause_for_release) << "the cap, with the budget full";
 }
 
+// ---- the bound on the wait in the accept queue (max_queue_wait) ------------------------
+
+// A connection that waited longer than max_queue_wait is shed with stale_shed, whatever the
+// shed mode at the budget, holds no permit, and the loop accepts the next one at once.
+TEST_F(PolicySpec, AStaleConnectionIsShedWithStaleShedAndTheLoopGoesOnAccepting) {
+  for (const shed_mode mode : {shed_mode::close, shed_mode::reset, shed_mode::respond}) {
+    accept_policy_config c = config();
+    c.max_queue_wait = 100ms;
+    c.stale_shed = mode;
+    connection_budget budget(10);
+    accept_policy policy(budget, c);
+    ASSERT_EQ(policy.on_ready(now).next, step::accept);
+    permit p;
+    const decision d = policy.on_accepted(now, p, {}, 300ms);
+    EXPECT_FALSE(p) << to_string(mode);
+    EXPECT_TRUE(d.shed_accepted);
+    EXPECT_EQ(d.shed, mode);
+    EXPECT_EQ(d.next, step::accept) << "the next connection may be fresh";
+    EXPECT_EQ(budget.live(), 1U) << "only the place reserved for the next accept";
+    const policy_metrics m = policy.metrics();
+    EXPECT_EQ(m.shed[static_cast<std::size_t>(shed_reason::queue_wait)], 1U);
+    EXPECT_EQ(m.accepted, 0U);
+  }
+}
+
+TEST_F(PolicySpec, AFreshConnectionIsServedUpToTheBoundItself) {
+  accept_policy_config c = config();
+  c.max_queue_wait = 100ms;
+  accept_policy& policy = ready_policy(10, c);
+  permit a;
+  permit b;
+  EXPECT_FALSE(policy.on_accepted(now, a, {}, 50ms).shed_accepted);
+  EXPECT_FALSE(policy.on_accepted(now, b, {}, 100ms).shed_accepted) << "stale only above the bound";
+  EXPECT_TRUE(a);
+  EXPECT_TRUE(b);
+  EXPECT_EQ(policy.metrics().accepted, 2U);
+  EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::queue_wait)], 0U);
+}
+
+// Queue mode: the place reserved for the accept goes back, and the next accept takes one
+// again, so a stale connection never pauses the loop, even at a budget of one.
+TEST_F(PolicySpec, QueueModeGivesTheReservedPlaceBackAndNeverPausesForAStaleConnection) {
+  accept_policy_config c = config();
+  c.max_queue_wait = 100ms;
+  accept_policy& policy = ready_policy(1, c);
+  ASSERT_EQ(budget().live(), 1U) << "the place reserved for the accept";
+  for (int i = 0; i < 3; ++i) {
+    permit stale;
+    const decision d = policy.on_accepted(now, stale, {}, 300ms);
+    EXPECT_TRUE(d.shed_accepted);
+    EXPECT_EQ(d.next, step::accept) << "not pause_for_release: the stale connection took no place";
+    EXPECT_EQ(budget().live(), 1U);
+  }
+  permit fresh;
+  const decision d = policy.on_accepted(now, fresh, {}, 2ms);
+  EXPECT_TRUE(fresh);
+  EXPECT_EQ(d.next, step::pause_for_release) << "the fresh one holds the only place";
+  EXPECT_EQ(policy.metrics().peak, 1U);
+}
+
+// A mode that sheds at the budget (step::shed): a stale connection there is shed as stale.
+TEST_F(PolicySpec, AStaleConnectionUnderAShedStepIsCountedAsStale) {
+  accept_policy_config c = config();
+  c.shed = shed_mode::reset;
+  c.max_queue_wait = 100ms;
+  c.stale_shed = shed_mode::close;
+  accept_policy& policy = ready_policy(1, c);
+  permit held;
+  ASSERT_EQ(policy.on_accepted(now, held, {}, 1ms).next, step::shed);
+  permit p;
+  const decision d = policy.on_accepted(now, p, {}, 300ms);
+  EXPECT_TRUE(d.shed_accepted);
+  EXPECT_EQ(d.shed, shed_mode::close);
+  EXPECT_EQ(d.next, step::shed);
+  EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::queue_wait)], 1U);
+  EXPECT_EQ(policy.metrics().shed[static_cast<std::size_t>(shed_reason::budget)], 0U);
+}
+
+TEST_F(PolicySpec, WithoutABoundTheWaitIsIgnoredAndNothingIsRecorded) {
+  accept_policy& policy = ready_policy(10, config());
+  permit p;
+  EXPECT_FALSE(policy.on_accepted(now, p, {}, 10min).shed_accepted);
+  EXPECT_TRUE(p);
+  const policy_metrics m = policy.metrics();
+  EXPECT_EQ(m.queue_wait_count, 0U);
+  EXPECT_FALSE(m.queue_wait_measured);
+  EXPECT_FALSE(policy.measures_queue_wait());
+}
+
+TEST_F(PolicySpec, MeasuredWaitsFillTheHistogram) {
+  accept_policy_config c = config();
+  c.max_queue_wait = 1s;
+  accept_policy& policy = ready_policy(10, c);
+  std::vector<permit> held(4);
+  for (std::size_t i = 0; const std::chrono::milliseconds waited : {0ms, 5ms, 6ms, 2000ms}) {
+    static_cast<void>(policy.on_accepted(now, held[i++], {}, waited));
+  }
+  const policy_metrics m = policy.metrics();
+  EXPECT_TRUE(m.queue_wait_measured);
+  EXPECT_EQ(m.queue_wait_count, 4U);
+  EXPECT_EQ(m.queue_wait_sum, 2011ms);
+  EXPECT_EQ(m.queue_wait_buckets[0], 2U) << "0 and 5 ms: at most 5 ms";
+  EXPECT_EQ(m.queue_wait_buckets[1], 1U) << "6 ms: at most 10 ms";
+  EXPECT_EQ(m.queue_wait_buckets[8], 1U) << "2 s: at most 2.5 s";
+}
+
+// One event when stale shedding begins, silence while it goes on, one when a fresh connection
+// ends it, with how many were shed.
+TEST_F(PolicySpec, StaleSheddingIsReportedOncePerEpisode) {
+  accept_policy_config c = config();
+  c.max_queue_wait = 100ms;
+  c.label = "127.0.0.1:8080";
+  accept_policy& policy = ready_policy(10, c);
+  std::vector<permit> shed(3);
+  static_cast<void>(policy.on_accepted(now, shed[0], {}, 312ms));
+  ASSERT_EQ(events.size(), 1U);
+  EXPECT_EQ(events[0].kind, policy_event_kind::stale_shed);
+  EXPECT_EQ(events[0].queue_wait, 312ms);
+  EXPECT_EQ(events[0].max_queue_wait, 100ms);
+  EXPECT_EQ(format(events[0]),
+            "transient: 127.0.0.1:8080: shedding stale connections: one waited 0.3 s in the accept queue, above "
+            "max_queue_wait 0.1 s; live 1/10");
+  advance(20ms);
+  static_cast<void>(policy.on_accepted(now, shed[1], {}, 250ms));
+  static_cast<void>(policy.on_accepted(now, shed[2], {}, 200ms));
+  EXPECT_EQ(events.size(), 1U) << "quiet while the episode goes on";
+  permit fresh;
+  static_cast<void>(policy.on_accepted(now, fresh, {}, 3ms));
+  ASSERT_EQ(events.size(), 2U);
+  EXPECT_EQ(events[1].kind, policy_event_kind::stale_shed_ended);
+  EXPECT_EQ(events[1].shed, 3U);
+  EXPECT_EQ(events[1].duration, 20ms);
+  EXPECT_EQ(format(events[1]),
+            "transient: 127.0.0.1:8080: stale shedding ended after 20 ms: 3 connections shed for waiting over "
+            "max_queue_wait 0.1 s; live 1/10");
+  permit another;
+  static_cast<void>(policy.on_accepted(now, another, {}, 3ms));
+  EXPECT_EQ(events.size(), 2U) << "no episode, no line";
+}
+
+// The queue seen empty ends an episode too: an accept's EAGAIN, a completion driver's parked
+// request, or the stop.
+TEST_F(PolicySpec, AnEmptyQueueOrTheStopEndsStaleShedding) {
+  accept_policy_config c = config();
+  c.max_queue_wait = 100ms;
+  accept_policy& policy = ready_policy(10, c);
+  permit p;
+  static_cast<void>(policy.on_accepted(now, p, {}, 300ms));
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  ASSERT_EQ(count(policy_event_kind::stale_shed_ended), 1);
+
+  static_cast<void>(policy.on_accept_result(now, p, {}, 300ms));  // a completion under wait
+  ASSERT_EQ(count(policy_event_kind::stale_shed), 2);
+  ASSERT_EQ(policy.on_accept_parked(now).next, step::wait);
+  ASSERT_EQ(count(policy_event_kind::stale_shed_ended), 2);
+
+  static_cast<void>(policy.on_accept_result(now, p, {}, 300ms));
+  ASSERT_EQ(count(policy_event_kind::stale_shed), 3);
+  static_cast<void>(policy.on_stop(now));
+  ASSERT_EQ(events.size(), 7U);
+  EXPECT_EQ(events[5].kind, policy_event_kind::stale_shed_ended) << "the episode ends before the stop line";
+  EXPECT_EQ(events[6].kind, policy_event_kind::stopped);
+}
+
+// The bound a driver uses instead of a system call: the time since the queue was last seen
+// empty; unbounded before that (clients may wait from before the start).
+TEST_F(PolicySpec, TheQueueWaitBoundIsTheTimeSinceTheQueueWasSeenEmpty) {
+  accept_policy_config c = config();
+  c.max_queue_wait = 100ms;
+  accept_policy& policy = ready_policy(10, c);
+  EXPECT_TRUE(policy.measures_queue_wait());
+  EXPECT_EQ(policy.queue_wait_bound(now), accept_policy::clock::duration::max());
+  ASSERT_EQ(policy.on_accept_failed(now, sys(EAGAIN)).next, step::wait);
+  advance(3ms);
+  EXPECT_EQ(policy.queue_wait_bound(now), 3ms);
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  ASSERT_EQ(policy.on_accept_failed(now, sys(ECONNABORTED)).next, step::accept);
+  advance(1ms);
+  EXPECT_EQ(policy.queue_wait_bound(now), 4ms) << "a skipped connection does not show the queue empty";
+  ASSERT_EQ(policy.on_accept_parked(now).next, step::wait);
+  advance(2ms);
+  EXPECT_EQ(policy.queue_wait_bound(now), 2ms) << "a parked request: the queue was empty";
+}
+
+TEST_F(PolicySpec, InvalidQueueWaitSettingsAreRefused) {
+  accept_policy_config c = config();
+  c.max_queue_wait = -1ms;
+  EXPECT_EQ(validate(c), std::errc::invalid_argument);
+  c.max_queue_wait = std::chrono::duration_cast<std::chrono::milliseconds>(longest_setting) + 1ms;
+  EXPECT_EQ(validate(c), std::errc::invalid_argument);
+  c.max_queue_wait = 100ms;
+  c.stale_shed = shed_mode::queue;
+  EXPECT_EQ(validate(c), std::errc::invalid_argument) << "an accepted connection cannot go back to the queue";
+  c.stale_shed = static_cast<shed_mode>(9);
+  EXPECT_EQ(validate(c), std::errc::invalid_argument);
+  for (const shed_mode mode : {shed_mode::close, shed_mode::reset, shed_mode::respond}) {
+    c.stale_shed = mode;
+    EXPECT_FALSE(validate(c)) << to_string(mode);
+  }
+  connection_budget budget(1);
+  c.stale_shed = shed_mode::queue;
+  EXPECT_THROW(accept_policy(budget, c), std::system_error);
+}
+
 TEST(DefaultBudget, ZeroMeansAutoAsEverywhereABudgetIsGiven) {
   std::error_code ec;
   const std::uint64_t expected = default_max_connections(ec);

@@ -5,10 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <deque>
 #include <exception>
 #include <memory>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 #include "asio_support.hpp"
 #include "support/loopback.hpp"
@@ -421,6 +425,51 @@ TEST(AsioAdapter, AThrowingRefusalWriterShedsTheClientAndTheLoopGoesOn) {
   EXPECT_FALSE(l.outcome.error);
   EXPECT_EQ(l.outcome.report.metrics.refusals_failed, 2U);
   EXPECT_EQ(l.outcome.report.metrics.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 2U);
+}
+
+// The bound on the wait in the accept queue (max_queue_wait): with a budget of one held, three
+// clients wait 400 ms in the queue behind a bound of 200 ms and are reset when the place comes
+// free; a client arriving afterwards is served; one that waited 40 ms is served with its wait.
+// The sleeps are the waits under test.
+TEST(AsioAdapter, StaleClientsAreShedAndFreshOnesServedWithTheirWait) {
+  keeping_loop l;
+  tasio::loop_options options = quiet_options(1);
+  options.policy.max_queue_wait = 200ms;
+  options.policy.stale_shed = transient::shed_mode::reset;
+  l.start(options);
+  const transient::unique_fd holder = connect_to(l.where);
+  ASSERT_TRUE(run_until(l.io, [&] { return l.calls == 1; }));
+  std::vector<transient::unique_fd> stale;
+  for (int i = 0; i < 3; ++i) {
+    stale.push_back(connect_to(l.where));
+  }
+  std::this_thread::sleep_for(400ms);
+  l.held.pop_front();  // the place comes free
+  const auto readable = [](const transient::unique_fd& fd) {
+    pollfd p{fd.get(), POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  };
+  ASSERT_TRUE(run_until(l.io, [&] { return std::all_of(stale.begin(), stale.end(), readable); }));
+  for (const transient::unique_fd& client : stale) {
+    char byte = 0;
+    EXPECT_EQ(::recv(client.get(), &byte, 1, MSG_DONTWAIT), -1);
+    EXPECT_EQ(errno, ECONNRESET) << "a client that waited over the bound is reset";
+  }
+  const transient::unique_fd fresh = connect_to(l.where);
+  ASSERT_TRUE(run_until(l.io, [&] { return l.calls == 2; })) << "a client arriving afterwards is served";
+  const transient::unique_fd waiting = connect_to(l.where);
+  std::this_thread::sleep_for(40ms);  // a wait under the bound
+  l.held.pop_front();
+  ASSERT_TRUE(run_until(l.io, [&] { return l.calls == 3; }));
+  EXPECT_GE(l.held.back().queue_wait, 40ms) << "the served socket carries at least what it waited";
+  EXPECT_LT(l.held.back().queue_wait, 200ms);
+  l.cancel.emit(l.acceptor);
+  ASSERT_TRUE(run_until(l.io, [&] { return l.outcome.done; }));
+  const transient::policy_metrics& m = l.outcome.report.metrics;
+  EXPECT_EQ(m.shed[static_cast<std::size_t>(transient::shed_reason::queue_wait)], 3U);
+  EXPECT_EQ(m.accepted, 3U);
+  EXPECT_EQ(m.queue_wait_count, 6U);
+  EXPECT_GE(m.queue_wait_sum, 3 * 400ms + 40ms);
 }
 
 }  // namespace

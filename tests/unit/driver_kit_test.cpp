@@ -4,14 +4,20 @@
 #include "transient/detail/driver_kit.hpp"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <stdexcept>
 
+#include "support/loopback.hpp"
 #include "transient/errors/errors.hpp"
+#include "transient/sockets/listener.hpp"
 #include "transient/testing/syscalls.hpp"
 
 namespace transient {
@@ -108,6 +114,129 @@ TEST(DriverKit, StopInfoOfACleanStopIsCleanAndAttachesNothing) {
   EXPECT_EQ(info.reason, stop_reason::clean);
   EXPECT_TRUE(info.diagnosis.empty());
   EXPECT_TRUE(policy.diagnosis().empty());
+}
+
+// ---- the wait in the accept queue -------------------------------------------------------
+
+thread_local int tcp_info_calls = 0;
+thread_local bool tcp_info_fails = false;
+
+// getsockopt(TCP_INFO) as the kernel answers for a connection whose handshake was 250 ms ago,
+// or failing (EBADF) when `tcp_info_fails`.
+int fake_getsockopt(int /*fd*/, int level, int name, void* value, socklen_t* length) {
+  if (level == IPPROTO_TCP && name == TCP_INFO) {
+    ++tcp_info_calls;
+    if (tcp_info_fails) {
+      errno = EBADF;
+      return -1;
+    }
+    tcp_info info{};
+    info.tcpi_last_data_sent = 250;
+    std::memcpy(value, &info, std::min<std::size_t>(*length, sizeof info));
+    return 0;
+  }
+  return -1;
+}
+
+syscalls measuring(bool fails = false) {
+  syscalls sys;
+  sys.getsockopt = fake_getsockopt;
+  tcp_info_calls = 0;
+  tcp_info_fails = fails;
+  return sys;
+}
+
+accept_policy_config bounded(std::chrono::milliseconds max_queue_wait) {
+  accept_policy_config c;
+  c.max_queue_wait = max_queue_wait;
+  return c;
+}
+
+TEST(DriverKit, WithoutABoundTheWaitIsNotMeasured) {
+  const syscalls sys = measuring();
+  connection_budget budget(5);
+  const accept_policy policy(budget);
+  const auto now = accept_policy::clock::now();
+  EXPECT_EQ(queue_wait(policy, now, 7, sys), 0ms);
+  EXPECT_EQ(queue_wait(policy, 7, sys), 0ms);
+  EXPECT_EQ(tcp_info_calls, 0) << "no system call on the path every connection takes";
+}
+
+TEST(DriverKit, TheWaitIsMeasuredUntilTheQueueWasSeenEmpty) {
+  const syscalls sys = measuring();
+  connection_budget budget(5);
+  const accept_policy policy(budget, bounded(100ms));
+  EXPECT_EQ(queue_wait(policy, accept_policy::clock::now(), 7, sys), 250ms);
+  EXPECT_EQ(tcp_info_calls, 1) << "connections may have waited from before the start";
+}
+
+TEST(DriverKit, AQueueSeenEmptyWithinTheFloorSparesTheSystemCall) {
+  const syscalls sys = measuring();
+  connection_budget budget(5);
+  accept_policy policy(budget, bounded(100ms));
+  const auto now = accept_policy::clock::now();
+  static_cast<void>(policy.on_ready(now));
+  ASSERT_EQ(policy.on_accept_failed(now, {EAGAIN, std::system_category()}).next, step::wait);
+  EXPECT_EQ(queue_wait(policy, now + 2500us, 7, sys), 3ms) << "the bound, rounded up";
+  EXPECT_EQ(queue_wait(policy, now + queue_wait_floor, 7, sys), queue_wait_floor);
+  EXPECT_EQ(tcp_info_calls, 0);
+  EXPECT_EQ(queue_wait(policy, now + queue_wait_floor + 1ms, 7, sys), 250ms);
+  EXPECT_EQ(tcp_info_calls, 1);
+}
+
+TEST(DriverKit, ABoundBelowTheFloorIsNeverPassedForTheWait) {
+  const syscalls sys = measuring();
+  connection_budget budget(5);
+  accept_policy policy(budget, bounded(2ms));
+  const auto now = accept_policy::clock::now();
+  static_cast<void>(policy.on_ready(now));
+  ASSERT_EQ(policy.on_accept_failed(now, {EAGAIN, std::system_category()}).next, step::wait);
+  EXPECT_EQ(queue_wait(policy, now + 3ms, 7, sys), 250ms) << "3 ms may be stale for a bound of 2 ms: measured";
+  EXPECT_EQ(tcp_info_calls, 1);
+}
+
+TEST(DriverKit, AFailedMeasurementIsUnknownAndNeverAStaleWait) {
+  const syscalls sys = measuring(true);
+  connection_budget budget(5);
+  const accept_policy policy(budget, bounded(100ms));
+  EXPECT_EQ(queue_wait(policy, accept_policy::clock::now(), 7, sys), 0ms);
+  EXPECT_EQ(tcp_info_calls, 1);
+}
+
+TEST(DriverKit, StaleShedRespondNeedsARefusalWriter) {
+  accept_policy_config c = bounded(100ms);
+  c.stale_shed = shed_mode::respond;
+  EXPECT_THROW(check_driver_options("d", c, false), std::system_error);
+  EXPECT_NO_THROW(check_driver_options("d", c, true));
+  c.max_queue_wait = 0ms;
+  EXPECT_NO_THROW(check_driver_options("d", c, false)) << "no bound: stale_shed is never used";
+  c.max_queue_wait = 100ms;
+  c.stale_shed = shed_mode::queue;
+  EXPECT_THROW(check_driver_options("d", c, true), std::system_error);
+}
+
+// The stall diagnosis says how many clients were waiting, from the listener's queue.
+TEST(DriverKit, AFailureSaysHowManyClientsWereWaitingInTheAcceptQueue) {
+  listen_options options;
+  options.backlog = 8;
+  const listener l = listen(endpoint::loopback_v4(0), options);
+  const unique_fd one = test::connect_to(l.local_endpoint());
+  const unique_fd two = test::connect_to(l.local_endpoint());
+  ASSERT_TRUE(one && two);
+  connection_budget budget(5);
+  const std::error_code ebadf{EBADF, std::system_category()};
+  const failure_context c = failure_context_of("127.0.0.1:80", "", ebadf, budget, 1s, l.native_handle());
+  ASSERT_TRUE(c.queue.has_value());
+  EXPECT_EQ(*c.queue, (listen_queue{2, 8}));
+  const std::string text = failure_text(ebadf, c);
+  EXPECT_NE(text.find("; 2 clients were waiting in the accept queue (limit 8)"), std::string::npos) << text;
+  failure_context stalled = c;
+  stalled.queue = listen_queue{412, 4096};
+  const std::string stall = failure_text(make_error_code(error::stalled), stalled);
+  EXPECT_NE(stall.find("\n  queue:       412 clients were waiting in the accept queue (limit 4096)"), std::string::npos)
+      << stall;
+  EXPECT_FALSE(failure_context_of("x", "", ebadf, budget, 1s).queue) << "no listener given";
+  EXPECT_FALSE(failure_context_of("x", "", ebadf, budget, 1s, one.get()).queue) << "not a listener";
 }
 
 }  // namespace

@@ -62,6 +62,28 @@ TEST(Permit, FromAPolicyOutlivesThePolicyAndTheBudget) {
   EXPECT_TRUE(watch.expired());
 }
 
+// The policy's reservation for its accept in flight refers to the budget without holding its
+// owner (the policy keeps its budget alive); admitted, it holds the owner like any permit. So
+// the accept that ends a burst, finding no client, costs no reference count.
+TEST(Permit, APolicysReservationHoldsTheBudgetsOwnerOnlyOnceAdmitted) {
+  auto budget = shared_budget::create(4);
+  const auto now = accept_policy::time_point{} + 1h;
+  accept_policy policy(budget->budget(), quiet());
+  ASSERT_EQ(policy.on_ready(now).next, step::accept);
+  EXPECT_EQ(budget->budget().live(), 1U);
+  EXPECT_EQ(budget.use_count(), 1) << "the reservation for the accept in flight holds the budget's owner";
+  permit served;
+  ASSERT_FALSE(policy.on_accepted(now, served, v4("10.0.0.1")).shed_accepted);
+  EXPECT_EQ(budget->budget().live(), 2U) << "the connection and the next accept's reservation";
+  EXPECT_EQ(budget.use_count(), 2) << "only the admitted permit holds the budget's owner";
+  (void)policy.on_accept_failed(now, std::make_error_code(std::errc::resource_unavailable_try_again));
+  EXPECT_EQ(budget->budget().live(), 1U);
+  EXPECT_EQ(budget.use_count(), 2);
+  served.release();
+  EXPECT_EQ(budget.use_count(), 1);
+  EXPECT_EQ(budget->budget().live(), 0U);
+}
+
 TEST(Permit, KeepsItsPeerLimitAliveAndGivesThePeerItsPlaceBack) {
   auto budget = shared_budget::create(4);
   auto peers = std::make_shared<peer_limit>(1, 64, 7);

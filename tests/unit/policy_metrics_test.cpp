@@ -43,6 +43,7 @@ TEST(PolicyMetrics, RendersThePrometheusTextFormat) {
       "# TYPE app_shed_total counter\n"
       "app_shed_total{reason=\"budget\"} 0\n"
       "app_shed_total{reason=\"peer_limit\"} 2\n"
+      "app_shed_total{reason=\"queue_wait\"} 0\n"
       "# HELP app_pauses_total Times accepting paused.\n"
       "# TYPE app_pauses_total counter\n"
       "app_pauses_total{reason=\"capacity\"} 0\n"
@@ -94,9 +95,48 @@ TEST(PolicyMetrics, SnapshotsOfSeveralLoopsAddUp) {
   EXPECT_EQ(total.max_connections, 972U);
 }
 
+// The queue-wait histogram, by Prometheus's conventions: cumulative buckets in seconds with
+// +Inf last, then _sum and _count; shown only while the waits are measured.
+TEST(PolicyMetrics, TheQueueWaitHistogramFollowsPrometheusConventions) {
+  policy_metrics m;
+  EXPECT_EQ(to_prometheus(m, "app").find("queue_wait_seconds"), std::string::npos) << "not measured: not shown";
+  m.queue_wait_measured = true;
+  EXPECT_NE(to_prometheus(m, "app").find("app_queue_wait_seconds_count 0\n"), std::string::npos)
+      << "measured: shown before the first connection";
+  for (const auto waited : {0ms, 5ms, 7ms, 300ms, 12000ms}) {
+    m.record_queue_wait(waited);
+  }
+  const std::string expected =
+      "# HELP app_queue_wait_seconds Time accepted connections waited in the accept queue.\n"
+      "# TYPE app_queue_wait_seconds histogram\n"
+      "app_queue_wait_seconds_bucket{le=\"0.005\"} 2\n"
+      "app_queue_wait_seconds_bucket{le=\"0.01\"} 3\n"
+      "app_queue_wait_seconds_bucket{le=\"0.025\"} 3\n"
+      "app_queue_wait_seconds_bucket{le=\"0.05\"} 3\n"
+      "app_queue_wait_seconds_bucket{le=\"0.1\"} 3\n"
+      "app_queue_wait_seconds_bucket{le=\"0.25\"} 3\n"
+      "app_queue_wait_seconds_bucket{le=\"0.5\"} 4\n"
+      "app_queue_wait_seconds_bucket{le=\"1\"} 4\n"
+      "app_queue_wait_seconds_bucket{le=\"2.5\"} 4\n"
+      "app_queue_wait_seconds_bucket{le=\"5\"} 4\n"
+      "app_queue_wait_seconds_bucket{le=\"10\"} 4\n"
+      "app_queue_wait_seconds_bucket{le=\"+Inf\"} 5\n"
+      "app_queue_wait_seconds_sum 12.312\n"
+      "app_queue_wait_seconds_count 5\n";
+  EXPECT_NE(to_prometheus(m, "app").find(expected), std::string::npos) << to_prometheus(m, "app");
+  policy_metrics other;
+  other.record_queue_wait(1ms);
+  other += m;
+  EXPECT_EQ(other.queue_wait_count, 6U);
+  EXPECT_EQ(other.queue_wait_buckets[0], 3U);
+  EXPECT_EQ(other.queue_wait_sum, 12313ms);
+  EXPECT_TRUE(other.queue_wait_measured);
+}
+
 TEST(PolicyMetrics, ReasonNames) {
   EXPECT_EQ(to_string(shed_reason::budget), "budget");
   EXPECT_EQ(to_string(shed_reason::peer_limit), "peer_limit");
+  EXPECT_EQ(to_string(shed_reason::queue_wait), "queue_wait");
   EXPECT_EQ(to_string(pause_reason::capacity), "capacity");
   EXPECT_EQ(to_string(pause_reason::backoff), "backoff");
 }

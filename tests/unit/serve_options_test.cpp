@@ -87,4 +87,20 @@ TEST(ServeOptions, FdLimitIsRaiseOrKeep) {
   EXPECT_THAT(parse({"--fd-limit", "65536"}).problem, HasSubstr("--fd-limit: '65536' is not raise or keep"));
 }
 
+TEST(ServeOptions, QueueOptionsTakeTheirRangesAndDefaults) {
+  const serve_settings defaults = parse({}).settings;
+  EXPECT_EQ(defaults.backlog, 0) << "the kernel's maximum, somaxconn";
+  EXPECT_EQ(defaults.max_queue_wait, 5s);
+  EXPECT_EQ(defaults.ready_queue_fraction, 0.5);
+  EXPECT_EQ(parse({"--backlog", "1"}).settings.backlog, 1);
+  EXPECT_EQ(parse({"--backlog", "65535"}).settings.backlog, 65535);
+  EXPECT_EQ(parse({"--max-queue-wait", "0"}).settings.max_queue_wait, 0ms);
+  EXPECT_EQ(parse({"--max-queue-wait", "200ms"}).settings.max_queue_wait, 200ms);
+  EXPECT_EQ(parse({"--ready-queue-fraction", "0"}).settings.ready_queue_fraction, 0.0);
+  EXPECT_EQ(parse({"--ready-queue-fraction", "1"}).settings.ready_queue_fraction, 1.0);
+  EXPECT_EQ(parse({"--ready-queue-fraction", "0.25"}).settings.ready_queue_fraction, 0.25);
+  EXPECT_THAT(parse({"--ready-queue-fraction", "1.01"}).problem, HasSubstr("is not a fraction from 0 (off) to 1"));
+  EXPECT_THAT(parse({"--backlog", "0"}).problem, HasSubstr("is not a number from 1 to 65535"));
+}
+
 }  // namespace

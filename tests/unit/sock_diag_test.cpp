@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -158,6 +159,18 @@ TEST(SockDiagReply, DecodesIpv4AndIpv6RowsAndStopsAtDone) {
   EXPECT_EQ(p.rows[0].cookie, 0x1122334455667788ULL);  // low half first, as sock_diag stores it
   EXPECT_EQ(p.rows[1].local, endpoint::loopback_v6(443));
   EXPECT_EQ(p.rows[1].inode, 99u);
+}
+
+// A LISTEN row's rqueue and wqueue are its accept queue's length and limit (ss's Recv-Q, Send-Q).
+TEST(SockDiagReply, DecodesTheAcceptQueuesLengthAndLimit) {
+  auto row = diag_v4({127, 0, 0, 1}, 8080, 1, 1);
+  row.idiag_rqueue = 3;
+  row.idiag_wqueue = 4096;
+  const auto p = parse(join({diag_message(row), done_message()}));
+  ASSERT_FALSE(p.ec) << p.ec.message();
+  ASSERT_EQ(p.rows.size(), 1u);
+  EXPECT_EQ(p.rows[0].queued, 3u);
+  EXPECT_EQ(p.rows[0].limit, 4096u);
 }
 
 TEST(SockDiagReply, AMultiPartReplyContinuesUntilDone) {
@@ -456,6 +469,49 @@ TEST_P(SourceTest, ListenRowsCountTheClientsWaitingInTheAcceptQueue) {
   EXPECT_EQ(queued(), 1);
 }
 
+// The accept queue's limit as `ss -ltn` shows it (Send-Q): the backlog, from sock_diag only.
+// A listener with backlog 8 and 3 clients waiting is 3 of 8; /proc/net/tcp shows 3 and no limit.
+TEST_P(SourceTest, ListenEntriesCarryTheQueueLimitOnlyFromSockDiag) {
+  listen_options options;
+  options.backlog = 8;
+  const listener l = transient::listen(endpoint::loopback_v4(0), options);
+  std::vector<unique_fd> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(transient::test::connect_to(l.local_endpoint()));
+    ASSERT_TRUE(clients.back());
+  }
+  std::error_code ec;
+  const auto entries = transient::detail::who_listens(l.local_endpoint().port(), GetParam(), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].queued, 3u);
+  if (with_cookies()) {
+    EXPECT_EQ(entries[0].queue_limit, std::optional<std::uint32_t>(8));
+  } else {
+    EXPECT_EQ(entries[0].queue_limit, std::nullopt) << "/proc/net/tcp does not show the limit";
+  }
+}
+
+// listen(fd, 0) gives a queue whose limit is 0 (it holds one connection): 0 is a limit the
+// kernel reports, not "unknown".
+TEST(SockDiag, AListenBacklogOfZeroIsALimitOfZero) {
+  SKIP_WITHOUT_SOCK_DIAG();
+  unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_storage address{};
+  const socklen_t length = endpoint::loopback_v4(0).to_sockaddr(address);
+  ASSERT_EQ(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length), 0);
+  ASSERT_EQ(::listen(fd.get(), 0), 0);
+  std::error_code ec;
+  const listener l = listener::adopt(std::move(fd), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  const auto client = transient::test::connect_to(l.local_endpoint());
+  ASSERT_TRUE(client);
+  const auto entries = transient::listen_sockets(l.local_endpoint().port());
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].queued, 1u);
+  EXPECT_EQ(entries[0].queue_limit, std::optional<std::uint32_t>(0));
+}
+
 TEST_P(SourceTest, VerifyFindsTheOtherHalfOfAReusePortPair) {
   const listener first = transient::listen(endpoint::loopback_v4(0), reuse_port_options());
   const listener second = transient::listen(first.local_endpoint(), reuse_port_options());
@@ -614,7 +670,8 @@ transient::verify_report checked_against(const listen_table& table) {
 TEST(VerifyTable, ASockDiagRowWithOurInodeButAnotherCookieIsNotUs) {
   listen_table table;
   table.source = listen_source::sock_diag;
-  table.rows.push_back(listen_row{endpoint::loopback_v4(8080), 0, 500, 78, 0});  // inode reused by another socket
+  table.rows.push_back(
+      listen_row{endpoint::loopback_v4(8080), 0, 500, 78, 0, std::nullopt});  // inode reused by another socket
   auto report = checked_against(table);
   EXPECT_FALSE(report.kernel_listener);
   EXPECT_EQ(report.error, transient::error::not_kernel_listener);
@@ -637,7 +694,8 @@ TEST(VerifyTable, ASockDiagRowWithOurInodeButAnotherCookieIsNotUs) {
 TEST(VerifyTable, NoRowForOurAddressIsNotTheKernelsListener) {
   listen_table table;
   table.source = listen_source::sock_diag;
-  table.rows.push_back(listen_row{endpoint::loopback_v4(8081), 0, 500, 77, 0});  // our identity, another port
+  table.rows.push_back(
+      listen_row{endpoint::loopback_v4(8081), 0, 500, 77, 0, std::nullopt});  // our identity, another port
   auto report = checked_against(table);
   EXPECT_EQ(report.error, transient::error::not_kernel_listener);
 }

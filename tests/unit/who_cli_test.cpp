@@ -7,7 +7,9 @@
 #include <csignal>
 #include <cstdio>
 #include <string>
+#include <vector>
 
+#include "support/loopback.hpp"
 #include "transient/sockets/listener.hpp"
 
 namespace {
@@ -100,6 +102,27 @@ TEST(WhoCli, JsonNamesOwnerAndInode) {
             0u)
       << r.output;
   EXPECT_NE(r.output.find("\"pid\":" + std::to_string(::getpid())), std::string::npos) << r.output;
+}
+
+// The accept queue as `ss -ltn` shows it: a listener with backlog 8 and 3 clients the kernel
+// connected, not yet accepted, is 3/8 in the table and queued 3, queue_limit 8 in JSON.
+TEST(WhoCli, ShowsTheAcceptQueueAsQueuedOfLimit) {
+  transient::listen_options options;
+  options.backlog = 8;
+  const auto l = transient::listen(endpoint::loopback_v4(0), options);
+  const std::string port = std::to_string(l.local_endpoint().port());
+  std::vector<transient::unique_fd> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(transient::test::connect_to(l.local_endpoint()));
+    ASSERT_TRUE(clients.back());
+  }
+  const auto r = run("who " + port);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(" QUEUE "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("127.0.0.1:" + port + "  3/8 "), std::string::npos) << r.output;
+  const auto j = run("who --json " + port);
+  EXPECT_EQ(j.status, 0) << j.output;
+  EXPECT_NE(j.output.find(",\"queued\":3,\"queue_limit\":8,"), std::string::npos) << j.output;
 }
 
 TEST(WhoCli, NobodyListeningIsNotAnError) {

@@ -19,6 +19,7 @@
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "serve_connections.hpp"
 #include "serve_metrics.hpp"
 #include "serve_options.hpp"
+#include "serve_queue.hpp"
 #include "transient/diagnosis/diagnostics.hpp"
 #include "transient/drivers/server.hpp"
 #include "transient/drivers/systemd.hpp"
@@ -112,6 +114,22 @@ listener systemd_listener_of(std::string& problem) {
   return std::move(passed.front().socket);
 }
 
+// What the options ask for that a socket systemd passes already settles ("" if nothing).
+std::string activation_conflict(const serve_settings& s) {
+  if (!socket_activated()) {
+    return {};
+  }
+  if (s.listen_given) {
+    return "--listen and --port-range cannot be used when systemd passes the socket (LISTEN_FDS is set for this "
+           "process)";
+  }
+  if (s.backlog != 0) {
+    return "--backlog cannot be used when systemd passes the socket (LISTEN_FDS is set for this process): its "
+           "backlog is the socket unit's Backlog=";
+  }
+  return {};
+}
+
 // The listener --listen or --port-range asks for, or the one systemd passed; on failure,
 // `problem` says why and `error` is the cause.
 listener open_listener(const serve_settings& s, std::string& problem, std::error_code& error) {
@@ -120,6 +138,7 @@ listener open_listener(const serve_settings& s, std::string& problem, std::error
   }
   listen_report report;
   listen_options options;
+  options.backlog = s.backlog;
   listener l = s.port_range ? listen_in_range(s.listen_on, s.port_range->first, s.port_range->second, options, report)
                             : listen(s.listen_on, options, report);
   if (!l) {
@@ -192,7 +211,11 @@ server_options server_options_of(const serve_settings& s, std::shared_ptr<peer_l
   options.policy.stall_timeout = s.stall_timeout;
   options.policy.listener_verified = true;
   options.policy.sink = &log_policy_event;
-  if (s.shed == shed_mode::respond) {
+  if (s.max_queue_wait.count() > 0) {
+    options.policy.max_queue_wait = s.max_queue_wait;
+    options.policy.stale_shed = shed_mode::respond;  // a client still there learns why, and when to retry
+  }
+  if (s.shed == shed_mode::respond || s.max_queue_wait.count() > 0) {
     options.refuse = &refuse_busy;
   }
   return options;
@@ -205,6 +228,7 @@ class serving {
  public:
   serving(const serve_settings& s, listener l, const serve_extension& extension)
       : stall_timeout_(s.stall_timeout),
+        queue_(l, s.ready_queue_fraction),
         counters_(std::make_unique<connection_counters[]>(s.threads)),
         drain_end_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (!drain_end_) {
@@ -294,6 +318,9 @@ class serving {
                  "): new clients wait";
       h.ready = false;
     }
+    if (h.live) {
+      note_queue(h);
+    }
     return h;
   }
 
@@ -307,7 +334,7 @@ class serving {
            "# HELP transient_serve_header_timeouts_total Connections closed for sending no complete request head "
            "within --header-timeout.\n# TYPE transient_serve_header_timeouts_total counter\n"
            "transient_serve_header_timeouts_total " +
-           std::to_string(timeouts) + "\n";
+           std::to_string(timeouts) + "\n" + queue_metrics(queue_.read(), queue_.address());
   }
 
   // The systemd side of the health (systemd.hpp): serve's health as STATUS=, STOPPING=1 once
@@ -349,6 +376,7 @@ class serving {
       connections->set_log(&log_line);
       connections->set_counters(&counters_[l.index()]);
       connections->set_drain_end(drain_end_.get());
+      connections->set_accepting_end([this] { queue_.stop_watching(); });
       if (configure) {
         configure(*connections);
       }
@@ -370,6 +398,18 @@ class serving {
 #endif
   }
 
+  // A queue above --ready-queue-fraction takes the server out of rotation (a load balancer
+  // moves traffic before SYNs drop) and is named in the reason, while /healthz stays 200:
+  // the process is alive, only behind.
+  void note_queue(health_report& h) const {
+    const std::optional<queue_reading> r = queue_.read();
+    if (!r || !r->above) {
+      return;
+    }
+    h.ready = false;
+    h.reason += (h.reason.empty() ? "" : "; ") + describe(*r, queue_.ready_fraction());
+  }
+
   [[nodiscard]] std::size_t open_connections() const {
     std::size_t open = 0;
     for (unsigned i = 0; i < threads_; ++i) {
@@ -379,6 +419,7 @@ class serving {
   }
 
   std::chrono::milliseconds stall_timeout_;
+  queue_watch queue_;  // the listener's queue, for the probes, the metrics and STATUS=
   unsigned threads_ = 0;
   std::unique_ptr<connection_counters[]> counters_;  // one per loop, by loop index
   unique_fd drain_end_;
@@ -464,9 +505,8 @@ int serve(arguments args, const serve_extension& extension) {
     return exit_usage;
   }
   const serve_settings& s = parsed.settings;
-  if (s.listen_given && socket_activated()) {
-    std::cerr << "transient serve: --listen and --port-range cannot be used when systemd passes the socket "
-                 "(LISTEN_FDS is set for this process)\n";
+  if (const std::string conflict = activation_conflict(s); !conflict.empty()) {
+    std::cerr << "transient serve: " << conflict << '\n';
     return exit_usage;
   }
   install_signal_handlers();

@@ -149,7 +149,7 @@ struct duration_option {
   bool zero_allowed;
   std::string_view help;
 };
-constexpr std::array<duration_option, 4> duration_options{{
+constexpr std::array<duration_option, 5> duration_options{{
     {"--stall-timeout", &serve_settings::stall_timeout, true,  // 0: no watchdog
      "stop when descriptors stay exhausted with no progress this long\n(default 30s; 0 disables)"},
     {"--idle-timeout", &serve_settings::idle_timeout, false,  // 0 would close every connection at once
@@ -160,6 +160,9 @@ constexpr std::array<duration_option, 4> duration_options{{
     {"--drain-timeout", &serve_settings::drain_timeout, true,  // 0: no drain
      "after a stop signal: stop accepting, finish requests in\nflight, close idle connections, exit when done or "
      "after\nthis long (default 10s; 0: close everything at once)"},
+    {"--max-queue-wait", &serve_settings::max_queue_wait, true,  // 0: no bound
+     "answer 503 (with Retry-After) and close a connection that\nwaited longer than this in the accept queue, "
+     "never serving\nit: its client has likely given up (default 5s; 0: off)"},
 }};
 
 void add_duration_option(CLI::App& table, serve_settings& s, const duration_option& o) {
@@ -171,6 +174,33 @@ void add_duration_option(CLI::App& table, serve_settings& s, const duration_opti
     }
     s.*(o.field) = *d;
   });
+}
+
+// The readiness threshold: a fraction from 0 (off) to 1.
+double fraction_value(const std::string& value) {
+  double f = -1;
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), f);
+  if (value.empty() || ec != std::errc{} || end != value.data() + value.size() || !(f >= 0 && f <= 1)) {
+    refuse("--ready-queue-fraction: " + in_quotes(value) + " is not a fraction from 0 (off) to 1");
+  }
+  return f;
+}
+
+void add_queue_options(CLI::App& table, serve_settings& s) {
+  add_value(table, "--backlog", "N",
+            "the listen() backlog: clients the accept queue holds, 1 to\n65535, capped by net.core.somaxconn "
+            "(default: somaxconn;\nrefused under socket activation, where it is the socket\nunit's Backlog=)",
+            [&s](const std::string& v) {
+              const auto n = parse_number<int>(v, 65535);
+              if (!n || *n < 1) {
+                refuse("--backlog: " + in_quotes(v) + " is not a number from 1 to 65535");
+              }
+              s.backlog = *n;
+            });
+  add_value(table, "--ready-queue-fraction", "F",
+            "/readyz answers 503 while more than this fraction of the\naccept queue's limit is waiting "
+            "(default 0.5; 0: off; at\nmost 1)",
+            [&s](const std::string& v) { s.ready_queue_fraction = fraction_value(v); });
 }
 
 void add_service_options(CLI::App& table, serve_settings& s) {
@@ -198,6 +228,7 @@ std::unique_ptr<CLI::App> make_serve_table(serve_settings& s, const std::string&
   for (const duration_option& o : duration_options) {
     add_duration_option(*table, s, o);
   }
+  add_queue_options(*table, s);
   add_service_options(*table, s);
   return table;
 }

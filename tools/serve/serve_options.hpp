@@ -39,6 +39,13 @@ struct serve_settings {
   bool listen_given = false;                  ///< --listen or --port-range was given (refused under socket activation).
   std::optional<endpoint> metrics;            ///< --metrics ADDRESS.
   serve_engine engine = serve_engine::epoll;  ///< --engine.
+  int backlog = 0;                            ///< --backlog, 1 to 65535 (0: the kernel's maximum, somaxconn).
+  /// --max-queue-wait: a connection that waited longer in the accept queue is answered 503 and
+  /// closed (0: off).
+  std::chrono::milliseconds max_queue_wait = std::chrono::seconds(5);
+  /// --ready-queue-fraction: /readyz says 503 while the queue holds more than this fraction of
+  /// its limit (0: off; at most 1).
+  double ready_queue_fraction = 0.5;
 };
 
 /// What parse_serve_arguments returns: settings, or help requested, or one line of problem.

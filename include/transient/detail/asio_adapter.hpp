@@ -57,6 +57,9 @@ struct asio_accepted_socket {
   permit place;               ///< The connection's place in the budget.
   typename F::socket socket;  ///< The connection (FD_CLOEXEC set unless disabled).
   typename F::endpoint peer;  ///< The client's address and port.
+  /// How long it waited in the accept queue (queue_wait_of), measured only when the policy
+  /// bounds the wait (accept_policy_config::max_queue_wait > 0); 0 otherwise.
+  std::chrono::milliseconds queue_wait{};
 };
 
 /// Writes a refusal (e.g. "HTTP/1.1 503 ...") on a connection shed with shed_mode::respond.
@@ -272,19 +275,22 @@ class asio_loop final : public release_observer,
       ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);
     }
     permit place;
-    const decision d = policy_.on_accept_result(now, place, peer_key_of(peer_.data(), peer_.size()));
+    // Asio's accept never reports the queue empty (it waits inside the operation), so the
+    // policy has no bound from it: with max_queue_wait set, each wait is one getsockopt.
+    const std::chrono::milliseconds waited = queue_wait(policy_, socket.native_handle());
+    const decision d = policy_.on_accept_result(now, place, peer_key_of(peer_.data(), peer_.size()), waited);
     if (d.shed_accepted) {
       shed(socket, d.shed);
-    } else if (!serve(std::move(place), std::move(socket), now)) {
+    } else if (!serve(std::move(place), std::move(socket), waited, now)) {
       return;
     }
     apply(d);
   }
 
   // Hands a connection to the handler; false if it threw, which stops the loop.
-  bool serve(permit place, socket_type socket, clock::time_point now) {
+  bool serve(permit place, socket_type socket, std::chrono::milliseconds waited, clock::time_point now) {
     try {
-      handler_(asio_accepted_socket<F>{std::move(place), std::move(socket), peer_});
+      handler_(asio_accepted_socket<F>{std::move(place), std::move(socket), peer_, waited});
       return true;
     } catch (...) {
       exception_ = std::current_exception();
@@ -442,7 +448,7 @@ class asio_loop final : public release_observer,
     const auto where = acceptor_.local_endpoint(ignored);
     return failure_context_of(where.address().to_string() + ":" + std::to_string(where.port()),
                               "the acceptor is not listening (accept: EINVAL; call listen() before the loop)",
-                              last_error_, shared_->budget(), options_.policy.stall_timeout);
+                              last_error_, shared_->budget(), options_.policy.stall_timeout, acceptor_.native_handle());
   }
 
   [[nodiscard]] asio_loop_report report_of(const decision& d) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -16,6 +17,7 @@
 #include "transient/policy/accept_policy.hpp"
 #include "transient/policy/budget.hpp"
 #include "transient/sockets/endpoint.hpp"
+#include "transient/sockets/listen_queue.hpp"
 #include "transient/sockets/unique_fd.hpp"
 
 namespace transient {
@@ -82,9 +84,33 @@ bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writ
 /// As above, through the test seam `sys` (<transient/testing/syscalls.hpp>) instead of the real calls.
 bool shed(unique_fd fd, const endpoint& peer, shed_mode mode, const refusal_writer& refuse, const syscalls& sys);
 
+/// How long the connection on `fd`, just accepted at `now`, waited in the accept queue: what a
+/// driver passes to the policy (on_accepted's and on_accept_result's `waited`). The rule, for
+/// every driver: without a bound (max_queue_wait 0) nothing is measured and the answer is 0,
+/// with no system call; when the policy saw the queue empty at most queue_wait_floor ago (and
+/// no longer ago than max_queue_wait), that bound, rounded up, with no system call either;
+/// otherwise queue_wait_of(fd) through `sys.getsockopt`, one system call. A failed getsockopt
+/// means "unknown": 0, so a connection is never shed for it.
+[[nodiscard]] std::chrono::milliseconds queue_wait(const accept_policy& policy, accept_policy::time_point now, int fd,
+                                                   const syscalls& sys) noexcept;
+/// As above through the real calls.
+[[nodiscard]] std::chrono::milliseconds queue_wait(const accept_policy& policy, accept_policy::time_point now,
+                                                   int fd) noexcept;
+/// queue_wait() at the current time, which is read only when the policy bounds the wait.
+[[nodiscard]] inline std::chrono::milliseconds queue_wait(const accept_policy& policy, int fd,
+                                                          const syscalls& sys) noexcept {
+  return policy.measures_queue_wait() ? queue_wait(policy, accept_policy::clock::now(), fd, sys)
+                                      : std::chrono::milliseconds::zero();
+}
+/// As above through the real calls.
+[[nodiscard]] inline std::chrono::milliseconds queue_wait(const accept_policy& policy, int fd) noexcept {
+  return policy.measures_queue_wait() ? queue_wait(policy, accept_policy::clock::now(), fd)
+                                      : std::chrono::milliseconds::zero();
+}
+
 /// The checks every driver makes at construction: throws std::system_error(invalid_argument)
-/// naming `driver` for an invalid policy config, or for shed_mode::respond without a refusal
-/// writer (`has_refuse` false).
+/// naming `driver` for an invalid policy config, or for shed_mode::respond (as `shed`, or as
+/// `stale_shed` with max_queue_wait set) without a refusal writer (`has_refuse` false).
 void check_driver_options(std::string_view driver, const accept_policy_config& policy, bool has_refuse);
 
 /// `config` as a driver runs it: without a sink, its events go to stderr (write_to_stderr).
@@ -102,19 +128,24 @@ struct failure_context {
   std::uint64_t live = 0;                      ///< stalled: the budget's live places.
   std::uint64_t max_connections = 0;           ///< stalled: the budget.
   std::chrono::milliseconds stall_timeout{0};  ///< stalled: how long nothing progressed.
+  /// The listener's accept queue at the failure (queue_of); empty if it could not be read (a
+  /// listener that no longer listens).
+  std::optional<listen_queue> queue;
 };
 
 /// The context of a driver's failure: the listener (`where`, and what the driver found about it,
-/// `listener_state`), the last accept error, and the load: `budget`'s live places and maximum,
-/// and `stall_timeout`.
+/// `listener_state`), the last accept error, the load (`budget`'s live places and maximum, and
+/// `stall_timeout`) and, if `listener_fd` is a listening socket, its accept queue now.
 [[nodiscard]] failure_context failure_context_of(std::string where, std::string listener_state,
                                                  const std::error_code& last_accept_error,
                                                  const connection_budget& budget,
-                                                 std::chrono::milliseconds stall_timeout);
+                                                 std::chrono::milliseconds stall_timeout, int listener_fd = -1);
 
 /// The diagnosis of a policy's fail decision `ec`: for a stall, the descriptor census (through
 /// `fds`, which need no free descriptor) and what to change; for a dead listener, which
-/// one and why; otherwise the failed accept and classify()'s advice.
+/// one and why; otherwise the failed accept and classify()'s advice. With the listener's queue
+/// known, it says how many clients were waiting ("412 clients were waiting in the accept
+/// queue (limit 4096)").
 [[nodiscard]] std::string failure_text(const std::error_code& ec, const failure_context& context,
                                        const diagnosis_fds& fds = {});
 

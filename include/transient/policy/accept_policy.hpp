@@ -142,6 +142,12 @@ struct decision {
   friend bool operator==(const decision&, const decision&) = default;
 };
 
+/// The shortest wait a driver measures: a connection accepted at most this long after the
+/// policy last saw the accept queue empty (accept_policy::queue_wait_bound) waited no longer,
+/// so the driver takes the bound instead of asking the kernel. The first bucket of the
+/// queue-wait histogram (policy_metrics::queue_wait_buckets).
+inline constexpr std::chrono::milliseconds queue_wait_floor{5};
+
 /// accept_policy::batch() with no limit.
 inline constexpr std::uint32_t unbounded_batch = ~std::uint32_t{0};
 
@@ -157,7 +163,8 @@ struct accept_policy_config {
   std::shared_ptr<peer_limit> peers;  ///< Per-peer cap (empty: off). May be shared; each permit keeps it alive.
   /// The longest a connection may wait in the accept queue and still be served: one that
   /// waited longer (its client has likely given up) is shed at accept with `stale_shed` and
-  /// never takes a place. 0: off. docs/design.md, "The accept queue".
+  /// never takes a place. 0: off, and nothing is measured. docs/design.md, "Bounding the wait
+  /// in the accept queue".
   std::chrono::milliseconds max_queue_wait{0};
   /// How a connection that waited longer than max_queue_wait is shed: close, reset or respond
   /// (queue is not a way to shed an accepted connection).
@@ -180,8 +187,9 @@ struct accept_policy_config {
 };
 
 /// Checks a config: invalid_argument if accepts_per_ready is 0, a duration (stall_timeout,
-/// summary_interval, quiet_period) is negative or above longest_setting (accept_policy.hpp),
-/// the shed mode is unknown or the backoff is invalid; else an empty code.
+/// summary_interval, quiet_period, max_queue_wait) is negative or above longest_setting
+/// (accept_policy.hpp), the shed mode is unknown, stale_shed is queue or unknown, or the
+/// backoff is invalid; else an empty code.
 [[nodiscard]] std::error_code validate(const accept_policy_config& config) noexcept;
 
 /// How accepting is going.
@@ -244,7 +252,15 @@ class accept_policy {
   /// like any other (it has a permit) and the next step is stop: the client was already
   /// accepted by the kernel, as in a graceful shutdown. Once the policy has stopped, a late
   /// accept is shed.
-  [[nodiscard]] decision on_accepted(time_point now, permit& out, peer_key peer = {}) noexcept;
+  /// `waited`: how long the connection waited in the accept queue as the driver knows it
+  /// (queue_wait() of the driver kit; 0 when max_queue_wait is 0). A connection that waited
+  /// longer than max_queue_wait is stale: it is shed with stale_shed (shed_reason::queue_wait),
+  /// its permit stays empty (a place reserved for it goes back) and the policy goes on
+  /// accepting, so that the stale connections at the head of the queue are shed while the
+  /// place is free. Stale shedding is reported once per episode (policy_event_kind::stale_shed
+  /// and stale_shed_ended).
+  [[nodiscard]] decision on_accepted(time_point now, permit& out, peer_key peer = {},
+                                     std::chrono::milliseconds waited = {}) noexcept;
   /// accept failed with `ec`, classified by classify(operation::accept, ec). A fail
   /// decision carries `ec`, except for EINVAL, which becomes error::not_listening (its
   /// condition is not_listening), and any error after request_stop(), which is a clean stop.
@@ -254,8 +270,9 @@ class accept_policy {
   /// A completion driver's accept request gave a connection. It implies readiness: under
   /// step::wait it begins a burst as on_ready would, then it is on_accepted. A request that a
   /// pause cancelled too late may still give one: the pause ends and the connection is served
-  /// if a place is free, else shed.
-  [[nodiscard]] decision on_accept_result(time_point now, permit& out, peer_key peer = {}) noexcept;
+  /// if a place is free, else shed. `waited`: as for on_accepted.
+  [[nodiscard]] decision on_accept_result(time_point now, permit& out, peer_key peer = {},
+                                          std::chrono::milliseconds waited = {}) noexcept;
   /// A completion driver's accept request failed with `ec` (not its own cancellation). Under
   /// step::wait it implies readiness; then it is on_accept_failed.
   [[nodiscard]] decision on_accept_result(time_point now, std::error_code ec, bool spare_held = false) noexcept;
@@ -289,6 +306,17 @@ class accept_policy {
   [[nodiscard]] std::uint32_t batch() const noexcept;
   /// How accepting is going.
   [[nodiscard]] policy_health health() const noexcept;
+  /// True if the driver measures each connection's wait in the accept queue (max_queue_wait > 0).
+  [[nodiscard]] bool measures_queue_wait() const noexcept { return config_.max_queue_wait.count() > 0; }
+  /// The bound on the wait in the accept queue (accept_policy_config::max_queue_wait; 0: none).
+  [[nodiscard]] std::chrono::milliseconds max_queue_wait() const noexcept { return config_.max_queue_wait; }
+  /// The longest a connection accepted at `now` can have waited in the accept queue: the time
+  /// since the policy last saw the queue empty (an accept that found it empty, a parked
+  /// request), which no later connection waited longer than. duration::max() until then:
+  /// connections may wait from before the start.
+  [[nodiscard]] clock::duration queue_wait_bound(time_point now) const noexcept {
+    return empty_seen_ ? now - last_empty_ : clock::duration::max();
+  }
   /// The counters (live/peak/max from the budget).
   [[nodiscard]] policy_metrics metrics() const noexcept;
 
@@ -310,7 +338,11 @@ class accept_policy {
   struct rules;  // the state x event table and its rules (accept_policy.cpp)
   friend std::vector<policy_transition> detail::policy_transitions();
 
-  decision accepted(time_point now, permit& out, peer_key peer) noexcept;
+  decision accepted(time_point now, permit& out, peer_key peer, std::chrono::milliseconds waited) noexcept;
+  decision shed_stale(time_point now) noexcept;
+  void note_wait(time_point now, std::chrono::milliseconds waited) noexcept;
+  void queue_seen_empty(time_point now) noexcept;
+  void end_stale_episode(time_point now) noexcept;
   decision failed(time_point now, std::error_code ec, bool spare_held) noexcept;
   decision begin_accept(time_point now) noexcept;
   decision accepting() const noexcept;
@@ -343,6 +375,13 @@ class accept_policy {
   time_point deadline_{};         // end of the current backoff pause
   time_point stall_start_{};      // last progress seen while degraded
   time_point accepting_since_{};  // when accepting last resumed
+  time_point last_empty_{};       // when an accept last found the queue empty
+  bool empty_seen_ = false;       // last_empty_ is set
+  // Waits above this go the measured path: max() when nothing is measured, so that the
+  // common path pays one comparison; -1 ms while measuring, so every wait is recorded.
+  std::chrono::milliseconds watch_above_ = std::chrono::milliseconds::max();
+  time_point stale_since_{};      // when the stale-shedding episode in progress began
+  std::uint64_t stale_shed_ = 0;  // connections shed in it (0: no episode)
   decision stop_{};               // the final decision, once stopped
   time_point stopped_at_{};
   condition stop_cause_ = condition::unclassified;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -114,7 +115,8 @@ class connection_budget {
   /// a reservation for an accept in flight, or, once admitted, a connection's place. Move-only;
   /// destroying it gives the place back (docs/design.md, "Budget and permits"). May be released from any
   /// thread, and may outlive whatever issued it: it keeps its budget alive when the budget
-  /// lives in a shared_budget, and its peer_limit always.
+  /// lives in a shared_budget (a reservation of the waiting protocol once admitted), and its
+  /// peer_limit always.
   class permit {
    public:
     /// Holds nothing.
@@ -157,6 +159,18 @@ class connection_budget {
     [[nodiscard]] const connection_budget* budget() const noexcept { return budget_.get(); }
 
    private:
+    friend class connection_budget;
+
+    // Holds the budget's owner, if it has one and the permit does not hold it yet (a reference
+    // that owns nothing counts no use).
+    void own_budget() noexcept {
+      if (budget_.use_count() == 0) {
+        if (std::shared_ptr<connection_budget> owner = budget_->self_.lock()) {
+          budget_ = std::move(owner);
+        }
+      }
+    }
+
     std::shared_ptr<connection_budget> budget_;  // owning when the budget has an owner (keep_alive_with)
     std::shared_ptr<peer_limit> peers_;          // with slot_, the peer's place (empty: none)
     peer_slot slot_{};
@@ -228,12 +242,14 @@ class connection_budget {
     return generation_of(state_.load(std::memory_order_acquire));
   }
   /// Takes a reservation into `out` (true), or registers as a waiter because the budget is
-  /// full (false): one atomic decision, so the next release wakes the waiter.
+  /// full (false): one atomic decision, so the next release wakes the waiter. Until admitted,
+  /// the reservation does not keep a shared_budget alive (an accept that finds no client then
+  /// costs no reference count): its holder keeps the budget alive, as an accept_policy does.
   bool acquire_or_wait(permit& out) noexcept;
   /// Registers as a waiter unless a release happened since generation `seen`; false: one did.
   bool wait_for_release(std::uint16_t seen) noexcept;
   /// For a registered waiter: takes a reservation into `out` and unregisters if a place is
-  /// free (true); else stays registered (false).
+  /// free (true); else stays registered (false). The reservation is as acquire_or_wait's.
   bool resume_if_room(permit& out) noexcept;
   /// Unregisters a waiter (each registration is undone once: by resume_if_room or by this).
   void stop_waiting() noexcept { state_.fetch_sub(waiter_one, std::memory_order_acq_rel); }
@@ -255,12 +271,21 @@ class connection_budget {
 
   // The permit for a place just counted: it holds the budget's owner when there is one.
   [[nodiscard]] permit counted_place() noexcept {
+    permit p;
+    count_reservation(p);
+    p.own_budget();
+    return p;
+  }
+
+  // A place just counted, as a reservation in `out` (whose place, if any, is given back first),
+  // written in place: it refers to the budget without owning it; admit() takes the owner. The
+  // waiting protocol's reservations are these: every burst of accepts ends with one that found
+  // no client, whose reservation then locks no owner.
+  void count_reservation(permit& out) noexcept {
     reserved_.fetch_add(1, std::memory_order_relaxed);
-    std::shared_ptr<connection_budget> owned = self_.lock();
-    if (!owned) {
-      owned = std::shared_ptr<connection_budget>(std::shared_ptr<connection_budget>{}, this);  // not owned
-    }
-    return permit{place_key{}, std::move(owned)};
+    out.release();
+    out.budget_ = std::shared_ptr<connection_budget>(std::shared_ptr<connection_budget>{}, this);
+    out.reservation_ = true;
   }
 
   // A reservation became a connection: the peak counts places minus reservations.
@@ -324,6 +349,7 @@ inline bool connection_budget::permit::admit(const std::shared_ptr<peer_limit>& 
   }
   reservation_ = false;
   budget_->became_connection();
+  own_budget();
   return true;
 }
 
@@ -529,9 +555,11 @@ class connection {
  public:
   /// An empty connection.
   connection() noexcept = default;
-  /// Owns `fd` and `place` for a connection from `peer`.
-  connection(unique_fd fd, permit place, const endpoint& peer) noexcept
-      : place_(std::move(place)), fd_(std::move(fd)), peer_(peer) {}
+  /// Owns `fd` and `place` for a connection from `peer`, which waited `queue_wait` in the
+  /// accept queue (as the driver measured it; 0 if it did not).
+  connection(unique_fd fd, permit place, const endpoint& peer,
+             std::chrono::milliseconds queue_wait = std::chrono::milliseconds::zero()) noexcept
+      : place_(std::move(place)), fd_(std::move(fd)), peer_(peer), queue_wait_(queue_wait) {}
   connection(connection&& other) noexcept = default;
   connection& operator=(connection&& other) noexcept {
     if (this != &other) {
@@ -539,6 +567,7 @@ class connection {
       place_ = std::move(other.place_);
       fd_ = std::move(other.fd_);
       peer_ = other.peer_;
+      queue_wait_ = other.queue_wait_;
     }
     return *this;
   }
@@ -550,6 +579,11 @@ class connection {
   [[nodiscard]] int native_handle() const noexcept { return fd_.get(); }
   /// The client's address and port.
   [[nodiscard]] const endpoint& peer() const noexcept { return peer_; }
+  /// How long the connection waited in the accept queue before the server accepted it, to
+  /// the kernel's resolution (queue_wait_of, listen_queue.hpp), or at most queue_wait_floor when
+  /// the driver knew the queue was empty that recently. Measured only when the policy bounds
+  /// the wait (accept_policy_config::max_queue_wait > 0); 0 otherwise.
+  [[nodiscard]] std::chrono::milliseconds queue_wait() const noexcept { return queue_wait_; }
   /// True while the connection is open.
   [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(fd_); }
   /// True while the connection is open.
@@ -565,6 +599,7 @@ class connection {
   permit place_;
   unique_fd fd_;
   endpoint peer_;
+  std::chrono::milliseconds queue_wait_{};
 };
 
 /// Receives each accepted connection, on the loop thread that accepted it. It may keep the

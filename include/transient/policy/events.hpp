@@ -28,6 +28,14 @@ enum class policy_event_kind : unsigned char {
   stopped,         ///< The policy stopped (cleanly or with an error).
   diagnosis,       ///< The driver attached a diagnosis to a stop.
   warning,         ///< A driver found a setting that will cause trouble (`text` says which and why).
+  /// Stale shedding began: a connection waited longer than max_queue_wait in the accept queue
+  /// (`queue_wait`, `max_queue_wait`) and was shed. One per episode: the connections shed after
+  /// it are counted, not reported one by one.
+  stale_shed,
+  /// Stale shedding ended: a connection came that had not waited too long, or the accept queue
+  /// was seen empty (or the policy stopped). `shed`: connections shed in the episode;
+  /// `duration`: since it began.
+  stale_shed_ended,
 };
 
 /// The name of an event kind ("degraded", ...).
@@ -50,6 +58,11 @@ struct policy_event {
   std::uint64_t max_connections = 0;  ///< The budget.
   std::uint64_t fd_limit = 0;         ///< The RLIMIT_NOFILE soft limit the budget came from (0: unknown).
   std::string_view text;              ///< diagnosis and warning: the text (valid during the call only).
+  /// stale_shed: how long the first stale connection waited in the accept queue.
+  std::chrono::milliseconds queue_wait{};
+  /// stale_shed, stale_shed_ended: the bound it passed (accept_policy_config::max_queue_wait).
+  std::chrono::milliseconds max_queue_wait{};
+  std::uint64_t shed = 0;  ///< stale_shed_ended: connections shed in the episode.
   /// Which loop and listener the event is about (accept_policy_config::label; the epoll
   /// server sets "ADDRESS" or "ADDRESS loop I/N"); empty: unnamed. Valid during the call only.
   std::string_view source;
@@ -151,9 +164,12 @@ namespace transient {
 enum class shed_reason : unsigned char {
   budget,      ///< The connection budget was full and the shed mode is not `queue`.
   peer_limit,  ///< The peer already had its maximum of live connections.
+  /// The connection waited in the accept queue longer than max_queue_wait: its client has
+  /// likely given up (accept_policy_config::max_queue_wait).
+  queue_wait,
 };
 /// Number of shed reasons.
-inline constexpr std::size_t shed_reason_count = 2;
+inline constexpr std::size_t shed_reason_count = 3;
 
 /// Why accepting paused.
 enum class pause_reason : unsigned char {
@@ -163,7 +179,15 @@ enum class pause_reason : unsigned char {
 /// Number of pause reasons.
 inline constexpr std::size_t pause_reason_count = 2;
 
-/// The name of a shed reason ("budget", "peer_limit").
+/// The upper bounds of the queue-wait histogram's buckets (policy_metrics::queue_wait_buckets):
+/// Prometheus's default buckets, 5 ms to 10 s; a last bucket, unbounded, follows them.
+inline constexpr std::array<std::chrono::milliseconds, 11> queue_wait_bounds{
+    std::chrono::milliseconds(5),    std::chrono::milliseconds(10),   std::chrono::milliseconds(25),
+    std::chrono::milliseconds(50),   std::chrono::milliseconds(100),  std::chrono::milliseconds(250),
+    std::chrono::milliseconds(500),  std::chrono::milliseconds(1000), std::chrono::milliseconds(2500),
+    std::chrono::milliseconds(5000), std::chrono::milliseconds(10000)};
+
+/// The name of a shed reason ("budget", "peer_limit", "queue_wait").
 [[nodiscard]] std::string_view to_string(shed_reason r) noexcept;
 /// The name of a pause reason ("capacity", "backoff").
 [[nodiscard]] std::string_view to_string(pause_reason r) noexcept;
@@ -186,9 +210,21 @@ struct policy_metrics {
   /// Refusal writers (shed_mode::respond) that threw; the connection was shed anyway. Counted
   /// by the driver, which owns the writer.
   std::uint64_t refusals_failed = 0;
+  /// The accept-queue waits recorded (accept_policy_config::max_queue_wait > 0): element i counts
+  /// the waits above queue_wait_bounds[i - 1] and at most queue_wait_bounds[i]; the last, those
+  /// above 10 s. Not cumulative (to_prometheus makes the cumulative buckets).
+  std::array<std::uint64_t, queue_wait_bounds.size() + 1> queue_wait_buckets{};
+  std::chrono::milliseconds queue_wait_sum{};  ///< The sum of the waits recorded.
+  std::uint64_t queue_wait_count = 0;          ///< The waits recorded.
+  /// True if the waits are measured (max_queue_wait > 0): to_prometheus then exports the
+  /// histogram, with no connection yet too.
+  bool queue_wait_measured = false;
   std::uint64_t live = 0;             ///< Places taken in the budget now.
   std::uint64_t peak = 0;             ///< Most connections open at once.
   std::uint64_t max_connections = 0;  ///< The budget.
+
+  /// Counts one accept-queue wait in the histogram (its bucket, the sum and the count).
+  void record_queue_wait(std::chrono::milliseconds waited) noexcept;
 
   /// Adds the counters of `other` (e.g. another loop's policy). live, peak and
   /// max_connections describe the budget, which loops share: they take the larger value.
@@ -197,7 +233,9 @@ struct policy_metrics {
 
 /// The Prometheus text format of `m`, every metric name starting with `prefix` and an
 /// underscore (e.g. "transient_accepted_total"). Per-condition series appear only for
-/// conditions that occurred. Sets `ec` (invalid_argument) and returns "" if `prefix` is
+/// conditions that occurred; the queue-wait histogram (PREFIX_queue_wait_seconds, with its
+/// _bucket{le="..."}, _sum and _count series) only while waits are measured
+/// (queue_wait_measured, or any wait recorded). Sets `ec` (invalid_argument) and returns "" if `prefix` is
 /// not a valid metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*).
 [[nodiscard]] std::string to_prometheus(const policy_metrics& m, std::string_view prefix, std::error_code& ec);
 /// As above; throws std::system_error for an invalid prefix.

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -114,6 +115,10 @@ struct listen_entry {
   std::uint64_t cookie = 0;
   /// Connections waiting in its accept queue: completed by the kernel, not yet accepted.
   std::uint32_t queued = 0;
+  /// The most its accept queue holds (the listen() backlog, capped by net.core.somaxconn), as
+  /// `ss -ltn` shows it in Send-Q; `queued` may exceed it by one. Unknown (empty) when the table was
+  /// read from /proc/net/tcp, which does not show it. Not 0 for unknown: listen(fd, 0) gives a limit of 0.
+  std::optional<std::uint32_t> queue_limit;
   /// True when no owner was found and some processes could not be read.
   [[nodiscard]] bool owners_unknown() const noexcept { return owners.empty() && unreadable_processes > 0; }
 };

@@ -1,7 +1,7 @@
 // transient/testing/syscalls.hpp: the system calls the drivers make, and those that open a
 // listener, as a seam for tests. Include it in a test to inject what the kernel will not produce
 // on demand (ENFILE, ENOBUFS, EPROTO or EPERM from accept; EADDRINUSE from listen() rather than
-// bind()): set these function pointers to fakes, and the code runs unchanged. Every member
+// bind(); a failing getsockopt): set these function pointers to fakes, and the code runs unchanged. Every member
 // defaults to the real call. Captureless lambdas convert to these pointer types; keep a fake's
 // state in a static or thread_local variable. Design: docs/design.md, "Layers".
 #pragma once
@@ -32,6 +32,9 @@ struct syscalls {
   int (*epoll_ctl)(int epfd, int op, int fd, epoll_event* event) = ::epoll_ctl;
   /// setsockopt(2): SO_LINGER {1, 0} before closing a connection shed with `reset`.
   int (*setsockopt)(int fd, int level, int name, const void* value, socklen_t length) = ::setsockopt;
+  /// getsockopt(2): TCP_INFO of an accepted connection, for its wait in the accept queue
+  /// (only with accept_policy_config::max_queue_wait set; a failure means "unknown", never a shed).
+  int (*getsockopt)(int fd, int level, int name, void* value, socklen_t* length) = ::getsockopt;
   /// The io_uring driver's accept: each accept completion's result (a descriptor, or -errno)
   /// passes through this before the policy sees it. The kernel will not post ENFILE or EPERM
   /// on demand either; a fake returns any -errno (closing a descriptor it replaces) and the

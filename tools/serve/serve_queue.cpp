@@ -1,0 +1,101 @@
+// The accept queue of serve's listener (see serve_queue.hpp).
+#include "serve_queue.hpp"
+
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <system_error>
+
+namespace transient::tool {
+namespace {
+
+// F_DUPFD_CLOEXEC: the duplicate must not leak into a child any more than the original.
+unique_fd duplicate(const listener& l) {
+  unique_fd fd(::fcntl(l.native_handle(), F_DUPFD_CLOEXEC, 0));
+  if (!fd) {
+    throw std::system_error(errno, std::system_category(), "duplicating the listener to watch its accept queue");
+  }
+  return fd;
+}
+
+// "1.8": tenths of a second, as an operator reads a wait.
+std::string seconds_text(std::chrono::milliseconds d) {
+  char text[32];
+  const int n = std::snprintf(text, sizeof text, "%.1f", static_cast<double>(d.count()) / 1000.0);
+  return std::string(text, static_cast<std::size_t>(n));
+}
+
+// "0.5": the threshold as given, without trailing zeros.
+std::string fraction_text(double f) {
+  char text[32];
+  const int n = std::snprintf(text, sizeof text, "%g", f);
+  return std::string(text, static_cast<std::size_t>(n));
+}
+
+void family(std::string& out, const char* name, const char* type, const char* help) {
+  out += std::string("# HELP ") + name + ' ' + help + "\n# TYPE " + name + ' ' + type + '\n';
+}
+
+}  // namespace
+
+queue_watch::queue_watch(const listener& l, double ready_fraction)
+    : fd_(duplicate(l)), address_(l.local_endpoint().to_string()), fraction_(ready_fraction) {}
+
+std::optional<queue_reading> queue_watch::read(clock::time_point now) const {
+  const std::lock_guard lock(mutex_);
+  std::error_code ec;
+  queue_reading r;
+  r.queue = fd_ ? queue_of(fd_.get(), ec) : listen_queue{};
+  if (!fd_ || ec) {
+    return std::nullopt;
+  }
+  r.above = fraction_ > 0 && static_cast<double>(r.queue.length) > fraction_ * static_cast<double>(r.queue.limit);
+  if (!r.above) {
+    above_since_.reset();
+    return r;
+  }
+  if (!above_since_) {
+    above_since_ = now;
+  }
+  r.above_for = std::chrono::duration_cast<std::chrono::milliseconds>(now - *above_since_);
+  return r;
+}
+
+void queue_watch::stop_watching() noexcept {
+  const std::lock_guard lock(mutex_);
+  fd_.reset();
+}
+
+std::string describe(const queue_reading& r, double fraction) {
+  return std::to_string(r.queue.length) + " of " + std::to_string(r.queue.limit) + " waiting in the accept queue for " +
+         seconds_text(r.above_for) + " s (over " + fraction_text(fraction) + " of its limit)";
+}
+
+std::string queue_metrics(const std::optional<queue_reading>& r, const std::string& address) {
+  std::string out;
+  if (r) {
+    const std::string label = "{listener=\"" + address + "\"} ";
+    family(out, "transient_listen_queue_length", "gauge",
+           "Connections in the listener's accept queue (handshake completed, not yet accepted), read at scrape time.");
+    out += "transient_listen_queue_length" + label + std::to_string(r->queue.length) + '\n';
+    family(out, "transient_listen_queue_limit", "gauge",
+           "The most the listener's accept queue holds: its listen() backlog capped by net.core.somaxconn.");
+    out += "transient_listen_queue_limit" + label + std::to_string(r->queue.limit) + '\n';
+  }
+  std::error_code ec;
+  const listen_drops d = read_listen_drops(ec);
+  if (!ec) {
+    family(out, "transient_listen_overflows_total", "counter",
+           "Handshakes dropped because an accept queue was full (TcpExt ListenOverflows): machine-wide, every "
+           "listener of this network namespace, not this one alone.");
+    out += "transient_listen_overflows_total " + std::to_string(d.overflows) + '\n';
+    family(out, "transient_listen_drops_total", "counter",
+           "SYNs and handshakes any listener dropped, overflows included (TcpExt ListenDrops): machine-wide, every "
+           "listener of this network namespace, not this one alone.");
+    out += "transient_listen_drops_total " + std::to_string(d.drops) + '\n';
+  }
+  return out;
+}
+
+}  // namespace transient::tool
