@@ -116,6 +116,7 @@ void expect_overload_accounted(const std::string& object, const std::string& u) 
       << u << object;
   EXPECT_LE(figure(object, u + "goodput"), 8 * 20 + 8) << u << object;
   EXPECT_GE(figure(object, u + "netns_listen_overflows"), 0) << u << object;
+  EXPECT_EQ(figure(object, u + "queue_limit"), 64) << "serve's --backlog, as the kernel reports it: " << u << object;
   EXPECT_GT(figure(object, u + "queue_peak"), 32) << "the queue passed half its limit: " << u << object;
 }
 

@@ -15,6 +15,7 @@
 #include "drill_client.hpp"
 #include "drill_scenarios.hpp"
 #include "drill_target.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace transient::tool {
 namespace {
@@ -256,9 +257,17 @@ void readiness_watch::run() {
 }
 
 void readiness_watch::watch_queue(clock::time_point start) {
-  const int queued = listen_queue_length(port_);
+  std::error_code ec;
+  const std::vector<listen_entry> entries = listen_sockets(port_, ec);
+  if (entries.size() != 1) {  // not listening (yet, or any more)
+    return;
+  }
+  const std::uint32_t queued = entries.front().queued;
+  // The kernel's limit where it says (sock_diag); the backlog serve was given otherwise.
+  const std::uint32_t limit = entries.front().queue_limit.value_or(limit_);
+  seen_.limit = limit;
   seen_.peak_queue = std::max(seen_.peak_queue, static_cast<double>(queued));
-  if (!seen_.crossed && queued > 0 && 2 * static_cast<std::uint32_t>(queued) > limit_) {
+  if (!seen_.crossed && queued > 0 && 2 * queued > limit) {
     seen_.crossed = true;
     seen_.crossed_s = std::chrono::duration<double>(clock::now() - start).count();
   }

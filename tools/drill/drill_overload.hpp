@@ -65,6 +65,7 @@ overload_counts overload_burst(const endpoint& at, const overload_plan& plan,
 /// What a readiness_watch saw.
 struct readiness_seen {
   double peak_queue = 0;          ///< The longest accept queue seen.
+  double limit = NAN;             ///< The queue\'s limit (the kernel\'s, where sock_diag shows it).
   bool crossed = false;           ///< The queue passed half its limit.
   double crossed_s = NAN;         ///< When, in seconds from the watch's start.
   double ready_503_ms = NAN;      ///< From the crossing to the first /readyz 503 at or after it (NAN: none).
@@ -74,7 +75,8 @@ struct readiness_seen {
 };
 
 /// Watches from one thread, every 2 ms: the accept queue of the listener on `port`
-/// (listen_sockets) against `limit`, and /readyz on serve's `metrics` address.
+/// (listen_sockets) against its limit (the kernel's; `limit` where the kernel does not say), and
+/// /readyz on serve's `metrics` address.
 class readiness_watch {
  public:
   readiness_watch(const serve_child& child, std::uint16_t port, std::uint32_t limit, endpoint metrics);

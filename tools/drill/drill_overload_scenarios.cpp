@@ -105,6 +105,7 @@ serve_run overload_serve(const drill_settings& s, milliseconds max_queue_wait) {
 std::vector<figure> run_figures(const serve_run& run, const std::string& prefix) {
   std::vector<figure> out = burst_figures(run.counts, prefix);
   out.push_back({prefix + "queue_peak", run.ready.peak_queue});
+  out.push_back({prefix + "queue_limit", run.ready.limit});
   out.push_back({prefix + "readyz_503_ms", run.ready.ready_503_ms});
   out.push_back({prefix + "readyz_cpu_wait_ms", run.ready.ready_cpu_wait_ms});
   out.push_back({prefix + "readyz_503_before_threshold", run.ready.ready_503_before ? 1.0 : 0.0});
