@@ -10,6 +10,8 @@
 //   ignore-term  like good, but ignores SIGTERM
 //   fork         like good, but first forks a process that ignores SIGTERM and sleeps
 //   close        like good, but closes each connection after answering (as python3 -m http.server)
+//   handler      like good, but each answer takes 10 ms of the one thread (a blocking handler:
+//                100 answers a second), whatever waited in the accept queue meanwhile
 //
 // MODE may join several with commas ("close,ignore-term").
 //
@@ -73,6 +75,7 @@ int main(int argc, char** argv) {
   const auto is = [&](const char* m) { return modes.find("," + std::string(m) + ",") != std::string::npos; };
   const std::string mode = is("rearm") ? "rearm" : is("sleep") ? "sleep" : is("die") ? "die" : "good";
   const bool close_after_answer = is("close");
+  const bool blocking_handler = is("handler");
   const char* pidfile = argc > 3 ? argv[3] : nullptr;
   if (is("ignore-term")) {
     ::signal(SIGTERM, SIG_IGN);
@@ -119,6 +122,9 @@ int main(int argc, char** argv) {
       bool answered = false;
       for (std::size_t end = c.data.find("\r\n\r\n"); end != std::string::npos; end = c.data.find("\r\n\r\n")) {
         c.data.erase(0, end + 4);
+        if (blocking_handler) {
+          ::usleep(10000);
+        }
         (void)::send(c.fd, response.data(), response.size(), MSG_NOSIGNAL);
         answered = true;
       }

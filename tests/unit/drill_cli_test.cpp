@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -33,14 +35,14 @@ std::string scenario_object(const std::string& json, const std::string& name) {
   return json.substr(at, json.find('}', at) - at + 1);
 }
 
-TEST(DrillCli, QuickJsonReportsEightPassingScenariosWithFigures) {
+TEST(DrillCli, QuickJsonReportsNinePassingScenariosWithFigures) {
   const std::string svg = "/tmp/transient_drill_cli_" + std::to_string(::getpid()) + ".svg";
   const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--quick", "--json", "--svg", svg},
                                               std::chrono::seconds(90));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(r.out.rfind("{\"passed\":true,", 0), 0U) << r.out;
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one JSON object, one line";
-  EXPECT_EQ(occurrences(r.out, "{\"name\":"), 8U);
+  EXPECT_EQ(occurrences(r.out, "{\"name\":"), 9U);
   // Each scenario: passed, and the figures it promises.
   const std::vector<std::pair<std::string, std::vector<std::string>>> expected{
       {"backpressure", {"clients", "served", "lost\":0,", "peak_connections"}},
@@ -58,6 +60,9 @@ TEST(DrillCli, QuickJsonReportsEightPassingScenariosWithFigures) {
        {"\"idle_held\":4,", "other_served_ms", "idle_closed_ms", "\"unguarded_idle_held\":8,",
         "\"unguarded_other_served\":0,"}},
       {"churn at the limit", {"\"clients\":200,", "\"served\":200,", "log_lines", "log_lines_per_100"}},
+      {"overload",
+       {"\"clients\":300,", "unbounded_goodput", "unbounded_waste", "unbounded_dropped", "\"bounded_waste\":0,",
+        "bounded_readyz_503_ms"}},
   };
   for (const auto& [name, figures] : expected) {
     const std::string object = scenario_object(r.out, name);
@@ -68,9 +73,10 @@ TEST(DrillCli, QuickJsonReportsEightPassingScenariosWithFigures) {
     }
   }
   // Progress went to stderr, not into the JSON.
-  EXPECT_THAT(r.err, HasSubstr("drill [6/8] clean stop: PASS"));
-  EXPECT_THAT(r.err, HasSubstr("drill [7/8] churn at the limit: PASS"));
-  EXPECT_THAT(r.err, HasSubstr("drill [8/8] slow clients: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [6/9] clean stop: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [7/9] churn at the limit: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [8/9] slow clients: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [9/9] overload: PASS"));
   // The chart, by its elements: both panels on one time axis with ticks, whole numbers on the
   // live axis, and each of the 5 releases marked with the moment its client was served.
   std::ifstream in(svg);
@@ -91,6 +97,57 @@ TEST(DrillCli, QuickJsonReportsEightPassingScenariosWithFigures) {
   }
 }
 
+// The value of figure `name` in a scenario object; NAN if absent or null.
+double figure(const std::string& object, const std::string& name) {
+  const std::size_t at = object.find("\"" + name + "\":");
+  return at == std::string::npos ? NAN : std::strtod(object.c_str() + at + name.size() + 3, nullptr);
+}
+
+// The overload scenario's counts of one run (`u`: "unbounded_" or "bounded_") add up: every
+// client connected, dropped or refused at connect; every connected one answered in time, late,
+// or not at all; serve, 8 places of 50 ms, answers at most 8 x 20 in a client's second.
+void expect_overload_accounted(const std::string& object, const std::string& u) {
+  EXPECT_EQ(figure(object, u + "connected") + figure(object, u + "dropped") + figure(object, u + "refused_connect"),
+            figure(object, "clients"))
+      << u << object;
+  EXPECT_EQ(figure(object, u + "answered_in_time") + figure(object, u + "waste") + figure(object, u + "late_503") +
+                figure(object, u + "no_answer"),
+            figure(object, u + "connected"))
+      << u << object;
+  EXPECT_LE(figure(object, u + "goodput"), 8 * 20 + 8) << u << object;
+  EXPECT_GE(figure(object, u + "netns_listen_overflows"), 0) << u << object;
+  EXPECT_EQ(figure(object, u + "queue_limit"), 64) << "serve's --backlog, as the kernel reports it: " << u << object;
+  EXPECT_GT(figure(object, u + "queue_peak"), 32) << "the queue passed half its limit: " << u << object;
+}
+
+TEST(DrillCli, OverloadAloneRunsWithoutAndWithTheBoundAndTheBoundsRunPasses) {
+  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--quick", "--json", "--scenarios", "9"},
+                                              std::chrono::seconds(60));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(occurrences(r.out, "{\"name\":"), 1U) << r.out;
+  const std::string object = scenario_object(r.out, "overload");
+  EXPECT_THAT(object, HasSubstr("\"passed\":true")) << object;
+  EXPECT_EQ(figure(object, "clients"), 300) << object;
+  EXPECT_EQ(figure(object, "budget"), 8) << object;
+  EXPECT_EQ(figure(object, "backlog"), 64) << object;
+  EXPECT_EQ(figure(object, "service_ms"), 50) << object;
+  EXPECT_EQ(figure(object, "deadline_ms"), 1000) << object;
+  EXPECT_EQ(figure(object, "max_queue_wait_ms"), 500) << object;
+  expect_overload_accounted(object, "unbounded_");
+  expect_overload_accounted(object, "bounded_");
+  // The verdict, as issue 24 states it: with the bound no waste, every connected client
+  // answered (200 or 503) before its deadline, /readyz 503 within 100 ms of the queue passing
+  // half its limit, less the time serve and the drill waited for a CPU.
+  EXPECT_EQ(figure(object, "bounded_waste"), 0) << object;
+  EXPECT_EQ(figure(object, "bounded_late_503"), 0) << object;
+  EXPECT_EQ(figure(object, "bounded_no_answer"), 0) << object;
+  EXPECT_EQ(figure(object, "bounded_answered_in_time"), figure(object, "bounded_connected")) << object;
+  EXPECT_LE(figure(object, "bounded_readyz_503_ms") - figure(object, "bounded_readyz_cpu_wait_ms"), 100) << object;
+  EXPECT_THAT(object, HasSubstr("with --max-queue-wait 500ms: goodput ")) << object;
+  EXPECT_THAT(object, HasSubstr("; without: goodput ")) << object;
+  EXPECT_THAT(r.err, HasSubstr("drill [1/1] overload: PASS")) << r.err;
+}
+
 TEST(DrillCli, BadArgumentsGetOneLineAndExitTwo) {
   const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--fast"});
   EXPECT_EQ(r.exit_code, 2);
@@ -106,6 +163,12 @@ TEST(DrillCli, BadArgumentsGetOneLineAndExitTwo) {
       transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--target", "true {port}", "--engine", "io_uring"});
   EXPECT_EQ(engine.exit_code, 2);
   EXPECT_THAT(engine.err, HasSubstr("excludes --engine"));
+  // --scenarios in either mode: 1 to 9 built in, 1 to 6 with --target.
+  for (const auto* list : {"10", "0", "9,9", ""}) {
+    const auto bad = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--scenarios", list});
+    EXPECT_EQ(bad.exit_code, 2) << list;
+    EXPECT_THAT(bad.err, HasSubstr("--scenarios is a list of numbers 1 to 9")) << list << bad.err;
+  }
 }
 
 }  // namespace

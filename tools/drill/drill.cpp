@@ -1,12 +1,14 @@
 // `transient drill [--quick] [--json] [--svg FILE]`: runs `transient serve` children through
 // failure scenarios on loopback and shows what transient does in each; exit 0 only if all pass.
-// With `--target COMMAND`, puts any server through five of them instead (drill_target.cpp).
+// With `--target COMMAND`, puts any server through six of them instead (drill_target.cpp).
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -21,15 +23,15 @@ namespace transient::tool {
 namespace {
 
 constexpr std::string_view drill_text =
-    "usage: transient drill [--quick] [--json] [--svg FILE] [--engine epoll|io_uring]\n"
+    "usage: transient drill [--quick] [--json] [--svg FILE] [--engine epoll|io_uring] [--scenarios LIST]\n"
     "       transient drill --target 'COMMAND ... {port}' [--protocol http|tcp] [--ready-timeout D]\n"
     "                       [--log FILE]... [--fd-limit N] [--scenarios LIST] [--no-reference]\n"
     "                       [--quick] [--json] [--svg FILE]\n"
     "\n"
     "Runs `transient serve` children (loopback only, RLIMIT_NOFILE 64) through the scenarios\n"
-    "and prints a table; exit 0 only if every scenario passed. A run takes about 11 s, --quick\n"
-    "about 5 s (two busy cores); each scenario shows progress on stderr at least every 5 s and\n"
-    "ends within 60 s at most.\n"
+    "and prints a table; exit 0 only if every scenario passed. A run takes about 14 s, --quick\n"
+    "about 7 s (two busy cores); each scenario shows progress on stderr at least every 5 s and\n"
+    "ends within 60 s at most. --scenarios 1,9 runs only those.\n"
     "\n"
     "  1 backpressure             more concurrent clients than the budget: all served, none lost\n"
     "  2 exhaustion and recovery  descriptors run out; a waiting client is served after one\n"
@@ -49,13 +51,22 @@ constexpr std::string_view drill_text =
     "  8 slow clients             one address holds idle connections: with --max-per-peer and\n"
     "                             --header-timeout another address is served within 100 ms\n"
     "                             and the idle ones closed at the timeout; without, it waits\n"
+    "  9 overload                 1,000 clients (--quick 300) at once, each giving up after 1 s,\n"
+    "                             against a budget of 8, a backlog of 64 and a 50 ms response,\n"
+    "                             without and with --max-queue-wait 500ms: answered in time\n"
+    "                             (goodput), after the client had gone (waste), connect dropped\n"
+    "                             (ListenOverflows, machine-wide); with the bound no waste, every\n"
+    "                             connected client answered (200 or 503) in time, /readyz 503\n"
+    "                             within 100 ms of the queue passing half its limit\n"
     "\n"
     "Runnable time is a process's time on a CPU or waiting for one (/proc/PID/task/*/schedstat):\n"
     "a loop that spins stays near 100 % however busy the machine, while its CPU share falls; a\n"
     "loop that sleeps stays well under half, its wake-ups' waits for a CPU included.\n"
     "Latencies (100 ms, 1 s) are judged less the time the server and the drill waited for a CPU.\n"
-    "Scenarios 3, 4 and 6 also run the test fixture transient-fixture (serve with a leak or a\n"
+    "Scenarios 3, 4, 6 and 9 also run the test fixture transient-fixture (serve with a leak or a\n"
     "slow response, and the naive loop), which the package installs in /usr/libexec/transient/.\n"
+    "Scenario 9 (and --target's 6) raises the drill's own RLIMIT_NOFILE soft limit to its hard\n"
+    "limit for its clients (the serve children keep 64), and fails saying so if that is too low.\n"
     "\n"
     "With --target, puts any server's accept loop through the drill instead. COMMAND is split\n"
     "like a shell's words (no shell: quotes and backslashes, no expansion); {port} becomes a free\n"
@@ -76,6 +87,10 @@ constexpr std::string_view drill_text =
     "                                 its port no longer listening, nothing left\n"
     "  5 slow clients                 a quarter of the limit in half-sent requests from\n"
     "                                 127.0.0.2: a client from 127.0.0.3 still served\n"
+    "  6 overload                     1,000 clients (--quick 300) GET / at once, each giving up\n"
+    "                                 after 1 s: none answered after its client had gone\n"
+    "                                 (waste), none left unanswered; goodput and connects the\n"
+    "                                 kernel dropped shown (HTTP only)\n"
     "\n"
     "A server that closes each connection after answering (http.server) cannot have its table\n"
     "filled over HTTP (CANNOT FILL): drill it with --protocol tcp, which holds connections that\n"
@@ -88,18 +103,24 @@ constexpr std::string_view drill_footer =
 
 // What drill's command line asks, in either mode.
 struct drill_request {
-  drill_settings settings;  // the built-in scenarios
-  target_options target;    // --target; its quick, json and svg_path are the options below
-  std::string engine;       // --engine ("": serve's default)
+  drill_settings settings;     // the built-in scenarios
+  target_options target;       // --target; its quick, json and svg_path are the options below
+  std::string engine;          // --engine ("": serve's default)
+  std::string scenarios_text;  // --scenarios as given ("": all)
 };
 
-// "1,4": numbers 1 to 5, each once, separated by single commas; empty on anything else.
-std::vector<int> parse_scenario_list(std::string_view text) {
+// The scenarios of each mode: the built-in drill's, and --target's.
+constexpr int builtin_scenarios = 9;
+constexpr int target_scenarios = 6;
+
+// "1,4": numbers 1 to `last` (at most 9), each once, separated by single commas; empty on
+// anything else.
+std::vector<int> parse_scenario_list(std::string_view text, int last) {
   std::vector<int> out;
   for (std::size_t i = 0; i < text.size(); i += 2) {
     const char c = text[i];
     const bool separated = i + 1 == text.size() || (text[i + 1] == ',' && i + 2 < text.size());
-    if (c < '1' || c > '5' || !separated || std::find(out.begin(), out.end(), c - '0') != out.end()) {
+    if (c < '1' || c > '0' + last || !separated || std::find(out.begin(), out.end(), c - '0') != out.end()) {
       return {};
     }
     out.push_back(c - '0');
@@ -170,20 +191,18 @@ void add_target_options(CLI::App& table, drill_request& r) {
     }
     t.fd_limit = static_cast<std::uint64_t>(n);
   })->needs(target);
-  add_value(table, "--scenarios", "LIST", "only these, each once, such as 1,4 (default 1,2,3,4,5)",
-            [&r](const std::string& v) {
-              r.target.scenarios = parse_scenario_list(v);
-              if (r.target.scenarios.empty()) {
-                refuse("--scenarios is a list of numbers 1 to 5, each once, separated by commas, such as 1,4; not " +
-                       in_quotes(v));
-              }
-            })
-      ->needs(target);
   table
       .add_flag_callback(
           "--no-reference", [&r] { r.target.reference = false; },
           "skip the same scenarios against `transient serve` (the reference)")
       ->needs(target);
+}
+
+// --scenarios, in either mode; checked against the mode's scenarios once the mode is known.
+void add_scenarios_option(CLI::App& table, drill_request& r) {
+  add_value(table, "--scenarios", "LIST",
+            "only these, each once, such as 1,4 (default: all; 1 to 9, with --target 1 to 6)",
+            [&r](const std::string& v) { r.scenarios_text = v; });
 }
 
 int usage_error(const std::string& message) {
@@ -196,24 +215,33 @@ std::unique_ptr<CLI::App> drill_table(drill_request& r) {
   auto table = make_table("transient drill", std::string(drill_text), std::string(drill_footer));
   add_common_options(*table, r);
   add_target_options(*table, r);
-  for (const char* name :
-       {"--target", "--protocol", "--ready-timeout", "--log", "--fd-limit", "--scenarios", "--no-reference"}) {
+  add_scenarios_option(*table, r);
+  for (const char* name : {"--target", "--protocol", "--ready-timeout", "--log", "--fd-limit", "--no-reference"}) {
     table->get_option(name)->group("With --target");
   }
   return table;
 }
 
-// Runs the built-in scenarios against `transient serve` children.
-int drill_builtin(drill_settings settings, const target_options& output) {
-  using scenario = scenario_result (*)(const drill_settings&);
-  const std::vector<std::pair<std::string, scenario>> scenarios{{"backpressure", &run_backpressure},
-                                                                {"exhaustion and recovery", &run_exhaustion},
-                                                                {"leak", &run_leak},
-                                                                {"naive contrast", &run_naive_contrast},
-                                                                {"port race", &run_port_race},
-                                                                {"clean stop", &run_clean_stop},
-                                                                {"churn at the limit", &run_churn},
-                                                                {"slow clients", &run_slow_clients}};
+// The built-in scenarios, in their numbers' order.
+using builtin_scenario = scenario_result (*)(const drill_settings&);
+const std::array<std::pair<const char*, builtin_scenario>, builtin_scenarios> all_builtin{{
+    {"backpressure", &run_backpressure},
+    {"exhaustion and recovery", &run_exhaustion},
+    {"leak", &run_leak},
+    {"naive contrast", &run_naive_contrast},
+    {"port race", &run_port_race},
+    {"clean stop", &run_clean_stop},
+    {"churn at the limit", &run_churn},
+    {"slow clients", &run_slow_clients},
+    {"overload", &run_overload},
+}};
+
+// Runs the built-in scenarios numbered `chosen` against `transient serve` children.
+int drill_builtin(drill_settings settings, const target_options& output, const std::vector<int>& chosen) {
+  std::vector<std::pair<std::string, builtin_scenario>> scenarios;
+  for (const int n : chosen) {
+    scenarios.emplace_back(all_builtin.at(static_cast<std::size_t>(n - 1)));
+  }
   progress_line progress;
   std::vector<scenario_result> results;
   const auto start = std::chrono::steady_clock::now();
@@ -247,7 +275,7 @@ int drill_builtin(drill_settings settings, const target_options& output) {
   if (output.json) {
     std::cout << drill_json(results, seconds, settings.quick);
   } else {
-    std::cout << drill_table(results, seconds);
+    std::cout << drill_table(results, seconds, chosen);
   }
   if (!output.svg_path.empty()) {
     std::ofstream out(output.svg_path);
@@ -279,12 +307,25 @@ int drill(arguments args) {
                                                     " (try 'transient drill --help')"
                                               : parsed.problem);
   }
-  if (table->count("--target") > 0) {
+  const bool target = table->count("--target") > 0;
+  const int last = target ? target_scenarios : builtin_scenarios;
+  std::vector<int> chosen(static_cast<std::size_t>(last));
+  std::iota(chosen.begin(), chosen.end(), 1);
+  if (!r.scenarios_text.empty() || table->count("--scenarios") > 0) {
+    chosen = parse_scenario_list(r.scenarios_text, last);
+  }
+  if (chosen.empty()) {
+    return usage_error("--scenarios is a list of numbers 1 to " + std::to_string(last) +
+                       ", each once, separated by commas, such as 1,4; not " + in_quotes(r.scenarios_text) +
+                       " (try 'transient drill --help')");
+  }
+  if (target) {
     r.target.settings.quick = r.settings.quick;
+    r.target.scenarios = chosen;
     return drill_target(std::move(r.target));
   }
   set_serve_engine(r.engine);
-  return drill_builtin(r.settings, r.target);
+  return drill_builtin(r.settings, r.target, chosen);
 }
 
 }  // namespace transient::tool

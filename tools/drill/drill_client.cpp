@@ -100,15 +100,31 @@ bool get_ok(const endpoint& to, std::chrono::milliseconds timeout) {
   return fd && read_response(fd.get(), timeout).rfind("HTTP/1.1 200 OK", 0) == 0;
 }
 
-std::string get_body(const endpoint& to, const std::string& path, std::chrono::milliseconds timeout) {
+namespace {
+
+// A connection to `to` with a GET of `path` sent; empty on failure.
+unique_fd request_path(const endpoint& to, const std::string& path) {
   sockaddr_storage address{};
   const socklen_t length = to.to_sockaddr(address);
-  const unique_fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  unique_fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd || ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0 ||
       !send_text(fd.get(), request_for(path))) {
     return {};
   }
-  const std::string response = read_response(fd.get(), timeout);
+  return fd;
+}
+
+}  // namespace
+
+int get_status(const endpoint& to, const std::string& path, std::chrono::milliseconds timeout) {
+  const unique_fd fd = request_path(to, path);
+  const std::string response = fd ? read_response(fd.get(), timeout) : std::string();
+  return response.rfind("HTTP/1.1 ", 0) == 0 ? std::atoi(response.c_str() + 9) : 0;
+}
+
+std::string get_body(const endpoint& to, const std::string& path, std::chrono::milliseconds timeout) {
+  const unique_fd fd = request_path(to, path);
+  const std::string response = fd ? read_response(fd.get(), timeout) : std::string();
   if (response.rfind("HTTP/1.1 200 OK", 0) != 0) {
     return {};
   }

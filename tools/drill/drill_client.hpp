@@ -21,6 +21,8 @@ std::string read_response(int fd, std::chrono::milliseconds timeout);
 bool wait_closed(int fd, std::chrono::milliseconds timeout);
 /// Connects, requests, and returns true if "200 OK" arrived within `timeout`.
 bool get_ok(const endpoint& to, std::chrono::milliseconds timeout);
+/// GET `path` on a new connection; the response's status code, 0 if none came within `timeout`.
+int get_status(const endpoint& to, const std::string& path, std::chrono::milliseconds timeout);
 /// GET `path` on a new connection; the body of a 200 response, "" otherwise.
 std::string get_body(const endpoint& to, const std::string& path, std::chrono::milliseconds timeout);
 

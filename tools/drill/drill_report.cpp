@@ -197,7 +197,7 @@ std::string card_json(const drill_card& card) {
   return out.str();
 }
 
-std::string drill_table(const std::vector<scenario_result>& results, double seconds) {
+std::string drill_table(const std::vector<scenario_result>& results, double seconds, const std::vector<int>& numbers) {
   std::ostringstream out;
   std::size_t width = 8;
   for (const auto& r : results) {
@@ -207,13 +207,13 @@ std::string drill_table(const std::vector<scenario_result>& results, double seco
   out << "| # | scenario | result | what it showed | figures |\n|---|---|---|---|---|\n";
   for (std::size_t i = 0; i < results.size(); ++i) {
     const auto& r = results[i];
-    out << "| " << i + 1 << " | " << r.name << " | " << result_word(r) << " | " << r.detail << " | " << figures_text(r)
-        << " |\n";
+    out << "| " << (i < numbers.size() ? numbers[i] : static_cast<int>(i + 1)) << " | " << r.name << " | "
+        << result_word(r) << " | " << r.detail << " | " << figures_text(r) << " |\n";
   }
   out << "\n"
       << std::count_if(results.begin(), results.end(), [](const auto& r) { return r.passed; }) << " of "
       << results.size() << " scenarios passed in " << seconds_text(seconds) << " s" << (all ? "" : " (FAILED)") << "\n"
-      << fixes_text(results, {});
+      << fixes_text(results, numbers);
   return out.str();
 }
 

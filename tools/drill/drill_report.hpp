@@ -97,8 +97,10 @@ class progress_line {
   std::thread ticker_;
 };
 
-/// The final table (plain text, one row per scenario).
-[[nodiscard]] std::string drill_table(const std::vector<scenario_result>& results, double seconds);
+/// The final table (plain text, one row per scenario), each row numbered by `numbers` (the
+/// scenarios' numbers; 1, 2, ... where it has none).
+[[nodiscard]] std::string drill_table(const std::vector<scenario_result>& results, double seconds,
+                                      const std::vector<int>& numbers = {});
 /// One JSON object: passed, seconds, scenarios[{name, passed, detail, figures...}].
 [[nodiscard]] std::string drill_json(const std::vector<scenario_result>& results, double seconds, bool quick);
 /// The report card as a table (plain text), thresholds below it.

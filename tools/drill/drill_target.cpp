@@ -1,4 +1,4 @@
-// `transient drill --target COMMAND`: the command line, the run of the five scenarios against
+// `transient drill --target COMMAND`: the command line, the run of the six scenarios against
 // the target and against `transient serve` (the reference), and the report card.
 #include "drill_target.hpp"
 
@@ -48,12 +48,13 @@ bool has_port(const std::vector<std::string>& words) {
 }
 
 using scenario = scenario_result (*)(const target_settings&);
-constexpr std::array<std::pair<const char*, scenario>, 5> all_scenarios{{
+constexpr std::array<std::pair<const char*, scenario>, 6> all_scenarios{{
     {"exhaustion and recovery", &run_target_exhaustion},
     {"CPU and log while exhausted", &run_target_exhausted_cost},
     {"backpressure", &run_target_backpressure},
     {"clean stop", &run_target_clean_stop},
     {"slow clients", &run_target_slow_clients},
+    {"overload", &run_target_overload},
 }};
 
 // Runs the chosen scenarios against `s`, with progress lines prefixed by `who`.

@@ -1,6 +1,6 @@
 // `transient drill --target COMMAND`: the drill's questions put to any server's accept loop.
 // The drill starts the target itself (a free loopback port in place of `{port}`, RLIMIT_NOFILE
-// low in soft and hard limit, a process group of its own), runs five scenarios against it,
+// low in soft and hard limit, a process group of its own), runs six scenarios against it,
 // each with a fresh target, and judges each against the named thresholds below.
 #pragma once
 
@@ -164,15 +164,18 @@ scenario_result run_target_backpressure(const target_settings& s);
 scenario_result run_target_clean_stop(const target_settings& s);
 /// 5. Idle, half-sent requests from one address: a client from another address is served.
 scenario_result run_target_slow_clients(const target_settings& s);
+/// 6. Overload: 1,000 clients (--quick 300) at once, each with a 1 s deadline: answered in
+/// time, answered after the client had gone (waste), connect dropped, no answer.
+scenario_result run_target_overload(const target_settings& s);
 
 /// What `transient drill --target ...` asks (drill's option table, drill.cpp, fills it).
 struct target_options {
-  target_settings settings;                   ///< settings.command is filled from command_text.
-  std::string command_text;                   ///< --target COMMAND, as given.
-  bool reference = true;                      ///< Without --no-reference: drill `transient serve` too.
-  bool json = false;                          ///< --json.
-  std::string svg_path;                       ///< --svg FILE ("": none).
-  std::vector<int> scenarios{1, 2, 3, 4, 5};  ///< --scenarios, each once.
+  target_settings settings;                      ///< settings.command is filled from command_text.
+  std::string command_text;                      ///< --target COMMAND, as given.
+  bool reference = true;                         ///< Without --no-reference: drill `transient serve` too.
+  bool json = false;                             ///< --json.
+  std::string svg_path;                          ///< --svg FILE ("": none).
+  std::vector<int> scenarios{1, 2, 3, 4, 5, 6};  ///< --scenarios, each once.
 };
 
 /// `transient drill --target ...` as `o` asks. Returns the exit status (2: the command cannot

@@ -91,6 +91,10 @@ std::string target_fix(const std::string& verdict) {
        "run the server so that its RLIMIT_NOFILE applies to the process that accepts (no raising it, "
        "no helper process holding the connections)"},
       {"CANNOT FILL", "drill it with --protocol tcp, where the drill holds connections that send no request"},
+      {"WASTE",
+       "do not serve a connection that waited in the accept queue longer than your clients wait: shed it at "
+       "accept (transient: max_queue_wait), and keep the backlog near what you serve within a client's timeout"},
+      {"UNANSWERED", "answer every connection you accept, if only with a 503, before your clients' timeout"},
   };
   std::string out;
   for (const auto& [word, fix] : fixes) {
@@ -108,26 +112,29 @@ std::string target_fix(const std::string& verdict) {
 std::vector<std::pair<std::string, std::string>> target_threshold_lines() {
   using namespace target_threshold;
   const auto number = [](double v) { return std::to_string(static_cast<long long>(v)); };
-  return {{"spin",
-           "the process group is runnable (on a CPU or waiting for one, /proc/PID/task/*/schedstat) more "
-           "than " +
-               number(spin_runnable_percent) + " % of the time, or on a CPU more than " + number(spin_cpu_percent) +
-               " %, while exhausted"},
-          {"flood", "more than " + number(flood_lines_per_s) + " log lines a second while exhausted"},
-          {"late", "a waiting client served more than " + ms_text(late_recovery) +
-                       " after a release (worst trial), not counting time the target and the drill waited for a CPU"},
-          {"stuck", "no client served within " + ms_text(stuck_after_release) + " of a release"},
-          {"dead", "the server exited while exhausted"},
-          {"lost", "a client of the backpressure scenario reset, closed or not served"},
-          {"ignores sigterm",
-           "the process, or whatever holds its port, still runs (listens) " + ms_text(stop_within) + " after SIGTERM"},
-          {"unclean stop", "connections not closed or no exit within " + ms_text(stop_within) +
-                               " of SIGTERM, an exit status other than 0 or SIGTERM's, or processes left"},
-          {"cannot fill",
-           "the drill could not fill the server's descriptor table (it closes what it answered, "
-           "or the scenario's time ran out): nothing was judged"},
-          {"starved", "a client from another address not served within " + ms_text(other_address_within) +
-                          " while slow clients hold connections"}};
+  return {
+      {"spin",
+       "the process group is runnable (on a CPU or waiting for one, /proc/PID/task/*/schedstat) more "
+       "than " +
+           number(spin_runnable_percent) + " % of the time, or on a CPU more than " + number(spin_cpu_percent) +
+           " %, while exhausted"},
+      {"flood", "more than " + number(flood_lines_per_s) + " log lines a second while exhausted"},
+      {"late", "a waiting client served more than " + ms_text(late_recovery) +
+                   " after a release (worst trial), not counting time the target and the drill waited for a CPU"},
+      {"stuck", "no client served within " + ms_text(stuck_after_release) + " of a release"},
+      {"dead", "the server exited while exhausted"},
+      {"lost", "a client of the backpressure scenario reset, closed or not served"},
+      {"ignores sigterm",
+       "the process, or whatever holds its port, still runs (listens) " + ms_text(stop_within) + " after SIGTERM"},
+      {"unclean stop", "connections not closed or no exit within " + ms_text(stop_within) +
+                           " of SIGTERM, an exit status other than 0 or SIGTERM's, or processes left"},
+      {"cannot fill",
+       "the drill could not fill the server's descriptor table (it closes what it answered, "
+       "or the scenario's time ran out): nothing was judged"},
+      {"starved", "a client from another address not served within " + ms_text(other_address_within) +
+                      " while slow clients hold connections"},
+      {"waste", "overload: a client answered after its 1 s deadline, when it had gone"},
+      {"unanswered", "overload: a connected client never answered (closed, reset or silent until the watch ended)"}};
 }
 
 std::optional<std::vector<std::string>> split_words(std::string_view text, std::string& problem) {
