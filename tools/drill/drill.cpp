@@ -52,7 +52,7 @@ constexpr std::string_view drill_text =
     "                             --header-timeout another address is served within 100 ms\n"
     "                             and the idle ones closed at the timeout; without, it waits\n"
     "  9 overload                 1,000 clients (--quick 300) at once, each giving up after 1 s,\n"
-    "                             against a budget of 8, a backlog of 64 and a 50 ms response,\n"
+    "                             against a budget of 8, a backlog of 256 and a 50 ms response,\n"
     "                             without and with --max-queue-wait 500ms: answered in time\n"
     "                             (goodput), after the client had gone (waste), connect dropped\n"
     "                             (ListenOverflows, machine-wide); with the bound no waste, every\n"

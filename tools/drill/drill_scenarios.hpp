@@ -52,7 +52,7 @@ scenario_result run_clean_stop(const drill_settings& s);
 /// keep another address served (and close the idle ones), without them it waits.
 scenario_result run_slow_clients(const drill_settings& s);
 
-/// 9. Overload: 1,000 clients (--quick 300) at once against a budget of 8, a backlog of 64 and
+/// 9. Overload: 1,000 clients (--quick 300) at once against a budget of 8, a backlog of 256 and
 /// a 50 ms service time, each with a 1 s deadline; run without and with --max-queue-wait.
 scenario_result run_overload(const drill_settings& s);
 
