@@ -130,16 +130,20 @@ TYPED_TEST_P(AcceptQueueCases, ClientsBeyondTheBudgetShowInTheQueueUntilTheServe
 }
 
 // A reading that meets a descriptor the server closed, and the test's churn reopened as a
-// listener of backlog 3, shows limit 3.
+// listener of backlog 3, shows limit 3; one that meets it closed finds nothing, and any value
+// after that is another socket's.
 TYPED_TEST_P(AcceptQueueCases, ReadingsDuringTheStopNeverMeetAnotherSocket) {
   queue_server<TypeParam> s(0);
   s.start();
   std::atomic<bool> finished{false};
   std::atomic<int> readings{0};
   std::atomic<int> foreign{0};  // readings of another socket, or of one after the let go
-  std::thread churn([&] {
+  std::thread churn([&] {  // enough listeners to fill the lower free numbers too
     while (!finished.load()) {
-      const listener other = listener_with_backlog(3);
+      std::vector<listener> others;
+      for (int i = 0; i < 32; ++i) {
+        others.push_back(listener_with_backlog(3));
+      }
     }
   });
   std::thread reader([&] {
