@@ -138,7 +138,8 @@ TYPED_TEST_P(AcceptQueueCases, ReadingsDuringTheStopNeverMeetAnotherSocket) {
   std::atomic<bool> finished{false};
   std::atomic<int> readings{0};
   std::atomic<int> foreign{0};  // readings of another socket, or of one after the let go
-  std::thread churn([&] {  // enough listeners to fill the lower free numbers too
+  // Enough listeners at a time to take the lower free numbers too.
+  std::thread churn([&] {
     while (!finished.load()) {
       std::vector<listener> others;
       for (int i = 0; i < 32; ++i) {
