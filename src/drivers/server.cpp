@@ -44,5 +44,6 @@ policy_metrics server::metrics() const { return impl_->metrics(); }
 policy_health server::health() const { return impl_->health(); }
 const connection_budget& server::budget() const noexcept { return impl_->budget(); }
 std::vector<endpoint> server::local_endpoints() const { return impl_->local_endpoints(); }
+std::vector<std::optional<listen_queue>> server::accept_queues() const { return impl_->accept_queues(); }
 
 }  // namespace transient

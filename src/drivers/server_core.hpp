@@ -30,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -40,6 +41,7 @@
 #include "transient/detail/throw_error.hpp"
 #include "transient/diagnosis/diagnostics.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/sockets/listen_queue.hpp"
 
 namespace transient::detail {
 
@@ -363,6 +365,15 @@ class server_core {
 
   [[nodiscard]] std::vector<endpoint> local_endpoints() const { return endpoints_; }
 
+  [[nodiscard]] std::vector<std::optional<listen_queue>> accept_queues() const {
+    std::vector<std::optional<listen_queue>> queues;
+    queues.reserve(watched_.size());
+    for (const std::weak_ptr<const listener>& w : watched_) {
+      queues.push_back(queue_while_held(w));
+    }
+    return queues;
+  }
+
  protected:
   /// Checks the arguments (throws std::system_error as server::server says) and keeps the
   /// listeners for open_loops(), opening the SO_REUSEPORT shards if asked.
@@ -400,6 +411,7 @@ class server_core {
         per_loop = take_fd_census().total - before;
       }
     }
+    watched_.assign(listeners_.begin(), listeners_.begin() + static_cast<std::ptrdiff_t>(endpoints_.size()));
     listeners_.clear();
   }
 
@@ -616,6 +628,19 @@ class server_core {
     }
   }
 
+  // The queue of `w`'s listener if an acceptor still holds it. The reading holds it too, so its
+  // descriptor cannot close (or be reused) under the getsockopt; if the last acceptor lets go
+  // meanwhile, the socket closes as this reading ends, on this thread.
+  [[nodiscard]] static std::optional<listen_queue> queue_while_held(const std::weak_ptr<const listener>& w) noexcept {
+    const std::shared_ptr<const listener> held = w.lock();
+    std::error_code ec;
+    const listen_queue q = held ? queue_of(held->native_handle(), ec) : listen_queue{};
+    if (!held || ec) {
+      return std::nullopt;
+    }
+    return q;
+  }
+
   void record_failure(stop_info info, std::exception_ptr exception = nullptr) {
     {
       const std::lock_guard lock(mutex_);
@@ -631,6 +656,11 @@ class server_core {
   // shards the server opened.
   std::vector<std::shared_ptr<const listener>> listeners_;
   std::vector<endpoint> endpoints_;  // of the caller's listeners, in their order
+  // The caller's listeners, for accept_queues(). Weak, so that the server holds no listener of
+  // its own: a listener closes with its last acceptor (a drain refuses new clients at once),
+  // and a reading never meets a closed or reused descriptor, without a lock the loops would take
+  // or a duplicate descriptor to close in step with them. Written by open_loops() only.
+  std::vector<std::weak_ptr<const listener>> watched_;
   bool shards_ = false;
   connection_handler handler_;
   loop_handler_factory factory_;

@@ -228,7 +228,6 @@ class serving {
  public:
   serving(const serve_settings& s, listener l, const serve_extension& extension)
       : stall_timeout_(s.stall_timeout),
-        queue_(l, s.ready_queue_fraction),
         counters_(std::make_unique<connection_counters[]>(s.threads)),
         drain_end_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (!drain_end_) {
@@ -252,6 +251,7 @@ class serving {
                                   " (an epoll set, wake-ups, the diagnosis descriptors) and RLIMIT_NOFILE is " +
                                   std::to_string(fd_soft_limit(ec)) + ": use fewer --threads or raise the limit");
     }
+    queue_.emplace(*server_, s.ready_queue_fraction);
   }
 
   // Runs the server until it stops and its loops have drained. Returns 0 for a clean stop, 1
@@ -334,7 +334,7 @@ class serving {
            "# HELP transient_serve_header_timeouts_total Connections closed for sending no complete request head "
            "within --header-timeout.\n# TYPE transient_serve_header_timeouts_total counter\n"
            "transient_serve_header_timeouts_total " +
-           std::to_string(timeouts) + "\n" + queue_metrics(queue_.read(), queue_.address());
+           std::to_string(timeouts) + "\n" + queue_metrics(queue_->read(), queue_->address());
   }
 
   // The systemd side of the health (systemd.hpp): serve's health as STATUS=, STOPPING=1 once
@@ -376,7 +376,6 @@ class serving {
       connections->set_log(&log_line);
       connections->set_counters(&counters_[l.index()]);
       connections->set_drain_end(drain_end_.get());
-      connections->set_accepting_end([this] { queue_.stop_watching(); });
       if (configure) {
         configure(*connections);
       }
@@ -402,12 +401,12 @@ class serving {
   // moves traffic before SYNs drop) and is named in the reason, while /healthz stays 200:
   // the process is alive, only behind.
   void note_queue(health_report& h) const {
-    const std::optional<queue_reading> r = queue_.read();
+    const std::optional<queue_reading> r = queue_->read();
     if (!r || !r->above) {
       return;
     }
     h.ready = false;
-    h.reason += (h.reason.empty() ? "" : "; ") + describe(*r, queue_.ready_fraction());
+    h.reason += (h.reason.empty() ? "" : "; ") + describe(*r, queue_->ready_fraction());
   }
 
   [[nodiscard]] std::size_t open_connections() const {
@@ -419,12 +418,12 @@ class serving {
   }
 
   std::chrono::milliseconds stall_timeout_;
-  queue_watch queue_;  // the listener's queue, for the probes, the metrics and STATUS=
   unsigned threads_ = 0;
   std::unique_ptr<connection_counters[]> counters_;  // one per loop, by loop index
   unique_fd drain_end_;
   std::shared_ptr<peer_limit> peers_;  // --max-per-peer; its permits keep it alive
   std::unique_ptr<basic_server> server_;
+  std::optional<queue_watch> queue_;  // of server_'s listener, for the probes, the metrics and STATUS=
   std::atomic<bool> stopping_{false};
 };
 

@@ -132,9 +132,6 @@ void connection_loop::on_time(clock::time_point now) {
 // response says Connection: close) and close when done, until none is left or limits.drain
 // has passed; the drain-end descriptor cuts it short.
 void connection_loop::on_accepting_end() {
-  if (accepting_end_) {
-    accepting_end_();
-  }
   now_ = loop_.now();
   draining_all_ = true;
   drain_until_ = now_ + limits_.drain;

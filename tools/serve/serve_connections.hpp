@@ -80,8 +80,6 @@ class connection_loop final : public loop_handler, public io_watcher {
   void set_after_accept(std::function<void()> hook) { after_accept_ = std::move(hook); }
   /// Calls `hook` after each connection is closed (set before the loop runs).
   void set_after_close(std::function<void()> hook) { after_close_ = std::move(hook); }
-  /// Calls `hook` when the loop stops accepting, before the drain begins (set before the loop runs).
-  void set_accepting_end(std::function<void()> hook) { accepting_end_ = std::move(hook); }
   /// Holds back responses as `delay` says (set before the loop runs; none by default).
   void set_response_delay(response_delay delay) { delay_ = std::move(delay); }
   /// Where the state changes of header timeouts and the drain's end are logged.
@@ -171,7 +169,6 @@ class connection_loop final : public loop_handler, public io_watcher {
   responder respond_;
   std::function<void()> after_accept_;
   std::function<void()> after_close_;
-  std::function<void()> accepting_end_;
   response_delay delay_;
   log_writer log_;
   connection_counters* counters_ = nullptr;

@@ -1,23 +1,11 @@
 // The accept queue of serve's listener (see serve_queue.hpp).
 #include "serve_queue.hpp"
 
-#include <fcntl.h>
-
-#include <cerrno>
 #include <cstdio>
 #include <system_error>
 
 namespace transient::tool {
 namespace {
-
-// F_DUPFD_CLOEXEC: the duplicate must not leak into a child any more than the original.
-unique_fd duplicate(const listener& l) {
-  unique_fd fd(::fcntl(l.native_handle(), F_DUPFD_CLOEXEC, 0));
-  if (!fd) {
-    throw std::system_error(errno, std::system_category(), "duplicating the listener to watch its accept queue");
-  }
-  return fd;
-}
 
 // "1.8": tenths of a second, as an operator reads a wait.
 std::string seconds_text(std::chrono::milliseconds d) {
@@ -39,17 +27,17 @@ void family(std::string& out, const char* name, const char* type, const char* he
 
 }  // namespace
 
-queue_watch::queue_watch(const listener& l, double ready_fraction)
-    : fd_(duplicate(l)), address_(l.local_endpoint().to_string()), fraction_(ready_fraction) {}
+queue_watch::queue_watch(const basic_server& server, double ready_fraction)
+    : server_(server), address_(server.local_endpoints().front().to_string()), fraction_(ready_fraction) {}
 
 std::optional<queue_reading> queue_watch::read(clock::time_point now) const {
-  const std::lock_guard lock(mutex_);
-  std::error_code ec;
-  queue_reading r;
-  r.queue = fd_ ? queue_of(fd_.get(), ec) : listen_queue{};
-  if (!fd_ || ec) {
+  const std::optional<listen_queue> q = server_.accept_queues().front();
+  if (!q) {
     return std::nullopt;
   }
+  const std::lock_guard lock(mutex_);
+  queue_reading r;
+  r.queue = *q;
   r.above = fraction_ > 0 && static_cast<double>(r.queue.length) > fraction_ * static_cast<double>(r.queue.limit);
   if (!r.above) {
     above_since_.reset();
@@ -60,11 +48,6 @@ std::optional<queue_reading> queue_watch::read(clock::time_point now) const {
   }
   r.above_for = std::chrono::duration_cast<std::chrono::milliseconds>(now - *above_since_);
   return r;
-}
-
-void queue_watch::stop_watching() noexcept {
-  const std::lock_guard lock(mutex_);
-  fd_.reset();
 }
 
 std::string describe(const queue_reading& r, double fraction) {

@@ -1,6 +1,7 @@
 // The accept queue of serve's listener as its probes, its metrics and systemd's STATUS= see it:
-// read at request time (one getsockopt), so that /readyz says 503 within the probe that finds
-// the queue above the threshold instead of at the loops' next publication.
+// read from the server at request time (basic_server::accept_queues(), one getsockopt), so that
+// /readyz says 503 within the probe that finds the queue above the threshold instead of at the
+// loops' next publication.
 #pragma once
 
 #include <chrono>
@@ -8,9 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "transient/drivers/server.hpp"
 #include "transient/sockets/listen_queue.hpp"
-#include "transient/sockets/listener.hpp"
-#include "transient/sockets/unique_fd.hpp"
 
 namespace transient::tool {
 
@@ -23,33 +23,29 @@ struct queue_reading {
   std::chrono::milliseconds above_for{0};
 };
 
-/// Watches a listener's accept queue from any thread. It reads through a duplicate of the
-/// listener's descriptor, because the server lets go of its own when it stops accepting; the
-/// duplicate is closed then too (stop_watching(), from the loop), so that the socket still
-/// closes with the server's last hold on it and the drain refuses new clients at once.
+/// Watches the accept queue of a server's first listener from any thread, against serve's
+/// readiness threshold.
 class queue_watch {
  public:
   /// The clock of the readings.
   using clock = std::chrono::steady_clock;
 
-  /// Watches `l` (open); `ready_fraction` is the readiness threshold, 0 to 1 (0: never above).
-  /// Throws std::system_error if the descriptor cannot be duplicated.
-  queue_watch(const listener& l, double ready_fraction);
+  /// Watches the first listener of `server` (which must outlive the watch); `ready_fraction`
+  /// is the readiness threshold, 0 to 1 (0: never above).
+  queue_watch(const basic_server& server, double ready_fraction);
 
   /// The queue at `now` and whether it is above the threshold, and since when (readings at
-  /// any time and on any thread count). nullopt once stop_watching() ran or if the queue
-  /// cannot be read. Thread-safe.
+  /// any time and on any thread count). nullopt once the server has let go of the listener or
+  /// if the queue cannot be read. Thread-safe.
   [[nodiscard]] std::optional<queue_reading> read(clock::time_point now = clock::now()) const;
-  /// Closes the duplicate; read() returns nullopt from then on. Thread-safe; idempotent.
-  void stop_watching() noexcept;
   /// The listener's address, the metrics' label.
   [[nodiscard]] const std::string& address() const noexcept { return address_; }
   /// The readiness threshold given.
   [[nodiscard]] double ready_fraction() const noexcept { return fraction_; }
 
  private:
-  mutable std::mutex mutex_;  // a read never meets a closing (or reused) descriptor
-  unique_fd fd_;
+  const basic_server& server_;
+  mutable std::mutex mutex_;  // readings from the probes', the metrics' and systemd's threads
   mutable std::optional<clock::time_point> above_since_;  // guarded by mutex_
   std::string address_;
   double fraction_;

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "transient/drivers/acceptor.hpp"
 #include "transient/policy/accept_policy.hpp"
 #include "transient/policy/budget.hpp"
+#include "transient/sockets/listen_queue.hpp"
 #include "transient/sockets/listener.hpp"
 
 // Serving a connection on the loop that accepted it (run to completion): a loop_handler per
@@ -191,6 +193,8 @@ class basic_server {
   [[nodiscard]] virtual const connection_budget& budget() const noexcept = 0;
   /// See server::local_endpoints().
   [[nodiscard]] virtual std::vector<endpoint> local_endpoints() const = 0;
+  /// See server::accept_queues().
+  [[nodiscard]] virtual std::vector<std::optional<listen_queue>> accept_queues() const = 0;
 
  protected:
   basic_server() = default;
@@ -244,6 +248,15 @@ class server final : public basic_server {
   [[nodiscard]] const connection_budget& budget() const noexcept override;
   /// The local endpoints of the listeners, in the order given.
   [[nodiscard]] std::vector<endpoint> local_endpoints() const override;
+  /// The accept queue of each listener, in the order given (queue_of(): one getsockopt each,
+  /// no allocation but the vector), read now, for a readiness probe or metrics. nullopt for a
+  /// listener the server has let go (its loops let go as they stop: after stop(), or a
+  /// failure, and always once run() has returned) or whose queue cannot be read. With
+  /// reuse_port_shards, the queue of the socket given, which is the first loop's shard.
+  /// Thread-safe, at any time in the server's life, concurrently with run() and stop(): a
+  /// reading holds the listener, so it never meets a closed or reused descriptor, and it
+  /// keeps no listener open beyond the reading (docs/guide.md, "The accept queue").
+  [[nodiscard]] std::vector<std::optional<listen_queue>> accept_queues() const override;
 
  private:
   // The server both drivers share (src/drivers/server_core.hpp) over transient::acceptor.

@@ -18,12 +18,14 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include "transient/drivers/acceptor.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/sockets/listen_queue.hpp"
 
 namespace transient {
 
@@ -159,6 +161,8 @@ class uring_server final : public basic_server {
   [[nodiscard]] const connection_budget& budget() const noexcept override;
   /// The local endpoints of the listeners, in the order given.
   [[nodiscard]] std::vector<endpoint> local_endpoints() const override;
+  /// As server::accept_queues(): thread-safe, nullopt once the server has let go of a listener.
+  [[nodiscard]] std::vector<std::optional<listen_queue>> accept_queues() const override;
 
  private:
   // The server both drivers share (src/drivers/server_core.hpp) over transient::uring_acceptor.

@@ -52,5 +52,6 @@ policy_health uring_server::health() const { return impl_->health(); }
 std::uint64_t uring_server::submissions() const { return impl_->submissions(); }
 const connection_budget& uring_server::budget() const noexcept { return impl_->budget(); }
 std::vector<endpoint> uring_server::local_endpoints() const { return impl_->local_endpoints(); }
+std::vector<std::optional<listen_queue>> uring_server::accept_queues() const { return impl_->accept_queues(); }
 
 }  // namespace transient
