@@ -37,7 +37,7 @@ struct listen_queue {
 /// (/proc/net/netstat, TcpExt). They are machine-wide: the kernel does not say which listener.
 struct listen_drops {
   /// ListenOverflows: handshakes dropped because a listener's accept queue was full. The
-  /// client's SYN (or its final ACK) goes unanswered; it retries after 1 s, 3 s, 7 s...
+  /// client's SYN (or its final ACK) goes unanswered; it retries a second later, then after longer gaps.
   std::uint64_t overflows = 0;
   /// ListenDrops: every SYN or handshake a listener dropped, for any reason (overflows included).
   std::uint64_t drops = 0;
