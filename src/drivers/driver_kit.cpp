@@ -2,8 +2,6 @@
 #include "transient/detail/driver_kit.hpp"
 
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -11,6 +9,7 @@
 #include <mutex>
 #include <utility>
 
+#include "sockets/queue_wait.hpp"
 #include "transient/detail/throw_error.hpp"
 #include "transient/errors/classify.hpp"
 #include "transient/testing/syscalls.hpp"
@@ -90,13 +89,8 @@ std::chrono::milliseconds queue_wait(const accept_policy& policy, accept_policy:
   if (known <= std::min(queue_wait_floor, bound)) {
     return std::chrono::ceil<std::chrono::milliseconds>(known);
   }
-  // queue_wait_of's reading (listen_queue.cpp), through the seam.
-  tcp_info info{};
-  socklen_t length = sizeof info;
-  if (sys.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) {
-    return std::chrono::milliseconds::zero();  // unknown: never shed on it
-  }
-  return std::chrono::milliseconds(info.tcpi_last_data_sent);
+  std::error_code unknown;  // a failed reading is 0: never shed on it
+  return detail::queue_wait_through(sys.getsockopt, fd, unknown);
 }
 
 std::chrono::milliseconds queue_wait(const accept_policy& policy, accept_policy::time_point now, int fd) noexcept {

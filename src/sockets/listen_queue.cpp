@@ -13,15 +13,16 @@
 #include <string_view>
 
 #include "detail/proc_file.hpp"
+#include "sockets/queue_wait.hpp"
 #include "transient/detail/throw_error.hpp"
 #include "transient/errors/errors.hpp"
 
 namespace transient {
 namespace {
 
-bool tcp_info_of(int fd, tcp_info& info, std::error_code& ec) noexcept {
+bool tcp_info_of(int fd, tcp_info& info, std::error_code& ec, detail::getsockopt_call call = ::getsockopt) noexcept {
   socklen_t length = sizeof info;
-  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) {
+  if (call(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) {
     ec = detail::last_error();
     return false;
   }
@@ -90,10 +91,14 @@ listen_drops read_listen_drops() {
   return counters;
 }
 
-std::chrono::milliseconds queue_wait_of(int fd, std::error_code& ec) noexcept {
+std::chrono::milliseconds detail::queue_wait_through(getsockopt_call call, int fd, std::error_code& ec) noexcept {
   tcp_info info{};
-  return tcp_info_of(fd, info, ec) ? std::chrono::milliseconds(info.tcpi_last_data_sent)
-                                   : std::chrono::milliseconds::zero();
+  return tcp_info_of(fd, info, ec, call) ? std::chrono::milliseconds(info.tcpi_last_data_sent)
+                                         : std::chrono::milliseconds::zero();
+}
+
+std::chrono::milliseconds queue_wait_of(int fd, std::error_code& ec) noexcept {
+  return detail::queue_wait_through(::getsockopt, fd, ec);
 }
 
 std::chrono::milliseconds queue_wait_of(int fd) {
