@@ -15,6 +15,7 @@
 #include "drill_client.hpp"
 #include "drill_scenarios.hpp"
 #include "drill_target.hpp"
+#include "transient/policy/budget.hpp"
 #include "transient/sockets/listener.hpp"
 
 namespace transient::tool {
@@ -24,39 +25,35 @@ using clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 // Descriptors the drill needs besides its clients: its own, the children's pipes, the watch's.
-constexpr rlim_t spare_descriptors = 64;
+constexpr std::uint64_t spare_descriptors = 64;
 
-// The drill's RLIMIT_NOFILE soft limit raised to the hard limit while it lives, restored after.
+// The drill's RLIMIT_NOFILE soft limit raised to the hard limit while it lives (the library's
+// raise_fd_limit), restored after.
 class raised_fd_limit {
  public:
-  raised_fd_limit() {
-    if (::getrlimit(RLIMIT_NOFILE, &saved_) == 0) {
-      rlimit raised = saved_;
-      raised.rlim_cur = saved_.rlim_max;
-      ok_ = ::setrlimit(RLIMIT_NOFILE, &raised) == 0;
-    }
-  }
+  raised_fd_limit() : raise_(raise_fd_limit(error_)) {}
   ~raised_fd_limit() {
-    if (ok_) {
-      (void)::setrlimit(RLIMIT_NOFILE, &saved_);
+    if (raise_.raised()) {
+      const rlimit restored{raise_.before, raise_.hard};
+      (void)::setrlimit(RLIMIT_NOFILE, &restored);
     }
   }
   raised_fd_limit(const raised_fd_limit&) = delete;
   raised_fd_limit& operator=(const raised_fd_limit&) = delete;
   // The problem for `clients` descriptors ("" if they fit).
   [[nodiscard]] std::string problem(std::size_t clients) const {
-    const rlim_t needed = static_cast<rlim_t>(clients) + spare_descriptors;
-    if (ok_ && (saved_.rlim_max == RLIM_INFINITY || saved_.rlim_max >= needed)) {
+    const std::uint64_t needed = clients + spare_descriptors;
+    if (!error_ && raise_.after >= needed) {
       return {};
     }
     return "the drill needs " + std::to_string(needed) + " descriptors for " + std::to_string(clients) +
-           " clients, but its RLIMIT_NOFILE hard limit is " + std::to_string(saved_.rlim_max) +
+           " clients, but its RLIMIT_NOFILE hard limit is " + std::to_string(raise_.hard) +
            ": raise it (ulimit -Hn, LimitNOFILE=) and run the drill again";
   }
 
  private:
-  rlimit saved_{};
-  bool ok_ = false;
+  std::error_code error_;
+  fd_limit_raise raise_;
 };
 
 // One client of the burst.
