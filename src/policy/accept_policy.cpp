@@ -223,6 +223,9 @@ struct accept_policy::rules {
     return p.current();
   }
   static decision resume_if_room(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    if (p.stop_requested_.load(std::memory_order_relaxed)) {
+      return p.finish(now, {}, condition::unclassified);  // the stop comes before the place
+    }
     if (!p.budget_.resume_if_room(p.reservation_)) {  // took a place and stopped waiting
       return p.current();
     }
@@ -242,6 +245,9 @@ struct accept_policy::rules {
     return p.resume(now);
   }
   static decision backoff_timer(accept_policy& p, time_point now, const input& /*in*/) noexcept {
+    if (p.stop_requested_.load(std::memory_order_relaxed)) {
+      return p.finish(now, {}, condition::unclassified);  // asked for before a stall could be declared
+    }
     p.tick(now);
     if (p.budget_.generation() != p.generation_) {
       p.stall_start_ = now;  // a release happened that we were not told about: progress
@@ -300,15 +306,19 @@ struct accept_policy::rules {
       &queue_empty};
   static constexpr rule keep_rule{
       "keep", "the decision in force holds; an episode's summary or recovered line may fall due", &keep};
-  static constexpr rule resume_if_room_rule{"resume_if_room", "a place is free: take it and accept; else keep waiting",
+  static constexpr rule resume_if_room_rule{"resume_if_room",
+                                            "a stop was requested: stop; a place is free: take it and accept; else "
+                                            "keep waiting",
                                             &resume_if_room};
   static constexpr rule retry_if_released_rule{
       "retry_if_released",
-      "a connection was released since the failure: a descriptor is free, retry at once; else keep the pause",
+      "a connection was released since the failure: a descriptor is free, retry at once (or stop, if a stop was "
+      "requested); else keep the pause",
       &retry_if_released};
   static constexpr rule backoff_timer_rule{
       "backoff_timer",
-      "the pause ends at its deadline (or after a release), or the watchdog stops a stall; early: the pause holds",
+      "a stop was requested: stop; the pause ends at its deadline (or after a release), or the watchdog stops a "
+      "stall; early: the pause holds",
       &backoff_timer};
   static constexpr rule stop_rule{
       "stop", "stop cleanly (the place reserved goes back, a pause's waiter leaves the budget)", &stop};
@@ -344,13 +354,13 @@ struct accept_policy::rules {
     const cell drained{&shed_drained_rule, to({draining, paused_backoff, stopped})};
     const cell drain_end{&end_drain_rule, to({paused_backoff, stopped})};
     const cell late{&resume_then_serve_rule, next_accept};
-    const cell room{&resume_if_room_rule, to({accepting, paused_capacity})};
+    const cell room{&resume_if_room_rule, to({accepting, paused_capacity, stopped})};
     const cell halt{&stop_rule, done};
     const cell shed{&shed_late_rule, done};
     const cell still{&stay_stopped_rule, done};
     const cell no{&unexpected_rule, done};
     const auto keep = [](state s) { return cell{&keep_rule, to({s})}; };
-    const auto retry = [&](state s) { return cell{&retry_if_released_rule, static_cast<std::uint8_t>(resumed | to({s}))}; };
+    const auto retry = [&](state s) { return cell{&retry_if_released_rule, static_cast<std::uint8_t>(resumed | to({s, stopped}))}; };
     const auto timer = [&](state s) { return cell{&backoff_timer_rule, static_cast<std::uint8_t>(resumed | to({s, stopped}))}; };
     return std::array<std::array<cell, events>, states>{{
         //                 ready  accepted  accept_failed  result_accepted  result_failed   parked     release                 timer                   stop
@@ -751,6 +761,9 @@ decision accept_policy::drained(time_point now, bool accepted) noexcept {
 }
 
 decision accept_policy::resume(time_point now) noexcept {
+  if (stop_requested_.load(std::memory_order_relaxed)) {
+    return finish(now, {}, condition::unclassified);  // a pause that ends after a stop request ends the loop
+  }
   leave_pause(now);
   burst_ = 0;
   return begin_accept(now);

@@ -189,6 +189,30 @@ TEST_F(PolicySpec, FullBudgetPausesUntilAReleaseAndNeverTripsTheWatchdog) {
   EXPECT_EQ(m.paused[static_cast<std::size_t>(pause_reason::capacity)], 1h);
 }
 
+// A stop requested from another thread while the loop is paused: the release (or the
+// backoff's end) that comes next ends the loop; it does not take a place and accept again,
+// which would leave the driver an accept that nobody cancels.
+TEST_F(PolicySpec, APauseThatEndsAfterAStopRequestStops) {
+  permit a;
+  permit b;
+  accept_policy& capacity = ready_policy(2, config());
+  ASSERT_EQ(capacity.on_accepted(now, a).next, step::accept);
+  ASSERT_EQ(capacity.on_accepted(now, b).next, step::pause_for_release);
+  capacity.request_stop();
+  EXPECT_TRUE(a.release());
+  EXPECT_EQ(capacity.on_release(now).next, step::stop);
+  EXPECT_EQ(budget().live(), 1U) << "no place taken for an accept that will not come";
+  EXPECT_EQ(budget().waiters(), 0U);
+
+  connection_budget shared(4);
+  accept_policy backoff(shared, config());
+  ASSERT_EQ(backoff.on_ready(now).next, step::accept);
+  ASSERT_EQ(backoff.on_accept_failed(now, sys(ENFILE)).next, step::pause_until);
+  backoff.request_stop();
+  advance(1h);
+  EXPECT_EQ(backoff.on_timer(now).next, step::stop);
+}
+
 TEST_F(PolicySpec, ReleaseNeedsNoWakeUpWhenNoLoopIsPaused) {
   permit p;
   accept_policy& policy = serving_one(p);

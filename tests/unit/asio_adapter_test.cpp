@@ -162,6 +162,45 @@ TEST(AsioAdapter, CompletionFormKeepsClientsInTheBacklogAtTheBudgetUntilARelease
   EXPECT_EQ(budget->budget().live(), 0U);
 }
 
+// Two loops share a budget of two. The first serves a client and its next accept holds the
+// other place (an idle loop holds one, for its accept in flight); the second loop is idle,
+// waiting for readiness with no place. Its client then waits in the queue (queue mode never
+// sheds) until a place comes back. An accept armed without a place would take that client
+// and have to shed it.
+TEST(AsioAdapter, AnIdleLoopSharingAFullBudgetLeavesItsClientInTheQueue) {
+  net::io_context io;
+  tcp::acceptor first = loopback_acceptor(io);
+  tcp::acceptor second = loopback_acceptor(io);
+  std::deque<tasio::accepted_socket> held;
+  int calls = 0;
+  loop_outcome first_outcome;
+  loop_outcome second_outcome;
+  transient::test::stop_signal cancel_first;
+  transient::test::stop_signal cancel_second;
+  auto options = quiet_options();
+  options.budget = tasio::shared_budget::create(2);
+  tasio::async_accept_loop(first, keeper{&held, &calls}, options, cancel_first.bind(completion_into(first_outcome)));
+  tasio::async_accept_loop(second, keeper{&held, &calls}, options, cancel_second.bind(completion_into(second_outcome)));
+  transient::test::run_for(io, 20ms);  // both loops are idle
+
+  const transient::unique_fd served = connect_to(address_of(first));
+  ASSERT_TRUE(run_until(io, [&] { return calls == 1; }));
+  const transient::unique_fd waiting = connect_to(address_of(second));
+  transient::test::run_for(io, 200ms);
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(closed_by_peer(waiting.get(), 20ms)) << "shed instead of left in the queue";
+  held.clear();  // the place comes back: the second loop serves its client
+  ASSERT_TRUE(run_until(io, [&] { return calls == 2; }));
+  EXPECT_EQ(read_some(waiting.get(), 1s), "hi");
+
+  cancel_first.emit(first);
+  cancel_second.emit(second);
+  ASSERT_TRUE(run_until(io, [&] { return first_outcome.done && second_outcome.done; }));
+  EXPECT_FALSE(first_outcome.error);
+  EXPECT_FALSE(second_outcome.error);
+  EXPECT_EQ(second_outcome.report.metrics.shed[static_cast<std::size_t>(transient::shed_reason::budget)], 0U);
+}
+
 TEST(AsioAdapter, SetsEnableConnectionAborted) {
   net::io_context io;
   auto acceptor = loopback_acceptor(io);

@@ -1,7 +1,8 @@
 // The drivers only apply decisions and report what the kernel gave them (issue 22): read from
-// their sources, as docs/acceptor.md states it. Only the epoll acceptor reports readiness,
-// at its EPOLLIN; the completion drivers (io_uring, Asio) report results and parked requests,
-// invent no EAGAIN, leave multishot to accept_policy::batch(), and shed and diagnose through the kit.
+// their sources, as docs/acceptor.md states it. Readiness is reported where the kernel gave
+// it: the epoll acceptor's EPOLLIN, the Asio loop's async_wait(wait_read). The completion
+// drivers (io_uring, Asio) report results and parked requests, invent no EAGAIN, leave
+// multishot to accept_policy::batch(), and shed and diagnose through the kit.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -26,10 +27,13 @@ int count(const std::string& text, const std::string& what) {
   return n;
 }
 
-TEST(DriverProtocol, OnlyTheEpollAcceptorReportsReadiness) {
+TEST(DriverProtocol, ReadinessIsReportedOnlyWhereTheKernelGaveIt) {
   EXPECT_EQ(count(source("src/drivers/acceptor.cpp"), "policy.on_ready("), 1);
-  for (const char* path : {"src/drivers/uring/uring_acceptor.cpp", "include/transient/detail/asio_adapter.hpp",
-                           "src/drivers/acceptor_core.hpp", "src/drivers/driver_kit.cpp"}) {
+  const std::string asio = source("include/transient/detail/asio_adapter.hpp");
+  EXPECT_EQ(count(asio, "on_ready("), 1) << "in readable(), the completion of async_wait(wait_read)";
+  EXPECT_EQ(count(asio, "async_wait(Acceptor::wait_read"), 2) << "with and without per-operation cancellation";
+  for (const char* path :
+       {"src/drivers/uring/uring_acceptor.cpp", "src/drivers/acceptor_core.hpp", "src/drivers/driver_kit.cpp"}) {
     EXPECT_EQ(count(source(path), "on_ready("), 0) << path;
   }
 }

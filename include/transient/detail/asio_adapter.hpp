@@ -107,12 +107,13 @@ struct asio_loop_report {
 };
 
 // The state of one running loop, and how it maps the policy's decisions to Asio operations.
-// A completion driver (accept_policy.hpp): accept, shed and wait start acceptor.async_accept
-// (which waits for readiness inside the operation), wait after a turn given to the other
-// handlers; its completion is on_accept_result. The pauses run a steady_timer (for a capacity
-// pause, a check that the acceptor is still open); a permit release posts released(); a
-// drain accepts synchronously. At most one operation of ours is outstanding at a time (an
-// accept, the timer, or a posted turn), plus posted wake-ups and stop requests. All state
+// A completion driver (accept_policy.hpp): accept and shed start acceptor.async_accept, whose
+// completion is on_accept_result; wait starts acceptor.async_wait(wait_read), whose completion
+// is the kernel's readiness (on_ready), so every accept starts with the place the policy took
+// for it. The pauses run a steady_timer (for a capacity pause, a check that the acceptor is
+// still open); a permit release posts released(); a drain accepts synchronously. At most one
+// operation of ours is outstanding at a time (an accept, a wait, or the timer), plus posted
+// wake-ups and stop requests. All state
 // lives on one strand over the acceptor's executor. Owned by std::shared_ptr: each pending
 // completion holds a reference, so the state lives as long as something of the loop is pending.
 template <typename F, typename Acceptor, typename Handler, typename Completion>
@@ -127,7 +128,7 @@ class asio_loop final : public release_observer,
   // operations do), so that its io_context does not run out of work under us.
   using work_executor = decltype(F::track_work(std::declval<completion_executor>()));
 
-  enum class pending : unsigned char { none, accept, timer, turn };
+  enum class pending : unsigned char { none, accept, wait, timer };
 
  public:
   asio_loop(Acceptor& acceptor, Handler handler, asio_loop_options<F> options, Completion completion)
@@ -215,9 +216,9 @@ class asio_loop final : public release_observer,
       return;
     }
     switch (pending_) {
-      case pending::accept: accept_cancel_.emit(F::cancellation_type::terminal); break;
+      case pending::accept:
+      case pending::wait: accept_cancel_.emit(F::cancellation_type::terminal); break;
       case pending::timer: timer_.cancel(); break;
-      case pending::turn:  // the posted turn sees the request
       case pending::none: break;
     }
   }
@@ -232,22 +233,26 @@ class asio_loop final : public release_observer,
       policy_.request_stop();  // closed right after the start: a clean stop
       apply(policy_.on_stop(now));
     } else {
-      // wait: the accept starts. On an acceptor never opened it fails at once (EBADF), a bug
-      // the policy fails the loop for.
+      // wait: for readiness. On an acceptor never opened the wait fails, and so does the
+      // accept that reports it (EBADF), a bug the policy fails the loop for.
       apply(policy_.current());
     }
   }
 
-  // A turn given to the other handlers is over: the accept that step::wait asked for starts.
-  void turn_over() {
+  // The listener is readable (the kernel says so), or the wait failed.
+  void readable(const error_code& ec) {
     pending_ = pending::none;
     if (done_) {
       return;
     }
-    if (stopping()) {
-      apply(policy_.on_stop(clock::now()));
+    const auto now = clock::now();
+    if (stopping() || ec == F::operation_aborted || (open_at_start_ && !acceptor_.is_open())) {
+      policy_.request_stop();
+      apply(policy_.on_stop(now));
+    } else if (ec) {
+      start_accept();  // the accept reports the listener's error, which the policy classifies
     } else {
-      start_accept();
+      apply(policy_.on_ready(now));
     }
   }
 
@@ -341,12 +346,7 @@ class asio_loop final : public release_observer,
       case step::drain: drain(d); return;
       case step::accept:
       case step::shed: start_accept(); return;
-      case step::wait:
-        // Asio's async_accept waits for readiness itself; a wait is a turn given to the
-        // other handlers (after accepts_per_ready accepts), then the accept.
-        pending_ = pending::turn;
-        F::post(strand_, [self = this->shared_from_this()] { self->turn_over(); });
-        return;
+      case step::wait: start_wait(); return;
       case step::pause_for_release: arm_timer(close_check_after(now, clock::time_point::max())); return;
       case step::pause_until: arm_timer(close_check_after(now, d.until)); return;
       case step::stop:
@@ -359,6 +359,18 @@ class asio_loop final : public release_observer,
       return until;
     }
     return now + options_.close_check;
+  }
+
+  void start_wait() {
+    pending_ = pending::wait;
+    auto on_readable =
+        F::bind_executor(strand_, [self = this->shared_from_this()](const error_code& ec) { self->readable(ec); });
+    if constexpr (F::has_cancellation) {
+      acceptor_.async_wait(Acceptor::wait_read,
+                           F::bind_cancellation_slot(accept_cancel_.slot(), std::move(on_readable)));
+    } else {
+      acceptor_.async_wait(Acceptor::wait_read, std::move(on_readable));
+    }
   }
 
   void start_accept() {
@@ -544,7 +556,8 @@ struct asio_async_accept_loop_fn {
   ///   - A paused loop has no operation to cancel: it notices a closed acceptor within
   ///     loop_options::close_check. Cancellation is immediate.
   ///   - `acceptor` needs get_executor(), is_open(), set_option(), local_endpoint(ec) and
-  ///     async_accept(executor, endpoint&, handler); non_blocking() and accept(socket,
+  ///     async_wait(wait_read, handler), async_accept(executor, endpoint&, handler);
+  ///     non_blocking() and accept(socket,
   ///     endpoint&, ec), where it has them, serve the spare descriptor's drain.
   /// Throws std::system_error (invalid_argument) at once for an invalid policy configuration
   /// or shed_mode::respond without `refuse`, and the error of default_max_connections() when
