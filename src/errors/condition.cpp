@@ -79,6 +79,11 @@ condition_set conditions_of_transient_error(int value) noexcept {
     case error::reuse_port_refused: return bit(invalid_argument);
     case error::no_systemd_sockets: return bit(unclassified);
     case error::unexpected_event: return bit(programming_error);
+    case error::handover_incomplete:
+    case error::handover_malformed:
+    case error::handover_mismatch:
+    case error::handover_timeout:
+    case error::no_supervisor: return bit(unclassified);
   }
   return bit(unclassified);
 }

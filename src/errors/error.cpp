@@ -12,7 +12,7 @@ struct error_text {
   std::string_view message;
 };
 
-constexpr std::array<error_text, 13> error_texts{{
+constexpr std::array<error_text, 18> error_texts{{
     {"unknown", "unknown transient error"},
     {"stalled", "descriptors stayed exhausted and nothing made progress (stall watchdog)"},
     {"not_listening", "socket is not listening (SO_ACCEPTCONN = 0)"},
@@ -26,6 +26,11 @@ constexpr std::array<error_text, 13> error_texts{{
     {"reuse_port_refused", "SO_REUSEPORT refused: it would let another process share the port"},
     {"no_systemd_sockets", "no sockets were passed by systemd (LISTEN_FDS/LISTEN_PID)"},
     {"unexpected_event", "the accept policy got an event its state does not expect (a bug in the driver)"},
+    {"handover_incomplete", "the listener handover ended before all of it arrived (the peer closed or died)"},
+    {"handover_malformed", "the listener handover's message is malformed"},
+    {"handover_mismatch", "the listeners handed over are not the ones expected (names or socket identity differ)"},
+    {"handover_timeout", "the listener handover (or the receiver's ready report) did not come in time"},
+    {"no_supervisor", "NOTIFY_SOCKET is not set: no supervisor to send to"},
 }};
 
 const error_text& text_of(int value) noexcept {

@@ -147,13 +147,13 @@ std::vector<unique_fd> own_passed(long count) {
   return fds;
 }
 
-std::vector<systemd_listener> refuse(listen_report& report, refusal r) {
+std::vector<named_listener> refuse(listen_report& report, refusal r) {
   report.error = r.ec;
   report.message = "systemd socket activation: " + std::move(r.message);
   return {};
 }
 
-std::vector<systemd_listener> take_sockets(const systemd_options& options, listen_report& report) {
+std::vector<named_listener> take_sockets(const systemd_options& options, listen_report& report) {
   const auto count = passed_count();
   if (const auto* r = std::get_if<refusal>(&count)) {
     return refuse(report, *r);
@@ -163,21 +163,21 @@ std::vector<systemd_listener> take_sockets(const systemd_options& options, liste
     return refuse(report, std::move(*r));
   }
   std::vector<unique_fd> fds = own_passed(std::get<long>(count));
-  std::vector<systemd_listener> result;
+  std::vector<named_listener> result;
   for (std::size_t i = 0; i < fds.size(); ++i) {
     const std::string& name = std::get<0>(names)[i];
     auto adopted = adopt_passed(std::move(fds[i]), name, options, report);
     if (auto* r = std::get_if<refusal>(&adopted)) {
       return refuse(report, std::move(*r));
     }
-    result.push_back(systemd_listener{name, std::move(std::get<listener>(adopted))});
+    result.push_back(named_listener{name, std::move(std::get<listener>(adopted))});
   }
   return result;
 }
 
 }  // namespace
 
-std::vector<systemd_listener> listeners_from_systemd(const systemd_options& options, listen_report& report) {
+std::vector<named_listener> listeners_from_systemd(const systemd_options& options, listen_report& report) {
   report = listen_report{};
   auto result = take_sockets(options, report);
   if (options.unset_environment) {
@@ -186,21 +186,21 @@ std::vector<systemd_listener> listeners_from_systemd(const systemd_options& opti
   return result;
 }
 
-std::vector<systemd_listener> listeners_from_systemd(const systemd_options& options, std::error_code& ec) {
+std::vector<named_listener> listeners_from_systemd(const systemd_options& options, std::error_code& ec) {
   listen_report report;
   auto result = listeners_from_systemd(options, report);
   ec = report.error;
   return result;
 }
 
-std::vector<systemd_listener> listeners_from_systemd(const systemd_options& options) {
+std::vector<named_listener> listeners_from_systemd(const systemd_options& options) {
   listen_report report;
   auto result = listeners_from_systemd(options, report);
   detail::throw_said_once_if(report.error, report.message);
   return result;
 }
 
-listener take_listener(std::vector<systemd_listener>& listeners, std::string_view name) noexcept {
+listener take_listener(std::vector<named_listener>& listeners, std::string_view name) noexcept {
   for (auto& entry : listeners) {
     if (entry.name == name && entry.socket.is_open()) {
       return std::move(entry.socket);

@@ -101,7 +101,7 @@ listener systemd_listener_of(std::string& problem) {
   systemd_options options;
   options.unset_environment = true;  // children (none today) must not take our sockets
   listen_report report;
-  std::vector<systemd_listener> passed = listeners_from_systemd(options, report);
+  std::vector<named_listener> passed = listeners_from_systemd(options, report);
   if (report.error) {
     problem =
         "the socket systemd passed (LISTEN_FDS): " + (report.message.empty() ? report.error.message() : report.message);

@@ -101,6 +101,20 @@ enum class error : int {
   /// A driver reported an event that the accept policy's state does not expect (a bug in the
   /// driver; its condition is programming_error). docs/acceptor.md lists what each state expects.
   unexpected_event,
+  /// A listener handover (sockets/handover.hpp) ended before all of it arrived: the peer
+  /// closed the channel or died mid-transfer.
+  handover_incomplete,
+  /// A listener handover's message is not one (wrong magic or version, a count or length that
+  /// does not add up, descriptors missing or extra).
+  handover_malformed,
+  /// The listeners handed over are not the ones asked for (their names differ), or a
+  /// descriptor is not the socket the sender described (another cookie).
+  handover_mismatch,
+  /// A listener handover, or the receiver's report that it is ready, did not come in time.
+  handover_timeout,
+  /// NOTIFY_SOCKET is not set: there is no supervisor to send to (systemd's file descriptor
+  /// store needs one).
+  no_supervisor,
 };
 
 /// The category of transient::error. Its name() is "transient.error".

@@ -240,9 +240,11 @@ struct systemd_options {
   bool verify = true;
 };
 
-/// A socket passed by systemd, with its name from LISTEN_FDNAMES ("unknown" when unnamed).
-struct systemd_listener {
-  std::string name;  ///< FileDescriptorName= of the socket unit, or "unknown".
+/// A listener taken from elsewhere, with the name it was passed under: from systemd
+/// (listeners_from_systemd: LISTEN_FDNAMES, "unknown" when unnamed) or from another process
+/// (take_over_listeners, sockets/handover.hpp).
+struct named_listener {
+  std::string name;  ///< FileDescriptorName= of the socket unit (or FDNAME= of the store), or the handover's name.
   listener socket;   ///< The listener (CLOEXEC set, non-blocking).
 };
 
@@ -251,15 +253,14 @@ struct systemd_listener {
 /// error::no_systemd_sockets (variables absent, LISTEN_PID another process, LISTEN_FDS 0),
 /// EINVAL (malformed variables, name count differs from LISTEN_FDS), EAFNOSUPPORT (a socket that
 /// is not TCP over IPv4/IPv6), the verification error of a socket that fails it.
-[[nodiscard]] std::vector<systemd_listener> listeners_from_systemd(const systemd_options& options = {});
+[[nodiscard]] std::vector<named_listener> listeners_from_systemd(const systemd_options& options = {});
 /// As above; on failure sets `ec` and returns nothing (the descriptors taken are closed).
-[[nodiscard]] std::vector<systemd_listener> listeners_from_systemd(const systemd_options& options, std::error_code& ec);
+[[nodiscard]] std::vector<named_listener> listeners_from_systemd(const systemd_options& options, std::error_code& ec);
 /// As above; on failure fills `report` with the error and a message.
-[[nodiscard]] std::vector<systemd_listener> listeners_from_systemd(const systemd_options& options,
-                                                                   listen_report& report);
+[[nodiscard]] std::vector<named_listener> listeners_from_systemd(const systemd_options& options, listen_report& report);
 
 /// Moves the listener named `name` out of `listeners` (the first with that name); an empty
 /// listener if there is none.
-[[nodiscard]] listener take_listener(std::vector<systemd_listener>& listeners, std::string_view name) noexcept;
+[[nodiscard]] listener take_listener(std::vector<named_listener>& listeners, std::string_view name) noexcept;
 
 }  // namespace transient
