@@ -635,4 +635,18 @@ TEST(Handover, TheThrowingOverloadsThrowTheCode) {
   EXPECT_EQ(code_of([&] { (void)transient::take_over_listeners(ch.receiver.get()); }), error::handover_incomplete);
 }
 
+TEST(Handover, ItsErrorsHaveNamesAndMessages) {
+  const std::vector<std::pair<error, std::string_view>> errors = {{error::handover_incomplete, "handover_incomplete"},
+                                                                  {error::handover_malformed, "handover_malformed"},
+                                                                  {error::handover_mismatch, "handover_mismatch"},
+                                                                  {error::handover_timeout, "handover_timeout"},
+                                                                  {error::no_supervisor, "no_supervisor"}};
+  for (const auto& [e, name] : errors) {
+    const std::error_code ec = e;
+    EXPECT_EQ(transient::to_string(e), name);
+    EXPECT_NE(ec.message(), "unknown transient error") << name;
+    EXPECT_EQ(ec, transient::condition::unclassified) << name;
+  }
+}
+
 }  // namespace
