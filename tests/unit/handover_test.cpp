@@ -126,6 +126,8 @@ TEST(Handover, TheSuccessorAnswersTheClientQueuedBeforeTheHandover) {
     ASSERT_GT(child, 0);
     ch.receiver.reset();
 
+    // A blocking socket (as another program may hand over): the successor's comes back non-blocking.
+    ::fcntl(l.native_handle(), F_SETFL, ::fcntl(l.native_handle(), F_GETFL) & ~O_NONBLOCK);
     const listener_offer offers[] = {{"http", l.native_handle()}};
     std::error_code ec;
     transient::hand_over_listeners(ch.sender.get(), offers, 5s, ec);
@@ -350,6 +352,15 @@ TEST(Handover, GarbageIsMalformed) {
     std::string wrong_length = message_for("http", l);
     wrong_length[8] = static_cast<char>(wrong_length[8] - 1);  // the payload length, one short
     EXPECT_EQ(taken_from(wrong_length, {l.native_handle()}, true), error::handover_malformed);
+    std::string trailing = message_for("http", l) + "x";
+    trailing[8] = static_cast<char>(trailing[8] + 1);  // the payload length, counting a byte no field takes
+    EXPECT_EQ(taken_from(trailing, {l.native_handle()}, true), error::handover_malformed);
+    std::string stranger = message_for("http", l);
+    stranger[0] = static_cast<char>(stranger[0] ^ 0x20);  // another magic number
+    EXPECT_EQ(taken_from(stranger, {l.native_handle()}, true), error::handover_malformed);
+    std::string later_version = message_for("http", l);
+    later_version[4] = 2;
+    EXPECT_EQ(taken_from(later_version, {l.native_handle()}, true), error::handover_malformed);
     EXPECT_TRUE(still_accepting(l));
   }
   EXPECT_EQ(transient::test::open_descriptor_count(), descriptors_before);
