@@ -6,9 +6,9 @@
 // (and, with --max-per-peer, one peer_limit), and each serves the connections it accepted.
 //
 // The stop is a drain: SIGTERM (or a failure such as a stall) stops the server's accepting,
-// idle connections close, requests in flight are answered, and the process exits when they
-// are done or after --drain-timeout. Outside the process, the metrics port's /healthz and
-// /readyz and systemd's STATUS= and WATCHDOG=1 show the health the server publishes.
+// requests in flight and each idle connection's next request are answered with Connection:
+// close, and the process exits when they are done or after --drain-timeout. Outside the process, the metrics port's
+// /healthz and /readyz and systemd's STATUS= and WATCHDOG=1 show the health the server publishes.
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>

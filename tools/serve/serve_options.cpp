@@ -158,8 +158,8 @@ constexpr std::array<duration_option, 5> duration_options{{
      "close a connection that has not sent a complete request\nhead this long after connecting or after its last "
      "response,\nor its body this long after the head (default 10s; 1ms or\nmore; slow clients, slowloris)"},
     {"--drain-timeout", &serve_settings::drain_timeout, true,  // 0: no drain
-     "after a stop signal: stop accepting, finish requests in\nflight, close idle connections, exit when done or "
-     "after\nthis long (default 10s; 0: close everything at once)"},
+     "after a stop signal: stop accepting, finish requests in\nflight, answer each idle connection's next request "
+     "with\nConnection: close, exit when done or after this long\n(default 10s; 0: close everything at once)"},
     {"--max-queue-wait", &serve_settings::max_queue_wait, true,  // 0: no bound
      "answer 503 (with Retry-After) and close a connection that\nwaited longer than this in the accept queue, "
      "never serving\nit: its client has likely given up (default 5s; 0: off)"},
