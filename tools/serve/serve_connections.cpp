@@ -616,10 +616,14 @@ std::thread thread_without_signals(std::function<void()> body) {
   sigset_t block;
   sigset_t old;
   sigemptyset(&block);
-  for (const auto& signals : {stop_signal_numbers, ignored_signal_numbers}) {
-    for (const int signal : signals) {
-      sigaddset(&block, signal);
-    }
+  for (const int signal : stop_signal_numbers) {
+    sigaddset(&block, signal);
+  }
+  for (const int signal : upgrade_signal_numbers) {
+    sigaddset(&block, signal);
+  }
+  for (const int signal : ignored_signal_numbers) {
+    sigaddset(&block, signal);
   }
   ::pthread_sigmask(SIG_BLOCK, &block, &old);
   std::thread t(std::move(body));

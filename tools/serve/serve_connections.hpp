@@ -204,8 +204,11 @@ class connection_loop final : public loop_handler, public io_watcher {
 
 /// The signals serve handles: a stop signal drains, a second one ends the drain at once.
 inline constexpr std::array<int, 3> stop_signal_numbers{SIGTERM, SIGINT, SIGQUIT};
-/// The signals serve logs and ignores: what supervisors send to reload or reopen logs.
-inline constexpr std::array<int, 3> ignored_signal_numbers{SIGHUP, SIGUSR1, SIGUSR2};
+/// The signals that upgrade serve in place: SIGHUP (what supervisors send to reload) and SIGUSR2
+/// (nginx's binary upgrade).
+inline constexpr std::array<int, 2> upgrade_signal_numbers{SIGHUP, SIGUSR2};
+/// The signal serve logs and ignores: what supervisors send to reopen logs.
+inline constexpr std::array<int, 1> ignored_signal_numbers{SIGUSR1};
 
 /// Starts `body` on a new thread with every signal serve handles blocked (the stop signals,
 /// SIGHUP, SIGUSR1, SIGUSR2), so that they reach the main thread only (serve's handlers run
