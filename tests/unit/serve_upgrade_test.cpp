@@ -292,7 +292,7 @@ TEST_P(ServeUpgrade, UnderLoadTheSuccessorTakesOverAndNoClientNoticesIt) {
   clients.stop();
   EXPECT_EQ(clients.counts.refused.load(), 0);
   EXPECT_EQ(clients.counts.reset.load(), 0);
-  EXPECT_EQ(clients.counts.unanswered.load(), 0);
+  EXPECT_EQ(clients.counts.unanswered.load(), 0) << seen;
   EXPECT_EQ(clients.counts.other.load(), 0);
   EXPECT_EQ(descriptors_settle_at(successor, fresh, 5s), fresh)
       << "the successor holds descriptors a fresh serve does not:\n"
