@@ -23,6 +23,7 @@
 #include "support/loopback.hpp"
 #include "support/serve_process.hpp"
 #include "transient/errors/errors.hpp"
+#include "transient/sockets/listener.hpp"
 
 namespace {
 
@@ -224,6 +225,12 @@ int number_after(const std::string& line, const std::string& prefix) {
   return at == std::string::npos ? 0 : std::atoi(line.c_str() + at + prefix.size());
 }
 
+// A loopback address whose port was free a moment ago (the kernel's choice for port 0).
+endpoint free_loopback_port() {
+  const transient::listener l = transient::listen(endpoint::loopback_v4(0));
+  return l.local_endpoint();
+}
+
 // The successors are not this process's children: as a subreaper it reaps (and ends) them.
 class ServeUpgrade : public testing::TestWithParam<const char*> {
  protected:
@@ -417,6 +424,29 @@ TEST_F(ServeUpgrade, ASecondSignalDuringAnUpgradeIsIgnored) {
   EXPECT_TRUE(served(*serve.at));
   serve.signal(SIGTERM);
   EXPECT_EQ(serve.wait(5s), 0);
+}
+
+// Under systemd socket activation the listener came from systemd (LISTEN_FDS): it is handed
+// over the same way, and the successor, which gets no LISTEN_FDS, serves it.
+TEST_F(ServeUpgrade, ASocketSystemdPassedIsHandedOverToo) {
+  constexpr const char* socket_activate = "/usr/bin/systemd-socket-activate";
+  if (::access(socket_activate, X_OK) != 0) {
+    GTEST_SKIP() << socket_activate << " is missing (Debian package systemd; scripts/install-deps.sh installs it)";
+  }
+  const endpoint at = free_loopback_port();
+  ASSERT_NE(at.port(), 0);
+  spawned_process activator(socket_activate, {"-l", at.to_string(), TRANSIENT_CLI_PATH, "serve"});
+  ASSERT_THAT(activator.read_line(spawned_process::stream::err, 5s), HasSubstr("Listening on"));
+  ASSERT_TRUE(served(at)) << "the first client starts serve";
+  ASSERT_EQ(activator.read_line(spawned_process::stream::out, 2s), "listening on " + at.to_string() + " (verified)");
+  activator.signal(SIGHUP);
+  std::string seen;
+  const std::string took = line_with(activator, spawned_process::stream::err, "took over the listeners", 10s, seen);
+  ASSERT_FALSE(took.empty()) << seen << activator.stderr_text();
+  const pid_t successor = number_after(took, "PID ");
+  EXPECT_EQ(activator.wait(10s), 0);
+  EXPECT_TRUE(served(at)) << "the successor does not serve the socket systemd passed";
+  EXPECT_EQ(stop_successor(successor), 0);
 }
 
 }  // namespace
