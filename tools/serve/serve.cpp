@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <cstdlib>
@@ -137,9 +138,10 @@ listener systemd_listener_of(std::string& problem) {
   return std::move(passed.front().socket);
 }
 
-// What the options ask for that a socket systemd passes already settles ("" if nothing).
+// What the options ask for that a socket systemd passes already settles ("" if nothing). With
+// --fd-store the sockets may be serve's own, stored: --listen then says which to expect.
 std::string activation_conflict(const serve_settings& s) {
-  if (!socket_activated()) {
+  if (!socket_activated() || s.fd_store) {
     return {};
   }
   if (s.listen_given) {
@@ -153,11 +155,68 @@ std::string activation_conflict(const serve_settings& s) {
   return {};
 }
 
-// The listener --listen or --port-range asks for, or the one systemd passed; on failure,
-// `problem` says why and `error` is the cause.
-listener open_listener(const serve_settings& s, std::string& problem, std::error_code& error) {
+// True if `stored` serves what `wanted` asks for: the same address, and the same port unless
+// `wanted` says any (0).
+bool same_place(const endpoint& stored, const endpoint& wanted) {
+  return stored.address_string() == wanted.address_string() && (wanted.port() == 0 || stored.port() == wanted.port());
+}
+
+// The listener stored under `name` in `passed`, checked against what the options ask for
+// (`wanted`: none means any); taken out of `passed`. Empty if there is none; a mismatch sets
+// `problem`.
+listener stored_listener(std::vector<named_listener>& passed, std::string_view name,
+                         const std::optional<endpoint>& wanted, std::string& problem) {
+  const auto found =
+      std::find_if(passed.begin(), passed.end(), [&](const named_listener& n) { return n.name == name; });
+  if (found == passed.end()) {
+    return {};
+  }
+  listener l = std::move(found->socket);
+  passed.erase(found);
+  if (wanted && !same_place(l.local_endpoint(), *wanted)) {
+    problem = "the listener \"" + std::string(name) + "\" systemd passed from its store is on " +
+              l.local_endpoint().to_string() + ", not on " + wanted->to_string() +
+              " as the options say (remove it from the store, or give the address it has)";
+    return {};
+  }
+  return l;
+}
+
+// --fd-store under LISTEN_FDS: the listeners systemd kept, by name ("http", and "metrics"
+// into `metrics`); without an "http", the one socket of a socket unit, as without --fd-store.
+listener listeners_from_store(const serve_settings& s, listener& metrics, std::string& problem) {
+  systemd_options options;
+  options.unset_environment = true;
+  listen_report report;
+  std::vector<named_listener> passed = listeners_from_systemd(options, report);
+  if (report.error) {
+    problem = "the sockets systemd passed (LISTEN_FDS): " +
+              (report.message.empty() ? report.error.message() : report.message);
+    return {};
+  }
+  const std::optional<endpoint> wanted = s.listen_given && !s.port_range ? std::optional(s.listen_on) : std::nullopt;
+  listener http = stored_listener(passed, "http", wanted, problem);
+  if (problem.empty() && s.metrics) {  // without --metrics a stored one is closed: nothing serves it
+    metrics = stored_listener(passed, "metrics", s.metrics, problem);
+  }
+  if (!problem.empty() || http) {
+    return http;
+  }
+  if (passed.size() != 1 || s.listen_given) {
+    problem = "systemd passed " + std::to_string(passed.size()) +
+              " socket(s) (LISTEN_FDS) and none named \"http\" (the name --fd-store stores serve's listener under)";
+    return {};
+  }
+  return std::move(passed.front().socket);
+}
+
+// The listener --listen or --port-range asks for, or the one systemd passed (with --fd-store,
+// also the metrics port's, into `stored_metrics`); on failure, `problem` says why and `error`
+// is the cause.
+listener open_listener(const serve_settings& s, listener& stored_metrics, std::string& problem,
+                       std::error_code& error) {
   if (socket_activated()) {
-    return systemd_listener_of(problem);
+    return s.fd_store ? listeners_from_store(s, stored_metrics, problem) : systemd_listener_of(problem);
   }
   listen_report report;
   listen_options options;
@@ -550,6 +609,24 @@ void say_budget(const serve_settings& s, const fd_limit_raise& raised, const pol
             << (s.max_connections == 0 ? " (auto: the limit less a headroom)" : "") << std::endl;
 }
 
+// --fd-store: the listeners go into systemd's file descriptor store (when NOTIFY_SOCKET is set),
+// so that the next start gets them back, clients queued and all. A failure is said, not fatal:
+// serve serves as without the store.
+void store_listeners(const serve_settings& s, int http_fd, int metrics_fd) {
+  if (!s.fd_store || std::getenv("NOTIFY_SOCKET") == nullptr) {
+    return;
+  }
+  std::vector<listener_offer> offers{{http_name, http_fd}};
+  if (metrics_fd >= 0) {
+    offers.push_back({metrics_name, metrics_fd});
+  }
+  std::error_code ec;
+  store_listeners_in_systemd(offers, ec);
+  if (ec) {
+    log_line("--fd-store: could not store the listeners in systemd's file descriptor store: " + ec.message());
+  }
+}
+
 // What an upgrade of `group` hands over and does: the listeners (by descriptor: the server and
 // the metrics port hold them until they stop), and the drain once the successor serves.
 upgrade_hooks upgrade_hooks_of(serving& group, int http_fd, int metrics_fd) {
@@ -572,13 +649,15 @@ upgrade_hooks upgrade_hooks_of(serving& group, int http_fd, int metrics_fd) {
 int open_listeners(const serve_settings& s, serve_listeners& out) {
   std::string problem;
   std::error_code error;
-  out.http = open_listener(s, problem, error);
+  out.http = open_listener(s, out.metrics, problem, error);
   if (!out.http) {
     std::cerr << "transient serve: cannot listen: " << problem << '\n';
     // A port this user may not bind is the operator's choice to change, as a bad value is.
     return error == std::errc::permission_denied ? exit_usage : 1;
   }
-  out.metrics = open_metrics_listener(s, problem);
+  if (!out.metrics) {
+    out.metrics = open_metrics_listener(s, problem);
+  }
   if (!problem.empty()) {
     std::cerr << "transient serve: " << problem << '\n';
     return 1;
@@ -602,6 +681,7 @@ int serve_transient(const serve_settings& s, const fd_limit_raise& raised, serve
       group.end_drain();
     }
   }
+  store_listeners(s, http_fd, metrics_fd);
   // Upgrades too are taken before "listening on" tells anyone to ask for one.
   upgrade_watch upgrades(image, s.upgrade_timeout, upgrade_hooks_of(group, http_fd, metrics_fd));
   signal_upgrade.store(&upgrades);

@@ -209,6 +209,10 @@ void add_queue_options(CLI::App& table, serve_settings& s) {
 }
 
 void add_service_options(CLI::App& table, serve_settings& s) {
+  add_flag(table, "--fd-store", s.fd_store,
+           "keep the listeners in systemd's file descriptor store\n(FDSTORE=1 when NOTIFY_SOCKET is set; the unit "
+           "needs\nFileDescriptorStoreMax=), and after a restart take them\nback by name (LISTEN_FDS: \"http\" must "
+           "match --listen,\n\"metrics\" --metrics) instead of opening them");
   add_value(table, "--metrics", "ADDRESS",
             "Prometheus text at http://ADDRESS/metrics, and health for\norchestrators at /healthz (200 unless "
             "stopped or stalled)\nand /readyz (200 only while accepting), loopback only; at\n16 connections a new "
