@@ -154,6 +154,7 @@ TEST(ServeQueue, ReadinessFollowsTheFractionGiven) {
     const auto r = query_until(probe.get(), "/readyz", 503, "\"state\":\"backpressure\"", 2000ms);
     EXPECT_EQ(r.first, 503) << "backpressure still says 503: " << r.second;
     EXPECT_THAT(r.second, testing::Not(HasSubstr("accept queue"))) << "4 of 4 is not above 1 of the limit";
+    q = {};  // the drain would wait for the idle holder's next request
     serve.signal(SIGTERM);
     EXPECT_EQ(serve.wait(3000ms), 0);
   }
@@ -197,9 +198,10 @@ TEST(ServeQueue, ClientsThatWaitedLongerThanMaxQueueWaitAreAnswered503AndNeverSe
     EXPECT_THAT(answer, HasSubstr("\r\nRetry-After: "));
     EXPECT_TRUE(closed_by_peer(c.get(), 1000ms)) << "a stale client was left open";
   }
-  const unique_fd later = connect_to(*serve.at);
+  unique_fd later = connect_to(*serve.at);
   ASSERT_TRUE(later && send_text(later.get(), get));
   EXPECT_THAT(read_response(later.get(), 2000ms), HasSubstr("200 OK"));
+  later.reset();  // the drain would wait for its next request
   const unique_fd scraper = connect_to(*serve.metrics);
   double shed = -1;
   for (int i = 0; i < 50 && shed != 3; ++i) {  // published within 100 ms
