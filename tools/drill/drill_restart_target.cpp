@@ -45,6 +45,22 @@ std::optional<int> listening_descriptors(std::uint16_t port) {
   return owners.empty() || ec ? std::nullopt : std::optional<int>(total);
 }
 
+// listening_descriptors once two reads 20 ms apart agree (the server has closed what the drill
+// closed), or as it is after `bound`.
+std::optional<int> settled_descriptors(std::uint16_t port, milliseconds bound) {
+  const auto deadline = clock::now() + bound;
+  auto last = listening_descriptors(port);
+  while (clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(20));
+    const auto now = listening_descriptors(port);
+    if (now == last) {
+      return now;
+    }
+    last = now;
+  }
+  return last;
+}
+
 // listening_descriptors once it is at most `before`, or as it is after `bound`.
 std::optional<int> descriptors_after(std::uint16_t port, std::optional<int> before, milliseconds bound) {
   const auto deadline = clock::now() + bound;
@@ -207,7 +223,7 @@ scenario_result run_target_restart(const target_settings& s) {
     r.detail = server.problem();
     return r;
   }
-  const std::optional<int> before = descriptors_after(server.port(), std::nullopt, milliseconds(500));
+  const std::optional<int> before = settled_descriptors(server.port(), milliseconds(1000));
   const restarts_seen seen = restart_under_load(s, server);
   const std::optional<int> after = descriptors_after(server.port(), before, milliseconds(2000));
   r.figures = restart_figures(seen, before, after);
