@@ -361,11 +361,16 @@ scenario_result upgrade_row(const run_record& rec, int restarts) {
   return r;
 }
 
-scenario_result stop_start_row(const run_record& rec) {
+scenario_result stop_start_row(const run_record& rec, int restarts) {
   scenario_result r{"restart: stop then start", false, "", run_figures(rec, "stop_start_"), {}, {}, {}};
-  r.passed = rec.problem.empty();
+  const std::string problem = !rec.problem.empty() ? rec.problem
+                              : rec.restarts < restarts
+                                  ? "the scenario's time ran out after " + std::to_string(rec.restarts) + " of " +
+                                        std::to_string(restarts) + " restarts"
+                                  : "";
+  r.passed = problem.empty();
   r.verdict = r.passed ? "SHOWN" : "";
-  r.detail = (r.passed ? "" : rec.problem + "; ") + std::to_string(rec.restarts) +
+  r.detail = (r.passed ? "" : problem + "; ") + std::to_string(rec.restarts) +
              " SIGTERM-then-start restarts on the same port under load: " + counts_text(rec.counts) +
              " (shown, not judged)";
   return r;
@@ -387,7 +392,7 @@ std::vector<scenario_result> run_restart(const drill_settings& s) {
     s.progress(std::to_string(restarts) + " stop-then-start restarts under load on the same port");
   }
   const run_record stop_start = stop_start_run(s, port);
-  return {upgrade_row(upgrade, restarts), stop_start_row(stop_start)};
+  return {upgrade_row(upgrade, restarts), stop_start_row(stop_start, restarts)};
 }
 
 }  // namespace transient::tool
