@@ -4,10 +4,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <cstddef>
 #include <cstdlib>
-#include <cstring>
 
+#include "detail/notify_socket.hpp"
 #include "transient/drivers/systemd.hpp"
 
 namespace transient {
@@ -32,22 +31,12 @@ std::chrono::microseconds watchdog_interval() {
 }  // namespace
 
 supervisor_socket::supervisor_socket(std::error_code& ec) {
-  ec.clear();
-  const char* name = std::getenv("NOTIFY_SOCKET");
-  if (name == nullptr || name[0] == '\0') {
-    return;
+  const auto where = detail::notify_socket_address(ec);
+  if (!where) {
+    return;  // unset (no supervisor), or malformed (`ec` says so)
   }
-  const std::size_t length = std::strlen(name);
-  if ((name[0] != '/' && name[0] != '@') || length >= sizeof address_.sun_path) {
-    ec = std::make_error_code(std::errc::invalid_argument);
-    return;
-  }
-  address_.sun_family = AF_UNIX;
-  std::memcpy(address_.sun_path, name, length);
-  if (name[0] == '@') {
-    address_.sun_path[0] = '\0';  // an abstract socket
-  }
-  length_ = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + length);
+  address_ = where->address;
+  length_ = where->length;
   fd_.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!fd_) {
     ec.assign(errno, std::system_category());

@@ -194,6 +194,23 @@ struct accept_policy::rules {
     d.shed = p.shed_for_accepted();
     return d;
   }
+  // A completion of a request that the stop cancelled too late: the kernel accepted this client
+  // before the cancel reached the request, and nobody else can serve it (shedding it resets a
+  // client the listener's next holder would have served). Served if a place is free, else
+  // shed; the stop holds.
+  static decision serve_late(accept_policy& p, time_point /*now*/, const input& in) noexcept {
+    decision d = p.stop_;
+    permit place = p.budget_.try_reserve();
+    if (place && place.admit(p.config_.peers, in.peer)) {
+      *in.out = std::move(place);
+      ++p.counters_.accepted;
+      return d;
+    }
+    place.release();
+    d.shed_accepted = true;
+    d.shed = p.shed_for_accepted();
+    return d;
+  }
   static decision classify_failure(accept_policy& p, time_point now, const input& in) noexcept {
     return p.failed(now, *in.ec, in.spare_held);
   }
@@ -289,6 +306,11 @@ struct accept_policy::rules {
       "the drained connection is shed; the drain goes on, or ends after accepts_per_ready (the pause holds)",
       &shed_drained};
   static constexpr rule shed_late_rule{"shed_late", "accepted after the stop: shed, and the stop holds", &shed_late};
+  static constexpr rule serve_late_rule{
+      "serve_late",
+      "a request the stop cancelled too late: the connection is served if a place is free, else shed; the stop "
+      "holds",
+      &serve_late};
   static constexpr rule classify_failure_rule{
       "classify_failure",
       "classify(): skip or retry (accept again), wait (EAGAIN: the queue is empty, stale shedding ends), back off "
@@ -357,6 +379,7 @@ struct accept_policy::rules {
     const cell room{&resume_if_room_rule, to({accepting, paused_capacity, stopped})};
     const cell halt{&stop_rule, done};
     const cell shed{&shed_late_rule, done};
+    const cell late_served{&serve_late_rule, done};
     const cell still{&stay_stopped_rule, done};
     const cell no{&unexpected_rule, done};
     const auto keep = [](state s) { return cell{&keep_rule, to({s})}; };
@@ -370,7 +393,7 @@ struct accept_policy::rules {
         /* draining */     {{no,    drained, drain_end,     drained,         drain_end,      drain_end, retry(draining),        timer(draining),        halt}},
         /* paused_capacity */ {{no, no,      no,            late,            no,             no,        room,                   no,                     halt}},
         /* paused_backoff */  {{no, no,      no,            late,            no,             no,        retry(paused_backoff),  timer(paused_backoff),  halt}},
-        /* stopped */      {{still, shed,    still,         shed,            still,          still,     still,                  still,                  still}},
+        /* stopped */      {{still, shed,    still,         late_served,     still,          still,     still,                  still,                  still}},
     }};
   }();
   // clang-format on

@@ -4,7 +4,6 @@
 // LISTEN_PID (the process they are for: a child that inherited the environment must not take
 // them), LISTEN_FDS (how many) and LISTEN_FDNAMES (colon-separated FileDescriptorName= values).
 // The descriptors arrive without CLOEXEC; we set it at once so no child inherits them.
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -13,7 +12,7 @@
 #include <variant>
 #include <vector>
 
-#include "sockets/verify_socket.hpp"
+#include "sockets/adopt_listener.hpp"
 #include "transient/detail/throw_error.hpp"
 #include "transient/errors/errors.hpp"
 #include "transient/sockets/listener.hpp"
@@ -52,18 +51,6 @@ void unset_variables() noexcept {
   ::unsetenv("LISTEN_PID");
   ::unsetenv("LISTEN_FDS");
   ::unsetenv("LISTEN_FDNAMES");
-}
-
-std::error_code make_cloexec_nonblocking(int fd) noexcept {
-  const int fd_flags = ::fcntl(fd, F_GETFD);
-  if (fd_flags < 0 || ::fcntl(fd, F_SETFD, fd_flags | FD_CLOEXEC) != 0) {
-    return detail::last_error();
-  }
-  const int status_flags = ::fcntl(fd, F_GETFL);
-  if (status_flags < 0 || ::fcntl(fd, F_SETFL, status_flags | O_NONBLOCK) != 0) {
-    return detail::last_error();
-  }
-  return {};
 }
 
 // Why socket activation failed: the code and the message for listen_report.
@@ -120,21 +107,14 @@ std::variant<std::vector<std::string>, refusal> passed_names(long count) {
 std::variant<listener, refusal> adopt_passed(unique_fd fd, const std::string& name, const systemd_options& options,
                                              listen_report& report) {
   const std::string what = "descriptor " + std::to_string(fd.get()) + " ('" + name + "')";
-  if (auto ec = make_cloexec_nonblocking(fd.get())) {
-    return refusal{ec, what + ": fcntl: " + ec.message()};
-  }
-  std::error_code ec;
-  listener l = listener::adopt(std::move(fd), ec);
-  if (ec) {
-    return refusal{ec, what + " is not an IPv4/IPv6 socket: " + ec.message()};
-  }
-  if (options.verify) {
-    if (auto one = verify(l); one.error) {
-      report.verification = one;
-      return refusal{one.error, what + ": " + one.message};
+  auto adopted = detail::adopt_listener(std::move(fd), options.verify);
+  if (adopted.error) {
+    if (adopted.verification.error) {
+      report.verification = std::move(adopted.verification);
     }
+    return refusal{adopted.error, what + adopted.message};
   }
-  return l;
+  return std::move(adopted.socket);
 }
 
 // The passed descriptors, each owned at once, so that on any failure all of them are closed

@@ -1117,6 +1117,28 @@ TEST_F(PolicySpec, AParkedRequestEndsADrain) {
   EXPECT_EQ(d.until, now + 1ms) << "the pause holds";
 }
 
+// A completion driver's request that the stop cancelled too late brings a client the kernel
+// accepted: served if a place is free (nobody else can serve it), else shed; the stop holds.
+TEST_F(PolicySpec, AResultThatComesAfterTheStopIsServedIfAPlaceIsFreeElseShed) {
+  permit first;
+  accept_policy& policy = ready_policy(2, config());
+  static_cast<void>(policy.on_accept_result(now, first));
+  ASSERT_TRUE(first);
+  EXPECT_EQ(policy.on_stop(now).next, step::stop);
+  permit late;
+  decision d = policy.on_accept_result(now, late);
+  EXPECT_EQ(d.next, step::stop);
+  EXPECT_FALSE(d.shed_accepted);
+  EXPECT_TRUE(late) << "a place is free";
+  EXPECT_EQ(budget().live(), 2U);
+  permit later;
+  d = policy.on_accept_result(now, later);
+  EXPECT_EQ(d.next, step::stop);
+  EXPECT_TRUE(d.shed_accepted) << "no place is free";
+  EXPECT_FALSE(later);
+  EXPECT_EQ(policy.health().state, health_state::stopped);
+}
+
 // A request that the pause cancelled may still complete: the connection cannot go back.
 TEST_F(PolicySpec, AResultThatComesDuringAPauseIsServedIfAPlaceIsFreeElseShed) {
   permit first;

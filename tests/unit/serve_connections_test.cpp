@@ -9,7 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "../../tools/fixture/naive_loop.hpp"
 #include "../../tools/serve/serve_connections.hpp"
@@ -252,6 +254,94 @@ TEST(ServeConnections, AnIdleDeadlineSetAfterNextTimerIsKept) {
   limits.idle = 300ms;
   limits.header = 10s;
   expect_closed_after(limits, 300ms, 0);
+}
+
+// The drain of issue 25: a keep-alive client may send its next request the instant the drain
+// begins. The connections below are driven by hand on a loop that only keeps the time, so the
+// order of the client's request and the drain's steps is the test's, not the scheduler's.
+constexpr std::string_view keep_alive_get = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+constexpr std::string_view last_ok =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+
+// A connection_loop on a clock_only_loop, holding the server end of one socketpair.
+struct driven_connection {
+  clock_only_loop loop;
+  connection_loop connections;
+  unique_fd client;
+  int server_fd = -1;
+  std::vector<std::string> log;
+
+  explicit driven_connection(connection_limits limits) : connections(started(loop), limits, &append_ok_response) {
+    auto [c, s] = socket_pair();
+    client = std::move(c);
+    server_fd = s.get();
+    connections.set_log([this](const std::string& line) { log.push_back(line); });
+    connections.on_connection(connection(std::move(s), transient::permit{}, transient::endpoint{}));
+  }
+  static clock_only_loop& started(clock_only_loop& l) {
+    l.set(std::chrono::steady_clock::now());
+    return l;
+  }
+  // The client's request, and the loop's readiness event for it.
+  void request() {
+    ASSERT_TRUE(transient::test::send_text(client.get(), keep_alive_get));
+    connections.on_ready(server_fd, EPOLLIN);
+  }
+};
+
+TEST(ServeConnections, AnIdleKeepAliveConnectionGetsItsNextRequestAnsweredWhileDraining) {
+  driven_connection d(connection_limits{});
+  d.request();
+  const std::string first = transient::test::read_at_least(d.client.get(), 2, 1s);
+  ASSERT_TRUE(first.ends_with("\r\n\r\nok")) << first;
+  EXPECT_EQ(first.find("Connection: close"), std::string::npos);
+
+  d.connections.on_accepting_end();
+  EXPECT_EQ(d.connections.open_connections(), 1U) << "an idle keep-alive connection was closed as the drain began";
+  d.request();
+  EXPECT_EQ(transient::test::read_at_least(d.client.get(), last_ok.size(), 1s), last_ok);
+  EXPECT_TRUE(transient::test::closed_by_peer(d.client.get(), 1s)) << "not closed after its last response";
+  EXPECT_EQ(d.connections.open_connections(), 0U);
+}
+
+TEST(ServeConnections, AnIdleConnectionStaysUntilTheDrainTimeout) {
+  connection_limits limits;
+  limits.drain = 1s;
+  driven_connection d(limits);
+  d.connections.on_accepting_end();
+  d.connections.on_time(d.loop.now() + 999ms);
+  EXPECT_EQ(d.connections.open_connections(), 1U);
+  d.connections.on_time(d.loop.now() + 1s);
+  EXPECT_EQ(d.connections.open_connections(), 0U);
+  ASSERT_EQ(d.log.size(), 1U);
+  EXPECT_EQ(d.log.front(), "drain timeout (1s): closing 1 connection(s) still in flight");
+  EXPECT_TRUE(transient::test::closed_by_peer(d.client.get(), 1s));
+}
+
+// With no drain at all (the metrics port), a request already in the socket when accepting ends
+// is answered before the close; the close then resets nothing.
+TEST(ServeConnections, ARequestWaitingWhenTheConnectionClosesIsAnsweredFirst) {
+  connection_limits limits;
+  limits.drain = {};
+  driven_connection d(limits);
+  ASSERT_TRUE(transient::test::send_text(d.client.get(), keep_alive_get));  // no readiness event yet
+  d.connections.on_accepting_end();
+  EXPECT_EQ(d.connections.open_connections(), 0U);
+  EXPECT_EQ(transient::test::read_at_least(d.client.get(), last_ok.size(), 1s), last_ok);
+}
+
+// A request that arrives as the idle timeout falls due (unread yet when the timer fires) is
+// answered: the connection is busy, not idle.
+TEST(ServeConnections, ARequestArrivingAtTheIdleTimeoutIsAnswered) {
+  connection_limits limits;
+  limits.idle = 300ms;
+  limits.header = 10s;
+  driven_connection d(limits);
+  ASSERT_TRUE(transient::test::send_text(d.client.get(), keep_alive_get));  // no readiness event yet
+  d.connections.on_time(d.loop.now() + 300ms);
+  EXPECT_EQ(d.connections.open_connections(), 1U);
+  const std::string answer = transient::test::read_at_least(d.client.get(), 2, 1s);
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("\r\n\r\nok")) << answer;
 }
 
 }  // namespace

@@ -6,9 +6,13 @@
 // (and, with --max-per-peer, one peer_limit), and each serves the connections it accepted.
 //
 // The stop is a drain: SIGTERM (or a failure such as a stall) stops the server's accepting,
-// idle connections close, requests in flight are answered, and the process exits when they
-// are done or after --drain-timeout. Outside the process, the metrics port's /healthz and
-// /readyz and systemd's STATUS= and WATCHDOG=1 show the health the server publishes.
+// requests in flight and each idle connection's next request are answered with Connection:
+// close, and the process exits when they are done or after --drain-timeout. Outside the
+// process, the metrics port's /healthz and /readyz and systemd's STATUS= and WATCHDOG=1 show
+// the health the server publishes.
+//
+// SIGHUP and SIGUSR2 upgrade in place (serve_upgrade.hpp): a successor started from the binary
+// on disk takes the listeners over, and once it serves them this process drains as on SIGTERM.
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -28,12 +32,14 @@
 #include "serve_metrics.hpp"
 #include "serve_options.hpp"
 #include "serve_queue.hpp"
+#include "serve_upgrade.hpp"
 #include "transient/diagnosis/diagnostics.hpp"
 #include "transient/drivers/server.hpp"
 #include "transient/drivers/systemd.hpp"
 #include "transient/errors/errors.hpp"
 #include "transient/policy/budget.hpp"
 #include "transient/policy/events.hpp"
+#include "transient/sockets/handover.hpp"
 #if TRANSIENT_HAVE_URING
 #include "transient/drivers/uring.hpp"
 #endif
@@ -55,13 +61,26 @@ std::atomic<int> stop_signals{0};
 
 extern "C" void on_stop_signal(int /*signal*/);
 
-// SIGHUP, SIGUSR1 and SIGUSR2, which supervisors send to reload or reopen logs, would end the
-// process without a drain: serve has nothing to reload or reopen, so it says so and goes on.
-extern "C" void on_ignored_signal(int signal) {
-  const std::string_view line =
-      signal == SIGHUP    ? "transient serve: SIGHUP ignored (nothing to reload; SIGTERM drains and stops)\n"
-      : signal == SIGUSR1 ? "transient serve: SIGUSR1 ignored (nothing to reopen; SIGTERM drains and stops)\n"
-                          : "transient serve: SIGUSR2 ignored (no upgrade in place; SIGTERM drains and stops)\n";
+// What an upgrade signal (SIGHUP, SIGUSR2) wakes: the upgrade thread of the serving process
+// (null before it serves and once it is done). The handler stamps the signal's time and writes
+// to an eventfd (upgrade_watch::request): both async-signal-safe.
+std::atomic<upgrade_watch*> signal_upgrade{nullptr};
+
+extern "C" void on_upgrade_signal(int signal) {
+  const std::int64_t now = monotonic_ns();
+  if (auto* w = signal_upgrade.load()) {
+    w->request(signal, now);
+    return;
+  }
+  const std::string_view line = signal == SIGHUP ? "transient serve: SIGHUP ignored: not serving yet, or stopping\n"
+                                                 : "transient serve: SIGUSR2 ignored: not serving yet, or stopping\n";
+  [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
+}
+
+// SIGUSR1, which supervisors send to reopen logs, would end the process without a drain:
+// serve has nothing to reopen, so it says so and goes on.
+extern "C" void on_ignored_signal(int /*signal*/) {
+  const std::string_view line = "transient serve: SIGUSR1 ignored (nothing to reopen; SIGTERM drains and stops)\n";
   [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
 }
 
@@ -70,6 +89,10 @@ void install_signal_handlers() {
   sigemptyset(&action.sa_mask);
   action.sa_handler = &on_stop_signal;
   for (const int signal : stop_signal_numbers) {
+    ::sigaction(signal, &action, nullptr);
+  }
+  action.sa_handler = &on_upgrade_signal;
+  for (const int signal : upgrade_signal_numbers) {
     ::sigaction(signal, &action, nullptr);
   }
   action.sa_handler = &on_ignored_signal;
@@ -161,19 +184,58 @@ void announce(const endpoint& where) {
   }
 }
 
-std::unique_ptr<metrics_endpoint> start_metrics(const serve_settings& s, std::function<std::string()> text,
-                                                std::function<health_report()> health, std::string& problem) {
+// The listener of --metrics (none without it); on failure, `problem` says why.
+listener open_metrics_listener(const serve_settings& s, std::string& problem) {
   if (!s.metrics) {
-    return nullptr;
+    return {};
   }
   listen_report report;
   listener l = listen(*s.metrics, listen_options{}, report);
   if (!l) {
     problem = "cannot listen on metrics address " + s.metrics->to_string() + ": " + report.message;
+  }
+  return l;
+}
+
+std::unique_ptr<metrics_endpoint> start_metrics(listener l, std::function<std::string()> text,
+                                                std::function<health_report()> health) {
+  if (!l) {
     return nullptr;
   }
   std::cout << "metrics on http://" << l.local_endpoint().to_string() << "/metrics" << std::endl;
   return std::make_unique<metrics_endpoint>(std::move(l), std::move(text), std::move(health));
+}
+
+// The listeners serve serves: its own, and the metrics port's with --metrics.
+struct serve_listeners {
+  listener http;
+  listener metrics;
+};
+
+// The names of the listeners in a handover (the successor expects exactly these).
+constexpr std::string_view http_name = "http";
+constexpr std::string_view metrics_name = "metrics";
+
+// The listeners the old process handed over on `origin`'s channel, verified (take_over_listeners);
+// false after saying why.
+bool take_over(const serve_settings& s, const handover_origin& origin, serve_listeners& out) {
+  take_over_options options;
+  options.timeout = s.upgrade_timeout;
+  options.expected_names.emplace_back(http_name);
+  if (s.metrics) {
+    options.expected_names.emplace_back(metrics_name);
+  }
+  std::error_code ec;
+  std::vector<named_listener> taken = take_over_listeners(origin.channel.get(), options, ec);
+  if (ec) {
+    std::cerr << "transient serve: cannot take over the listeners of PID " << origin.old_pid << ": " << ec.message()
+              << '\n';
+    return false;
+  }
+  for (named_listener& n : taken) {
+    (n.name == http_name ? out.http : out.metrics) = std::move(n.socket);
+  }
+  return true;
 }
 
 // One line on stderr from any thread (a single write, so lines of several loops never mix).
@@ -226,8 +288,10 @@ server_options server_options_of(const serve_settings& s, std::shared_ptr<peer_l
 // (written by a second stop signal; every loop watches it while it drains).
 class serving {
  public:
-  serving(const serve_settings& s, listener l, const serve_extension& extension)
-      : stall_timeout_(s.stall_timeout),
+  // `origin`: the handover this process was started for (null if none), which must outlive it.
+  serving(const serve_settings& s, listener l, const serve_extension& extension, handover_origin* origin)
+      : origin_(origin),
+        stall_timeout_(s.stall_timeout),
         counters_(std::make_unique<connection_counters[]>(s.threads)),
         drain_end_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (!drain_end_) {
@@ -351,6 +415,9 @@ class serving {
 
   [[nodiscard]] const basic_server& server() const noexcept { return *server_; }
 
+  // True once the drain began.
+  [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
+
  private:
   // The automatic budget needs room below RLIMIT_NOFILE; say which option gives one.
   static void check_automatic_budget(const serve_settings& s) {
@@ -371,7 +438,7 @@ class serving {
     limits.idle = s.idle_timeout;
     limits.header = s.header_timeout;
     limits.drain = s.drain_timeout;
-    return [this, limits, configure = extension.configure](loop& l) {
+    return [this, limits, configure = extension.configure](loop& l) -> std::unique_ptr<loop_handler> {
       auto connections = std::make_unique<connection_loop>(l, limits, &append_ok_response);
       connections->set_log(&log_line);
       connections->set_counters(&counters_[l.index()]);
@@ -379,8 +446,29 @@ class serving {
       if (configure) {
         configure(*connections);
       }
-      return connections;
+      if (origin_ == nullptr) {
+        return connections;
+      }
+      auto handler = logging_first_accept(std::move(connections), *origin_, &log_line);
+      report_ready_once();
+      return handler;
     };
+  }
+
+  // A successor's word to the old process, from the first of its loops to be about to accept:
+  // the old process then drains. The channel closes after it (no descriptor is left of the
+  // handover).
+  void report_ready_once() {
+    if (origin_->reported.exchange(true)) {
+      return;
+    }
+    std::error_code ec;
+    report_ready(origin_->channel.get(), ec);
+    if (ec) {
+      log_line("upgrade: could not tell PID " + std::to_string(origin_->old_pid) +
+               " that this process serves: " + ec.message());
+    }
+    origin_->channel.reset();
   }
 
   [[nodiscard]] std::unique_ptr<basic_server> make_server(const serve_settings& s, std::vector<listener> listeners,
@@ -417,6 +505,7 @@ class serving {
     return open;
   }
 
+  handover_origin* origin_;
   std::chrono::milliseconds stall_timeout_;
   unsigned threads_ = 0;
   std::unique_ptr<connection_counters[]> counters_;  // one per loop, by loop index
@@ -461,16 +550,49 @@ void say_budget(const serve_settings& s, const fd_limit_raise& raised, const pol
             << (s.max_connections == 0 ? " (auto: the limit less a headroom)" : "") << std::endl;
 }
 
-int serve_transient(const serve_settings& s, const fd_limit_raise& raised, listener l,
-                    const serve_extension& extension) {
-  serving group(s, std::move(l), extension);
+// What an upgrade of `group` hands over and does: the listeners (by descriptor: the server and
+// the metrics port hold them until they stop), and the drain once the successor serves.
+upgrade_hooks upgrade_hooks_of(serving& group, int http_fd, int metrics_fd) {
+  upgrade_hooks hooks;
+  hooks.offers = [http_fd, metrics_fd] {
+    std::vector<listener_offer> offers{{http_name, http_fd}};
+    if (metrics_fd >= 0) {
+      offers.push_back({metrics_name, metrics_fd});
+    }
+    return offers;
+  };
+  hooks.stopping = [&group] { return stop_signals.load() > 0 || group.stopping(); };
+  hooks.drain = [&group] { group.drain(); };
+  hooks.log = &log_line;
+  return hooks;
+}
+
+// Opens serve's listeners (--listen or systemd's socket, and --metrics): 0, or the exit status
+// after saying why not.
+int open_listeners(const serve_settings& s, serve_listeners& out) {
   std::string problem;
-  const auto metrics = start_metrics(
-      s, [&group] { return group.metrics_text(); }, [&group] { return group.health(); }, problem);
+  std::error_code error;
+  out.http = open_listener(s, problem, error);
+  if (!out.http) {
+    std::cerr << "transient serve: cannot listen: " << problem << '\n';
+    // A port this user may not bind is the operator's choice to change, as a bad value is.
+    return error == std::errc::permission_denied ? exit_usage : 1;
+  }
+  out.metrics = open_metrics_listener(s, problem);
   if (!problem.empty()) {
     std::cerr << "transient serve: " << problem << '\n';
     return 1;
   }
+  return 0;
+}
+
+int serve_transient(const serve_settings& s, const fd_limit_raise& raised, serve_listeners ls,
+                    const upgrade_image& image, handover_origin* origin, const serve_extension& extension) {
+  const int http_fd = ls.http.native_handle();
+  const int metrics_fd = ls.metrics ? ls.metrics.native_handle() : -1;
+  serving group(s, std::move(ls.http), extension, origin);
+  const auto metrics = start_metrics(
+      std::move(ls.metrics), [&group] { return group.metrics_text(); }, [&group] { return group.health(); });
   // The server takes signals before "listening on" tells anyone to send them; one that came
   // earlier still stops it (drain() may then run twice: it is idempotent).
   signal_serving.store(&group);
@@ -480,11 +602,15 @@ int serve_transient(const serve_settings& s, const fd_limit_raise& raised, liste
       group.end_drain();
     }
   }
+  // Upgrades too are taken before "listening on" tells anyone to ask for one.
+  upgrade_watch upgrades(image, s.upgrade_timeout, upgrade_hooks_of(group, http_fd, metrics_fd));
+  signal_upgrade.store(&upgrades);
   announce(group.server().local_endpoints().front());
   say_budget(s, raised, group.server().metrics());
   std::error_code unusable;  // announce() said so
   const supervisor_notifier notifier([&group] { return group.supervised(); }, unusable);
   const int status = group.run();
+  signal_upgrade.store(nullptr);
   signal_serving.store(nullptr);
   return status;
 }
@@ -495,6 +621,13 @@ int serve(arguments args) { return serve(args, serve_extension{}); }
 
 int serve(arguments args, const serve_extension& extension) {
   const int descriptors_at_start = open_descriptors();
+  const upgrade_image image = read_upgrade_image();  // now: the binary on disk may be replaced later
+  std::string handover_problem;
+  const std::unique_ptr<handover_origin> origin = handover_from_environment(handover_problem);
+  if (!handover_problem.empty()) {
+    std::cerr << "transient serve: " << handover_problem << '\n';
+    return 1;
+  }
   const serve_parse_result parsed = parse_serve_arguments(args, extension.options);
   if (parsed.help) {
     return 0;
@@ -512,16 +645,16 @@ int serve(arguments args, const serve_extension& extension) {
   const fd_limit_raise raised = raise_descriptor_limit(s);
   int status = 0;
   {
-    std::string problem;
-    std::error_code error;
-    listener l = open_listener(s, problem, error);
-    if (!l) {
-      std::cerr << "transient serve: cannot listen: " << problem << '\n';
-      // A port this user may not bind is the operator's choice to change, as a bad value is.
-      return error == std::errc::permission_denied ? exit_usage : 1;
+    serve_listeners ls;
+    if (origin != nullptr) {
+      if (!take_over(s, *origin, ls)) {
+        return 1;
+      }
+    } else if (const int failed = open_listeners(s, ls); failed != 0) {
+      return failed;
     }
     try {
-      status = serve_transient(s, raised, std::move(l), extension);
+      status = serve_transient(s, raised, std::move(ls), image, origin.get(), extension);
     } catch (const std::system_error& e) {
       std::cerr << "transient serve: " << e.what() << '\n';
       return 1;

@@ -128,14 +128,17 @@ void connection_loop::on_time(clock::time_point now) {
   publish();
 }
 
-// The graceful stop: idle connections close now, the others are answered (their last
-// response says Connection: close) and close when done, until none is left or limits.drain
-// has passed; the drain-end descriptor cuts it short.
+// The graceful stop: every connection is served until a response that says Connection: close
+// is written, then closes. An idle keep-alive connection stays open for its next request (its
+// client may be sending it this instant: closing now would leave that request unanswered, or
+// reset it), until it is answered, its idle or header timeout, or the drain's end
+// (limits.drain, or the drain-end descriptor). The drain ends when no connection is left.
 void connection_loop::on_accepting_end() {
   now_ = loop_.now();
   draining_all_ = true;
   drain_until_ = now_ + limits_.drain;
   if (limits_.drain.count() == 0) {
+    answer_pending();
     close_all();
   }
   for (int fd = oldest_; fd != none;) {
@@ -153,13 +156,37 @@ void connection_loop::on_accepting_end() {
   publish();
 }
 
-// Closes every connection at once, saying how many were still in flight.
+// Closes every connection at once, saying how many were still open; requests already in their
+// receive queues are answered first, as far as the sockets take the responses without waiting.
 void connection_loop::end_drain(std::string_view why) {
+  answer_pending();
   if (open_ > 0 && log_) {
     log_(std::string(why) + ": closing " + std::to_string(open_) + " connection(s) still in flight");
   }
   close_all();
   finish_if_drained();
+}
+
+// Reads and answers what waits unread on each connection that may still get an answer, so that
+// a close that follows neither leaves a request without its response nor resets it.
+void connection_loop::answer_pending() {
+  for (client& c : clients_) {
+    if (answerable(c) && unread_bytes(c) > 0) {
+      read_from(c);
+    }
+  }
+}
+
+// True if input on `c` is read and answered (not after its last response, nor while a held-back
+// request waits).
+bool connection_loop::answerable(const client& c) noexcept {
+  return c.conn && !c.draining && !c.close_after_write && !c.delayed;
+}
+
+// What the client sent that the socket holds and the loop has not read (0 if unknown).
+int connection_loop::unread_bytes(const client& c) noexcept {
+  int unread = 0;
+  return ::ioctl(c.conn.native_handle(), FIONREAD, &unread) == 0 ? unread : 0;
 }
 
 // Once the drain has nothing left, the loop must see no watch of ours, or it never ends.
@@ -177,22 +204,11 @@ void connection_loop::publish() const noexcept {
   }
 }
 
-bool connection_loop::idle(const client& c) const noexcept {
-  return c.conn && c.in.empty() && c.out.empty() && !c.delayed && !c.draining;
-}
-
-// While the loop drains, a connection is done when idle, or when its last response is out
-// and nothing unread waits in its receive queue (a close with unread input would reset the
-// response). Outside a drain such a connection lingers until the client closes.
+// While the loop drains, a connection is done when its last response is out and nothing unread
+// waits in its receive queue (a close with unread input would reset the response). Outside a
+// drain such a connection lingers until the client closes.
 bool connection_loop::done_draining(const client& c) const noexcept {
-  if (!draining_all_ || !c.conn) {
-    return false;
-  }
-  if (idle(c)) {
-    return true;
-  }
-  int unread = 0;
-  return c.draining && c.out.empty() && ::ioctl(c.conn.native_handle(), FIONREAD, &unread) == 0 && unread == 0;
+  return draining_all_ && c.conn && c.draining && c.out.empty() && unread_bytes(c) == 0;
 }
 
 void connection_loop::on_event(int fd, unsigned events) {
@@ -515,7 +531,7 @@ void connection_loop::expire() {
   }
   expire_heads();
   while (oldest_ != none && clients_[static_cast<std::size_t>(oldest_)].last + limits_.idle <= now_) {
-    close_client(oldest_);
+    expire_idle(oldest_);
   }
   if (draining_ > 0) {
     const auto limit = std::min<clock::duration>(limits_.idle, linger_limit);
@@ -528,6 +544,20 @@ void connection_loop::expire() {
       fd = newer;
     }
   }
+}
+
+// Closes the connection `fd`, idle past limits.idle, unless a request arrived at the last
+// moment (it waits unread in the socket): that one is read and answered, which makes the
+// connection active again.
+void connection_loop::expire_idle(int fd) {
+  client& c = clients_[static_cast<std::size_t>(fd)];
+  if (!answerable(c) || unread_bytes(c) == 0) {
+    close_client(fd);
+    return;
+  }
+  read_from(c);
+  touch(fd);  // even if the read ended in a close: the loop over the idle order moves on
+  after_event(fd);
 }
 
 // Closes the connections whose request head is late, counting them; a run of such closes is
@@ -586,10 +616,14 @@ std::thread thread_without_signals(std::function<void()> body) {
   sigset_t block;
   sigset_t old;
   sigemptyset(&block);
-  for (const auto& signals : {stop_signal_numbers, ignored_signal_numbers}) {
-    for (const int signal : signals) {
-      sigaddset(&block, signal);
-    }
+  for (const int signal : stop_signal_numbers) {
+    sigaddset(&block, signal);
+  }
+  for (const int signal : upgrade_signal_numbers) {
+    sigaddset(&block, signal);
+  }
+  for (const int signal : ignored_signal_numbers) {
+    sigaddset(&block, signal);
   }
   ::pthread_sigmask(SIG_BLOCK, &block, &old);
   std::thread t(std::move(body));

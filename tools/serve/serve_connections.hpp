@@ -61,8 +61,10 @@ using log_writer = std::function<void(const std::string& line)>;
 /// The HTTP/1.1 keep-alive side of one server loop (a transient::loop_handler): pipelined
 /// requests are answered in order, a bad or oversized request gets 400 and a close, a
 /// connection idle for `limits.idle` or without a request head for `limits.header` is
-/// closed. When accepting ends it drains: idle connections close at once, requests in flight
-/// are answered (with Connection: close) for at most `limits.drain`. Everything runs on the
+/// closed. When accepting ends it drains for at most `limits.drain`: each connection's next
+/// response (a request in flight, or the next request of an idle keep-alive connection) says
+/// Connection: close, and the connection closes once it is written. Before any close, a
+/// request already waiting in the socket is answered where the loop can. Everything runs on the
 /// loop's thread; nothing here is thread-safe, nothing needs to be.
 class connection_loop final : public loop_handler, public io_watcher {
  public:
@@ -152,11 +154,14 @@ class connection_loop final : public loop_handler, public io_watcher {
   void head_unlink(int fd);
   void respond_delayed();
   void after_event(int fd);
-  [[nodiscard]] bool idle(const client& c) const noexcept;
   [[nodiscard]] bool done_draining(const client& c) const noexcept;
   void close_client(int fd);
   void close_all() noexcept;
   void end_drain(std::string_view why);
+  void answer_pending();
+  [[nodiscard]] static bool answerable(const client& c) noexcept;
+  [[nodiscard]] static int unread_bytes(const client& c) noexcept;
+  void expire_idle(int fd);
   void finish_if_drained() noexcept;
   void publish() const noexcept;
   void note_deadline(clock::time_point when) noexcept;
@@ -199,8 +204,11 @@ class connection_loop final : public loop_handler, public io_watcher {
 
 /// The signals serve handles: a stop signal drains, a second one ends the drain at once.
 inline constexpr std::array<int, 3> stop_signal_numbers{SIGTERM, SIGINT, SIGQUIT};
-/// The signals serve logs and ignores: what supervisors send to reload or reopen logs.
-inline constexpr std::array<int, 3> ignored_signal_numbers{SIGHUP, SIGUSR1, SIGUSR2};
+/// The signals that upgrade serve in place: SIGHUP (what supervisors send to reload) and SIGUSR2
+/// (nginx's binary upgrade).
+inline constexpr std::array<int, 2> upgrade_signal_numbers{SIGHUP, SIGUSR2};
+/// The signal serve logs and ignores: what supervisors send to reopen logs.
+inline constexpr std::array<int, 1> ignored_signal_numbers{SIGUSR1};
 
 /// Starts `body` on a new thread with every signal serve handles blocked (the stop signals,
 /// SIGHUP, SIGUSR1, SIGUSR2), so that they reach the main thread only (serve's handlers run

@@ -19,8 +19,10 @@ constexpr std::string_view serve_text =
     "changes go to stderr. A stall stops it with a diagnosis (exit 1).\n"
     "\n"
     "Signals: SIGTERM, SIGINT, SIGQUIT drain (stop accepting, close the listener, answer the\n"
-    "requests in flight, exit 0); a second one ends the drain at once. SIGHUP, SIGUSR1 and\n"
-    "SIGUSR2 are logged and ignored.\n";
+    "requests in flight, exit 0); a second one ends the drain at once. SIGHUP and SIGUSR2\n"
+    "upgrade in place: serve starts the binary on disk with the same arguments, hands it the\n"
+    "listeners, and once it serves them (within --upgrade-timeout) drains as on SIGTERM; if\n"
+    "the successor fails, serve logs why and keeps serving. SIGUSR1 is logged and ignored.\n";
 
 constexpr std::string_view serve_footer =
     "Requests are limited to 8 KiB; larger or malformed ones get 400 and a close.\n"
@@ -149,7 +151,7 @@ struct duration_option {
   bool zero_allowed;
   std::string_view help;
 };
-constexpr std::array<duration_option, 5> duration_options{{
+constexpr std::array<duration_option, 6> duration_options{{
     {"--stall-timeout", &serve_settings::stall_timeout, true,  // 0: no watchdog
      "stop when descriptors stay exhausted with no progress this long\n(default 30s; 0 disables)"},
     {"--idle-timeout", &serve_settings::idle_timeout, false,  // 0 would close every connection at once
@@ -158,11 +160,14 @@ constexpr std::array<duration_option, 5> duration_options{{
      "close a connection that has not sent a complete request\nhead this long after connecting or after its last "
      "response,\nor its body this long after the head (default 10s; 1ms or\nmore; slow clients, slowloris)"},
     {"--drain-timeout", &serve_settings::drain_timeout, true,  // 0: no drain
-     "after a stop signal: stop accepting, finish requests in\nflight, close idle connections, exit when done or "
-     "after\nthis long (default 10s; 0: close everything at once)"},
+     "after a stop signal: stop accepting, finish requests in\nflight, answer each idle connection's next request "
+     "with\nConnection: close, exit when done or after this long\n(default 10s; 0: close everything at once)"},
     {"--max-queue-wait", &serve_settings::max_queue_wait, true,  // 0: no bound
      "answer 503 (with Retry-After) and close a connection that\nwaited longer than this in the accept queue, "
      "never serving\nit: its client has likely given up (default 5s; 0: off)"},
+    {"--upgrade-timeout", &serve_settings::upgrade_timeout, false,  // 0 would fail every upgrade
+     "on SIGHUP or SIGUSR2: how long the successor has to take the\nlisteners and start accepting, else it is "
+     "killed and serve\nserves on (default 10s; 1ms or more)"},
 }};
 
 void add_duration_option(CLI::App& table, serve_settings& s, const duration_option& o) {

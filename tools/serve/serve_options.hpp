@@ -46,6 +46,9 @@ struct serve_settings {
   /// --ready-queue-fraction: /readyz says 503 while the queue holds more than this fraction of
   /// its limit (0: off; at most 1).
   double ready_queue_fraction = 0.5;
+  /// --upgrade-timeout: how long a successor started by SIGHUP or SIGUSR2 has to take the
+  /// listeners and report ready (1 ms to 24 h).
+  std::chrono::milliseconds upgrade_timeout = std::chrono::seconds(10);
 };
 
 /// What parse_serve_arguments returns: settings, or help requested, or one line of problem.

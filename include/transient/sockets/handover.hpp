@@ -44,8 +44,10 @@ struct listener_offer {
 
 /// Sends `listeners` over `channel`: each one's name, its identity (socket cookie and local
 /// address) and the descriptor, in one message. Waits at most `timeout` for the channel to take
-/// it. Errors: error::not_listening / not_stream for an offer that is not a listening TCP socket,
-/// EINVAL for a bad name or an empty list, error::handover_incomplete when the receiver is gone
+/// it. Errors: error::not_stream for an offer that is not a TCP stream socket (UDP, a Unix
+/// socket), error::not_listening for a TCP socket that does not listen (a connection), EINVAL
+/// for a bad name, a name given twice, an empty list, more than 253 listeners (SCM_MAX_FD) or a
+/// timeout out of range (1 ms to longest_setting), error::handover_incomplete when the receiver is gone
 /// (EPIPE, ECONNRESET), error::handover_timeout, the send's errno otherwise.
 void hand_over_listeners(int channel, std::span<const listener_offer> listeners, std::chrono::milliseconds timeout,
                          std::error_code& ec);
@@ -67,23 +69,26 @@ struct take_over_options {
 /// returns nothing (every descriptor received is closed) and sets `ec`:
 /// error::handover_incomplete (the sender closed or died mid-transfer), handover_malformed,
 /// handover_mismatch (names, or a descriptor that is not the socket described),
-/// handover_timeout, not_listening / not_stream / not_kernel_listener (verification), or the
-/// receive's errno.
+/// handover_timeout, not_listening / not_stream / not_kernel_listener (verification),
+/// EAFNOSUPPORT (a socket that is not IPv4/IPv6), EINVAL (options.timeout out of range), or the
+/// receive's errno. O_NONBLOCK belongs to the socket's open file, which the sender shares: a
+/// sender's listen() socket is non-blocking already.
 [[nodiscard]] std::vector<named_listener> take_over_listeners(int channel, const take_over_options& options,
                                                               std::error_code& ec);
 /// As above; throws std::system_error.
 [[nodiscard]] std::vector<named_listener> take_over_listeners(int channel, const take_over_options& options = {});
 
 /// The receiver's word that it serves on the listeners it took over (verified, and its accept
-/// loops running), with its pid. Errors: error::handover_incomplete when the sender is gone, the
-/// send's errno otherwise.
+/// loops running), with its pid. Errors: error::handover_incomplete when the sender is gone,
+/// error::handover_timeout if the channel takes nothing for 5 s, the send's errno otherwise.
 void report_ready(int channel, std::error_code& ec);
 /// As above; throws std::system_error.
 void report_ready(int channel);
 
 /// The sender waits at most `timeout` for report_ready(); returns the receiver's pid, or 0 with
 /// `ec` set: error::handover_timeout, error::handover_incomplete (the receiver closed the
-/// channel or died: it will not serve), handover_malformed.
+/// channel or died: it will not serve), handover_malformed, EINVAL for a timeout out of range
+/// (1 ms to longest_setting).
 [[nodiscard]] int await_ready(int channel, std::chrono::milliseconds timeout, std::error_code& ec);
 /// As above; throws std::system_error.
 [[nodiscard]] int await_ready(int channel, std::chrono::milliseconds timeout);
@@ -91,7 +96,9 @@ void report_ready(int channel);
 /// Stores `listeners` in systemd's file descriptor store (sd_pid_notify_with_fds(3):
 /// FDSTORE=1 and FDNAME=name, one message per listener), so that the next start of the service
 /// gets them back from listeners_from_systemd() under their names, with the clients queued on
-/// them. Errors: error::no_supervisor when NOTIFY_SOCKET is not set, EINVAL for a bad name,
+/// them. Errors: error::no_supervisor when NOTIFY_SOCKET is not set, EINVAL for a bad name (as
+/// for a handover, and printable, without ':', which separates LISTEN_FDNAMES) or a malformed
+/// NOTIFY_SOCKET,
 /// error::not_listening / not_stream for a descriptor that is not a listening TCP socket, the
 /// send's errno otherwise (systemd drops descriptors beyond FileDescriptorStoreMax= silently).
 void store_listeners_in_systemd(std::span<const listener_offer> listeners, std::error_code& ec);

@@ -112,6 +112,7 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
   io_uring ring{};
   std::optional<std::uint64_t> epoll_tag;  // the ring's epoll tag, when the acceptor registered it
   bool ring_open = false;
+  bool tearing_down = false;         // the destructor stops the acceptor: it calls no handler then
   bool accept_armed = false;         // the request of `generation` is in the ring (or queued for it)
   bool accept_multishot = false;     // ... and it is a multishot one
   unsigned accepts_outstanding = 0;  // accept requests whose last completion has not come
@@ -268,6 +269,9 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
   }
 
   void accepted(time_point now, unique_fd fd) {
+    if (tearing_down) {
+      return;  // closed: the handler may be gone with the acceptor's owner
+    }
     sockaddr_storage address{};
     socklen_t length = sizeof address;
     auto* const sa = reinterpret_cast<sockaddr*>(&address);
@@ -433,6 +437,7 @@ uring_acceptor::~uring_acceptor() {
     return;
   }
   if (!state_->done) {
+    state_->tearing_down = true;
     try {
       state_->policy.request_stop();
       state_->finish(state_->policy.on_stop(clock::now()), clock::now());
