@@ -1,6 +1,6 @@
 // `transient drill [--quick] [--json] [--svg FILE]`: runs `transient serve` children through
 // failure scenarios on loopback and shows what transient does in each; exit 0 only if all pass.
-// With `--target COMMAND`, puts any server through six of them instead (drill_target.cpp).
+// With `--target COMMAND`, puts any server through seven of them instead (drill_target.cpp).
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,8 +30,8 @@ constexpr std::string_view drill_text =
     "                       [--quick] [--json] [--svg FILE]\n"
     "\n"
     "Runs `transient serve` children (loopback only, RLIMIT_NOFILE 64) through the scenarios\n"
-    "and prints a table; exit 0 only if every scenario passed. A run takes about 14 s, --quick\n"
-    "about 7 s (two busy cores); each scenario shows progress on stderr at least every 5 s and\n"
+    "and prints a table; exit 0 only if every scenario passed. A run takes about 21 s, --quick\n"
+    "about 12 s (two busy cores); each scenario shows progress on stderr at least every 5 s and\n"
     "ends within 60 s at most. --scenarios 1,9 runs only those.\n"
     "\n"
     "  1 backpressure             more concurrent clients than the budget: all served, none lost\n"
