@@ -359,6 +359,7 @@ TEST(DrillTargetCli, ARestartThatKeepsADescriptorEachTimeIsLeftDescriptors) {
   EXPECT_EQ(figure(object, "restarts"), 5) << object;
   EXPECT_EQ(figure(object, "listener_descriptors_after") - figure(object, "listener_descriptors_before"), 5) << object;
   EXPECT_EQ(figure(object, "refused") + figure(object, "reset") + figure(object, "unanswered"), 0) << object;
+  EXPECT_EQ(figure(object, "restarts_with_new_listeners"), 0) << "the same process kept listening: " << object;
 }
 
 TEST(DrillTargetCli, TransientServeRestartedInPlaceLosesNothing) {
@@ -369,6 +370,7 @@ TEST(DrillTargetCli, TransientServeRestartedInPlaceLosesNothing) {
   const std::string object = scenario_object(r.out, "restart");
   EXPECT_THAT(object, HasSubstr("\"verdict\":\"PASS\"")) << object;
   EXPECT_EQ(figure(object, "restarts"), 5) << object;
+  EXPECT_EQ(figure(object, "restarts_with_new_listeners"), 5) << "each SIGHUP started a successor: " << object;
   EXPECT_GT(figure(object, "answered"), 0) << object;
   EXPECT_EQ(figure(object, "refused") + figure(object, "reset") + figure(object, "unanswered"), 0) << object;
 }

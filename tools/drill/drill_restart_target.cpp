@@ -24,16 +24,22 @@ constexpr load_shape load{2, 2, milliseconds(2000), milliseconds(10)};
 constexpr milliseconds command_bound{10000};
 constexpr milliseconds settle_bound{5000};
 
-// The descriptors of the processes listening on `port` (who_listens), summed; nullopt where
-// not readable (no owner seen, or one whose /proc/PID/fd the drill may not read).
-std::optional<int> listening_descriptors(std::uint16_t port) {
-  std::error_code ec;
+// The processes listening on `port` (who_listens' owners).
+std::set<pid_t> listening_processes(std::uint16_t port, std::error_code& ec) {
   std::set<pid_t> owners;
   for (const listen_entry& e : who_listens(port, ec)) {
     for (const process_info& p : e.owners) {
       owners.insert(p.pid);
     }
   }
+  return owners;
+}
+
+// The descriptors of the processes listening on `port`, summed; nullopt where not readable (no
+// owner seen, or one whose /proc/PID/fd the drill may not read).
+std::optional<int> listening_descriptors(std::uint16_t port) {
+  std::error_code ec;
+  const std::set<pid_t> owners = listening_processes(port, ec);
   int total = 0;
   for (const pid_t pid : owners) {
     const int n = open_descriptors(pid);
@@ -118,9 +124,8 @@ std::string run_restart_command(const child_launch& launch) {
   return *status == 0 ? "" : status_text(*status) + (said.empty() ? "" : ": " + said);
 }
 
-// Waits (bounded) until the target answers a short request again.
-bool answers_again(const endpoint& at) {
-  const auto deadline = clock::now() + settle_bound;
+// Waits (bounded by `deadline`) until the target answers a short request again.
+bool answers_again(const endpoint& at, clock::time_point deadline) {
   while (clock::now() < deadline) {
     if (short_request(at, milliseconds(1000)) == request_end::answered) {
       return true;
@@ -130,10 +135,29 @@ bool answers_again(const endpoint& at) {
   return false;
 }
 
+// The processes listening on `port` once they stay the same for 200 ms (bounded by `deadline`):
+// a process the restart replaced (an old generation draining, old workers) has let go.
+std::set<pid_t> settled_listeners(std::uint16_t port, clock::time_point deadline) {
+  constexpr milliseconds stable{200};
+  std::error_code ec;
+  std::set<pid_t> last = listening_processes(port, ec);
+  auto since = clock::now();
+  while (clock::now() - since < stable && clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+    std::set<pid_t> now = listening_processes(port, ec);
+    if (now != last) {
+      last = std::move(now);
+      since = clock::now();
+    }
+  }
+  return last;
+}
+
 // What the restarts did.
 struct restarts_seen {
   int done = 0;           // restart commands that finished and after which the target answered
   int quiet = 0;          // restarts during which no request was answered
+  int renewed = 0;        // restarts after which a process listened that did not before
   std::string verdict;    // "RESTART FAILED", "DOWN"; empty if every restart ran
   std::string detail;     // with verdict
   request_counts counts;  // the load's
@@ -141,11 +165,19 @@ struct restarts_seen {
 
 // One restart: the command, then the target answering again; sets seen.verdict on failure.
 void restart_once(const target_settings& s, const target_server& server, restarts_seen& seen) {
+  std::error_code ec;
+  const std::set<pid_t> before = listening_processes(server.port(), ec);
   const std::string failed = run_restart_command(restart_launch(s, serving_pid(server), server.port()));
+  const auto settle_deadline = clock::now() + settle_bound;
+  const bool answers = failed.empty() && answers_again(server.at(), settle_deadline);
+  if (answers) {
+    const std::set<pid_t> after = settled_listeners(server.port(), settle_deadline);
+    seen.renewed += std::any_of(after.begin(), after.end(), [&](pid_t p) { return before.count(p) == 0; }) ? 1 : 0;
+  }
   if (!failed.empty()) {
     seen.verdict = "RESTART FAILED";
     seen.detail = "the restart command, run " + std::to_string(seen.done + 1) + ": " + failed;
-  } else if (!answers_again(server.at())) {
+  } else if (!answers) {
     seen.verdict = "DOWN";
     seen.detail =
         "no answer within " + std::to_string(settle_bound.count()) + " ms of restart " + std::to_string(seen.done + 1);
@@ -200,6 +232,7 @@ std::vector<figure> restart_figures(const restarts_seen& seen, std::optional<int
           {"unanswered", n(seen.counts.unanswered)},
           {"not_sent", n(seen.counts.not_sent)},
           {"restarts_without_answers", static_cast<double>(seen.quiet)},
+          {"restarts_with_new_listeners", static_cast<double>(seen.renewed)},
           {"listener_descriptors_before", d(before)},
           {"listener_descriptors_after", d(after)}};
 }
@@ -235,7 +268,8 @@ scenario_result run_target_restart(const target_settings& s) {
   r.detail = (seen.detail.empty() ? "" : seen.detail + "; ") + std::to_string(seen.done) + " of " +
              std::to_string(restarts) + " restarts under load: " + losses_text(seen.counts) +
              "; descriptors of the listening processes " + descriptors_text(before) + " before, " +
-             descriptors_text(after) + " after" +
+             descriptors_text(after) + " after" + "; " + std::to_string(seen.renewed) +
+             " restarts brought a new listening process" +
              (seen.quiet > 0 ? "; " + std::to_string(seen.quiet) + " restarts saw no answered request" : "");
   return r;
 }
