@@ -12,6 +12,10 @@
 //   close        like good, but closes each connection after answering (as python3 -m http.server)
 //   handler      like good, but each answer takes 10 ms of the one thread (a blocking handler:
 //                100 answers a second), whatever waited in the accept queue meanwhile
+//   hup-reopen   like good, but on SIGHUP closes its listener and every connection, and listens
+//                again 300 ms later (a restart that loses requests)
+//   hup-leak     like good, but on SIGHUP opens /dev/null and keeps it (a restart that loses
+//                nothing but leaves a descriptor behind each time)
 //
 // MODE may join several with commas ("close,ignore-term").
 //
@@ -64,6 +68,34 @@ struct client {
   std::string data;
 };
 
+volatile sig_atomic_t hangup = 0;
+
+void on_hangup(int /*signal*/) { hangup = 1; }
+
+// SIGHUP sets `hangup`, interrupting poll (no SA_RESTART).
+void catch_hangup() {
+  struct sigaction action {};
+  action.sa_handler = on_hangup;
+  ::sigaction(SIGHUP, &action, nullptr);
+}
+
+// The restart of the hup-* modes: closes and reopens the listener (and every connection) with
+// a pause between, or keeps one more descriptor open.
+void restart(bool reopen, int& listener, int port, std::vector<client>& clients) {
+  hangup = 0;
+  if (!reopen) {
+    (void)::open("/dev/null", O_RDONLY | O_CLOEXEC);  // the leak is the point
+    return;
+  }
+  ::close(listener);
+  for (const auto& c : clients) {
+    ::close(c.fd);
+  }
+  clients.clear();
+  ::usleep(300000);
+  listener = listen_on(port);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,6 +109,10 @@ int main(int argc, char** argv) {
   const bool close_after_answer = is("close");
   const bool blocking_handler = is("handler");
   const char* pidfile = argc > 3 ? argv[3] : nullptr;
+  const bool hup_reopen = is("hup-reopen");
+  if (hup_reopen || is("hup-leak")) {
+    catch_hangup();
+  }
   if (is("ignore-term")) {
     ::signal(SIGTERM, SIG_IGN);
   }
@@ -93,11 +129,14 @@ int main(int argc, char** argv) {
   } else {
     write_pid(pidfile, ::getpid());
   }
-  const int listener = listen_on(std::atoi(argv[2]));
+  int listener = listen_on(std::atoi(argv[2]));
   std::vector<client> clients;
   bool paused = false;
   constexpr std::string_view response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
   while (true) {
+    if (hangup != 0) {
+      restart(hup_reopen, listener, std::atoi(argv[2]), clients);
+    }
     std::vector<pollfd> fds{{listener, static_cast<short>(paused ? 0 : POLLIN), 0}};
     for (const auto& c : clients) {
       fds.push_back({c.fd, POLLIN, 0});

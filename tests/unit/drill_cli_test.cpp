@@ -35,14 +35,14 @@ std::string scenario_object(const std::string& json, const std::string& name) {
   return json.substr(at, json.find('}', at) - at + 1);
 }
 
-TEST(DrillCli, QuickJsonReportsNinePassingScenariosWithFigures) {
+TEST(DrillCli, QuickJsonReportsEveryScenarioPassingWithFigures) {
   const std::string svg = "/tmp/transient_drill_cli_" + std::to_string(::getpid()) + ".svg";
   const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--quick", "--json", "--svg", svg},
                                               std::chrono::seconds(90));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(r.out.rfind("{\"passed\":true,", 0), 0U) << r.out;
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one JSON object, one line";
-  EXPECT_EQ(occurrences(r.out, "{\"name\":"), 9U);
+  EXPECT_EQ(occurrences(r.out, "{\"name\":"), 11U) << "10 scenarios, restart in two rows";
   // Each scenario: passed, and the figures it promises.
   const std::vector<std::pair<std::string, std::vector<std::string>>> expected{
       {"backpressure", {"clients", "served", "lost\":0,", "peak_connections"}},
@@ -63,6 +63,11 @@ TEST(DrillCli, QuickJsonReportsNinePassingScenariosWithFigures) {
       {"overload",
        {"\"clients\":300,", "unbounded_goodput", "unbounded_waste", "unbounded_dropped", "\"bounded_waste\":0,",
         "bounded_readyz_503_ms"}},
+      {"restart: in-place upgrade",
+       {"\"upgrade_restarts\":5,", "\"upgrade_refused\":0,", "\"upgrade_reset\":0,", "\"upgrade_unanswered\":0,",
+        "upgrade_handover_median_ms", "upgrade_handover_max_ms", "\"upgrade_old_processes_left\":0"}},
+      {"restart: stop then start",
+       {"\"stop_start_restarts\":5,", "stop_start_refused", "stop_start_reset", "stop_start_unanswered"}},
   };
   for (const auto& [name, figures] : expected) {
     const std::string object = scenario_object(r.out, name);
@@ -73,10 +78,11 @@ TEST(DrillCli, QuickJsonReportsNinePassingScenariosWithFigures) {
     }
   }
   // Progress went to stderr, not into the JSON.
-  EXPECT_THAT(r.err, HasSubstr("drill [6/9] clean stop: PASS"));
-  EXPECT_THAT(r.err, HasSubstr("drill [7/9] churn at the limit: PASS"));
-  EXPECT_THAT(r.err, HasSubstr("drill [8/9] slow clients: PASS"));
-  EXPECT_THAT(r.err, HasSubstr("drill [9/9] overload: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [6/10] clean stop: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [7/10] churn at the limit: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [8/10] slow clients: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [9/10] overload: PASS"));
+  EXPECT_THAT(r.err, HasSubstr("drill [10/10] restart: PASS; PASS"));
   // The chart, by its elements: both panels on one time axis with ticks, whole numbers on the
   // live axis, and each of the 5 releases marked with the moment its client was served.
   std::ifstream in(svg);
@@ -150,6 +156,36 @@ TEST(DrillCli, OverloadAloneRunsWithoutAndWithTheBoundAndTheBoundsRunPasses) {
   EXPECT_THAT(r.err, HasSubstr("drill [1/1] overload: PASS")) << r.err;
 }
 
+// The counts of one restart run (`prefix`: "upgrade_" or "stop_start_") as the table shows them.
+void expect_restart_run(const std::string& object, const std::string& prefix) {
+  EXPECT_EQ(figure(object, prefix + "restarts"), 5) << prefix << object;
+  EXPECT_GT(figure(object, prefix + "answered"), 5 * 50) << "50 answers at least between restarts: " << object;
+  EXPECT_EQ(figure(object, prefix + "not_sent"), 0) << prefix << object;
+  EXPECT_EQ(figure(object, prefix + "descriptors_last"), figure(object, prefix + "descriptors_first")) << object;
+}
+
+TEST(DrillCli, RestartUpgradesInPlaceWithoutALossAndShowsTheStopStartContrast) {
+  const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--quick", "--json", "--scenarios", "10"},
+                                              std::chrono::seconds(60));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(occurrences(r.out, "{\"name\":"), 2U) << r.out;
+  const std::string upgrade = scenario_object(r.out, "restart: in-place upgrade");
+  EXPECT_THAT(upgrade, HasSubstr("\"passed\":true")) << upgrade;
+  expect_restart_run(upgrade, "upgrade_");
+  EXPECT_EQ(
+      figure(upgrade, "upgrade_refused") + figure(upgrade, "upgrade_reset") + figure(upgrade, "upgrade_unanswered"), 0)
+      << upgrade;
+  EXPECT_EQ(figure(upgrade, "upgrade_restarts_without_answers"), 0) << upgrade;
+  EXPECT_LE(figure(upgrade, "upgrade_handover_median_ms"), figure(upgrade, "upgrade_handover_max_ms")) << upgrade;
+  EXPECT_EQ(figure(upgrade, "upgrade_old_processes_left"), 0) << upgrade;
+  const std::string contrast = scenario_object(r.out, "restart: stop then start");
+  EXPECT_THAT(contrast, HasSubstr("\"verdict\":\"SHOWN\"")) << contrast;
+  expect_restart_run(contrast, "stop_start_");
+  EXPECT_THAT(r.err, HasSubstr("drill [1/1] restart: PASS; PASS")) << r.err;
+  const auto table = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--help"}, std::chrono::seconds(5));
+  EXPECT_THAT(table.out, HasSubstr(" 10 restart ")) << "drill --help lists scenario 10";
+}
+
 TEST(DrillCli, BadArgumentsGetOneLineAndExitTwo) {
   const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--fast"});
   EXPECT_EQ(r.exit_code, 2);
@@ -165,11 +201,11 @@ TEST(DrillCli, BadArgumentsGetOneLineAndExitTwo) {
       transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--target", "true {port}", "--engine", "io_uring"});
   EXPECT_EQ(engine.exit_code, 2);
   EXPECT_THAT(engine.err, HasSubstr("excludes --engine"));
-  // --scenarios in either mode: 1 to 9 built in, 1 to 6 with --target.
-  for (const auto* list : {"10", "0", "9,9", ""}) {
+  // --scenarios in either mode: 1 to 10 built in, 1 to 7 with --target.
+  for (const auto* list : {"11", "0", "9,9", "010", "1,10,", "100", ""}) {
     const auto bad = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--scenarios", list});
     EXPECT_EQ(bad.exit_code, 2) << list;
-    EXPECT_THAT(bad.err, HasSubstr("--scenarios is a list of numbers 1 to 9")) << list << bad.err;
+    EXPECT_THAT(bad.err, HasSubstr("--scenarios is a list of numbers 1 to 10")) << list << bad.err;
   }
 }
 

@@ -342,6 +342,52 @@ TEST(DrillTargetCli, OverloadPassesAServerThatAnswersAtOnce) {
   EXPECT_THAT(scenario_object(tcp.result.out, "overload"), HasSubstr("\"verdict\":\"N/A\""));
 }
 
+TEST(DrillTargetCli, ARestartThatClosesTheListenerLosesRequestsAndSaysSo) {
+  const auto run =
+      drill(server + " hup-reopen {port}", {"--scenarios", "7", "--no-reference", "--restart", "kill -HUP {pid}"});
+  const std::string object = judged(run, "restart", "RESTART LOSS");
+  EXPECT_EQ(figure(object, "restarts"), 5) << object;
+  EXPECT_GT(figure(object, "refused") + figure(object, "reset") + figure(object, "unanswered"), 0) << object;
+  EXPECT_GT(figure(object, "answered"), 0) << object;
+  EXPECT_THAT(run.result.out, HasSubstr("hand it to the new process")) << "the fix";
+}
+
+TEST(DrillTargetCli, ARestartThatKeepsADescriptorEachTimeIsLeftDescriptors) {
+  const auto run =
+      drill(server + " hup-leak {port}", {"--scenarios", "7", "--no-reference", "--restart", "kill -HUP {pid}"});
+  const std::string object = judged(run, "restart", "LEFT DESCRIPTORS");
+  EXPECT_EQ(figure(object, "restarts"), 5) << object;
+  EXPECT_EQ(figure(object, "listener_descriptors_after") - figure(object, "listener_descriptors_before"), 5) << object;
+  EXPECT_EQ(figure(object, "refused") + figure(object, "reset") + figure(object, "unanswered"), 0) << object;
+  EXPECT_EQ(figure(object, "restarts_with_new_listeners"), 0) << "the same process kept listening: " << object;
+}
+
+TEST(DrillTargetCli, TransientServeRestartedInPlaceLosesNothing) {
+  const auto run = drill(std::string(TRANSIENT_CLI_PATH) + " serve --listen 127.0.0.1:{port}",
+                         {"--scenarios", "7", "--no-reference", "--restart", "kill -HUP {pid}"});
+  const auto& r = run.result;
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string object = scenario_object(r.out, "restart");
+  EXPECT_THAT(object, HasSubstr("\"verdict\":\"PASS\"")) << object;
+  EXPECT_EQ(figure(object, "restarts"), 5) << object;
+  EXPECT_EQ(figure(object, "restarts_with_new_listeners"), 5) << "each SIGHUP started a successor: " << object;
+  EXPECT_GT(figure(object, "answered"), 0) << object;
+  EXPECT_EQ(figure(object, "refused") + figure(object, "reset") + figure(object, "unanswered"), 0) << object;
+}
+
+TEST(DrillTargetCli, WithoutRestartTheRestartScenarioIsSkippedAndSaysWhy) {
+  const auto run = drill(server + " good {port}", {"--scenarios", "7", "--no-reference"});
+  ASSERT_EQ(run.result.exit_code, 0) << run.result.out << run.result.err;
+  const std::string object = scenario_object(run.result.out, "restart");
+  EXPECT_THAT(object, HasSubstr("\"verdict\":\"SKIPPED\"")) << object;
+  EXPECT_THAT(object, HasSubstr("needs --restart")) << object;
+  const auto missing = transient::test::run_command(
+      TRANSIENT_CLI_PATH, {"drill", "--target", server + " good {port}", "--restart", "no-such-program-here {pid}"},
+      std::chrono::seconds(5));
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("--restart: cannot run 'no-such-program-here'"));
+}
+
 TEST(DrillTargetCli, BadTargetArgumentsGetOneLineAndExitTwo) {
   const auto quote = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--target", "server 'port"});
   EXPECT_EQ(quote.exit_code, 2);
@@ -353,7 +399,7 @@ TEST(DrillTargetCli, BadTargetArgumentsGetOneLineAndExitTwo) {
   const auto empty = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--target", "  "});
   EXPECT_EQ(empty.exit_code, 2);
   EXPECT_THAT(empty.err, HasSubstr("the command is empty"));
-  for (const auto* list : {"1,,2", "12", "1,", ",1", "1,1", "7", "0", ""}) {
+  for (const auto* list : {"1,,2", "12", "1,", ",1", "1,1", "8", "0", "07", ""}) {
     const auto bad = transient::test::run_command(TRANSIENT_CLI_PATH,
                                                   {"drill", "--target", server + " good {port}", "--scenarios", list},
                                                   std::chrono::seconds(5));

@@ -1,6 +1,6 @@
 // `transient drill [--quick] [--json] [--svg FILE]`: runs `transient serve` children through
 // failure scenarios on loopback and shows what transient does in each; exit 0 only if all pass.
-// With `--target COMMAND`, puts any server through six of them instead (drill_target.cpp).
+// With `--target COMMAND`, puts any server through seven of them instead (drill_target.cpp).
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,12 +25,13 @@ namespace {
 constexpr std::string_view drill_text =
     "usage: transient drill [--quick] [--json] [--svg FILE] [--engine epoll|io_uring] [--scenarios LIST]\n"
     "       transient drill --target 'COMMAND ... {port}' [--protocol http|tcp] [--ready-timeout D]\n"
-    "                       [--log FILE]... [--fd-limit N] [--scenarios LIST] [--no-reference]\n"
+    "                       [--log FILE]... [--fd-limit N] [--restart 'CMD'] [--scenarios LIST]\n"
+    "                       [--no-reference]"
     "                       [--quick] [--json] [--svg FILE]\n"
     "\n"
     "Runs `transient serve` children (loopback only, RLIMIT_NOFILE 64) through the scenarios\n"
-    "and prints a table; exit 0 only if every scenario passed. A run takes about 14 s, --quick\n"
-    "about 7 s (two busy cores); each scenario shows progress on stderr at least every 5 s and\n"
+    "and prints a table; exit 0 only if every scenario passed. A run takes about 21 s, --quick\n"
+    "about 12 s (two busy cores); each scenario shows progress on stderr at least every 5 s and\n"
     "ends within 60 s at most. --scenarios 1,9 runs only those.\n"
     "\n"
     "  1 backpressure             more concurrent clients than the budget: all served, none lost\n"
@@ -43,9 +44,10 @@ constexpr std::string_view drill_text =
     "                             error: runnable time and log volume (naive: runnable at least\n"
     "                             half the time)\n"
     "  5 port race                16 serve processes hunt one port range: all distinct, verified\n"
-    "  6 clean stop               SIGTERM while exhausted: idle connections closed within\n"
-    "                             100 ms, a slow response in flight completes (the drain),\n"
-    "                             exit within 1 s, no descriptor leaked\n"
+    "  6 clean stop               SIGTERM while exhausted: idle connections, each sending its\n"
+    "                             next request, closed within 100 ms, a slow response in\n"
+    "                             flight completes (the drain), exit within 1 s, no\n"
+    "                             descriptor leaked\n"
     "  7 churn at the limit       idle connections hold all but one descriptor while 200 short\n"
     "                             clients come and go: all served, at most 2 log lines\n"
     "  8 slow clients             one address holds idle connections: with --max-per-peer and\n"
@@ -58,6 +60,11 @@ constexpr std::string_view drill_text =
     "                             (ListenOverflows, machine-wide); with the bound no waste, every\n"
     "                             connected client answered (200 or 503) in time, /readyz 503\n"
     "                             within 100 ms of the queue passing half its limit\n"
+    " 10 restart                  short and keep-alive requests without pause while serve\n"
+    "                             upgrades in place (SIGHUP) 20 times (--quick 5): none refused,\n"
+    "                             reset or unanswered, no descriptor or old process left, the\n"
+    "                             handover's median and max; then stopped and started again on\n"
+    "                             the same port as often, its losses shown beside it\n"
     "\n"
     "Runnable time is a process's time on a CPU or waiting for one (/proc/PID/task/*/schedstat):\n"
     "a loop that spins stays near 100 % however busy the machine, while its CPU share falls; a\n"
@@ -83,14 +90,20 @@ constexpr std::string_view drill_text =
     "  2 CPU and log while exhausted  runnable time of the process group (schedstat), its CPU\n"
     "                                 time, and log lines a second\n"
     "  3 backpressure                 4x (--quick 2x) the descriptor limit in clients: none lost\n"
-    "  4 clean stop                   SIGTERM with connections open: closed, exited by itself,\n"
-    "                                 its port no longer listening, nothing left\n"
+    "  4 clean stop                   SIGTERM with connections open (over HTTP each sends its\n"
+    "                                 next request): closed, exited by itself, its port no\n"
+    "                                 longer listening, nothing left\n"
     "  5 slow clients                 a quarter of the limit in half-sent requests from\n"
     "                                 127.0.0.2: a client from 127.0.0.3 still served\n"
     "  6 overload                     1,000 clients (--quick 300) GET / at once, each giving up\n"
     "                                 after 1 s: none answered after its client had gone\n"
     "                                 (waste), none left unanswered; goodput and connects the\n"
     "                                 kernel dropped shown (HTTP only)\n"
+    "  7 restart                      with --restart 'CMD': short and keep-alive requests without\n"
+    "                                 pause while CMD runs 20 times (--quick 5), {pid} the server's\n"
+    "                                 pid and {port} its port: none refused, reset or unanswered, no\n"
+    "                                 descriptor left by the listening processes (HTTP only; the\n"
+    "                                 reference runs 'kill -HUP {pid}'); without it, skipped\n"
     "\n"
     "A server that closes each connection after answering (http.server) cannot have its table\n"
     "filled over HTTP (CANNOT FILL): drill it with --protocol tcp, which holds connections that\n"
@@ -110,22 +123,36 @@ struct drill_request {
 };
 
 // The scenarios of each mode: the built-in drill's, and --target's.
-constexpr int builtin_scenarios = 9;
-constexpr int target_scenarios = 6;
+constexpr int builtin_scenarios = 10;
+constexpr int target_scenarios = 7;
 
-// "1,4": numbers 1 to `last` (at most 9), each once, separated by single commas; empty on
+// One number of a scenario list: 1 to `last`, decimal digits without a leading zero; 0 on
 // anything else.
+int scenario_number(std::string_view word, int last) {
+  if (word.empty() || word.size() > 2 || word.front() == '0' ||
+      !std::all_of(word.begin(), word.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return 0;
+  }
+  const int n = std::stoi(std::string(word));
+  return n <= last ? n : 0;
+}
+
+// "1,4,10": numbers 1 to `last`, each once, separated by single commas; empty on anything else.
 std::vector<int> parse_scenario_list(std::string_view text, int last) {
   std::vector<int> out;
-  for (std::size_t i = 0; i < text.size(); i += 2) {
-    const char c = text[i];
-    const bool separated = i + 1 == text.size() || (text[i + 1] == ',' && i + 2 < text.size());
-    if (c < '1' || c > '0' + last || !separated || std::find(out.begin(), out.end(), c - '0') != out.end()) {
+  std::size_t from = 0;
+  while (true) {
+    const std::size_t comma = text.find(',', from);
+    const int n = scenario_number(text.substr(from, comma - from), last);
+    if (n == 0 || std::find(out.begin(), out.end(), n) != out.end()) {
       return {};
     }
-    out.push_back(c - '0');
+    out.push_back(n);
+    if (comma == std::string_view::npos) {
+      return out;
+    }
+    from = comma + 1;
   }
-  return out;
 }
 
 // The options of both modes: --quick, --json and --svg.
@@ -191,6 +218,11 @@ void add_target_options(CLI::App& table, drill_request& r) {
     }
     t.fd_limit = static_cast<std::uint64_t>(n);
   })->needs(target);
+  add_value(table, "--restart", "CMD",
+            "scenario 7: the command that restarts the server, run 20 times (--quick 5)\nunder load, {pid} and "
+            "{port} replaced (split like COMMAND, no shell)",
+            [&r](const std::string& v) { r.target.restart_text = v; })
+      ->needs(target);
   table
       .add_flag_callback(
           "--no-reference", [&r] { r.target.reference = false; },
@@ -201,7 +233,7 @@ void add_target_options(CLI::App& table, drill_request& r) {
 // --scenarios, in either mode; checked against the mode's scenarios once the mode is known.
 void add_scenarios_option(CLI::App& table, drill_request& r) {
   add_value(table, "--scenarios", "LIST",
-            "only these, each once, such as 1,4 (default: all; 1 to 9, with --target 1 to 6)",
+            "only these, each once, such as 1,4 (default: all; 1 to 10, with --target 1 to 7)",
             [&r](const std::string& v) { r.scenarios_text = v; });
 }
 
@@ -216,25 +248,71 @@ std::unique_ptr<CLI::App> drill_table(drill_request& r) {
   add_common_options(*table, r);
   add_target_options(*table, r);
   add_scenarios_option(*table, r);
-  for (const char* name : {"--target", "--protocol", "--ready-timeout", "--log", "--fd-limit", "--no-reference"}) {
+  for (const char* name :
+       {"--target", "--protocol", "--ready-timeout", "--log", "--fd-limit", "--restart", "--no-reference"}) {
     table->get_option(name)->group("With --target");
   }
   return table;
 }
 
+// A built-in scenario: its rows of the table (most have one; restart has two).
+using builtin_scenario = std::vector<scenario_result> (*)(const drill_settings&);
+
+// A scenario of one row as a builtin_scenario.
+template <scenario_result (*run)(const drill_settings&)>
+std::vector<scenario_result> one_row(const drill_settings& s) {
+  return {run(s)};
+}
+
 // The built-in scenarios, in their numbers' order.
-using builtin_scenario = scenario_result (*)(const drill_settings&);
 const std::array<std::pair<const char*, builtin_scenario>, builtin_scenarios> all_builtin{{
-    {"backpressure", &run_backpressure},
-    {"exhaustion and recovery", &run_exhaustion},
-    {"leak", &run_leak},
-    {"naive contrast", &run_naive_contrast},
-    {"port race", &run_port_race},
-    {"clean stop", &run_clean_stop},
-    {"churn at the limit", &run_churn},
-    {"slow clients", &run_slow_clients},
-    {"overload", &run_overload},
+    {"backpressure", &one_row<&run_backpressure>},
+    {"exhaustion and recovery", &one_row<&run_exhaustion>},
+    {"leak", &one_row<&run_leak>},
+    {"naive contrast", &one_row<&run_naive_contrast>},
+    {"port race", &one_row<&run_port_race>},
+    {"clean stop", &one_row<&run_clean_stop>},
+    {"churn at the limit", &one_row<&run_churn>},
+    {"slow clients", &one_row<&run_slow_clients>},
+    {"overload", &one_row<&run_overload>},
+    {"restart", &run_restart},
 }};
+
+// Runs `scenario`; a failure of the drill itself (or a missing fixture) is its one failed row.
+std::vector<scenario_result> run_rows(const std::pair<std::string, builtin_scenario>& scenario,
+                                      const drill_settings& settings) {
+  std::vector<scenario_result> rows;
+  bool no_fixture = false;
+  try {
+    rows = scenario.second(settings);
+  } catch (const fixture_missing& e) {
+    rows = {{scenario.first, false, e.what(), {}, {}, {}, {}}};
+    no_fixture = true;
+  } catch (const std::exception& e) {
+    rows = {{scenario.first, false, std::string("the drill itself failed: ") + e.what(), {}, {}, {}, {}}};
+  }
+  for (auto& r : rows) {
+    if (!r.passed) {
+      r.fix = no_fixture ? "install transient-fixture with the drill: the package ships it in "
+                           "/usr/libexec/transient/; a build tree builds it beside transient (target "
+                           "transient_fixture)"
+                         : "transient failed its own scenario: run the drill again on a quieter machine; if it "
+                           "fails again, report it with the output of 'transient drill --json'";
+    }
+  }
+  return rows;
+}
+
+// "PASS (detail)" for one row, "PASS; FAIL (detail; detail)" for several.
+std::string rows_text(const std::vector<scenario_result>& rows) {
+  std::string words;
+  std::string details;
+  for (const auto& r : rows) {
+    words += (words.empty() ? "" : "; ") + (r.passed ? std::string("PASS") : std::string("FAIL"));
+    details += (details.empty() ? "" : "; ") + r.detail;
+  }
+  return words + " (" + details + ")";
+}
 
 // Runs the built-in scenarios numbered `chosen` against `transient serve` children.
 int drill_builtin(drill_settings settings, const target_options& output, const std::vector<int>& chosen) {
@@ -244,6 +322,7 @@ int drill_builtin(drill_settings settings, const target_options& output, const s
   }
   progress_line progress;
   std::vector<scenario_result> results;
+  std::vector<int> numbers;  // each row's scenario number
   const auto start = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < scenarios.size(); ++i) {
     const std::string prefix =
@@ -251,31 +330,18 @@ int drill_builtin(drill_settings settings, const target_options& output, const s
     progress.begin(prefix + " ...", drill_scenario_bound);
     settings.deadline = std::chrono::steady_clock::now() + drill_scenario_bound / 2;
     settings.progress = [&](std::string_view text) { progress.show(prefix + ": " + std::string(text)); };
-    scenario_result r;
-    bool no_fixture = false;
-    try {
-      r = scenarios[i].second(settings);
-    } catch (const fixture_missing& e) {
-      r = {scenarios[i].first, false, e.what(), {}, {}, {}, {}};
-      no_fixture = true;
-    } catch (const std::exception& e) {
-      r = {scenarios[i].first, false, std::string("the drill itself failed: ") + e.what(), {}, {}, {}, {}};
+    std::vector<scenario_result> rows = run_rows(scenarios[i], settings);
+    progress.done(prefix + ": " + rows_text(rows));
+    for (auto& r : rows) {
+      numbers.push_back(chosen[i]);
+      results.push_back(std::move(r));
     }
-    if (!r.passed) {
-      r.fix = no_fixture ? "install transient-fixture with the drill: the package ships it in "
-                           "/usr/libexec/transient/; a build tree builds it beside transient (target "
-                           "transient_fixture)"
-                         : "transient failed its own scenario: run the drill again on a quieter machine; if it "
-                           "fails again, report it with the output of 'transient drill --json'";
-    }
-    progress.done(prefix + ": " + (r.passed ? "PASS" : "FAIL") + " (" + r.detail + ")");
-    results.push_back(std::move(r));
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (output.json) {
     std::cout << drill_json(results, seconds, settings.quick);
   } else {
-    std::cout << drill_table(results, seconds, chosen);
+    std::cout << drill_table(results, seconds, numbers);
   }
   if (!output.svg_path.empty()) {
     std::ofstream out(output.svg_path);

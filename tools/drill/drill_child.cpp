@@ -471,6 +471,17 @@ void serve_child::send(int signal) const noexcept {
 }
 
 std::optional<int> serve_child::wait_exit(std::chrono::milliseconds timeout) {
+  const bool reaped_before = status_.has_value();
+  if (reap(timeout) && !reaped_before) {
+    // The exit closed the pipes, but the reader may not have read their last bytes yet:
+    // wait (bounded) until it has, so stderr_text() after wait_exit() holds all of it.
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, std::chrono::seconds(2), [this] { return drained_; });
+  }
+  return status_;
+}
+
+std::optional<int> serve_child::reap(std::chrono::milliseconds timeout) {
   if (status_) {
     return status_;
   }
@@ -481,10 +492,6 @@ std::optional<int> serve_child::wait_exit(std::chrono::milliseconds timeout) {
     if (r == pid_) {
       exited_at_ = clock::now();
       status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      // The exit closed the pipes, but the reader may not have read their last bytes yet:
-      // wait (bounded) until it has, so stderr_text() after wait_exit() holds all of it.
-      std::unique_lock lock(mutex_);
-      changed_.wait_for(lock, std::chrono::seconds(2), [this] { return drained_; });
       return status_;
     }
     const auto now = clock::now();

@@ -145,7 +145,10 @@ class serve_child {
   std::vector<pid_t> stop_group(std::chrono::milliseconds grace);
   /// Waits for the exit; returns the exit status (128 + signal if killed), nullopt on timeout.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
-  /// When the exit was observed (valid after wait_exit succeeded).
+  /// Waits for the exit as wait_exit does, but not for the output's last bytes: a successor
+  /// that inherited the child's stdout and stderr (serve's in-place upgrade) keeps them open.
+  std::optional<int> reap(std::chrono::milliseconds timeout);
+  /// When the exit was observed (valid after wait_exit or reap succeeded).
   [[nodiscard]] clock::time_point exited_at() const noexcept { return exited_at_; }
 
  private:

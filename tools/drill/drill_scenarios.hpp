@@ -60,6 +60,13 @@ scenario_result run_overload(const drill_settings& s);
 /// clients one after another; all served, and serve logs at most 2 lines during the churn.
 scenario_result run_churn(const drill_settings& s);
 
+/// 10. Restart under load: continuous short and keep-alive requests while serve upgrades in place
+/// (SIGHUP) 20 times (--quick 5), then, as the contrast, while it is stopped and started again
+/// on the same port as often. Two rows: the upgrade's (no request refused, reset or unanswered,
+/// no descriptor or process left behind, the load running through every restart) and the
+/// contrast's, whose losses are shown, not judged.
+std::vector<scenario_result> run_restart(const drill_settings& s);
+
 namespace drill_detail {
 
 /// Records a child's runnable % (on a CPU or waiting for one, schedstat) and a live-connection

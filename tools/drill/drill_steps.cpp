@@ -339,14 +339,33 @@ burst_result client_burst(const target_settings& s, const target_server& server,
   return r;
 }
 
+namespace {
+
+// Sends requests on `fd`, each after the answer to the one before, until the server closes it
+// or `deadline`; true if it closed.
+bool closed_after_next_requests(int fd, clock::time_point deadline) {
+  constexpr milliseconds answer_wait{50};
+  while (clock::now() < deadline) {
+    (void)send_request(fd);
+    const auto left = std::max(std::chrono::ceil<milliseconds>(deadline - clock::now()), milliseconds(0));
+    if (wait_closed(fd, std::min(left, answer_wait))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 sigterm_result sigterm_and_wait_closed(const target_server& server, const std::vector<unique_fd>& held,
-                                       clock::time_point deadline) {
+                                       clock::time_point deadline, bool next_request) {
   sigterm_result r;
   r.sent = clock::now();
   server.signal(SIGTERM);
   for (const auto& fd : held) {
     const auto left = std::max(std::chrono::ceil<milliseconds>(deadline - clock::now()), milliseconds(0));
-    r.closed += wait_closed(fd.get(), left) ? 1 : 0;
+    const bool closed = next_request ? closed_after_next_requests(fd.get(), deadline) : wait_closed(fd.get(), left);
+    r.closed += closed ? 1 : 0;
   }
   r.stop_ms = ms_since(r.sent);
   return r;

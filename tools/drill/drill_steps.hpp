@@ -114,8 +114,12 @@ struct sigterm_result {
 };
 
 /// Sends SIGTERM to the target and waits until `deadline` at most for each of `held` to close.
+/// With `next_request` (HTTP keep-alive connections), each then sends its next request, again
+/// after each answer, as a client that keeps using its connection: a draining server answers it
+/// (with Connection: close) and closes, where one that drains by waiting for idle connections to
+/// close themselves would hold them until its drain timeout.
 sigterm_result sigterm_and_wait_closed(const target_server& server, const std::vector<unique_fd>& held,
-                                       std::chrono::steady_clock::time_point deadline);
+                                       std::chrono::steady_clock::time_point deadline, bool next_request);
 
 /// What became of a client from another address while one address held idle connections.
 struct slow_attack_result {

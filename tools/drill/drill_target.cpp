@@ -1,4 +1,4 @@
-// `transient drill --target COMMAND`: the command line, the run of the six scenarios against
+// `transient drill --target COMMAND`: the command line, the run of the seven scenarios against
 // the target and against `transient serve` (the reference), and the report card.
 #include "drill_target.hpp"
 
@@ -19,6 +19,24 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
+// Splits o.restart_text (if given) into o.settings.restart; the problem ("" if none) says why
+// it cannot be run.
+std::string resolve_restart(target_options& o) {
+  if (o.restart_text.empty()) {
+    return {};
+  }
+  std::string problem;
+  const auto words = split_words(o.restart_text, problem);
+  if (!words) {
+    return "--restart: " + problem;
+  }
+  if (resolve_program(words->front()).empty()) {
+    return "--restart: cannot run '" + words->front() + "': not found or not executable";
+  }
+  o.settings.restart = *words;
+  return {};
+}
+
 // Splits o.command_text into o.settings.command; the problem ("" if none) says why it
 // cannot be run.
 std::string resolve_command(target_options& o) {
@@ -33,7 +51,7 @@ std::string resolve_command(target_options& o) {
     return "cannot run '" + words->front() +
            "': " + (words->front().find('/') == std::string::npos ? "not found in PATH" : "no such executable file");
   }
-  return {};
+  return resolve_restart(o);
 }
 
 // The hint for a command without {port}: the drill cannot tell the server where to listen.
@@ -48,13 +66,14 @@ bool has_port(const std::vector<std::string>& words) {
 }
 
 using scenario = scenario_result (*)(const target_settings&);
-constexpr std::array<std::pair<const char*, scenario>, 6> all_scenarios{{
+constexpr std::array<std::pair<const char*, scenario>, 7> all_scenarios{{
     {"exhaustion and recovery", &run_target_exhaustion},
     {"CPU and log while exhausted", &run_target_exhausted_cost},
     {"backpressure", &run_target_backpressure},
     {"clean stop", &run_target_clean_stop},
     {"slow clients", &run_target_slow_clients},
     {"overload", &run_target_overload},
+    {"restart", &run_target_restart},
 }};
 
 // Runs the chosen scenarios against `s`, with progress lines prefixed by `who`.
@@ -132,6 +151,9 @@ int drill_target(target_options o) {
     reference.command = {self_path(), "serve", "--listen", "127.0.0.1:{port}"};
     reference.label = "transient serve";
     reference.log_files.clear();
+    if (!reference.restart.empty()) {
+      reference.restart = {"kill", "-HUP", "{pid}"};  // serve's in-place upgrade
+    }
     card.reference = run_all(reference, o.scenarios, "reference", progress);
   }
   kill_strays();

@@ -1,6 +1,6 @@
 // `transient drill --target COMMAND`: the drill's questions put to any server's accept loop.
 // The drill starts the target itself (a free loopback port in place of `{port}`, RLIMIT_NOFILE
-// low in soft and hard limit, a process group of its own), runs six scenarios against it,
+// low in soft and hard limit, a process group of its own), runs seven scenarios against it,
 // each with a fresh target, and judges each against the named thresholds below.
 #pragma once
 
@@ -62,6 +62,9 @@ struct target_settings {
   std::vector<std::string> log_files;                ///< --log FILE, counted with its output.
   bool quick = false;                                ///< Shorter waits, fewer trials.
   std::function<void(std::string_view)> progress;    ///< Progress notes (may be empty).
+  /// --restart: the words of the command that restarts the server (scenario 7), `{pid}` and
+  /// `{port}` replaced; empty: no --restart, the scenario is skipped.
+  std::vector<std::string> restart;
   /// When the scenario must end its work (set per scenario: now + target_scenario_bound).
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
@@ -167,15 +170,20 @@ scenario_result run_target_slow_clients(const target_settings& s);
 /// 6. Overload: 1,000 clients (--quick 300) at once, each with a 1 s deadline: answered in
 /// time, answered after the client had gone (waste), connect dropped, no answer.
 scenario_result run_target_overload(const target_settings& s);
+/// 7. Restart under load: short and keep-alive requests while s.restart runs 20 times (--quick
+/// 5): refused, reset and unanswered requests, and the descriptors of the processes listening
+/// on the port before and after. Skipped without s.restart.
+scenario_result run_target_restart(const target_settings& s);
 
 /// What `transient drill --target ...` asks (drill's option table, drill.cpp, fills it).
 struct target_options {
-  target_settings settings;                      ///< settings.command is filled from command_text.
-  std::string command_text;                      ///< --target COMMAND, as given.
-  bool reference = true;                         ///< Without --no-reference: drill `transient serve` too.
-  bool json = false;                             ///< --json.
-  std::string svg_path;                          ///< --svg FILE ("": none).
-  std::vector<int> scenarios{1, 2, 3, 4, 5, 6};  ///< --scenarios, each once.
+  target_settings settings;                         ///< settings.command is filled from command_text.
+  std::string command_text;                         ///< --target COMMAND, as given.
+  std::string restart_text;                         ///< --restart CMD, as given ("": none).
+  bool reference = true;                            ///< Without --no-reference: drill `transient serve` too.
+  bool json = false;                                ///< --json.
+  std::string svg_path;                             ///< --svg FILE ("": none).
+  std::vector<int> scenarios{1, 2, 3, 4, 5, 6, 7};  ///< --scenarios, each once.
 };
 
 /// `transient drill --target ...` as `o` asks. Returns the exit status (2: the command cannot

@@ -95,6 +95,21 @@ std::string target_fix(const std::string& verdict) {
        "do not serve a connection that waited in the accept queue longer than your clients wait: shed it at "
        "accept (transient: max_queue_wait), and keep the backlog near what you serve within a client's timeout"},
       {"UNANSWERED", "answer every connection you accept, if only with a 503, before your clients' timeout"},
+      {"RESTART LOSS",
+       "restart without closing the listener: hand it to the new process (transient's hand_over_listeners, "
+       "systemd's file descriptor store, nginx's binary upgrade), stop accepting only once the new process "
+       "accepts, and answer every request already read, and the next one on each keep-alive connection, "
+       "with Connection: close before closing it"},
+      {"LEFT DESCRIPTORS",
+       "close in the new process what the old one handed over and it does not use (the handover "
+       "channel, duplicates), and let each old process exit"},
+      {"NO LOAD",
+       "the load saw no answer across a restart, so nothing was judged: run the drill on a quieter "
+       "machine, or check that the server answers GET / between restarts"},
+      {"RESTART FAILED",
+       "make the --restart command succeed on its own first (exit status 0); {pid} is the "
+       "server's pid, {port} its port"},
+      {"DOWN", "the server did not answer again after the restart command: check its log for why"},
   };
   std::string out;
   for (const auto& [word, fix] : fixes) {
@@ -112,29 +127,34 @@ std::string target_fix(const std::string& verdict) {
 std::vector<std::pair<std::string, std::string>> target_threshold_lines() {
   using namespace target_threshold;
   const auto number = [](double v) { return std::to_string(static_cast<long long>(v)); };
-  return {
-      {"spin",
-       "the process group is runnable (on a CPU or waiting for one, /proc/PID/task/*/schedstat) more "
-       "than " +
-           number(spin_runnable_percent) + " % of the time, or on a CPU more than " + number(spin_cpu_percent) +
-           " %, while exhausted"},
-      {"flood", "more than " + number(flood_lines_per_s) + " log lines a second while exhausted"},
-      {"late", "a waiting client served more than " + ms_text(late_recovery) +
-                   " after a release (worst trial), not counting time the target and the drill waited for a CPU"},
-      {"stuck", "no client served within " + ms_text(stuck_after_release) + " of a release"},
-      {"dead", "the server exited while exhausted"},
-      {"lost", "a client of the backpressure scenario reset, closed or not served"},
-      {"ignores sigterm",
-       "the process, or whatever holds its port, still runs (listens) " + ms_text(stop_within) + " after SIGTERM"},
-      {"unclean stop", "connections not closed or no exit within " + ms_text(stop_within) +
-                           " of SIGTERM, an exit status other than 0 or SIGTERM's, or processes left"},
-      {"cannot fill",
-       "the drill could not fill the server's descriptor table (it closes what it answered, "
-       "or the scenario's time ran out): nothing was judged"},
-      {"starved", "a client from another address not served within " + ms_text(other_address_within) +
-                      " while slow clients hold connections"},
-      {"waste", "overload: a client answered after its 1 s deadline, when it had gone"},
-      {"unanswered", "overload: a connected client never answered (closed, reset or silent until the watch ended)"}};
+  return {{"spin",
+           "the process group is runnable (on a CPU or waiting for one, /proc/PID/task/*/schedstat) more "
+           "than " +
+               number(spin_runnable_percent) + " % of the time, or on a CPU more than " + number(spin_cpu_percent) +
+               " %, while exhausted"},
+          {"flood", "more than " + number(flood_lines_per_s) + " log lines a second while exhausted"},
+          {"late", "a waiting client served more than " + ms_text(late_recovery) +
+                       " after a release (worst trial), not counting time the target and the drill waited for a CPU"},
+          {"stuck", "no client served within " + ms_text(stuck_after_release) + " of a release"},
+          {"dead", "the server exited while exhausted"},
+          {"lost", "a client of the backpressure scenario reset, closed or not served"},
+          {"ignores sigterm",
+           "the process, or whatever holds its port, still runs (listens) " + ms_text(stop_within) + " after SIGTERM"},
+          {"unclean stop", "connections not closed or no exit within " + ms_text(stop_within) +
+                               " of SIGTERM, an exit status other than 0 or SIGTERM's, or processes left"},
+          {"cannot fill",
+           "the drill could not fill the server's descriptor table (it closes what it answered, "
+           "or the scenario's time ran out): nothing was judged"},
+          {"starved", "a client from another address not served within " + ms_text(other_address_within) +
+                          " while slow clients hold connections"},
+          {"waste", "overload: a client answered after its 1 s deadline, when it had gone"},
+          {"unanswered", "overload: a connected client never answered (closed, reset or silent until the watch ended)"},
+          {"restart loss",
+           "restart: a request refused, reset, or without an answer (EOF, or none within 2 s) while the "
+           "--restart command ran"},
+          {"left descriptors",
+           "restart: the processes listening on the port hold more descriptors after the restarts "
+           "than before"}};
 }
 
 std::optional<std::vector<std::string>> split_words(std::string_view text, std::string& problem) {

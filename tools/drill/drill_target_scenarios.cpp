@@ -126,14 +126,15 @@ struct stop_facts {
 };
 
 // Sends SIGTERM and gathers the facts, then kills what is left: the group, and escaped holders.
-stop_facts stop_target(target_server& server, const std::vector<unique_fd>& held) {
+// Over HTTP the held connections keep sending requests after the signal (sigterm_and_wait_closed).
+stop_facts stop_target(target_server& server, const std::vector<unique_fd>& held, bool http) {
   stop_facts f;
   serve_child& child = *server.process();
   const std::uint16_t port = server.port();
   f.descriptors_before = open_descriptors(server.pid());
   const auto deadline = clock::now() + target_threshold::stop_within;
   const auto left = [&] { return std::max(std::chrono::ceil<milliseconds>(deadline - clock::now()), milliseconds(0)); };
-  f.term = sigterm_and_wait_closed(server, held, deadline);
+  f.term = sigterm_and_wait_closed(server, held, deadline, http);
   f.status = child.wait_exit(left());
   f.exit_ms = f.status ? std::chrono::duration<double, std::milli>(child.exited_at() - f.term.sent).count() : NAN;
   f.descriptors_left = f.status ? 0 : open_descriptors(server.pid());
@@ -322,7 +323,7 @@ scenario_result run_target_clean_stop(const target_settings& s) {
     }
   }
   note(s, std::to_string(held.size()) + " connections open; sending SIGTERM");
-  const stop_facts f = stop_target(server, held);
+  const stop_facts f = stop_target(server, held, s.protocol == target_protocol::http);
   r.figures = {{"connections", static_cast<double>(held.size())},
                {"connections_closed", static_cast<double>(f.term.closed)},
                {"stop_ms", f.term.closed == held.size() ? f.term.stop_ms : NAN},

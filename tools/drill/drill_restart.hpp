@@ -1,0 +1,118 @@
+// The restart scenario (the built-in drill's scenario 10, --target's scenario 7): continuous
+// load against one server while it restarts, each request counted by how it ended, seen from
+// outside. The load itself (this header's first half) needs nothing but sockets, so that a test
+// can run it against servers it controls.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "transient/sockets/endpoint.hpp"
+#include "transient/sockets/unique_fd.hpp"
+
+namespace transient::tool {
+
+/// How one request of the restart load ended. Each request ends in exactly one of these.
+enum class request_end : unsigned char {
+  answered,    ///< A complete HTTP response arrived.
+  refused,     ///< The connect failed with ECONNREFUSED: nothing listened.
+  reset,       ///< ECONNRESET or EPIPE, at connect, send or receive.
+  unanswered,  ///< EOF, or the request's deadline, before a complete response.
+  not_sent,    ///< The drill could not open a connection itself (no local port, no descriptor).
+};
+
+/// The requests of a restart load, by how they ended.
+struct request_counts {
+  std::uint64_t answered = 0;    ///< request_end::answered.
+  std::uint64_t refused = 0;     ///< request_end::refused.
+  std::uint64_t reset = 0;       ///< request_end::reset.
+  std::uint64_t unanswered = 0;  ///< request_end::unanswered.
+  std::uint64_t not_sent = 0;    ///< request_end::not_sent: the drill's own failures, not the server's.
+  /// Refused, reset and unanswered: the requests a restart lost.
+  [[nodiscard]] std::uint64_t lost() const noexcept { return refused + reset + unanswered; }
+};
+
+/// How the restart load runs.
+struct load_shape {
+  int short_threads = 2;                     ///< Threads of short connections (connect, GET /, close).
+  int keepalive_threads = 2;                 ///< Threads of one keep-alive connection each.
+  std::chrono::milliseconds deadline{2000};  ///< Each request's deadline, from its connect or send.
+  /// A thread whose request was lost waits this long before the next, so that a server that
+  /// is down is counted in refusals a few a millisecond at most, not as fast as connect fails.
+  std::chrono::milliseconds pause_after_loss{10};
+};
+
+/// One short connection to `at`: connect, GET /, read the whole response, close.
+[[nodiscard]] request_end short_request(const endpoint& at, std::chrono::milliseconds deadline);
+
+/// One keep-alive client: requests back to back on one connection, a new connection after the
+/// server closed it (Connection: close, or EOF while idle after a complete answer) or lost a
+/// request on it.
+class keepalive_client {
+ public:
+  /// A client of `at`; it connects at its first request.
+  explicit keepalive_client(const endpoint& at) : at_(at) {}
+  /// Sends the next request (connecting first if needed) and waits at most `deadline` for it.
+  request_end next(std::chrono::milliseconds deadline);
+
+ private:
+  endpoint at_;
+  unique_fd fd_;
+};
+
+/// The restart load: short_threads and keepalive_threads threads, each sending requests back
+/// to back until stopped, every request counted. Counts can be read while it runs.
+class restart_load {
+ public:
+  /// Starts the threads against `at`.
+  restart_load(const endpoint& at, const load_shape& shape);
+  /// Stops and joins the threads (each within its request's deadline).
+  ~restart_load();
+  restart_load(const restart_load&) = delete;
+  restart_load& operator=(const restart_load&) = delete;
+  /// The counts so far.
+  [[nodiscard]] request_counts counts() const noexcept;
+  /// Stops the threads, waits for their last requests, and returns the final counts.
+  request_counts stop();
+
+ private:
+  void count(request_end end) noexcept;
+  void run_short();
+  void run_keepalive();
+
+  endpoint at_;
+  load_shape shape_;
+  std::array<std::atomic<std::uint64_t>, 5> counts_{};
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+/// Lets `load` run between two restarts, so that each starts with the load flowing: at least
+/// 100 ms, and until it answered 50 more requests (2 s at most). False if it answered fewer.
+bool run_between_restarts(const restart_load& load);
+
+/// The descriptors `pid` has open (/proc/PID/fd entries); -1 if unreadable.
+[[nodiscard]] int open_descriptors(pid_t pid);
+
+/// A handover line of an upgraded serve: "upgrade: first accept X ms after the signal to PID N".
+struct handover_line {
+  double ms = 0;  ///< X: from the old process's signal to the successor's first accept.
+  pid_t old = 0;  ///< N: the process that was signalled.
+};
+
+/// `line` read as a handover_line; nullopt if it is not one.
+[[nodiscard]] std::optional<handover_line> parse_handover_line(const std::string& line);
+
+/// The successor named by an old serve's line "upgrade: PID N took over ..."; nullopt if `line`
+/// is not one.
+[[nodiscard]] std::optional<pid_t> parse_took_over_line(const std::string& line);
+
+}  // namespace transient::tool
