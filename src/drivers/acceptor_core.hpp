@@ -113,6 +113,7 @@ struct acceptor_core : release_observer {
   std::atomic<bool> stop_requested{false};  // any thread
   bool timed = false;                       // the driver's timer() is due at `until`
   bool done = false;
+  bool quiet = false;  // a stop that calls no handler: a failure of the driver's own, the destructor
   time_point until{};
   std::error_code last_accept_error;  // what exhausted us, for a stall diagnosis
   std::uint64_t refusals_failed = 0;
@@ -261,6 +262,7 @@ struct acceptor_core : release_observer {
     if (done) {
       return;
     }
+    quiet = true;
     try {
       policy.request_stop();
       driver().finish(policy.on_stop(clock::now()), clock::now());

@@ -701,6 +701,10 @@ std::uint32_t accept_policy::batch() const noexcept {
   return static_cast<std::uint32_t>(std::min<std::uint64_t>(beyond, unbounded_batch));
 }
 
+bool accept_policy::serves_late() const noexcept {
+  return state_ == state::stopped && budget_.live() < budget_.max_connections();
+}
+
 bool accept_policy::paused() const noexcept {
   return state_ == state::paused_capacity || state_ == state::paused_backoff || state_ == state::draining;
 }

@@ -1124,9 +1124,12 @@ TEST_F(PolicySpec, AResultThatComesAfterTheStopIsServedIfAPlaceIsFreeElseShed) {
   accept_policy& policy = ready_policy(2, config());
   static_cast<void>(policy.on_accept_result(now, first));
   ASSERT_TRUE(first);
+  EXPECT_FALSE(policy.serves_late()) << "not stopped";
   EXPECT_EQ(policy.on_stop(now).next, step::stop);
+  EXPECT_TRUE(policy.serves_late());
   permit late;
   decision d = policy.on_accept_result(now, late);
+  EXPECT_FALSE(policy.serves_late()) << "the budget is full";
   EXPECT_EQ(d.next, step::stop);
   EXPECT_FALSE(d.shed_accepted);
   EXPECT_TRUE(late) << "a place is free";

@@ -304,6 +304,10 @@ class accept_policy {
   /// completions already in flight when the budget fills may take. A query, not a field of
   /// the decision: a readiness driver, which never reads it, does not pay for it.
   [[nodiscard]] std::uint32_t batch() const noexcept;
+  /// After the stop: true if a connection accepted now would be served (a place is free), as
+  /// on_accept_result serves a request's late completion. A driver that looks at the backlog
+  /// once more as it stops asks this first, so that it takes no client it would have to shed.
+  [[nodiscard]] bool serves_late() const noexcept;
   /// How accepting is going.
   [[nodiscard]] policy_health health() const noexcept;
   /// True if the driver measures each connection's wait in the accept queue (max_queue_wait > 0).

@@ -38,6 +38,8 @@ constexpr int accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
 // How long a stopping acceptor waits for its cancelled accept's last completion, whose
 // descriptors (connections the ring took meanwhile) it must shed rather than leak.
 constexpr auto settle_limit = std::chrono::seconds(1);
+// The most a stopping acceptor takes from the backlog after its last completion (sweep()).
+constexpr std::uint32_t sweep_limit = 16;
 
 std::string disabled_setting() {
   std::ifstream in("/proc/sys/kernel/io_uring_disabled");
@@ -112,7 +114,6 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
   io_uring ring{};
   std::optional<std::uint64_t> epoll_tag;  // the ring's epoll tag, when the acceptor registered it
   bool ring_open = false;
-  bool tearing_down = false;         // the destructor stops the acceptor: it calls no handler then
   bool accept_armed = false;         // the request of `generation` is in the ring (or queued for it)
   bool accept_multishot = false;     // ... and it is a multishot one
   unsigned accepts_outstanding = 0;  // accept requests whose last completion has not come
@@ -269,8 +270,8 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
   }
 
   void accepted(time_point now, unique_fd fd) {
-    if (tearing_down) {
-      return;  // closed: the handler may be gone with the acceptor's owner
+    if (quiet) {
+      return;  // a failure's stop, or the destructor's (the handler may be gone with its owner)
     }
     sockaddr_storage address{};
     socklen_t length = sizeof address;
@@ -375,7 +376,28 @@ struct uring_acceptor::state final : detail::acceptor_core<state> {
     if (conclude(d)) {
       cancel_accept();
       settle(now);
+      if (d.next == step::stop) {
+        sweep(now);  // a clean stop: the clients a failure leaves are the next holder's
+      }
       let_go();
+    }
+  }
+
+  // An accept request waits for its client as an exclusive waiter on the listener: a client
+  // wakes one request. One that a cancel reaches after its wake-up takes no client, and the
+  // client waits in the backlog unseen by every other request already armed on the socket,
+  // until the next client wakes one: a successor that took the listener over, or another
+  // ring sharing it, whose request is older than the cancel. (A request armed after the last
+  // completion looks at the backlog first: arm_accept defers to that.) So the stopping
+  // acceptor looks at the backlog once more, while the stopped policy would serve what it
+  // takes, up to a burst; what is left there is the next holder's, and a client wakes it.
+  void sweep(time_point now) {
+    for (std::uint32_t i = 0; i < sweep_limit && source && !quiet && policy.serves_late(); ++i) {
+      unique_fd fd(sys.accept4(source->native_handle(), nullptr, nullptr, accept_flags));
+      if (!fd) {
+        return;  // EAGAIN: nothing waits; any other error: the listener is no longer ours to read
+      }
+      accepted(now, std::move(fd));
     }
   }
 
@@ -437,7 +459,7 @@ uring_acceptor::~uring_acceptor() {
     return;
   }
   if (!state_->done) {
-    state_->tearing_down = true;
+    state_->quiet = true;
     try {
       state_->policy.request_stop();
       state_->finish(state_->policy.on_stop(clock::now()), clock::now());
