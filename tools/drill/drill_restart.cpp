@@ -22,11 +22,9 @@ namespace {
 using clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-int restarts_for(bool quick) { return quick ? 5 : 20; }
-
 // Two threads of short connections and two keep-alive ones: on two busy cores that is as much
 // load as the machine gives while serve and its successor still get their share.
-constexpr load_shape load{2, 2, milliseconds(2000), milliseconds(10)};
+constexpr load_shape load{};
 // How long one restart may take: the successor's start and handover, the old process's drain.
 constexpr milliseconds restart_bound{10000};
 constexpr milliseconds start_bound{5000};

@@ -50,6 +50,9 @@ struct load_shape {
   std::chrono::milliseconds pause_after_loss{10};
 };
 
+/// How many restarts a restart scenario runs: 20, or 5 with --quick.
+[[nodiscard]] inline int restarts_for(bool quick) { return quick ? 5 : 20; }
+
 /// One short connection to `at`: connect, GET /, read the whole response, close.
 [[nodiscard]] request_end short_request(const endpoint& at, std::chrono::milliseconds deadline);
 

@@ -17,9 +17,8 @@ namespace {
 using clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-int restarts_for(bool quick) { return quick ? 5 : 20; }
-
-constexpr load_shape load{2, 2, milliseconds(2000), milliseconds(10)};
+// The built-in scenario's load (drill_restart.cpp says why this much).
+constexpr load_shape load{};
 // How long the restart command may run, and how long the target may take to answer after it.
 constexpr milliseconds command_bound{10000};
 constexpr milliseconds settle_bound{5000};

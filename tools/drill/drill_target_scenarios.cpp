@@ -1,7 +1,6 @@
 // The five scenarios of `transient drill --target` (see drill_target.hpp), on the steps the
 // built-in scenarios share (drill_steps.hpp). Each starts its own target, is bounded in count
 // and time, and names its verdict after the thresholds.
-#include <dirent.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -14,6 +13,7 @@
 #include <thread>
 
 #include "drill_client.hpp"
+#include "drill_restart.hpp"  // open_descriptors
 #include "drill_steps.hpp"
 #include "transient/sockets/listener.hpp"
 
@@ -31,19 +31,6 @@ scenario_result verdict_of(scenario_result r, std::string verdict, std::string d
   r.verdict = verdict.empty() ? "PASS" : std::move(verdict);
   r.detail = std::move(detail);
   return r;
-}
-
-int open_descriptors(pid_t pid) {
-  DIR* dir = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
-  if (dir == nullptr) {
-    return -1;
-  }
-  int count = 0;
-  while (const dirent* entry = ::readdir(dir)) {
-    count += entry->d_name[0] != '.' ? 1 : 0;
-  }
-  ::closedir(dir);
-  return count;
 }
 
 // The parent of `pid` (field 4 of /proc/PID/stat), 0 if unreadable.
