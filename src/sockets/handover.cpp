@@ -158,32 +158,13 @@ std::error_code receive_exactly(int fd, std::string& bytes, std::size_t size, st
   return {};
 }
 
-// An int option of SOL_SOCKET (-1 with `ec` set on failure).
-int socket_option(int fd, int name, std::error_code& ec) {
-  int value = -1;
-  socklen_t length = sizeof value;
-  if (::getsockopt(fd, SOL_SOCKET, name, &value, &length) != 0) {
-    ec = detail::last_error();
-  }
-  return value;
-}
-
-std::uint64_t cookie_of(int fd, std::error_code& ec) {
-  std::uint64_t cookie = 0;
-  socklen_t length = sizeof cookie;
-  if (::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &length) != 0) {
-    ec = detail::last_error();
-  }
-  return cookie;
-}
-
 // Checks that `fd` is a listening TCP socket: error::not_stream, not_listening, or the errno of
 // a descriptor that is not a socket at all.
 std::error_code check_listening_tcp(int fd) {
   std::error_code ec;
-  const int type = socket_option(fd, SO_TYPE, ec);
-  const int protocol = ec ? -1 : socket_option(fd, SO_PROTOCOL, ec);
-  const int accepting = ec ? -1 : socket_option(fd, SO_ACCEPTCONN, ec);
+  const int type = detail::socket_int_option(fd, SO_TYPE, ec);
+  const int protocol = ec ? -1 : detail::socket_int_option(fd, SO_PROTOCOL, ec);
+  const int accepting = ec ? -1 : detail::socket_int_option(fd, SO_ACCEPTCONN, ec);
   if (ec) {
     return ec;
   }
@@ -202,7 +183,7 @@ std::optional<detail::handover_entry> describe(const listener_offer& offer, std:
   if ((ec = check_listening_tcp(offer.fd))) {
     return std::nullopt;
   }
-  detail::handover_entry entry{std::string(offer.name), cookie_of(offer.fd, ec), {}};
+  detail::handover_entry entry{std::string(offer.name), detail::socket_cookie(offer.fd, ec), {}};
   const endpoint local = ec ? endpoint() : detail::local_endpoint_of(offer.fd, ec);
   if (ec) {
     return std::nullopt;
@@ -272,7 +253,7 @@ bool names_expected(const std::vector<detail::handover_entry>& entries, const st
 // One received descriptor as a listener: the socket `entry` describes (its cookie, its
 // address), a listening TCP socket, the kernel's listener for its address.
 std::optional<listener> adopt_received(unique_fd fd, const detail::handover_entry& entry, std::error_code& ec) {
-  const std::uint64_t cookie = cookie_of(fd.get(), ec);
+  const std::uint64_t cookie = detail::socket_cookie(fd.get(), ec);
   if (ec) {
     return std::nullopt;
   }

@@ -70,4 +70,24 @@ endpoint local_endpoint_of(int fd, std::error_code& ec) noexcept {
   return endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&address), length, ec);
 }
 
+int socket_int_option(int fd, int name, std::error_code& ec) noexcept {
+  int value = 0;
+  socklen_t length = sizeof value;
+  if (::getsockopt(fd, SOL_SOCKET, name, &value, &length) != 0) {
+    ec = last_error();
+    return 0;
+  }
+  return value;
+}
+
+std::uint64_t socket_cookie(int fd, std::error_code& ec) noexcept {
+  std::uint64_t cookie = 0;
+  socklen_t length = sizeof cookie;
+  if (::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &length) != 0) {
+    ec = last_error();
+    return 0;
+  }
+  return cookie;
+}
+
 }  // namespace transient::detail

@@ -2,6 +2,7 @@
 // the port hunt, which must start each candidate with a fresh socket (see open_socket.cpp).
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 #include <system_error>
 
@@ -19,6 +20,13 @@ namespace transient::detail {
 
 /// The local endpoint of a socket (getsockname).
 [[nodiscard]] endpoint local_endpoint_of(int fd, std::error_code& ec) noexcept;
+
+/// An int option of SOL_SOCKET (SO_TYPE, SO_ACCEPTCONN, ...); on failure sets `ec` and returns 0.
+[[nodiscard]] int socket_int_option(int fd, int name, std::error_code& ec) noexcept;
+
+/// The socket's cookie (SO_COOKIE: an identity the kernel never reuses); on failure sets `ec`
+/// and returns 0.
+[[nodiscard]] std::uint64_t socket_cookie(int fd, std::error_code& ec) noexcept;
 
 /// The backlog to use: options.backlog, or the kernel's somaxconn when it is 0 or negative.
 [[nodiscard]] int effective_backlog(const listen_options& options) noexcept;

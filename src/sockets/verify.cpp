@@ -28,15 +28,6 @@ bool same_address(const endpoint& a, const endpoint& b) noexcept {
   return a.family() == b.family() && a.bytes() == b.bytes();
 }
 
-int int_option(int fd, int name, std::error_code& ec) noexcept {
-  int value = 0;
-  socklen_t length = sizeof value;
-  if (::getsockopt(fd, SOL_SOCKET, name, &value, &length) != 0) {
-    ec = detail::last_error();
-  }
-  return value;
-}
-
 verify_report& fail(verify_report& report, error e, std::string message) {
   report.error = e;
   report.message = std::move(message);
@@ -104,14 +95,14 @@ void check_kernel_table(verify_report& report, const listen_table& table, bool r
 verify_report verify_socket(int fd, const endpoint& expected, bool reuse_port_allowed, listen_source source) {
   verify_report report;
   std::error_code ec;
-  const int type = int_option(fd, SO_TYPE, ec);
+  const int type = socket_int_option(fd, SO_TYPE, ec);
   if (ec) {
     report.error = ec;
     report.message = "cannot inspect descriptor " + std::to_string(fd) + ": " + ec.message();
     return report;
   }
   report.stream = type == SOCK_STREAM;
-  report.accepting = int_option(fd, SO_ACCEPTCONN, ec) == 1;
+  report.accepting = socket_int_option(fd, SO_ACCEPTCONN, ec) == 1;
   report.actual = local_endpoint_of(fd, ec);
   if (ec) {
     report.error = ec;
@@ -124,11 +115,8 @@ verify_report verify_socket(int fd, const endpoint& expected, bool reuse_port_al
   if (::fstat(fd, &status) == 0) {
     report.inode = static_cast<std::uint64_t>(status.st_ino);
   }
-  std::uint64_t cookie = 0;
-  socklen_t cookie_length = sizeof cookie;
-  if (::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cookie_length) == 0) {
-    report.cookie = cookie;
-  }
+  std::error_code no_cookie;  // 0: unknown, and the match falls back to the inode
+  report.cookie = socket_cookie(fd, no_cookie);
 
   if (!report.stream) {
     return fail(report, error::not_stream, report.actual.to_string() + " is not a stream (TCP) socket");

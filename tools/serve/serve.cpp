@@ -17,7 +17,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <cstdlib>
@@ -166,14 +165,8 @@ bool same_place(const endpoint& stored, const endpoint& wanted) {
 // `problem`.
 listener stored_listener(std::vector<named_listener>& passed, std::string_view name,
                          const std::optional<endpoint>& wanted, std::string& problem) {
-  const auto found =
-      std::find_if(passed.begin(), passed.end(), [&](const named_listener& n) { return n.name == name; });
-  if (found == passed.end()) {
-    return {};
-  }
-  listener l = std::move(found->socket);
-  passed.erase(found);
-  if (wanted && !same_place(l.local_endpoint(), *wanted)) {
+  listener l = take_listener(passed, name);
+  if (l && wanted && !same_place(l.local_endpoint(), *wanted)) {
     problem = "the listener \"" + std::string(name) + "\" systemd passed from its store is on " +
               l.local_endpoint().to_string() + ", not on " + wanted->to_string() +
               " as the options say (remove it from the store, or give the address it has)";
@@ -202,6 +195,7 @@ listener listeners_from_store(const serve_settings& s, listener& metrics, std::s
   if (!problem.empty() || http) {
     return http;
   }
+  std::erase_if(passed, [](const named_listener& n) { return !n.socket.is_open(); });  // what was taken
   if (passed.size() != 1 || s.listen_given) {
     problem = "systemd passed " + std::to_string(passed.size()) +
               " socket(s) (LISTEN_FDS) and none named \"http\" (the name --fd-store stores serve's listener under)";
@@ -609,6 +603,16 @@ void say_budget(const serve_settings& s, const fd_limit_raise& raised, const pol
             << (s.max_connections == 0 ? " (auto: the limit less a headroom)" : "") << std::endl;
 }
 
+// serve's listeners under their names, for the store and for a successor: "http", and
+// "metrics" with --metrics (metrics_fd -1 without).
+std::vector<listener_offer> offers_of(int http_fd, int metrics_fd) {
+  std::vector<listener_offer> offers{{http_name, http_fd}};
+  if (metrics_fd >= 0) {
+    offers.push_back({metrics_name, metrics_fd});
+  }
+  return offers;
+}
+
 // --fd-store: the listeners go into systemd's file descriptor store (when NOTIFY_SOCKET is set),
 // so that the next start gets them back, clients queued and all. A failure is said, not fatal:
 // serve serves as without the store.
@@ -616,12 +620,8 @@ void store_listeners(const serve_settings& s, int http_fd, int metrics_fd) {
   if (!s.fd_store || std::getenv("NOTIFY_SOCKET") == nullptr) {
     return;
   }
-  std::vector<listener_offer> offers{{http_name, http_fd}};
-  if (metrics_fd >= 0) {
-    offers.push_back({metrics_name, metrics_fd});
-  }
   std::error_code ec;
-  store_listeners_in_systemd(offers, ec);
+  store_listeners_in_systemd(offers_of(http_fd, metrics_fd), ec);
   if (ec) {
     log_line("--fd-store: could not store the listeners in systemd's file descriptor store: " + ec.message());
   }
@@ -631,13 +631,7 @@ void store_listeners(const serve_settings& s, int http_fd, int metrics_fd) {
 // the metrics port hold them until they stop), and the drain once the successor serves.
 upgrade_hooks upgrade_hooks_of(serving& group, int http_fd, int metrics_fd) {
   upgrade_hooks hooks;
-  hooks.offers = [http_fd, metrics_fd] {
-    std::vector<listener_offer> offers{{http_name, http_fd}};
-    if (metrics_fd >= 0) {
-      offers.push_back({metrics_name, metrics_fd});
-    }
-    return offers;
-  };
+  hooks.offers = [http_fd, metrics_fd] { return offers_of(http_fd, metrics_fd); };
   hooks.stopping = [&group] { return stop_signals.load() > 0 || group.stopping(); };
   hooks.drain = [&group] { group.drain(); };
   hooks.log = &log_line;
