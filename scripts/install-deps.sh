@@ -12,6 +12,8 @@ packages=(
   libboost-dev                             # the Boost.Asio adapter's tests (1.74 here; libboost1.81-dev conflicts with it)
   man-db                                   # the Debian package test renders the man page
   systemd                                  # systemd-socket-activate: serve's socket activation test
+  haproxy                                  # the drill's fleet scenario: a real load balancer (run as a plain process)
+  prometheus                               # promtool: checks serve's metrics, the alert rules and their unit tests
   clang clang-format clang-tidy libclang-rt-14-dev  # clang build, formatting, lint, libFuzzer
 )
 missing=()
