@@ -278,6 +278,7 @@ std::unique_ptr<metrics_endpoint> start_metrics(listener l, std::function<std::s
   return std::make_unique<metrics_endpoint>(std::move(l), std::move(text), std::move(health));
 }
 
+// The agent port on `l` (none without --agent), after a line that says where.
 std::unique_ptr<agent_endpoint> start_agent(listener l, std::function<std::string()> line) {
   if (!l) {
     return nullptr;
