@@ -177,13 +177,13 @@ std::string_view read_link(int directory, const char* name, std::array<char, 409
   return n > 0 ? std::string_view(buffer.data(), static_cast<std::size_t>(n)) : std::string_view{};
 }
 
-// Lists /proc/self/fd from an open directory descriptor with getdents64, which, unlike
-// readdir, needs no allocation of a DIR (and so no new descriptor). /proc regenerates the
-// listing when read again from offset 0.
-void census_from_directory(int directory, int skip_fd, census_builder& builder) {
+// Calls `each(fd, name)` for every descriptor listed in /proc/self/fd but `skip_fd`, from an open
+// directory descriptor with getdents64, which, unlike readdir, needs no allocation of a DIR
+// (and so no new descriptor). /proc regenerates the listing when read again from offset 0.
+template <typename Each>
+void list_directory(int directory, int skip_fd, Each each) {
   ::lseek(directory, 0, SEEK_SET);
   alignas(8) std::array<char, 8192> entries{};
-  std::array<char, 4096> link{};
   for (;;) {
     const long n = ::syscall(SYS_getdents64, directory, entries.data(), entries.size());
     if (n <= 0) {
@@ -197,32 +197,45 @@ void census_from_directory(int directory, int skip_fd, census_builder& builder) 
       offset += record_length;
       int fd = -1;
       const std::string_view text(name);
-      if (std::from_chars(text.data(), text.data() + text.size(), fd).ec != std::errc{} || fd == skip_fd) {
-        continue;  // "." and ".."
+      if (std::from_chars(text.data(), text.data() + text.size(), fd).ec == std::errc{} && fd != skip_fd) {
+        each(fd, name);  // not "." or ".."
       }
-      const std::string_view target = read_link(directory, name, link);
-      builder.add(fd, worth_counting_target(target) ? target : std::string_view{});
     }
   }
 }
 
-// Without a descriptor to list /proc/self/fd, ask every descriptor number. readlink() on a
-// /proc path needs no descriptor either.
+void census_from_directory(int directory, int skip_fd, census_builder& builder) {
+  std::array<char, 4096> link{};
+  list_directory(directory, skip_fd, [&](int fd, const char* name) {
+    const std::string_view target = read_link(directory, name, link);
+    builder.add(fd, worth_counting_target(target) ? target : std::string_view{});
+  });
+}
+
+// Without a descriptor to list /proc/self/fd, ask every descriptor number below `limit`:
+// `each(fd)` for those open.
+template <typename Each>
+void probe_descriptors(std::uint64_t limit, Each each) {
+  const auto end = std::min(limit, max_probed_descriptors);
+  for (std::uint64_t fd = 0; fd < end; ++fd) {
+    if (::fcntl(static_cast<int>(fd), F_GETFD) != -1) {
+      each(static_cast<int>(fd));
+    }
+  }
+}
+
+// readlink() on a /proc path needs no descriptor either.
 void census_by_probing(std::uint64_t limit, census_builder& builder) {
   std::array<char, 4096> link{};
   constexpr std::string_view prefix = "/proc/self/fd/";
   std::array<char, 48> path{};
   std::ranges::copy(prefix, path.begin());
-  const auto end = std::min(limit, max_probed_descriptors);
-  for (std::uint64_t fd = 0; fd < end; ++fd) {
-    if (::fcntl(static_cast<int>(fd), F_GETFD) == -1) {
-      continue;
-    }
+  probe_descriptors(limit, [&](int fd) {
     char* const tail = std::to_chars(path.data() + prefix.size(), path.data() + path.size() - 1, fd).ptr;
     *tail = '\0';
     const std::string_view target = read_link(AT_FDCWD, path.data(), link);
-    builder.add(static_cast<int>(fd), worth_counting_target(target) ? target : std::string_view{});
-  }
+    builder.add(fd, worth_counting_target(target) ? target : std::string_view{});
+  });
 }
 
 }  // namespace
@@ -274,6 +287,22 @@ fd_census take_fd_census(const diagnosis_fds& fds) {
   census_by_probing(current_fd_limits().hard, builder);
   return std::move(builder).finish(std::string("probed descriptor numbers (could not open /proc/self/fd: ") +
                                    std::strerror(open_error) + ")");
+}
+
+std::size_t count_open_fds(const diagnosis_fds& fds) noexcept {
+  std::size_t count = 0;
+  const auto add = [&count](auto&&...) { ++count; };
+  if (fds.fd_directory() >= 0) {
+    list_directory(fds.fd_directory(), -1, add);
+    return count;
+  }
+  const unique_fd directory(::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (directory) {
+    list_directory(directory.get(), directory.get(), add);
+  } else {
+    probe_descriptors(current_fd_limits().hard, add);
+  }
+  return count;
 }
 
 fd_limits current_fd_limits() noexcept {

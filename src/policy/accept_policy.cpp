@@ -48,6 +48,13 @@ std::string_view to_string(health_state s) noexcept {
   return "unknown";
 }
 
+std::string_view state_name(const policy_health& h) noexcept {
+  if (h.state == health_state::stopped && h.error == condition::stalled) {
+    return "stalled";
+  }
+  return to_string(h.state);
+}
+
 std::error_code validate(const accept_policy_config& config) noexcept {
   const bool bad = config.accepts_per_ready == 0 || !setting_in_range(config.stall_timeout) ||
                    !setting_in_range(config.summary_interval) || !setting_in_range(config.quiet_period) ||

@@ -104,6 +104,14 @@ class writer {
     out_ += '\n';
   }
 
+  void gauge(std::string_view name, double number) {
+    sample_start(name, {}, {});
+    char buffer[40];
+    const auto result = std::to_chars(buffer, buffer + sizeof buffer, number);
+    out_.append(buffer, result.ptr);
+    out_ += '\n';
+  }
+
   // A histogram bucket's line: NAME_bucket{le="SECONDS"} COUNT ("+Inf" for the last).
   void bucket(std::string_view name, std::optional<std::chrono::milliseconds> le, std::uint64_t count) {
     name_line(name);
@@ -129,9 +137,12 @@ class writer {
     const auto result = std::to_chars(buffer, buffer + sizeof buffer, secs);
     out_.append(buffer, result.ptr);
   }
+  // Names without a prefix (the standard process_* ones) are written as they are.
   void name_line(std::string_view name) {
-    out_ += prefix_;
-    out_ += '_';
+    if (!prefix_.empty()) {
+      out_ += prefix_;
+      out_ += '_';
+    }
     out_ += name;
   }
   void sample_start(std::string_view name, std::string_view label, std::string_view value) {
@@ -150,12 +161,14 @@ class writer {
   std::string out_;
 };
 
-void per_condition(writer& w, std::string_view name, std::string_view help,
-                   const policy_metrics::by_condition& counts) {
+// Every condition of the fixed set, at 0 until it occurs, and any other that occurred.
+template <std::size_t N>
+void per_condition(writer& w, std::string_view name, std::string_view help, const policy_metrics::by_condition& counts,
+                   const std::array<condition, N>& fixed) {
   w.header(name, "counter", help);
   for (const condition c : all_conditions) {
     const std::uint64_t n = counts[static_cast<std::size_t>(c)];
-    if (n != 0) {
+    if (n != 0 || std::ranges::find(fixed, c) != fixed.end()) {
       w.sample(name, "condition", to_string(c), n);
     }
   }
@@ -188,8 +201,10 @@ std::string to_prometheus(const policy_metrics& m, std::string_view prefix, std:
   w.sample("accepted_total", {}, {}, m.accepted);
   w.header("accept_retried_total", "counter", "Accepts retried at once after EINTR.");
   w.sample("accept_retried_total", {}, {}, m.retried);
-  per_condition(w, "accept_skipped_total", "Pending connections that died before accept, skipped.", m.skipped);
-  per_condition(w, "accept_failed_total", "Accept failures that paused or stopped the loop.", m.failed);
+  per_condition(w, "accept_skipped_total", "Pending connections that died before accept, skipped.", m.skipped,
+                accept_skip_conditions);
+  per_condition(w, "accept_failed_total", "Accept failures that paused or stopped the loop.", m.failed,
+                accept_failure_conditions);
   w.header("shed_total", "counter", "Connections shed instead of served.");
   for (std::size_t i = 0; i < shed_reason_count; ++i) {
     w.sample("shed_total", "reason", to_string(static_cast<shed_reason>(i)), m.shed[i]);
@@ -219,6 +234,44 @@ std::string to_prometheus(const policy_metrics& m, std::string_view prefix) {
   std::string text = to_prometheus(m, prefix, ec);
   detail::throw_if(ec, "to_prometheus: invalid metric name prefix");
   return text;
+}
+
+std::string state_to_prometheus(std::string_view state, std::string_view prefix, std::error_code& ec) {
+  if (!valid_prefix(prefix) || std::ranges::find(server_states, state) == server_states.end()) {
+    ec = std::make_error_code(std::errc::invalid_argument);
+    return {};
+  }
+  ec.clear();
+  writer w(prefix);
+  w.header("state", "gauge", "1 for the server's state (as /healthz names it), 0 for each other state.");
+  for (const std::string_view s : server_states) {
+    w.sample("state", "state", s, s == state ? 1 : 0);
+  }
+  return w.take();
+}
+
+std::string state_to_prometheus(std::string_view state, std::string_view prefix) {
+  std::error_code ec;
+  std::string text = state_to_prometheus(state, prefix, ec);
+  detail::throw_if(ec, "state_to_prometheus: unknown state or invalid metric name prefix");
+  return text;
+}
+
+std::string to_prometheus(const process_metrics& m) {
+  writer w({});
+  if (m.open_fds) {
+    w.header("process_open_fds", "gauge", "Number of open file descriptors.");
+    w.sample("process_open_fds", {}, {}, *m.open_fds);
+  }
+  if (m.max_fds) {
+    w.header("process_max_fds", "gauge", "Maximum number of open file descriptors (the soft RLIMIT_NOFILE).");
+    w.sample("process_max_fds", {}, {}, *m.max_fds);
+  }
+  if (m.start_time_seconds) {
+    w.header("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    w.gauge("process_start_time_seconds", *m.start_time_seconds);
+  }
+  return w.take();
 }
 
 }  // namespace transient

@@ -390,6 +390,9 @@ class serving {
                                   std::to_string(fd_soft_limit(ec)) + ": use fewer --threads or raise the limit");
     }
     queue_.emplace(*server_, s.ready_queue_fraction);
+    // The start time is read once and kept: a scrape under exhaustion could not open /proc.
+    std::error_code ignored;
+    (void)read_process_metrics({}, ignored);
   }
 
   // Runs the server until it stops and its loops have drained. Returns 0 for a clean stop, 1
@@ -463,13 +466,16 @@ class serving {
     return h;
   }
 
-  // The server's counters and serve's own, in Prometheus text.
+  // The server's counters and serve's own, its state (as /healthz names it) and the process's
+  // descriptors, in Prometheus text. A figure the process cannot read is left out.
   [[nodiscard]] std::string metrics_text() const {
     std::uint64_t timeouts = 0;
     for (unsigned i = 0; i < threads_; ++i) {
       timeouts += counters_[i].header_timeouts.load(std::memory_order_relaxed);
     }
-    return to_prometheus(server_->metrics()) +
+    std::error_code ec;
+    const std::string process = to_prometheus(read_process_metrics({}, ec));
+    return to_prometheus(server_->metrics()) + state_to_prometheus(health().state, "transient", ec) + process +
            "# HELP transient_serve_header_timeouts_total Connections closed for sending no complete request head "
            "within --header-timeout.\n# TYPE transient_serve_header_timeouts_total counter\n"
            "transient_serve_header_timeouts_total " +

@@ -210,6 +210,10 @@ struct policy_health {
   std::chrono::steady_clock::time_point since{};  ///< When the state began (the caller's clock).
 };
 
+/// The state gauge's name of `h` (one of server_states, events.hpp): "stalled" for a stop by
+/// the stall watchdog (condition::stalled), else to_string(h.state).
+[[nodiscard]] std::string_view state_name(const policy_health& h) noexcept;
+
 /// One row of the accept policy's state x event table, by name: in `state`, `event` runs
 /// `rule` and leaves the policy in one of the states `next` names. docs/acceptor.md shows
 /// every row.

@@ -1,6 +1,7 @@
 // transient/policy/events.hpp: what the accept policy tells the operator: its events
-// (degraded, summary, recovered, stopped, diagnosis), the sink they go to, and its counters as
-// Prometheus text. Include it for a sink of your own or to export the counters.
+// (degraded, summary, recovered, stopped, diagnosis), the sink they go to, and its counters, the
+// state and the process's descriptors as Prometheus text. Include it for a sink of your own or
+// to export the metrics.
 // Design: docs/design.md, "Episodes".
 #pragma once
 
@@ -13,6 +14,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "transient/diagnosis/diagnostics.hpp"
 #include "transient/errors/errors.hpp"
 
 // The events, one per episode of degraded accepting rather than one per failure (docs/design.md,
@@ -231,14 +233,72 @@ struct policy_metrics {
   policy_metrics& operator+=(const policy_metrics& other) noexcept;
 };
 
+/// The conditions PREFIX_accept_skipped_total shows from the start, at 0: those classify()
+/// answers `skip` for at accept, and not_supported (EOPNOTSUPP on a verified listener).
+inline constexpr std::array<condition, 4> accept_skip_conditions{
+    condition::connection_failed, condition::peer_gone, condition::permission_denied, condition::not_supported};
+/// The conditions PREFIX_accept_failed_total shows from the start, at 0: those classify()
+/// answers `back_off` or `fail` for at accept (unclassified: a code it does not know).
+inline constexpr std::array<condition, 7> accept_failure_conditions{
+    condition::process_fd_limit, condition::system_fd_limit,   condition::memory_exhausted, condition::not_listening,
+    condition::not_supported,    condition::programming_error, condition::unclassified};
+
 /// The Prometheus text format of `m`, every metric name starting with `prefix` and an
-/// underscore (e.g. "transient_accepted_total"). Per-condition series appear only for
-/// conditions that occurred; the queue-wait histogram (PREFIX_queue_wait_seconds, with its
-/// _bucket{le="..."}, _sum and _count series) only while waits are measured
+/// underscore (e.g. "transient_accepted_total"). The per-condition counters have a series for
+/// each of their fixed conditions (accept_skip_conditions, accept_failure_conditions), at 0
+/// until one occurs, so that a rate over them is 0 rather than empty; the queue-wait histogram
+/// (PREFIX_queue_wait_seconds, with its _bucket{le="..."}, _sum and _count series) only while waits are measured
 /// (queue_wait_measured, or any wait recorded). Sets `ec` (invalid_argument) and returns "" if `prefix` is
 /// not a valid metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*).
 [[nodiscard]] std::string to_prometheus(const policy_metrics& m, std::string_view prefix, std::error_code& ec);
 /// As above; throws std::system_error for an invalid prefix.
 [[nodiscard]] std::string to_prometheus(const policy_metrics& m, std::string_view prefix = "transient");
+
+}  // namespace transient
+
+// The state as a gauge, and the process metrics every Prometheus client library exports, for a
+// server that exposes its own metrics (serve's /metrics shows them all).
+
+namespace transient {
+
+/// The states PREFIX_state takes (one series each): /healthz's words. accepting, backpressure
+/// and degraded are health_state's; stalled is a stop by the stall watchdog; stopped is any
+/// other stop, or a drain under way (state_name() maps a policy_health).
+inline constexpr std::array<std::string_view, 5> server_states{"accepting", "backpressure", "degraded", "stalled",
+                                                               "stopped"};
+
+/// The Prometheus text of the state gauge: PREFIX_state{state="S"} for each S of
+/// server_states, 1 for `state` and 0 for the others. Sets `ec` (invalid_argument) and returns
+/// "" if `state` is not one of server_states or `prefix` is not a valid metric name prefix.
+[[nodiscard]] std::string state_to_prometheus(std::string_view state, std::string_view prefix, std::error_code& ec);
+/// As above; throws std::system_error for an unknown state or an invalid prefix.
+[[nodiscard]] std::string state_to_prometheus(std::string_view state, std::string_view prefix = "transient");
+
+/// The process figures the Prometheus client libraries export under the standard names
+/// process_open_fds, process_max_fds and process_start_time_seconds. Each is empty if it could
+/// not be read.
+struct process_metrics {
+  std::optional<std::uint64_t> open_fds;  ///< Descriptors open now (the entries of /proc/self/fd).
+  /// The soft RLIMIT_NOFILE, the limit accept's EMFILE comes from (not fs.file-max);
+  /// UINT64_MAX if unlimited.
+  std::optional<std::uint64_t> max_fds;
+  /// When the process started, in seconds since the Unix epoch: /proc/self/stat's starttime
+  /// after /proc/stat's btime, as the official clients compute it.
+  std::optional<double> start_time_seconds;
+};
+
+/// Reads the process figures. Needs no free descriptor for open_fds (as take_fd_census(), it
+/// lists /proc/self/fd through `fds` if they hold it, else opens it, else probes descriptor
+/// numbers). The start time needs two /proc files; it is read once per process and kept, so a
+/// process that read it before running out of descriptors still has it then. Sets `ec` to the
+/// first failure (the figure is then empty) and returns what it could read.
+[[nodiscard]] process_metrics read_process_metrics(const diagnosis_fds& fds, std::error_code& ec);
+/// As above; throws std::system_error if a figure cannot be read.
+[[nodiscard]] process_metrics read_process_metrics(const diagnosis_fds& fds = {});
+
+/// The Prometheus text of `m`: process_open_fds, process_max_fds and
+/// process_start_time_seconds (gauges, no prefix: the names are standard); an empty figure
+/// is left out.
+[[nodiscard]] std::string to_prometheus(const process_metrics& m);
 
 }  // namespace transient
