@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "command.hpp"
+#include "drill_fleet.hpp"
 #include "drill_report.hpp"
 #include "drill_scenarios.hpp"
 #include "drill_target.hpp"
@@ -65,6 +66,12 @@ constexpr std::string_view drill_text =
     "                             reset or unanswered, no descriptor or old process left, the\n"
     "                             handover's median and max; then stopped and started again on\n"
     "                             the same port as often, its losses shown beside it\n"
+    " 11 fleet                    three serve instances behind a real HAProxy (/usr/sbin/haproxy),\n"
+    "                             client requests through it without pause while one leaks until\n"
+    "                             it stalls (and starts again), one is held at its budget, one\n"
+    "                             upgrades in place: with the documented checks no client error,\n"
+    "                             the leaking and the full one out of rotation within 2 check\n"
+    "                             intervals; a plain TCP check's errors and slow requests beside\n"
     "\n"
     "Runnable time is a process's time on a CPU or waiting for one (/proc/PID/task/*/schedstat):\n"
     "a loop that spins stays near 100 % however busy the machine, while its CPU share falls; a\n"
@@ -123,7 +130,7 @@ struct drill_request {
 };
 
 // The scenarios of each mode: the built-in drill's, and --target's.
-constexpr int builtin_scenarios = 10;
+constexpr int builtin_scenarios = 11;
 constexpr int target_scenarios = 7;
 
 // One number of a scenario list: 1 to `last`, decimal digits without a leading zero; 0 on
@@ -233,7 +240,7 @@ void add_target_options(CLI::App& table, drill_request& r) {
 // --scenarios, in either mode; checked against the mode's scenarios once the mode is known.
 void add_scenarios_option(CLI::App& table, drill_request& r) {
   add_value(table, "--scenarios", "LIST",
-            "only these, each once, such as 1,4 (default: all; 1 to 10, with --target 1 to 7)",
+            "only these, each once, such as 1,4 (default: all; 1 to 11, with --target 1 to 7)",
             [&r](const std::string& v) { r.scenarios_text = v; });
 }
 
@@ -276,6 +283,7 @@ const std::array<std::pair<const char*, builtin_scenario>, builtin_scenarios> al
     {"slow clients", &one_row<&run_slow_clients>},
     {"overload", &one_row<&run_overload>},
     {"restart", &run_restart},
+    {"fleet", &run_fleet},
 }};
 
 // Runs `scenario`; a failure of the drill itself (or a missing fixture) is its one failed row.
@@ -292,7 +300,7 @@ std::vector<scenario_result> run_rows(const std::pair<std::string, builtin_scena
     rows = {{scenario.first, false, std::string("the drill itself failed: ") + e.what(), {}, {}, {}, {}}};
   }
   for (auto& r : rows) {
-    if (!r.passed) {
+    if (!r.passed && r.fix.empty()) {
       r.fix = no_fixture ? "install transient-fixture with the drill: the package ships it in "
                            "/usr/libexec/transient/; a build tree builds it beside transient (target "
                            "transient_fixture)"
