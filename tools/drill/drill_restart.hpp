@@ -54,8 +54,8 @@ struct load_shape {
 /// How many restarts a restart scenario runs: 20, or 5 with --quick.
 [[nodiscard]] inline int restarts_for(bool quick) { return quick ? 5 : 20; }
 
-/// One short connection to `at`: connect, GET /, read the whole response, close. When answered,
-/// the response's status code goes to `*status` (if given; 0 otherwise).
+/// One short connection to `at`: connect, GET /, read the whole response, close. The response's
+/// status code goes to `*status` if given (0 when no complete response came).
 [[nodiscard]] request_end short_request(const endpoint& at, std::chrono::milliseconds deadline, int* status = nullptr);
 
 /// One keep-alive client: requests back to back on one connection, a new connection after the
@@ -66,7 +66,7 @@ class keepalive_client {
   /// A client of `at`; it connects at its first request.
   explicit keepalive_client(const endpoint& at) : at_(at) {}
   /// Sends the next request (connecting first if needed) and waits at most `deadline` for it;
-  /// when answered, the response's status code goes to `*status` (if given; 0 otherwise).
+  /// the response's status code goes to `*status` if given (0 when no complete response came).
   request_end next(std::chrono::milliseconds deadline, int* status = nullptr);
 
  private:

@@ -163,9 +163,17 @@ bool closed_while_idle(int fd) {
   return ::poll(&p, 1, 0) > 0;
 }
 
+// The status code of an answer, for a caller that asks for it (`status` may be null).
+void report_status(int* status, int code) {
+  if (status != nullptr) {
+    *status = code;
+  }
+}
+
 }  // namespace
 
 request_end short_request(const endpoint& at, milliseconds deadline, int* status) {
+  report_status(status, 0);
   const auto until = clock::now() + deadline;
   unique_fd fd;
   if (const auto failed = connect_by(at, until, fd)) {
@@ -174,13 +182,12 @@ request_end short_request(const endpoint& at, milliseconds deadline, int* status
   bool close = false;
   int code = 0;
   const request_end end = request_on(fd.get(), until, close, code);
-  if (status != nullptr) {
-    *status = code;
-  }
+  report_status(status, code);
   return end;
 }
 
 request_end keepalive_client::next(milliseconds deadline, int* status) {
+  report_status(status, 0);
   const auto until = clock::now() + deadline;
   if (fd_ && closed_while_idle(fd_.get())) {
     fd_.reset();
@@ -196,9 +203,7 @@ request_end keepalive_client::next(milliseconds deadline, int* status) {
   if (end != request_end::answered || close) {
     fd_.reset();
   }
-  if (status != nullptr) {
-    *status = code;
-  }
+  report_status(status, code);
   return end;
 }
 
