@@ -33,16 +33,18 @@ inline std::optional<endpoint> address_after(const std::string& line, const std:
 }
 
 /// A running `transient serve --listen 127.0.0.1:0 ARGS` (killed when destroyed) with its
-/// serving and metrics addresses. With the test knobs (--slow-response, --leak-per-connection),
+/// serving, metrics and agent addresses. With the test knobs (--slow-response, --leak-per-connection),
 /// `program` is the test fixture, which runs serve's own code with them.
 class serve_process : public spawned_process {
  public:
   explicit serve_process(std::vector<std::string> args, const std::string& program = TRANSIENT_CLI_PATH)
       : spawned_process(program, with_serve(std::move(args))) {
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < 3; ++i) {
       const std::string line = read_line(stream::out, std::chrono::seconds(5));
       if (auto m = address_after(line, "metrics on http://")) {
         metrics = m;
+      } else if (auto a = address_after(line, "agent on ")) {
+        agent = a;
       } else if (auto l = address_after(line, "listening on ")) {
         at = l;
         break;
@@ -51,6 +53,7 @@ class serve_process : public spawned_process {
   }
   std::optional<endpoint> at;       ///< "listening on ADDRESS (verified)"
   std::optional<endpoint> metrics;  ///< "metrics on http://ADDRESS/metrics"
+  std::optional<endpoint> agent;    ///< "agent on ADDRESS"
 
  private:
   static std::vector<std::string> with_serve(std::vector<std::string> args) {

@@ -351,6 +351,7 @@ TEST(ServeCliUsage, BadFlagsGetOneLineAndExitTwo) {
   expect_usage_error("serve", {"--idle-timeout", "0"}, "--idle-timeout");
   expect_usage_error("serve", {"--port-range", "9100-9000"}, "not a range FIRST-LAST");
   expect_usage_error("serve", {"--metrics", "0.0.0.0:9090"}, "not a loopback address");
+  expect_usage_error("serve", {"--agent", "somewhere"}, "--agent: ");
   expect_usage_error("serve", {"extra"}, "unexpected argument 'extra'");
 }
 
@@ -367,7 +368,7 @@ TEST(ServeCliUsage, HelpNamesEveryOptionAndNoTestKnob) {
   const auto r = transient::test::run_command(TRANSIENT_CLI_PATH, {"serve", "--help"}, 5000ms);
   EXPECT_EQ(r.exit_code, 0);
   for (const char* option : {"--listen", "--port-range", "--max-connections", "--threads", "--shed", "--stall-timeout",
-                             "--idle-timeout", "--metrics", "--engine"}) {
+                             "--idle-timeout", "--metrics", "--agent", "--engine"}) {
     EXPECT_THAT(r.out, HasSubstr(option));
   }
   for (const char* knob : {"--policy", "naive", "--slow-response", "/slow"}) {

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/agent_check.hpp"
 #include "support/loopback.hpp"
 #include "support/serve_process.hpp"
 #include "transient/sockets/listener.hpp"
@@ -102,9 +103,10 @@ std::optional<endpoint> local_of(int fd) {
 TEST(ServeFdStore, StoresItsListenersByNameWhenNotifySocketIsSet) {
   fd_store_socket store;
   ASSERT_TRUE(store.ok());
-  transient::test::serve_process serve({"--fd-store", "--metrics", "127.0.0.1:0"});
-  ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
-  for (const auto& [name, at] : {std::pair{"http", *serve.at}, std::pair{"metrics", *serve.metrics}}) {
+  transient::test::serve_process serve({"--fd-store", "--metrics", "127.0.0.1:0", "--agent", "127.0.0.1:0"});
+  ASSERT_TRUE(serve.at && serve.metrics && serve.agent) << serve.stderr_text();
+  for (const auto& [name, at] :
+       {std::pair{"http", *serve.at}, std::pair{"metrics", *serve.metrics}, std::pair{"agent", *serve.agent}}) {
     const auto [message, fd] = store.wait_for(std::string("FDNAME=") + name, 2000ms);
     EXPECT_THAT(message, HasSubstr("FDSTORE=1")) << name;
     ASSERT_TRUE(fd) << name << ": no descriptor came with the message";
@@ -112,16 +114,25 @@ TEST(ServeFdStore, StoresItsListenersByNameWhenNotifySocketIsSet) {
   }
 }
 
-// serve started as systemd starts it from the store: the listeners at descriptors 3 and 4,
-// LISTEN_FDS=2, LISTEN_FDNAMES=http:metrics, LISTEN_PID its own.
+// serve started as systemd starts it from the store: the listeners at descriptors 3, 4 (and 5
+// with an agent listener), LISTEN_FDS=2 (3), LISTEN_FDNAMES=http:metrics(:agent), LISTEN_PID
+// its own.
 class from_store {
  public:
-  from_store(const transient::listener& http, const transient::listener& metrics, std::vector<std::string> args)
-      : http_(
-            ::fcntl(http.native_handle(), F_DUPFD, 10)),  // without CLOEXEC: bash passes them on (dash takes one digit)
-        metrics_(::fcntl(metrics.native_handle(), F_DUPFD, 10)) {
-    std::string command = "exec 3<&" + std::to_string(http_.get()) + " 4<&" + std::to_string(metrics_.get()) +
-                          " && export LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=http:metrics && exec \"$0\" serve";
+  from_store(const transient::listener& http, const transient::listener& metrics, std::vector<std::string> args,
+             const transient::listener* agent = nullptr) {
+    std::vector<const transient::listener*> stored{&http, &metrics};
+    if (agent != nullptr) {
+      stored.push_back(agent);
+    }
+    std::string command = "exec";
+    for (std::size_t i = 0; i < stored.size(); ++i) {
+      // without CLOEXEC: bash passes them on (dash takes one digit)
+      copies_.emplace_back(::fcntl(stored[i]->native_handle(), F_DUPFD, 10));
+      command += " " + std::to_string(3 + i) + "<&" + std::to_string(copies_.back().get());
+    }
+    command += " && export LISTEN_PID=$$ LISTEN_FDS=" + std::to_string(stored.size()) + " LISTEN_FDNAMES=http:metrics" +
+               (agent != nullptr ? ":agent" : "") + " && exec \"$0\" serve";
     for (const std::string& a : args) {
       command += " " + a;
     }
@@ -130,8 +141,7 @@ class from_store {
   std::optional<spawned_process> process;
 
  private:
-  unique_fd http_;
-  unique_fd metrics_;
+  std::vector<unique_fd> copies_;
 };
 
 TEST(ServeFdStore, TakesTheStoredListenersByNameInsteadOfOpeningThem) {
@@ -151,6 +161,27 @@ TEST(ServeFdStore, TakesTheStoredListenersByNameInsteadOfOpeningThem) {
   const unique_fd probe = transient::test::connect_to(metrics.local_endpoint());
   EXPECT_EQ(transient::test::query(probe.get(), "/healthz").first, 200);
   c.reset();  // the drain would wait for its next request
+  serve.process->signal(SIGTERM);
+  EXPECT_EQ(serve.process->wait(5s), 0);
+}
+
+// The agent port's listener comes back by name too, and answers.
+TEST(ServeFdStore, TakesTheStoredAgentListenerByName) {
+  const transient::listener http = transient::listen(endpoint::loopback_v4(0));
+  const transient::listener metrics = transient::listen(endpoint::loopback_v4(0));
+  const transient::listener agent = transient::listen(endpoint::loopback_v4(0));
+  from_store serve(http, metrics,
+                   {"--fd-store", "--listen", http.local_endpoint().to_string(), "--metrics", "127.0.0.1:0", "--agent",
+                    agent.local_endpoint().to_string()},
+                   &agent);
+  EXPECT_EQ(serve.process->read_line(spawned_process::stream::out, 5s),
+            "metrics on http://" + metrics.local_endpoint().to_string() + "/metrics");
+  EXPECT_EQ(serve.process->read_line(spawned_process::stream::out, 5s),
+            "agent on " + agent.local_endpoint().to_string());
+  EXPECT_EQ(serve.process->read_line(spawned_process::stream::out, 5s),
+            "listening on " + http.local_endpoint().to_string() + " (verified)")
+      << serve.process->stderr_text();
+  EXPECT_EQ(transient::test::agent_check(agent.local_endpoint()).text, "up ready 100%\n");
   serve.process->signal(SIGTERM);
   EXPECT_EQ(serve.process->wait(5s), 0);
 }

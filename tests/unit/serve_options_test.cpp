@@ -103,4 +103,16 @@ TEST(ServeOptions, QueueOptionsTakeTheirRangesAndDefaults) {
   EXPECT_THAT(parse({"--backlog", "0"}).problem, HasSubstr("is not a number from 1 to 65535"));
 }
 
+// A balancer checks from another machine: the agent's address may be any, unlike the metrics port's.
+TEST(ServeOptions, AgentTakesAnyAddressMetricsOnlyLoopback) {
+  EXPECT_FALSE(parse({}).settings.agent);
+  const serve_parse_result r = parse({"--agent", "0.0.0.0:9300"});
+  EXPECT_EQ(r.problem, "");
+  ASSERT_TRUE(r.settings.agent);
+  EXPECT_EQ(r.settings.agent->to_string(), "0.0.0.0:9300");
+  EXPECT_EQ(parse({"--agent", "[::1]:0"}).problem, "");
+  EXPECT_THAT(parse({"--agent", "9300"}).problem, HasSubstr("--agent: "));
+  EXPECT_THAT(parse({"--metrics", "0.0.0.0:9300"}).problem, HasSubstr("not a loopback address"));
+}
+
 }  // namespace

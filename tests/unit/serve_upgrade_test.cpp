@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/agent_check.hpp"
 #include "support/loopback.hpp"
 #include "support/serve_process.hpp"
 #include "transient/errors/errors.hpp"
@@ -309,6 +310,49 @@ TEST_P(ServeUpgrade, UnderLoadTheSuccessorTakesOverAndNoClientNoticesIt) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, ServeUpgrade, testing::Values("epoll", "io_uring"));
+
+// The agent and metrics ports through an upgrade: the old process drains while it shares their
+// listeners with the successor, and a "drain" or a 503 from it there would take a healthy
+// instance out of rotation. Checks on new connections (as a balancer makes them), from before
+// the signal until the old process has exited: every one "up ready", every /readyz 200.
+TEST_F(ServeUpgrade, TheAgentAndReadyzAnswerReadyThroughTheUpgrade) {
+  serve_process serve({"--agent", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--drain-timeout", "2s"});
+  ASSERT_TRUE(serve.at && serve.agent && serve.metrics) << serve.stderr_text();
+  const unique_fd idle = transient::test::connect_to(*serve.at);  // keeps the old process draining 2 s
+  ASSERT_TRUE(idle);
+  ASSERT_EQ(transient::test::query(idle.get(), "/"), (std::pair<int, std::string>(200, "ok")));
+  std::atomic<bool> done{false};
+  std::vector<std::string> lines;
+  std::vector<int> readyz;
+  std::thread checker([&] {
+    while (!done.load()) {
+      lines.push_back(transient::test::agent_check(*serve.agent).text);
+      const unique_fd probe = transient::test::connect_to(*serve.metrics);
+      readyz.push_back(probe ? transient::test::query(probe.get(), "/readyz").first : 0);
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  std::this_thread::sleep_for(100ms);
+  serve.signal(SIGHUP);
+  std::string seen;
+  const std::string took = line_with(serve, spawned_process::stream::err, "took over the listeners", 10s, seen);
+  const pid_t successor = number_after(took, "PID ");
+  EXPECT_GT(successor, 0) << seen << serve.stderr_text();
+  const auto drain_start = clock_type::now();
+  EXPECT_EQ(serve.wait(10s), 0);
+  EXPECT_GT(clock_type::now() - drain_start, 1s) << "the old process did not drain while checked";
+  std::this_thread::sleep_for(100ms);
+  done = true;
+  checker.join();
+  EXPECT_GT(lines.size(), 50U);
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_THAT(lines[i], testing::MatchesRegex("up ready [0-9]+%\n")) << "check " << i << " of " << lines.size();
+    EXPECT_EQ(readyz[i], 200) << "check " << i << " of " << lines.size();
+  }
+  if (successor > 0) {
+    EXPECT_EQ(stop_successor(successor), 0);
+  }
+}
 
 // A copy of the transient binary in a directory of its own, which a test replaces on disk as
 // a deploy does (a new file renamed over the path), and removes at the end.

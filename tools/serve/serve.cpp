@@ -8,8 +8,8 @@
 // The stop is a drain: SIGTERM (or a failure such as a stall) stops the server's accepting,
 // requests in flight and each idle connection's next request are answered with Connection:
 // close, and the process exits when they are done or after --drain-timeout. Outside the
-// process, the metrics port's /healthz and /readyz and systemd's STATUS= and WATCHDOG=1 show
-// the health the server publishes.
+// process, the metrics port's /healthz and /readyz, the agent port's line (HAProxy's
+// agent-check) and systemd's STATUS= and WATCHDOG=1 show the health the server publishes.
 //
 // SIGHUP and SIGUSR2 upgrade in place (serve_upgrade.hpp): a successor started from the binary
 // on disk takes the listeners over, and once it serves them this process drains as on SIGTERM.
@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "serve.hpp"
+#include "serve_agent.hpp"
 #include "serve_connections.hpp"
 #include "serve_metrics.hpp"
 #include "serve_options.hpp"
@@ -154,6 +155,20 @@ std::string activation_conflict(const serve_settings& s) {
   return {};
 }
 
+// The listeners serve serves: its own, the metrics port's with --metrics, the agent port's with
+// --agent.
+struct serve_listeners {
+  listener http;
+  listener metrics;
+  listener agent;
+};
+
+// The names of the listeners in a handover and in systemd's store (a successor expects exactly
+// those the options ask for).
+constexpr std::string_view http_name = "http";
+constexpr std::string_view metrics_name = "metrics";
+constexpr std::string_view agent_name = "agent";
+
 // True if `stored` serves what `wanted` asks for: the same address, and the same port unless
 // `wanted` says any (0).
 bool same_place(const endpoint& stored, const endpoint& wanted) {
@@ -175,9 +190,10 @@ listener stored_listener(std::vector<named_listener>& passed, std::string_view n
   return l;
 }
 
-// --fd-store under LISTEN_FDS: the listeners systemd kept, by name ("http", and "metrics"
-// into `metrics`); without an "http", the one socket of a socket unit, as without --fd-store.
-listener listeners_from_store(const serve_settings& s, listener& metrics, std::string& problem) {
+// --fd-store under LISTEN_FDS: the listeners systemd kept, by name ("http"; "metrics" and
+// "agent" into `stored`); without an "http", the one socket of a socket unit, as without
+// --fd-store.
+listener listeners_from_store(const serve_settings& s, serve_listeners& stored, std::string& problem) {
   systemd_options options;
   options.unset_environment = true;
   listen_report report;
@@ -188,9 +204,12 @@ listener listeners_from_store(const serve_settings& s, listener& metrics, std::s
     return {};
   }
   const std::optional<endpoint> wanted = s.listen_given && !s.port_range ? std::optional(s.listen_on) : std::nullopt;
-  listener http = stored_listener(passed, "http", wanted, problem);
+  listener http = stored_listener(passed, http_name, wanted, problem);
   if (problem.empty() && s.metrics) {  // without --metrics a stored one is closed: nothing serves it
-    metrics = stored_listener(passed, "metrics", s.metrics, problem);
+    stored.metrics = stored_listener(passed, metrics_name, s.metrics, problem);
+  }
+  if (problem.empty() && s.agent) {  // the same for --agent
+    stored.agent = stored_listener(passed, agent_name, s.agent, problem);
   }
   if (!problem.empty() || http) {
     return http;
@@ -205,12 +224,11 @@ listener listeners_from_store(const serve_settings& s, listener& metrics, std::s
 }
 
 // The listener --listen or --port-range asks for, or the one systemd passed (with --fd-store,
-// also the metrics port's, into `stored_metrics`); on failure, `problem` says why and `error`
+// also the metrics and agent ports', into `stored`); on failure, `problem` says why and `error`
 // is the cause.
-listener open_listener(const serve_settings& s, listener& stored_metrics, std::string& problem,
-                       std::error_code& error) {
+listener open_listener(const serve_settings& s, serve_listeners& stored, std::string& problem, std::error_code& error) {
   if (socket_activated()) {
-    return s.fd_store ? listeners_from_store(s, stored_metrics, problem) : systemd_listener_of(problem);
+    return s.fd_store ? listeners_from_store(s, stored, problem) : systemd_listener_of(problem);
   }
   listen_report report;
   listen_options options;
@@ -237,15 +255,16 @@ void announce(const endpoint& where) {
   }
 }
 
-// The listener of --metrics (none without it); on failure, `problem` says why.
-listener open_metrics_listener(const serve_settings& s, std::string& problem) {
-  if (!s.metrics) {
+// The listener of --metrics or --agent (`what`: "metrics", "agent"), none without it; on
+// failure, `problem` says why.
+listener open_port_listener(const std::optional<endpoint>& at, std::string_view what, std::string& problem) {
+  if (!at) {
     return {};
   }
   listen_report report;
-  listener l = listen(*s.metrics, listen_options{}, report);
+  listener l = listen(*at, listen_options{}, report);
   if (!l) {
-    problem = "cannot listen on metrics address " + s.metrics->to_string() + ": " + report.message;
+    problem = "cannot listen on " + std::string(what) + " address " + at->to_string() + ": " + report.message;
   }
   return l;
 }
@@ -259,15 +278,13 @@ std::unique_ptr<metrics_endpoint> start_metrics(listener l, std::function<std::s
   return std::make_unique<metrics_endpoint>(std::move(l), std::move(text), std::move(health));
 }
 
-// The listeners serve serves: its own, and the metrics port's with --metrics.
-struct serve_listeners {
-  listener http;
-  listener metrics;
-};
-
-// The names of the listeners in a handover (the successor expects exactly these).
-constexpr std::string_view http_name = "http";
-constexpr std::string_view metrics_name = "metrics";
+std::unique_ptr<agent_endpoint> start_agent(listener l, std::function<std::string()> line) {
+  if (!l) {
+    return nullptr;
+  }
+  std::cout << "agent on " << l.local_endpoint().to_string() << std::endl;
+  return std::make_unique<agent_endpoint>(std::move(l), std::move(line));
+}
 
 // The listeners the old process handed over on `origin`'s channel, verified (take_over_listeners);
 // false after saying why.
@@ -278,6 +295,9 @@ bool take_over(const serve_settings& s, const handover_origin& origin, serve_lis
   if (s.metrics) {
     options.expected_names.emplace_back(metrics_name);
   }
+  if (s.agent) {
+    options.expected_names.emplace_back(agent_name);
+  }
   std::error_code ec;
   std::vector<named_listener> taken = take_over_listeners(origin.channel.get(), options, ec);
   if (ec) {
@@ -286,7 +306,7 @@ bool take_over(const serve_settings& s, const handover_origin& origin, serve_lis
     return false;
   }
   for (named_listener& n : taken) {
-    (n.name == http_name ? out.http : out.metrics) = std::move(n.socket);
+    (n.name == http_name ? out.http : n.name == metrics_name ? out.metrics : out.agent) = std::move(n.socket);
   }
   return true;
 }
@@ -419,6 +439,7 @@ class serving {
                  "; exiting after " + std::to_string(open) + " connection(s) in flight";
       h.live = false;
       h.ready = false;
+      h.failed = true;
     } else if (stopping_.load() || worst.state == health_state::stopped) {
       h.state = "stopped";
       h.reason = "stopping: draining " + std::to_string(open) + " connection(s) in flight";
@@ -453,6 +474,9 @@ class serving {
            "transient_serve_header_timeouts_total " +
            std::to_string(timeouts) + "\n" + queue_metrics(queue_->read(), queue_->address());
   }
+
+  // The agent port's line (serve_agent.hpp): the health /readyz answers with, and the budget.
+  [[nodiscard]] std::string agent_text() const { return agent_line(health(), server_->metrics()); }
 
   // The systemd side of the health (systemd.hpp): serve's health as STATUS=, STOPPING=1 once
   // the drain begins, no WATCHDOG=1 once degraded without progress or stalled (WatchdogSec=
@@ -603,12 +627,28 @@ void say_budget(const serve_settings& s, const fd_limit_raise& raised, const pol
             << (s.max_connections == 0 ? " (auto: the limit less a headroom)" : "") << std::endl;
 }
 
-// serve's listeners under their names, for the store and for a successor: "http", and
-// "metrics" with --metrics (metrics_fd -1 without).
-std::vector<listener_offer> offers_of(int http_fd, int metrics_fd) {
-  std::vector<listener_offer> offers{{http_name, http_fd}};
-  if (metrics_fd >= 0) {
-    offers.push_back({metrics_name, metrics_fd});
+// The descriptors of serve's listeners (-1: none), read before the listeners move into what
+// serves them, for the store and for a successor.
+struct listener_fds {
+  int http = -1;
+  int metrics = -1;
+  int agent = -1;
+};
+
+listener_fds fds_of(const serve_listeners& ls) {
+  return {ls.http.native_handle(), ls.metrics ? ls.metrics.native_handle() : -1,
+          ls.agent ? ls.agent.native_handle() : -1};
+}
+
+// serve's listeners under their names, for the store and for a successor: "http", "metrics"
+// with --metrics, "agent" with --agent.
+std::vector<listener_offer> offers_of(const listener_fds& fds) {
+  std::vector<listener_offer> offers{{http_name, fds.http}};
+  if (fds.metrics >= 0) {
+    offers.push_back({metrics_name, fds.metrics});
+  }
+  if (fds.agent >= 0) {
+    offers.push_back({agent_name, fds.agent});
   }
   return offers;
 }
@@ -616,41 +656,58 @@ std::vector<listener_offer> offers_of(int http_fd, int metrics_fd) {
 // --fd-store: the listeners go into systemd's file descriptor store (when NOTIFY_SOCKET is set),
 // so that the next start gets them back, clients queued and all. A failure is said, not fatal:
 // serve serves as without the store.
-void store_listeners(const serve_settings& s, int http_fd, int metrics_fd) {
+void store_listeners(const serve_settings& s, const listener_fds& fds) {
   if (!s.fd_store || std::getenv("NOTIFY_SOCKET") == nullptr) {
     return;
   }
   std::error_code ec;
-  store_listeners_in_systemd(offers_of(http_fd, metrics_fd), ec);
+  store_listeners_in_systemd(offers_of(fds), ec);
   if (ec) {
     log_line("--fd-store: could not store the listeners in systemd's file descriptor store: " + ec.message());
   }
 }
 
+// The ports that speak for the process's health besides its own: the metrics port (/readyz)
+// and the agent port.
+struct health_ports {
+  std::unique_ptr<metrics_endpoint> metrics;
+  std::unique_ptr<agent_endpoint> agent;
+};
+
 // What an upgrade of `group` hands over and does: the listeners (by descriptor: the server and
-// the metrics port hold them until they stop), and the drain once the successor serves.
-upgrade_hooks upgrade_hooks_of(serving& group, int http_fd, int metrics_fd) {
+// the health ports hold them until they stop), and once the successor serves, the drain. The
+// health ports stop first: the successor shares their listeners, and a draining process's
+// "drain" or 503 there would take a healthy instance out of rotation. They are destroyed on
+// the upgrade's thread, which ends before serve_transient's `ports` go.
+upgrade_hooks upgrade_hooks_of(serving& group, const listener_fds& fds, health_ports& ports) {
   upgrade_hooks hooks;
-  hooks.offers = [http_fd, metrics_fd] { return offers_of(http_fd, metrics_fd); };
+  hooks.offers = [fds] { return offers_of(fds); };
   hooks.stopping = [&group] { return stop_signals.load() > 0 || group.stopping(); };
-  hooks.drain = [&group] { group.drain(); };
+  hooks.drain = [&group, &ports] {
+    ports.agent.reset();
+    ports.metrics.reset();
+    group.drain();
+  };
   hooks.log = &log_line;
   return hooks;
 }
 
-// Opens serve's listeners (--listen or systemd's socket, and --metrics): 0, or the exit status
-// after saying why not.
+// Opens serve's listeners (--listen or systemd's socket, --metrics, --agent): 0, or the exit
+// status after saying why not.
 int open_listeners(const serve_settings& s, serve_listeners& out) {
   std::string problem;
   std::error_code error;
-  out.http = open_listener(s, out.metrics, problem, error);
+  out.http = open_listener(s, out, problem, error);
   if (!out.http) {
     std::cerr << "transient serve: cannot listen: " << problem << '\n';
     // A port this user may not bind is the operator's choice to change, as a bad value is.
     return error == std::errc::permission_denied ? exit_usage : 1;
   }
   if (!out.metrics) {
-    out.metrics = open_metrics_listener(s, problem);
+    out.metrics = open_port_listener(s.metrics, "metrics", problem);
+  }
+  if (problem.empty() && !out.agent) {
+    out.agent = open_port_listener(s.agent, "agent", problem);
   }
   if (!problem.empty()) {
     std::cerr << "transient serve: " << problem << '\n';
@@ -661,11 +718,12 @@ int open_listeners(const serve_settings& s, serve_listeners& out) {
 
 int serve_transient(const serve_settings& s, const fd_limit_raise& raised, serve_listeners ls,
                     const upgrade_image& image, handover_origin* origin, const serve_extension& extension) {
-  const int http_fd = ls.http.native_handle();
-  const int metrics_fd = ls.metrics ? ls.metrics.native_handle() : -1;
+  const listener_fds fds = fds_of(ls);
   serving group(s, std::move(ls.http), extension, origin);
-  const auto metrics = start_metrics(
+  health_ports ports;
+  ports.metrics = start_metrics(
       std::move(ls.metrics), [&group] { return group.metrics_text(); }, [&group] { return group.health(); });
+  ports.agent = start_agent(std::move(ls.agent), [&group] { return group.agent_text(); });
   // The server takes signals before "listening on" tells anyone to send them; one that came
   // earlier still stops it (drain() may then run twice: it is idempotent).
   signal_serving.store(&group);
@@ -675,9 +733,9 @@ int serve_transient(const serve_settings& s, const fd_limit_raise& raised, serve
       group.end_drain();
     }
   }
-  store_listeners(s, http_fd, metrics_fd);
+  store_listeners(s, fds);
   // Upgrades too are taken before "listening on" tells anyone to ask for one.
-  upgrade_watch upgrades(image, s.upgrade_timeout, upgrade_hooks_of(group, http_fd, metrics_fd));
+  upgrade_watch upgrades(image, s.upgrade_timeout, upgrade_hooks_of(group, fds, ports));
   signal_upgrade.store(&upgrades);
   announce(group.server().local_endpoints().front());
   say_budget(s, raised, group.server().metrics());

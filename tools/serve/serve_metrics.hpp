@@ -21,6 +21,7 @@ struct health_report {
   std::string reason;               ///< One line: why (empty while accepting normally).
   bool live = true;                 ///< /healthz answers 200 (else 503): the process serves.
   bool ready = true;                ///< /readyz answers 200 (else 503): send it new clients.
+  bool failed = false;              ///< Stopped by a failure (a stall too), not by a signal or an upgrade.
 };
 
 /// The small JSON body of /healthz and /readyz: {"state":"...","reason":"..."} and a newline.

@@ -212,12 +212,17 @@ void add_service_options(CLI::App& table, serve_settings& s) {
   add_flag(table, "--fd-store", s.fd_store,
            "keep the listeners in systemd's file descriptor store\n(FDSTORE=1 when NOTIFY_SOCKET is set; the unit "
            "needs\nFileDescriptorStoreMax=), and after a restart take them\nback by name (LISTEN_FDS: \"http\" must "
-           "match --listen,\n\"metrics\" --metrics) instead of opening them");
+           "match --listen,\n\"metrics\" --metrics, \"agent\" --agent) instead of opening them");
   add_value(table, "--metrics", "ADDRESS",
             "Prometheus text at http://ADDRESS/metrics, and health for\norchestrators at /healthz (200 unless "
             "stopped or stalled)\nand /readyz (200 only while accepting), loopback only; at\n16 connections a new "
             "one closes the idlest",
             [&s](const std::string& v) { s.metrics = endpoint_value("--metrics", v); });
+  add_value(table, "--agent", "ADDRESS",
+            "HAProxy's agent-check on ADDRESS (any address): one line per\nconnection, \"up ready N%\" while "
+            "/readyz would say 200 (N:\nthe free share of the connection budget), \"up drain\" while\nnot ready "
+            "or draining, \"down #...\" once stalled",
+            [&s](const std::string& v) { s.agent = endpoint_value("--agent", v); });
   add_value(table, "--engine", "epoll|io_uring",
             "what accepts: epoll (default) or an io_uring multishot accept\n(same policy; connections are served "
             "on epoll either way)",

@@ -38,6 +38,7 @@ struct serve_settings {
   bool raise_fd_limit = true;                                           ///< --fd-limit raise (default) or keep.
   bool listen_given = false;                  ///< --listen or --port-range was given (refused under socket activation).
   std::optional<endpoint> metrics;            ///< --metrics ADDRESS.
+  std::optional<endpoint> agent;              ///< --agent ADDRESS (HAProxy's agent-check).
   serve_engine engine = serve_engine::epoll;  ///< --engine.
   int backlog = 0;                            ///< --backlog, 1 to 65535 (0: the kernel's maximum, somaxconn).
   /// --max-queue-wait: a connection that waited longer in the accept queue is answered 503 and
@@ -50,7 +51,7 @@ struct serve_settings {
   /// listeners and report ready (1 ms to 24 h).
   std::chrono::milliseconds upgrade_timeout = std::chrono::seconds(10);
   /// --fd-store: store the listeners in systemd's file descriptor store at start-up, and take
-  /// them back by name ("http", "metrics") when systemd passes them (LISTEN_FDS).
+  /// them back by name ("http", "metrics", "agent") when systemd passes them (LISTEN_FDS).
   bool fd_store = false;
 };
 
