@@ -2,8 +2,9 @@
 // `transient drill --scenarios 11 --json`: the fleet behind a real HAProxy (/usr/sbin/haproxy,
 // Debian's haproxy package; skipped without it). The documented configuration's row passes:
 // no client error across the three events, the leaking and the full instance out of rotation
-// within 2 check intervals; the plain TCP check's row is there with its figures, shown. It runs
-// once in CI, in the default preset (the label keeps it out of the sanitizer builds).
+// within 2 check intervals; the /readyz check's and the plain TCP check's rows are there with
+// their figures, shown. It runs once in CI, in the default preset (the label keeps it out of
+// the sanitizer builds).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -56,12 +57,15 @@ TEST(DrillFleetCli, TheDocumentedChecksKeepClientsFromFailingInstances) {
   EXPECT_EQ(figure(documented, "documented_errors"), 0) << documented;
   EXPECT_LE(figure(documented, "documented_a_stopped_s"), 2.0) << "A out within 2 check intervals: " << documented;
   EXPECT_LE(figure(documented, "documented_b_stopped_s"), 2.0) << "B out within 2 check intervals: " << documented;
-  const std::string tcp = scenario_object(r.out, "fleet: plain TCP check");
-  ASSERT_FALSE(tcp.empty()) << r.out;
-  EXPECT_THAT(tcp, HasSubstr("\"verdict\":\"SHOWN\"")) << tcp;
-  EXPECT_THAT(tcp, HasSubstr("(shown, not judged)")) << tcp;
-  expect_row_figures(tcp, "tcp_");
-  EXPECT_THAT(r.err, HasSubstr("drill [1/1] fleet: PASS; PASS")) << r.err;
+  for (const auto& [name, prefix] : {std::pair{"fleet: /readyz check", "httpchk_"},
+                                     std::pair{"fleet: plain TCP check", "tcp_"}}) {
+    const std::string shown = scenario_object(r.out, name);
+    ASSERT_FALSE(shown.empty()) << name << ": " << r.out;
+    EXPECT_THAT(shown, HasSubstr("\"verdict\":\"SHOWN\"")) << shown;
+    EXPECT_THAT(shown, HasSubstr("(shown, not judged)")) << shown;
+    expect_row_figures(shown, prefix);
+  }
+  EXPECT_THAT(r.err, HasSubstr("drill [1/1] fleet: PASS; PASS; PASS")) << r.err;
   const auto help = transient::test::run_command(TRANSIENT_CLI_PATH, {"drill", "--help"}, std::chrono::seconds(5));
   EXPECT_THAT(help.out, HasSubstr(" 11 fleet ")) << "drill --help lists scenario 11";
 }

@@ -26,8 +26,9 @@ std::string read_file(const std::string& path) {
 
 // The ports the drill fills in (drill_fleet.cpp's fleet_config).
 const std::map<std::string, std::string> fleet_ports{
-    {"FRONT_PORT", "8000"},     {"A_PORT", "8001"}, {"A_METRICS_PORT", "9001"}, {"B_PORT", "8002"},
-    {"B_METRICS_PORT", "9002"}, {"C_PORT", "8003"}, {"C_METRICS_PORT", "9003"}};
+    {"FRONT_PORT", "8000"},     {"A_PORT", "8001"},         {"A_METRICS_PORT", "9001"}, {"A_AGENT_PORT", "7001"},
+    {"B_PORT", "8002"},         {"B_METRICS_PORT", "9002"}, {"B_AGENT_PORT", "7002"},   {"C_PORT", "8003"},
+    {"C_METRICS_PORT", "9003"}, {"C_AGENT_PORT", "7003"}};
 
 TEST(DrillFleetParts, PlaceholdersAreFilledAndAMissingOneIsRefused) {
   EXPECT_EQ(fill_placeholders("bind 127.0.0.1:@FRONT_PORT@\nserver a 127.0.0.1:@A_PORT@ port @A_METRICS_PORT@\n",

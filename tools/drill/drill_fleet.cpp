@@ -301,6 +301,7 @@ struct instance {
   std::string name;                // "a", "b", "c": its server's name in the configurations
   std::uint16_t port = 0;          // the service port
   std::uint16_t metrics_port = 0;  // --metrics
+  std::uint16_t agent_port = 0;    // --agent
   std::vector<std::string> extra;  // its event's options
   std::unique_ptr<serve_child> child;
 
@@ -313,7 +314,10 @@ struct instance {
 bool start_instance(instance& in) {
   child_launch launch;
   launch.program = fixture_path();
-  launch.argv = {"transient-fixture", "serve", "--listen", in.at().to_string(), "--metrics", in.metrics().to_string()};
+  launch.argv = {"transient-fixture", "serve",
+                 "--listen",          in.at().to_string(),
+                 "--metrics",         in.metrics().to_string(),
+                 "--agent",           endpoint::loopback_v4(in.agent_port).to_string()};
   launch.argv.insert(launch.argv.end(), in.extra.begin(), in.extra.end());
   append_serve_engine(launch.argv);
   launch.fd_limit = instance_fd_limit;
@@ -322,17 +326,18 @@ bool start_instance(instance& in) {
   return in.child->wait_listening(start_bound).has_value();
 }
 
-// Seven distinct free loopback ports (HAProxy's and each instance's two); empty if the
-// drill found fewer.
+// Ten distinct free loopback ports (HAProxy's and each instance's three); empty if the drill
+// found fewer.
 std::vector<std::uint16_t> free_ports() {
+  constexpr std::size_t wanted = 10;
   std::vector<std::uint16_t> ports;
-  for (int tries = 0; tries < 50 && ports.size() < 7; ++tries) {
+  for (int tries = 0; tries < 50 && ports.size() < wanted; ++tries) {
     const std::uint16_t p = pick_free_port();
     if (p != 0 && std::find(ports.begin(), ports.end(), p) == ports.end()) {
       ports.push_back(p);
     }
   }
-  return ports.size() == 7 ? ports : std::vector<std::uint16_t>{};
+  return ports.size() == wanted ? ports : std::vector<std::uint16_t>{};
 }
 
 // The instrumentation the drill adds in a second file, so that the configuration it runs is
@@ -370,6 +375,7 @@ std::string fleet_config(std::string_view cfg, const fleet& f) {
     upper[0] = static_cast<char>(upper[0] - 'a' + 'A');
     values[upper + "_PORT"] = std::to_string(in.port);
     values[upper + "_METRICS_PORT"] = std::to_string(in.metrics_port);
+    values[upper + "_AGENT_PORT"] = std::to_string(in.agent_port);
   }
   return fill_placeholders(cfg, values);
 }
@@ -400,7 +406,7 @@ bool start_haproxy(fleet& f, std::string_view cfg) {
 void start_fleet(fleet& f, std::string_view cfg) {
   const auto ports = free_ports();
   if (ports.empty()) {
-    f.problem = "no seven free loopback ports";
+    f.problem = "no ten free loopback ports";
     return;
   }
   f.front_port = ports[0];
@@ -411,7 +417,11 @@ void start_fleet(fleet& f, std::string_view cfg) {
       {},
   }};
   for (std::size_t i = 0; i < 3; ++i) {
-    f.instances.at(i) = {std::string(1, static_cast<char>('a' + i)), ports[1 + 2 * i], ports[2 + 2 * i], extra.at(i),
+    f.instances.at(i) = {std::string(1, static_cast<char>('a' + i)),
+                         ports[1 + 3 * i],
+                         ports[2 + 3 * i],
+                         ports[3 + 3 * i],
+                         extra.at(i),
                          nullptr};
     if (!start_instance(f.instances.at(i))) {
       f.problem = "instance " + f.instances.at(i).name + " did not start: " + f.instances.at(i).child->stderr_text();
@@ -731,8 +741,9 @@ scenario_result documented_row(const row_record& rec) {
   return r;
 }
 
-scenario_result tcp_row(const row_record& rec) {
-  scenario_result r{"fleet: plain TCP check", false, "", row_figures(rec, "tcp_"), {}, {}, {}};
+// A row shown beside the judged one: `name`, its figures prefixed with `prefix`.
+scenario_result shown_row(const row_record& rec, const std::string& name, const std::string& prefix) {
+  scenario_result r{name, false, "", row_figures(rec, prefix), {}, {}, {}};
   const std::string problem = row_problem(rec);
   r.passed = problem.empty();
   r.verdict = r.passed ? "SHOWN" : "";
@@ -761,11 +772,14 @@ std::vector<scenario_result> run_fleet(const drill_settings& s) {
     return no_haproxy();
   }
   (void)fixture_path();  // throws fixture_missing before anything starts
-  note(s, "documented checks (examples/fleet/haproxy.cfg.in): three instances behind HAProxy");
+  note(s, "agent checks (examples/fleet/haproxy.cfg.in): three instances behind HAProxy");
   const row_record documented = run_row(fleet_haproxy_cfg, s);
+  note(s, "/readyz checks (examples/fleet/haproxy-httpchk.cfg.in): the same events");
+  const row_record httpchk = run_row(fleet_haproxy_httpchk_cfg, s);
   note(s, "plain TCP check: the same events");
   const row_record tcp = run_row(fleet_haproxy_tcp_cfg, s);
-  return {documented_row(documented), tcp_row(tcp)};
+  return {documented_row(documented), shown_row(httpchk, "fleet: /readyz check", "httpchk_"),
+          shown_row(tcp, "fleet: plain TCP check", "tcp_")};
 }
 
 }  // namespace transient::tool

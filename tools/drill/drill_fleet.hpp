@@ -42,9 +42,10 @@ struct haproxy_server_stat {
 /// by the header line ("# pxname,svname,..."); empty if the header or a needed column is missing.
 [[nodiscard]] std::vector<haproxy_server_stat> parse_show_stat(std::string_view csv);
 
-/// 11. A fleet behind HAProxy: two rows, the documented configuration's (judged: no client
-/// error across the three events, the leaking and the full instance out of rotation within 2
-/// check intervals) and a plain TCP check's, shown beside it.
+/// 11. A fleet behind HAProxy, three rows: the documented configuration's, with the agent check
+/// (judged: no client error across the three events, the leaking and the full instance out of
+/// rotation within 2 check intervals), the documented alternative's, /readyz on the metrics
+/// port, and a plain TCP check's, both shown beside it.
 std::vector<scenario_result> run_fleet(const drill_settings& s);
 
 }  // namespace transient::tool
