@@ -469,7 +469,7 @@ milliseconds back_bound(const drill_settings& s) { return milliseconds(s.quick ?
 // The onset and "could serve again" moments of an event, and its stopped/back figures.
 void measure(event_record& e, const fleet& f, std::size_t i, clock::time_point onset, clock::time_point ready,
              const drill_settings& s) {
-  const auto until = ready + back_bound(s);
+  const auto until = std::max(std::min(ready + back_bound(s), s.deadline), ready + milliseconds(1000));
   const auto back = sent_again(*f.poller, i, ready, until);
   const auto views = f.poller->views();
   if (const auto left = left_rotation(views, i, onset, back.value_or(until))) {
@@ -536,6 +536,7 @@ event_record full_event(fleet& f, const drill_settings& s) {
     if (get_status(b.metrics(), "/readyz", milliseconds(500)) == 503) {
       onset = clock::now();
     }
+    std::this_thread::sleep_for(milliseconds(onset ? 0 : 5));
   }
   if (!onset) {
     e.problem = "B's /readyz did not answer 503 within 3 s of " + std::to_string(budget) + " idle connections";
@@ -595,10 +596,13 @@ struct row_record {
 
 // Runs the three events, each while the load runs, its counts the difference across it.
 void run_events(fleet& f, const drill_settings& s, row_record& rec, fleet_load& load) {
-  const subreaper reaper;
   pid_t serving_c = f.instances[2].child->pid();
   const std::array<const char*, 3> what{"A leaks until it stalls", "B held at its budget", "C upgraded (SIGHUP)"};
   for (std::size_t i = 0; i < 3; ++i) {
+    if (clock::now() >= s.deadline) {
+      rec.events.at(i).problem = std::string("the row's time ran out before this event: ") + what.at(i);
+      return;
+    }
     note(s, what.at(i));
     const fleet_counts before = load.counts();
     const auto began = clock::now();
@@ -622,6 +626,7 @@ void warm_up(const fleet_load& load) {
 }
 
 row_record run_row(std::string_view cfg, const drill_settings& s) {
+  const subreaper reaper;  // C's successors become the drill's children, reaped with its group
   row_record rec;
   fleet f;
   start_fleet(f, cfg);
@@ -635,6 +640,9 @@ row_record run_row(std::string_view cfg, const drill_settings& s) {
     warm_up(load);
     run_events(f, s, rec, load);
     rec.total = load.stop();
+  }
+  if (f.haproxy->reap(milliseconds(0))) {  // its stats stopped: the row's figures are void
+    rec.problem = "HAProxy exited during the row: " + f.haproxy->stderr_text();
   }
   stop_fleet(f);
   return rec;
@@ -772,12 +780,20 @@ std::vector<scenario_result> run_fleet(const drill_settings& s) {
     return no_haproxy();
   }
   (void)fixture_path();  // throws fixture_missing before anything starts
+  // The three rows share the scenario's time: each its third of 50 s from now, the rest of the
+  // bound for the stops. An event that would start after its row's time is not run.
+  const auto start = clock::now();
+  const auto row_settings = [&](int row) {
+    drill_settings r = s;
+    r.deadline = start + std::chrono::seconds(50) * (row + 1) / 3;
+    return r;
+  };
   note(s, "agent checks (examples/fleet/haproxy.cfg.in): three instances behind HAProxy");
-  const row_record documented = run_row(fleet_haproxy_cfg, s);
+  const row_record documented = run_row(fleet_haproxy_cfg, row_settings(0));
   note(s, "/readyz checks (examples/fleet/haproxy-httpchk.cfg.in): the same events");
-  const row_record httpchk = run_row(fleet_haproxy_httpchk_cfg, s);
+  const row_record httpchk = run_row(fleet_haproxy_httpchk_cfg, row_settings(1));
   note(s, "plain TCP check: the same events");
-  const row_record tcp = run_row(fleet_haproxy_tcp_cfg, s);
+  const row_record tcp = run_row(fleet_haproxy_tcp_cfg, row_settings(2));
   return {documented_row(documented), shown_row(httpchk, "fleet: /readyz check", "httpchk_"),
           shown_row(tcp, "fleet: plain TCP check", "tcp_")};
 }
