@@ -37,7 +37,7 @@ namespace {
 using clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// The check interval of both configurations' checks (agent-inter, inter): the judged row's
+// The interval of the documented configurations' checks (agent-inter, inter): the judged row's
 // instances must be out of rotation within two of them.
 constexpr milliseconds check_interval{1000};
 constexpr double slow_seconds = 1.0;              // a client request slower than this is slow
@@ -341,7 +341,9 @@ std::vector<std::uint16_t> free_ports() {
 }
 
 // The instrumentation the drill adds in a second file, so that the configuration it runs is
-// the documented one unchanged: a stats socket in the temporary folder.
+// the documented one unchanged: a stats socket in the temporary folder, and a maxconn whose
+// descriptors fit the RLIMIT_NOFILE of 1024 the drill gives HAProxy (without one, HAProxy
+// derives a larger need from its defaults and refuses to start).
 constexpr std::string_view drill_cfg =
     "global\n"
     "    maxconn 200\n"
