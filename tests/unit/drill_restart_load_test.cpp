@@ -26,10 +26,11 @@ using transient::tool::request_end;
 using transient::tool::short_request;
 
 constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+constexpr std::string_view unavailable = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\nno";
 constexpr std::string_view ok_close = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 
 // What the fake server does with each request it reads.
-enum class behaviour { answer, answer_close, answer_then_idle_close, reset, close, silent, half_answer };
+enum class behaviour { answer, answer_503, answer_close, answer_then_idle_close, reset, close, silent, half_answer };
 
 // A loopback server on its own thread that treats every request as `behaviour` says.
 class fake_server {
@@ -105,6 +106,7 @@ class fake_server {
     while (read_request(c.get())) {
       switch (behaviour_) {
         case behaviour::answer: send_text(c.get(), ok); continue;
+        case behaviour::answer_503: send_text(c.get(), unavailable); continue;
         case behaviour::answer_close: send_text(c.get(), ok_close); break;
         case behaviour::answer_then_idle_close: send_text(c.get(), ok); break;
         case behaviour::reset: {
@@ -159,6 +161,27 @@ TEST(DrillRestartLoad, ACompleteResponseIsAnswered) {
     EXPECT_EQ(client.next(2s), request_end::answered) << i;
   }
   EXPECT_EQ(server.accepted(), 2) << "the keep-alive client used one connection";
+}
+
+// The fleet scenario counts a balancer's 5xx as a client error: each answer's status is read.
+TEST(DrillRestartLoad, AnAnswersStatusIsReported) {
+  fake_server good(behaviour::answer);
+  fake_server bad(behaviour::answer_503);
+  int status = 0;
+  EXPECT_EQ(short_request(good.at(), 2s, &status), request_end::answered);
+  EXPECT_EQ(status, 200);
+  EXPECT_EQ(short_request(bad.at(), 2s, &status), request_end::answered);
+  EXPECT_EQ(status, 503);
+  keepalive_client client(bad.at());
+  for (int i = 0; i < 3; ++i) {
+    status = 0;
+    EXPECT_EQ(client.next(2s, &status), request_end::answered) << i;
+    EXPECT_EQ(status, 503) << i;
+  }
+  const refusing_port port;
+  status = 7;
+  EXPECT_EQ(short_request(port.at, 2s, &status), request_end::refused);
+  EXPECT_EQ(status, 0) << "no answer, no status";
 }
 
 TEST(DrillRestartLoad, AConnectNothingListensForIsRefused) {

@@ -3,7 +3,6 @@
 // as the contrast, by stop then start on the same port. Two rows: the upgrade's is judged, the
 // contrast's losses are shown.
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -28,22 +27,6 @@ constexpr load_shape load{};
 // How long one restart may take: the successor's start and handover, the old process's drain.
 constexpr milliseconds restart_bound{10000};
 constexpr milliseconds start_bound{5000};
-
-// The drill is a child subreaper while it lives: every generation of an upgraded serve becomes
-// the drill's child when its parent exits, so the drill reaps each and can kill the last.
-class subreaper {
- public:
-  subreaper() {
-    ::prctl(PR_GET_CHILD_SUBREAPER, &before_);
-    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
-  }
-  ~subreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, before_); }
-  subreaper(const subreaper&) = delete;
-  subreaper& operator=(const subreaper&) = delete;
-
- private:
-  int before_ = 0;
-};
 
 // `transient serve` on 127.0.0.1:port in a process group of its own, which its successors join.
 child_launch serve_launch(std::uint16_t port) {

@@ -4,6 +4,7 @@
 // can run it against servers it controls.
 #pragma once
 
+#include <sys/prctl.h>
 #include <sys/types.h>
 
 #include <array>
@@ -53,8 +54,9 @@ struct load_shape {
 /// How many restarts a restart scenario runs: 20, or 5 with --quick.
 [[nodiscard]] inline int restarts_for(bool quick) { return quick ? 5 : 20; }
 
-/// One short connection to `at`: connect, GET /, read the whole response, close.
-[[nodiscard]] request_end short_request(const endpoint& at, std::chrono::milliseconds deadline);
+/// One short connection to `at`: connect, GET /, read the whole response, close. The response's
+/// status code goes to `*status` if given (0 when no complete response came).
+[[nodiscard]] request_end short_request(const endpoint& at, std::chrono::milliseconds deadline, int* status = nullptr);
 
 /// One keep-alive client: requests back to back on one connection, a new connection after the
 /// server closed it (Connection: close, or EOF while idle after a complete answer) or lost a
@@ -63,8 +65,9 @@ class keepalive_client {
  public:
   /// A client of `at`; it connects at its first request.
   explicit keepalive_client(const endpoint& at) : at_(at) {}
-  /// Sends the next request (connecting first if needed) and waits at most `deadline` for it.
-  request_end next(std::chrono::milliseconds deadline);
+  /// Sends the next request (connecting first if needed) and waits at most `deadline` for it;
+  /// the response's status code goes to `*status` if given (0 when no complete response came).
+  request_end next(std::chrono::milliseconds deadline, int* status = nullptr);
 
  private:
   endpoint at_;
@@ -104,6 +107,24 @@ bool run_between_restarts(const restart_load& load);
 
 /// The descriptors `pid` has open (/proc/PID/fd entries); -1 if unreadable.
 [[nodiscard]] int open_descriptors(pid_t pid);
+
+/// Makes the drill a child subreaper while it lives: every generation of an upgraded serve
+/// becomes the drill's child when its parent exits, so the drill reaps each and can kill the last.
+class subreaper {
+ public:
+  /// Becomes a subreaper, keeping the setting it had.
+  subreaper() {
+    ::prctl(PR_GET_CHILD_SUBREAPER, &before_);
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  }
+  /// Restores the setting it had.
+  ~subreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, before_); }
+  subreaper(const subreaper&) = delete;
+  subreaper& operator=(const subreaper&) = delete;
+
+ private:
+  int before_ = 0;
+};
 
 /// A handover line of an upgraded serve: "upgrade: first accept X ms after the signal to PID N".
 struct handover_line {

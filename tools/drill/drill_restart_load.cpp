@@ -106,6 +106,7 @@ struct response {
   std::string bytes;
   bool complete = false;
   bool close = false;  // Connection: close
+  int status = 0;      // the status line's code
 
   void add(const char* data, std::size_t n) {
     bytes.append(data, n);
@@ -116,13 +117,14 @@ struct response {
     const std::string head = bytes.substr(0, end + 2);
     const std::string length = header_value(head, "content-length:");
     close = header_value(head, "connection:") == "close";
+    status = std::atoi(head.c_str() + std::string_view("HTTP/1.1 ").size());
     complete = !length.empty() && bytes.size() >= end + 4 + std::strtoull(length.c_str(), nullptr, 10);
   }
 };
 
-// Reads one response on `fd` until `deadline`: answered once complete; EOF before it is
-// unanswered, an error a reset or unanswered (end_of_errno).
-request_end read_answer(int fd, clock::time_point deadline, bool& close) {
+// Reads one response on `fd` until `deadline`: answered once complete (its status code in
+// `status`); EOF before it is unanswered, an error a reset or unanswered (end_of_errno).
+request_end read_answer(int fd, clock::time_point deadline, bool& close, int& status) {
   response r;
   std::array<char, 4096> buffer{};
   while (!r.complete) {
@@ -142,16 +144,17 @@ request_end read_answer(int fd, clock::time_point deadline, bool& close) {
     }
   }
   close = r.close;
+  status = r.status;
   return request_end::answered;
 }
 
 // Sends the request on `fd` and reads its answer by `deadline`.
-request_end request_on(int fd, clock::time_point deadline, bool& close) {
+request_end request_on(int fd, clock::time_point deadline, bool& close, int& status) {
   request_end end = request_end::answered;
   if (!send_all(fd, request_text, end)) {
     return end;
   }
-  return read_answer(fd, deadline, close);
+  return read_answer(fd, deadline, close, status);
 }
 
 // True if the server closed (or reset) the idle connection `fd`: it may, after a complete answer.
@@ -160,19 +163,31 @@ bool closed_while_idle(int fd) {
   return ::poll(&p, 1, 0) > 0;
 }
 
+// The status code of an answer, for a caller that asks for it (`status` may be null).
+void report_status(int* status, int code) {
+  if (status != nullptr) {
+    *status = code;
+  }
+}
+
 }  // namespace
 
-request_end short_request(const endpoint& at, milliseconds deadline) {
+request_end short_request(const endpoint& at, milliseconds deadline, int* status) {
+  report_status(status, 0);
   const auto until = clock::now() + deadline;
   unique_fd fd;
   if (const auto failed = connect_by(at, until, fd)) {
     return *failed;
   }
   bool close = false;
-  return request_on(fd.get(), until, close);
+  int code = 0;
+  const request_end end = request_on(fd.get(), until, close, code);
+  report_status(status, code);
+  return end;
 }
 
-request_end keepalive_client::next(milliseconds deadline) {
+request_end keepalive_client::next(milliseconds deadline, int* status) {
+  report_status(status, 0);
   const auto until = clock::now() + deadline;
   if (fd_ && closed_while_idle(fd_.get())) {
     fd_.reset();
@@ -183,10 +198,12 @@ request_end keepalive_client::next(milliseconds deadline) {
     }
   }
   bool close = false;
-  const request_end end = request_on(fd_.get(), until, close);
+  int code = 0;
+  const request_end end = request_on(fd_.get(), until, close, code);
   if (end != request_end::answered || close) {
     fd_.reset();
   }
+  report_status(status, code);
   return end;
 }
 
