@@ -95,6 +95,29 @@ TEST(ServeAgent, SaysUpReadyWithTheFreeShareOfTheBudgetThenDrainWhenFull) {
   serve.signal(SIGTERM);
 }
 
+// Under --shed 503 a full budget does not pause accepting (new clients are answered 503), yet
+// the instance has no room: the agent says drain and /readyz 503 all the same, so that a load
+// balancer stops sending it clients it would only refuse.
+TEST(ServeAgent, AFullBudgetThatShedsIsNotReadyEither) {
+  serve_process serve(
+      {"--max-connections", "2", "--shed", "503", "--agent", "127.0.0.1:0", "--metrics", "127.0.0.1:0"});
+  ASSERT_TRUE(serve.at && serve.agent && serve.metrics) << serve.stderr_text();
+  std::vector<unique_fd> held;
+  for (int i = 0; i < 2; ++i) {
+    held.push_back(served_connection(*serve.at));
+    ASSERT_TRUE(held.back());
+  }
+  EXPECT_EQ(line_until(*serve.agent, "up drain", 2000ms), "up drain\n");
+  const unique_fd probe = connect_to(*serve.metrics);
+  ASSERT_TRUE(probe);
+  const auto [status, body] = query(probe.get(), "/readyz");
+  EXPECT_EQ(status, 503);
+  EXPECT_THAT(body, HasSubstr("connection budget full (2 of 2): new clients are answered 503"));
+  held.clear();
+  EXPECT_EQ(line_until(*serve.agent, "up ready", 2000ms), "up ready 100%\n");
+  serve.signal(SIGTERM);
+}
+
 // HAProxy's agent-send string comes first and the agent never needs it: the line still arrives
 // whole, and the connection ends without a reset.
 TEST(ServeAgent, TheLineArrivesWholeAfterAnAgentSendString) {

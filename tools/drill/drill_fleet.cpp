@@ -297,6 +297,17 @@ class temp_folder {
 };
 
 // One instance: its ports, its own options, and the process serving it now.
+// A child's stderr as one line for a table cell: its lines joined by "; ".
+std::string one_line(std::string text) {
+  while (!text.empty() && text.back() == '\n') {
+    text.pop_back();
+  }
+  for (std::size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at)) {
+    text.replace(at, 1, "; ");
+  }
+  return text;
+}
+
 struct instance {
   std::string name;                // "a", "b", "c": its server's name in the configurations
   std::uint16_t port = 0;          // the service port
@@ -426,7 +437,8 @@ void start_fleet(fleet& f, std::string_view cfg) {
                          extra.at(i),
                          nullptr};
     if (!start_instance(f.instances.at(i))) {
-      f.problem = "instance " + f.instances.at(i).name + " did not start: " + f.instances.at(i).child->stderr_text();
+      f.problem =
+          "instance " + f.instances.at(i).name + " did not start: " + one_line(f.instances.at(i).child->stderr_text());
       return;
     }
   }
@@ -515,7 +527,7 @@ event_record leak_event(fleet& f, const drill_settings& s) {
   }
   pending.reset();
   if (!start_instance(a)) {
-    e.problem = "A did not start again: " + a.child->stderr_text();
+    e.problem = "A did not start again: " + one_line(a.child->stderr_text());
     return e;
   }
   measure(e, f, 0, *onset, clock::now(), s);

@@ -357,6 +357,22 @@ server_options server_options_of(const serve_settings& s, std::shared_ptr<peer_l
   return options;
 }
 
+// True if every place of the budget is taken. Under --shed other than queue the server goes
+// on accepting (and shedding), so its state alone does not say so; readiness must, since a
+// load balancer's new clients would only be shed.
+bool budget_full(const policy_metrics& m) { return m.max_connections > 0 && m.live >= m.max_connections; }
+
+// What a full budget does to a new client, for the health's reason.
+std::string_view at_full_budget(shed_mode shed) {
+  switch (shed) {
+    case shed_mode::queue: return "wait";
+    case shed_mode::close: return "are closed (--shed close)";
+    case shed_mode::reset: return "are reset (--shed reset)";
+    case shed_mode::respond: return "are answered 503 (--shed 503)";
+  }
+  return "are shed";
+}
+
 // What serve_transient runs and what the threads reporting on it read: the server, the
 // counters of its connection loops, whether the stop began, and the eventfd that ends a drain
 // (written by a second stop signal; every loop watches it while it drains).
@@ -366,6 +382,7 @@ class serving {
   serving(const serve_settings& s, listener l, const serve_extension& extension, handover_origin* origin)
       : origin_(origin),
         stall_timeout_(s.stall_timeout),
+        shed_(s.shed),
         counters_(std::make_unique<connection_counters[]>(s.threads)),
         drain_end_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (!drain_end_) {
@@ -453,11 +470,11 @@ class serving {
       h.state = "degraded";
       h.reason = "accept failing, backing off: " + worst.error.message();
       h.ready = false;
-    } else if (worst.state == health_state::backpressure) {
-      const policy_metrics m = server_->metrics();
+    } else if (const policy_metrics m = server_->metrics();
+               worst.state == health_state::backpressure || budget_full(m)) {
       h.state = "backpressure";
       h.reason = "connection budget full (" + std::to_string(m.live) + " of " + std::to_string(m.max_connections) +
-                 "): new clients wait";
+                 "): new clients " + std::string(at_full_budget(shed_));
       h.ready = false;
     }
     if (h.live) {
@@ -591,6 +608,7 @@ class serving {
 
   handover_origin* origin_;
   std::chrono::milliseconds stall_timeout_;
+  shed_mode shed_;  // --shed: what a full budget does to a new client
   unsigned threads_ = 0;
   std::unique_ptr<connection_counters[]> counters_;  // one per loop, by loop index
   unique_fd drain_end_;
