@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds transient and runs its main job: `transient drill`, nine failure scenarios against
+# Builds transient and runs its main job: `transient drill`, eleven failure scenarios against
 # `transient serve` children on loopback, ending with a table; exit 0 if all pass. The build
 # shows its progress (the first one compiles the library and the command).
 # Usage: scripts/demo.sh [drill options, e.g. --quick, --json, --svg drill.svg]
