@@ -429,6 +429,7 @@ class server_core {
     }
     settings.policy = labelled(options_.policy, t, options_.threads);
     static_cast<Driver&>(*this).add_acceptors(*l, mine, handler_of(*l), settings);
+    l->publish(clock::now(), true);  // metrics() says what is measured before the loop first runs
     loops_.push_back(std::move(l));
   }
 

@@ -3,6 +3,7 @@
 // NOTIFY_SOCKET.
 #pragma once
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -150,6 +151,24 @@ class fake_notify_socket {
   std::string path_;
   unique_fd socket_{::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
   bool ok_ = false;
+};
+
+/// Sets RLIMIT_NOFILE's soft limit for the children started in its lifetime (a serve_process
+/// made inside its scope starts with it), and gives the test's own limit back at its end.
+class fd_limit_for_children {
+ public:
+  explicit fd_limit_for_children(rlim_t soft) {
+    ::getrlimit(RLIMIT_NOFILE, &saved_);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = soft;
+    ::setrlimit(RLIMIT_NOFILE, &lowered);
+  }
+  ~fd_limit_for_children() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+  fd_limit_for_children(const fd_limit_for_children&) = delete;
+  fd_limit_for_children& operator=(const fd_limit_for_children&) = delete;
+
+ private:
+  rlimit saved_{};
 };
 
 }  // namespace transient::test

@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "support/stale_clients.hpp"
 #include "transient/drivers/server.hpp"
+#include "transient/policy/events.hpp"
 #include "transient/testing/syscalls.hpp"
 
 namespace {
@@ -28,6 +30,18 @@ TEST(QueueWait, TheServerShedsStaleClientsAndServesFreshOnesWithTheirWait) {
 
 TEST(QueueWait, TheServerServesAClientWhoseWaitCannotBeMeasured) {
   transient::test::a_failed_measurement_never_sheds(epoll_server);
+}
+
+// A server that bounds the wait exports the histogram from its construction on (at 0), so a
+// scrape before its loops first publish already has the series a rate is taken over.
+TEST(QueueWait, TheServerSaysItMeasuresWaitsBeforeItRuns) {
+  std::vector<transient::listener> listeners;
+  listeners.push_back(transient::listen(transient::endpoint::loopback_v4(0)));
+  const transient::server server(
+      std::move(listeners), [](transient::connection /*c*/) {}, transient::test::bounded_wait(1s));
+  const transient::policy_metrics m = server.metrics();
+  EXPECT_TRUE(m.queue_wait_measured);
+  EXPECT_NE(transient::to_prometheus(m).find("transient_queue_wait_seconds_count 0\n"), std::string::npos);
 }
 
 // The loop handler path: its connections carry their wait in the queue too.

@@ -52,23 +52,6 @@ unique_fd served_connection(const endpoint& at) {
   return c;
 }
 
-// Sets RLIMIT_NOFILE's soft limit for the children started in its lifetime.
-class fd_limit_for_children {
- public:
-  explicit fd_limit_for_children(rlim_t soft) {
-    ::getrlimit(RLIMIT_NOFILE, &saved_);
-    rlimit lowered = saved_;
-    lowered.rlim_cur = soft;
-    ::setrlimit(RLIMIT_NOFILE, &lowered);
-  }
-  ~fd_limit_for_children() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
-  fd_limit_for_children(const fd_limit_for_children&) = delete;
-  fd_limit_for_children& operator=(const fd_limit_for_children&) = delete;
-
- private:
-  rlimit saved_{};
-};
-
 TEST(ServeAgent, SaysUpReadyWithTheFreeShareOfTheBudgetThenDrainWhenFull) {
   serve_process serve({"--max-connections", "8", "--agent", "127.0.0.1:0"});
   ASSERT_TRUE(serve.at && serve.agent) << serve.stderr_text();

@@ -99,23 +99,6 @@ std::optional<double> ms_until_closed(int fd, clock_type::time_point since, std:
   return std::chrono::duration<double, std::milli>(clock_type::now() - since).count();
 }
 
-// Sets RLIMIT_NOFILE's soft limit for the children started in its lifetime.
-class fd_limit_for_children {
- public:
-  explicit fd_limit_for_children(rlim_t soft) {
-    ::getrlimit(RLIMIT_NOFILE, &saved_);
-    rlimit lowered = saved_;
-    lowered.rlim_cur = soft;
-    ::setrlimit(RLIMIT_NOFILE, &lowered);
-  }
-  ~fd_limit_for_children() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
-  fd_limit_for_children(const fd_limit_for_children&) = delete;
-  fd_limit_for_children& operator=(const fd_limit_for_children&) = delete;
-
- private:
-  rlimit saved_{};
-};
-
 // Short connections one after another until one gets no answer within 300 ms: with
 // --leak-per-connection, the leak then holds every free descriptor. Returns that client.
 unique_fd exhaust_by_leak(const endpoint& at) {
