@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -170,5 +171,13 @@ class fd_limit_for_children {
  private:
   rlimit saved_{};
 };
+
+/// A serve_process started with RLIMIT_NOFILE's soft limit `soft` (give it "--fd-limit keep",
+/// or serve raises it); the test's own limit stays as it was.
+inline std::unique_ptr<serve_process> serve_under_fd_limit(rlim_t soft, std::vector<std::string> args,
+                                                           const std::string& program = TRANSIENT_CLI_PATH) {
+  const fd_limit_for_children limit(soft);
+  return std::make_unique<serve_process>(std::move(args), program);
+}
 
 }  // namespace transient::test

@@ -97,7 +97,7 @@ TEST(ServeAgent, AFullBudgetThatShedsIsNotReadyEither) {
   EXPECT_EQ(status, 503);
   EXPECT_THAT(body, HasSubstr("connection budget full (2 of 2): new clients are answered 503"));
   held.clear();
-  EXPECT_EQ(line_until(*serve.agent, "up ready", 2000ms), "up ready 100%\n");
+  EXPECT_EQ(line_until(*serve.agent, "up ready 100%", 2000ms), "up ready 100%\n") << "both places free again";
   serve.signal(SIGTERM);
 }
 
@@ -144,14 +144,11 @@ TEST(ServeAgent, AnswersDrainFromTheStopSignalUntilTheProcessExits) {
 // A leak exhausts the descriptors: drain while degraded, then down once stalled, each on a new
 // connection as HAProxy makes them, though no descriptor is free (the agent's spare one).
 TEST(ServeAgent, SaysDrainWhenDegradedThenDownOnceStalled) {
-  std::unique_ptr<serve_process> started;
-  {
-    const fd_limit_for_children limit(64);
-    started = std::make_unique<serve_process>(
-        std::vector<std::string>{"--leak-per-connection", "4", "--stall-timeout", "1500ms", "--agent", "127.0.0.1:0",
-                                 "--slow-response", "5s", "--fd-limit", "keep"},
-        TRANSIENT_FIXTURE_PATH);
-  }
+  const std::unique_ptr<serve_process> started =
+      serve_under_fd_limit(64,
+                           {"--leak-per-connection", "4", "--stall-timeout", "1500ms", "--agent", "127.0.0.1:0",
+                            "--slow-response", "5s", "--fd-limit", "keep"},
+                           TRANSIENT_FIXTURE_PATH);
   serve_process& serve = *started;
   ASSERT_TRUE(serve.at && serve.agent) << serve.stderr_text();
   EXPECT_EQ(agent_check(*serve.agent).text.rfind("up ready ", 0), 0U);

@@ -286,14 +286,11 @@ TEST(ServeProduction, HealthAndReadinessFollowTheServer) {
 // A leak exhausts the descriptors: degraded (alive, not ready), then stalled (503 on both)
 // while a slow request still finishes, then exit 1 with the diagnosis.
 TEST(ServeProduction, HealthShowsDegradedThenStalledWhenDescriptorsLeak) {
-  std::unique_ptr<serve_process> started;
-  {
-    const fd_limit_for_children limit(64);
-    started = std::make_unique<serve_process>(
-        std::vector<std::string>{"--leak-per-connection", "4", "--stall-timeout", "1s", "--metrics", "127.0.0.1:0",
-                                 "--slow-response", "5s", "--fd-limit", "keep"},
-        TRANSIENT_FIXTURE_PATH);
-  }
+  const std::unique_ptr<serve_process> started =
+      serve_under_fd_limit(64,
+                           {"--leak-per-connection", "4", "--stall-timeout", "1s", "--metrics", "127.0.0.1:0",
+                            "--slow-response", "5s", "--fd-limit", "keep"},
+                           TRANSIENT_FIXTURE_PATH);
   serve_process& serve = *started;
   ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
   const unique_fd probe = transient::test::connect_to(*serve.metrics);  // probes reuse it: no descriptor needed
@@ -319,13 +316,8 @@ TEST(ServeProduction, WatchdogPingsWhileHealthyAndStopsWhenStalled) {
   fake_notify_socket notify("prod");
   ASSERT_TRUE(notify.ok());
   ::setenv("WATCHDOG_USEC", "200000", 1);  // a ping every 100 ms
-  std::unique_ptr<serve_process> started;
-  {
-    const fd_limit_for_children limit(64);
-    started = std::make_unique<serve_process>(
-        std::vector<std::string>{"--leak-per-connection", "4", "--stall-timeout", "1500ms", "--fd-limit", "keep"},
-        TRANSIENT_FIXTURE_PATH);
-  }
+  const std::unique_ptr<serve_process> started = serve_under_fd_limit(
+      64, {"--leak-per-connection", "4", "--stall-timeout", "1500ms", "--fd-limit", "keep"}, TRANSIENT_FIXTURE_PATH);
   ::unsetenv("WATCHDOG_USEC");
   serve_process& serve = *started;
   ASSERT_TRUE(serve.at) << serve.stderr_text();

@@ -181,10 +181,7 @@ std::set<std::string> unknown_names(const std::vector<std::string>& queries, con
 
 // serve's scrape at rest (with --metrics and RLIMIT_NOFILE 256 kept).
 struct resting_serve {
-  resting_serve() {
-    const fd_limit_for_children limit(256);
-    serve = std::make_unique<serve_process>(std::vector<std::string>{"--metrics", "127.0.0.1:0", "--fd-limit", "keep"});
-  }
+  resting_serve() : serve(serve_under_fd_limit(256, {"--metrics", "127.0.0.1:0", "--fd-limit", "keep"})) {}
   // A scrape, the first one: every series is there from the start (the queue-wait histogram
   // too, before the loops first publish).
   std::string scrape() const {
@@ -231,14 +228,9 @@ TEST(ServePrometheus, UnderExhaustionTheScrapePassesPromtoolAndShowsTheDescripto
   if (::access(promtool.c_str(), X_OK) != 0) {
     GTEST_SKIP() << promtool << " is missing (Debian package prometheus)";
   }
-  std::unique_ptr<serve_process> started;
-  {
-    const fd_limit_for_children limit(64);
-    started =
-        std::make_unique<serve_process>(std::vector<std::string>{"--leak-per-connection", "4", "--stall-timeout", "30s",
-                                                                 "--metrics", "127.0.0.1:0", "--fd-limit", "keep"},
-                                        TRANSIENT_FIXTURE_PATH);
-  }
+  const std::unique_ptr<serve_process> started = serve_under_fd_limit(
+      64, {"--leak-per-connection", "4", "--stall-timeout", "30s", "--metrics", "127.0.0.1:0", "--fd-limit", "keep"},
+      TRANSIENT_FIXTURE_PATH);
   serve_process& serve = *started;
   ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
   const unique_fd probe = connect_to(*serve.metrics);  // scrapes reuse it: no descriptor needed
