@@ -20,10 +20,15 @@ std::string read_whole_file(const char* path, std::error_code& ec) {
     ec = last_error();
     return {};
   }
+  return read_whole_descriptor(fd.get(), ec);
+}
+
+std::string read_whole_descriptor(int fd, std::error_code& ec) {
+  ec.clear();
   std::string text;
   char buffer[8192];
   for (;;) {
-    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    const ssize_t n = ::pread(fd, buffer, sizeof buffer, static_cast<off_t>(text.size()));
     if (n < 0) {
       if (errno == EINTR) {
         continue;

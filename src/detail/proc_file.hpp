@@ -14,6 +14,10 @@ namespace transient::detail {
 /// The whole content of `path` (opened O_CLOEXEC); sets `ec` on failure.
 [[nodiscard]] std::string read_whole_file(const char* path, std::error_code& ec);
 
+/// The whole content of the open file `fd`, read from offset 0 with pread (so that the
+/// descriptor can be kept and read again, from any thread); sets `ec` on failure.
+[[nodiscard]] std::string read_whole_descriptor(int fd, std::error_code& ec);
+
 /// Every row of /proc/net/tcp and /proc/net/tcp6 (this network namespace). A missing tcp6
 /// (IPv6 disabled) is not an error. `malformed` receives the count of unparsable rows.
 [[nodiscard]] std::vector<tcp_row> read_kernel_tcp_rows(std::error_code& ec, std::size_t* malformed = nullptr);

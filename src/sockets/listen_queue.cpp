@@ -4,6 +4,7 @@
 // which nothing has renewed before the server first writes.
 #include "transient/sockets/listen_queue.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -53,6 +54,18 @@ bool tcpext_counter(std::string_view text, std::string_view name, std::uint64_t&
   return false;
 }
 
+constexpr const char* netstat_path = "/proc/net/netstat";
+
+// The counters in the text of /proc/net/netstat (after a read that set `ec`, zeros).
+listen_drops drops_in(const std::string& text, std::error_code& ec) {
+  listen_drops counters;
+  if (!ec && !(tcpext_counter(text, "ListenOverflows", counters.overflows) &&
+               tcpext_counter(text, "ListenDrops", counters.drops))) {
+    ec = std::make_error_code(std::errc::protocol_error);
+  }
+  return ec ? listen_drops{} : counters;
+}
+
 }  // namespace
 
 listen_queue queue_of(int fd, std::error_code& ec) noexcept {
@@ -74,20 +87,36 @@ listen_queue queue_of(int fd) {
   return q;
 }
 
-listen_drops read_listen_drops(std::error_code& ec) {
-  const std::string text = detail::read_whole_file("/proc/net/netstat", ec);
-  listen_drops counters;
-  if (!ec && !(tcpext_counter(text, "ListenOverflows", counters.overflows) &&
-               tcpext_counter(text, "ListenDrops", counters.drops))) {
-    ec = std::make_error_code(std::errc::protocol_error);
-  }
-  return ec ? listen_drops{} : counters;
-}
+listen_drops read_listen_drops(std::error_code& ec) { return drops_in(detail::read_whole_file(netstat_path, ec), ec); }
 
 listen_drops read_listen_drops() {
   std::error_code ec;
   const listen_drops counters = read_listen_drops(ec);
   detail::throw_if(ec, "/proc/net/netstat");
+  return counters;
+}
+
+listen_drops_reader::listen_drops_reader(std::error_code& ec) : netstat_(::open(netstat_path, O_RDONLY | O_CLOEXEC)) {
+  ec = netstat_ ? std::error_code{} : detail::last_error();
+}
+
+listen_drops_reader::listen_drops_reader() {
+  std::error_code ec;
+  *this = listen_drops_reader(ec);
+  detail::throw_if(ec, netstat_path);
+}
+
+listen_drops listen_drops_reader::read(std::error_code& ec) const {
+  if (!netstat_) {
+    return read_listen_drops(ec);
+  }
+  return drops_in(detail::read_whole_descriptor(netstat_.get(), ec), ec);
+}
+
+listen_drops listen_drops_reader::read() const {
+  std::error_code ec;
+  const listen_drops counters = read(ec);
+  detail::throw_if(ec, netstat_path);
   return counters;
 }
 

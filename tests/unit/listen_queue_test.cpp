@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -98,6 +99,33 @@ TEST(ListenQueue, ReadsTheNamespaceCounters) {
   const transient::listen_drops before = transient::read_listen_drops(ec);
   ASSERT_FALSE(ec) << ec.message();
   EXPECT_LE(before.overflows, before.drops);
+}
+
+// The reader keeps its descriptor of /proc/net/netstat: with every other descriptor taken it
+// still reads the counters, where read_listen_drops() fails with EMFILE.
+TEST(ListenQueue, TheReaderReadsTheCountersWithNoDescriptorFree) {
+  const transient::listen_drops_reader reader;
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  std::vector<unique_fd> filler;
+  rlimit lowered = saved;
+  lowered.rlim_cur = 64;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lowered), 0);
+  for (unique_fd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); fd;
+       fd = unique_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC))) {
+    filler.push_back(std::move(fd));
+  }
+  std::error_code opened;
+  (void)transient::read_listen_drops(opened);
+  std::error_code kept;
+  const transient::listen_drops counters = reader.read(kept);
+  filler.clear();
+  ::setrlimit(RLIMIT_NOFILE, &saved);
+  EXPECT_EQ(opened, std::errc::too_many_files_open) << opened.message();
+  EXPECT_FALSE(kept) << kept.message();
+  EXPECT_LE(counters.overflows, counters.drops);
+  const transient::listen_drops later = reader.read();
+  EXPECT_GE(later.drops, counters.drops) << "the counters only grow";
 }
 
 TEST(ListenQueue, ReadsAnIpv6ListenersQueueAndItsConnectionsWait) {

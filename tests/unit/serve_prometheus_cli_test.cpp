@@ -250,6 +250,8 @@ TEST(ServePrometheus, UnderExhaustionTheScrapePassesPromtoolAndShowsTheDescripto
   EXPECT_GT(open / 64, 0.9) << text;  // (more than 64 if the test's runner left a descriptor open above it)
   EXPECT_GT(sample(text, "transient_accept_failed_total{condition=\"process_fd_limit\"}").value_or(0), 0) << text;
   EXPECT_TRUE(sample(text, "process_start_time_seconds")) << "kept from the start, when /proc could be opened";
+  EXPECT_TRUE(sample(text, "transient_listen_overflows_total")) << "read through a descriptor kept open:\n" << text;
+  EXPECT_TRUE(sample(text, "transient_listen_drops_total")) << text;
 }
 
 TEST(ServePrometheus, TheShippedRulesPassPromtoolCheckRules) {

@@ -104,7 +104,7 @@ TEST(ServeQueueWatch, MetricsNameTheListenerAndSayTheCountersAreMachineWide) {
   const auto srv = server_over(listener_with_backlog(4));
   const queue_watch watch(*srv, 0.5);
   const std::vector<unique_fd> clients = queue_clients(*srv, 3);
-  const std::string text = transient::tool::queue_metrics(watch.read(), watch.address());
+  const std::string text = transient::tool::queue_metrics(watch.read(), watch.address(), watch.drops());
   const std::string label = "{listener=\"" + srv->local_endpoints().front().to_string() + "\"}";
   EXPECT_THAT(text,
               HasSubstr("# TYPE transient_listen_queue_length gauge\ntransient_listen_queue_length" + label + " 3\n"));
@@ -115,7 +115,7 @@ TEST(ServeQueueWatch, MetricsNameTheListenerAndSayTheCountersAreMachineWide) {
   EXPECT_THAT(text,
               testing::ContainsRegex("HELP transient_listen_overflows_total [^\n]*machine-wide[^\n]*not this one"));
   EXPECT_THAT(text, testing::ContainsRegex("HELP transient_listen_drops_total [^\n]*machine-wide[^\n]*not this one"));
-  const std::string without = transient::tool::queue_metrics(std::nullopt, watch.address());
+  const std::string without = transient::tool::queue_metrics(std::nullopt, watch.address(), watch.drops());
   EXPECT_THAT(without, testing::Not(HasSubstr("transient_listen_queue_length")))
       << "no reading (the server stopped): no sample rather than a made-up one";
   EXPECT_THAT(without, HasSubstr("transient_listen_overflows_total "));

@@ -496,7 +496,7 @@ class serving {
            "# HELP transient_serve_header_timeouts_total Connections closed for sending no complete request head "
            "within --header-timeout.\n# TYPE transient_serve_header_timeouts_total counter\n"
            "transient_serve_header_timeouts_total " +
-           std::to_string(timeouts) + "\n" + queue_metrics(queue_->read(), queue_->address());
+           std::to_string(timeouts) + "\n" + queue_metrics(queue_->read(), queue_->address(), queue_->drops());
   }
 
   // The agent port's line (serve_agent.hpp): the health /readyz answers with, and the budget.

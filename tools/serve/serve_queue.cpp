@@ -25,10 +25,26 @@ void family(std::string& out, const char* name, const char* type, const char* he
   out += std::string("# HELP ") + name + ' ' + help + "\n# TYPE " + name + ' ' + type + '\n';
 }
 
+// The reader of the namespace's counters. A failure to open /proc/net/netstat now is not
+// fatal: each read then tries to open it.
+listen_drops_reader drops_reader() {
+  std::error_code ec;
+  return listen_drops_reader(ec);
+}
+
 }  // namespace
 
 queue_watch::queue_watch(const basic_server& server, double ready_fraction)
-    : server_(server), address_(server.local_endpoints().front().to_string()), fraction_(ready_fraction) {}
+    : server_(server),
+      address_(server.local_endpoints().front().to_string()),
+      fraction_(ready_fraction),
+      drops_(drops_reader()) {}
+
+std::optional<listen_drops> queue_watch::drops() const {
+  std::error_code ec;
+  const listen_drops d = drops_.read(ec);
+  return ec ? std::nullopt : std::optional(d);
+}
 
 std::optional<queue_reading> queue_watch::read(clock::time_point now) const {
   const std::optional<listen_queue> q = server_.accept_queues().front();
@@ -55,7 +71,8 @@ std::string describe(const queue_reading& r, double fraction) {
          seconds_text(r.above_for) + " s (over " + fraction_text(fraction) + " of its limit)";
 }
 
-std::string queue_metrics(const std::optional<queue_reading>& r, const std::string& address) {
+std::string queue_metrics(const std::optional<queue_reading>& r, const std::string& address,
+                          const std::optional<listen_drops>& drops) {
   std::string out;
   if (r) {
     const std::string label = "{listener=\"" + address + "\"} ";
@@ -66,9 +83,8 @@ std::string queue_metrics(const std::optional<queue_reading>& r, const std::stri
            "The most the listener's accept queue holds: its listen() backlog capped by net.core.somaxconn.");
     out += "transient_listen_queue_limit" + label + std::to_string(r->queue.limit) + '\n';
   }
-  std::error_code ec;
-  const listen_drops d = read_listen_drops(ec);
-  if (!ec) {
+  if (drops) {
+    const listen_drops& d = *drops;
     family(out, "transient_listen_overflows_total", "counter",
            "Handshakes dropped because an accept queue was full (TcpExt ListenOverflows): machine-wide, every "
            "listener of this network namespace, not this one alone.");

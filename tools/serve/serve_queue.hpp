@@ -38,6 +38,9 @@ class queue_watch {
   /// any time and on any thread count). nullopt once the server has let go of the listener or
   /// if the queue cannot be read. Thread-safe.
   [[nodiscard]] std::optional<queue_reading> read(clock::time_point now = clock::now()) const;
+  /// This network namespace's listen_drops, read through a descriptor of /proc/net/netstat
+  /// kept open (so they are there under a descriptor shortage too); nullopt if unreadable.
+  [[nodiscard]] std::optional<listen_drops> drops() const;
   /// The listener's address, the metrics' label.
   [[nodiscard]] const std::string& address() const noexcept { return address_; }
   /// The readiness threshold given.
@@ -49,6 +52,7 @@ class queue_watch {
   mutable std::optional<clock::time_point> above_since_;  // guarded by mutex_
   std::string address_;
   double fraction_;
+  listen_drops_reader drops_;
 };
 
 /// One line for the health reason and STATUS=: "412 of 4096 waiting in the accept queue for
@@ -57,8 +61,8 @@ class queue_watch {
 
 /// Prometheus text: transient_listen_queue_length and transient_listen_queue_limit of the
 /// listener at `address` (when `r` holds a reading), and this network namespace's
-/// transient_listen_overflows_total and transient_listen_drops_total (when /proc/net/netstat
-/// can be read).
-[[nodiscard]] std::string queue_metrics(const std::optional<queue_reading>& r, const std::string& address);
+/// transient_listen_overflows_total and transient_listen_drops_total (when `drops` holds them).
+[[nodiscard]] std::string queue_metrics(const std::optional<queue_reading>& r, const std::string& address,
+                                        const std::optional<listen_drops>& drops);
 
 }  // namespace transient::tool

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <system_error>
 
+#include "transient/sockets/unique_fd.hpp"
+
 namespace transient {
 
 /// A listener's accept queue at one moment.
@@ -50,6 +52,25 @@ struct listen_drops {
 [[nodiscard]] listen_drops read_listen_drops();
 /// As above; on failure sets `ec` and returns zeros.
 [[nodiscard]] listen_drops read_listen_drops(std::error_code& ec);
+
+/// Reads listen_drops through a descriptor of /proc/net/netstat that it opens once and keeps,
+/// so that a process whose descriptors are exhausted, when the counters matter most, still
+/// reads them. Reads are thread-safe.
+class listen_drops_reader {
+ public:
+  /// Opens /proc/net/netstat. Throws std::system_error if it cannot.
+  listen_drops_reader();
+  /// As above; on failure sets `ec`, and read() opens the file each time (read_listen_drops()).
+  explicit listen_drops_reader(std::error_code& ec);
+
+  /// The counters now. Throws std::system_error if they cannot be read (EPROTO if absent).
+  [[nodiscard]] listen_drops read() const;
+  /// As above; on failure sets `ec` and returns zeros.
+  [[nodiscard]] listen_drops read(std::error_code& ec) const;
+
+ private:
+  unique_fd netstat_;
+};
 
 /// How long the connection on `fd`, just accepted, waited in its listener's accept queue: the
 /// time since the kernel completed its handshake, from the kernel's own stamp (TCP_INFO's
