@@ -57,8 +57,8 @@ TEST(DrillFleetCli, TheDocumentedChecksKeepClientsFromFailingInstances) {
   EXPECT_EQ(figure(documented, "documented_errors"), 0) << documented;
   EXPECT_LE(figure(documented, "documented_a_stopped_s"), 2.0) << "A out within 2 check intervals: " << documented;
   EXPECT_LE(figure(documented, "documented_b_stopped_s"), 2.0) << "B out within 2 check intervals: " << documented;
-  for (const auto& [name, prefix] : {std::pair{"fleet: /readyz check", "httpchk_"},
-                                     std::pair{"fleet: plain TCP check", "tcp_"}}) {
+  for (const auto& [name, prefix] :
+       {std::pair{"fleet: /readyz check", "httpchk_"}, std::pair{"fleet: plain TCP check", "tcp_"}}) {
     const std::string shown = scenario_object(r.out, name);
     ASSERT_FALSE(shown.empty()) << name << ": " << r.out;
     EXPECT_THAT(shown, HasSubstr("\"verdict\":\"SHOWN\"")) << shown;
