@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <iostream>
 #include <utility>
 #include <vector>
 
@@ -153,20 +152,11 @@ class agent_loop final : public loop_handler, public io_watcher {
 // The agent port's server: one loop; at its budget, or under a descriptor shortage (on the
 // spare descriptor), a connection is answered by the refusal writer and closed at once.
 server_options agent_server_options(const std::function<std::string()>& line) {
-  server_options options;
-  options.max_connections = agent_connections;
-  options.diagnosis_fds = false;
+  server_options options = side_port_options("agent", agent_connections);
   options.peer_addresses = false;
   options.policy.shed = shed_mode::respond;
-  options.policy.stall_timeout = {};                            // the main server's watchdog decides
   options.policy.backoff.cap = std::chrono::milliseconds(100);  // a check waits at most this under EMFILE
   options.refuse = [line](int fd, const endpoint& /*peer*/) { answer(fd, line()); };
-  options.policy.sink = [](const policy_event& e) {
-    if (e.kind != policy_event_kind::diagnosis) {
-      const std::string text = "transient serve (agent port): " + format(e) + "\n";
-      [[maybe_unused]] const ssize_t n = ::write(2, text.data(), text.size());
-    }
-  };
   return options;
 }
 
@@ -179,15 +169,7 @@ agent_endpoint::agent_endpoint(listener l, std::function<std::string()> line) {
   server_ = std::make_unique<server>(
       std::move(listeners), [line = std::move(line)](loop& on) { return std::make_unique<agent_loop>(on, line); },
       std::move(options));
-  thread_ = thread_without_signals([s = server_.get()] {
-    try {
-      if (const stop_info r = s->run(); !r.ok()) {
-        std::cerr << "transient serve: agent port stopped: " << r.error.message() << '\n';
-      }
-    } catch (const std::exception& e) {
-      std::cerr << "transient serve: agent port stopped: " << e.what() << '\n';
-    }
-  });
+  thread_ = run_side_port(*server_, "agent");
 }
 
 void agent_endpoint::close() {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <iostream>
 #include <limits>
 #include <system_error>
 
@@ -629,6 +630,32 @@ std::thread thread_without_signals(std::function<void()> body) {
   std::thread t(std::move(body));
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   return t;
+}
+
+server_options side_port_options(std::string_view name, std::uint64_t max_connections) {
+  server_options options;
+  options.max_connections = max_connections;
+  options.policy.stall_timeout = {};
+  options.diagnosis_fds = false;
+  options.policy.sink = [prefix = "transient serve (" + std::string(name) + " port): "](const policy_event& e) {
+    if (e.kind != policy_event_kind::diagnosis) {
+      const std::string line = prefix + format(e) + "\n";
+      [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
+    }
+  };
+  return options;
+}
+
+std::thread run_side_port(server& s, std::string_view name) {
+  return thread_without_signals([&s, what = "transient serve: " + std::string(name) + " port stopped: "] {
+    try {
+      if (const stop_info r = s.run(); !r.ok()) {
+        std::cerr << what << r.error.message() << '\n';
+      }
+    } catch (const std::exception& e) {
+      std::cerr << what << e.what() << '\n';
+    }
+  });
 }
 
 }  // namespace transient::tool

@@ -215,4 +215,13 @@ inline constexpr std::array<int, 1> ignored_signal_numbers{SIGUSR1};
 /// there, never during the teardown of a loop).
 std::thread thread_without_signals(std::function<void()> body);
 
+/// The settings every side port of serve (the metrics and agent ports) starts from: a budget
+/// of `max_connections` of its own, no stall watchdog (the main server's decides), no
+/// diagnosis descriptors, and its policy's lines on stderr as "transient serve (NAME port): ...".
+[[nodiscard]] server_options side_port_options(std::string_view name, std::uint64_t max_connections);
+
+/// Runs `s` on a thread of its own with signals blocked, saying on stderr why if it stops for a
+/// failure ("transient serve: NAME port stopped: ...").
+[[nodiscard]] std::thread run_side_port(server& s, std::string_view name);
+
 }  // namespace transient::tool

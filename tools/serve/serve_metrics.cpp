@@ -1,10 +1,6 @@
 // The metrics port of `transient serve` (see serve_metrics.hpp).
 #include "serve_metrics.hpp"
 
-#include <unistd.h>
-
-#include <iostream>
-
 #include "../json.hpp"
 
 namespace transient::tool {
@@ -42,16 +38,7 @@ std::string metrics_response(const parsed_request& request, const std::function<
 
 metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text,
                                    std::function<health_report()> health) {
-  server_options options;
-  options.max_connections = metrics_connections;
-  options.policy.stall_timeout = {};  // the main server's watchdog decides
-  options.diagnosis_fds = false;
-  options.policy.sink = [](const policy_event& e) {
-    if (e.kind != policy_event_kind::diagnosis) {
-      const std::string line = "transient serve (metrics port): " + format(e) + "\n";
-      [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
-    }
-  };
+  server_options options = side_port_options("metrics", metrics_connections);
   auto respond = [text = std::move(text), health = std::move(health)](const parsed_request& r, std::string& out) {
     out += metrics_response(r, text, health);
   };
@@ -67,15 +54,7 @@ metrics_endpoint::metrics_endpoint(listener l, std::function<std::string()> text
         return connections;
       },
       std::move(options));
-  thread_ = thread_without_signals([s = server_.get()] {
-    try {
-      if (const stop_info r = s->run(); !r.ok()) {
-        std::cerr << "transient serve: metrics port stopped: " << r.error.message() << '\n';
-      }
-    } catch (const std::exception& e) {
-      std::cerr << "transient serve: metrics port stopped: " << e.what() << '\n';
-    }
-  });
+  thread_ = run_side_port(*server_, "metrics");
 }
 
 void metrics_endpoint::stop() noexcept { server_->stop(); }
