@@ -407,9 +407,9 @@ class serving {
                                   std::to_string(fd_soft_limit(ec)) + ": use fewer --threads or raise the limit");
     }
     queue_.emplace(*server_, s.ready_queue_fraction);
-    // The start time is read once and kept: a scrape under exhaustion could not open /proc.
-    std::error_code ignored;
-    (void)read_process_metrics({}, ignored);
+    if (s.metrics) {
+      open_process_fds();
+    }
   }
 
   // Runs the server until it stops and its loops have drained. Returns 0 for a clean stop, 1
@@ -491,7 +491,7 @@ class serving {
       timeouts += counters_[i].header_timeouts.load(std::memory_order_relaxed);
     }
     std::error_code ec;
-    const std::string process = to_prometheus(read_process_metrics({}, ec));
+    const std::string process = to_prometheus(read_process_metrics(process_fds_, ec));
     return to_prometheus(server_->metrics()) + state_to_prometheus(health().state, "transient", ec) + process +
            "# HELP transient_serve_header_timeouts_total Connections closed for sending no complete request head "
            "within --header-timeout.\n# TYPE transient_serve_header_timeouts_total counter\n"
@@ -520,6 +520,16 @@ class serving {
   [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
 
  private:
+  // What the metrics' process figures need, taken while descriptors are free: /proc/self/fd kept
+  // open (a scrape under exhaustion lists it instead of probing every descriptor number up to
+  // the limit), and the start time, which is read once and kept. A failure leaves the figures
+  // to be read as they can.
+  void open_process_fds() {
+    std::error_code ignored;
+    process_fds_ = diagnosis_fds::open(ignored);
+    (void)read_process_metrics(process_fds_, ignored);
+  }
+
   // The automatic budget needs room below RLIMIT_NOFILE; say which option gives one.
   static void check_automatic_budget(const serve_settings& s) {
     std::error_code ec;
@@ -615,6 +625,7 @@ class serving {
   std::shared_ptr<peer_limit> peers_;  // --max-per-peer; its permits keep it alive
   std::unique_ptr<basic_server> server_;
   std::optional<queue_watch> queue_;  // of server_'s listener, for the probes, the metrics and STATUS=
+  diagnosis_fds process_fds_;         // with --metrics (open_process_fds); read on the metrics port's thread only
   std::atomic<bool> stopping_{false};
 };
 
