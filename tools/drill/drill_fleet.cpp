@@ -562,19 +562,6 @@ event_record full_event(fleet& f, const drill_settings& s) {
   return e;
 }
 
-// The process other than `old` listening on `port`, if one does.
-std::optional<pid_t> other_listener(std::uint16_t port, pid_t old) {
-  std::error_code ec;
-  for (const listen_entry& entry : who_listens(port, ec)) {
-    for (const process_info& p : entry.owners) {
-      if (p.pid != old) {
-        return p.pid;
-      }
-    }
-  }
-  return std::nullopt;
-}
-
 // C: SIGHUP; the old process hands its listeners to a successor and exits (the drill, a
 // subreaper, reaps each generation).
 event_record upgrade_event(fleet& f, const drill_settings& s, pid_t& serving) {

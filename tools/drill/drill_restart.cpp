@@ -121,19 +121,6 @@ upgrade_seen read_upgrade_lines(const serve_child& first, std::size_t from, pid_
   return seen;
 }
 
-// The process other than `old` that listens on `port`, if one does (who_listens).
-std::optional<pid_t> other_listener(std::uint16_t port, pid_t old) {
-  std::error_code ec;
-  for (const listen_entry& e : who_listens(port, ec)) {
-    for (const process_info& p : e.owners) {
-      if (p.pid != old) {
-        return p.pid;
-      }
-    }
-  }
-  return std::nullopt;
-}
-
 // One upgrade: SIGHUP to `old`, then waits until a successor took over and `old` exited, and
 // (a little longer) for the successor's handover line. Returns the successor; sets rec.problem
 // when there is none.
@@ -358,6 +345,18 @@ scenario_result stop_start_row(const run_record& rec, int restarts) {
 }
 
 }  // namespace
+
+std::optional<pid_t> other_listener(std::uint16_t port, pid_t old) {
+  std::error_code ec;
+  for (const listen_entry& e : who_listens(port, ec)) {
+    for (const process_info& p : e.owners) {
+      if (p.pid != old) {
+        return p.pid;
+      }
+    }
+  }
+  return std::nullopt;
+}
 
 std::vector<scenario_result> run_restart(const drill_settings& s) {
   const int restarts = restarts_for(s.quick);

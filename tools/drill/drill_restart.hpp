@@ -108,6 +108,10 @@ bool run_between_restarts(const restart_load& load);
 /// The descriptors `pid` has open (/proc/PID/fd entries); -1 if unreadable.
 [[nodiscard]] int open_descriptors(pid_t pid);
 
+/// The process other than `old` that listens on `port` (who_listens), if one does: an
+/// upgrade's successor.
+[[nodiscard]] std::optional<pid_t> other_listener(std::uint16_t port, pid_t old);
+
 /// Makes the drill a child subreaper while it lives: every generation of an upgraded serve
 /// becomes the drill's child when its parent exits, so the drill reaps each and can kill the last.
 class subreaper {
