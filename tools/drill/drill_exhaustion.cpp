@@ -121,9 +121,9 @@ double cpu_wait::ms() const {
   return std::max(0.0, 1000.0 * (child_.sched().waiting + this_thread_sched().waiting - start_));
 }
 
-bool not_accepting(const serve_child& child, std::uint16_t port, std::uint64_t fd_limit) {
+bool not_accepting(const serve_child& child, const endpoint& at, std::uint64_t fd_limit) {
   const auto once = [&] {
-    if (listen_queue_length(port) < 1) {
+    if (listen_queue_length(at) < 1) {
       return false;
     }
     return child.runnable_threads() == 0 || child.max_open_descriptors() >= static_cast<int>(fd_limit);
@@ -157,7 +157,7 @@ answer await_answer(int fd, const serve_child& child, const endpoint& at, std::u
       // The answer began: the rest of it follows at once (a few hundred bytes on loopback).
       return read_response(fd, std::chrono::seconds(2)).empty() ? answer::closed : answer::served;
     }
-    if (not_accepting(child, at.port(), fd_limit)) {
+    if (not_accepting(child, at, fd_limit)) {
       return answer::blocked;
     }
   }

@@ -296,7 +296,11 @@ class temp_folder {
   std::filesystem::path path_;
 };
 
-// One instance: its ports, its own options, and the process serving it now.
+// The last `n` characters of `text` (all of it if shorter).
+std::string last_chars(const std::string& text, std::size_t n) {
+  return text.size() <= n ? text : "..." + text.substr(text.size() - n);
+}
+
 // A child's stderr as one line for a table cell: its lines joined by "; ".
 std::string one_line(std::string text) {
   while (!text.empty() && text.back() == '\n') {
@@ -308,6 +312,7 @@ std::string one_line(std::string text) {
   return text;
 }
 
+// One instance: its ports, its own options, and the process serving it now.
 struct instance {
   std::string name;                // "a", "b", "c": its server's name in the configurations
   std::uint16_t port = 0;          // the service port
@@ -503,26 +508,53 @@ std::optional<clock::time_point> degraded_line(const serve_child& child) {
   return std::nullopt;
 }
 
-// A: direct connections, each leaking descriptors, until one is not accepted; then A stalls
-// and exits, and the drill starts it again at once on the same ports.
+// What became of the drill's direct connections to A, for a leak that did not exhaust it.
+struct leak_tally {
+  int served = 0, closed = 0, waiting = 0, not_connected = 0;
+  [[nodiscard]] std::string text() const {
+    return std::to_string(served) + " answered, " + std::to_string(closed) + " closed unanswered, " +
+           std::to_string(waiting) + " left waiting, " + std::to_string(not_connected) + " not connected";
+  }
+};
+
+// A: direct connections, each leaking descriptors, until one made after A logged a failed
+// accept waits unaccepted: it keeps A's accepts failing until A stalls. Then A exits, and the
+// drill starts it again at once on the same ports. Every accepted connection leaks, so the
+// drill goes on past a connection closed unanswered or a wait that only looked blocked.
 event_record leak_event(fleet& f, const drill_settings& s) {
   event_record e;
   instance& a = f.instances[0];
   unique_fd pending;
-  for (int i = 0; i < 100 && !pending && clock::now() < s.deadline; ++i) {
+  leak_tally tally;
+  bool exhausted = false;
+  for (int i = 0; i < 200 && !(exhausted && pending) && clock::now() < s.deadline; ++i) {
+    exhausted = degraded_line(*a.child).has_value();  // before this connection
+    pending.reset();
     unique_fd fd = connect_and_request(a.at());
-    const auto answer = drill_detail::await_answer(fd.get(), *a.child, a.at(), instance_fd_limit, milliseconds(3000));
-    if (answer == drill_detail::answer::blocked) {
-      pending = std::move(fd);
-    } else if (answer != drill_detail::answer::served) {
-      break;
+    if (!fd) {
+      ++tally.not_connected;
+      continue;
+    }
+    switch (drill_detail::await_answer(fd.get(), *a.child, a.at(), instance_fd_limit, milliseconds(3000))) {
+      case drill_detail::answer::served: ++tally.served; break;
+      case drill_detail::answer::closed: ++tally.closed; break;
+      case drill_detail::answer::blocked:
+      case drill_detail::answer::timeout:
+        ++tally.waiting;
+        pending = std::move(fd);
+        break;
     }
   }
   a.child->wait_stderr("accept degraded", milliseconds(3000));
   const auto onset = degraded_line(*a.child);
-  if (!onset || !a.child->wait_exit(stall_timeout + drain_timeout + milliseconds(4000))) {
-    e.problem = !onset ? "A's leak did not exhaust its descriptors"
-                       : "A did not exit within its stall and drain timeouts + 4 s: " + a.child->stderr_text();
+  if (!onset) {
+    e.problem = "A's leak did not exhaust its descriptors (" + tally.text() +
+                "); A's last lines: " + one_line(last_chars(a.child->stderr_text(), 600));
+    return e;
+  }
+  if (!a.child->wait_exit(stall_timeout + drain_timeout + milliseconds(4000))) {
+    e.problem = "A did not exit within its stall and drain timeouts + 4 s; its last lines: " +
+                one_line(last_chars(a.child->stderr_text(), 600));
     return e;
   }
   pending.reset();

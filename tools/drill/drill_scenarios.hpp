@@ -122,10 +122,10 @@ class cpu_wait {
   double start_;
 };
 
-/// True if `child` does not take the client waiting in the accept queue on `port`: one is
+/// True if `child` does not take the client waiting in the accept queue of `at`: one is
 /// queued, and the child is asleep (no runnable thread) or a process of it has `fd_limit`
 /// descriptors open; seen twice, 5 ms apart. Events, not a timeout: load cannot fake them.
-bool not_accepting(const serve_child& child, std::uint16_t port, std::uint64_t fd_limit);
+bool not_accepting(const serve_child& child, const endpoint& at, std::uint64_t fd_limit);
 
 /// What became of a request the drill waits on.
 enum class answer : unsigned char { served, closed, blocked, timeout };

@@ -32,7 +32,7 @@ probe_outcome fill_outcome(const target_settings& s, const exhausted_target& x, 
     if (o != probe_outcome::waiting) {
       return o;
     }
-    if (drill_detail::not_accepting(*x.server->process(), at.port(), s.fd_limit)) {
+    if (drill_detail::not_accepting(*x.server->process(), at, s.fd_limit)) {
       return probe_outcome::waiting;
     }
   }
@@ -121,13 +121,13 @@ void read_burst(const target_settings& s, std::vector<pollfd>& fds, std::vector<
   }
 }
 
-// Waits (at most 2 s) until the accept queue on `port` is empty; false if it never was.
-bool wait_drained(std::uint16_t port) {
+// Waits (at most 2 s) until the accept queue of `at` is empty; false if it never was.
+bool wait_drained(const endpoint& at) {
   const auto bound = clock::now() + std::chrono::seconds(2);
-  while (listen_queue_length(port) > 0 && clock::now() < bound) {
+  while (listen_queue_length(at) > 0 && clock::now() < bound) {
     std::this_thread::sleep_for(milliseconds(10));
   }
-  return listen_queue_length(port) <= 0;
+  return listen_queue_length(at) <= 0;
 }
 
 }  // namespace
@@ -186,7 +186,7 @@ void fill_target(const target_settings& s, exhausted_target& x) {
     }
     // Accepted but not answered yet (a loop that sleeps after accepting, as the next accept
     // failed on the full table even with no client queued): the target has it; go on.
-    if (o == probe_outcome::waiting && slow_answers < 4 && listen_queue_length(at.port()) == 0) {
+    if (o == probe_outcome::waiting && slow_answers < 4 && listen_queue_length(at) == 0) {
       ++slow_answers;
       x.held.push_back(std::move(fd));
       x.live.fetch_add(1);
@@ -334,7 +334,7 @@ burst_result client_burst(const target_settings& s, const target_server& server,
       read_burst(s, fds, which, r);
     }
   }
-  r.drained = s.protocol != target_protocol::tcp || wait_drained(server.port());
+  r.drained = s.protocol != target_protocol::tcp || wait_drained(server.at());
   r.seconds = std::chrono::duration<double>(clock::now() - start).count();
   return r;
 }
@@ -389,7 +389,7 @@ slow_attack_result slow_attack(const target_settings& s, const target_server& se
   // The target takes them in (or sheds them): its accept queue empties and it sleeps again
   // (bounded: a spinning target never sleeps).
   const auto settle = clock::now() + milliseconds(2000);
-  while (listen_queue_length(server.port()) > 0 && clock::now() < settle) {
+  while (listen_queue_length(server.at()) > 0 && clock::now() < settle) {
     std::this_thread::sleep_for(milliseconds(2));
   }
   drill_detail::wait_asleep(*server.process(), milliseconds(500));

@@ -153,9 +153,9 @@ unique_fd connect_bounded(const endpoint& to, std::chrono::milliseconds timeout,
 /// response; for TCP, the listen queue of `to` draining (the client accepted).
 probe_outcome await_outcome(int fd, const endpoint& to, target_protocol protocol, std::chrono::milliseconds timeout);
 
-/// The number of connections waiting in the accept queue of the listener on `port`
-/// (/proc/net/tcp and tcp6, LISTEN entries); -1 if none is listed.
-int listen_queue_length(std::uint16_t port);
+/// The number of connections waiting in the accept queues of the listeners that take connections
+/// to `to` (LISTEN entries on its port, at its address or a wildcard); -1 if none is listed.
+int listen_queue_length(const endpoint& to);
 
 /// 1. Descriptors exhausted; a probe waits; one release after a short and after a long wait.
 scenario_result run_target_exhaustion(const target_settings& s);

@@ -127,10 +127,10 @@ stop_facts stop_target(target_server& server, const std::vector<unique_fd>& held
   f.descriptors_left = f.status ? 0 : open_descriptors(server.pid());
   // The port must stop listening too: the process the drill started may have exited while the
   // server itself, moved out of its group (setsid), ignores SIGTERM and listens on.
-  while (listen_queue_length(port) >= 0 && clock::now() < deadline) {
+  while (listen_queue_length(server.at()) >= 0 && clock::now() < deadline) {
     std::this_thread::sleep_for(milliseconds(5));
   }
-  f.still_listening = listen_queue_length(port) >= 0;
+  f.still_listening = listen_queue_length(server.at()) >= 0;
   f.unlisten_ms = f.still_listening ? NAN : ms_since(f.term.sent);
   if (f.still_listening) {
     f.holders = listening_descendants(port, server.pid());
