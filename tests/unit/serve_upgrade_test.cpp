@@ -267,6 +267,9 @@ TEST_P(ServeUpgrade, UnderLoadTheSuccessorTakesOverAndNoClientNoticesIt) {
   }
   ASSERT_TRUE(serve.at && serve.metrics) << serve.stderr_text();
   ASSERT_FALSE(notify.wait_for("READY=1", 5000ms).empty());
+  // The first STATUS= comes from the notifier's own socket, opened after READY=1: from then on
+  // a fresh serve holds all it will hold.
+  ASSERT_FALSE(notify.wait_for("STATUS=", 5000ms).empty());
   const int fresh = descriptor_count(serve.pid());
   ASSERT_GT(fresh, 0);
   const std::string fresh_list = descriptors_of(serve.pid());
