@@ -180,4 +180,20 @@ inline std::unique_ptr<serve_process> serve_under_fd_limit(rlim_t soft, std::vec
   return std::make_unique<serve_process>(std::move(args), program);
 }
 
+/// Short connections to a serve started with --leak-per-connection, one after another, until
+/// one gets no answer within 300 ms: the leak then holds every free descriptor. Returns that
+/// client (empty if a connection failed, or if 100 were all answered).
+inline unique_fd exhaust_by_leak(const endpoint& at) {
+  for (int i = 0; i < 100; ++i) {
+    unique_fd c = connect_to(at);
+    if (!c || !send_text(c.get(), "GET / HTTP/1.1\r\nHost: a\r\n\r\n")) {
+      return {};
+    }
+    if (read_response(c.get(), std::chrono::milliseconds(300)).find("\r\n\r\nok") == std::string::npos) {
+      return c;
+    }
+  }
+  return {};
+}
+
 }  // namespace transient::test

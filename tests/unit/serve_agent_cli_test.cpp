@@ -154,14 +154,7 @@ TEST(ServeAgent, SaysDrainWhenDegradedThenDownOnceStalled) {
   EXPECT_EQ(agent_check(*serve.agent).text.rfind("up ready ", 0), 0U);
   const unique_fd slow = connect_to(*serve.at);  // keeps the process up after the stall
   ASSERT_TRUE(slow && send_text(slow.get(), get_slow));
-  unique_fd pending;
-  for (int i = 0; i < 100 && !pending; ++i) {  // short connections until one gets no answer
-    unique_fd c = connect_to(*serve.at);
-    ASSERT_TRUE(c && send_text(c.get(), get));
-    if (read_response(c.get(), 300ms).find("\r\n\r\nok") == std::string::npos) {
-      pending = std::move(c);
-    }
-  }
+  const unique_fd pending = exhaust_by_leak(*serve.at);
   ASSERT_TRUE(pending) << "the leak never exhausted the descriptors";
   EXPECT_EQ(line_until(*serve.agent, "up drain", 1000ms), "up drain\n") << "degraded";
   const std::string down = line_until(*serve.agent, "down", 4000ms);

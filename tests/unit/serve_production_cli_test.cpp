@@ -99,21 +99,6 @@ std::optional<double> ms_until_closed(int fd, clock_type::time_point since, std:
   return std::chrono::duration<double, std::milli>(clock_type::now() - since).count();
 }
 
-// Short connections one after another until one gets no answer within 300 ms: with
-// --leak-per-connection, the leak then holds every free descriptor. Returns that client.
-unique_fd exhaust_by_leak(const endpoint& at) {
-  for (int i = 0; i < 100; ++i) {
-    unique_fd c = transient::test::connect_to(at);
-    if (!c || !send_text(c.get(), get)) {
-      return {};
-    }
-    if (read_response(c.get(), 300ms).find("\r\n\r\nok") == std::string::npos) {
-      return c;
-    }
-  }
-  return {};
-}
-
 long count_prefix(const std::vector<std::string>& messages, std::string_view prefix) {
   return std::count_if(messages.begin(), messages.end(), [&](const std::string& m) { return m.rfind(prefix, 0) == 0; });
 }

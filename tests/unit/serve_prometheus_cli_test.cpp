@@ -78,21 +78,6 @@ double seconds_since_epoch() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// Short connections one after another until one gets no answer within 300 ms: with
-// --leak-per-connection, the leak then holds every free descriptor. Returns that client.
-unique_fd exhaust_by_leak(const transient::endpoint& at) {
-  for (int i = 0; i < 100; ++i) {
-    unique_fd c = connect_to(at);
-    if (!c || !send_text(c.get(), "GET / HTTP/1.1\r\nHost: a\r\n\r\n")) {
-      return {};
-    }
-    if (read_response(c.get(), 300ms).find("\r\n\r\nok") == std::string::npos) {
-      return c;
-    }
-  }
-  return {};
-}
-
 // Scrapes on `fd` every 20 ms until `series` reads 1, for at most `timeout`; the last scrape.
 std::string scrape_until_one(int fd, const std::string& series, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
