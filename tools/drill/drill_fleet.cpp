@@ -74,70 +74,41 @@ struct fleet_counts {
   }
 };
 
+// The load through HAProxy: request_load's threads, each request timed and counted. A thread
+// pauses 1 ms after each request, a steady stream that leaves two busy cores to HAProxy and
+// the instances, and 10 ms after a failed one, as the restart load does.
 class fleet_load {
  public:
-  explicit fleet_load(const endpoint& at) : at_(at) {
-    for (int i = 0; i < 2; ++i) {
-      threads_.emplace_back([this] { run_short(); });
-      threads_.emplace_back([this] { run_keepalive(); });
-    }
-  }
-  ~fleet_load() { stop(); }
-  fleet_load(const fleet_load&) = delete;
-  fleet_load& operator=(const fleet_load&) = delete;
+  explicit fleet_load(const endpoint& at)
+      : load_(at, {2, 2, request_deadline, milliseconds(10), milliseconds(1)},
+              [this](const request_outcome& r) { return !count(r); }) {}
 
   fleet_counts counts() const { return {answered_.load(), errors_.load(), slow_.load(), not_sent_.load()}; }
   // The longest a request took since the last call, in seconds.
   double take_slowest() { return static_cast<double>(slowest_us_.exchange(0)) / 1e6; }
   fleet_counts stop() {
-    stop_.store(true);
-    for (auto& t : threads_) {
-      if (t.joinable()) {
-        t.join();
-      }
-    }
+    load_.stop();
     return counts();
   }
 
  private:
-  // Counts one request. A thread pauses 1 ms after each request, a steady stream that leaves
-  // two busy cores to HAProxy and the instances, and 10 ms after a failed one, as the restart
-  // load does.
-  void count(request_end end, int status, clock::time_point began) {
-    const auto took = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - began).count();
+  // Counts one request; true if it was answered below 500.
+  bool count(const request_outcome& r) {
+    const auto took = std::chrono::duration_cast<std::chrono::microseconds>(r.took).count();
     slow_ += took > static_cast<std::int64_t>(slow_seconds * 1e6) ? 1 : 0;
     for (std::int64_t seen = slowest_us_.load(); took > seen && !slowest_us_.compare_exchange_weak(seen, took);) {
     }
-    const bool ok = end == request_end::answered && status > 0 && status < 500;
-    (ok ? answered_ : end == request_end::not_sent ? not_sent_ : errors_) += 1;
-    std::this_thread::sleep_for(milliseconds(ok ? 1 : 10));
-  }
-  void run_short() {
-    while (!stop_.load()) {
-      const auto began = clock::now();
-      int status = 0;
-      const request_end end = short_request(at_, request_deadline, &status);
-      count(end, status, began);
-    }
-  }
-  void run_keepalive() {
-    keepalive_client client(at_);
-    while (!stop_.load()) {
-      const auto began = clock::now();
-      int status = 0;
-      const request_end end = client.next(request_deadline, &status);
-      count(end, status, began);
-    }
+    const bool ok = r.end == request_end::answered && r.status > 0 && r.status < 500;
+    (ok ? answered_ : r.end == request_end::not_sent ? not_sent_ : errors_) += 1;
+    return ok;
   }
 
-  endpoint at_;
   std::atomic<std::uint64_t> answered_{0};
   std::atomic<std::uint64_t> errors_{0};
   std::atomic<std::uint64_t> slow_{0};
   std::atomic<std::uint64_t> not_sent_{0};
   std::atomic<std::int64_t> slowest_us_{0};
-  std::atomic<bool> stop_{false};
-  std::vector<std::thread> threads_;
+  request_load load_;  // last: its threads stop before the counts go
 };
 
 // ---- HAProxy's view: its stats socket, polled ----

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -41,14 +42,16 @@ struct request_counts {
   [[nodiscard]] std::uint64_t lost() const noexcept { return refused + reset + unanswered; }
 };
 
-/// How the restart load runs.
+/// How a request load runs (the restart load's, and the fleet scenario's through HAProxy).
 struct load_shape {
   int short_threads = 2;                     ///< Threads of short connections (connect, GET /, close).
   int keepalive_threads = 2;                 ///< Threads of one keep-alive connection each.
   std::chrono::milliseconds deadline{2000};  ///< Each request's deadline, from its connect or send.
-  /// A thread whose request was lost waits this long before the next, so that a server that
+  /// A thread whose request failed waits this long before the next, so that a server that
   /// is down is counted in refusals a few a millisecond at most, not as fast as connect fails.
   std::chrono::milliseconds pause_after_loss{10};
+  /// A thread whose request succeeded waits this long before the next (0: none, back to back).
+  std::chrono::milliseconds pause_after_answer{0};
 };
 
 /// How many restarts a restart scenario runs: 20, or 5 with --quick.
@@ -74,31 +77,56 @@ class keepalive_client {
   unique_fd fd_;
 };
 
-/// The restart load: short_threads and keepalive_threads threads, each sending requests back
-/// to back until stopped, every request counted. Counts can be read while it runs.
+/// One request of a load, as it ended.
+struct request_outcome {
+  request_end end = request_end::answered;     ///< How it ended.
+  int status = 0;                              ///< The response's status code (0: no complete response).
+  std::chrono::steady_clock::duration took{};  ///< From its start (connect or send) to its end.
+};
+
+/// Counts one request of a load (called on the load's threads, concurrently); returns true if
+/// it failed, which makes its thread wait load_shape::pause_after_loss before the next.
+using request_observer = std::function<bool(const request_outcome&)>;
+
+/// A request load: short_threads and keepalive_threads threads, each sending requests until
+/// stopped, every request handed to the observer as it ends.
+class request_load {
+ public:
+  /// Starts the threads against `at`.
+  request_load(const endpoint& at, const load_shape& shape, request_observer observe);
+  /// Stops and joins the threads (each within its request's deadline).
+  ~request_load();
+  request_load(const request_load&) = delete;
+  request_load& operator=(const request_load&) = delete;
+  /// Stops the threads and waits for their last requests (each within its deadline).
+  void stop();
+
+ private:
+  void observe(request_end end, int status, std::chrono::steady_clock::time_point began);
+  void run_short();
+  void run_keepalive();
+
+  endpoint at_;
+  load_shape shape_;
+  request_observer observe_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+/// The restart load: a request_load whose requests are counted by how they ended. Counts can be
+/// read while it runs.
 class restart_load {
  public:
   /// Starts the threads against `at`.
   restart_load(const endpoint& at, const load_shape& shape);
-  /// Stops and joins the threads (each within its request's deadline).
-  ~restart_load();
-  restart_load(const restart_load&) = delete;
-  restart_load& operator=(const restart_load&) = delete;
   /// The counts so far.
   [[nodiscard]] request_counts counts() const noexcept;
   /// Stops the threads, waits for their last requests, and returns the final counts.
   request_counts stop();
 
  private:
-  void count(request_end end) noexcept;
-  void run_short();
-  void run_keepalive();
-
-  endpoint at_;
-  load_shape shape_;
   std::array<std::atomic<std::uint64_t>, 5> counts_{};
-  std::atomic<bool> stop_{false};
-  std::vector<std::thread> threads_;
+  request_load load_;  // last: its threads stop before the counts go
 };
 
 /// Lets `load` run between two restarts, so that each starts with the load flowing: at least

@@ -207,7 +207,8 @@ request_end keepalive_client::next(milliseconds deadline, int* status) {
   return end;
 }
 
-restart_load::restart_load(const endpoint& at, const load_shape& shape) : at_(at), shape_(shape) {
+request_load::request_load(const endpoint& at, const load_shape& shape, request_observer observe)
+    : at_(at), shape_(shape), observe_(std::move(observe)) {
   for (int i = 0; i < shape.short_threads; ++i) {
     threads_.emplace_back([this] { run_short(); });
   }
@@ -216,7 +217,46 @@ restart_load::restart_load(const endpoint& at, const load_shape& shape) : at_(at
   }
 }
 
-restart_load::~restart_load() { stop(); }
+request_load::~request_load() { stop(); }
+
+void request_load::stop() {
+  stop_.store(true);
+  for (auto& t : threads_) {
+    if (t.joinable()) {
+      t.join();
+    }
+  }
+}
+
+void request_load::observe(request_end end, int status, clock::time_point began) {
+  const bool failed = observe_({end, status, clock::now() - began});
+  std::this_thread::sleep_for(failed ? shape_.pause_after_loss : shape_.pause_after_answer);
+}
+
+void request_load::run_short() {
+  while (!stop_.load()) {
+    const auto began = clock::now();
+    int status = 0;
+    const request_end end = short_request(at_, shape_.deadline, &status);
+    observe(end, status, began);
+  }
+}
+
+void request_load::run_keepalive() {
+  keepalive_client client(at_);
+  while (!stop_.load()) {
+    const auto began = clock::now();
+    int status = 0;
+    const request_end end = client.next(shape_.deadline, &status);
+    observe(end, status, began);
+  }
+}
+
+restart_load::restart_load(const endpoint& at, const load_shape& shape)
+    : load_(at, shape, [this](const request_outcome& r) {
+        counts_.at(static_cast<std::size_t>(r.end)).fetch_add(1);
+        return r.end != request_end::answered;
+      }) {}
 
 request_counts restart_load::counts() const noexcept {
   const auto at = [this](request_end e) { return counts_.at(static_cast<std::size_t>(e)).load(); };
@@ -225,33 +265,8 @@ request_counts restart_load::counts() const noexcept {
 }
 
 request_counts restart_load::stop() {
-  stop_.store(true);
-  for (auto& t : threads_) {
-    if (t.joinable()) {
-      t.join();
-    }
-  }
+  load_.stop();
   return counts();
-}
-
-void restart_load::count(request_end end) noexcept {
-  counts_.at(static_cast<std::size_t>(end)).fetch_add(1);
-  if (end != request_end::answered) {
-    std::this_thread::sleep_for(shape_.pause_after_loss);
-  }
-}
-
-void restart_load::run_short() {
-  while (!stop_.load()) {
-    count(short_request(at_, shape_.deadline));
-  }
-}
-
-void restart_load::run_keepalive() {
-  keepalive_client client(at_);
-  while (!stop_.load()) {
-    count(client.next(shape_.deadline));
-  }
 }
 
 bool run_between_restarts(const restart_load& load) {
