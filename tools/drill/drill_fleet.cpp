@@ -55,12 +55,6 @@ double seconds_between(clock::time_point from, clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
-void note(const drill_settings& s, const std::string& text) {
-  if (s.progress) {
-    s.progress(text);
-  }
-}
-
 // ---- the load: short and keep-alive clients through HAProxy, each request timed ----
 
 // The load's requests by how they ended.

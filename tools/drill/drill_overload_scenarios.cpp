@@ -153,16 +153,11 @@ scenario_result target_verdict(scenario_result r, std::string verdict, std::stri
 scenario_result run_overload(const drill_settings& s) {
   scenario_result r{"overload", false, "", {}, {}, {}, {}};
   const std::size_t clients = clients_for(s.quick);
-  const auto note = [&s](const std::string& text) {
-    if (s.progress) {
-      s.progress(text);
-    }
-  };
-  note(std::to_string(clients) + " clients at once, budget " + std::to_string(budget) + ", backlog " +
-       std::to_string(backlog) + ", " + std::to_string(service.count()) + " ms each, deadline " +
-       std::to_string(deadline.count()) + " ms; without --max-queue-wait");
+  note(s, std::to_string(clients) + " clients at once, budget " + std::to_string(budget) + ", backlog " +
+              std::to_string(backlog) + ", " + std::to_string(service.count()) + " ms each, deadline " +
+              std::to_string(deadline.count()) + " ms; without --max-queue-wait");
   const serve_run unbounded = overload_serve(s, milliseconds(0));
-  note("the same with --max-queue-wait " + std::to_string(bound.count()) + "ms");
+  note(s, "the same with --max-queue-wait " + std::to_string(bound.count()) + "ms");
   const serve_run bounded = overload_serve(s, bound);
   r.figures = {{"clients", static_cast<double>(clients)},
                {"budget", budget},

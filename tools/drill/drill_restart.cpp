@@ -364,13 +364,9 @@ std::vector<scenario_result> run_restart(const drill_settings& s) {
   if (port == 0) {
     return {{"restart: in-place upgrade", false, "no free loopback port", {}, {}, {}, {}}};
   }
-  if (s.progress) {
-    s.progress(std::to_string(restarts) + " SIGHUP upgrades under load on port " + std::to_string(port));
-  }
+  note(s, std::to_string(restarts) + " SIGHUP upgrades under load on port " + std::to_string(port));
   const run_record upgrade = upgrade_run(s, port);
-  if (s.progress) {
-    s.progress(std::to_string(restarts) + " stop-then-start restarts under load on the same port");
-  }
+  note(s, std::to_string(restarts) + " stop-then-start restarts under load on the same port");
   const run_record stop_start = stop_start_run(s, port);
   return {upgrade_row(upgrade, restarts), stop_start_row(stop_start, restarts)};
 }

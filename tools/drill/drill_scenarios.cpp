@@ -20,12 +20,6 @@ using std::chrono::milliseconds;
 
 double seconds_since(clock::time_point start) { return std::chrono::duration<double>(clock::now() - start).count(); }
 
-void note(const drill_settings& s, const std::string& text) {
-  if (s.progress) {
-    s.progress(text);
-  }
-}
-
 // The value of a Prometheus sample `name` (without labels) in `text`; NAN if absent.
 double metric(const std::string& text, const std::string& name) {
   const std::size_t at = text.find("\n" + name + " ");
@@ -83,6 +77,12 @@ std::string leak_diagnosis_detail(const std::string& err, bool in_time) {
 }
 
 }  // namespace
+
+void note(const drill_settings& s, const std::string& text) {
+  if (s.progress) {
+    s.progress(text);
+  }
+}
 
 scenario_result run_backpressure(const drill_settings& s) {
   scenario_result r{"backpressure", false, "", {}, {}, {}, {}};

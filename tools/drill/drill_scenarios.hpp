@@ -29,6 +29,9 @@ struct drill_settings {
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
+/// Hands `text` to s.progress, if the drill shows progress.
+void note(const drill_settings& s, const std::string& text);
+
 /// The most one scenario of `transient drill` may take.
 inline constexpr std::chrono::seconds drill_scenario_bound{60};
 

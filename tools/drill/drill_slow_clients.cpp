@@ -67,18 +67,14 @@ scenario_result run_slow_clients(const drill_settings& s) {
   const milliseconds window(s.quick ? 500 : 1000);  // how long the unprotected server is watched
   const std::vector<std::string> common{"--max-connections", std::to_string(budget)};
 
-  if (s.progress) {
-    s.progress(std::to_string(budget) + " silent connections from 127.0.0.2; --max-per-peer " +
-               std::to_string(per_peer) + ", --header-timeout " + std::to_string(header.count()) + "ms");
-  }
+  note(s, std::to_string(budget) + " silent connections from 127.0.0.2; --max-per-peer " + std::to_string(per_peer) +
+              ", --header-timeout " + std::to_string(header.count()) + "ms");
   std::vector<std::string> guarded = common;
   guarded.insert(guarded.end(), {"--max-per-peer", std::to_string(per_peer), "--header-timeout",
                                  std::to_string(header.count()) + "ms"});
   const attack_result with = attack(s, guarded, milliseconds(1000), true, header + milliseconds(1500));
 
-  if (s.progress) {
-    s.progress("the same without them (the contrast)");
-  }
+  note(s, "the same without them (the contrast)");
   std::vector<std::string> open = common;
   open.insert(open.end(), {"--header-timeout", "60s"});  // the idle timeout's length: no head limit to speak of
   const attack_result without = attack(s, open, window, false, {});
