@@ -193,15 +193,26 @@ std::string descriptors_of(pid_t pid) {
   return out;
 }
 
-// Polls `pid`'s descriptor count until it is `expected` or `timeout` passed; the last count.
-int descriptors_settle_at(pid_t pid, int expected, std::chrono::milliseconds timeout) {
+// The number of threads of `pid` (-1 if it is gone).
+int thread_count(pid_t pid) {
+  std::error_code ec;
+  const std::filesystem::directory_iterator tasks("/proc/" + std::to_string(pid) + "/task", ec);
+  return ec ? -1 : static_cast<int>(std::distance(tasks, std::filesystem::directory_iterator()));
+}
+
+// Polls `count(pid)` until it is `expected` or `timeout` passed; the last count.
+int settles_at(int (*count)(pid_t), pid_t pid, int expected, std::chrono::milliseconds timeout) {
   const auto deadline = clock_type::now() + timeout;
-  int n = descriptor_count(pid);
+  int n = count(pid);
   while (n != expected && clock_type::now() < deadline) {
     std::this_thread::sleep_for(10ms);
-    n = descriptor_count(pid);
+    n = count(pid);
   }
   return n;
+}
+
+int descriptors_settle_at(pid_t pid, int expected, std::chrono::milliseconds timeout) {
+  return settles_at(&descriptor_count, pid, expected, timeout);
 }
 
 // The first line of `which` containing `text` within `timeout` ("" if none); the lines read
@@ -468,6 +479,26 @@ TEST_F(ServeUpgrade, ASecondSignalDuringAnUpgradeIsIgnored) {
   EXPECT_THAT(serve.read_line(spawned_process::stream::err, 10s),
               testing::MatchesRegex("transient serve: SIG(HUP|USR2) ignored: an upgrade is already under way"));
   EXPECT_THAT(serve.read_line(spawned_process::stream::err, 10s), HasSubstr("upgrade failed: "));
+  EXPECT_TRUE(served(*serve.at));
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(5s), 0);
+}
+
+// Until a signal asks for an upgrade, serve with one loop runs on one thread: the upgrade's
+// thread starts with the upgrade and ends with it. (In a process with more than one thread the
+// kernel counts a reference on every descriptor lookup, in each of the system calls serve makes
+// per connection.)
+TEST_F(ServeUpgrade, NoThreadWaitsForAnUpgradeNobodyAskedFor) {
+  ::unsetenv("NOTIFY_SOCKET");  // systemd's notifier would run a thread of its own
+  binary_copy binary;
+  serve_process serve({"--upgrade-timeout", "300ms"}, binary.path());
+  ASSERT_TRUE(serve.at) << serve.stderr_text();
+  ASSERT_TRUE(served(*serve.at));
+  EXPECT_EQ(thread_count(serve.pid()), 1);
+  binary.replace_with_script("exit 1");
+  serve.signal(SIGHUP);
+  EXPECT_THAT(serve.read_line(spawned_process::stream::err, 10s), HasSubstr("upgrade failed: "));
+  EXPECT_EQ(settles_at(&thread_count, serve.pid(), 1, 2s), 1) << "the upgrade's thread is left";
   EXPECT_TRUE(served(*serve.at));
   serve.signal(SIGTERM);
   EXPECT_EQ(serve.wait(5s), 0);

@@ -62,9 +62,9 @@ std::atomic<int> stop_signals{0};
 
 extern "C" void on_stop_signal(int /*signal*/);
 
-// What an upgrade signal (SIGHUP, SIGUSR2) wakes: the upgrade thread of the serving process
-// (null before it serves and once it is done). The handler stamps the signal's time and writes
-// to an eventfd (upgrade_watch::request): both async-signal-safe.
+// What an upgrade signal (SIGHUP, SIGUSR2) asks: the upgrades of the serving process (null
+// before it serves and once it is done). The handler stamps the signal's time and writes to
+// the eventfd its first loop watches (upgrade_watch::request): both async-signal-safe.
 std::atomic<upgrade_watch*> signal_upgrade{nullptr};
 
 extern "C" void on_upgrade_signal(int signal) {
@@ -433,6 +433,10 @@ class serving {
     return 0;
   }
 
+  // Upgrades are asked for through `watch`, which the first loop watches while it accepts.
+  // Before run().
+  void take_upgrades(upgrade_watch& watch) noexcept { upgrades_ = &watch; }
+
   // Stops accepting; every loop drains. Async-signal-safe.
   void drain() noexcept {
     stopping_.store(true);
@@ -557,11 +561,16 @@ class serving {
       if (configure) {
         configure(*connections);
       }
-      if (origin_ == nullptr) {
-        return connections;
+      std::unique_ptr<loop_handler> handler = std::move(connections);
+      if (origin_ != nullptr) {
+        handler = logging_first_accept(std::move(handler), *origin_, &log_line);
       }
-      auto handler = logging_first_accept(std::move(connections), *origin_, &log_line);
-      report_ready_once();
+      if (upgrades_ != nullptr && l.index() == 0) {
+        handler = watching_upgrades(std::move(handler), l, *upgrades_);
+      }
+      if (origin_ != nullptr) {
+        report_ready_once();
+      }
       return handler;
     };
   }
@@ -617,6 +626,7 @@ class serving {
   }
 
   handover_origin* origin_;
+  upgrade_watch* upgrades_ = nullptr;  // take_upgrades()
   std::chrono::milliseconds stall_timeout_;
   shed_mode shed_;  // --shed: what a full budget does to a new client
   unsigned threads_ = 0;
@@ -772,6 +782,7 @@ int serve_transient(const serve_settings& s, const fd_limit_raise& raised, serve
   store_listeners(s, fds);
   // Upgrades too are taken before "listening on" tells anyone to ask for one.
   upgrade_watch upgrades(image, s.upgrade_timeout, upgrade_hooks_of(group, fds, ports));
+  group.take_upgrades(upgrades);
   signal_upgrade.store(&upgrades);
   announce(group.server().local_endpoints().front());
   say_budget(s, raised, group.server().metrics());

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -203,6 +204,43 @@ class first_accept_logger final : public loop_handler {
   std::function<void(const std::string&)> log_;
 };
 
+// The first loop's handler while upgrades may be asked for: it watches the requests'
+// eventfd beside `inner`'s descriptors, and lets go of it when accepting ends (a request that
+// comes later finds serve stopping, and ~upgrade_watch says so).
+class upgrade_requests_watcher final : public loop_handler, public io_watcher {
+ public:
+  upgrade_requests_watcher(std::unique_ptr<loop_handler> inner, loop& l, upgrade_watch& watch)
+      : inner_(std::move(inner)), loop_(l), watch_(watch) {
+    loop_.watch(watch_.requests(), EPOLLIN, *this);
+    watched_ = true;
+  }
+  ~upgrade_requests_watcher() override { let_go(); }
+  upgrade_requests_watcher(const upgrade_requests_watcher&) = delete;
+  upgrade_requests_watcher& operator=(const upgrade_requests_watcher&) = delete;
+
+  void on_ready(int /*fd*/, std::uint32_t /*events*/) override { watch_.take_request(); }
+  void on_connection(connection c) override { inner_->on_connection(std::move(c)); }
+  void on_accepting_end() override {
+    let_go();
+    inner_->on_accepting_end();
+  }
+  [[nodiscard]] time_point next_timer() const noexcept override { return inner_->next_timer(); }
+  void on_time(time_point now) override { inner_->on_time(now); }
+
+ private:
+  void let_go() noexcept {
+    if (watched_) {
+      loop_.unwatch(watch_.requests());
+      watched_ = false;
+    }
+  }
+
+  std::unique_ptr<loop_handler> inner_;
+  loop& loop_;
+  upgrade_watch& watch_;
+  bool watched_ = false;
+};
+
 }  // namespace
 
 upgrade_image read_upgrade_image() {
@@ -255,22 +293,27 @@ std::unique_ptr<loop_handler> logging_first_accept(std::unique_ptr<loop_handler>
   return std::make_unique<first_accept_logger>(std::move(inner), origin, std::move(log));
 }
 
+std::unique_ptr<loop_handler> watching_upgrades(std::unique_ptr<loop_handler> inner, loop& l, upgrade_watch& watch) {
+  return std::make_unique<upgrade_requests_watcher>(std::move(inner), l, watch);
+}
+
 upgrade_watch::upgrade_watch(upgrade_image image, std::chrono::milliseconds timeout, upgrade_hooks hooks)
     : image_(std::move(image)),
       timeout_(timeout),
       hooks_(std::move(hooks)),
-      wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-      quit_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  if (!wake_ || !quit_) {
+      requests_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!requests_) {
     throw std::system_error(errno, std::system_category(), "eventfd");
   }
-  thread_ = thread_without_signals([this] { run(); });
 }
 
 upgrade_watch::~upgrade_watch() {
-  const std::uint64_t one = 1;
-  [[maybe_unused]] const ssize_t n = ::write(quit_.get(), &one, sizeof one);
-  thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+  if (unread_request()) {
+    hooks_.log("upgrade ignored: serve is stopping");
+  }
 }
 
 void upgrade_watch::request(int signal, std::int64_t signal_ns) noexcept {
@@ -283,28 +326,25 @@ void upgrade_watch::request(int signal, std::int64_t signal_ns) noexcept {
   }
   signal_ns_.store(signal_ns);
   const std::uint64_t one = 1;
-  [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);
+  [[maybe_unused]] const ssize_t n = ::write(requests_.get(), &one, sizeof one);
 }
 
-// The thread: an upgrade for each wake-up, until the destructor's.
-void upgrade_watch::run() {
-  std::array<pollfd, 2> fds{{{wake_.get(), POLLIN, 0}, {quit_.get(), POLLIN, 0}}};
-  while (true) {
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      hooks_.log("upgrades disabled: poll: " + std::error_code(errno, std::system_category()).message());
-      return;
-    }
-    if (fds[1].revents != 0) {
-      return;
-    }
-    std::uint64_t count = 0;
-    if (::read(wake_.get(), &count, sizeof count) == static_cast<ssize_t>(sizeof count)) {
-      upgrade();
-    }
+// busy_ keeps a second request from coming before the last upgrade's thread has ended (or is
+// about to: a failed upgrade clears busy_ as its last step), so the join here is short.
+void upgrade_watch::take_request() {
+  if (!unread_request()) {
+    return;
   }
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+  thread_ = thread_without_signals([this] { upgrade(); });
+}
+
+// Reads the requests' eventfd: true if a request was waiting.
+bool upgrade_watch::unread_request() const noexcept {
+  std::uint64_t count = 0;
+  return ::read(requests_.get(), &count, sizeof count) == static_cast<ssize_t>(sizeof count) && count > 0;
 }
 
 // One upgrade: the successor serves and this process drains, or a line says why not and

@@ -71,14 +71,16 @@ struct upgrade_hooks {
   std::function<void(const std::string&)> log;
 };
 
-/// The upgrades of one serving process: request() (from a signal handler) wakes a thread of its
-/// own, which starts the successor, hands it the listeners and waits for it; one upgrade at a
-/// time.
+/// The upgrades of one serving process: request() (from a signal handler) writes an eventfd
+/// that the first serving loop watches (watching_upgrades); the loop then starts the upgrade on
+/// a thread of its own, which starts the successor, hands it the listeners and waits for it.
+/// One upgrade at a time. Until a signal asks for one, serve runs no thread for upgrades: a
+/// process with one loop stays single-threaded, and the kernel's descriptor lookups stay cheap.
 class upgrade_watch {
  public:
-  /// Watches for requests until destroyed; `timeout` bounds each upgrade (--upgrade-timeout).
+  /// Takes requests until destroyed; `timeout` bounds each upgrade (--upgrade-timeout).
   upgrade_watch(upgrade_image image, std::chrono::milliseconds timeout, upgrade_hooks hooks);
-  /// Stops the thread; an upgrade under way ends first (within its timeout).
+  /// Waits for an upgrade under way (within its timeout); a request no loop took gets its line.
   ~upgrade_watch();
   upgrade_watch(const upgrade_watch&) = delete;
   upgrade_watch& operator=(const upgrade_watch&) = delete;
@@ -86,20 +88,28 @@ class upgrade_watch {
   /// Asks for an upgrade, for the signal `signal` that came at `signal_ns`; while one is under
   /// way (or done) the request is ignored with a line. Async-signal-safe.
   void request(int signal, std::int64_t signal_ns) noexcept;
+  /// The descriptor a loop watches for requests (readable: one waits).
+  [[nodiscard]] int requests() const noexcept { return requests_.get(); }
+  /// On the watching loop, once requests() is readable: starts the upgrade asked for.
+  void take_request();
 
  private:
-  void run();
   void upgrade();
   int hand_over(std::int64_t signal_ns, std::string& why);
+  bool unread_request() const noexcept;
 
   upgrade_image image_;
   std::chrono::milliseconds timeout_;
   upgrade_hooks hooks_;
-  unique_fd wake_;  // eventfd: written by request()
-  unique_fd quit_;  // eventfd: written by the destructor
+  unique_fd requests_;  // eventfd: written by request(), read by take_request()
   std::atomic<bool> busy_{false};
   std::atomic<std::int64_t> signal_ns_{0};
-  std::thread thread_;
+  std::thread thread_;  // the last upgrade's
 };
+
+/// The handler of the first loop of a serving process: `inner`, with `watch`'s requests
+/// watched on that loop while it accepts.
+[[nodiscard]] std::unique_ptr<loop_handler> watching_upgrades(std::unique_ptr<loop_handler> inner, loop& l,
+                                                              upgrade_watch& watch);
 
 }  // namespace transient::tool
