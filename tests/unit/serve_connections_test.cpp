@@ -243,6 +243,25 @@ void expect_closed_after(connection_limits limits, std::chrono::milliseconds aft
   EXPECT_EQ(connections.header_timeouts(), header_timeouts);
 }
 
+// A request that arrived with its connection is answered when the connection is handed over,
+// before any readiness event (this loop reports none); a client that has sent nothing yet
+// gets nothing and its connection stays open.
+TEST(ServeConnections, ARequestThatCameWithItsConnectionIsAnsweredAtOnce) {
+  clock_only_loop l;
+  l.set(std::chrono::steady_clock::now());
+  connection_loop connections(l, connection_limits{}, &append_ok_response);
+  auto [eager, eager_server] = socket_pair();
+  const std::string_view request = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+  ASSERT_EQ(::send(eager.get(), request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  connections.on_connection(connection(std::move(eager_server), transient::permit{}, transient::endpoint{}));
+  EXPECT_EQ(transient::test::read_at_least(eager.get(), ok_response({}).size(), 1s), ok_response({}));
+
+  auto [quiet, quiet_server] = socket_pair();
+  connections.on_connection(connection(std::move(quiet_server), transient::permit{}, transient::endpoint{}));
+  EXPECT_EQ(unread(quiet.get()), 0);
+  EXPECT_EQ(connections.open_connections(), 2U);
+}
+
 TEST(ServeConnections, AHeaderDeadlineSetAfterNextTimerIsKept) {
   connection_limits limits;
   limits.header = 500ms;

@@ -141,6 +141,7 @@ class connection_loop final : public loop_handler, public io_watcher {
   };
 
   void add(connection&& conn);
+  void read_first_request(int fd);
   void on_event(int fd, unsigned events);
   void read_from(client& c);
   void serve_input(client& c, std::string_view arrived);
