@@ -22,6 +22,7 @@
 
 #include "support/loopback.hpp"
 #include "support/run_command.hpp"
+#include "support/sanitizers.hpp"
 #include "support/spawned_process.hpp"
 
 namespace {
@@ -179,18 +180,6 @@ int thread_count(pid_t pid) {
 // Run to completion: a loop accepts and serves its own connections, so --threads N is N
 // loop threads (no I/O thread behind the accept loop), the first the main thread, and no
 // other: an upgrade's thread starts only when a signal (SIGHUP, SIGUSR2) asks for one.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool thread_sanitizer = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool thread_sanitizer = true;
-#else
-constexpr bool thread_sanitizer = false;
-#endif
-#else
-constexpr bool thread_sanitizer = false;
-#endif
-
 TEST_F(ServeCli, EachLoopIsOneThreadThatServesWhatItAccepts) {
   for (const char* threads : {"1", "2"}) {
     SCOPED_TRACE(std::string("--threads ") + threads);
@@ -202,7 +191,7 @@ TEST_F(ServeCli, EachLoopIsOneThreadThatServesWhatItAccepts) {
     // No other thread runs: upgrades start theirs when one is asked for.
     const int loops = std::stoi(threads);
     EXPECT_GE(thread_count(server_->pid()), loops);
-    EXPECT_LE(thread_count(server_->pid()), loops + (thread_sanitizer ? 1 : 0));
+    EXPECT_LE(thread_count(server_->pid()), loops + (transient::test::thread_sanitizer ? 1 : 0));
     server_->signal(SIGTERM);
     EXPECT_EQ(server_->wait(2000ms), 0);
     EXPECT_THAT(server_->stderr_text(), HasSubstr("transient serve: stopped cleanly"));
