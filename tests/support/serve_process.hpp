@@ -136,6 +136,16 @@ class fake_notify_socket {
     return messages;
   }
 
+  /// The messages already waiting, without waiting for more.
+  std::vector<std::string> read_queued() {
+    std::vector<std::string> messages;
+    for (std::string m = read_some(socket_.get(), std::chrono::milliseconds(0)); !m.empty();
+         m = read_some(socket_.get(), std::chrono::milliseconds(0))) {
+      messages.push_back(m);
+    }
+    return messages;
+  }
+
   /// The first message containing `text` within `timeout` ("" if none came).
   std::string wait_for(const std::string& text, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
