@@ -123,21 +123,28 @@ upgrade_seen read_upgrade_lines(const serve_child& first, std::size_t from, pid_
 
 // One upgrade: SIGHUP to `old`, then waits until a successor took over and `old` exited, and
 // (a little longer) for the successor's handover line. Returns the successor; sets rec.problem
-// when there is none.
+// when there is none. The successor is known by its "took over" line or, once `old` exited, by
+// listening on the port; both are looked for until the line wait is over, since on a busy
+// machine the line may still be in the pipe, and the listener search may miss a process, at
+// the moment `old` exits.
 std::optional<pid_t> upgrade_once(serve_child& first, pid_t old, std::uint16_t port, run_record& rec,
                                   clock::time_point deadline) {
   const std::size_t from = first.stderr_timeline().size();
   ::kill(old, SIGHUP);
   std::optional<clock::time_point> exited;
+  std::optional<pid_t> listening;  // another process listening on the port, once `old` exited
   upgrade_seen seen;
   while (clock::now() < deadline) {
     seen = read_upgrade_lines(first, from, old);
     if (!exited && has_exited(first, old)) {
       exited = clock::now();
-      seen.successor = seen.successor ? seen.successor : other_listener(port, old);
     }
+    if (exited && !seen.successor && !listening) {
+      listening = other_listener(port, old);
+    }
+    seen.successor = seen.successor ? seen.successor : listening;
     const bool line_wait_over = exited && (seen.handover || clock::now() - *exited > milliseconds(2000));
-    if ((exited && !seen.successor) || !seen.failed.empty() || (seen.successor && line_wait_over)) {
+    if (!seen.failed.empty() || line_wait_over) {
       break;
     }
     std::this_thread::sleep_for(milliseconds(2));
