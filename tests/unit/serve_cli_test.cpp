@@ -14,13 +14,13 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
-#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "support/loopback.hpp"
+#include "support/process_threads.hpp"
 #include "support/run_command.hpp"
 #include "support/sanitizers.hpp"
 #include "support/spawned_process.hpp"
@@ -170,13 +170,6 @@ std::string answer_to_get(const transient::endpoint& at) {
 // One GET / on a new connection; true if the answer is `ok`.
 bool served(const transient::endpoint& at) { return answer_to_get(at) == ok; }
 
-// The threads of process `pid` (entries of /proc/PID/task).
-int thread_count(pid_t pid) {
-  const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
-  std::error_code ec;
-  return static_cast<int>(std::distance(std::filesystem::directory_iterator(tasks, ec), {}));
-}
-
 // Run to completion: a loop accepts and serves its own connections, so --threads N is N
 // loop threads (no I/O thread behind the accept loop), the first the main thread, and no
 // other: an upgrade's thread starts only when a signal (SIGHUP, SIGUSR2) asks for one.
@@ -190,8 +183,8 @@ TEST_F(ServeCli, EachLoopIsOneThreadThatServesWhatItAccepts) {
     // ThreadSanitizer's runtime starts a thread of its own in a process that creates threads.
     // No other thread runs: upgrades start theirs when one is asked for.
     const int loops = std::stoi(threads);
-    EXPECT_GE(thread_count(server_->pid()), loops);
-    EXPECT_LE(thread_count(server_->pid()), loops + (transient::test::thread_sanitizer ? 1 : 0));
+    EXPECT_GE(transient::test::thread_count(server_->pid()), loops);
+    EXPECT_LE(transient::test::thread_count(server_->pid()), loops + (transient::test::thread_sanitizer ? 1 : 0));
     server_->signal(SIGTERM);
     EXPECT_EQ(server_->wait(2000ms), 0);
     EXPECT_THAT(server_->stderr_text(), HasSubstr("transient serve: stopped cleanly"));

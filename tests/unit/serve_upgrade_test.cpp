@@ -22,6 +22,7 @@
 
 #include "support/agent_check.hpp"
 #include "support/loopback.hpp"
+#include "support/process_threads.hpp"
 #include "support/sanitizers.hpp"
 #include "support/serve_process.hpp"
 #include "transient/errors/errors.hpp"
@@ -192,13 +193,6 @@ std::string descriptors_of(pid_t pid) {
     out += e.path().filename().string() + " -> " + std::filesystem::read_symlink(e.path(), ec).string() + "\n";
   }
   return out;
-}
-
-// The number of threads of `pid` (-1 if it is gone).
-int thread_count(pid_t pid) {
-  std::error_code ec;
-  const std::filesystem::directory_iterator tasks("/proc/" + std::to_string(pid) + "/task", ec);
-  return ec ? -1 : static_cast<int>(std::distance(tasks, std::filesystem::directory_iterator()));
 }
 
 // Polls `count(pid)` until it is `expected` or `timeout` passed; the last count.
@@ -495,13 +489,14 @@ TEST_F(ServeUpgrade, NoThreadWaitsForAnUpgradeNobodyAskedFor) {
   serve_process serve({"--upgrade-timeout", "300ms"}, binary.path());
   ASSERT_TRUE(serve.at) << serve.stderr_text();
   ASSERT_TRUE(served(*serve.at));
-  EXPECT_EQ(thread_count(serve.pid()), 1);
+  EXPECT_EQ(transient::test::thread_count(serve.pid()), 1);
   binary.replace_with_script("exit 1");
   serve.signal(SIGHUP);
   EXPECT_THAT(serve.read_line(spawned_process::stream::err, 10s), HasSubstr("upgrade failed: "));
   // ThreadSanitizer's runtime has started its own thread with the upgrade's.
   const int after = 1 + (transient::test::thread_sanitizer ? 1 : 0);
-  EXPECT_EQ(settles_at(&thread_count, serve.pid(), after, 2s), after) << "the upgrade's thread is left";
+  EXPECT_EQ(settles_at(&transient::test::thread_count, serve.pid(), after, 2s), after)
+      << "the upgrade's thread is left";
   EXPECT_TRUE(served(*serve.at));
   serve.signal(SIGTERM);
   EXPECT_EQ(serve.wait(5s), 0);
