@@ -569,7 +569,7 @@ class serving {
         handler = watching_upgrades(std::move(handler), l, *upgrades_);
       }
       if (origin_ != nullptr) {
-        report_ready_once();
+        report_ready_once();  // last: told, the old process drains, so only a whole handler may tell it
       }
       return handler;
     };

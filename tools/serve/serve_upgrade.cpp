@@ -179,12 +179,28 @@ std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point deadl
   return std::max(left, std::chrono::milliseconds(1));
 }
 
+// A loop handler that adds to `inner`: each member hands its event on, and a wrapper
+// overrides the ones it adds to.
+class wrapping_handler : public loop_handler {
+ public:
+  void on_connection(connection c) override { inner_->on_connection(std::move(c)); }
+  void on_accepting_end() override { inner_->on_accepting_end(); }
+  [[nodiscard]] time_point next_timer() const noexcept override { return inner_->next_timer(); }
+  void on_time(time_point now) override { inner_->on_time(now); }
+
+ protected:
+  explicit wrapping_handler(std::unique_ptr<loop_handler> inner) : inner_(std::move(inner)) {}
+
+ private:
+  std::unique_ptr<loop_handler> inner_;
+};
+
 // A successor's loop handler that logs the first connection of all its loops.
-class first_accept_logger final : public loop_handler {
+class first_accept_logger final : public wrapping_handler {
  public:
   first_accept_logger(std::unique_ptr<loop_handler> inner, handover_origin& origin,
                       std::function<void(const std::string&)> log)
-      : inner_(std::move(inner)), origin_(origin), log_(std::move(log)) {}
+      : wrapping_handler(std::move(inner)), origin_(origin), log_(std::move(log)) {}
 
   void on_connection(connection c) override {
     if (!origin_.accepted.load(std::memory_order_relaxed) && !origin_.accepted.exchange(true)) {
@@ -192,14 +208,10 @@ class first_accept_logger final : public loop_handler {
       log_("upgrade: first accept " + milliseconds_text(ms) + " ms after the signal to PID " +
            std::to_string(origin_.old_pid));
     }
-    inner_->on_connection(std::move(c));
+    wrapping_handler::on_connection(std::move(c));
   }
-  void on_accepting_end() override { inner_->on_accepting_end(); }
-  [[nodiscard]] time_point next_timer() const noexcept override { return inner_->next_timer(); }
-  void on_time(time_point now) override { inner_->on_time(now); }
 
  private:
-  std::unique_ptr<loop_handler> inner_;
   handover_origin& origin_;
   std::function<void(const std::string&)> log_;
 };
@@ -207,10 +219,10 @@ class first_accept_logger final : public loop_handler {
 // The first loop's handler while upgrades may be asked for: it watches the requests'
 // eventfd beside `inner`'s descriptors, and lets go of it when accepting ends (a request that
 // comes later finds serve stopping, and ~upgrade_watch says so).
-class upgrade_requests_watcher final : public loop_handler, public io_watcher {
+class upgrade_requests_watcher final : public wrapping_handler, public io_watcher {
  public:
   upgrade_requests_watcher(std::unique_ptr<loop_handler> inner, loop& l, upgrade_watch& watch)
-      : inner_(std::move(inner)), loop_(l), watch_(watch) {
+      : wrapping_handler(std::move(inner)), loop_(l), watch_(watch) {
     loop_.watch(watch_.requests(), EPOLLIN, *this);
     watched_ = true;
   }
@@ -219,13 +231,10 @@ class upgrade_requests_watcher final : public loop_handler, public io_watcher {
   upgrade_requests_watcher& operator=(const upgrade_requests_watcher&) = delete;
 
   void on_ready(int /*fd*/, std::uint32_t /*events*/) override { watch_.take_request(); }
-  void on_connection(connection c) override { inner_->on_connection(std::move(c)); }
   void on_accepting_end() override {
     let_go();
-    inner_->on_accepting_end();
+    wrapping_handler::on_accepting_end();
   }
-  [[nodiscard]] time_point next_timer() const noexcept override { return inner_->next_timer(); }
-  void on_time(time_point now) override { inner_->on_time(now); }
 
  private:
   void let_go() noexcept {
@@ -235,7 +244,6 @@ class upgrade_requests_watcher final : public loop_handler, public io_watcher {
     }
   }
 
-  std::unique_ptr<loop_handler> inner_;
   loop& loop_;
   upgrade_watch& watch_;
   bool watched_ = false;
